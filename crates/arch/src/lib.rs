@@ -1,0 +1,205 @@
+//! Architecture as data: everything the toolkit needs to know about an instruction set, behind
+//! one [`Arch`] trait with an [`X86_64`] and an [`Aarch64`] value, chosen from the target ELF's
+//! `e_machine`. Nothing here depends on the host, so both are unit-tested on any machine.
+
+mod aarch64;
+mod x86_64;
+
+pub use aarch64::Aarch64;
+pub use x86_64::X86_64;
+
+/// `EM_X86_64`.
+pub const EM_X86_64: u16 = 62;
+/// `EM_AARCH64`.
+pub const EM_AARCH64: u16 = 183;
+
+/// Size of one jump-table entry (code that jumps through the 8-byte slot that follows it).
+pub const JUMP_TABLE_ENTRY_SIZE: usize = 16;
+/// Offset of the 8-byte address slot inside a jump-table entry; GOT-relative relocations
+/// against an import use it as the GOT slot.
+pub const JUMP_TABLE_SLOT_OFFSET: u64 = 8;
+
+/// Errors from encoding instructions or applying relocations.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArchError {
+    #[error("{arch}: jump from {from:#x} to {to:#x} is out of reach (limit {limit:#x} bytes)")]
+    JumpOutOfRange {
+        arch: &'static str,
+        from: u64,
+        to: u64,
+        limit: u64,
+    },
+    #[error("{arch}: jump from {from:#x} to {to:#x} is not 4-byte aligned")]
+    Misaligned {
+        arch: &'static str,
+        from: u64,
+        to: u64,
+    },
+    #[error("{arch}: relocation type {r_type} is not supported")]
+    UnsupportedRelocation { arch: &'static str, r_type: u32 },
+    #[error("{arch}: relocation {name} at {place:#x}: value {value:#x} does not fit")]
+    RelocationOverflow {
+        arch: &'static str,
+        name: &'static str,
+        place: u64,
+        value: i128,
+    },
+    #[error("{arch}: relocation {name} at {place:#x} needs {need} bytes, only {have} left")]
+    RelocationOutOfBounds {
+        arch: &'static str,
+        name: &'static str,
+        place: u64,
+        need: usize,
+        have: usize,
+    },
+    #[error("{arch}: relocation {name} at {place:#x}: the instruction is not the expected one")]
+    UnexpectedInstruction {
+        arch: &'static str,
+        name: &'static str,
+        place: u64,
+    },
+}
+
+/// Where the registers an injected syscall or call needs live in the `NT_PRSTATUS` register set
+/// (`user_regs_struct` on x86_64, `user_pt_regs` on aarch64), as indices of 64-bit words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegLayout {
+    /// Number of 64-bit words in the register set.
+    pub words: usize,
+    pub pc: usize,
+    pub sp: usize,
+    /// Register holding the syscall number on entry.
+    pub syscall_nr: usize,
+    /// Registers holding syscall arguments 1..6.
+    pub syscall_args: [usize; 6],
+    /// Registers holding function-call arguments 1..6.
+    pub call_args: [usize; 6],
+    /// Register holding a syscall's or a call's return value.
+    pub ret: usize,
+    /// x86_64 `orig_rax`: the syscall the kernel may restart. `None` on aarch64.
+    pub orig_syscall: Option<usize>,
+    /// Register holding the return address of a call (aarch64 `x30`); `None` when the return
+    /// address lives on the stack (x86_64).
+    pub link: Option<usize>,
+}
+
+/// One relocation to apply, with its symbol already resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloc {
+    pub r_type: u32,
+    /// Address the relocated bytes will have in the target (P).
+    pub place: u64,
+    /// Resolved symbol value (S). For a thread-local symbol: its offset from the thread
+    /// pointer.
+    pub symbol: u64,
+    /// Address of the 8-byte slot holding the symbol's address (for GOT-relative relocations)
+    /// or its thread-pointer offset (for initial-exec TLS relocations).
+    pub got_slot: Option<u64>,
+    /// A.
+    pub addend: i64,
+}
+
+/// What a relocation type needs from symbol resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelocNeed {
+    /// The symbol's address.
+    Address,
+    /// A slot holding the symbol's address.
+    GotSlot,
+    /// A slot holding the symbol's thread-pointer offset (initial-exec TLS).
+    TlsGotSlot,
+    /// The symbol's thread-pointer offset itself (local-exec TLS, executables only).
+    TlsOffset,
+}
+
+/// An instruction set.
+pub trait Arch: Sync + Send + std::fmt::Debug {
+    /// Name as `uname -m` prints it.
+    fn name(&self) -> &'static str;
+    /// `e_machine` of ELF files for this architecture.
+    fn e_machine(&self) -> u16;
+    /// Bytes overwritten at the start of a replaced function (and saved in the undo area).
+    fn hunk_size(&self) -> usize;
+    /// Largest distance a hunk's jump (and a PC-relative data reference) can span.
+    fn max_branch_distance(&self) -> u64;
+    /// Encodes the jump written at `from` that lands on `to`; exactly `hunk_size()` bytes.
+    fn encode_jump(&self, from: u64, to: u64) -> Result<Vec<u8>, ArchError>;
+    /// The destination of a jump encoded by [`Arch::encode_jump`] at `from`, if `bytes` is one.
+    fn decode_jump(&self, from: u64, bytes: &[u8]) -> Option<u64>;
+    /// A jump-table entry that jumps to `target` from anywhere in the address space.
+    fn jump_table_entry(&self, target: u64) -> [u8; JUMP_TABLE_ENTRY_SIZE];
+    /// The system-call instruction, searched for in the target's executable memory.
+    fn syscall_insn(&self) -> &'static [u8];
+    /// Alignment the syscall instruction must have to be executed.
+    fn insn_alignment(&self) -> u64;
+    /// The software-breakpoint instruction.
+    fn breakpoint_insn(&self) -> &'static [u8];
+    /// Register layout of the `NT_PRSTATUS` register set.
+    fn regs(&self) -> RegLayout;
+    /// Syscall numbers.
+    fn sys_mmap(&self) -> u64;
+    fn sys_munmap(&self) -> u64;
+    fn sys_mprotect(&self) -> u64;
+    /// Name of a relocation type, for messages.
+    fn reloc_name(&self, r_type: u32) -> &'static str;
+    /// What resolving a relocation of this type needs, or an error if the type is unsupported.
+    fn reloc_need(&self, r_type: u32) -> Result<RelocNeed, ArchError>;
+    /// Applies `reloc` to `bytes`, which start at the relocation's place.
+    fn apply_reloc(&self, reloc: &Reloc, bytes: &mut [u8]) -> Result<(), ArchError>;
+}
+
+/// The architecture of ELF files with this `e_machine`, if supported.
+pub fn for_machine(e_machine: u16) -> Option<&'static dyn Arch> {
+    match e_machine {
+        EM_X86_64 => Some(&X86_64),
+        EM_AARCH64 => Some(&Aarch64),
+        _ => None,
+    }
+}
+
+/// The architecture this program was built for.
+pub fn host() -> &'static dyn Arch {
+    if cfg!(target_arch = "aarch64") {
+        &Aarch64
+    } else {
+        &X86_64
+    }
+}
+
+pub(crate) fn put<const N: usize>(
+    arch: &'static str,
+    name: &'static str,
+    place: u64,
+    bytes: &mut [u8],
+    value: [u8; N],
+) -> Result<(), ArchError> {
+    let have = bytes.len();
+    let dst = bytes.get_mut(..N).ok_or(ArchError::RelocationOutOfBounds {
+        arch,
+        name,
+        place,
+        need: N,
+        have,
+    })?;
+    dst.copy_from_slice(&value);
+    Ok(())
+}
+
+pub(crate) fn get<const N: usize>(
+    arch: &'static str,
+    name: &'static str,
+    place: u64,
+    bytes: &[u8],
+) -> Result<[u8; N], ArchError> {
+    let have = bytes.len();
+    bytes
+        .get(..N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ArchError::RelocationOutOfBounds {
+            arch,
+            name,
+            place,
+            need: N,
+            have,
+        })
+}

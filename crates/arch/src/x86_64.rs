@@ -1,0 +1,346 @@
+//! x86_64: `jmp rel32` hunks, `jmp *(%rip)` jump-table entries, `syscall`, `int3`.
+
+use crate::{get, put, Arch, ArchError, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE};
+
+const NAME: &str = "x86_64";
+
+pub const R_X86_64_NONE: u32 = 0;
+pub const R_X86_64_64: u32 = 1;
+pub const R_X86_64_PC32: u32 = 2;
+pub const R_X86_64_GOT32: u32 = 3;
+pub const R_X86_64_PLT32: u32 = 4;
+pub const R_X86_64_GOTPCREL: u32 = 9;
+pub const R_X86_64_32: u32 = 10;
+pub const R_X86_64_32S: u32 = 11;
+pub const R_X86_64_TPOFF64: u32 = 18;
+pub const R_X86_64_GOTTPOFF: u32 = 22;
+pub const R_X86_64_TPOFF32: u32 = 23;
+pub const R_X86_64_PC64: u32 = 24;
+pub const R_X86_64_GOTPCRELX: u32 = 41;
+pub const R_X86_64_REX_GOTPCRELX: u32 = 42;
+
+/// The x86_64 instruction set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct X86_64;
+
+fn fits_i32(v: i128) -> bool {
+    v >= i32::MIN as i128 && v <= i32::MAX as i128
+}
+
+impl X86_64 {
+    fn pc32(
+        &self,
+        name: &'static str,
+        r: &Reloc,
+        target: u64,
+        bytes: &mut [u8],
+    ) -> Result<(), ArchError> {
+        let v = target as i128 + r.addend as i128 - r.place as i128;
+        if !fits_i32(v) {
+            return Err(ArchError::RelocationOverflow {
+                arch: NAME,
+                name,
+                place: r.place,
+                value: v,
+            });
+        }
+        put(NAME, name, r.place, bytes, (v as i32).to_le_bytes())
+    }
+
+    fn slot(&self, name: &'static str, r: &Reloc) -> Result<u64, ArchError> {
+        // A missing slot is a planner bug, reported as an overflow of value 0 would be
+        // misleading; name the relocation instead.
+        r.got_slot.ok_or(ArchError::UnexpectedInstruction {
+            arch: NAME,
+            name,
+            place: r.place,
+        })
+    }
+}
+
+impl Arch for X86_64 {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn e_machine(&self) -> u16 {
+        crate::EM_X86_64
+    }
+    fn hunk_size(&self) -> usize {
+        5
+    }
+    fn max_branch_distance(&self) -> u64 {
+        // rel32 reaches +-2 GiB; keep a page of margin for the instruction length.
+        (1u64 << 31) - 4096
+    }
+    fn encode_jump(&self, from: u64, to: u64) -> Result<Vec<u8>, ArchError> {
+        let rel = to as i128 - (from as i128 + 5);
+        if !fits_i32(rel) {
+            return Err(ArchError::JumpOutOfRange {
+                arch: NAME,
+                from,
+                to,
+                limit: 1 << 31,
+            });
+        }
+        let mut v = vec![0xe9];
+        v.extend_from_slice(&(rel as i32).to_le_bytes());
+        Ok(v)
+    }
+    fn decode_jump(&self, from: u64, bytes: &[u8]) -> Option<u64> {
+        if bytes.len() < 5 || bytes[0] != 0xe9 {
+            return None;
+        }
+        let rel = i32::from_le_bytes(bytes[1..5].try_into().ok()?);
+        Some((from as i64).wrapping_add(5).wrapping_add(rel as i64) as u64)
+    }
+    fn jump_table_entry(&self, target: u64) -> [u8; JUMP_TABLE_ENTRY_SIZE] {
+        // jmp *2(%rip); two nops; the 8-byte target.
+        let mut e = [0u8; JUMP_TABLE_ENTRY_SIZE];
+        e[..8].copy_from_slice(&[0xff, 0x25, 0x02, 0x00, 0x00, 0x00, 0x90, 0x90]);
+        e[8..].copy_from_slice(&target.to_le_bytes());
+        e
+    }
+    fn syscall_insn(&self) -> &'static [u8] {
+        &[0x0f, 0x05]
+    }
+    fn insn_alignment(&self) -> u64 {
+        1
+    }
+    fn breakpoint_insn(&self) -> &'static [u8] {
+        &[0xcc]
+    }
+    fn regs(&self) -> RegLayout {
+        // struct user_regs_struct: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi
+        // orig_rax rip cs eflags rsp ss fs_base gs_base ds es fs gs
+        RegLayout {
+            words: 27,
+            pc: 16,
+            sp: 19,
+            syscall_nr: 10,
+            syscall_args: [14, 13, 12, 7, 9, 8],
+            call_args: [14, 13, 12, 11, 9, 8],
+            ret: 10,
+            orig_syscall: Some(15),
+            link: None,
+        }
+    }
+    fn sys_mmap(&self) -> u64 {
+        9
+    }
+    fn sys_munmap(&self) -> u64 {
+        11
+    }
+    fn sys_mprotect(&self) -> u64 {
+        10
+    }
+    fn reloc_name(&self, r_type: u32) -> &'static str {
+        match r_type {
+            R_X86_64_NONE => "R_X86_64_NONE",
+            R_X86_64_64 => "R_X86_64_64",
+            R_X86_64_PC32 => "R_X86_64_PC32",
+            R_X86_64_GOT32 => "R_X86_64_GOT32",
+            R_X86_64_PLT32 => "R_X86_64_PLT32",
+            R_X86_64_GOTPCREL => "R_X86_64_GOTPCREL",
+            R_X86_64_32 => "R_X86_64_32",
+            R_X86_64_32S => "R_X86_64_32S",
+            R_X86_64_TPOFF64 => "R_X86_64_TPOFF64",
+            R_X86_64_GOTTPOFF => "R_X86_64_GOTTPOFF",
+            R_X86_64_TPOFF32 => "R_X86_64_TPOFF32",
+            R_X86_64_PC64 => "R_X86_64_PC64",
+            R_X86_64_GOTPCRELX => "R_X86_64_GOTPCRELX",
+            R_X86_64_REX_GOTPCRELX => "R_X86_64_REX_GOTPCRELX",
+            _ => "unknown x86_64 relocation",
+        }
+    }
+    fn reloc_need(&self, r_type: u32) -> Result<RelocNeed, ArchError> {
+        Ok(match r_type {
+            R_X86_64_NONE | R_X86_64_64 | R_X86_64_PC32 | R_X86_64_PLT32 | R_X86_64_32
+            | R_X86_64_32S | R_X86_64_PC64 => RelocNeed::Address,
+            R_X86_64_GOTPCREL | R_X86_64_GOTPCRELX | R_X86_64_REX_GOTPCRELX => RelocNeed::GotSlot,
+            R_X86_64_GOTTPOFF => RelocNeed::TlsGotSlot,
+            R_X86_64_TPOFF32 | R_X86_64_TPOFF64 => RelocNeed::TlsOffset,
+            _ => return Err(ArchError::UnsupportedRelocation { arch: NAME, r_type }),
+        })
+    }
+    fn apply_reloc(&self, r: &Reloc, bytes: &mut [u8]) -> Result<(), ArchError> {
+        let name = self.reloc_name(r.r_type);
+        // Thread-pointer offsets are negative on x86_64 (variant II TLS).
+        let s = if matches!(r.r_type, R_X86_64_TPOFF32 | R_X86_64_TPOFF64) {
+            r.symbol as i64 as i128
+        } else {
+            r.symbol as i128
+        };
+        let sa = s + r.addend as i128;
+        match r.r_type {
+            R_X86_64_NONE => Ok(()),
+            R_X86_64_64 | R_X86_64_TPOFF64 => {
+                put(NAME, name, r.place, bytes, (sa as u64).to_le_bytes())
+            }
+            R_X86_64_PC32 | R_X86_64_PLT32 => self.pc32(name, r, r.symbol, bytes),
+            R_X86_64_PC64 => put(
+                NAME,
+                name,
+                r.place,
+                bytes,
+                ((sa - r.place as i128) as u64).to_le_bytes(),
+            ),
+            R_X86_64_32 => {
+                if !(0..=u32::MAX as i128).contains(&sa) {
+                    return Err(ArchError::RelocationOverflow {
+                        arch: NAME,
+                        name,
+                        place: r.place,
+                        value: sa,
+                    });
+                }
+                put(NAME, name, r.place, bytes, (sa as u32).to_le_bytes())
+            }
+            R_X86_64_32S | R_X86_64_TPOFF32 => {
+                if !fits_i32(sa) {
+                    return Err(ArchError::RelocationOverflow {
+                        arch: NAME,
+                        name,
+                        place: r.place,
+                        value: sa,
+                    });
+                }
+                put(NAME, name, r.place, bytes, (sa as i32).to_le_bytes())
+            }
+            R_X86_64_GOTPCREL | R_X86_64_GOTPCRELX | R_X86_64_REX_GOTPCRELX | R_X86_64_GOTTPOFF => {
+                let slot = self.slot(name, r)?;
+                self.pc32(name, r, slot, bytes)
+            }
+            other => {
+                let _ = get::<1>(NAME, name, r.place, bytes)?;
+                Err(ArchError::UnsupportedRelocation {
+                    arch: NAME,
+                    r_type: other,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jump_round_trips_and_checks_reach() {
+        let a = X86_64;
+        let j = a.encode_jump(0x1000, 0x2000).unwrap();
+        assert_eq!(j, vec![0xe9, 0xfb, 0x0f, 0, 0]);
+        assert_eq!(a.decode_jump(0x1000, &j), Some(0x2000));
+        let back = a.encode_jump(0x2000, 0x1000).unwrap();
+        assert_eq!(a.decode_jump(0x2000, &back), Some(0x1000));
+        assert!(a.encode_jump(0, 1 << 32).is_err());
+        assert_eq!(a.decode_jump(0, &[0x90; 5]), None);
+    }
+
+    #[test]
+    fn jump_table_entry_is_rip_relative_indirect_jump() {
+        let e = X86_64.jump_table_entry(0x1122334455667788);
+        assert_eq!(&e[..6], &[0xff, 0x25, 2, 0, 0, 0]);
+        assert_eq!(
+            u64::from_le_bytes(e[8..].try_into().unwrap()),
+            0x1122334455667788
+        );
+    }
+
+    #[test]
+    fn pc32_and_got_relocations() {
+        let a = X86_64;
+        let mut b = [0u8; 4];
+        let r = Reloc {
+            r_type: R_X86_64_PC32,
+            place: 0x1000,
+            symbol: 0x3000,
+            got_slot: None,
+            addend: -4,
+        };
+        a.apply_reloc(&r, &mut b).unwrap();
+        assert_eq!(i32::from_le_bytes(b), 0x3000 - 4 - 0x1000);
+        let r = Reloc {
+            r_type: R_X86_64_REX_GOTPCRELX,
+            place: 0x1000,
+            symbol: 7,
+            got_slot: Some(0x800),
+            addend: -4,
+        };
+        a.apply_reloc(&r, &mut b).unwrap();
+        assert_eq!(i32::from_le_bytes(b), 0x800 - 4 - 0x1000);
+        let r = Reloc {
+            r_type: R_X86_64_GOTPCREL,
+            place: 0x1000,
+            symbol: 7,
+            got_slot: None,
+            addend: -4,
+        };
+        assert!(a.apply_reloc(&r, &mut b).is_err());
+    }
+
+    #[test]
+    fn overflow_and_bounds_are_errors() {
+        let a = X86_64;
+        let mut b = [0u8; 4];
+        let r = Reloc {
+            r_type: R_X86_64_PC32,
+            place: 0,
+            symbol: 1 << 40,
+            got_slot: None,
+            addend: 0,
+        };
+        assert!(matches!(
+            a.apply_reloc(&r, &mut b),
+            Err(ArchError::RelocationOverflow { .. })
+        ));
+        let r = Reloc {
+            r_type: R_X86_64_64,
+            place: 0,
+            symbol: 1,
+            got_slot: None,
+            addend: 0,
+        };
+        assert!(matches!(
+            a.apply_reloc(&r, &mut b),
+            Err(ArchError::RelocationOutOfBounds { .. })
+        ));
+        let r = Reloc {
+            r_type: R_X86_64_32,
+            place: 0,
+            symbol: 1 << 33,
+            got_slot: None,
+            addend: 0,
+        };
+        assert!(a.apply_reloc(&r, &mut b).is_err());
+        assert!(a.reloc_need(9999).is_err());
+    }
+
+    #[test]
+    fn absolute_and_tls_relocations() {
+        let a = X86_64;
+        let mut b = [0u8; 8];
+        let r = Reloc {
+            r_type: R_X86_64_64,
+            place: 0,
+            symbol: 0x1234,
+            got_slot: None,
+            addend: 0x10,
+        };
+        a.apply_reloc(&r, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), 0x1244);
+        let r = Reloc {
+            r_type: R_X86_64_TPOFF32,
+            place: 0,
+            symbol: (-16i64) as u64,
+            got_slot: None,
+            addend: 0,
+        };
+        a.apply_reloc(&r, &mut b).unwrap();
+        assert_eq!(i32::from_le_bytes(b[..4].try_into().unwrap()), -16);
+        assert_eq!(
+            a.reloc_need(R_X86_64_GOTTPOFF).unwrap(),
+            RelocNeed::TlsGotSlot
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! Symbol resolution and relocation of a payload into the bytes of a patch region: pure
+//! computation over the payload, the original object's load bias and the resolved imports
+//! (docs/internals.md section 2). Nothing here touches the target.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kpatch_arch::{Arch, ArchError, Reloc, RelocNeed, JUMP_TABLE_SLOT_OFFSET};
+use object::elf;
+
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::payload::{PSymDef, Payload};
+
+/// What a jump-table entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// The address of the payload symbol with this index (an import or a GOT-referenced
+    /// local).
+    Address(usize),
+    /// The thread-pointer offset of the TLS symbol with this index.
+    TlsOffset(usize),
+}
+
+/// A payload with its slots counted and its region laid out, waiting for an address and the
+/// resolved imports.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub payload: Payload,
+    pub layout: Layout,
+    pub slots: Vec<Slot>,
+    slot_of: HashMap<Slot, usize>,
+    /// Undefined symbols to resolve, by payload symbol index.
+    pub imports: BTreeMap<usize, (String, Option<String>)>,
+    pub ninfo: usize,
+}
+
+/// One relocated `.kpatch.info` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub daddr: u64,
+    pub saddr: u64,
+    pub dlen: u32,
+    pub slen: u32,
+}
+
+impl Record {
+    /// A function the patch adds rather than replaces.
+    pub fn is_new(&self) -> bool {
+        self.daddr == 0
+    }
+}
+
+/// The region contents of a relocated patch, minus the header.
+#[derive(Debug, Clone)]
+pub struct Relocated {
+    /// Jump table bytes, to be written at `kpta + layout.jmp_offset`.
+    pub jump_table: Vec<u8>,
+    /// ELF image, to be written at `kpta + layout.elf_offset`.
+    pub elf: Vec<u8>,
+    pub records: Vec<Record>,
+}
+
+const INFO_RECORD: usize = 48;
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+/// Decodes 48-byte info records up to the end marker (daddr, saddr, dlen and slen all zero)
+/// or the end of `bytes`.
+pub fn decode_records(bytes: &[u8]) -> Vec<Record> {
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(INFO_RECORD) {
+        if chunk.len() < 24 {
+            break;
+        }
+        let r = Record {
+            daddr: read_u64(chunk, 0),
+            saddr: read_u64(chunk, 8),
+            dlen: read_u32(chunk, 16),
+            slen: read_u32(chunk, 20),
+        };
+        if r.daddr == 0 && r.saddr == 0 && r.dlen == 0 && r.slen == 0 {
+            break;
+        }
+        if chunk.len() < INFO_RECORD {
+            break;
+        }
+        out.push(r);
+    }
+    out
+}
+
+impl Prepared {
+    /// Counts what the payload needs and lays out its region. `elf_image` is the ELF image as
+    /// stored in the file (the `total_size - 504` bytes after the header).
+    pub fn new(arch: &dyn Arch, payload: Payload, elf_image: &[u8], page: u64) -> Result<Prepared> {
+        let elf_len = elf_image.len() as u64;
+        let (_, info) = payload
+            .section(".kpatch.info")
+            .ok_or_else(|| Error::Payload("the payload has no .kpatch.info section".into()))?;
+        let info_offset = info.offset;
+        // Records are counted before relocation: the end marker is all zeros in the file, real
+        // records carry link-time values or at least non-zero lengths.
+        let start = info.offset as usize;
+        let end = start
+            .saturating_add(info.size as usize)
+            .min(elf_image.len());
+        let ninfo = decode_records(elf_image.get(start..end).unwrap_or(&[])).len();
+        let data_offset = payload.section(".kpatch.data").map(|(_, s)| s.offset);
+        if let Some(d) = data_offset {
+            if d % page != 0 {
+                return Err(Error::Payload(format!(
+                    ".kpatch.data is at offset {d:#x} of the payload, not page-aligned: rebuild the patch with a compatible kpatch_strip"
+                )));
+            }
+        }
+        let mut slots = Vec::new();
+        let mut slot_of = HashMap::new();
+        let mut imports = BTreeMap::new();
+        let mut add = |slot: Slot, slots: &mut Vec<Slot>| {
+            slot_of.entry(slot).or_insert_with(|| {
+                slots.push(slot);
+                slots.len() - 1
+            });
+        };
+        for r in &payload.relocs {
+            let sym = &payload.symbols[r.symbol];
+            let need = arch.reloc_need(r.r_type)?;
+            if sym.def == PSymDef::Undefined {
+                if sym.name.is_empty() {
+                    return Err(Error::Payload(format!(
+                        "relocation {} at {:#x} in {} has no symbol",
+                        arch.reloc_name(r.r_type),
+                        r.offset,
+                        payload.sections[r.target].name
+                    )));
+                }
+                imports.insert(r.symbol, (sym.name.clone(), sym.version.clone()));
+            }
+            match need {
+                RelocNeed::Address if sym.def == PSymDef::Undefined => {
+                    add(Slot::Address(r.symbol), &mut slots)
+                }
+                RelocNeed::Address => {}
+                RelocNeed::GotSlot => add(Slot::Address(r.symbol), &mut slots),
+                RelocNeed::TlsGotSlot => add(Slot::TlsOffset(r.symbol), &mut slots),
+                RelocNeed::TlsOffset => {}
+            }
+        }
+        let layout = Layout::new(
+            elf_len,
+            slots.len() as u64,
+            ninfo as u64,
+            arch.hunk_size() as u64,
+            info_offset,
+            data_offset,
+            page,
+        );
+        Ok(Prepared {
+            payload,
+            layout,
+            slots,
+            slot_of,
+            imports,
+            ninfo,
+        })
+    }
+
+    /// Address of every section once the region is at `kpta` and the original object is
+    /// loaded with `load_bias`.
+    fn section_addrs(&self, kpta: u64, load_bias: u64) -> Vec<u64> {
+        self.payload
+            .sections
+            .iter()
+            .map(|s| {
+                if s.is_kpatch() {
+                    kpta + self.layout.elf_offset + s.offset
+                } else if s.flags & elf::SHF_ALLOC.0 != 0 {
+                    s.addr.wrapping_add(load_bias)
+                } else {
+                    0
+                }
+            })
+            .collect()
+    }
+
+    /// Relocates the payload for a region at `kpta`. `imports` gives the address of every
+    /// undefined symbol (by payload symbol index); `tls_offset` the thread-pointer offset of a
+    /// TLS symbol defined in the original object, given its section-relative value.
+    pub fn relocate(
+        &self,
+        arch: &dyn Arch,
+        elf_image: &[u8],
+        kpta: u64,
+        load_bias: u64,
+        imports: &HashMap<usize, u64>,
+        tls_offset: &dyn Fn(&str, u64) -> Result<u64>,
+    ) -> Result<Relocated> {
+        let secaddr = self.section_addrs(kpta, load_bias);
+        let symaddr = |i: usize| -> Result<u64> {
+            let s = &self.payload.symbols[i];
+            match s.def {
+                PSymDef::Undefined => imports.get(&i).copied().ok_or_else(|| Error::Unresolved {
+                    name: s.name.clone(),
+                }),
+                PSymDef::Absolute => Ok(s.value),
+                PSymDef::Section(k) => Ok(secaddr[k].wrapping_add(s.value)),
+            }
+        };
+        let tls_of = |i: usize| -> Result<u64> {
+            let s = &self.payload.symbols[i];
+            if s.st_type != elf::STT_TLS.0 {
+                return Err(Error::Payload(format!(
+                    "TLS relocation against non-TLS symbol {}",
+                    s.name
+                )));
+            }
+            match s.def {
+                PSymDef::Section(k) => {
+                    tls_offset(&s.name, self.payload.sections[k].addr.wrapping_add(s.value))
+                }
+                _ => Err(Error::Unsupported(format!(
+                    "thread-local variable {} is not defined in the patched object",
+                    s.name
+                ))),
+            }
+        };
+        let mut jump_table =
+            Vec::with_capacity(self.slots.len() * kpatch_arch::JUMP_TABLE_ENTRY_SIZE);
+        for slot in &self.slots {
+            let value = match *slot {
+                Slot::Address(i) => symaddr(i)?,
+                Slot::TlsOffset(i) => tls_of(i)?,
+            };
+            jump_table.extend_from_slice(&arch.jump_table_entry(value));
+        }
+        let mut elf = elf_image.to_vec();
+        for r in &self.payload.relocs {
+            let sec = &self.payload.sections[r.target];
+            let sym = &self.payload.symbols[r.symbol];
+            let place = secaddr[r.target] + r.offset;
+            let at = (sec.offset + r.offset) as usize;
+            let bytes = elf.get_mut(at..).filter(|b| !b.is_empty()).ok_or_else(|| {
+                Error::Payload(format!(
+                    "relocation at {:#x} in {} lies outside the payload",
+                    r.offset, sec.name
+                ))
+            })?;
+            let slot_addr = |s: Slot| {
+                self.slot_of
+                    .get(&s)
+                    .map(|&k| self.layout.jump_entry(kpta, k as u64) + JUMP_TABLE_SLOT_OFFSET)
+            };
+            let need = arch.reloc_need(r.r_type)?;
+            let (symbol, got_slot) = match need {
+                RelocNeed::Address => (symaddr(r.symbol)?, None),
+                RelocNeed::GotSlot => (symaddr(r.symbol)?, slot_addr(Slot::Address(r.symbol))),
+                RelocNeed::TlsGotSlot => (0, slot_addr(Slot::TlsOffset(r.symbol))),
+                RelocNeed::TlsOffset => (tls_of(r.symbol)?, None),
+            };
+            let mut reloc = Reloc {
+                r_type: r.r_type,
+                place,
+                symbol,
+                got_slot,
+                addend: r.addend,
+            };
+            let result = arch.apply_reloc(&reloc, bytes);
+            // An import called or referenced PC-relatively may be out of reach of the region;
+            // code then goes through its jump-table entry instead.
+            let result = match result {
+                Err(ArchError::RelocationOverflow { .. }) if sym.def == PSymDef::Undefined && need == RelocNeed::Address => {
+                    match slot_addr(Slot::Address(r.symbol)) {
+                        Some(slot) if sym.st_type != elf::STT_OBJECT.0 => {
+                            reloc.symbol = slot - JUMP_TABLE_SLOT_OFFSET;
+                            arch.apply_reloc(&reloc, bytes)
+                        }
+                        _ => {
+                            return Err(Error::Unsupported(format!(
+                                "{} refers to the imported variable {} directly, which is too far from the patch; build the patch with --force-gotpcrel",
+                                sec.name, sym.name
+                            )))
+                        }
+                    }
+                }
+                other => other,
+            };
+            result.map_err(|e| Error::Relocation {
+                symbol: sym.name.clone(),
+                section: sec.name.clone(),
+                source: e,
+            })?;
+        }
+        let (_, info) = self
+            .payload
+            .section(".kpatch.info")
+            .ok_or_else(|| Error::Payload("the payload has no .kpatch.info section".into()))?;
+        let start = info.offset as usize;
+        let end = start.saturating_add(info.size as usize).min(elf.len());
+        let records = decode_records(elf.get(start..end).unwrap_or(&[]));
+        Ok(Relocated {
+            jump_table,
+            elf,
+            records,
+        })
+    }
+}

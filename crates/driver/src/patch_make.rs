@@ -57,7 +57,8 @@ pub struct Options {
     pub build_id: Option<String>,
     /// `-j`.
     pub jobs: Option<u32>,
-    /// The patch files, applied in order.
+    /// The patch files, applied in order (relative ones from [`Paths::workdir`]); messages
+    /// name them as given here.
     pub patches: Vec<PathBuf>,
 }
 
@@ -291,9 +292,9 @@ pub struct PatchMakeError {
     /// The failed step.
     pub step: Step,
     /// The cause.
-    pub source: StepError,
+    pub source: Box<StepError>,
     /// Set when putting the sources back failed as well.
-    pub restore_failure: Option<RestoreError>,
+    pub restore_failure: Option<Box<RestoreError>>,
 }
 
 impl fmt::Display for PatchMakeError {
@@ -308,14 +309,14 @@ impl fmt::Display for PatchMakeError {
 
 impl std::error::Error for PatchMakeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        Some(&*self.source)
     }
 }
 
 fn at<E: Into<StepError>>(step: Step) -> impl FnOnce(E) -> PatchMakeError {
     move |e| PatchMakeError {
         step,
-        source: e.into(),
+        source: Box::new(e.into()),
         restore_failure: None,
     }
 }
@@ -364,11 +365,13 @@ pub fn run(
         interrupted,
         events,
     };
-    r.check_tools().map_err(at(Step::Setup))?;
     if !opts.update {
         for patch in &opts.patches {
-            read_patch(patch).map_err(at(Step::Apply(patch.clone())))?;
+            read_patch(&paths.workdir.join(patch)).map_err(at(Step::Apply(patch.clone())))?;
         }
+    }
+    r.check_tools().map_err(at(Step::Setup))?;
+    if !opts.update {
         let left = restore_sources(&paths.srcdir).map_err(at(Step::RestoreLeftovers))?;
         if !left.is_empty() {
             (r.events)(Event::LeftoversRestored(&left));
@@ -379,7 +382,7 @@ pub fn run(
         let restored = restore_sources(&paths.srcdir);
         match (built, restored) {
             (Err(mut e), Err(r)) => {
-                e.restore_failure = Some(r);
+                e.restore_failure = Some(Box::new(r));
                 return Err(e);
             }
             (Err(e), Ok(_)) => return Err(e),
@@ -423,6 +426,17 @@ impl Run<'_> {
     /// restores the sources whatever happens.
     fn build(&mut self, env: &BuildEnv) -> Result<(), PatchMakeError> {
         let paths = self.paths;
+        // As the peer: the install roots exist unless --clean removes them, in which case the
+        // Makefile's install rule creates them (the guide's does `mkdir $DESTDIR`).
+        for dir in [&paths.original_dir, &paths.patched_dir] {
+            fs::create_dir_all(dir)
+                .map_err(|source| StepError::Io {
+                    what: "cannot create",
+                    path: dir.clone(),
+                    source,
+                })
+                .map_err(at(Step::Setup))?;
+        }
         if self.opts.clean {
             self.make(env, None, &["clean".into()])
                 .map_err(at(Step::Clean))?;
@@ -442,8 +456,8 @@ impl Run<'_> {
 
         for (index, patch) in self.opts.patches.iter().enumerate() {
             (self.events)(Event::Applying(patch));
-            let applied =
-                apply_patch(&paths.srcdir, patch, index).map_err(at(Step::Apply(patch.clone())))?;
+            let applied = apply_patch(&paths.srcdir, &paths.workdir.join(patch), index)
+                .map_err(at(Step::Apply(patch.clone())))?;
             for a in &applied {
                 (self.events)(Event::PatchOutput(&a.output));
             }
@@ -462,11 +476,6 @@ impl Run<'_> {
     }
 
     fn install(&self, env: &BuildEnv, stage: Stage, dir: &Path) -> Result<(), StepError> {
-        fs::create_dir_all(dir).map_err(|source| StepError::Io {
-            what: "cannot create",
-            path: dir.to_path_buf(),
-            source,
-        })?;
         let var = format!("{}={}", self.opts.destdir_var, dir.display());
         self.make(env, Some(stage), &["install".into(), var])
     }

@@ -59,10 +59,24 @@ fn main() -> ExitCode {
     match run(args, id) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("libcare-patch-make: {e:#}");
+            eprintln!("libcare-patch-make: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, skipping causes whose text the message already includes (our
+/// library errors spell out their causes).
+fn describe(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
@@ -87,19 +101,8 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         id,
         build_id: args.buildid,
         jobs: args.jobs,
-        patches: args
-            .patches
-            .iter()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-            .collect(),
+        patches: args.patches,
     };
-    // Patches are printed as the user named them.
-    let shown: HashMap<PathBuf, PathBuf> = opts
-        .patches
-        .iter()
-        .cloned()
-        .zip(args.patches.iter().cloned())
-        .collect();
     let c = if std::io::stdout().is_terminal() {
         Colors {
             green: "\x1b[32m",
@@ -117,10 +120,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         patch_make::install_interrupt_flag().context("cannot install signal handlers")?;
     let mut print = |ev: Event<'_>| match ev {
         Event::Stage(line) => println!("{}{line}{}", c.green, c.reset),
-        Event::Applying(p) => {
-            let p = shown.get(p).unwrap_or(&PathBuf::new()).clone();
-            println!("{}applying {}...{}", c.red, p.display(), c.reset)
-        }
+        Event::Applying(p) => println!("{}applying {}...{}", c.red, p.display(), c.reset),
         Event::PatchOutput(text) => print!("{text}"),
         Event::LeftoversRestored(files) => {
             for f in files {

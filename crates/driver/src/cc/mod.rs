@@ -382,10 +382,13 @@ impl Wrapper {
             });
         }
         if !deps.iter().any(|d| matches!(d, DepOpt::Target(..))) {
-            if let Some(o) = user_out {
-                args.push("-MQ".into());
-                args.push(o.to_string());
-            }
+            // Without -o, cc1 would name the target after the input (foo.o); our -o names
+            // the assembly, so say it explicitly.
+            args.push("-MQ".into());
+            args.push(match user_out {
+                Some(o) => o.to_string(),
+                None => default_output(&input.path, "o"),
+            });
         }
         args
     }
@@ -670,7 +673,10 @@ mod tests {
         );
         let w = wrapper("-MMD -MP -c src/foo.c src/bar.c");
         let input = w.cl.inputs().nth(1).unwrap().clone();
-        assert_eq!(w.dep_args(&input), ["-MMD", "-MP", "-MF", "bar.d"]);
+        assert_eq!(
+            w.dep_args(&input),
+            ["-MMD", "-MP", "-MF", "bar.d", "-MQ", "bar.o"]
+        );
         let w = wrapper("-MD -MF x.d -MT t -c foo.c -o foo.o");
         let input = w.cl.inputs().next().unwrap().clone();
         assert_eq!(w.dep_args(&input), ["-MD", "-MF", "x.d", "-MT", "t"]);

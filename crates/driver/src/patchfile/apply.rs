@@ -173,7 +173,7 @@ fn back_up(srcdir: &Path, file: &Path, index: usize) -> Result<(), ApplyError> {
         let parent = bak.parent().unwrap_or(srcdir);
         fs::create_dir_all(parent).map_err(err)?;
         fs::File::create(&bak).map_err(err)?;
-        fs::set_permissions(&bak, fs::Permissions::from_mode(0)).map_err(err)?;
+        fs::set_permissions(&bak, fs::Permissions::from_mode(0o000)).map_err(err)?;
     }
     Ok(())
 }

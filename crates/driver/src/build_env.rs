@@ -40,20 +40,20 @@ impl BuildEnv {
     pub fn new(libcare_cc: &Path, tools_dir: &Path) -> Result<Self, BuildEnvError> {
         let me = libcare_cc.canonicalize().ok();
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let resolve = |var: &str, default: &str| -> Option<PathBuf> {
-            let name = std::env::var(var)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| default.to_string());
+        let resolve = |name: &str| -> Option<PathBuf> {
             if name.contains('/') {
-                return Some(std::path::absolute(&name).unwrap_or_else(|_| PathBuf::from(&name)));
+                return Some(std::path::absolute(name).unwrap_or_else(|_| PathBuf::from(name)));
             }
-            tools::find_on_path(&name, Some(&path), me.as_deref())
+            tools::find_on_path(name, Some(&path), me.as_deref())
         };
-        let cc = resolve(vars::KPCCREAL, "gcc")
-            .or_else(|| resolve(vars::KPCCREAL, "cc"))
-            .ok_or_else(|| BuildEnvError::CompilerNotFound("gcc".into()))?;
-        let cxx = resolve(vars::KPCXXREAL, "g++");
+        let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+        let cc = match from_env(vars::KPCCREAL) {
+            Some(name) => resolve(&name).ok_or(BuildEnvError::CompilerNotFound(name))?,
+            None => resolve("gcc")
+                .or_else(|| resolve("cc"))
+                .ok_or_else(|| BuildEnvError::CompilerNotFound("gcc".into()))?,
+        };
+        let cxx = resolve(&from_env(vars::KPCXXREAL).unwrap_or_else(|| "g++".into()));
 
         let shim = tempfile::Builder::new()
             .prefix("libcare-patch-make.")

@@ -54,12 +54,75 @@ fn copy_tree(src: &Path, dst: &Path) {
     }
 }
 
-/// Kills the child on drop unless it was reaped.
-struct Reaper(Option<Child>);
+/// A started child whose output is collected in the background; killed on drop unless it
+/// was waited for.
+pub struct Running {
+    child: Option<Child>,
+    out: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+    what: String,
+}
 
-impl Drop for Reaper {
+impl Running {
+    /// Starts `cmd` with null stdin and collected stdout/stderr.
+    pub fn start(cmd: &mut Command) -> Running {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let collect = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = child.stdout.take().map(|o| collect(Box::new(o)));
+        let err = child.stderr.take().map(|e| collect(Box::new(e)));
+        Running {
+            child: Some(child),
+            out,
+            err,
+            what: format!("{cmd:?}"),
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Waits for the end, failing the test after `secs` seconds.
+    pub fn wait(mut self, secs: u64) -> Output {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let child = self.child.as_mut().expect("not waited yet");
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not finish in {secs} s",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.child = None;
+        let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.map(|h| h.join().expect("reader thread"))
+                .unwrap_or_default()
+        };
+        Output {
+            status,
+            stdout: join(self.out.take()),
+            stderr: join(self.err.take()),
+        }
+    }
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -68,41 +131,19 @@ impl Drop for Reaper {
 
 /// Runs `cmd` to completion, failing the test after `secs` seconds (the child is killed).
 pub fn run(cmd: &mut Command, secs: u64) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let mut reaper = Reaper(Some(child));
-    let child = reaper.0.as_mut().expect("child");
-    // Drain the pipes in threads so a chatty child never blocks.
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    Running::start(cmd).wait(secs)
+}
+
+/// Polls until `path` exists, failing the test after `secs` seconds.
+pub fn wait_for_file(path: &Path, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
+    while !path.exists() {
         assert!(
             Instant::now() < deadline,
-            "{cmd:?} did not finish in {secs} s"
+            "{} did not appear in {secs} s",
+            path.display()
         );
         std::thread::sleep(Duration::from_millis(20));
-    };
-    reaper.0 = None;
-    Output {
-        status,
-        stdout: t_out.join().expect("stdout thread"),
-        stderr: t_err.join().expect("stderr thread"),
     }
 }
 

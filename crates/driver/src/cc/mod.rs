@@ -321,35 +321,12 @@ impl Wrapper {
                 }
             }
         }
-        // Dependency options only matter if gcc still preprocesses something itself.
-        let keep_deps = self.cl.tokens.iter().enumerate().any(|(idx, t)| {
-            matches!(t, Token::Input(i) if !replaced.contains_key(&idx) && i.kind != InputKind::Linker)
-        });
-        let mut args = Vec::new();
-        let mut lang: Option<String> = None;
-        for (idx, tok) in self.cl.tokens.iter().enumerate() {
-            match tok {
-                Token::Lang(_) => {}
-                Token::Dep(_) if !keep_deps => {}
-                Token::Input(input) => {
-                    let (want, path) = match replaced.get(&idx) {
-                        Some(asm) => (Some("assembler".to_string()), path_arg(asm)),
-                        None => (input.lang.clone(), input.path.clone()),
-                    };
-                    if want != lang {
-                        args.push("-x".into());
-                        args.push(want.clone().unwrap_or_else(|| "none".into()));
-                        lang = want;
-                    }
-                    args.push(path);
-                }
-                other => args.extend(other.to_args()),
-            }
-        }
-        args.extend(self.cfg.append_args.iter().cloned());
-        if self.stage == Stage::Patched && !has_emit_relocs(&args) {
-            args.push("-Wl,-q".into());
-        }
+        let args = link_args(
+            &self.cl,
+            &replaced,
+            &self.cfg.append_args,
+            self.stage == Stage::Patched,
+        );
         self.run_compiler(&args, "linking")
     }
 
@@ -549,6 +526,47 @@ impl Wrapper {
     }
 }
 
+/// The link command: the original arguments in order, each replaced source as
+/// `-x assembler ASM` (with `-x` reset for the inputs after it), the appended arguments, and
+/// `-Wl,-q` in the patched stage.
+fn link_args(
+    cl: &CommandLine,
+    replaced: &HashMap<usize, PathBuf>,
+    append: &[String],
+    patched: bool,
+) -> Vec<String> {
+    // Dependency options only matter if gcc still preprocesses something itself.
+    let keep_deps = cl.tokens.iter().enumerate().any(|(idx, t)| {
+        matches!(t, Token::Input(i) if !replaced.contains_key(&idx) && i.kind != InputKind::Linker)
+    });
+    let mut args = Vec::new();
+    let mut lang: Option<String> = None;
+    for (idx, tok) in cl.tokens.iter().enumerate() {
+        match tok {
+            Token::Lang(_) => {}
+            Token::Dep(_) if !keep_deps => {}
+            Token::Input(input) => {
+                let (want, path) = match replaced.get(&idx) {
+                    Some(asm) => (Some("assembler".to_string()), path_arg(asm)),
+                    None => (input.lang.clone(), input.path.clone()),
+                };
+                if want != lang {
+                    args.push("-x".into());
+                    args.push(want.clone().unwrap_or_else(|| "none".into()));
+                    lang = want;
+                }
+                args.push(path);
+            }
+            other => args.extend(other.to_args()),
+        }
+    }
+    args.extend(append.iter().cloned());
+    if patched && !has_emit_relocs(&args) {
+        args.push("-Wl,-q".into());
+    }
+    args
+}
+
 /// Whether a link command already asks the linker to keep relocations.
 fn has_emit_relocs(args: &[String]) -> bool {
     args.iter().any(|a| {
@@ -646,6 +664,37 @@ mod tests {
         assert!(has_emit_relocs(&a(&["-Wl,-q"])));
         assert!(has_emit_relocs(&a(&["-Wl,--as-needed,--emit-relocs"])));
         assert!(!has_emit_relocs(&a(&["-Wl,-qq", "-q"])));
+    }
+
+    #[test]
+    fn link_keeps_order_and_brackets_replaced_sources() {
+        let c = cl("-O2 -MD -o prog -x c main.inc -x none lib.o util.c -lm");
+        let idx = |name: &str| {
+            c.tokens
+                .iter()
+                .position(|t| matches!(t, Token::Input(i) if i.path == name))
+                .unwrap()
+        };
+        let replaced = HashMap::from([
+            (idx("main.inc"), PathBuf::from(".kpatch_main.inc.s")),
+            (idx("util.c"), PathBuf::from(".kpatch_util.c.s")),
+        ]);
+        assert_eq!(
+            link_args(&c, &replaced, &["-DX".to_string()], true).join(" "),
+            "-O2 -o prog -x assembler .kpatch_main.inc.s -x none lib.o \
+             -x assembler .kpatch_util.c.s -lm -DX -Wl,-q"
+        );
+        let c = cl("-o prog a.o -Wl,--emit-relocs");
+        assert_eq!(
+            link_args(&c, &HashMap::new(), &[], true).join(" "),
+            "-o prog a.o -Wl,--emit-relocs"
+        );
+        // A source gcc still compiles itself keeps its dependency options.
+        let c = cl("-MD -o prog x.m a.o");
+        assert_eq!(
+            link_args(&c, &HashMap::new(), &[], false).join(" "),
+            "-MD -o prog x.m a.o"
+        );
     }
 
     fn wrapper(s: &str) -> Wrapper {

@@ -40,9 +40,9 @@ fn script_walkthrough(cflags: &str) {
         "{text}"
     );
 
-    let mut foo = Target::spawn(&dir.join("lpmake/foo"), &[]);
+    let mut target = Target::spawn(&dir.join("lpmake/foo"), &[]);
     let pid = foo.pid().to_string();
-    foo.wait_line("Hello world!");
+    target.wait_line("Hello world!");
     let out = run_ok(tool("libcare-ctl", &dir).args([
         "-v",
         "patch",
@@ -57,8 +57,8 @@ fn script_walkthrough(cflags: &str) {
         "{}",
         stdout(&out)
     );
-    foo.drain();
-    foo.wait_line("Hello world being patched!");
+    target.drain();
+    target.wait_line("Hello world being patched!");
 
     let out = run_ok(tool("libcare-ctl", &dir).args(["unpatch", "-p", &pid]));
     assert!(
@@ -68,9 +68,9 @@ fn script_walkthrough(cflags: &str) {
         "{}",
         stdout(&out)
     );
-    foo.drain();
-    foo.wait_line("Hello world!");
-    assert!(foo.alive());
+    target.drain();
+    target.wait_line("Hello world!");
+    assert!(target.alive());
 }
 
 #[test]

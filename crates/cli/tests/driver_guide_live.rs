@@ -41,7 +41,7 @@ fn script_walkthrough(cflags: &str) {
     );
 
     let mut target = Target::spawn(&dir.join("lpmake/foo"), &[]);
-    let pid = foo.pid().to_string();
+    let pid = target.pid().to_string();
     target.wait_line("Hello world!");
     let out = run_ok(tool("libcare-ctl", &dir).args([
         "-v",

@@ -120,11 +120,25 @@ pub enum FormatError {
 
     /// The payload ELF is malformed.
     #[error("payload ELF: {0}")]
-    Elf(#[from] ElfError),
+    Elf(ElfError),
 
     /// The `.kpatch.info` section or its records are malformed.
     #[error("payload ELF: section `.kpatch.info`: {0}")]
-    Info(#[from] InfoError),
+    Info(InfoError),
+}
+
+// The inner errors are part of the message rather than `source()`, so that printing the
+// chain does not repeat them.
+impl From<ElfError> for FormatError {
+    fn from(err: ElfError) -> FormatError {
+        FormatError::Elf(err)
+    }
+}
+
+impl From<InfoError> for FormatError {
+    fn from(err: InfoError) -> FormatError {
+        FormatError::Info(err)
+    }
 }
 
 /// What is wrong with the ELF framing of a payload.
@@ -132,7 +146,7 @@ pub enum FormatError {
 #[non_exhaustive]
 pub enum ElfError {
     /// Fewer bytes than an ELF header.
-    #[error("{len} bytes, shorter than the 64-byte ELF header")]
+    #[error("is only {len} bytes, shorter than the 64-byte ELF header")]
     TooShort {
         /// Length of the payload.
         len: usize,

@@ -140,12 +140,15 @@ fn unsupported(field: &'static str, value: u64, expected: &'static str) -> ElfEr
 }
 
 fn parse_file_header(bytes: &[u8]) -> Result<&FileHeader64, ElfError> {
+    if bytes
+        .get(..ELFMAG.len())
+        .is_some_and(|magic| magic != ELFMAG)
+    {
+        return Err(ElfError::BadMagic);
+    }
     let (header, _) = FileHeader64::ref_from_prefix(bytes)
         .map_err(|_| ElfError::TooShort { len: bytes.len() })?;
     let ident = &header.e_ident;
-    if ident[..ELFMAG.len()] != ELFMAG {
-        return Err(ElfError::BadMagic);
-    }
     if ident[EI_CLASS] != ELFCLASS64 {
         let value = ident[EI_CLASS].into();
         return Err(unsupported("e_ident[EI_CLASS]", value, "2 (ELFCLASS64)"));

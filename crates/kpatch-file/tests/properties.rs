@@ -108,8 +108,16 @@ proptest! {
         }
         if let Ok(parsed) = KpatchFile::parse(&file) {
             for section in parsed.sections() {
-                prop_assert!(section.data.len() as u64 <= parsed.payload().len() as u64);
+                prop_assert!(section.data.len() <= parsed.payload().len());
             }
+            // Whatever the reader accepts, the writer accepts back.
+            let remade = write_kpatch(
+                parsed.build_id(),
+                parsed.patch_id(),
+                parsed.header().build_time(),
+                parsed.payload(),
+            );
+            prop_assert!(remade.is_ok(), "{:?}", remade);
         }
     }
 

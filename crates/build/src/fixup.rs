@@ -21,8 +21,14 @@ pub enum FixupNote {
     GotLoadToLea { section: String, offset: u64 },
     /// An indirect call or jump through the GOT became a direct one.
     GotBranchToDirect { section: String, offset: u64 },
-    /// An initial-exec TLS access now names the original's GOT slot in its addend.
-    TlsGotSlot { symbol: String, from: i64, to: u64 },
+    /// An initial-exec TLS access now names the original's GOT slot in its addend
+    /// (`gottpoff`: an x86_64 `GOTTPOFF` relocation, else an aarch64 `TLSIE` one).
+    TlsGotSlot {
+        symbol: String,
+        from: i64,
+        to: u64,
+        gottpoff: bool,
+    },
     /// A local-exec TLS access keeps its linked value after its offset was checked.
     TlsOffsetKept { symbol: String, offset: u64 },
 }
@@ -45,13 +51,23 @@ impl fmt::Display for FixupNote {
                     "changing indirect branch to direct at {section}+{offset:x}"
                 )
             }
-            Self::TlsGotSlot { symbol, from, to } => {
-                write!(
-                    f,
-                    "Changing GOTTPOFF symbol {symbol} from {:x} to {to:x}",
-                    *from as u64
-                )
-            }
+            Self::TlsGotSlot {
+                symbol,
+                from,
+                to,
+                gottpoff: true,
+            } => write!(
+                f,
+                "Changing GOTTPOFF symbol {symbol} from {:x} to {to:x}",
+                *from as u64
+            ),
+            Self::TlsGotSlot {
+                symbol, from, to, ..
+            } => write!(
+                f,
+                "Changing TLS GOT slot of symbol {symbol} from {:x} to {to:x}",
+                *from as u64
+            ),
             Self::TlsOffsetKept { symbol, offset } => {
                 write!(
                     f,
@@ -365,6 +381,7 @@ impl Cx<'_> {
                 symbol: sym.unversioned_name().to_string(),
                 from: r.addend,
                 to: slot,
+                gottpoff: self.x86(),
             });
             r.addend = slot as i64;
             return Ok(());
@@ -388,8 +405,7 @@ impl Cx<'_> {
                 None => Err(self.fail(index, &sym.name, "the original binary defines no such TLS variable")),
             }
         } else {
-            let arch = kpatch_arch::for_machine(self.patch.machine);
-            let name = arch.map(|a| a.reloc_name(r.r_type)).unwrap_or("unknown");
+            let name = crate::reloc_types::name(self.patch.machine, r.r_type);
             Err(self.fail(
                 index,
                 &sym.name,

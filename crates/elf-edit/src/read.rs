@@ -45,10 +45,10 @@ fn slice<'a>(
 
 /// Parses a 64-bit little-endian ELF file.
 pub fn parse(data: &[u8]) -> Result<Elf, ElfError> {
-    let ehdr = slice(data, 0, EHDR_SIZE as u64, &|| "the ELF header".into())?;
-    if ehdr.get(..4) != Some(&ELFMAG[..]) {
+    if data.get(..4) != Some(&ELFMAG[..]) {
         return Err(ElfError::BadMagic);
     }
+    let ehdr = slice(data, 0, EHDR_SIZE as u64, &|| "the ELF header".into())?;
     let unsupported = |field, value: u8, expected| ElfError::Unsupported {
         field,
         value: value as u64,

@@ -51,8 +51,15 @@ fn label_of(line: &str) -> Option<&str> {
 fn function_block<'a>(asm: &'a [&'a str], f: &str) -> (usize, usize) {
     let ty = format!("\t.type\t{f}, @function");
     let size = format!("\t.size\t{f}, .-{f}");
-    let start = asm.iter().position(|l| *l == ty).unwrap_or_else(|| panic!("no function {f}"));
-    let end = start + asm[start..].iter().position(|l| *l == size).expect("no .size line");
+    let start = asm
+        .iter()
+        .position(|l| *l == ty)
+        .unwrap_or_else(|| panic!("no function {f}"));
+    let end = start
+        + asm[start..]
+            .iter()
+            .position(|l| *l == size)
+            .expect("no .size line");
     (start, end)
 }
 
@@ -66,9 +73,12 @@ fn data_of(asm: &[&str], label: &str) -> Vec<String> {
         .iter()
         .take_while(|l| {
             let t = l.trim_start();
-            [".string", ".ascii", ".long", ".quad", ".byte", ".value", ".zero", ".word", ".xword"]
-                .iter()
-                .any(|d| t.starts_with(d))
+            [
+                ".string", ".ascii", ".long", ".quad", ".byte", ".value", ".zero", ".word",
+                ".xword",
+            ]
+            .iter()
+            .any(|d| t.starts_with(d))
         })
         .map(|l| l.to_string())
         .collect()
@@ -86,13 +96,19 @@ pub fn combine(orig: &str, patched: &str, changed: &[&str]) -> String {
     let mut copied = std::collections::HashSet::new();
     for (n, f) in changed.iter().enumerate() {
         let size_line = format!("\t.size\t{f}, .-{f}");
-        let at = out.iter().position(|l| *l == size_line).expect("original lacks the function");
+        let at = out
+            .iter()
+            .position(|l| *l == size_line)
+            .expect("original lacks the function");
         out.insert(at, format!(".Lkpatch_fe{n}:"));
 
         let (start, end) = function_block(&patched_lines, f);
         let block = &patched_lines[start + 1..end];
-        let local: std::collections::HashSet<&str> =
-            block.iter().filter_map(|l| label_of(l)).filter(|l| l.starts_with(".L")).collect();
+        let local: std::collections::HashSet<&str> = block
+            .iter()
+            .filter_map(|l| label_of(l))
+            .filter(|l| l.starts_with(".L"))
+            .collect();
         for l in block {
             assert!(
                 !l.trim_start().starts_with(".section") && !l.trim_start().starts_with(".text"),
@@ -115,7 +131,9 @@ pub fn combine(orig: &str, patched: &str, changed: &[&str]) -> String {
                 tail.push(format!("{f}.kpatch:"));
                 continue;
             }
-            tail.push(rename(l, &|id| id.starts_with(".L").then(|| format!("{id}.kpatch"))));
+            tail.push(rename(l, &|id| {
+                id.starts_with(".L").then(|| format!("{id}.kpatch"))
+            }));
         }
         tail.push(format!("\t.size\t{f}.kpatch, .-{f}.kpatch"));
         tail.push(format!(".Lkpatch_end{n}:"));

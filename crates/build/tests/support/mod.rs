@@ -35,23 +35,36 @@ pub fn run(cmd: &mut Command) {
 /// Compiles `orig_c` and `patched_c` to assembly with `cflags`, combines them for the functions
 /// `changed`, and links `foo` from the original and `foobar` from the combination (shared
 /// libraries `libfoo.so`/`libfoobar.so` when `shared`).
-pub fn build(orig_c: &str, patched_c: &str, changed: &[&str], cflags: &[&str], shared: bool) -> Built {
+pub fn build(
+    orig_c: &str,
+    patched_c: &str,
+    changed: &[&str],
+    cflags: &[&str],
+    shared: bool,
+) -> Built {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     std::fs::write(d.join("foo.c"), orig_c).unwrap();
     std::fs::write(d.join("bar.c"), patched_c).unwrap();
     for (c, s) in [("foo.c", "foo.s"), ("bar.c", "bar.s")] {
-        run(Command::new("gcc").current_dir(d).args(cflags).args(["-S", c, "-o", s]));
+        run(Command::new("gcc")
+            .current_dir(d)
+            .args(cflags)
+            .args(["-S", c, "-o", s]));
     }
     let foo_s = std::fs::read_to_string(d.join("foo.s")).unwrap();
     let bar_s = std::fs::read_to_string(d.join("bar.s")).unwrap();
-    std::fs::write(d.join("foobar.s"), gensrc_lite::combine(&foo_s, &bar_s, changed)).unwrap();
+    std::fs::write(
+        d.join("foobar.s"),
+        gensrc_lite::combine(&foo_s, &bar_s, changed),
+    )
+    .unwrap();
     let (orig, patched) = if shared {
         ("libfoo.so", "libfoobar.so")
     } else {
         ("foo", "foobar")
     };
-    let mut link = |src: &str, out: &str, q: bool| {
+    let link = |src: &str, out: &str, q: bool| {
         let mut cmd = Command::new("gcc");
         cmd.current_dir(d).args(cflags);
         if shared {

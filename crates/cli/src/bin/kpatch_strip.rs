@@ -6,7 +6,7 @@
 //! kpatch_strip -u|--undo-link ORIG PATCH     (PATCH is rewritten in place)
 //! ```
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{ArgGroup, Parser};
 use elf_edit::Elf;
 use std::path::{Path, PathBuf};
@@ -27,9 +27,12 @@ struct Args {
     /// Make PATCH's symbols and relocations section-relative, with ORIG's section addresses.
     #[arg(short = 'u', long = "undo-link")]
     undo_link: bool,
-    /// IN OUT for --strip, ORIG PATCH otherwise.
-    #[arg(num_args = 2, required = true, value_names = ["FILE1", "FILE2"])]
-    files: Vec<PathBuf>,
+    /// IN for --strip, ORIG otherwise.
+    #[arg(value_name = "IN|ORIG")]
+    first: PathBuf,
+    /// OUT for --strip, PATCH (rewritten in place) otherwise.
+    #[arg(value_name = "OUT|PATCH")]
+    second: PathBuf,
 }
 
 fn read_elf(path: &Path, role: &str) -> Result<Elf> {
@@ -59,9 +62,7 @@ fn write_in_place(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let [first, second] = args.files.as_slice() else {
-        bail!("expected exactly two files");
-    };
+    let (first, second) = (&args.first, &args.second);
     if args.strip {
         let input = read_elf(first, "IN")?;
         let out =

@@ -146,6 +146,7 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         .collect();
 
     let mut notes = Vec::new();
+    let mut changes = Vec::new();
     for ri in rela_sections {
         let target = patch.section_at(ri)?.info as usize;
         let target_section = patch.section_at(target)?;
@@ -166,7 +167,10 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         for (index, r) in relas.iter_mut().enumerate() {
             cx.fix(index, r)?;
         }
-        let bytes = cx.bytes;
+        changes.push((ri, relas, target, cx.bytes));
+    }
+    // Applied only once every relocation was fixed, so a refusal leaves `patch` untouched.
+    for (ri, relas, target, bytes) in changes {
         patch.set_relas(ri, &relas)?;
         let target_section = patch.section_at_mut(target)?;
         if target_section.has_file_data() {

@@ -15,6 +15,14 @@ use std::collections::HashSet;
 /// Fails if `orig` lacks a section that a relocation, or a symbol other than an unused
 /// zero-sized marker, refers to.
 pub fn undo_link(orig: &Elf, patch: &mut Elf) -> Result<(), BuildError> {
+    // Work on a copy so that a refusal leaves `patch` untouched.
+    let mut work = patch.clone();
+    undo_link_in(orig, &mut work)?;
+    *patch = work;
+    Ok(())
+}
+
+fn undo_link_in(orig: &Elf, patch: &mut Elf) -> Result<(), BuildError> {
     if patch.e_type == ET_REL {
         return Err(BuildError::Input(
             "the patched binary is already ET_REL: --undo-link was already applied".into(),

@@ -350,13 +350,16 @@ fn initial_exec_tls_in_a_shared_library_points_at_the_originals_got_slots() {
 fn tls_the_original_never_reaches_through_its_got_is_refused() {
     let orig_src = TLS_LIB.replace(" + tls_ext;", ";");
     let b = build(&orig_src, TLS_LIB, &["lib_use"], &["-O2", "-fPIC"], true);
-    let msg = rel_fixup(&read_elf(&b.orig), &mut stripped(&b))
+    let mut patch = stripped(&b);
+    let msg = rel_fixup(&read_elf(&b.orig), &mut patch)
         .unwrap_err()
         .to_string();
     assert!(
         msg.contains("tls_ext") && msg.contains("R_X86_64_TPOFF64"),
         "{msg}"
     );
+    // The relocations fixed before the refused one were not kept either.
+    assert!(patch == stripped(&b), "a refused rel-fixup must change nothing");
 }
 
 #[test]

@@ -191,10 +191,13 @@ fn undo_link_refuses_an_original_lacking_a_section_the_patch_uses() {
     rel_fixup(&orig, &mut patch).unwrap();
     let bss = orig.section_index(".bss").unwrap();
     orig.sections[bss].name = ".bsx".into();
-    let msg = undo_link(&orig, &mut patch.clone())
-        .unwrap_err()
-        .to_string();
+    let untouched = patch.clone();
+    let msg = undo_link(&orig, &mut patch).unwrap_err().to_string();
     assert!(msg.contains(".bss") && msg.contains("original"), "{msg}");
+    assert!(
+        patch == untouched,
+        "a refused undo-link must change nothing"
+    );
 
     let orig = read_elf(&b.orig);
     undo_link(&orig, &mut patch).unwrap();

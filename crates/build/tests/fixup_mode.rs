@@ -359,7 +359,10 @@ fn tls_the_original_never_reaches_through_its_got_is_refused() {
         "{msg}"
     );
     // The relocations fixed before the refused one were not kept either.
-    assert!(patch == stripped(&b), "a refused rel-fixup must change nothing");
+    assert!(
+        patch == stripped(&b),
+        "a refused rel-fixup must change nothing"
+    );
 }
 
 #[test]

@@ -49,11 +49,14 @@ fn label_of(line: &str) -> Option<&str> {
 
 /// The lines of function `f` in `asm`, from its `.type` line to its `.size` line inclusive.
 fn function_block<'a>(asm: &'a [&'a str], f: &str) -> (usize, usize) {
-    let ty = format!("\t.type\t{f}, @function");
+    let types = [
+        format!("\t.type\t{f}, @function"),
+        format!("\t.type\t{f}, %function"),
+    ];
     let size = format!("\t.size\t{f}, .-{f}");
     let start = asm
         .iter()
-        .position(|l| *l == ty)
+        .position(|l| types.iter().any(|t| t == l))
         .unwrap_or_else(|| panic!("no function {f}"));
     let end = start
         + asm[start..]
@@ -125,7 +128,7 @@ pub fn combine(orig: &str, patched: &str, changed: &[&str]) -> String {
         }
         tail.push("\t.pushsection .kpatch.text,\"ax\",@progbits".into());
         tail.push(format!("\t.globl\t{f}.kpatch"));
-        tail.push(format!("\t.type\t{f}.kpatch, @function"));
+        tail.push(format!("\t.type\t{f}.kpatch, %function"));
         for l in block {
             if label_of(l) == Some(f) {
                 tail.push(format!("{f}.kpatch:"));

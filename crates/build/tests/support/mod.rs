@@ -42,12 +42,24 @@ pub fn build(
     cflags: &[&str],
     shared: bool,
 ) -> Built {
+    build_with("gcc", orig_c, patched_c, changed, cflags, shared)
+}
+
+/// [`build`] with another compiler driver (a cross compiler).
+pub fn build_with(
+    cc: &str,
+    orig_c: &str,
+    patched_c: &str,
+    changed: &[&str],
+    cflags: &[&str],
+    shared: bool,
+) -> Built {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     std::fs::write(d.join("foo.c"), orig_c).unwrap();
     std::fs::write(d.join("bar.c"), patched_c).unwrap();
     for (c, s) in [("foo.c", "foo.s"), ("bar.c", "bar.s")] {
-        run(Command::new("gcc")
+        run(Command::new(cc)
             .current_dir(d)
             .args(cflags)
             .args(["-S", c, "-o", s]));
@@ -65,7 +77,7 @@ pub fn build(
         ("foo", "foobar")
     };
     let link = |src: &str, out: &str, q: bool| {
-        let mut cmd = Command::new("gcc");
+        let mut cmd = Command::new(cc);
         cmd.current_dir(d).args(cflags);
         if shared {
             cmd.arg("-shared");
@@ -87,7 +99,12 @@ pub fn build(
 
 /// `strip --strip-unneeded PATH`, the step between --rel-fixup and --undo-link.
 pub fn gnu_strip(path: &Path) {
-    run(Command::new("strip").arg("--strip-unneeded").arg(path));
+    gnu_strip_with("strip", path);
+}
+
+/// [`gnu_strip`] with another `strip` (a cross toolchain's).
+pub fn gnu_strip_with(strip: &str, path: &Path) {
+    run(Command::new(strip).arg("--strip-unneeded").arg(path));
 }
 
 pub fn read_elf(path: &Path) -> elf_edit::Elf {

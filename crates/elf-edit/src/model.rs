@@ -193,7 +193,7 @@ impl Elf {
         Ok(std::mem::replace(slot, section))
     }
 
-    /// The string table at `index` (any section with bytes).
+    /// The `SHT_STRTAB` section at `index` as an editable table.
     pub fn string_table(&self, index: usize) -> Result<StringTable, ElfError> {
         let s = self.section_at(index)?;
         if s.sh_type != SHT_STRTAB {

@@ -263,6 +263,9 @@ impl Arch for Aarch64 {
             _ => return Err(ArchError::UnsupportedRelocation { arch: NAME, r_type }),
         })
     }
+    fn tls_ie_addend(&self) -> i64 {
+        0
+    }
     fn apply_reloc(&self, r: &Reloc, bytes: &mut [u8]) -> Result<(), ArchError> {
         let name = self.reloc_name(r.r_type);
         let sa = r.symbol as i128 + r.addend as i128;

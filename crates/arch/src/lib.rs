@@ -144,6 +144,10 @@ pub trait Arch: Sync + Send + std::fmt::Debug {
     fn reloc_name(&self, r_type: u32) -> &'static str;
     /// What resolving a relocation of this type needs, or an error if the type is unsupported.
     fn reloc_need(&self, r_type: u32) -> Result<RelocNeed, ArchError>;
+    /// The addend an initial-exec TLS relocation needs once `kpatch_strip --rel-fixup` has
+    /// replaced its addend with the original's GOT slot address (x86_64: -4, the distance from
+    /// the displacement to the end of the instruction; aarch64: 0).
+    fn tls_ie_addend(&self) -> i64;
     /// Applies `reloc` to `bytes`, which start at the relocation's place.
     fn apply_reloc(&self, reloc: &Reloc, bytes: &mut [u8]) -> Result<(), ArchError>;
 }

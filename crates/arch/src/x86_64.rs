@@ -162,6 +162,9 @@ impl Arch for X86_64 {
             _ => return Err(ArchError::UnsupportedRelocation { arch: NAME, r_type }),
         })
     }
+    fn tls_ie_addend(&self) -> i64 {
+        -4
+    }
     fn apply_reloc(&self, r: &Reloc, bytes: &mut [u8]) -> Result<(), ArchError> {
         let name = self.reloc_name(r.r_type);
         // Thread-pointer offsets are negative on x86_64 (variant II TLS).

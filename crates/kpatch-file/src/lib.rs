@@ -1,1 +1,52 @@
-//! (being written)
+//! The `.kpatch` container of LibcarePlus: a 504-byte [`Header`] followed by a payload
+//! `ET_REL` ELF (padded to 16 bytes) whose `.kpatch.info` section holds one 48-byte
+//! [`InfoRecord`] per patched function, then a 24-byte end marker.
+//!
+//! On-disk structures are plain old data viewed in place ([`Header`], [`InfoRecord`],
+//! [`elf::FileHeader64`], [`elf::SectionHeader64`]); a file is validated once by
+//! [`KpatchFile::parse`], which then hands out borrowed views. Writing is separate:
+//! [`write_kpatch`].
+//!
+//! # Integrity
+//!
+//! LibcarePlus leaves the header's `csum` field 0 and never checks it. Our writer stores
+//! there the CRC-32 (IEEE) of the whole file (`total_size` bytes) computed with `csum` set to
+//! 0, and the reader verifies it whenever `csum` is not 0 (files made by LibcarePlus are
+//! accepted unchecked). The writer varies an unused padding byte of the header so that the
+//! stored value has at least two non-zero bytes: every single-byte change to a file it made,
+//! including one in `csum` itself, is reported as an error.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # fn demo(elf: &[u8]) -> Result<(), kpatch_file::FormatError> {
+//! let bytes = kpatch_file::write_kpatch(&"ab".repeat(20), "0001", 0, elf)?;
+//! let file = kpatch_file::KpatchFile::parse(&bytes)?;
+//! assert_eq!(file.patch_id(), "0001");
+//! for record in file.info_records() {
+//!     println!("{} bytes replaced by {} bytes", record.dlen(), record.slen());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod checksum;
+pub mod elf;
+mod error;
+mod header;
+mod info;
+mod payload;
+mod read;
+mod write;
+
+pub use error::{ElfError, FormatError, InfoError};
+pub use header::{
+    Header, BUILD_ID_LEN, HEADER_SIZE, MAGIC, MAGIC_PENDING, MAX_PATCH_ID_LEN, NR_ENTRIES,
+};
+pub use info::{
+    info_section_records, parse_info_records, InfoRecord, INFO_END_MARKER, INFO_END_MARKER_SIZE,
+    INFO_SIZE,
+};
+pub use payload::{PayloadElf, Section, INFO_SECTION};
+pub use read::{KpatchFile, PAYLOAD_ALIGN};
+pub use write::{normalize_build_id, validate_patch_id, write_kpatch};

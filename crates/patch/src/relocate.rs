@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kpatch_arch::{Arch, ArchError, Reloc, RelocNeed, JUMP_TABLE_SLOT_OFFSET};
+use kpatch_file::{parse_info_records, InfoRecord};
 use object::elf;
 
 use crate::error::{Error, Result};
@@ -17,8 +18,6 @@ pub enum Slot {
     /// The address of the payload symbol with this index (an import or a GOT-referenced
     /// local).
     Address(usize),
-    /// The thread-pointer offset of the TLS symbol with this index.
-    TlsOffset(usize),
 }
 
 /// A payload with its slots counted and its region laid out, waiting for an address and the
@@ -34,22 +33,6 @@ pub struct Prepared {
     pub ninfo: usize,
 }
 
-/// One relocated `.kpatch.info` record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record {
-    pub daddr: u64,
-    pub saddr: u64,
-    pub dlen: u32,
-    pub slen: u32,
-}
-
-impl Record {
-    /// A function the patch adds rather than replaces.
-    pub fn is_new(&self) -> bool {
-        self.daddr == 0
-    }
-}
-
 /// The region contents of a relocated patch, minus the header.
 #[derive(Debug, Clone)]
 pub struct Relocated {
@@ -57,46 +40,12 @@ pub struct Relocated {
     pub jump_table: Vec<u8>,
     /// ELF image, to be written at `kpta + layout.elf_offset`.
     pub elf: Vec<u8>,
-    pub records: Vec<Record>,
+    pub records: Vec<InfoRecord>,
 }
 
-const INFO_RECORD: usize = 48;
-
-fn read_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-fn read_u32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-/// Decodes 48-byte info records up to the end marker (daddr, saddr, dlen and slen all zero)
-/// or the end of `bytes`.
-pub fn decode_records(bytes: &[u8]) -> Vec<Record> {
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(INFO_RECORD) {
-        if chunk.len() < 24 {
-            break;
-        }
-        let r = Record {
-            daddr: read_u64(chunk, 0),
-            saddr: read_u64(chunk, 8),
-            dlen: read_u32(chunk, 16),
-            slen: read_u32(chunk, 20),
-        };
-        if r.daddr == 0 && r.saddr == 0 && r.dlen == 0 && r.slen == 0 {
-            break;
-        }
-        if chunk.len() < INFO_RECORD {
-            break;
-        }
-        out.push(r);
-    }
-    out
+/// Info records up to the end marker; a payload without a complete one is malformed.
+fn records(bytes: &[u8]) -> Result<Vec<InfoRecord>> {
+    parse_info_records(bytes).map_err(|e| Error::Payload(format!(".kpatch.info: {e}")))
 }
 
 impl Prepared {
@@ -114,7 +63,7 @@ impl Prepared {
         let end = start
             .saturating_add(info.size as usize)
             .min(elf_image.len());
-        let ninfo = decode_records(elf_image.get(start..end).unwrap_or(&[])).len();
+        let ninfo = records(elf_image.get(start..end).unwrap_or(&[]))?.len();
         let data_offset = payload.section(".kpatch.data").map(|(_, s)| s.offset);
         if let Some(d) = data_offset {
             if d % page != 0 {
@@ -152,8 +101,7 @@ impl Prepared {
                 }
                 RelocNeed::Address => {}
                 RelocNeed::GotSlot => add(Slot::Address(r.symbol), &mut slots),
-                RelocNeed::TlsGotSlot => add(Slot::TlsOffset(r.symbol), &mut slots),
-                RelocNeed::TlsOffset => {}
+                RelocNeed::TlsGotSlot | RelocNeed::TlsOffset => {}
             }
         }
         let layout = Layout::new(
@@ -194,8 +142,7 @@ impl Prepared {
     }
 
     /// Relocates the payload for a region at `kpta`. `imports` gives the address of every
-    /// undefined symbol (by payload symbol index); `tls_offset` the thread-pointer offset of a
-    /// TLS symbol defined in the original object, given its section-relative value.
+    /// undefined symbol (by payload symbol index).
     pub fn relocate(
         &self,
         arch: &dyn Arch,
@@ -203,7 +150,6 @@ impl Prepared {
         kpta: u64,
         load_bias: u64,
         imports: &HashMap<usize, u64>,
-        tls_offset: &dyn Fn(&str, u64) -> Result<u64>,
     ) -> Result<Relocated> {
         let secaddr = self.section_addrs(kpta, load_bias);
         let symaddr = |i: usize| -> Result<u64> {
@@ -216,31 +162,11 @@ impl Prepared {
                 PSymDef::Section(k) => Ok(secaddr[k].wrapping_add(s.value)),
             }
         };
-        let tls_of = |i: usize| -> Result<u64> {
-            let s = &self.payload.symbols[i];
-            if s.st_type != elf::STT_TLS.0 {
-                return Err(Error::Payload(format!(
-                    "TLS relocation against non-TLS symbol {}",
-                    s.name
-                )));
-            }
-            match s.def {
-                PSymDef::Section(k) => {
-                    tls_offset(&s.name, self.payload.sections[k].addr.wrapping_add(s.value))
-                }
-                _ => Err(Error::Unsupported(format!(
-                    "thread-local variable {} is not defined in the patched object",
-                    s.name
-                ))),
-            }
-        };
         let mut jump_table =
             Vec::with_capacity(self.slots.len() * kpatch_arch::JUMP_TABLE_ENTRY_SIZE);
         for slot in &self.slots {
-            let value = match *slot {
-                Slot::Address(i) => symaddr(i)?,
-                Slot::TlsOffset(i) => tls_of(i)?,
-            };
+            let Slot::Address(i) = *slot;
+            let value = symaddr(i)?;
             jump_table.extend_from_slice(&arch.jump_table_entry(value));
         }
         let mut elf = elf_image.to_vec();
@@ -261,18 +187,27 @@ impl Prepared {
                     .map(|&k| self.layout.jump_entry(kpta, k as u64) + JUMP_TABLE_SLOT_OFFSET)
             };
             let need = arch.reloc_need(r.r_type)?;
-            let (symbol, got_slot) = match need {
-                RelocNeed::Address => (symaddr(r.symbol)?, None),
-                RelocNeed::GotSlot => (symaddr(r.symbol)?, slot_addr(Slot::Address(r.symbol))),
-                RelocNeed::TlsGotSlot => (0, slot_addr(Slot::TlsOffset(r.symbol))),
-                RelocNeed::TlsOffset => (tls_of(r.symbol)?, None),
+            let (symbol, got_slot, addend) = match need {
+                RelocNeed::Address => (symaddr(r.symbol)?, None, r.addend),
+                RelocNeed::GotSlot => (symaddr(r.symbol)?, slot_addr(Slot::Address(r.symbol)), r.addend),
+                // kpatch_strip --rel-fixup stored the original's GOT slot (link-time address)
+                // holding the variable's thread-pointer offset in the addend.
+                RelocNeed::TlsGotSlot => (0, Some((r.addend as u64).wrapping_add(load_bias)), arch.tls_ie_addend()),
+                RelocNeed::TlsOffset => {
+                    return Err(Error::Unsupported(format!(
+                        "{} against {} in {}: local-exec TLS relocations must be resolved by kpatch_strip --rel-fixup",
+                        arch.reloc_name(r.r_type),
+                        sym.name,
+                        sec.name
+                    )))
+                }
             };
             let mut reloc = Reloc {
                 r_type: r.r_type,
                 place,
                 symbol,
                 got_slot,
-                addend: r.addend,
+                addend,
             };
             let result = arch.apply_reloc(&reloc, bytes);
             // An import called or referenced PC-relatively may be out of reach of the region;
@@ -306,7 +241,7 @@ impl Prepared {
             .ok_or_else(|| Error::Payload("the payload has no .kpatch.info section".into()))?;
         let start = info.offset as usize;
         let end = start.saturating_add(info.size as usize).min(elf.len());
-        let records = decode_records(elf.get(start..end).unwrap_or(&[]));
+        let records = records(elf.get(start..end).unwrap_or(&[]))?;
         Ok(Relocated {
             jump_table,
             elf,

@@ -1,0 +1,424 @@
+//! `kpatch_strip --rel-fixup`: make the patch's relocations resolvable against the original.
+
+use crate::error::BuildError;
+use crate::layout::check_layout;
+use crate::reloc_types::*;
+use crate::sections::is_kpatch_section;
+use crate::tls;
+use elf_edit::consts::*;
+use elf_edit::{Elf, Rela, Symbol};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// What `rel_fixup` changed, one line each for the user (the peer's wording where it has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FixupNote {
+    /// A relocation against a named symbol outside the patch was looked at.
+    FixingUp { symbol: String, addend: i64 },
+    /// A relocation against a local symbol now refers to the symbol's section.
+    RelocatingTo { section: String, addend: i64 },
+    /// A GOT load of a symbol the patch can reach directly became a direct reference.
+    GotLoadToLea { section: String, offset: u64 },
+    /// An indirect call or jump through the GOT became a direct one.
+    GotBranchToDirect { section: String, offset: u64 },
+    /// An initial-exec TLS access now names the original's GOT slot in its addend
+    /// (`gottpoff`: an x86_64 `GOTTPOFF` relocation, else an aarch64 `TLSIE` one).
+    TlsGotSlot {
+        symbol: String,
+        from: i64,
+        to: u64,
+        gottpoff: bool,
+    },
+    /// A local-exec TLS access keeps its linked value after its offset was checked.
+    TlsOffsetKept { symbol: String, offset: u64 },
+}
+
+impl fmt::Display for FixupNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FixingUp { symbol, addend } => {
+                write!(f, "Fixing up relocation {symbol}+{:x}", *addend as u64)
+            }
+            Self::RelocatingTo { section, addend } => {
+                write!(f, "Relocating to {section}+{:x}", *addend as u64)
+            }
+            Self::GotLoadToLea { section, offset } => {
+                write!(f, "changing mov to lea at {section}+{offset:x}")
+            }
+            Self::GotBranchToDirect { section, offset } => {
+                write!(
+                    f,
+                    "changing indirect branch to direct at {section}+{offset:x}"
+                )
+            }
+            Self::TlsGotSlot {
+                symbol,
+                from,
+                to,
+                gottpoff: true,
+            } => write!(
+                f,
+                "Changing GOTTPOFF symbol {symbol} from {:x} to {to:x}",
+                *from as u64
+            ),
+            Self::TlsGotSlot {
+                symbol, from, to, ..
+            } => write!(
+                f,
+                "Changing TLS GOT slot of symbol {symbol} from {:x} to {to:x}",
+                *from as u64
+            ),
+            Self::TlsOffsetKept { symbol, offset } => {
+                write!(
+                    f,
+                    "TLS symbol {symbol} has the same offset {offset:x} in the original"
+                )
+            }
+        }
+    }
+}
+
+/// Rewrites the relocations of `patch` (the stripped patched binary) so that the runtime can
+/// apply them against the original binary `orig`:
+///
+/// - x86_64 `R_X86_64_PLT32` becomes `R_X86_64_PC32` (imports go through the patch's jump
+///   table, not a PLT);
+/// - a relocation against a local non-section symbol is redone against its section's
+///   `STT_SECTION` symbol, with the symbol's offset in the section added to the addend;
+/// - x86_64 GOT-relative references (`GOTPCREL`, `GOTPCRELX`, `REX_GOTPCRELX`) to symbols the
+///   patch or the original defines become direct: `mov` → `lea`, `call *` → `addr32 call`,
+///   `jmp *` → `jmp; nop`, relocation type `PC32` (the patch always sits within the reach of a
+///   32-bit displacement of the original);
+/// - initial-exec TLS (x86_64 `GOTTPOFF`, aarch64 `TLSIE_*`): the addend becomes the link-time
+///   address, in `orig`, of the GOT slot the dynamic linker fills with the variable's
+///   thread-pointer offset (the symbol is kept). The runtime adds `orig`'s load bias; on x86_64
+///   the displacement written is `addend + load_bias - 4 - P`, on aarch64 the slot is
+///   `addend + load_bias` for both the page and the low-12-bit relocation;
+/// - local-exec TLS (x86_64 `TPOFF32`, aarch64 `TLSLE_ADD_TPREL_*`), as the linker leaves it in
+///   an executable: the variable's offset is checked to be the original's and the relocation
+///   becomes `NONE`, the linked instruction already holding the right value.
+///
+/// Before any change, checks the layout contract ([`crate::check_layout`]).
+pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildError> {
+    kpatch_arch::for_machine(patch.machine).ok_or(BuildError::UnsupportedMachine(patch.machine))?;
+    if orig.machine != patch.machine {
+        return Err(BuildError::MachineMismatch {
+            orig: orig.machine,
+            patch: patch.machine,
+        });
+    }
+    if patch.e_type == ET_REL {
+        return Err(BuildError::Input(
+            "the patched binary is already ET_REL: --rel-fixup comes before --undo-link".into(),
+        ));
+    }
+    check_layout(orig, patch)?;
+    let symtab = patch.symtab_index().ok_or(BuildError::MissingSection {
+        what: "the patched binary",
+        section: ".symtab".into(),
+        hint: "",
+    })?;
+    let syms = patch.symbols(symtab)?;
+    let orig_syms = match orig.symtab_index() {
+        Some(i) => orig.symbols(i)?,
+        None => Vec::new(),
+    };
+    let section_symbols: HashMap<u16, usize> = syms
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.sym_type == STT_SECTION && s.is_defined_in_section())
+        .map(|(i, s)| (s.shndx, i))
+        .rev()
+        .collect();
+    let kpatch: HashSet<usize> = patch
+        .sections
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| is_kpatch_section(&s.name))
+        .map(|(i, _)| i)
+        .collect();
+    let rela_sections: Vec<usize> = patch
+        .sections
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.sh_type == SHT_RELA && s.link as usize == symtab)
+        .map(|(i, _)| i)
+        .collect();
+
+    let mut notes = Vec::new();
+    let mut changes = Vec::new();
+    for ri in rela_sections {
+        let target = patch.section_at(ri)?.info as usize;
+        let target_section = patch.section_at(target)?;
+        let mut relas = patch.relas(ri)?;
+        let mut cx = Cx {
+            orig,
+            patch,
+            syms: &syms,
+            orig_syms: &orig_syms,
+            section_symbols: &section_symbols,
+            kpatch: &kpatch,
+            rela_section: patch.describe_section(ri),
+            target_name: target_section.name.clone(),
+            target_addr: target_section.addr,
+            bytes: target_section.data.clone(),
+            notes: &mut notes,
+        };
+        for (index, r) in relas.iter_mut().enumerate() {
+            cx.fix(index, r)?;
+        }
+        changes.push((ri, relas, target, cx.bytes));
+    }
+    // Applied only once every relocation was fixed, so a refusal leaves `patch` untouched.
+    for (ri, relas, target, bytes) in changes {
+        patch.set_relas(ri, &relas)?;
+        let target_section = patch.section_at_mut(target)?;
+        if target_section.has_file_data() {
+            target_section.data = bytes;
+        }
+    }
+    Ok(notes)
+}
+
+struct Cx<'a> {
+    orig: &'a Elf,
+    patch: &'a Elf,
+    syms: &'a [Symbol],
+    orig_syms: &'a [Symbol],
+    section_symbols: &'a HashMap<u16, usize>,
+    kpatch: &'a HashSet<usize>,
+    rela_section: String,
+    target_name: String,
+    target_addr: u64,
+    bytes: Vec<u8>,
+    notes: &'a mut Vec<FixupNote>,
+}
+
+impl Cx<'_> {
+    fn fail(&self, index: usize, symbol: &str, reason: impl Into<String>) -> BuildError {
+        BuildError::Relocation {
+            section: self.rela_section.clone(),
+            index,
+            symbol: symbol.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn x86(&self) -> bool {
+        self.patch.machine == EM_X86_64
+    }
+
+    fn fix(&mut self, index: usize, r: &mut Rela) -> Result<(), BuildError> {
+        if r.sym == 0 {
+            return Ok(());
+        }
+        let sym = self.syms.get(r.sym as usize).ok_or_else(|| {
+            self.fail(
+                index,
+                &format!("#{}", r.sym),
+                "symbol index past the end of .symtab",
+            )
+        })?;
+        if sym.sym_type == STT_TLS {
+            return self.fix_tls(index, r, sym);
+        }
+        let in_patch = self.kpatch.contains(&(sym.shndx as usize)) && sym.is_defined_in_section();
+        if sym.sym_type != STT_SECTION && !in_patch {
+            if !matches!(sym.sym_type, STT_NOTYPE | STT_FUNC | STT_OBJECT) && sym.bind != STB_LOCAL
+            {
+                return Err(self.fail(
+                    index,
+                    &sym.name,
+                    format!("unsupported symbol type {} (only functions, objects and untyped symbols can be referenced)", sym.sym_type),
+                ));
+            }
+            self.notes.push(FixupNote::FixingUp {
+                symbol: sym.name.clone(),
+                addend: r.addend,
+            });
+            if sym.bind == STB_LOCAL && sym.is_defined_in_section() {
+                self.redo_against_section(r, sym);
+            }
+        }
+        if self.x86() {
+            if sym.shndx != SHN_UNDEF && sym.shndx != SHN_ABS {
+                self.direct_got_reference(index, r, sym)?;
+            }
+            if r.r_type == R_X86_64_PLT32 {
+                r.r_type = R_X86_64_PC32;
+            }
+        }
+        Ok(())
+    }
+
+    /// Redoes `r` against the section symbol of `sym`'s section, when the symbol table has one
+    /// (otherwise the local symbol itself stays, which the runtime resolves just as well).
+    fn redo_against_section(&mut self, r: &mut Rela, sym: &Symbol) {
+        let Some(&si) = self.section_symbols.get(&sym.shndx) else {
+            return;
+        };
+        let Some(section_sym) = self.syms.get(si) else {
+            return;
+        };
+        r.sym = si as u32;
+        r.addend = r
+            .addend
+            .wrapping_add(sym.value.wrapping_sub(section_sym.value) as i64);
+        let section = self
+            .patch
+            .sections
+            .get(sym.shndx as usize)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        self.notes.push(FixupNote::RelocatingTo {
+            section,
+            addend: r.addend,
+        });
+    }
+
+    /// A GOT-relative reference to a symbol with a known address becomes a direct
+    /// PC-relative one, rewriting the instruction in place.
+    fn direct_got_reference(
+        &mut self,
+        index: usize,
+        r: &mut Rela,
+        sym: &Symbol,
+    ) -> Result<(), BuildError> {
+        if !matches!(
+            r.r_type,
+            R_X86_64_GOTPCREL | R_X86_64_GOTPCRELX | R_X86_64_REX_GOTPCRELX
+        ) {
+            return Ok(());
+        }
+        let name = sym.name.clone();
+        let at = r
+            .offset
+            .checked_sub(self.target_addr)
+            .and_then(|o| usize::try_from(o).ok())
+            .filter(|&o| o >= 2 && o.checked_add(4).is_some_and(|e| e <= self.bytes.len()))
+            .ok_or_else(|| {
+                self.fail(
+                    index,
+                    &name,
+                    format!(
+                        "offset {:#x} is not inside the bytes of {}",
+                        r.offset, self.target_name
+                    ),
+                )
+            })?;
+        let offset = (at - 2) as u64;
+        let section = self.target_name.clone();
+        match (self.bytes[at - 2], self.bytes[at - 1]) {
+            (0x8b, modrm) if modrm & 0xc7 == 0x05 => {
+                self.bytes[at - 2] = 0x8d;
+                self.notes.push(FixupNote::GotLoadToLea { section, offset });
+            }
+            (0x8d, modrm) if modrm & 0xc7 == 0x05 => {}
+            (0xff, 0x15) => {
+                self.bytes[at - 2] = 0x67;
+                self.bytes[at - 1] = 0xe8;
+                self.notes
+                    .push(FixupNote::GotBranchToDirect { section, offset });
+            }
+            (0xff, 0x25) => {
+                self.bytes[at - 2] = 0xe9;
+                self.bytes.copy_within(at..at + 4, at - 1);
+                self.bytes[at + 3] = 0x90;
+                r.offset -= 1;
+                self.notes
+                    .push(FixupNote::GotBranchToDirect { section, offset });
+            }
+            (op, modrm) => {
+                return Err(self.fail(
+                    index,
+                    &name,
+                    format!(
+                        "GOT-relative reference at {section}+{offset:#x} by an instruction \
+                         ({op:02x} {modrm:02x}) that cannot be made direct; only mov, lea, call \
+                         and jmp can"
+                    ),
+                ))
+            }
+        }
+        r.r_type = R_X86_64_PC32;
+        Ok(())
+    }
+
+    fn fix_tls(&mut self, index: usize, r: &mut Rela, sym: &Symbol) -> Result<(), BuildError> {
+        let (ie, le, tpoff_dyn, none) = if self.x86() {
+            (
+                r.r_type == R_X86_64_GOTTPOFF,
+                r.r_type == R_X86_64_TPOFF32,
+                (R_X86_64_TPOFF64, "R_X86_64_TPOFF64"),
+                R_X86_64_NONE,
+            )
+        } else {
+            (
+                matches!(
+                    r.r_type,
+                    R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21 | R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC
+                ),
+                matches!(
+                    r.r_type,
+                    R_AARCH64_TLSLE_ADD_TPREL_HI12
+                        | R_AARCH64_TLSLE_ADD_TPREL_LO12
+                        | R_AARCH64_TLSLE_ADD_TPREL_LO12_NC
+                ),
+                (R_AARCH64_TLS_TPREL64, "R_AARCH64_TLS_TPREL64"),
+                R_AARCH64_NONE,
+            )
+        };
+        let orig_offset = self
+            .orig_syms
+            .iter()
+            .find(|o| o.sym_type == STT_TLS && o.is_defined_in_section() && o.name == sym.name)
+            .map(|o| o.value);
+        if ie {
+            let offset = if sym.is_defined_in_section() {
+                Some(orig_offset.unwrap_or(sym.value))
+            } else {
+                None
+            };
+            let slot = tls::got_slot(self.orig, &sym.name, offset, tpoff_dyn)
+                .map_err(|e| self.fail(index, &sym.name, e))?;
+            self.notes.push(FixupNote::TlsGotSlot {
+                symbol: sym.unversioned_name().to_string(),
+                from: r.addend,
+                to: slot,
+                gottpoff: self.x86(),
+            });
+            r.addend = slot as i64;
+            return Ok(());
+        }
+        if le {
+            match orig_offset {
+                Some(o) if o == sym.value => {
+                    self.notes.push(FixupNote::TlsOffsetKept {
+                        symbol: sym.name.clone(),
+                        offset: o,
+                    });
+                    r.r_type = none;
+                    r.sym = 0;
+                    Ok(())
+                }
+                Some(o) => Err(self.fail(
+                    index,
+                    &sym.name,
+                    format!("the variable is at TLS offset {:#x} in the patched build but {o:#x} in the original", sym.value),
+                )),
+                None => Err(self.fail(index, &sym.name, "the original binary defines no such TLS variable")),
+            }
+        } else {
+            let name = crate::reloc_types::name(self.patch.machine, r.r_type);
+            Err(self.fail(
+                index,
+                &sym.name,
+                format!(
+                    "TLS relocation type {} ({name}) is not supported: only the initial-exec and \
+                     local-exec models are (build with -ftls-model=initial-exec)",
+                    r.r_type
+                ),
+            ))
+        }
+    }
+}

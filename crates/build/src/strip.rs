@@ -1,0 +1,128 @@
+//! `kpatch_strip --strip`: reduce the linked patched binary to the patch and placeholders.
+
+use crate::error::{BuildError, SmallFunction};
+use crate::info::{parse_records, InfoRecord, END_MARKER_SIZE};
+use crate::sections::{is_kpatch_rela, is_kpatch_section, KPATCH_INFO, KPATCH_STRTAB};
+use elf_edit::consts::*;
+use elf_edit::Elf;
+use std::collections::HashSet;
+
+/// Keeps the `.kpatch*` sections, their relocation sections, `.symtab`, `.strtab` and
+/// `.shstrtab`; every other section becomes an `SHT_NOBITS` placeholder with its name, address,
+/// size and flags. Relocation sections of other sections are removed (they describe bytes that
+/// are no longer there) unless a symbol is defined in them (the linker's section symbols of
+/// `.rela.dyn` and `.rela.plt`): those become placeholders that relocate nothing. Drops the program headers and appends the 24-byte end marker to
+/// `.kpatch.info`.
+///
+/// Refuses a patched function whose original is shorter than the architecture's jump, naming
+/// every such function. Write the result with [`crate::write_payload`] so that `.kpatch.data`
+/// starts a page.
+pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
+    let arch = kpatch_arch::for_machine(input.machine)
+        .ok_or(BuildError::UnsupportedMachine(input.machine))?;
+    if !matches!(input.e_type, ET_EXEC | ET_DYN) {
+        return Err(BuildError::Input(format!(
+            "e_type is {}, not a linked executable or shared library: --strip takes the patched \
+             binary as linked with -Wl,-q",
+            input.e_type
+        )));
+    }
+    let info_index = input
+        .section_index(KPATCH_INFO)
+        .ok_or(BuildError::MissingSection {
+            what: "the patched binary",
+            section: KPATCH_INFO.into(),
+            hint: ": was it built from kpatch_gensrc output?",
+        })?;
+    let symtab = input.symtab_index().ok_or(BuildError::MissingSection {
+        what: "the patched binary",
+        section: ".symtab".into(),
+        hint: ": it must not be stripped before kpatch_strip",
+    })?;
+    if input.section(&format!(".rela{KPATCH_INFO}")).is_none() {
+        return Err(BuildError::MissingSection {
+            what: "the patched binary",
+            section: format!(".rela{KPATCH_INFO}"),
+            hint: ": link it with -Wl,-q (--emit-relocs) so the patch keeps its relocations",
+        });
+    }
+
+    let info = input.section_at(info_index)?;
+    let records = parse_records(&info.data)?;
+    let small: Vec<SmallFunction> = records
+        .iter()
+        .filter(|r| !r.is_new_function() && (r.dlen as usize) < arch.hunk_size())
+        .map(|r| SmallFunction {
+            name: original_name(input, symtab, r),
+            daddr: r.daddr,
+            dlen: r.dlen,
+        })
+        .collect();
+    if !small.is_empty() {
+        return Err(BuildError::FunctionsTooSmall(small, arch.hunk_size()));
+    }
+
+    let mut out = input.clone();
+    out.program_headers.clear();
+    out.phoff = 0;
+    let strtab = input.section_at(symtab)?.link as usize;
+    let used: HashSet<u16> = input.symbols(symtab)?.iter().map(|s| s.shndx).collect();
+    let mut drop = Vec::new();
+    for (i, s) in out.sections.iter_mut().enumerate().skip(1) {
+        let keep = is_kpatch_section(&s.name)
+            || is_kpatch_rela(&s.name)
+            || i == symtab
+            || i == strtab
+            || i == input.shstrndx
+            || (s.sh_type == SHT_SYMTAB_SHNDX && s.link as usize == symtab);
+        if keep {
+            continue;
+        }
+        let is_reloc = matches!(s.sh_type, SHT_REL | SHT_RELA);
+        if is_reloc && !u16::try_from(i).is_ok_and(|i| used.contains(&i)) {
+            drop.push(i);
+            continue;
+        }
+        s.make_nobits();
+        if is_reloc {
+            // A placeholder of .rela.dyn or .rela.plt (kept for its section symbol) must not
+            // claim to relocate anything.
+            s.flags &= !SHF_INFO_LINK;
+            s.link = 0;
+            s.info = 0;
+        }
+    }
+    let info = out.section_at_mut(info_index)?;
+    let mut data = std::mem::take(&mut info.data);
+    data.extend_from_slice(&[0; END_MARKER_SIZE]);
+    info.set_data(data);
+    out.remove_sections(&drop)?;
+    Ok(out)
+}
+
+/// The original function's name: from its replacement's name in `.kpatch.strtab` (`f.kpatch`),
+/// else the function symbol at `daddr`, else the address.
+fn original_name(elf: &Elf, symtab: usize, r: &InfoRecord) -> String {
+    let from_strtab = elf.section(KPATCH_STRTAB).and_then(|s| {
+        let at = usize::try_from(r.symstr.checked_sub(s.addr)?).ok()?;
+        let rest = s.data.get(at..)?;
+        let name = rest.get(..rest.iter().position(|&b| b == 0)?)?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        Some(
+            name.strip_suffix(".kpatch")
+                .map(str::to_string)
+                .unwrap_or(name),
+        )
+    });
+    if let Some(name) = from_strtab.filter(|n| !n.is_empty()) {
+        return name;
+    }
+    elf.symbols(symtab)
+        .ok()
+        .and_then(|syms| {
+            syms.into_iter()
+                .find(|s| s.value == r.daddr && s.sym_type == STT_FUNC && !s.name.is_empty())
+        })
+        .map(|s| s.name)
+        .unwrap_or_else(|| format!("the function at {:#x}", r.daddr))
+}

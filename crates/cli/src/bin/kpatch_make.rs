@@ -1,0 +1,125 @@
+//! `kpatch_make`: puts the `.kpatch` header in front of a patch ELF (the output of
+//! `kpatch_strip --undo-link`), making the file `libcare-ctl patch` applies.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use kpatch_file::{write_kpatch, KpatchFile};
+
+/// Make a .kpatch file: the header (magic, patch id, target build-id, build time), then the
+/// patch ELF padded to 16 bytes.
+#[derive(Debug, Parser)]
+#[command(name = "kpatch_make", version)]
+struct Args {
+    /// Print what is written to standard error.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+
+    /// Build-id of the object to patch: 40 hex digits, the "Build ID" of `readelf -n`.
+    #[arg(short = 'b', long = "buildid", value_name = "BUILDID")]
+    build_id: String,
+
+    /// Patch id: 1 to 7 printable characters, unique among the patches of one object.
+    #[arg(short = 'i', long = "id", value_name = "ID")]
+    patch_id: String,
+
+    /// Output file [default: standard output].
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    output: Option<PathBuf>,
+
+    /// The patch ELF (ET_REL with a .kpatch.info section).
+    #[arg(value_name = "ELF")]
+    input: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kpatch_make: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let elf = std::fs::read(&args.input)
+        .with_context(|| format!("cannot read input file '{}'", args.input.display()))?;
+    let build_time = build_time()?;
+    let file = write_kpatch(&args.build_id, &args.patch_id, build_time, &elf)
+        .with_context(|| format!("cannot make a patch from '{}'", args.input.display()))?;
+    match &args.output {
+        Some(path) => write_file(path, &file)?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&file)
+                .and_then(|()| stdout.flush())
+                .context("cannot write the patch to standard output")?;
+        }
+    }
+    if args.debug {
+        describe(args, &file)?;
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch; `SOURCE_DATE_EPOCH` overrides the clock for reproducible builds.
+fn build_time() -> Result<u64> {
+    if let Some(value) = std::env::var_os("SOURCE_DATE_EPOCH") {
+        let text = value.to_string_lossy();
+        return text
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH is \"{text}\", not a number of seconds"));
+    }
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs())
+        .context("the system clock is before 1970")
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o660)
+        .open(path)
+        .with_context(|| format!("cannot create output file '{}'", path.display()))?;
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .with_context(|| format!("cannot write output file '{}'", path.display()))
+}
+
+fn describe(args: &Args, file: &[u8]) -> Result<()> {
+    let parsed = KpatchFile::parse(file).context("the file just made does not parse back")?;
+    let header = parsed.header();
+    let output = args
+        .output
+        .as_ref()
+        .map_or_else(|| "<stdout>".to_owned(), |p| p.display().to_string());
+    eprintln!(
+        "kpatch_make: {} -> {output}: {} bytes, patch id {}, build-id {}, build_time {}, \
+         csum {:#010x}",
+        args.input.display(),
+        header.total_size(),
+        parsed.patch_id(),
+        parsed.build_id(),
+        header.build_time(),
+        header.csum(),
+    );
+    eprintln!(
+        "kpatch_make: {} sections, {} patched functions in .kpatch.info",
+        parsed.sections().len(),
+        parsed.info_records().len()
+    );
+    Ok(())
+}

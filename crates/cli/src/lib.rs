@@ -1,1 +1,3 @@
-//! shared CLI helpers
+//! Shared pieces of the command-line programs.
+
+pub mod ctl_args;

@@ -252,6 +252,20 @@ impl Header {
         self.entries[USER_LEVEL].set(value);
     }
 
+    /// Runtime-only extension (the peer leaves these bytes zero and never reads them): the
+    /// order in which patches were applied to one process, 1 for the first. Stored in the
+    /// first 8 bytes of the trailing padding of the in-process copy of the header.
+    pub fn applied_seq(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.pad3[..8]);
+        u64::from_le_bytes(b)
+    }
+
+    /// Sets [`Header::applied_seq`].
+    pub fn set_applied_seq(&mut self, seq: u64) {
+        self.pad3[..8].copy_from_slice(&seq.to_le_bytes());
+    }
+
     /// Writer: stores a validated patch id.
     pub(crate) fn set_id(&mut self, id: &str) {
         self.id = [0; MAX_PATCH_ID_LEN + 1];

@@ -31,4 +31,75 @@ pub enum Error {
     Arch(#[from] kpatch_arch::ArchError),
     #[error("not supported: {0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Target(#[from] kpatch_target::Error),
+    #[error("{path}: {source}")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: kpatch_file::FormatError,
+    },
+    #[error("patch {path} is for build-id {build_id}, which no object of pid {pid} has")]
+    NotApplicable {
+        path: PathBuf,
+        build_id: String,
+        pid: i32,
+    },
+    #[error("a patch with patch-id {id} is already applied to {object} in pid {pid}")]
+    AlreadyApplied {
+        id: String,
+        object: String,
+        pid: i32,
+    },
+    #[error("patch {path} is for {patch_arch} but pid {pid} runs {target_arch}")]
+    WrongArch {
+        path: PathBuf,
+        patch_arch: String,
+        target_arch: String,
+        pid: i32,
+    },
+    #[error("no free address range of {size:#x} bytes within reach of {object} in pid {pid}")]
+    NoRegion { object: String, size: u64, pid: i32 },
+    #[error("{function} in {object} cannot be patched: {reason}")]
+    Unpatchable {
+        function: String,
+        object: String,
+        reason: String,
+    },
+    #[error(
+        "safety check failed for pid {pid}: after {waited_ms} ms {}",
+        describe_busy(busy)
+    )]
+    Busy {
+        pid: i32,
+        waited_ms: u128,
+        busy: Vec<(i32, String)>,
+    },
+    #[error("another libcare-ctl holds the lock on pid {pid} ({path}); try again when it is done")]
+    Locked { pid: i32, path: PathBuf },
+    #[error("no patch with patch-id {id} is applied to pid {pid}")]
+    PatchNotFound { id: String, pid: i32 },
+    #[error("cannot remove patch {id} from pid {pid}: {reason}")]
+    Inconsistent {
+        id: String,
+        pid: i32,
+        reason: String,
+    },
+    #[error("{script} {pid} failed: {status}")]
+    Script {
+        script: PathBuf,
+        pid: i32,
+        status: String,
+    },
+}
+
+fn describe_busy(busy: &[(i32, String)]) -> String {
+    let list: Vec<String> = busy
+        .iter()
+        .map(|(tid, f)| format!("thread {tid} is in {f}"))
+        .collect();
+    format!(
+        "{}; retry when the process is idle or raise LIBCARE_SAFETY_TIMEOUT",
+        list.join(", ")
+    )
 }

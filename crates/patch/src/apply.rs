@@ -1,0 +1,481 @@
+//! `libcare-ctl patch`: plan while the target runs, allocate with one thread stopped, then a
+//! short stop of every thread to check safety and write the jumps (docs/internals.md §4).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use kpatch_arch::Arch;
+use kpatch_file::{Header, KpatchFile, HEADER_SIZE, MAGIC, MAGIC_PENDING};
+use kpatch_target::{MapEntry, MapName, Memory, Perms, Process};
+
+use crate::discover::{self, AppliedPatch, LoadedObject};
+use crate::elf_image::SymKind;
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::options::Options;
+use crate::payload::Payload;
+use crate::relocate::Prepared;
+use crate::report::Report;
+use crate::scope::Found;
+use crate::storage::Storage;
+use crate::world;
+
+/// One object patched by a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedObject {
+    pub object: String,
+    pub id: String,
+    pub kpta: u64,
+    /// Functions redirected.
+    pub hunks: usize,
+}
+
+/// What a patch run did.
+#[derive(Debug, Clone, Default)]
+pub struct PatchOutcome {
+    pub applied: Vec<AppliedObject>,
+    /// How long every thread was stopped for the commit (None when nothing applied).
+    pub frozen: Option<Duration>,
+}
+
+/// A patch matched to an object, on its way into the target.
+struct Job<'a> {
+    object: &'a LoadedObject,
+    header: Header,
+    id: String,
+    level: Option<u32>,
+    elf: Vec<u8>,
+    prepared: Prepared,
+    imports: Vec<(usize, Found)>,
+    kpta: u64,
+}
+
+/// A redirect to write.
+struct Hunk {
+    daddr: u64,
+    jump: Vec<u8>,
+    undo_at: u64,
+    name: String,
+}
+
+/// Applies the patches of `storage` that match objects of process `pid`.
+pub fn patch(
+    pid: i32,
+    storage: &Storage,
+    opts: &Options,
+    rep: &mut dyn Report,
+) -> Result<PatchOutcome> {
+    let proc = Process::open(pid)?;
+    let _lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+    let arch = proc.arch();
+    let page = proc.page_size();
+    world::reclaim_pending(&proc, opts, rep)?;
+    let maps = proc.maps()?;
+    let objects = discover::objects(&proc, &maps)?;
+    let applied = discover::applied_patches(&proc, &maps)?;
+
+    let mut jobs = find_jobs(pid, storage, &objects, &applied, arch, page)?;
+    if jobs.is_empty() {
+        return Ok(PatchOutcome::default());
+    }
+    let scope = world::scope(&proc, &objects);
+    for job in &mut jobs {
+        for (&sym, (name, version)) in &job.prepared.imports {
+            let found =
+                scope
+                    .lookup(name, version.as_deref())
+                    .ok_or_else(|| Error::Unresolved {
+                        name: with_version(name, version.as_deref()),
+                    })?;
+            rep.detail(&format!(
+                "{}: {} resolves to {:#x} in {}",
+                job.id, name, found.addr, found.object
+            ));
+            job.imports.push((sym, found));
+        }
+    }
+    choose_regions(&proc, &maps, &mut jobs, arch)?;
+
+    // Allocate (and run IFUNC resolvers) with one thread stopped while the others run.
+    let resolved = allocate(&proc, &mut jobs, arch, opts, rep)?;
+    fault::point("after-mmap");
+    let result = fill_and_commit(
+        &proc, &objects, &jobs, &resolved, &applied, storage, arch, opts, rep,
+    );
+    if result.is_err() {
+        // Nothing points into the regions yet (or the commit rolled its hunks back).
+        world::unmap_regions(
+            &proc,
+            jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)),
+            opts,
+        );
+    }
+    result
+}
+
+fn with_version(name: &str, version: Option<&str>) -> String {
+    match version {
+        Some(v) => format!("{name}@{v}"),
+        None => name.to_owned(),
+    }
+}
+
+fn read_patch(path: &std::path::Path, bytes: &[u8]) -> Result<(Header, String, Vec<u8>)> {
+    let file = KpatchFile::parse(bytes).map_err(|source| Error::Format {
+        path: path.to_owned(),
+        source,
+    })?;
+    let header = *file.header();
+    let id = file.patch_id().to_owned();
+    let total = header.total_size() as usize;
+    let elf = bytes.get(HEADER_SIZE..total).unwrap_or(&[]).to_vec();
+    Ok((header, id, elf))
+}
+
+fn find_jobs<'a>(
+    pid: i32,
+    storage: &Storage,
+    objects: &'a [LoadedObject],
+    applied: &[AppliedPatch],
+    arch: &'static dyn Arch,
+    page: u64,
+) -> Result<Vec<Job<'a>>> {
+    let mut found = Vec::new();
+    if let Some(f) = storage.file_bytes()? {
+        let (header, _, _) = read_patch(&f.path, &f.bytes)?;
+        let bid = header.build_id().unwrap_or_default().to_owned();
+        let Some(obj) = objects.iter().find(|o| o.build_id() == Some(bid.as_str())) else {
+            return Err(Error::NotApplicable {
+                path: f.path,
+                build_id: bid,
+                pid,
+            });
+        };
+        found.push((obj, f));
+    } else {
+        for obj in objects {
+            let Some(bid) = obj.build_id() else { continue };
+            if let Some(f) = storage.lookup_dir(bid)? {
+                found.push((obj, f));
+            }
+        }
+    }
+    let mut jobs = Vec::new();
+    for (object, f) in found {
+        let (header, id, elf) = read_patch(&f.path, &f.bytes)?;
+        if applied
+            .iter()
+            .any(|a| a.committed && a.id == id && Some(a.build_id.as_str()) == object.build_id())
+        {
+            return Err(Error::AlreadyApplied {
+                id,
+                object: object.name.clone(),
+                pid,
+            });
+        }
+        let payload = Payload::parse(&elf)?;
+        if payload.machine != arch.e_machine() {
+            let patch_arch = kpatch_arch::for_machine(payload.machine)
+                .map(|a| a.name().to_owned())
+                .unwrap_or_else(|| format!("e_machine {}", payload.machine));
+            return Err(Error::WrongArch {
+                path: f.path,
+                patch_arch,
+                target_arch: arch.name().into(),
+                pid,
+            });
+        }
+        let prepared = Prepared::new(arch, payload, &elf, page)?;
+        jobs.push(Job {
+            object,
+            header,
+            id,
+            level: f.level,
+            elf,
+            prepared,
+            imports: Vec::new(),
+            kpta: 0,
+        });
+    }
+    Ok(jobs)
+}
+
+fn choose_regions(
+    proc: &Process,
+    maps: &[MapEntry],
+    jobs: &mut [Job<'_>],
+    arch: &dyn Arch,
+) -> Result<()> {
+    let limits = proc.space_limits(maps);
+    let mut taken: Vec<MapEntry> = maps.to_vec();
+    for job in jobs.iter_mut() {
+        let size = job.prepared.layout.total;
+        let kpta = kpatch_target::find_region(
+            &taken,
+            job.object.range.clone(),
+            size,
+            arch.max_branch_distance(),
+            &limits,
+        )
+        .ok_or_else(|| Error::NoRegion {
+            object: job.object.name.clone(),
+            size,
+            pid: proc.pid(),
+        })?;
+        job.kpta = kpta;
+        taken.push(MapEntry {
+            start: kpta,
+            end: kpta + size,
+            perms: Perms {
+                read: true,
+                write: true,
+                exec: false,
+                shared: false,
+            },
+            offset: 0,
+            dev: (0, 0),
+            inode: 0,
+            name: MapName::Anonymous,
+        });
+    }
+    Ok(())
+}
+
+/// Maps every region and resolves IFUNC imports, with one thread stopped. Returns the final
+/// address of every import, by job and payload symbol index.
+fn allocate(
+    proc: &Process,
+    jobs: &mut [Job<'_>],
+    arch: &dyn Arch,
+    opts: &Options,
+    rep: &mut dyn Report,
+) -> Result<Vec<HashMap<usize, u64>>> {
+    let mut stopped = world::stop_one(proc, opts)?;
+    let mut mapped: Vec<(u64, u64)> = Vec::new();
+    let mut out = Vec::new();
+    let result = (|| -> Result<()> {
+        let mut thread = stopped.thread();
+        for job in jobs.iter() {
+            let l = job.prepared.layout;
+            thread.mmap(
+                Some(job.kpta),
+                l.total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            )?;
+            mapped.push((job.kpta, l.total));
+            // The header is what identifies the region; put a pending one there at once so an
+            // interrupted run leaves something the next run can recognise and reclaim.
+            let mut header = job.header;
+            header.set_magic(MAGIC_PENDING);
+            header.set_kpatch_total_mem_sz(l.total);
+            proc.write(job.kpta, header.as_bytes())?;
+            thread.mprotect(job.kpta, l.rx_len, libc::PROT_READ | libc::PROT_EXEC)?;
+            rep.detail(&format!(
+                "{}: region {:#x}+{:#x} for {}",
+                job.id, job.kpta, l.total, job.object.name
+            ));
+            let mut addrs = HashMap::new();
+            for (sym, found) in &job.imports {
+                let addr = if found.kind == SymKind::Ifunc {
+                    let a = thread.call(found.addr, &[], Duration::from_secs(2))?;
+                    rep.detail(&format!(
+                        "{}: IFUNC resolver at {:#x} chose {:#x}",
+                        job.id, found.addr, a
+                    ));
+                    a
+                } else {
+                    found.addr
+                };
+                addrs.insert(*sym, addr);
+            }
+            out.push(addrs);
+        }
+        let _ = arch;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let mut thread = stopped.thread();
+        for (a, l) in mapped {
+            let _ = thread.munmap(a, l);
+        }
+        return Err(e);
+    }
+    stopped.resume()?;
+    Ok(out)
+}
+
+/// Names the function an info record replaces, from the patch's string table.
+fn record_name(job: &Job<'_>, relocated_elf: &[u8], symstr: u64) -> String {
+    let base = job.kpta + job.prepared.layout.elf_offset;
+    let name = symstr
+        .checked_sub(base)
+        .and_then(|off| relocated_elf.get(off as usize..))
+        .and_then(|s| s.split(|&b| b == 0).next())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".kpatch").unwrap_or(&name).to_owned();
+    if name.is_empty() {
+        format!("function at {symstr:#x}")
+    } else {
+        name
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fill_and_commit(
+    proc: &Process,
+    objects: &[LoadedObject],
+    jobs: &[Job<'_>],
+    resolved: &[HashMap<usize, u64>],
+    applied: &[AppliedPatch],
+    storage: &Storage,
+    arch: &'static dyn Arch,
+    opts: &Options,
+    rep: &mut dyn Report,
+) -> Result<PatchOutcome> {
+    let hs = arch.hunk_size();
+    let mut hunks: Vec<Hunk> = Vec::new();
+    let mut replaced: Vec<(Range<u64>, String)> = Vec::new();
+    let mut outcome = PatchOutcome::default();
+    let mut next_seq = applied
+        .iter()
+        .map(|a| a.header.applied_seq())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut headers = Vec::new();
+    for (job, imports) in jobs.iter().zip(resolved) {
+        let l = job.prepared.layout;
+        let rel = job
+            .prepared
+            .relocate(arch, &job.elf, job.kpta, job.object.load_bias, imports)?;
+        let mut nh = 0;
+        for (i, r) in rel.records.iter().enumerate() {
+            if r.is_new_function() {
+                continue;
+            }
+            let name = record_name(job, &rel.elf, r.symstr());
+            if (r.dlen() as usize) < hs {
+                return Err(Error::Unpatchable {
+                    function: name,
+                    object: job.object.name.clone(),
+                    reason: format!(
+                        "it is {} bytes long, shorter than the {hs}-byte jump",
+                        r.dlen()
+                    ),
+                });
+            }
+            if !job.object.range.contains(&r.daddr()) {
+                return Err(Error::Payload(format!(
+                    "{name} would be patched at {:#x}, outside {} ({:#x}-{:#x}): the patch does not match this object",
+                    r.daddr(),
+                    job.object.name,
+                    job.object.range.start,
+                    job.object.range.end
+                )));
+            }
+            let jump = arch.encode_jump(r.daddr(), r.saddr())?;
+            replaced.push((
+                r.daddr()..r.daddr() + u64::from(r.dlen()),
+                format!("{name} ({})", job.object.name),
+            ));
+            hunks.push(Hunk {
+                daddr: r.daddr(),
+                jump,
+                undo_at: job.kpta + l.user_undo + (i * hs) as u64,
+                name,
+            });
+            nh += 1;
+        }
+        let mut header = job.header;
+        header.set_magic(MAGIC_PENDING);
+        header.set_jmp_offset(l.jmp_offset as u32);
+        header.set_elf_offset(l.elf_offset as u32);
+        header.set_user_undo(l.user_undo as u32);
+        header.set_user_info(l.user_info as u32);
+        header.set_user_level(job.level.unwrap_or(0));
+        header.set_kpatch_total_mem_sz(l.total);
+        header.set_applied_seq(next_seq);
+        next_seq += 1;
+        proc.write(job.kpta, header.as_bytes())?;
+        if !rel.jump_table.is_empty() {
+            proc.write(job.kpta + l.jmp_offset, &rel.jump_table)?;
+        }
+        proc.write(job.kpta + l.elf_offset, &rel.elf)?;
+        headers.push(header);
+        rep.detail(&format!(
+            "{}: {} function(s) to redirect in {}",
+            job.id, nh, job.object.name
+        ));
+        outcome.applied.push(AppliedObject {
+            object: job.object.name.clone(),
+            id: job.id.clone(),
+            kpta: job.kpta,
+            hunks: nh,
+        });
+    }
+    fault::point("after-write");
+
+    let ranges: Vec<Range<u64>> = replaced.iter().map(|(r, _)| r.clone()).collect();
+    let mut walker = world::walker(arch, objects);
+    let frozen = world::with_safe_stop(
+        proc,
+        opts,
+        &mut walker,
+        &ranges,
+        &replaced,
+        rep,
+        |stopped| {
+            if let Some(script) = storage.script("before") {
+                world::run_script(&script, proc.pid())?;
+            }
+            fault::point("stopped");
+            commit(proc, &hunks, hs)?;
+            for (job, header) in jobs.iter().zip(&headers) {
+                let mut h = *header;
+                h.set_magic(MAGIC);
+                proc.write(job.kpta, &h.as_bytes()[..8])?;
+            }
+            fault::point("after-commit");
+            if let Some(script) = storage.script("after") {
+                world::run_script(&script, proc.pid())?;
+            }
+            let _ = stopped;
+            Ok(())
+        },
+    )?;
+    for h in &hunks {
+        rep.detail(&format!(
+            "{} at {:#x} now jumps to the patch",
+            h.name, h.daddr
+        ));
+    }
+    outcome.frozen = Some(frozen);
+    Ok(outcome)
+}
+
+/// Saves the original bytes of every hunk and writes the jumps; on a failure, puts back what
+/// was already written.
+fn commit(mem: &dyn Memory, hunks: &[Hunk], hs: usize) -> Result<()> {
+    let mut saved = Vec::with_capacity(hunks.len());
+    for h in hunks {
+        let mut old = vec![0u8; hs];
+        mem.read(h.daddr, &mut old)?;
+        mem.write(h.undo_at, &old)?;
+        saved.push(old);
+    }
+    for (i, h) in hunks.iter().enumerate() {
+        if let Err(e) = mem.write(h.daddr, &h.jump) {
+            for (done, old) in hunks[..i].iter().zip(&saved) {
+                let _ = mem.write(done.daddr, old);
+            }
+            return Err(e.into());
+        }
+        if i == 0 {
+            fault::point("first-hunk");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! One tool at a time per target: an advisory `flock` on a per-pid file, so a second
+//! `libcare-ctl` on the same process waits its turn (or gives up after a while) instead of
+//! interleaving with the first.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// Default directory for lock files; `LIBCARE_LOCK_DIR` overrides it.
+pub const DEFAULT_LOCK_DIR: &str = "/run/libcare";
+
+/// The directory lock files live in.
+pub fn lock_dir() -> PathBuf {
+    std::env::var_os("LIBCARE_LOCK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_DIR))
+}
+
+/// A held lock; released on drop (or when the process dies).
+#[derive(Debug)]
+pub struct PidLock {
+    _file: File,
+}
+
+/// Takes the lock of `pid` in `dir`, waiting up to `wait` for another holder to finish.
+pub fn lock(dir: &Path, pid: i32, wait: Duration) -> Result<PidLock> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = dir.join(format!("pid-{pid}.lock"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+    let start = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(PidLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { pid, path }),
+            Err(std::fs::TryLockError::Error(source)) => return Err(Error::Io { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_waits_then_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock(dir.path(), 42, Duration::ZERO).unwrap();
+        let err = lock(dir.path(), 42, Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(err, Error::Locked { pid: 42, .. }), "{err}");
+        assert!(lock(dir.path(), 43, Duration::ZERO).is_ok());
+        drop(first);
+        assert!(lock(dir.path(), 42, Duration::ZERO).is_ok());
+    }
+}

@@ -1,0 +1,35 @@
+//! Tunables of patch and unpatch runs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long to wait, and where to keep lock files.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a function being replaced may stay on some thread's stack before the run
+    /// gives up (the process is resumed and retried with back-off meanwhile).
+    pub safety_timeout: Duration,
+    /// How long stopping every thread may take.
+    pub stop_timeout: Duration,
+    /// How long to wait for another tool working on the same process.
+    pub lock_wait: Duration,
+    pub lock_dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let secs = |var: &str, default: u64| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .map(Duration::from_secs_f64)
+                .unwrap_or(Duration::from_secs(default))
+        };
+        Options {
+            safety_timeout: secs("LIBCARE_SAFETY_TIMEOUT", 5),
+            stop_timeout: Duration::from_secs(5),
+            lock_wait: secs("LIBCARE_LOCK_WAIT", 30),
+            lock_dir: crate::lock::lock_dir(),
+        }
+    }
+}

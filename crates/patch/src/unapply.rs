@@ -1,0 +1,238 @@
+//! `libcare-ctl unpatch`: revert patches in any order. A patch under a newer one that replaced
+//! the same function is removed by rewriting the newer patch's saved bytes rather than the
+//! function (the peer reverts both and later crashes the target); anything that does not add up
+//! is refused before the target is touched.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use kpatch_arch::Arch;
+use kpatch_file::MAGIC_PENDING;
+use kpatch_target::{Memory, Process};
+
+use crate::discover::{self, AppliedPatch, LoadedObject};
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::options::Options;
+use crate::report::Report;
+use crate::world;
+
+/// One patch removed by a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedPatch {
+    pub object: String,
+    pub id: String,
+}
+
+/// What an unpatch run did.
+#[derive(Debug, Clone, Default)]
+pub struct UnpatchOutcome {
+    pub removed: Vec<RemovedPatch>,
+    pub frozen: Option<Duration>,
+}
+
+/// Reads through pending writes, so later decisions see earlier ones.
+struct Overlay<'a> {
+    mem: &'a dyn Memory,
+    writes: HashMap<u64, Vec<u8>>,
+    order: Vec<u64>,
+}
+
+impl Overlay<'_> {
+    fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
+        if let Some(v) = self.writes.get(&addr) {
+            return Ok(v.clone());
+        }
+        let mut b = vec![0u8; len];
+        self.mem.read(addr, &mut b)?;
+        Ok(b)
+    }
+
+    fn write(&mut self, addr: u64, bytes: Vec<u8>) {
+        if self.writes.insert(addr, bytes).is_none() {
+            self.order.push(addr);
+        }
+    }
+}
+
+/// Name of the function an in-process info record replaces.
+fn record_name(mem: &dyn Memory, symstr: u64, daddr: u64) -> String {
+    let mut buf = [0u8; 128];
+    let name = mem
+        .read(symstr, &mut buf)
+        .ok()
+        .and_then(|_| {
+            buf.split(|&b| b == 0)
+                .next()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+        })
+        .unwrap_or_default();
+    match name.strip_suffix(".kpatch").unwrap_or(&name) {
+        "" => format!("the function at {daddr:#x}"),
+        n => n.to_owned(),
+    }
+}
+
+fn object_name(objects: &[LoadedObject], p: &AppliedPatch) -> String {
+    objects
+        .iter()
+        .find(|o| o.build_id() == Some(p.build_id.as_str()))
+        .map(|o| o.name.clone())
+        .unwrap_or_else(|| p.build_id.clone())
+}
+
+/// Removes `all[selected]` from the process. `tolerant` (for reclaiming an interrupted run's
+/// region) skips records whose jump is not found instead of refusing.
+pub fn remove(
+    proc: &Process,
+    objects: &[LoadedObject],
+    all: &[AppliedPatch],
+    selected: &[usize],
+    tolerant: bool,
+    opts: &Options,
+    rep: &mut dyn Report,
+) -> Result<Option<Duration>> {
+    let arch: &dyn Arch = proc.arch();
+    let hs = arch.hunk_size();
+    let mut overlay = Overlay {
+        mem: proc,
+        writes: HashMap::new(),
+        order: Vec::new(),
+    };
+    let mut gone = vec![false; all.len()];
+    let mut names = Vec::new();
+    for &pi in selected {
+        let p = &all[pi];
+        for (i, r) in p.records.iter().enumerate() {
+            if r.is_new_function() {
+                continue;
+            }
+            let daddr = r.daddr();
+            let jump = arch.encode_jump(daddr, r.saddr())?;
+            let undo = overlay.read(p.undo_addr(i, hs), hs)?;
+            let name = record_name(proc, r.symstr(), daddr);
+            if overlay.read(daddr, hs)? == jump {
+                rep.detail(&format!("{}: restoring {name} at {daddr:#x}", p.id));
+                overlay.write(daddr, undo);
+                continue;
+            }
+            // Stacked under a newer patch: that patch saved our jump; hand it our saved bytes.
+            let mut over = None;
+            for (qi, q) in all.iter().enumerate() {
+                if qi == pi || gone[qi] {
+                    continue;
+                }
+                for (j, rq) in q.records.iter().enumerate() {
+                    if rq.daddr() == daddr
+                        && !rq.is_new_function()
+                        && overlay.read(q.undo_addr(j, hs), hs)? == jump
+                    {
+                        over = Some((q.id.clone(), q.undo_addr(j, hs)));
+                    }
+                }
+            }
+            match over {
+                Some((qid, at)) => {
+                    rep.detail(&format!("{}: {name} is also replaced by patch {qid}; it will fall back past {}", p.id, p.id));
+                    overlay.write(at, undo);
+                }
+                None if tolerant => {}
+                None => {
+                    return Err(Error::Inconsistent {
+                        id: p.id.clone(),
+                        pid: proc.pid(),
+                        reason: format!("{name} at {daddr:#x} no longer jumps to it and no later patch saved its jump; the code was changed by something else, so nothing was touched"),
+                    })
+                }
+            }
+        }
+        gone[pi] = true;
+        names.push((
+            p.range(),
+            format!("patch {} ({})", p.id, object_name(objects, p)),
+        ));
+    }
+    let ranges: Vec<Range<u64>> = selected.iter().map(|&i| all[i].range()).collect();
+    let committed = selected.iter().any(|&i| all[i].committed);
+    let mut frozen = None;
+    if committed || !overlay.order.is_empty() {
+        let mut walker = world::walker(proc.arch(), objects);
+        frozen = Some(world::with_safe_stop(
+            proc,
+            opts,
+            &mut walker,
+            &ranges,
+            &names,
+            rep,
+            |_| {
+                fault::point("unpatch-stopped");
+                for addr in &overlay.order {
+                    proc.write(*addr, &overlay.writes[addr])?;
+                }
+                // A region stays mapped until after the resume: mark it so that, if we die before
+                // unmapping it, it is never listed again and the next run reclaims it.
+                for &i in selected {
+                    proc.write(all[i].kpta, &MAGIC_PENDING)?;
+                }
+                fault::point("unpatch-after-restore");
+                Ok(())
+            },
+        )?);
+    }
+    fault::point("unpatch-before-munmap");
+    world::unmap_regions(
+        proc,
+        selected.iter().map(|&i| (all[i].kpta, all[i].len)),
+        opts,
+    );
+    Ok(frozen)
+}
+
+/// Removes the patch with `id` (or every patch, newest first, without one) from process `pid`;
+/// `targets` limits it to objects named by build-id or file name.
+pub fn unpatch(
+    pid: i32,
+    id: Option<&str>,
+    targets: &[String],
+    opts: &Options,
+    rep: &mut dyn Report,
+) -> Result<UnpatchOutcome> {
+    let proc = Process::open(pid)?;
+    let _lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+    world::reclaim_pending(&proc, opts, rep)?;
+    let maps = proc.maps()?;
+    let objects = discover::objects(&proc, &maps)?;
+    let all = discover::applied_patches(&proc, &maps)?;
+    let mut selected: Vec<usize> = (0..all.len())
+        .filter(|&i| {
+            let p = &all[i];
+            p.committed
+                && id.is_none_or(|id| p.id == id)
+                && (targets.is_empty()
+                    || targets
+                        .iter()
+                        .any(|t| *t == p.build_id || *t == object_name(&objects, p)))
+        })
+        .collect();
+    if selected.is_empty() {
+        return match id {
+            Some(id) => Err(Error::PatchNotFound {
+                id: id.to_owned(),
+                pid,
+            }),
+            None => Ok(UnpatchOutcome::default()),
+        };
+    }
+    // Newest first; patches applied by the peer carry no sequence and go last.
+    selected.sort_by_key(|&i| std::cmp::Reverse((all[i].header.applied_seq(), all[i].kpta)));
+    let frozen = remove(&proc, &objects, &all, &selected, false, opts, rep)?;
+    let removed = selected
+        .iter()
+        .map(|&i| RemovedPatch {
+            object: object_name(&objects, &all[i]),
+            id: all[i].id.clone(),
+        })
+        .collect();
+    Ok(UnpatchOutcome { removed, frozen })
+}

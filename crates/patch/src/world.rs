@@ -1,0 +1,195 @@
+//! Steps shared by patch and unpatch: the symbol scope in the dynamic linker's order, the
+//! stack walker, stopping one thread or all of them until the check passes, unmapping regions,
+//! and reclaiming what an interrupted run left behind.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kpatch_arch::Arch;
+use kpatch_target::{Memory, Process, StoppedProcess, StoppedThread};
+
+use crate::discover::{self, LoadedObject};
+use crate::error::{Error, Result};
+use crate::options::Options;
+use crate::report::Report;
+use crate::safety;
+use crate::scope::{Scope, ScopeObject};
+use crate::unwind::StackWalker;
+
+/// The lookup scope: the objects in the order of the dynamic linker's `link_map` chain when it
+/// can be read (the executable first, then libraries in load order), else the executable
+/// followed by the others in address order.
+pub fn scope(proc: &Process, objects: &[LoadedObject]) -> Scope {
+    let to_scope = |o: &LoadedObject| ScopeObject {
+        name: o.name.clone(),
+        load_bias: o.load_bias,
+        image: o.image.clone(),
+    };
+    let mut order: Vec<&LoadedObject> = Vec::new();
+    if let Some(chain) = link_map_biases(proc, objects) {
+        for bias in chain {
+            if let Some(o) = objects
+                .iter()
+                .find(|o| o.load_bias == bias && !order.iter().any(|p| std::ptr::eq(*p, *o)))
+            {
+                order.push(o);
+            }
+        }
+    }
+    // Anything the chain missed (or all of it, without a chain), executable first.
+    let mut rest: Vec<&LoadedObject> = objects
+        .iter()
+        .filter(|o| !order.iter().any(|p| std::ptr::eq(*p, *o)))
+        .collect();
+    rest.sort_by_key(|o| !o.is_exe);
+    order.extend(rest);
+    Scope {
+        objects: order.into_iter().map(to_scope).collect(),
+    }
+}
+
+/// Load biases along `_r_debug.r_map`, found through the executable's `DT_DEBUG`.
+fn link_map_biases(mem: &dyn Memory, objects: &[LoadedObject]) -> Option<Vec<u64>> {
+    let exe = objects.iter().find(|o| o.is_exe)?;
+    let slot = exe.image.dt_debug?.wrapping_add(exe.load_bias);
+    let r_debug = mem.read_u64(slot).ok().filter(|&a| a != 0)?;
+    let mut map = mem.read_u64(r_debug + 8).ok()?;
+    let mut out = Vec::new();
+    while map != 0 && out.len() < 4096 {
+        out.push(mem.read_u64(map).ok()?);
+        map = mem.read_u64(map + 24).ok()?;
+    }
+    Some(out)
+}
+
+/// A stack walker knowing every object's unwind tables.
+pub fn walker(arch: &'static dyn Arch, objects: &[LoadedObject]) -> StackWalker {
+    let mut w = StackWalker::new(arch);
+    for o in objects {
+        w.add_object(&o.name, o.range.clone(), o.load_bias, &o.image);
+    }
+    w
+}
+
+/// Stops one thread (the main one if it can) while the others run.
+pub fn stop_one<'p>(proc: &'p Process, opts: &Options) -> Result<StoppedThread<'p>> {
+    match proc.stop_one(proc.pid(), opts.stop_timeout) {
+        Ok(t) => Ok(t),
+        Err(first) => {
+            for tid in proc.thread_ids()? {
+                if tid != proc.pid() {
+                    if let Ok(t) = proc.stop_one(tid, opts.stop_timeout) {
+                        return Ok(t);
+                    }
+                }
+            }
+            Err(first.into())
+        }
+    }
+}
+
+/// Stops every thread until none has a frame in `ranges` (resuming and backing off in
+/// between, up to the safety timeout), then runs `commit` with the world stopped and resumes
+/// it. Returns how long the threads were stopped for the final, committing round.
+pub fn with_safe_stop(
+    proc: &Process,
+    opts: &Options,
+    walker: &mut StackWalker,
+    ranges: &[Range<u64>],
+    names: &[(Range<u64>, String)],
+    rep: &mut dyn Report,
+    commit: impl FnOnce(&mut StoppedProcess<'_>) -> Result<()>,
+) -> Result<Duration> {
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let t0 = Instant::now();
+        let mut stopped = proc.stop_all(opts.stop_timeout)?;
+        let busy = safety::busy_threads(&mut stopped, walker, ranges)?;
+        if busy.is_empty() {
+            let result = commit(&mut stopped);
+            let resumed = stopped.resume();
+            let frozen = t0.elapsed();
+            result?;
+            resumed?;
+            return Ok(frozen);
+        }
+        stopped.resume()?;
+        let describe = |b: &safety::Busy| {
+            let what = names
+                .iter()
+                .find(|(r, _)| r.contains(&b.addr))
+                .map(|(_, n)| n.clone())
+                .unwrap_or_else(|| format!("code at {:#x}", b.addr));
+            (b.tid, what)
+        };
+        if start.elapsed() >= opts.safety_timeout {
+            return Err(Error::Busy {
+                pid: proc.pid(),
+                waited_ms: start.elapsed().as_millis(),
+                busy: busy.iter().map(describe).collect(),
+            });
+        }
+        for b in &busy {
+            let (tid, what) = describe(b);
+            rep.detail(&format!("thread {tid} is in {what}; waiting"));
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Unmaps regions with one thread stopped; failures are ignored (the caller is already
+/// reporting an error, and an unreferenced region does no harm).
+pub fn unmap_regions(proc: &Process, regions: impl Iterator<Item = (u64, u64)>, opts: &Options) {
+    let regions: Vec<(u64, u64)> = regions.filter(|&(a, l)| a != 0 && l != 0).collect();
+    if regions.is_empty() {
+        return;
+    }
+    if let Ok(mut stopped) = stop_one(proc, opts) {
+        let mut thread = stopped.thread();
+        for (a, l) in regions {
+            let _ = thread.munmap(a, l);
+        }
+        let _ = stopped.resume();
+    }
+}
+
+/// Runs a storage's `before`/`after` script as `script PID`.
+pub fn run_script(script: &Path, pid: i32) -> Result<()> {
+    let status = std::process::Command::new(script)
+        .arg(pid.to_string())
+        .status()
+        .map_err(|source| Error::Io {
+            path: script.to_owned(),
+            source,
+        })?;
+    if !status.success() {
+        return Err(Error::Script {
+            script: script.to_owned(),
+            pid,
+            status: status.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Removes patch regions an interrupted run left behind (header magic `KPATCH0`): any jump
+/// into one is reverted, then it is unmapped.
+pub fn reclaim_pending(proc: &Process, opts: &Options, rep: &mut dyn Report) -> Result<()> {
+    let maps = proc.maps()?;
+    let all = discover::applied_patches(proc, &maps)?;
+    if all.iter().all(|p| p.committed) {
+        return Ok(());
+    }
+    let objects = discover::objects(proc, &maps)?;
+    let pending: Vec<usize> = (0..all.len()).filter(|&i| !all[i].committed).collect();
+    for &i in &pending {
+        rep.detail(&format!(
+            "reclaiming the region at {:#x} left by an interrupted run (patch {})",
+            all[i].kpta, all[i].id
+        ));
+    }
+    crate::unapply::remove(proc, &objects, &all, &pending, true, opts, rep).map(drop)
+}

@@ -84,3 +84,57 @@ fn script_walkthrough_applies_to_a_live_process_at_o0() {
 fn script_walkthrough_applies_to_a_live_process_at_o2_with_debug_info() {
     script_walkthrough("-O2 -g");
 }
+
+/// A program and its shared library, both changed by one patch built with `-j 2`: patching
+/// the running program through the patch directory patches both objects.
+#[test]
+#[ignore = "needs kpatch_gensrc, kpatch_strip, kpatch_make and libcare-ctl, not merged into this branch yet"]
+fn program_and_shared_library_patched_live_from_the_patch_directory() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().canonicalize().expect("canonical tempdir");
+    let src = fixtures().join("driver/multi");
+    run_ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(&src)
+            .arg(dir.join("multi")),
+    );
+    let dir = dir.join("multi");
+    run_ok(
+        tool("libcare-patch-make", &dir)
+            .args(["-j", "2", "--clean", "-i", "0001", "change.patch"])
+            .env_remove("MAKEFLAGS")
+            .env_remove("KPATCH_PATH"),
+    );
+
+    let mut target = Target::spawn(&dir.join("lpmake/usr/bin/app"), &[]);
+    let pid = target.pid().to_string();
+    target.wait_line("library says hello 1");
+    let out = run_ok(tool("libcare-ctl", &dir).args([
+        "patch",
+        "-p",
+        &pid,
+        &dir.join("patchroot").to_string_lossy(),
+    ]));
+    assert!(
+        stdout(&out).contains(&format!(
+            "2 patch hunk(s) have been successfully applied to PID '{pid}'"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    target.drain();
+    target.wait_line("patched library says hello 2");
+
+    let out = run_ok(tool("libcare-ctl", &dir).args(["unpatch", "-p", &pid]));
+    assert!(
+        stdout(&out).contains(&format!(
+            "2 patch hunk(s) were successfully cancelled from PID '{pid}'"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    target.drain();
+    target.wait_line("library says hello 1");
+    assert!(target.alive());
+}

@@ -1,0 +1,546 @@
+//! Writing the combined file: the original, untouched except for end-of-function labels,
+//! followed by the patch (copies of changed and new functions, new variables, copied local
+//! data, the `.kpatch.strtab` names and the `.kpatch.info` records), each addition inside
+//! `.pushsection`/`.popsection` so the original's sections get no new bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use crate::diff::{Diff, PatchKind, PatchedFunction};
+use crate::error::AsmError;
+use crate::index::{is_visibility_directive, Binding, Block};
+use crate::lex::{tokenize, unquote};
+use crate::normalize::{defined_in, is_section_neutral, name_tokens, Normalizer};
+use crate::parse::{AsmFile, Stmt, StmtKind};
+use crate::symlist::human_name;
+
+/// Name of the patch's code section.
+pub const KPATCH_TEXT: &str = ".kpatch.text";
+/// Name of the patch's data section.
+pub const KPATCH_DATA: &str = ".kpatch.data";
+/// Name of the section holding the copies' names.
+pub const KPATCH_STRTAB: &str = ".kpatch.strtab";
+/// Name of the section holding one 48-byte record per patched function.
+pub const KPATCH_INFO: &str = ".kpatch.info";
+
+/// Alignment (log2) of `.kpatch.data`, so it can start a page of its own.
+const DATA_ALIGN_LOG2: u32 = 12;
+
+/// `.Lkpatch_fe<N>`: the end of the original function `N`.
+pub fn end_of_original_label(n: usize) -> String {
+    format!(".Lkpatch_fe{n}")
+}
+
+/// `.Lkpatch_end<N>`: the end of the copy `N`.
+pub fn end_of_copy_label(n: usize) -> String {
+    format!(".Lkpatch_end{n}")
+}
+
+/// `.Lkpatch_str<N>`: the name of the copy `N` in `.kpatch.strtab`.
+pub fn name_label(n: usize) -> String {
+    format!(".Lkpatch_str{n}")
+}
+
+/// The original file with `diff` applied. With an empty diff this is the original text
+/// (apart from `.kpgensrc_flags` markers, which no assembler accepts).
+pub fn emit(orig: &AsmFile, patched: &AsmFile, diff: &Diff) -> Result<String, AsmError> {
+    let mut fe: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (n, f) in diff.functions.iter().enumerate() {
+        if f.kind != PatchKind::Changed {
+            continue;
+        }
+        let line = original_size_line(orig, f)?;
+        fe.entry(line).or_default().push(n);
+    }
+    let mut out = String::new();
+    write_original(orig, &fe, &mut out);
+    if diff.is_empty() {
+        if !orig.ends_with_newline() {
+            out.pop();
+        }
+        return Ok(out);
+    }
+    let no_renames = HashMap::new();
+    let mut e = Emitter {
+        orig,
+        patched,
+        diff,
+        norm_orig: Normalizer::new(orig, &no_renames),
+        norm_patched: Normalizer::new(patched, &diff.rename),
+        out,
+        data_aligned: false,
+        info_aligned: false,
+        copies: HashMap::new(),
+        queue: Vec::new(),
+    };
+    e.comment("---------- kpatch_gensrc: patch ----------");
+    for (n, f) in diff.functions.iter().enumerate() {
+        e.function_copy(n, f)?;
+    }
+    for v in &diff.new_variables {
+        if let Some(b) = patched.blocks().get(v.patched_block) {
+            e.variable_copy(b, &v.copy_name, &v.name)?;
+        }
+    }
+    while let Some(name) = e.queue.pop() {
+        e.data_copy(&name)?;
+    }
+    for (n, f) in diff.functions.iter().enumerate() {
+        e.records(n, f);
+    }
+    Ok(e.out)
+}
+
+/// The text of `file` with nothing added (`.kpgensrc_flags` markers commented out).
+pub(crate) fn emit_unchanged(file: &AsmFile) -> String {
+    let mut out = String::new();
+    write_original(file, &HashMap::new(), &mut out);
+    if !file.ends_with_newline() {
+        out.pop();
+    }
+    out
+}
+
+/// The line of the original's `.size f, .-f`, where the end label of `f` goes.
+fn original_size_line(orig: &AsmFile, f: &PatchedFunction) -> Result<usize, AsmError> {
+    let block = f.orig_block.and_then(|i| orig.blocks().get(i));
+    let line = block.and_then(|b| b.size_line);
+    let ok = line.and_then(|l| orig.lines.get(l)).is_some_and(|l| {
+        l.stmts.iter().any(|s| {
+            let a = s.arg_list();
+            s.is_directive(".size")
+                && a.first().map(|n| unquote(n)) == Some(f.name.as_str())
+                && a.get(1).map(|e| e.replace(char::is_whitespace, ""))
+                    == Some(format!(".-{}", f.name))
+        })
+    });
+    match (line, ok) {
+        (Some(l), true) => Ok(l),
+        _ => Err(AsmError::OriginalSizeUnknown {
+            file: orig.name.clone(),
+            line: block.map_or(0, |b| b.lines.start + 1),
+            name: f.name.clone(),
+        }),
+    }
+}
+
+/// The original's lines, with `.Lkpatch_fe<N>:` before the `.size` lines in `fe`.
+fn write_original(orig: &AsmFile, fe: &HashMap<usize, Vec<usize>>, out: &mut String) {
+    for (i, line) in orig.lines.iter().enumerate() {
+        for n in fe.get(&i).into_iter().flatten() {
+            let _ = writeln!(out, "{}:", end_of_original_label(*n));
+        }
+        if line.stmts.iter().any(|s| s.is_directive(".kpgensrc_flags")) {
+            let kept: Vec<&str> = line
+                .stmts
+                .iter()
+                .filter(|s| !s.is_directive(".kpgensrc_flags"))
+                .map(|s| s.text.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "\t{}\t{} {}",
+                kept.join("; "),
+                orig.dialect.comment,
+                line.text.trim()
+            );
+        } else {
+            let _ = writeln!(out, "{}", line.text);
+        }
+    }
+}
+
+/// Which patch section a copied statement goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Text,
+    Data,
+}
+
+struct Emitter<'a> {
+    orig: &'a AsmFile,
+    patched: &'a AsmFile,
+    diff: &'a Diff,
+    norm_orig: Normalizer<'a>,
+    norm_patched: Normalizer<'a>,
+    out: String,
+    data_aligned: bool,
+    info_aligned: bool,
+    /// Local data of the patched file copied (or queued) into `.kpatch.data`: name → copy.
+    copies: HashMap<String, String>,
+    queue: Vec<String>,
+}
+
+impl Emitter<'_> {
+    fn line(&mut self, s: &str) {
+        self.out.push_str(s);
+        self.out.push('\n');
+    }
+
+    fn comment(&mut self, s: &str) {
+        let c = self.orig.dialect.comment;
+        self.line(&format!("{c} {s}"));
+    }
+
+    fn section_args(&self, t: Target) -> String {
+        let d = &self.orig.dialect;
+        match t {
+            Target::Text => d.section_args(KPATCH_TEXT, "ax"),
+            Target::Data => d.section_args(KPATCH_DATA, "aw"),
+        }
+    }
+
+    /// Starts a patch section with `.pushsection`.
+    fn push(&mut self, t: Target) {
+        let a = self.section_args(t);
+        self.line(&format!("\t.pushsection\t{a}"));
+        self.align_data(t);
+    }
+
+    fn align_data(&mut self, t: Target) {
+        if t == Target::Data && !self.data_aligned {
+            self.data_aligned = true;
+            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
+        }
+    }
+
+    /// Switches to `want` inside a pushed patch section, if `cur` is another.
+    fn switch(&mut self, cur: &mut Target, want: Target) {
+        if *cur != want {
+            let a = self.section_args(want);
+            self.line(&format!("\t.section\t{a}"));
+            self.align_data(want);
+            *cur = want;
+        }
+    }
+
+    fn target_of(&self, s: &Stmt) -> Target {
+        if self.patched.section_of(s).is_code() {
+            Target::Text
+        } else {
+            Target::Data
+        }
+    }
+
+    /// Binding and visibility directives for a symbol of the patched file under a new name.
+    fn declare(&mut self, name: &str, as_name: &str) {
+        if let Some(d) = self.patched.binding(name).directive() {
+            self.line(&format!("\t{d}\t{as_name}"));
+        }
+        if let Some(v) = self.patched.visibility(name) {
+            self.line(&format!("\t{v}\t{as_name}"));
+        }
+    }
+
+    fn function_copy(&mut self, n: usize, f: &PatchedFunction) -> Result<(), AsmError> {
+        let Some(block) = self.patched.blocks().get(f.patched_block) else {
+            return Ok(());
+        };
+        let defined = defined_in(self.patched, block);
+        let mut renames = HashMap::new();
+        for name in &defined {
+            let new = if self.patched.dialect.is_local(name) || f.kind != PatchKind::New {
+                format!("{name}.kpatch")
+            } else {
+                self.diff
+                    .rename
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| name.clone())
+            };
+            renames.insert(name.clone(), new);
+        }
+        let what = match f.kind {
+            PatchKind::Changed => "changed",
+            PatchKind::New => "new",
+            PatchKind::Unlinked => "unlinked",
+        };
+        self.comment(&format!("{what} function {}", f.name));
+        self.push(Target::Text);
+        let mut cur = Target::Text;
+        match f.kind {
+            PatchKind::New => self.declare(&f.name, &f.copy_name),
+            _ => self.line(&format!("\t.globl\t{}", f.copy_name)),
+        }
+        self.copy_statements(block, &defined, &renames, &f.name, &mut cur)?;
+        self.switch(&mut cur, Target::Text);
+        self.line(&format!("{}:", end_of_copy_label(n)));
+        self.line("\t.popsection");
+        Ok(())
+    }
+
+    /// Copies a block's statements except section switches (each statement goes to the
+    /// patch section matching its own section), debug lines and the block's own binding.
+    fn copy_statements(
+        &mut self,
+        block: &Block,
+        defined: &HashSet<String>,
+        renames: &HashMap<String, String>,
+        user: &str,
+        cur: &mut Target,
+    ) -> Result<(), AsmError> {
+        let patched = self.patched;
+        for (_, s) in patched.stmts_in(block.lines.clone()) {
+            let skip = s.is_section_switch()
+                || crate::index::is_debug_directive(s)
+                || s.is_directive(".kpgensrc_flags")
+                || (is_visibility_directive(&s.name)
+                    && s.kind == StmtKind::Directive
+                    && s.arg_list().iter().all(|a| defined.contains(unquote(a))));
+            if skip {
+                continue;
+            }
+            if s.is_directive(".comm") || s.is_directive(".lcomm") {
+                self.common(block, renames)?;
+                continue;
+            }
+            if !is_section_neutral(s) {
+                let t = self.target_of(s);
+                self.switch(cur, t);
+            }
+            let text = self.render(s, renames, user)?;
+            self.line(&text);
+        }
+        Ok(())
+    }
+
+    /// A `.comm`/`.lcomm` variable as zero bytes in `.kpatch.data`.
+    fn common(&mut self, block: &Block, renames: &HashMap<String, String>) -> Result<(), AsmError> {
+        let Some(c) = &block.comm else { return Ok(()) };
+        let name = renames
+            .get(&block.name)
+            .cloned()
+            .unwrap_or_else(|| block.name.clone());
+        if let Some(a) = &c.align {
+            self.line(&format!("\t.balign\t{a}"));
+        }
+        let ty = self.orig.dialect.type_directive(&name, "object");
+        self.line(&ty);
+        self.line(&format!("\t.size\t{name}, {}", c.size));
+        self.line(&format!("{name}:"));
+        self.line(&format!("\t.zero\t{}", c.size));
+        Ok(())
+    }
+
+    fn variable_copy(&mut self, block: &Block, copy: &str, name: &str) -> Result<(), AsmError> {
+        let defined = defined_in(self.patched, block);
+        let mut renames: HashMap<String, String> = defined
+            .iter()
+            .map(|d| (d.clone(), format!("{d}.kpatch")))
+            .collect();
+        renames.insert(name.to_string(), copy.to_string());
+        self.comment(&format!("new variable {name}"));
+        self.push(Target::Data);
+        let mut cur = Target::Data;
+        let binding = match &block.comm {
+            Some(c) if !c.local => Binding::Global,
+            _ => self.patched.binding(name),
+        };
+        if let Some(d) = binding.directive() {
+            self.line(&format!("\t{d}\t{copy}"));
+        }
+        if let Some(v) = self.patched.visibility(name) {
+            self.line(&format!("\t{v}\t{copy}"));
+        }
+        self.copy_statements(block, &defined, &renames, name, &mut cur)?;
+        self.line("\t.popsection");
+        Ok(())
+    }
+
+    /// Copies queued local data (`.LC0`, a `static const` table) into `.kpatch.data`.
+    fn data_copy(&mut self, name: &str) -> Result<(), AsmError> {
+        let Some(copy) = self.copies.get(name).cloned() else {
+            return Ok(());
+        };
+        if let Some(b) = self.patched.variable(name) {
+            return self.variable_copy(b, &copy, name);
+        }
+        let Some(obj) = self.patched.data_label(name).cloned() else {
+            return Ok(());
+        };
+        let renames = HashMap::from([(name.to_string(), copy.clone())]);
+        self.push(Target::Data);
+        for id in &obj.aligns {
+            if let Some(s) = self.patched.stmt(*id) {
+                let t = self.render(s, &renames, name)?;
+                self.line(&t);
+            }
+        }
+        self.line(&format!("{copy}:"));
+        for id in &obj.data {
+            if let Some(s) = self.patched.stmt(*id) {
+                let t = self.render(s, &renames, name)?;
+                self.line(&t);
+            }
+        }
+        self.line("\t.popsection");
+        Ok(())
+    }
+
+    /// A statement of the patched file as the copy spells it.
+    fn render(
+        &mut self,
+        s: &Stmt,
+        renames: &HashMap<String, String>,
+        user: &str,
+    ) -> Result<String, AsmError> {
+        if s.kind == StmtKind::Label {
+            return Ok(format!("{}:", self.out_name(&s.name, renames, user)?));
+        }
+        let d = self.patched.dialect.clone();
+        let toks = tokenize(&s.text, &d);
+        let names = name_tokens(s, &toks);
+        let mut out = String::from("\t");
+        for (i, t) in toks.iter().enumerate() {
+            if names.contains(&i) {
+                out.push_str(&self.out_name(t.text, renames, user)?);
+            } else {
+                out.push_str(t.text);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The name the output uses for `name` of the patched file, referred to by `user`.
+    fn out_name(
+        &mut self,
+        name: &str,
+        renames: &HashMap<String, String>,
+        user: &str,
+    ) -> Result<String, AsmError> {
+        if let Some(r) = renames.get(name) {
+            return Ok(r.clone());
+        }
+        let p = self.patched;
+        if p.dialect.is_local(name) {
+            let Some(obj) = p.data_label(name) else {
+                if p.label(name).is_some() {
+                    return Err(AsmError::ForeignCodeLabel {
+                        file: p.name.clone(),
+                        function: user.to_string(),
+                        label: name.to_string(),
+                    });
+                }
+                // Not defined in this file (an assembler-made symbol): leave it alone.
+                return Ok(name.to_string());
+            };
+            let sec = p.sections.get(obj.section.id);
+            if sec.is_writable() || obj.data.is_empty() {
+                return self.same_place_in_original(name, user);
+            }
+            return Ok(self.queue_copy(name));
+        }
+        if p.is_readonly_local_object(name) {
+            if let Some(o) = self.equal_original_object(name) {
+                return Ok(o);
+            }
+            return Ok(self.queue_copy(name));
+        }
+        Ok(self
+            .diff
+            .rename
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string()))
+    }
+
+    fn queue_copy(&mut self, name: &str) -> String {
+        if let Some(c) = self.copies.get(name) {
+            return c.clone();
+        }
+        let c = format!("{name}.kpatch");
+        self.copies.insert(name.to_string(), c.clone());
+        self.queue.push(name.to_string());
+        c
+    }
+
+    /// The original's name for the read-only object `name` of the patched file, if the
+    /// original has one with the same content (shared, so its address stays the same).
+    fn equal_original_object(&self, name: &str) -> Option<String> {
+        let want = self.norm_patched.object_content(name)?;
+        let same = |o: &str| self.norm_orig.object_content(o).as_deref() == Some(want.as_str());
+        if same(name) {
+            return Some(name.to_string());
+        }
+        let base = human_name(name);
+        let mut candidates: Vec<&String> = self
+            .orig
+            .index
+            .variables
+            .keys()
+            .filter(|o| human_name(o) == base && same(o))
+            .collect();
+        candidates.sort();
+        candidates.first().map(|s| (*s).clone())
+    }
+
+    /// The original's local label at the same place as writable label or anchor `name`.
+    fn same_place_in_original(&self, name: &str, user: &str) -> Result<String, AsmError> {
+        let p = self.patched;
+        let err = || {
+            let sec = p
+                .data_label(name)
+                .map_or(String::new(), |o| p.sections.get(o.section.id).name.clone());
+            AsmError::UnmatchedWritableLabel {
+                file: p.name.clone(),
+                user: user.to_string(),
+                label: name.to_string(),
+                section: sec,
+            }
+        };
+        let obj = p.data_label(name).ok_or_else(err)?;
+        let sec = &p.sections.get(obj.section.id).name;
+        let at = p.next_named_symbol(obj.label).ok_or_else(err)?;
+        let at = self.diff.rename.get(&at).cloned().unwrap_or(at);
+        let mut found: Vec<&String> = self
+            .orig
+            .index
+            .data_labels
+            .iter()
+            .filter(|(_, o)| {
+                &self.orig.sections.get(o.section.id).name == sec
+                    && self.orig.next_named_symbol(o.label).as_deref() == Some(at.as_str())
+            })
+            .map(|(n, _)| n)
+            .collect();
+        found.sort();
+        found.first().map(|s| (*s).clone()).ok_or_else(err)
+    }
+
+    /// The `.kpatch.strtab` string and `.kpatch.info` record of copy `n`.
+    fn records(&mut self, n: usize, f: &PatchedFunction) {
+        let d = self.orig.dialect.clone();
+        self.line(&format!(
+            "\t.pushsection\t{}",
+            d.section_args(KPATCH_STRTAB, "a")
+        ));
+        self.line(&format!("{}:", name_label(n)));
+        self.line(&format!("\t.string\t\"{}\"", f.copy_name));
+        self.line("\t.popsection");
+        self.line(&format!(
+            "\t.pushsection\t{}",
+            d.section_args(KPATCH_INFO, "aw")
+        ));
+        if !self.info_aligned {
+            self.info_aligned = true;
+            self.line("\t.p2align\t3");
+        }
+        let (daddr, dlen) = match f.kind {
+            PatchKind::Changed => (
+                f.name.clone(),
+                format!("{} - {}", end_of_original_label(n), f.name),
+            ),
+            PatchKind::New | PatchKind::Unlinked => ("0".to_string(), "0".to_string()),
+        };
+        let copy = &f.copy_name;
+        self.line(&format!("\t.quad\t{daddr}"));
+        self.line(&format!("\t.quad\t{copy}"));
+        self.line(&format!("\t.long\t{dlen}"));
+        self.line(&format!("\t.long\t{} - {copy}", end_of_copy_label(n)));
+        self.line(&format!("\t.quad\t{}", name_label(n)));
+        self.line("\t.quad\t0");
+        self.line("\t.long\t0");
+        self.line("\t.byte\t0, 0, 0, 0");
+        self.line("\t.popsection");
+    }
+}

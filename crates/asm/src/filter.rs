@@ -1,0 +1,106 @@
+//! The debug filter (`kpatch_gensrc --dbg-filter`): one file in, the same file out without
+//! debugging information, so that builds compare and assemble without it.
+
+use std::fmt::Write as _;
+
+use crate::index::{is_debug_directive, is_debug_label, is_hot_cold_label};
+use crate::parse::{AsmFile, StmtKind};
+use crate::section::{SecRef, Tracker};
+
+/// What the debug filter removes besides comments, `.loc`, `.file N` lines, debug labels
+/// and `.debug_*` sections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilterOptions {
+    /// Remove `.eh_frame` sections written out as data.
+    pub eh_frame: bool,
+    /// Remove `.gcc_except_table` sections (C++ exception tables: code that throws through
+    /// a filtered file then cannot run its handlers).
+    pub gcc_except_table: bool,
+    /// Remove `.cfi_*` directives (no unwind tables for the file).
+    pub cfi: bool,
+    /// Write an empty line for each removed line, so line numbers stay the same.
+    pub keep_line_numbers: bool,
+}
+
+/// The filtered text of `file`.
+///
+/// The output's section state is followed as the assembler will see it; whenever a kept
+/// statement would land in another section than in the input (because a removed switch,
+/// `.previous` or `.popsection` decided it), an explicit `.section` is written before it.
+pub fn debug_filter(file: &AsmFile, opts: &FilterOptions) -> String {
+    let mut out = String::new();
+    let mut state = Tracker::new();
+    for line in &file.lines {
+        let mut kept = Vec::new();
+        let mut changed = false;
+        for s in &line.stmts {
+            let sec = file.section_of(s);
+            let dropped_section = sec.is_debug()
+                || (opts.eh_frame && sec.name == ".eh_frame")
+                || (opts.gcc_except_table && sec.name == ".gcc_except_table");
+            let drop = dropped_section
+                || is_debug_directive(s)
+                || (s.kind == StmtKind::Label
+                    && (is_debug_label(&s.name) || is_hot_cold_label(&s.name)))
+                || (opts.cfi && s.kind == StmtKind::Directive && s.name.starts_with(".cfi_"));
+            if drop {
+                changed = true;
+                continue;
+            }
+            if s.is_section_switch() {
+                // A switch the output's state cannot follow (a `.popsection` whose
+                // `.pushsection` went with a debug section) is left out; the explicit
+                // `.section` below keeps the following statements in place.
+                if state.apply(&s.name, &s.args).is_ok() {
+                    kept.push(format!("\t{}", s.text));
+                } else {
+                    changed = true;
+                }
+                continue;
+            }
+            let want = file.sections.get(s.section.id);
+            let have = state.current();
+            if state.sections.get(have.id).name != want.name || have.sub != s.section.sub {
+                changed = true;
+                let (args, sub) = explicit_section(file, s.section);
+                // Arguments come from a section the input declared, so they parse.
+                let _ = state.apply(".section", &args);
+                kept.push(format!("\t.section\t{args}"));
+                if sub != 0 {
+                    let _ = state.apply(".subsection", &sub.to_string());
+                    kept.push(format!("\t.subsection\t{sub}"));
+                }
+            }
+            kept.push(if s.kind == StmtKind::Label {
+                s.text.clone()
+            } else {
+                format!("\t{}", s.text)
+            });
+        }
+        if kept.is_empty() {
+            let blank = line.stmts.is_empty() && line.text.trim().is_empty();
+            if opts.keep_line_numbers || blank {
+                out.push('\n');
+            }
+            continue;
+        }
+        if !changed {
+            let _ = writeln!(out, "{}", line.text);
+        } else {
+            let _ = writeln!(out, "{}", kept.join("\n"));
+        }
+    }
+    out
+}
+
+/// Arguments of a `.section` directive selecting `at` again, and its subsection. The name
+/// is enough: the input declared the section, with its flags, before using it.
+fn explicit_section(file: &AsmFile, at: SecRef) -> (String, i64) {
+    (file.sections.get(at.id).name.clone(), at.sub)
+}
+
+/// The text of `file` as it must be assembled: `.kpgensrc_flags` markers (which only
+/// kpatch_gensrc understands) commented out, everything else unchanged.
+pub fn copy_through(file: &AsmFile) -> String {
+    crate::emit::emit_unchanged(file)
+}

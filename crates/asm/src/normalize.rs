@@ -44,7 +44,7 @@ pub(crate) fn is_section_neutral(s: &Stmt) -> bool {
         && (is_visibility_directive(&s.name)
             || matches!(
                 s.name.as_str(),
-                ".type" | ".ident" | ".file" | ".kpgensrc_flags"
+                ".type" | ".ident" | ".file" | ".kpgensrc_flags" | ".comm" | ".lcomm"
             )
             || is_debug_directive(s))
 }

@@ -187,7 +187,7 @@ impl Tracker {
         let subsection = |s: Option<&&str>| -> Result<i64, String> {
             match s {
                 None => Ok(0),
-                Some(t) if t.is_empty() => Ok(0),
+                Some(&"") => Ok(0),
                 Some(t) => parse_int(t).ok_or_else(|| format!("bad subsection number `{t}`")),
             }
         };
@@ -212,7 +212,7 @@ impl Tracker {
                         sh_type = rest
                             .get(1)
                             .map(|t| t.trim_start_matches(['@', '%', '#']))
-                            .map(|t| unquote(t));
+                            .map(unquote);
                     }
                     // `.pushsection name, subsection`
                     Some(n) if name == ".pushsection" => sub = subsection(Some(n))?,

@@ -22,6 +22,10 @@ pub struct DiffOptions {
     pub unlink: SymbolList,
     /// When set, only changed functions it lists are patched (new functions always are).
     pub filter: Option<FunctionFilter>,
+    /// Make the copies of static functions global too (those of global functions always
+    /// are). Two files with a changed static function of the same name then clash at link
+    /// time, so this is off by default.
+    pub force_global: bool,
 }
 
 /// Why a function enters the patch.
@@ -47,6 +51,8 @@ pub struct PatchedFunction {
     pub orig_block: Option<usize>,
     /// Its block in the patched file.
     pub patched_block: usize,
+    /// Whether the copy of a changed function is a global symbol.
+    pub global: bool,
 }
 
 /// A variable that exists only in the patched file.
@@ -185,6 +191,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
                     .unwrap_or_else(|| b.name.clone()),
                 orig_block: None,
                 patched_block: i,
+                global: patched.binding(&b.name) != Binding::Local,
             });
             continue;
         };
@@ -228,6 +235,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             copy_name: format!("{}.kpatch", b.name),
             orig_block: Some(oi),
             patched_block: i,
+            global: opts.force_global || orig.binding(&b.name) != Binding::Local,
         });
     }
     if !not_adapted.is_empty() {
@@ -347,5 +355,161 @@ impl Binding {
             Binding::Global => Some(".globl"),
             Binding::Weak => Some(".weak"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::Dialect;
+
+    fn file(name: &str, text: &str) -> AsmFile {
+        AsmFile::parse(name, text, Dialect::x86_64()).unwrap()
+    }
+
+    fn func(name: &str, body: &str) -> String {
+        format!("\t.text\n\t.globl\t{name}\n\t.type\t{name}, @function\n{name}:\n{body}\tret\n\t.size\t{name}, .-{name}\n")
+    }
+
+    fn var(name: &str, section: &str, data: &str) -> String {
+        format!("\t{section}\n\t.align 4\n\t.type\t{name}, @object\n\t.size\t{name}, 4\n{name}:\n\t{data}\n")
+    }
+
+    fn run(o: &str, p: &str, opts: &DiffOptions) -> Result<Diff, AsmError> {
+        diff(&file("o.s", o), &file("p.s", p), opts)
+    }
+
+    fn names(d: &Diff) -> Vec<(String, PatchKind)> {
+        d.functions
+            .iter()
+            .map(|f| (f.name.clone(), f.kind))
+            .collect()
+    }
+
+    #[test]
+    fn changed_new_and_removed_functions() {
+        let o = func("a", "\tnop\n") + &func("b", "\tnop\n") + &func("gone", "");
+        let p = func("a", "\tnop\n") + &func("b", "\tnop\n\tnop\n") + &func("c", "");
+        let d = run(&o, &p, &DiffOptions::default()).unwrap();
+        assert_eq!(
+            names(&d),
+            [
+                ("b".into(), PatchKind::Changed),
+                ("c".into(), PatchKind::New)
+            ]
+        );
+        assert_eq!(d.functions[0].copy_name, "b.kpatch");
+        assert_eq!(d.functions[1].copy_name, "c");
+    }
+
+    #[test]
+    fn options_keep_functions_out_or_refuse_them() {
+        let o = func("a", "\tnop\n") + &func("b", "\tnop\n");
+        let p = func("a", "\tnop\n\tnop\n") + &func("b", "\tnop\n\tnop\n");
+        let opts = DiffOptions {
+            ignore_changes: SymbolList::parse("a"),
+            filter: FunctionFilter::from_text("a\n"),
+            ..Default::default()
+        };
+        let d = run(&o, &p, &opts).unwrap();
+        assert!(d.functions.is_empty());
+        assert_eq!(d.notes.len(), 2, "{:?}", d.notes);
+
+        let opts = DiffOptions {
+            must_adapt: SymbolList::parse("a,b"),
+            ..Default::default()
+        };
+        let e = run(&o, &p, &opts).unwrap_err();
+        assert_eq!(
+            e,
+            AsmError::NotAdapted {
+                names: "a, b".into()
+            }
+        );
+        let adapted = p.replace("a:\n", "a:\n\t.kpgensrc_flags KPGENSRC_ADAPTED\n");
+        let e = run(&o, &adapted, &opts).unwrap_err();
+        assert_eq!(e, AsmError::NotAdapted { names: "b".into() });
+    }
+
+    #[test]
+    fn numbers_only_difference_is_noted() {
+        let o = func("f", "\tmovl\t$12, %esi\n");
+        let p = func("f", "\tmovl\t$13, %esi\n");
+        let d = run(&o, &p, &DiffOptions::default()).unwrap();
+        assert_eq!(names(&d), [("f".into(), PatchKind::Changed)]);
+        assert!(d.notes.contains(&Note::OnlyNumbersDiffer {
+            function: "f".into()
+        }));
+    }
+
+    #[test]
+    fn top_level_differences_are_noted() {
+        let o = func("ctor", "");
+        let p = func("ctor", "") + "\t.section\t.init_array,\"aw\"\n\t.align 8\n\t.quad\tctor\n";
+        let d = run(&o, &p, &DiffOptions::default()).unwrap();
+        assert!(d.is_empty());
+        assert!(matches!(&d.notes[..], [Note::OtherDiffers { text, .. }] if text.contains("ctor")));
+        // A different source file name is not a difference.
+        let named = |n: &str| format!("\t.file\t\"{n}\"\n") + &func("f", "");
+        let d = run(&named("foo.c"), &named("bar.c"), &DiffOptions::default()).unwrap();
+        assert!(d.is_empty() && d.notes.is_empty(), "{:?}", d.notes);
+    }
+
+    #[test]
+    fn variables_new_changed_and_kept() {
+        let o = var("x", ".data", ".long 1") + &func("f", "\tmovl\tx(%rip), %eax\n");
+        let changed = var("x", ".data", ".long 2") + &func("f", "\tmovl\tx(%rip), %eax\n");
+        match run(&o, &changed, &DiffOptions::default()) {
+            Err(AsmError::VariableChanged { name, .. }) => assert_eq!(name, "x"),
+            other => panic!("{other:?}"),
+        }
+        let opts = DiffOptions {
+            ignore_changes: SymbolList::parse("x"),
+            ..Default::default()
+        };
+        let d = run(&o, &changed, &opts).unwrap();
+        assert_eq!(
+            d.notes,
+            [Note::VariableKept {
+                variable: "x".into()
+            }]
+        );
+
+        // A new variable named like an original symbol (here a function) is renamed.
+        let p = o.clone() + &var("f2", ".data", ".long 3") + &var("g", ".bss", ".zero 4");
+        let o2 = o.clone() + &func("f2", "");
+        let d = run(&o2, &p, &DiffOptions::default()).unwrap();
+        let new: Vec<_> = d
+            .new_variables
+            .iter()
+            .map(|v| (v.name.as_str(), v.copy_name.as_str()))
+            .collect();
+        assert_eq!(new, [("f2", "f2.kpatch"), ("g", "g")]);
+
+        let tls = o.clone() + "\t.section\t.tbss,\"awT\",@nobits\n\t.type\tt, @object\n\t.size\tt, 4\nt:\n\t.zero\t4\n";
+        assert!(matches!(
+            run(&o, &tls, &DiffOptions::default()),
+            Err(AsmError::NewTlsVariable { name, .. }) if name == "t"
+        ));
+    }
+
+    #[test]
+    fn readonly_local_change_makes_users_changed_not_an_error() {
+        let table = |v: &str| var("tab", ".section\t.rodata", &format!(".long {v}"));
+        let user = func("f", "\tleaq\ttab(%rip), %rax\n");
+        let d = run(
+            &(table("1") + &user),
+            &(table("2") + &user),
+            &DiffOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(names(&d), [("f".into(), PatchKind::Changed)]);
+        let d = run(
+            &(table("1") + &user),
+            &(table("1") + &user),
+            &DiffOptions::default(),
+        )
+        .unwrap();
+        assert!(d.is_empty());
     }
 }

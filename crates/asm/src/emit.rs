@@ -260,7 +260,8 @@ impl Emitter<'_> {
         let mut cur = Target::Text;
         match f.kind {
             PatchKind::New => self.declare(&f.name, &f.copy_name),
-            _ => self.line(&format!("\t.globl\t{}", f.copy_name)),
+            _ if f.global => self.line(&format!("\t.globl\t{}", f.copy_name)),
+            _ => {}
         }
         self.copy_statements(block, &defined, &renames, &f.name, &mut cur)?;
         self.switch(&mut cur, Target::Text);
@@ -424,9 +425,8 @@ impl Emitter<'_> {
                 // Not defined in this file (an assembler-made symbol): leave it alone.
                 return Ok(name.to_string());
             };
-            let sec = p.sections.get(obj.section.id);
-            if sec.is_writable() || obj.data.is_empty() {
-                return self.same_place_in_original(name, user);
+            if obj.data.is_empty() {
+                return self.same_anchor_in_original(name, user);
             }
             return Ok(self.queue_copy(name));
         }
@@ -474,37 +474,32 @@ impl Emitter<'_> {
         candidates.first().map(|s| (*s).clone())
     }
 
-    /// The original's local label at the same place as writable label or anchor `name`.
-    fn same_place_in_original(&self, name: &str, user: &str) -> Result<String, AsmError> {
+    /// The original's anchor standing in front of the same objects as anchor `name`.
+    fn same_anchor_in_original(&self, name: &str, user: &str) -> Result<String, AsmError> {
         let p = self.patched;
-        let err = || {
-            let sec = p
-                .data_label(name)
-                .map_or(String::new(), |o| p.sections.get(o.section.id).name.clone());
-            AsmError::UnmatchedWritableLabel {
-                file: p.name.clone(),
-                user: user.to_string(),
-                label: name.to_string(),
-                section: sec,
-            }
-        };
-        let obj = p.data_label(name).ok_or_else(err)?;
-        let sec = &p.sections.get(obj.section.id).name;
-        let at = p.next_named_symbol(obj.label).ok_or_else(err)?;
-        let at = self.diff.rename.get(&at).cloned().unwrap_or(at);
+        let want = self.norm_patched.anchor_content(name);
         let mut found: Vec<&String> = self
             .orig
             .index
             .data_labels
             .iter()
-            .filter(|(_, o)| {
-                &self.orig.sections.get(o.section.id).name == sec
-                    && self.orig.next_named_symbol(o.label).as_deref() == Some(at.as_str())
+            .filter(|(o, obj)| {
+                obj.data.is_empty() && want.is_some() && self.norm_orig.anchor_content(o) == want
             })
             .map(|(n, _)| n)
             .collect();
         found.sort();
-        found.first().map(|s| (*s).clone()).ok_or_else(err)
+        found.first().map(|s| (*s).clone()).ok_or_else(|| {
+            let section = p
+                .data_label(name)
+                .map_or(String::new(), |o| p.sections.get(o.section.id).name.clone());
+            AsmError::AnchorLayoutChanged {
+                file: p.name.clone(),
+                user: user.to_string(),
+                label: name.to_string(),
+                section,
+            }
+        })
     }
 
     /// The `.kpatch.strtab` string and `.kpatch.info` record of copy `n`.
@@ -542,5 +537,136 @@ impl Emitter<'_> {
         self.line("\t.long\t0");
         self.line("\t.byte\t0, 0, 0, 0");
         self.line("\t.popsection");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{gensrc, AsmFile, Dialect, DiffOptions};
+
+    const ORIG: &str = r#"	.file	"foo.c"
+	.text
+	.section	.rodata.str1.1,"aMS",@progbits,1
+.LC0:
+	.string	"Hello world!"
+	.text
+	.p2align 4
+	.globl	print_hello
+	.type	print_hello, @function
+print_hello:
+.LFB11:
+	.cfi_startproc
+	leaq	.LC0(%rip), %rdi
+	jmp	puts@PLT
+	.cfi_endproc
+.LFE11:
+	.size	print_hello, .-print_hello
+	.ident	"GCC"
+	.section	.note.GNU-stack,"",@progbits
+"#;
+
+    fn run(orig: &str, patched: &str) -> String {
+        let o = AsmFile::parse("foo.s", orig, Dialect::x86_64()).unwrap();
+        let p = AsmFile::parse("bar.s", patched, Dialect::x86_64()).unwrap();
+        gensrc(&o, &p, &DiffOptions::default()).unwrap().0
+    }
+
+    #[test]
+    fn changed_function_output_is_exactly_as_documented() {
+        let patched = ORIG
+            .replace("foo.c", "bar.c")
+            .replace(".LC0", ".LC3")
+            .replace("Hello world!", "Hello world being patched!")
+            .replace(".LFB11", ".LFB12")
+            .replace(".LFE11", ".LFE12");
+        let expected = ORIG.replace(
+            "\t.size\tprint_hello, .-print_hello\n",
+            ".Lkpatch_fe0:\n\t.size\tprint_hello, .-print_hello\n",
+        ) + r#"# ---------- kpatch_gensrc: patch ----------
+# changed function print_hello
+	.pushsection	.kpatch.text,"ax",@progbits
+	.globl	print_hello.kpatch
+	.p2align 4
+	.type	print_hello.kpatch, @function
+print_hello.kpatch:
+.LFB12.kpatch:
+	.cfi_startproc
+	leaq	.LC3.kpatch(%rip), %rdi
+	jmp	puts@PLT
+	.cfi_endproc
+.LFE12.kpatch:
+	.size	print_hello.kpatch, .-print_hello.kpatch
+.Lkpatch_end0:
+	.popsection
+	.pushsection	.kpatch.data,"aw",@progbits
+	.p2align	12
+.LC3.kpatch:
+	.string	"Hello world being patched!"
+	.popsection
+	.pushsection	.kpatch.strtab,"a",@progbits
+.Lkpatch_str0:
+	.string	"print_hello.kpatch"
+	.popsection
+	.pushsection	.kpatch.info,"aw",@progbits
+	.p2align	3
+	.quad	print_hello
+	.quad	print_hello.kpatch
+	.long	.Lkpatch_fe0 - print_hello
+	.long	.Lkpatch_end0 - print_hello.kpatch
+	.quad	.Lkpatch_str0
+	.quad	0
+	.long	0
+	.byte	0, 0, 0, 0
+	.popsection
+"#;
+        assert_eq!(run(ORIG, &patched), expected);
+    }
+
+    #[test]
+    fn unchanged_file_is_returned_as_is_even_without_final_newline() {
+        let o = ORIG.trim_end();
+        assert_eq!(run(o, o), o);
+    }
+
+    #[test]
+    fn adapted_marker_never_reaches_the_assembler() {
+        let marked = ORIG.replace(
+            "\tleaq\t.LC0(%rip), %rdi\n",
+            "\t.kpgensrc_flags KPGENSRC_ADAPTED\n\tleaq\t.LC0(%rip), %rdi\n\tnop\n",
+        );
+        let out = run(&marked, &marked.replace("\tnop\n", "\tnop\n\tnop\n"));
+        for l in out.lines() {
+            let code = l.split('#').next().unwrap_or("");
+            assert!(!code.contains(".kpgensrc_flags"), "{l}");
+        }
+        assert!(out.contains("print_hello.kpatch:"));
+    }
+
+    #[test]
+    fn readonly_local_tables_are_shared_when_equal_and_copied_when_changed() {
+        let with_table = |v: u32, extra: &str| {
+            ORIG.replace(
+                "\tjmp\tputs@PLT\n",
+                &format!("\tleaq\ttab(%rip), %rax\n{extra}\tjmp\tputs@PLT\n"),
+            ) + &format!(
+                "\t.section\t.rodata\n\t.align 8\n\t.type\ttab, @object\n\t.size\ttab, 8\ntab:\n\t.long\t1\n\t.long\t{v}\n"
+            )
+        };
+        let same = run(&with_table(2, ""), &with_table(2, "\tnop\n"));
+        assert!(
+            same.contains("\tleaq\ttab(%rip), %rax\n\tnop"),
+            "shared: {same}"
+        );
+        assert!(!same.contains("tab.kpatch"));
+        let changed = run(&with_table(2, ""), &with_table(3, ""));
+        assert!(
+            changed.contains("\tleaq\ttab.kpatch(%rip), %rax"),
+            "{changed}"
+        );
+        assert!(
+            changed.contains("tab.kpatch:\n\t.long\t1\n\t.long\t3\n"),
+            "{changed}"
+        );
+        assert!(changed.contains(".type\ttab.kpatch, @object"));
     }
 }

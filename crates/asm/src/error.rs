@@ -52,10 +52,11 @@ pub enum AsmError {
     },
 
     #[error(
-        "{file}: `{user}` refers to writable data at local label `{label}` (section `{section}`), \
-         which has no counterpart in the original file; a patch cannot add data there"
+        "{file}: `{user}` reaches data through the section anchor `{label}` (section \
+         `{section}`), and the data behind it is laid out differently in the original, so the \
+         copy cannot use the original's data; build both with -fno-section-anchors"
     )]
-    UnmatchedWritableLabel {
+    AnchorLayoutChanged {
         file: String,
         user: String,
         label: String,

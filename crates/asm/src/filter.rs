@@ -104,3 +104,68 @@ fn explicit_section(file: &AsmFile, at: SecRef) -> (String, i64) {
 pub fn copy_through(file: &AsmFile) -> String {
     crate::emit::emit_unchanged(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::Dialect;
+
+    fn filter(text: &str, opts: FilterOptions) -> String {
+        debug_filter(
+            &AsmFile::parse("t.s", text, Dialect::x86_64()).unwrap(),
+            &opts,
+        )
+    }
+
+    const DBG: &str = "\t.file\t\"a.c\"\n\t.text\n.Ltext0:\n\t.file 0 \"/tmp\" \"a.c\"\n\t.globl\tf\n\t.type\tf, @function\nf:\n.LFB0:\n\t.file 1 \"a.c\"\n\t.loc 1 2 1 view -0\n\t.cfi_startproc\n.LVL0:\n\tret\n\t.cfi_endproc\n.LFE0:\n\t.size\tf, .-f\n.Letext0:\n\t.section\t.debug_info,\"\",@progbits\n.Ldebug_info0:\n\t.long\t0x4a\n\t.section\t.debug_line,\"\",@progbits\n.Ldebug_line0:\n\t.section\t.note.GNU-stack,\"\",@progbits\n";
+
+    #[test]
+    fn removes_debug_information_only() {
+        let out = filter(DBG, FilterOptions::default());
+        assert_eq!(
+            out,
+            "\t.file\t\"a.c\"\n\t.text\n\t.globl\tf\n\t.type\tf, @function\nf:\n\t.cfi_startproc\n\tret\n\t.cfi_endproc\n\t.size\tf, .-f\n\t.section\t.note.GNU-stack,\"\",@progbits\n"
+        );
+    }
+
+    #[test]
+    fn options_remove_cfi_and_keep_line_numbers() {
+        let out = filter(
+            DBG,
+            FilterOptions {
+                cfi: true,
+                keep_line_numbers: true,
+                ..Default::default()
+            },
+        );
+        assert!(!out.contains(".cfi_"));
+        assert_eq!(out.lines().count(), DBG.lines().count());
+    }
+
+    #[test]
+    fn statements_stay_in_their_sections_when_switches_go() {
+        // The push into a debug section goes; the pop still returns to .data for `x`.
+        let text = "\t.data\n\t.pushsection\t.debug_x,\"\",@progbits\n\t.long 1\n\t.popsection\nx:\n\t.long 2\n\t.section\t.debug_y,\"\",@progbits\n\t.previous\ny:\n\t.long 3\n";
+        let out = filter(text, FilterOptions::default());
+        let f = AsmFile::parse("o.s", &out, Dialect::x86_64()).unwrap();
+        for name in ["x", "y"] {
+            let s = f.stmt(f.label(name).unwrap()).unwrap();
+            assert_eq!(f.section_of(s).name, ".data", "{name} in {out}");
+        }
+        assert!(!out.contains("debug"));
+    }
+
+    #[test]
+    fn exception_tables_go_on_request() {
+        let text = "\t.text\nf:\n\tret\n\t.section\t.gcc_except_table,\"a\",@progbits\n.LLSDA0:\n\t.byte\t0xff\n\t.text\n\t.size\tf, .-f\n";
+        let out = filter(
+            text,
+            FilterOptions {
+                gcc_except_table: true,
+                ..Default::default()
+            },
+        );
+        assert!(!out.contains("LLSDA") && !out.contains("0xff"), "{out}");
+        assert!(filter(text, FilterOptions::default()).contains("LLSDA"));
+    }
+}

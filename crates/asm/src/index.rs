@@ -112,6 +112,8 @@ pub(crate) fn is_data_directive(name: &str) -> bool {
             | ".long"
             | ".quad"
             | ".octa"
+            | ".xword"
+            | ".dword"
             | ".value"
             | ".double"
             | ".float"

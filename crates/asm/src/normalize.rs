@@ -9,7 +9,7 @@ use crate::index::{
     is_debug_directive, is_debug_label, is_visibility_directive, Block, DataObject,
 };
 use crate::lex::{tokenize, unquote, Tok, TokKind};
-use crate::parse::{AsmFile, Stmt, StmtId, StmtKind};
+use crate::parse::{AsmFile, Stmt, StmtKind};
 
 /// Symbols a block defines: labels and `.set NAME, .` positions.
 pub(crate) fn defined_in(file: &AsmFile, block: &Block) -> HashSet<String> {
@@ -204,25 +204,46 @@ impl<'a> Normalizer<'a> {
     /// The normal form of a local label defined outside the block being normalised.
     fn outside_local(&self, name: &str) -> String {
         match self.file.data_label(name) {
-            Some(obj) => {
-                let sec = self.file.sections.get(obj.section.id);
-                if sec.is_writable() || obj.data.is_empty() {
-                    // An anchor or writable data: identified by where it is, not by content.
-                    let at = self
-                        .file
-                        .next_named_symbol(obj.label)
-                        .unwrap_or_else(|| name.to_string());
-                    format!(
-                        "{{at {} {}}}",
-                        sec.name,
-                        self.rename.get(&at).unwrap_or(&at)
-                    )
-                } else {
-                    self.content(name, obj)
-                }
-            }
+            Some(obj) if obj.data.is_empty() => self
+                .anchor_content(name)
+                .unwrap_or_else(|| format!("{{ext {name}}}")),
+            Some(obj) => self.content(name, obj),
             None => format!("{{ext {name}}}"),
         }
+    }
+
+    /// The normal form of everything an anchor (a local label with no data of its own, like
+    /// aarch64's `.set .LANCHOR0, . + 0`) stands in front of: the objects that follow it in
+    /// its section, up to the next section switch. Code reaches them at fixed offsets from
+    /// the anchor, so two anchors are interchangeable only when all of this is the same.
+    pub fn anchor_content(&self, name: &str) -> Option<String> {
+        let obj = self.file.data_label(name)?;
+        if !obj.data.is_empty() {
+            return None;
+        }
+        let key = format!("{name} (anchor)");
+        if let Some(c) = self.memo.borrow().get(&key) {
+            return Some(c.clone());
+        }
+        self.memo
+            .borrow_mut()
+            .insert(key.clone(), format!("{{cycle {name}}}"));
+        let sec = self.file.sections.get(obj.section.id);
+        let mut parts = vec![format!("{{anchor {}", sec.name)];
+        let none = HashSet::new();
+        let mut numbering = HashMap::new();
+        for (_, s) in self.file.stmts_after(obj.label) {
+            if s.is_section_switch() {
+                break;
+            }
+            if is_section_neutral(s) {
+                continue;
+            }
+            parts.push(self.stmt(s, &none, &mut numbering));
+        }
+        let c = parts.join("; ") + "}";
+        self.memo.borrow_mut().insert(key, c.clone());
+        Some(c)
     }
 
     /// The normal form of a read-only data object: its section, alignment and data.
@@ -265,16 +286,6 @@ impl AsmFile {
             && !sec.is_nobits()
             && !sec.is_tls()
             && !sec.is_code()
-    }
-
-    /// The first non-local label after `id` in the same section.
-    pub(crate) fn next_named_symbol(&self, id: StmtId) -> Option<String> {
-        let sec = self.stmt(id)?.section;
-        self.stmts_after(id)
-            .find(|(_, s)| {
-                s.kind == StmtKind::Label && s.section == sec && !self.dialect.is_local(&s.name)
-            })
-            .map(|(_, s)| s.name.clone())
     }
 }
 

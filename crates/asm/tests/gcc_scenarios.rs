@@ -352,3 +352,33 @@ fn ignore_changes_and_unlink() {
         assert!(!run.out_s.contains("square.kpatch"), "[{flags}] ignored");
     }
 }
+
+#[test]
+fn copies_of_static_functions_stay_local_unless_forced() {
+    use kpatch_asm::DiffOptions;
+    use object::{Object, ObjectSymbol};
+    let orig = "#include <stdio.h>\n\
+        __attribute__((noinline, noclone)) static void greet(const char *w) { printf(\"hi %s\\n\", w); }\n\
+        int main(int argc, char **argv) { greet(argv[argc - 1]); return 0; }\n";
+    let p = orig.replace("hi %s", "hello %s");
+    for (flags, run) in check_all(orig, &p, &["greet"], &[]) {
+        let obj = object::File::parse(&*run.out_o).expect("object");
+        assert!(
+            !obj.symbol_by_name("greet.kpatch")
+                .expect("copy")
+                .is_global(),
+            "[{flags}]"
+        );
+    }
+    let opts = DiffOptions {
+        force_global: true,
+        ..Default::default()
+    };
+    let run = run_scenario_with(orig, &p, "-O2", &opts).expect("differ");
+    assert_records(&run, &["greet"], &[], "--force-global");
+    let obj = object::File::parse(&*run.out_o).expect("object");
+    assert!(obj
+        .symbol_by_name("greet.kpatch")
+        .expect("copy")
+        .is_global());
+}

@@ -37,34 +37,62 @@ impl Scratch {
 
     /// `gcc -S FLAGS` of `src` (a C source text) into `name.s`; returns the assembler text.
     pub fn compile(&self, name: &str, src: &str, flags: &str) -> String {
+        self.compile_with(&HOST, name, src, flags)
+    }
+
+    /// `CC -S FLAGS` of `src` with the compiler of `tc`.
+    pub fn compile_with(&self, tc: &Toolchain, name: &str, src: &str, flags: &str) -> String {
         let c = self.write(&format!("{name}.c"), src);
         let s = self.path(&format!("{name}.s"));
-        run_gcc(&["-S"], flags, &c, &s);
+        run_gcc(tc.cc, &["-S"], flags, &c, &s);
         std::fs::read_to_string(&s).expect("read gcc output")
     }
 
     /// `gcc -c` of assembler text into `name.o`; returns the object's bytes.
     pub fn assemble(&self, name: &str, asm: &str) -> Vec<u8> {
+        self.assemble_with(&HOST, name, asm)
+    }
+
+    /// `CC -c` of assembler text with the compiler of `tc`.
+    pub fn assemble_with(&self, tc: &Toolchain, name: &str, asm: &str) -> Vec<u8> {
         let s = self.write(&format!("{name}.s"), asm);
         let o = self.path(&format!("{name}.o"));
-        run_gcc(&["-c"], "", &s, &o);
+        run_gcc(tc.cc, &["-c"], "", &s, &o);
         std::fs::read(&o).expect("read object")
     }
 }
 
-/// Runs gcc, panicking with its messages when it fails.
-pub fn run_gcc(mode: &[&str], flags: &str, input: &Path, output: &Path) {
-    let out = Command::new("gcc")
+/// A compiler and the dialect it writes.
+pub struct Toolchain {
+    pub cc: &'static str,
+    pub arch: kpatch_asm::Arch,
+}
+
+/// The machine's gcc (x86_64).
+pub const HOST: Toolchain = Toolchain {
+    cc: "gcc",
+    arch: kpatch_asm::Arch::X86_64,
+};
+
+/// The aarch64 cross compiler (Debian's gcc-aarch64-linux-gnu).
+pub const AARCH64: Toolchain = Toolchain {
+    cc: "aarch64-linux-gnu-gcc",
+    arch: kpatch_asm::Arch::Aarch64,
+};
+
+/// Runs a gcc, panicking with its messages when it fails.
+pub fn run_gcc(cc: &str, mode: &[&str], flags: &str, input: &Path, output: &Path) {
+    let out = Command::new(cc)
         .args(mode)
         .args(flags.split_whitespace())
         .arg(input)
         .arg("-o")
         .arg(output)
         .output()
-        .expect("gcc must be installed to run these tests");
+        .unwrap_or_else(|e| panic!("{cc} must be installed to run these tests: {e}"));
     assert!(
         out.status.success(),
-        "gcc {mode:?} {flags} {} failed:\n{}",
+        "{cc} {mode:?} {flags} {} failed:\n{}",
         input.display(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -92,14 +120,25 @@ pub fn run_scenario_with(
     flags: &str,
     opts: &DiffOptions,
 ) -> Result<Run, AsmError> {
+    run_scenario_on(&HOST, orig, patched, flags, opts)
+}
+
+/// [`run_scenario_with`] with the compiler of `tc`.
+pub fn run_scenario_on(
+    tc: &Toolchain,
+    orig: &str,
+    patched: &str,
+    flags: &str,
+    opts: &DiffOptions,
+) -> Result<Run, AsmError> {
     let s = Scratch::new();
-    let orig_s = s.compile("orig", orig, flags);
-    let patched_s = s.compile("patched", patched, flags);
-    let o = AsmFile::parse("orig.s", &orig_s, Dialect::x86_64())?;
-    let p = AsmFile::parse("patched.s", &patched_s, Dialect::x86_64())?;
+    let orig_s = s.compile_with(tc, "orig", orig, flags);
+    let patched_s = s.compile_with(tc, "patched", patched, flags);
+    let o = AsmFile::parse("orig.s", &orig_s, Dialect::for_arch(tc.arch))?;
+    let p = AsmFile::parse("patched.s", &patched_s, Dialect::for_arch(tc.arch))?;
     let (out_s, diff) = gensrc(&o, &p, opts)?;
-    let orig_o = s.assemble("orig_asm", &orig_s);
-    let out_o = s.assemble("out", &out_s);
+    let orig_o = s.assemble_with(tc, "orig_asm", &orig_s);
+    let out_o = s.assemble_with(tc, "out", &out_s);
     Ok(Run {
         orig_s,
         patched_s,
@@ -207,12 +246,22 @@ pub fn assert_layout_preserved(orig: &[u8], out: &[u8], what: &str) {
             );
         }
     }
-    // Symbols of the original sit at the same section offsets.
+    // Symbols of the original sit at the same section offsets (names used more than
+    // once, like aarch64's `$x`/`$d` mapping symbols, are left out).
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for sym in a.symbols() {
+        *count
+            .entry(sym.name().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
     for sym in a.symbols() {
         let (Ok(name), SymbolSection::Section(si)) = (sym.name(), sym.section()) else {
             continue;
         };
-        if name.is_empty() || sym.kind() == object::SymbolKind::Section {
+        if name.is_empty()
+            || sym.kind() == object::SymbolKind::Section
+            || count.get(name) != Some(&1)
+        {
             continue;
         }
         let sec = a

@@ -130,8 +130,9 @@ struct Cli {
     #[arg(long = "force-gotpcrel")]
     force_gotpcrel: bool,
 
-    /// Accepted for compatibility; no effect: copies are always global and .kpatch.info
-    /// refers to local originals through their section.
+    /// Make the copies of static functions global symbols too (copies of global functions
+    /// always are). Off by default: two files each changing a static function of the same
+    /// name would clash at link time.
     #[arg(long = "force-global")]
     force_global: bool,
 }
@@ -245,6 +246,7 @@ fn diff_options(cli: &Cli) -> Result<DiffOptions> {
         must_adapt: list(&cli.must_adapt),
         unlink: list(&cli.unlink_symbols),
         filter,
+        force_global: cli.force_global,
     })
 }
 

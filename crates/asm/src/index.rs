@@ -524,11 +524,21 @@ pub(crate) fn data_object(f: &AsmFile, label: StmtId) -> DataObject {
         }
     }
     let mut aligns = Vec::new();
-    let before: Vec<_> = f
-        .stmts_in(0..label.line + 1)
-        .filter(|(id, _)| *id < label)
-        .collect();
-    for (id, s) in before.into_iter().rev() {
+    let before = (0..=label.line).rev().flat_map(|l| {
+        let stmts = f.lines.get(l).map_or(&[][..], |line| &line.stmts[..]);
+        let end = if l == label.line {
+            label.idx
+        } else {
+            stmts.len()
+        };
+        stmts
+            .iter()
+            .enumerate()
+            .take(end)
+            .rev()
+            .map(move |(idx, s)| (StmtId { line: l, idx }, s))
+    });
+    for (id, s) in before {
         if s.kind == StmtKind::Directive && is_align_directive(&s.name) && s.section == section {
             aligns.insert(0, id);
         } else if s.kind == StmtKind::Label && s.section == section {

@@ -249,7 +249,7 @@ pub fn assert_layout_preserved(orig: &[u8], out: &[u8], what: &str) {
     // Symbols of the original sit at the same section offsets (names used more than
     // once, like aarch64's `$x`/`$d` mapping symbols, are left out).
     let mut count: HashMap<String, usize> = HashMap::new();
-    for sym in a.symbols() {
+    for sym in a.symbols().chain(b.symbols()) {
         *count
             .entry(sym.name().unwrap_or("").to_string())
             .or_default() += 1;
@@ -260,7 +260,7 @@ pub fn assert_layout_preserved(orig: &[u8], out: &[u8], what: &str) {
         };
         if name.is_empty()
             || sym.kind() == object::SymbolKind::Section
-            || count.get(name) != Some(&1)
+            || count.get(name) != Some(&2)
         {
             continue;
         }

@@ -9,9 +9,10 @@ use std::fmt::Write as _;
 use crate::diff::{Diff, PatchKind, PatchedFunction};
 use crate::error::AsmError;
 use crate::index::{is_visibility_directive, Binding, Block};
-use crate::lex::{tokenize, unquote};
+use crate::lex::{tokenize, unquote, TokKind};
 use crate::normalize::{defined_in, is_section_neutral, name_tokens, Normalizer};
 use crate::parse::{AsmFile, Stmt, StmtKind};
+use crate::section::SecRef;
 use crate::symlist::human_name;
 
 /// Name of the patch's code section.
@@ -72,6 +73,7 @@ pub fn emit(orig: &AsmFile, patched: &AsmFile, diff: &Diff) -> Result<String, As
         info_aligned: false,
         copies: HashMap::new(),
         queue: Vec::new(),
+        numeric_count: 0,
     };
     e.comment("---------- kpatch_gensrc: patch ----------");
     for (n, f) in diff.functions.iter().enumerate() {
@@ -150,6 +152,10 @@ fn write_original(orig: &AsmFile, fe: &HashMap<usize, Vec<usize>>, out: &mut Str
     }
 }
 
+fn is_numeric_label(name: &str) -> bool {
+    name.bytes().next().is_some_and(|c| c.is_ascii_digit())
+}
+
 /// Which patch section a copied statement goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -169,6 +175,8 @@ struct Emitter<'a> {
     /// Local data of the patched file copied (or queued) into `.kpatch.data`: name → copy.
     copies: HashMap<String, String>,
     queue: Vec<String>,
+    /// Numeric labels renamed so far (for unique names).
+    numeric_count: usize,
 }
 
 impl Emitter<'_> {
@@ -238,7 +246,8 @@ impl Emitter<'_> {
         };
         let defined = defined_in(self.patched, block);
         let mut renames = HashMap::new();
-        for name in &defined {
+        // Numeric labels (`1:`, referred to as `1b`/`1f`) are local to their neighbourhood.
+        for name in defined.iter().filter(|n| !is_numeric_label(n)) {
             let new = if self.patched.dialect.is_local(name) || f.kind != PatchKind::New {
                 format!("{name}.kpatch")
             } else {
@@ -270,8 +279,13 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    /// Copies a block's statements except section switches (each statement goes to the
-    /// patch section matching its own section), debug lines and the block's own binding.
+    /// Copies a block's statements except section switches, debug lines and the block's own
+    /// binding. Code goes to `.kpatch.text`, one original section after the other, starting
+    /// with the section of the block's own label: code that inline assembly put into
+    /// another section (`.pushsection .text.unlikely`) must not end up where the code before
+    /// it falls through. gcc's cold parts are never fallen into, and they follow the hot
+    /// part, so `.Lkpatch_end` after the copy covers both. Everything else goes to
+    /// `.kpatch.data`, in order.
     fn copy_statements(
         &mut self,
         block: &Block,
@@ -281,16 +295,49 @@ impl Emitter<'_> {
         cur: &mut Target,
     ) -> Result<(), AsmError> {
         let patched = self.patched;
-        for (_, s) in patched.stmts_in(block.lines.clone()) {
-            let skip = s.is_section_switch()
-                || crate::index::is_debug_directive(s)
-                || s.is_directive(".kpgensrc_flags")
-                || (is_visibility_directive(&s.name)
-                    && s.kind == StmtKind::Directive
-                    && s.arg_list().iter().all(|a| defined.contains(unquote(a))));
-            if skip {
-                continue;
+        let kept: Vec<&Stmt> = patched
+            .stmts_in(block.lines.clone())
+            .map(|(_, s)| s)
+            .filter(|s| {
+                !(s.is_section_switch()
+                    || crate::index::is_debug_directive(s)
+                    || s.is_directive(".kpgensrc_flags")
+                    || (is_visibility_directive(&s.name)
+                        && s.kind == StmtKind::Directive
+                        && s.arg_list().iter().all(|a| defined.contains(unquote(a)))))
+            })
+            .collect();
+        let is_code = |s: &Stmt| patched.section_of(s).is_code();
+        let mut groups: Vec<SecRef> = patched
+            .label(&block.name)
+            .and_then(|id| patched.stmt(id))
+            .filter(|s| is_code(s))
+            .map(|s| s.section)
+            .into_iter()
+            .collect();
+        for s in kept.iter().filter(|s| is_code(s)) {
+            if !groups.contains(&s.section) {
+                groups.push(s.section);
             }
+        }
+        let code = groups.iter().flat_map(|g| {
+            kept.iter()
+                .enumerate()
+                .filter(move |(_, s)| s.section == *g)
+                .map(|(i, _)| i)
+        });
+        let data = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !is_code(s))
+            .map(|(i, _)| i);
+        let order: Vec<usize> = code.chain(data).collect();
+        let numeric = self.numeric_labels(&kept);
+        let none = HashMap::new();
+        for i in order {
+            let (Some(s), numeric) = (kept.get(i).copied(), numeric.get(i).unwrap_or(&none)) else {
+                continue;
+            };
             if s.is_directive(".comm") || s.is_directive(".lcomm") {
                 self.common(block, renames)?;
                 continue;
@@ -299,7 +346,7 @@ impl Emitter<'_> {
                 let t = self.target_of(s);
                 self.switch(cur, t);
             }
-            let text = self.render(s, renames, user)?;
+            let text = self.render(s, renames, user, numeric)?;
             self.line(&text);
         }
         Ok(())
@@ -327,6 +374,7 @@ impl Emitter<'_> {
         let defined = defined_in(self.patched, block);
         let mut renames: HashMap<String, String> = defined
             .iter()
+            .filter(|n| !is_numeric_label(n))
             .map(|d| (d.clone(), format!("{d}.kpatch")))
             .collect();
         renames.insert(name.to_string(), copy.to_string());
@@ -363,14 +411,14 @@ impl Emitter<'_> {
         self.push(Target::Data);
         for id in &obj.aligns {
             if let Some(s) = self.patched.stmt(*id) {
-                let t = self.render(s, &renames, name)?;
+                let t = self.render(s, &renames, name, &HashMap::new())?;
                 self.line(&t);
             }
         }
         self.line(&format!("{copy}:"));
         for id in &obj.data {
             if let Some(s) = self.patched.stmt(*id) {
-                let t = self.render(s, &renames, name)?;
+                let t = self.render(s, &renames, name, &HashMap::new())?;
                 self.line(&t);
             }
         }
@@ -379,13 +427,18 @@ impl Emitter<'_> {
     }
 
     /// A statement of the patched file as the copy spells it.
+    /// `numeric` names the numeric labels the statement defines or refers to (`1:`, `1b`).
     fn render(
         &mut self,
         s: &Stmt,
         renames: &HashMap<String, String>,
         user: &str,
+        numeric: &HashMap<String, String>,
     ) -> Result<String, AsmError> {
         if s.kind == StmtKind::Label {
+            if let Some(n) = numeric.get(&s.name) {
+                return Ok(format!("{n}:"));
+            }
             return Ok(format!("{}:", self.out_name(&s.name, renames, user)?));
         }
         let d = self.patched.dialect.clone();
@@ -395,11 +448,59 @@ impl Emitter<'_> {
         for (i, t) in toks.iter().enumerate() {
             if names.contains(&i) {
                 out.push_str(&self.out_name(t.text, renames, user)?);
+            } else if let Some(n) = numeric.get(t.text).filter(|_| t.kind == TokKind::Number) {
+                out.push_str(n);
             } else {
                 out.push_str(t.text);
             }
         }
         Ok(out)
+    }
+
+    /// Unique names for the numeric labels of a copy, per statement: the copy may reorder
+    /// code, and `1f`/`1b` only mean "the next/previous `1:`" in the original order.
+    fn numeric_labels(&mut self, kept: &[&Stmt]) -> Vec<HashMap<String, String>> {
+        let mut defs: HashMap<&str, Vec<(usize, String)>> = HashMap::new();
+        for (i, s) in kept.iter().enumerate() {
+            if s.kind == StmtKind::Label && is_numeric_label(&s.name) {
+                let unique = format!(".Lkpatch_num{}", self.numeric_count);
+                self.numeric_count += 1;
+                defs.entry(s.name.as_str()).or_default().push((i, unique));
+            }
+        }
+        let mut out = vec![HashMap::new(); kept.len()];
+        if defs.is_empty() {
+            return out;
+        }
+        for (i, s) in kept.iter().enumerate() {
+            let names = &mut out[i];
+            if s.kind == StmtKind::Label {
+                if let Some(list) = defs.get(s.name.as_str()) {
+                    if let Some((_, u)) = list.iter().find(|(j, _)| *j == i) {
+                        names.insert(s.name.clone(), u.clone());
+                    }
+                }
+                continue;
+            }
+            for t in tokenize(&s.text, &self.patched.dialect) {
+                let Some(n) = t.text.strip_suffix(['b', 'f']) else {
+                    continue;
+                };
+                if t.kind != TokKind::Number || !n.bytes().all(|c| c.is_ascii_digit()) {
+                    continue;
+                }
+                let Some(list) = defs.get(n) else { continue };
+                let found = if t.text.ends_with('b') {
+                    list.iter().rev().find(|(j, _)| *j < i)
+                } else {
+                    list.iter().find(|(j, _)| *j > i)
+                };
+                if let Some((_, u)) = found {
+                    names.insert(t.text.to_string(), u.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The name the output uses for `name` of the patched file, referred to by `user`.
@@ -668,5 +769,26 @@ print_hello.kpatch:
             "{changed}"
         );
         assert!(changed.contains(".type\ttab.kpatch, @object"));
+    }
+
+    #[test]
+    fn out_of_line_code_goes_after_the_function_body() {
+        let body = |msg: &str| {
+            ORIG.replace(
+                "\tjmp\tputs@PLT\n",
+                &format!(
+                    "\ttestl\t%edi, %edi\n\tjne\t2f\n\t.pushsection\t.text.unlikely\n2:\tmovl\t${msg}, %eax\n\tjmp\t3f\n\t.popsection\n3:\tjmp\tputs@PLT\n"
+                ),
+            )
+        };
+        let out = run(&body("1"), &body("2"));
+        let copy = &out[out.find("print_hello.kpatch:").unwrap()..];
+        let pos = |t: &str| copy.find(t).unwrap_or_else(|| panic!("{t} in {copy}"));
+        // In the copy, `3:` follows the `jne` as in the original section, and the
+        // out-of-line piece comes after the body, not in the way of its fall-through.
+        // Numeric labels get unique names, so `2f`/`3f` still find their targets.
+        assert!(pos("\tjne\t.Lkpatch_num0\n") < pos(".Lkpatch_num1:\n\tjmp\tputs"));
+        assert!(pos(".Lkpatch_num1:\n\tjmp\tputs") < pos(".Lkpatch_num0:\n\tmovl\t$2"));
+        assert!(pos("\tjmp\t.Lkpatch_num1\n") < pos(".Lkpatch_end0:"));
     }
 }

@@ -243,9 +243,10 @@ fn switch_with_a_jump_table() {
         // The copied table sits in .kpatch.data and refers to the copy's labels.
         let f = kpatch_asm::AsmFile::parse("out.s", &run.out_s, kpatch_asm::Dialect::x86_64())
             .expect("reparse");
-        let copy = f.function("jt.kpatch").expect("copy of jt");
+        let copy = f.label("jt.kpatch").expect("copy of jt");
         let table = f
-            .stmts_in(copy.lines.clone())
+            .stmts_in(copy.line..f.lines.len())
+            .take_while(|(_, s)| !s.is_directive(".popsection"))
             .find(|(_, s)| s.is_directive(".long") && s.args.contains(".kpatch-"))
             .map(|(_, s)| f.section_of(s).name.clone());
         assert_eq!(table.as_deref(), Some(".kpatch.data"), "[{flags}]");

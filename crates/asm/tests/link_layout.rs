@@ -209,3 +209,110 @@ fn linked_patch_keeps_the_original_layout_section_by_section() {
         }
     }
 }
+
+const DRIVER: &str = r#"#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+int counter = 5;
+static int hits;
+static const char *const names[] = {"zero", "one", "two"};
+__attribute__((noinline)) int compute(int i)
+{
+    hits++;
+    if (__builtin_expect(i < 0, 0)) {
+        printf("negative %d\n", i);
+        counter++;
+        return -1;
+    }
+    switch (i) {
+    case 0: puts("case zero"); break;
+    case 1: printf("case one %d\n", hits); break;
+    case 2: return 22;
+    case 3: printf("case three %s\n", names[hits % 3]); break;
+    case 4: return counter * 4;
+    case 5: puts("case five"); return 5;
+    case 6: return hits + 6;
+    default: break;
+    }
+    printf("%s %d %.2f\n", names[i % 3], counter + hits, i * 1.5);
+    return i * 2;
+}
+int main(int argc, char **argv)
+{
+    int (*fn)(int) = compute;
+    if (argc > 1) {
+        fn = (int (*)(int))dlsym(RTLD_DEFAULT, argv[1]);
+        if (!fn) {
+            puts("no such function");
+            return 99;
+        }
+    }
+    int total = 0;
+    for (int i = -1; i < 9; i++)
+        total += fn(i);
+    printf("total %d counter %d hits %d\n", total, counter, hits);
+    return 0;
+}
+"#;
+
+fn run_exe(path: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(path)
+        .args(args)
+        .output()
+        .expect("run the test program");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {:?}",
+        path.display(),
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The copy of a changed function, called in the linked patch build, behaves exactly like
+/// the function built from the patched source: literals, jump table, cold part, a new
+/// variable and a new function all reached from the copy.
+#[test]
+fn copied_function_runs_like_the_patched_build() {
+    let patched = DRIVER
+        .replace("static int hits;", "static int hits;\nint added = 100;")
+        .replace("negative %d\\n", "NEGATIVE %d (patched)\\n")
+        .replace("case 2: return 22;", "case 2: return twice(11) + added++;")
+        .replace("case five", "case five, patched")
+        .replace("i * 1.5", "i * 2.25")
+        .replace(
+            "__attribute__((noinline)) int compute",
+            "__attribute__((noinline)) int twice(int x) { return 2 * x + 1; }\n__attribute__((noinline)) int compute",
+        );
+    for flags in FLAG_SETS {
+        let s = Scratch::new();
+        let orig_s = s.compile("orig", DRIVER, flags);
+        let patched_s = s.compile("patched", &patched, flags);
+        let o = AsmFile::parse("orig.s", &orig_s, Dialect::x86_64()).expect("parse");
+        let p = AsmFile::parse("patched.s", &patched_s, Dialect::x86_64()).expect("parse");
+        let (out_s, diff) = gensrc(&o, &p, &DiffOptions::default()).expect("differ");
+        let mut names: Vec<_> = diff.functions.iter().map(|f| f.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["compute", "twice"], "[{flags}]");
+
+        link(&s, "reference", &patched_s, &[]);
+        link(&s, "patch_build", &out_s, &["-Wl,-q", "-rdynamic"]);
+        let expected = run_exe(&s.path("reference"), &[]);
+        assert!(
+            expected.contains("case five, patched"),
+            "[{flags}] {expected}"
+        );
+        assert_eq!(
+            run_exe(&s.path("patch_build"), &["compute.kpatch"]),
+            expected,
+            "[{flags}]"
+        );
+        // Without the copy, the patch build still behaves like the original.
+        link(&s, "original", &orig_s, &[]);
+        assert_eq!(
+            run_exe(&s.path("patch_build"), &[]),
+            run_exe(&s.path("original"), &[]),
+            "[{flags}]"
+        );
+    }
+}

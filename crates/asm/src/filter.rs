@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::index::{is_debug_directive, is_debug_label, is_hot_cold_label};
-use crate::parse::{AsmFile, StmtKind};
+use std::collections::HashSet;
+
+use crate::lex::{tokenize, TokKind};
+use crate::parse::{AsmFile, Stmt, StmtKind};
 use crate::section::{SecRef, Tracker};
 
 /// What the debug filter removes besides comments, `.loc`, `.file N` lines, debug labels
@@ -28,21 +31,36 @@ pub struct FilterOptions {
 /// statement would land in another section than in the input (because a removed switch,
 /// `.previous` or `.popsection` decided it), an explicit `.section` is written before it.
 pub fn debug_filter(file: &AsmFile, opts: &FilterOptions) -> String {
+    let dropped = |s: &Stmt| {
+        let sec = file.section_of(s);
+        sec.is_debug()
+            || (opts.eh_frame && sec.name == ".eh_frame")
+            || (opts.gcc_except_table && sec.name == ".gcc_except_table")
+            || is_debug_directive(s)
+            || (opts.cfi && s.kind == StmtKind::Directive && s.name.starts_with(".cfi_"))
+    };
+    // Debug labels go unless code or data that stays refers to them (C++ exception tables
+    // measure call sites from `.LFB<n>`).
+    let mut used = HashSet::new();
+    for s in file.lines.iter().flat_map(|l| &l.stmts) {
+        if s.kind != StmtKind::Label && !dropped(s) {
+            for t in tokenize(&s.text, &file.dialect) {
+                if t.kind == TokKind::Ident {
+                    used.insert(t.text);
+                }
+            }
+        }
+    }
     let mut out = String::new();
     let mut state = Tracker::new();
     for line in &file.lines {
         let mut kept = Vec::new();
         let mut changed = false;
         for s in &line.stmts {
-            let sec = file.section_of(s);
-            let dropped_section = sec.is_debug()
-                || (opts.eh_frame && sec.name == ".eh_frame")
-                || (opts.gcc_except_table && sec.name == ".gcc_except_table");
-            let drop = dropped_section
-                || is_debug_directive(s)
+            let drop = dropped(s)
                 || (s.kind == StmtKind::Label
-                    && (is_debug_label(&s.name) || is_hot_cold_label(&s.name)))
-                || (opts.cfi && s.kind == StmtKind::Directive && s.name.starts_with(".cfi_"));
+                    && (is_debug_label(&s.name) || is_hot_cold_label(&s.name))
+                    && !used.contains(s.name.as_str()));
             if drop {
                 changed = true;
                 continue;
@@ -167,5 +185,13 @@ mod tests {
         );
         assert!(!out.contains("LLSDA") && !out.contains("0xff"), "{out}");
         assert!(filter(text, FilterOptions::default()).contains("LLSDA"));
+    }
+
+    #[test]
+    fn debug_labels_that_stay_referenced_are_kept() {
+        let text = "\t.text\nf:\n.LFB0:\n\tnop\n.LEHB0:\n\tcall\tg\n.LEHE0:\n\tret\n.LFE0:\n\t.section\t.gcc_except_table,\"a\",@progbits\n\t.uleb128 .LEHB0-.LFB0\n\t.text\n";
+        let out = filter(text, FilterOptions::default());
+        assert!(out.contains(".LFB0:"), "{out}");
+        assert!(!out.contains(".LFE0:"), "{out}");
     }
 }

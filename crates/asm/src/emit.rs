@@ -537,6 +537,15 @@ impl Emitter<'_> {
             }
             return Ok(self.queue_copy(name));
         }
+        // Other copies call the copy of an unlinked function: it exists for them.
+        if let Some(f) = self
+            .diff
+            .functions
+            .iter()
+            .find(|f| f.kind == PatchKind::Unlinked && f.name == name)
+        {
+            return Ok(f.copy_name.clone());
+        }
         Ok(self
             .diff
             .rename

@@ -322,10 +322,12 @@ fn renumbered_static_locals_keep_their_functions_unchanged() {
 #[test]
 fn ignore_changes_and_unlink() {
     use kpatch_asm::{DiffOptions, SymbolList};
-    let p = patched("return x * x + hits;", "return x * x + hits + 1;").replace(
-        "printf(\"Hello world! %d\\n\", counter);",
-        "printf(\"Hello! %d\\n\", counter);",
-    );
+    let p = patched("return x * x + hits;", "return x * x + hits + 1;")
+        .replace(
+            "printf(\"Hello world! %d\\n\", counter);",
+            "printf(\"Hello! %d\\n\", counter);",
+        )
+        .replace("> 100;", "> 101;");
     let opts = DiffOptions {
         ignore_changes: SymbolList::parse("square"),
         unlink: SymbolList::parse("print_hello"),
@@ -333,8 +335,9 @@ fn ignore_changes_and_unlink() {
     };
     for flags in FLAG_SETS {
         let run = run_scenario_with(BASE, &p, flags, &opts).expect("differ");
-        assert!(
-            patched_names(&run.diff, PatchKind::Changed).is_empty(),
+        assert_eq!(
+            patched_names(&run.diff, PatchKind::Changed),
+            ["main"],
             "[{flags}]"
         );
         assert_eq!(
@@ -344,13 +347,24 @@ fn ignore_changes_and_unlink() {
         );
         assert_layout_preserved(&run.orig_o, &run.out_o, flags);
         let recs = kpatch_records(&run.out_o);
-        assert_eq!(recs.len(), 1, "[{flags}]");
+        assert_eq!(recs.len(), 2, "[{flags}]");
+        let unlinked = recs
+            .iter()
+            .find(|r| r.name == "print_hello.kpatch")
+            .expect("record of the unlinked copy");
         assert_eq!(
-            (recs[0].daddr.clone(), recs[0].dlen),
+            (unlinked.daddr.clone(), unlinked.dlen),
             (None, 0),
-            "[{flags}] unlinked"
+            "[{flags}]"
         );
         assert!(!run.out_s.contains("square.kpatch"), "[{flags}] ignored");
+        // The other copies call the unlinked copy.
+        let main_copy = &run.out_s[run.out_s.find("main.kpatch:").expect("main copy")..];
+        let main_copy = &main_copy[..main_copy.find(".popsection").expect("end")];
+        assert!(
+            main_copy.contains("print_hello.kpatch"),
+            "[{flags}] {main_copy}"
+        );
     }
 }
 

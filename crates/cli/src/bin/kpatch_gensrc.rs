@@ -98,7 +98,8 @@ struct Cli {
     #[arg(long = "dbg-filter-eh-frame")]
     dbg_filter_eh_frame: bool,
 
-    /// With --dbg-filter: also remove .gcc_except_table sections (C++ exception tables).
+    /// With --dbg-filter: also remove .gcc_except_table sections (C++ exception tables: the
+    /// file's functions then cannot catch exceptions or run cleanups while unwinding).
     #[arg(long = "dbg-filter-gcc-except-table")]
     dbg_filter_gcc_except_table: bool,
 
@@ -116,7 +117,7 @@ struct Cli {
     ignore_changes: Vec<String>,
 
     /// Copy these changed functions into the patch without redirecting the originals to
-    /// them (FLIST): they are reachable only from other patched code.
+    /// them (FLIST): only the other patched functions call the copies.
     #[arg(long = "unlink-symbols", value_name = "FLIST", action = ArgAction::Append)]
     unlink_symbols: Vec<String>,
 

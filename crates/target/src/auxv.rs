@@ -8,6 +8,10 @@ pub const AT_PAGESZ: u64 = 6;
 pub const AT_BASE: u64 = 7;
 /// `AT_ENTRY`: the executable's entry point.
 pub const AT_ENTRY: u64 = 9;
+/// `AT_HWCAP`: CPU capabilities (aarch64 IFUNC resolvers take it as their first argument).
+pub const AT_HWCAP: u64 = 16;
+/// `AT_HWCAP2`: more CPU capabilities.
+pub const AT_HWCAP2: u64 = 26;
 /// `AT_SYSINFO_EHDR`: address of the vDSO's ELF header.
 pub const AT_SYSINFO_EHDR: u64 = 33;
 

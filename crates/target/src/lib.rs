@@ -13,23 +13,29 @@
 #![warn(missing_docs)]
 
 mod auxv;
+mod call;
 mod error;
+mod inject;
 mod maps;
 mod memory;
 mod process;
 mod procfs;
 mod ptrace;
 mod region;
-mod remote;
 mod restart;
 mod signals;
 mod stop;
+mod syscall;
+mod syscall_insn;
+mod thread;
 
-pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
+pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
+pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
 pub use error::{Error, Result};
 pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};
 pub use memory::Memory;
 pub use process::Process;
 pub use region::{find_region, user_space_end, SpaceLimits, MIN_STACK_RESERVE, STACK_GUARD_GAP};
-pub use remote::{ThreadHandle, CALL_RETURN_ADDRESS, RED_ZONE, SYSCALL_TIMEOUT};
 pub use stop::{StoppedProcess, StoppedThread};
+pub use syscall::SYSCALL_TIMEOUT;
+pub use thread::ThreadHandle;

@@ -8,9 +8,13 @@
 
 use kpatch_arch::{Arch, EM_AARCH64, EM_X86_64};
 
+use crate::call::RED_ZONE;
+use crate::error::Result;
+use crate::memory::Memory;
 use crate::process::Process;
-use crate::remote::ThreadHandle;
 use crate::stop::Tracee;
+use crate::syscall::MAX_STEPS;
+use crate::thread::ThreadHandle;
 
 /// Size of the kernel's `siginfo_t`.
 pub(crate) const SIGINFO_SIZE: usize = 128;
@@ -86,5 +90,85 @@ pub(crate) fn sigbit(sig: i32) -> u64 {
         1u64 << (sig - 1)
     } else {
         0
+    }
+}
+
+impl ThreadHandle<'_> {
+    /// Queues the kept signals back to the thread (see [`crate::signals`]). Once one
+    /// injected syscall has run, the kernel has put back any temporary mask of an interrupted
+    /// `ppoll`/`pselect`/`sigsuspend`, so the real mask can be changed safely: the signals
+    /// already queued are blocked until the thread is released, so that the next injected
+    /// syscall does not dequeue them again.
+    pub(crate) fn requeue_saved(&mut self) {
+        let tgid = self.pid();
+        let tid = self.tid();
+        let Some(nr) = sys_rt_tgsigqueueinfo(self.process.arch()) else {
+            for sig in std::mem::take(&mut self.tracee.saved) {
+                queue_from_here(tgid, tid, &sig);
+            }
+            return;
+        };
+        let mut real_mask: Option<u64> = None;
+        let mut blocked: u64 = 0;
+        // Signals that arrive meanwhile join the list; the budget keeps a flood finite.
+        let budget = self.tracee.saved.len() + MAX_STEPS;
+        for _ in 0..budget {
+            if self.tracee.saved.is_empty() || self.tracee.gone {
+                break;
+            }
+            // A kept SIGTRAP goes last: it cannot be blocked and would merge with the trap of
+            // the next single step.
+            let next = self
+                .tracee
+                .saved
+                .iter()
+                .position(|s| s.signo != libc::SIGTRAP)
+                .unwrap_or(0);
+            let sig = self.tracee.saved.remove(next);
+            if self.queue_to_self(nr, &sig).is_err() {
+                queue_from_here(tgid, tid, &sig);
+            }
+            if self.tracee.gone {
+                break;
+            }
+            let wanted = self
+                .tracee
+                .saved
+                .iter()
+                .chain(std::iter::once(&sig))
+                .fold(0, |m, s| m | sigbit(s.signo))
+                & !(sigbit(libc::SIGTRAP) | sigbit(libc::SIGKILL) | sigbit(libc::SIGSTOP));
+            if self.tracee.saved.is_empty() || wanted & !blocked == 0 {
+                continue;
+            }
+            let Ok(Some(current)) = self.sigmask() else {
+                continue;
+            };
+            let real = *real_mask.get_or_insert(current);
+            blocked |= wanted;
+            if self.set_sigmask(real | blocked).is_err() {
+                real_mask = None;
+            }
+        }
+        for sig in std::mem::take(&mut self.tracee.saved) {
+            queue_from_here(tgid, tid, &sig);
+        }
+        if let Some(mask) = real_mask {
+            let _ = self.set_sigmask(mask);
+        }
+    }
+
+    /// `rt_tgsigqueueinfo(tgid, tid, sig, info)` run by the thread itself, with the siginfo
+    /// written below its red zone.
+    fn queue_to_self(&mut self, nr: u64, sig: &SavedSignal) -> Result<()> {
+        let scratch = self.sp()?.wrapping_sub(RED_ZONE + SIGINFO_SIZE as u64) & !0xf;
+        self.process.write(scratch, &sig.raw)?;
+        let args = [
+            self.pid() as u64,
+            self.tid() as u64,
+            sig.signo as u64,
+            scratch,
+        ];
+        self.syscall_named("rt_tgsigqueueinfo", nr, &args).map(drop)
     }
 }

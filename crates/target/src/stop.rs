@@ -22,9 +22,9 @@ use crate::error::{Error, Result};
 use crate::process::Process;
 use crate::procfs;
 use crate::ptrace::{self, Backoff, Event};
-use crate::remote::ThreadHandle;
 use crate::restart;
 use crate::signals::{self, SavedSignal};
+use crate::thread::ThreadHandle;
 
 /// How long releasing waits for a thread that has not reached its stop yet.
 const RELEASE_GRACE: Duration = Duration::from_millis(200);

@@ -2,6 +2,9 @@ use std::time::Duration;
 
 use kpatch_target::{Memory, Process};
 
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+const ANON: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+
 use crate::harness::{task_state, wait_until, Target, DEADLINE};
 
 /// Long enough for a running thread (they bump their counter every millisecond) to show.
@@ -83,4 +86,33 @@ fn stop_all_four_threads_while_threads_come_and_go() {
 #[test]
 fn stop_all_hundred_threads_while_threads_come_and_go() {
     stop_and_resume(100, true, 10);
+}
+
+#[test]
+fn a_process_whose_main_thread_has_exited() {
+    let t = Target::spawn("threads", &["3", "0", "exit-main"]);
+    let addr = Target::field(&t.ready, "counters");
+    let churned = Target::field(&t.ready, "churned");
+    wait_until("the main thread to exit", || {
+        task_state(t.pid, t.pid) == Some('Z')
+    });
+    let p = Process::open(t.pid).unwrap();
+    assert!(!p.maps().unwrap().is_empty());
+    let page = p.page_size();
+    let before = counters(&p, addr, churned, 3);
+
+    let mut stopped = p.stop_all(DEADLINE).unwrap();
+    let tids = stopped.tids();
+    assert_eq!(tids.len(), 2, "{tids:?}");
+    assert!(!tids.contains(&t.pid));
+    let mut th = stopped.thread(tids[0]).unwrap();
+    let a = th.mmap(None, page, RW, ANON).unwrap();
+    p.write(a, b"x").unwrap();
+    th.munmap(a, page).unwrap();
+    stopped.resume().unwrap();
+
+    wait_until("the workers to run again", || {
+        let now = counters(&p, addr, churned, 3);
+        now.0[1] > before.0[1] && now.0[2] > before.0[2]
+    });
 }

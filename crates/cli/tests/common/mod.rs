@@ -61,10 +61,17 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Lock directory for the tools run by this test process (never the system's /run).
+pub fn lock_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("libcare-test-locks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create lock dir");
+    dir
+}
+
 /// Our tool binary as a command running in `dir`.
 pub fn tool(name: &str, dir: &Path) -> Command {
     let mut c = Command::new(bin(name));
-    c.current_dir(dir);
+    c.current_dir(dir).env("LIBCARE_LOCK_DIR", lock_dir());
     c
 }
 

@@ -1,0 +1,515 @@
+//! Deciding what goes into a patch: which functions changed or are new, which variables are
+//! new, and which changes are refused.
+
+use std::collections::HashMap;
+
+use crate::error::AsmError;
+use crate::index::{Binding, BlockKind};
+use crate::matching::pair_variables;
+use crate::normalize::{ignored_in_compare, Normalizer};
+use crate::parse::{AsmFile, StmtKind};
+use crate::symlist::{FunctionFilter, SymbolList};
+
+/// What the user asked for besides the two files.
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// Functions whose changes are never patched; variables whose changes are accepted
+    /// (the original definition stays in effect).
+    pub ignore_changes: SymbolList,
+    /// Functions that may change only if marked `KPGENSRC_ADAPTED` in the patched source.
+    pub must_adapt: SymbolList,
+    /// Changed functions whose copy goes into the patch without replacing the original.
+    pub unlink: SymbolList,
+    /// When set, only changed functions it lists are patched (new functions always are).
+    pub filter: Option<FunctionFilter>,
+    /// Make the copies of static functions global too (those of global functions always
+    /// are). Two files with a changed static function of the same name then clash at link
+    /// time, so this is off by default.
+    pub force_global: bool,
+}
+
+/// Why a function enters the patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchKind {
+    /// It exists in both files and differs: the original is redirected to the copy.
+    Changed,
+    /// It exists only in the patched file.
+    New,
+    /// It changed, but `--unlink-symbols` asked for a copy that replaces nothing.
+    Unlinked,
+}
+
+/// A function of the patched file that is copied into the patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchedFunction {
+    /// Its name in the patched file.
+    pub name: String,
+    pub kind: PatchKind,
+    /// The name of the copy in the output (`f.kpatch` for a changed function).
+    pub copy_name: String,
+    /// Its block in the original file (for [`PatchKind::Changed`] and `Unlinked`).
+    pub orig_block: Option<usize>,
+    /// Its block in the patched file.
+    pub patched_block: usize,
+    /// Whether the copy of a changed function is a global symbol.
+    pub global: bool,
+}
+
+/// A variable that exists only in the patched file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewVariable {
+    pub name: String,
+    /// Its name in the output (renamed when the original file already uses the name).
+    pub copy_name: String,
+    pub patched_block: usize,
+}
+
+/// Something the user may want to know about a diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A changed function left out of the patch.
+    Ignored { function: String, reason: String },
+    /// A changed variable accepted because of `--ignore-changes`.
+    VariableKept { variable: String },
+    /// A function that differs only in numbers (a `__LINE__` shift, often): it is patched,
+    /// but `--ignore-changes` could keep it out.
+    OnlyNumbersDiffer { function: String },
+    /// Top-level statements outside functions and variables differ; they are not part of
+    /// the patch (the original's stay in effect).
+    OtherDiffers { line: usize, text: String },
+}
+
+/// The outcome of comparing two files.
+#[derive(Debug, Clone, Default)]
+pub struct Diff {
+    /// Functions copied into the patch, in the order of the patched file.
+    pub functions: Vec<PatchedFunction>,
+    /// Variables that exist only in the patched file.
+    pub new_variables: Vec<NewVariable>,
+    pub notes: Vec<Note>,
+    /// Names of the patched file that the output spells differently.
+    pub(crate) rename: HashMap<String, String>,
+}
+
+impl Diff {
+    /// Whether the patch is empty: nothing to add to the original.
+    pub fn is_empty(&self) -> bool {
+        self.functions.is_empty() && self.new_variables.is_empty()
+    }
+}
+
+/// Compares `orig` and `patched` (two builds of one source file, before and after a change).
+pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Diff, AsmError> {
+    let mut d = Diff::default();
+    let files: Vec<&str> = [
+        patched.source_name(),
+        orig.source_name(),
+        Some(patched.name.as_str()),
+        Some(orig.name.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    let pairs = pair_variables(orig, patched);
+    d.rename = pairs.renames();
+
+    // New variables and functions keep their names unless the original uses them already.
+    let fresh = |name: &str| {
+        if orig.label(name).is_some() {
+            format!("{name}.kpatch")
+        } else {
+            name.to_string()
+        }
+    };
+    for (i, b) in patched.blocks().iter().enumerate() {
+        let new_var = b.kind == BlockKind::Variable
+            && !pairs.pairs.contains_key(&b.name)
+            && !patched.is_readonly_local_object(&b.name);
+        let new_fn = b.kind == BlockKind::Function && orig_function(orig, &b.name).is_none();
+        if new_var || new_fn {
+            let copy = fresh(&b.name);
+            if copy != b.name {
+                d.rename.insert(b.name.clone(), copy.clone());
+            }
+            if new_var {
+                if is_tls(patched, i) {
+                    return Err(AsmError::NewTlsVariable {
+                        file: patched.name.clone(),
+                        line: b.lines.start + 1,
+                        name: b.name.clone(),
+                    });
+                }
+                d.new_variables.push(NewVariable {
+                    name: b.name.clone(),
+                    copy_name: copy,
+                    patched_block: i,
+                });
+            }
+        }
+    }
+
+    let empty = HashMap::new();
+    let norm_orig = Normalizer::new(orig, &empty);
+    let norm_patched = Normalizer::new(patched, &d.rename);
+
+    for (p, o) in &pairs.pairs {
+        let (Some(pb), Some(ob)) = (patched.variable(p), orig.variable(o)) else {
+            continue;
+        };
+        if norm_orig.block(ob) == norm_patched.block(pb) {
+            continue;
+        }
+        if opts.ignore_changes.contains(p, &files) || opts.ignore_changes.contains(o, &files) {
+            d.notes.push(Note::VariableKept {
+                variable: p.clone(),
+            });
+            continue;
+        }
+        return Err(AsmError::VariableChanged {
+            name: p.clone(),
+            orig_file: orig.name.clone(),
+            orig_line: ob.lines.start + 1,
+            patched_file: patched.name.clone(),
+            patched_line: pb.lines.start + 1,
+        });
+    }
+
+    let mut not_adapted = Vec::new();
+    for (i, b) in patched.blocks().iter().enumerate() {
+        if b.kind != BlockKind::Function {
+            continue;
+        }
+        let Some(oi) = orig_function(orig, &b.name) else {
+            d.functions.push(PatchedFunction {
+                name: b.name.clone(),
+                kind: PatchKind::New,
+                copy_name: d
+                    .rename
+                    .get(&b.name)
+                    .cloned()
+                    .unwrap_or_else(|| b.name.clone()),
+                orig_block: None,
+                patched_block: i,
+                global: patched.binding(&b.name) != Binding::Local,
+            });
+            continue;
+        };
+        let ob = &orig.blocks()[oi];
+        let (a, c) = (norm_orig.block(ob), norm_patched.block(b));
+        if a == c {
+            continue;
+        }
+        if opts.ignore_changes.contains(&b.name, &files) {
+            d.notes.push(Note::Ignored {
+                function: b.name.clone(),
+                reason: "listed in --ignore-changes".into(),
+            });
+            continue;
+        }
+        if let Some(f) = &opts.filter {
+            if !f.allows(&b.name) {
+                d.notes.push(Note::Ignored {
+                    function: b.name.clone(),
+                    reason: "not listed in the function filter file".into(),
+                });
+                continue;
+            }
+        }
+        if opts.must_adapt.contains(&b.name, &files) && !b.adapted {
+            not_adapted.push(b.name.clone());
+        }
+        if only_numbers_differ(&a, &c) {
+            d.notes.push(Note::OnlyNumbersDiffer {
+                function: b.name.clone(),
+            });
+        }
+        let unlinked = opts.unlink.contains(&b.name, &files);
+        d.functions.push(PatchedFunction {
+            name: b.name.clone(),
+            kind: if unlinked {
+                PatchKind::Unlinked
+            } else {
+                PatchKind::Changed
+            },
+            copy_name: format!("{}.kpatch", b.name),
+            orig_block: Some(oi),
+            patched_block: i,
+            global: opts.force_global || orig.binding(&b.name) != Binding::Local,
+        });
+    }
+    if !not_adapted.is_empty() {
+        return Err(AsmError::NotAdapted {
+            names: not_adapted.join(", "),
+        });
+    }
+    if let Some(n) = other_difference(orig, patched, &norm_orig, &norm_patched) {
+        d.notes.push(n);
+    }
+    Ok(d)
+}
+
+/// The original's block for function `name`, if `name` is a function there (not a part).
+fn orig_function(orig: &AsmFile, name: &str) -> Option<usize> {
+    let i = *orig.index.functions.get(name)?;
+    (orig.blocks().get(i)?.name == name).then_some(i)
+}
+
+fn is_tls(f: &AsmFile, block: usize) -> bool {
+    let Some(b) = f.blocks().get(block) else {
+        return false;
+    };
+    if f.symbol_type(&b.name) == Some("tls_object") {
+        return true;
+    }
+    b.object
+        .as_ref()
+        .is_some_and(|o| f.sections.get(o.section.id).is_tls())
+}
+
+/// Whether two normal forms differ only in numeric tokens, as when `__LINE__` moved.
+fn only_numbers_differ(a: &[String], b: &[String]) -> bool {
+    let strip = |s: &String| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_digit() { '0' } else { c })
+            .collect()
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| strip(x) == strip(y))
+}
+
+/// The first top-level statement outside functions, variables and local data that differs
+/// between the files (allocated, non-debug sections only).
+fn other_difference(
+    orig: &AsmFile,
+    patched: &AsmFile,
+    no: &Normalizer<'_>,
+    np: &Normalizer<'_>,
+) -> Option<Note> {
+    let collect = |f: &AsmFile, n: &Normalizer<'_>| -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for b in f.blocks().iter().filter(|b| b.kind == BlockKind::Other) {
+            let mut in_data = false;
+            for (id, s) in f.stmts_in(b.lines.clone()) {
+                let sec = f.section_of(s);
+                if s.is_section_switch() {
+                    in_data = false;
+                }
+                if s.kind == StmtKind::Label {
+                    // Local data labels are compared where they are used.
+                    in_data = f.dialect.is_local(&s.name);
+                    continue;
+                }
+                let relevant = sec.is_alloc()
+                    && !sec.is_debug()
+                    && !in_data
+                    && !ignored_in_compare(s, &Default::default())
+                    && !crate::index::is_align_directive(&s.name)
+                    && !crate::index::is_visibility_directive(&s.name)
+                    && !s.is_directive(".file")
+                    && !s.is_directive(".size")
+                    && !s.is_directive(".type");
+                if relevant {
+                    out.push((id.line, n.top_level(s)));
+                }
+            }
+        }
+        out
+    };
+    let (a, b) = (collect(orig, no), collect(patched, np));
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some((_, x)), Some((_, y))) if x == y => continue,
+            (_, Some((line, _))) => {
+                let text = patched
+                    .lines
+                    .get(*line)
+                    .map_or("", |l| l.text.trim())
+                    .to_string();
+                return Some(Note::OtherDiffers {
+                    line: line + 1,
+                    text,
+                });
+            }
+            (Some((line, _)), None) => {
+                let text = orig
+                    .lines
+                    .get(*line)
+                    .map_or("", |l| l.text.trim())
+                    .to_string();
+                return Some(Note::OtherDiffers {
+                    line: line + 1,
+                    text: format!("(missing from the patched file) {text}"),
+                });
+            }
+            (None, None) => break,
+        }
+    }
+    None
+}
+
+impl Binding {
+    /// The directive declaring this binding, if it is not the default.
+    pub fn directive(self) -> Option<&'static str> {
+        match self {
+            Binding::Local => None,
+            Binding::Global => Some(".globl"),
+            Binding::Weak => Some(".weak"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::Dialect;
+
+    fn file(name: &str, text: &str) -> AsmFile {
+        AsmFile::parse(name, text, Dialect::x86_64()).unwrap()
+    }
+
+    fn func(name: &str, body: &str) -> String {
+        format!("\t.text\n\t.globl\t{name}\n\t.type\t{name}, @function\n{name}:\n{body}\tret\n\t.size\t{name}, .-{name}\n")
+    }
+
+    fn var(name: &str, section: &str, data: &str) -> String {
+        format!("\t{section}\n\t.align 4\n\t.type\t{name}, @object\n\t.size\t{name}, 4\n{name}:\n\t{data}\n")
+    }
+
+    fn run(o: &str, p: &str, opts: &DiffOptions) -> Result<Diff, AsmError> {
+        diff(&file("o.s", o), &file("p.s", p), opts)
+    }
+
+    fn names(d: &Diff) -> Vec<(String, PatchKind)> {
+        d.functions
+            .iter()
+            .map(|f| (f.name.clone(), f.kind))
+            .collect()
+    }
+
+    #[test]
+    fn changed_new_and_removed_functions() {
+        let o = func("a", "\tnop\n") + &func("b", "\tnop\n") + &func("gone", "");
+        let p = func("a", "\tnop\n") + &func("b", "\tnop\n\tnop\n") + &func("c", "");
+        let d = run(&o, &p, &DiffOptions::default()).unwrap();
+        assert_eq!(
+            names(&d),
+            [
+                ("b".into(), PatchKind::Changed),
+                ("c".into(), PatchKind::New)
+            ]
+        );
+        assert_eq!(d.functions[0].copy_name, "b.kpatch");
+        assert_eq!(d.functions[1].copy_name, "c");
+    }
+
+    #[test]
+    fn options_keep_functions_out_or_refuse_them() {
+        let o = func("a", "\tnop\n") + &func("b", "\tnop\n");
+        let p = func("a", "\tnop\n\tnop\n") + &func("b", "\tnop\n\tnop\n");
+        let opts = DiffOptions {
+            ignore_changes: SymbolList::parse("a"),
+            filter: FunctionFilter::from_text("a\n"),
+            ..Default::default()
+        };
+        let d = run(&o, &p, &opts).unwrap();
+        assert!(d.functions.is_empty());
+        assert_eq!(d.notes.len(), 2, "{:?}", d.notes);
+
+        let opts = DiffOptions {
+            must_adapt: SymbolList::parse("a,b"),
+            ..Default::default()
+        };
+        let e = run(&o, &p, &opts).unwrap_err();
+        assert_eq!(
+            e,
+            AsmError::NotAdapted {
+                names: "a, b".into()
+            }
+        );
+        let adapted = p.replace("a:\n", "a:\n\t.kpgensrc_flags KPGENSRC_ADAPTED\n");
+        let e = run(&o, &adapted, &opts).unwrap_err();
+        assert_eq!(e, AsmError::NotAdapted { names: "b".into() });
+    }
+
+    #[test]
+    fn numbers_only_difference_is_noted() {
+        let o = func("f", "\tmovl\t$12, %esi\n");
+        let p = func("f", "\tmovl\t$13, %esi\n");
+        let d = run(&o, &p, &DiffOptions::default()).unwrap();
+        assert_eq!(names(&d), [("f".into(), PatchKind::Changed)]);
+        assert!(d.notes.contains(&Note::OnlyNumbersDiffer {
+            function: "f".into()
+        }));
+    }
+
+    #[test]
+    fn top_level_differences_are_noted() {
+        let o = func("ctor", "");
+        let p = func("ctor", "") + "\t.section\t.init_array,\"aw\"\n\t.align 8\n\t.quad\tctor\n";
+        let d = run(&o, &p, &DiffOptions::default()).unwrap();
+        assert!(d.is_empty());
+        assert!(matches!(&d.notes[..], [Note::OtherDiffers { text, .. }] if text.contains("ctor")));
+        // A different source file name is not a difference.
+        let named = |n: &str| format!("\t.file\t\"{n}\"\n") + &func("f", "");
+        let d = run(&named("foo.c"), &named("bar.c"), &DiffOptions::default()).unwrap();
+        assert!(d.is_empty() && d.notes.is_empty(), "{:?}", d.notes);
+    }
+
+    #[test]
+    fn variables_new_changed_and_kept() {
+        let o = var("x", ".data", ".long 1") + &func("f", "\tmovl\tx(%rip), %eax\n");
+        let changed = var("x", ".data", ".long 2") + &func("f", "\tmovl\tx(%rip), %eax\n");
+        match run(&o, &changed, &DiffOptions::default()) {
+            Err(AsmError::VariableChanged { name, .. }) => assert_eq!(name, "x"),
+            other => panic!("{other:?}"),
+        }
+        let opts = DiffOptions {
+            ignore_changes: SymbolList::parse("x"),
+            ..Default::default()
+        };
+        let d = run(&o, &changed, &opts).unwrap();
+        assert_eq!(
+            d.notes,
+            [Note::VariableKept {
+                variable: "x".into()
+            }]
+        );
+
+        // A new variable named like an original symbol (here a function) is renamed.
+        let p = o.clone() + &var("f2", ".data", ".long 3") + &var("g", ".bss", ".zero 4");
+        let o2 = o.clone() + &func("f2", "");
+        let d = run(&o2, &p, &DiffOptions::default()).unwrap();
+        let new: Vec<_> = d
+            .new_variables
+            .iter()
+            .map(|v| (v.name.as_str(), v.copy_name.as_str()))
+            .collect();
+        assert_eq!(new, [("f2", "f2.kpatch"), ("g", "g")]);
+
+        let tls = o.clone() + "\t.section\t.tbss,\"awT\",@nobits\n\t.type\tt, @object\n\t.size\tt, 4\nt:\n\t.zero\t4\n";
+        assert!(matches!(
+            run(&o, &tls, &DiffOptions::default()),
+            Err(AsmError::NewTlsVariable { name, .. }) if name == "t"
+        ));
+    }
+
+    #[test]
+    fn readonly_local_change_makes_users_changed_not_an_error() {
+        let table = |v: &str| var("tab", ".section\t.rodata", &format!(".long {v}"));
+        let user = func("f", "\tleaq\ttab(%rip), %rax\n");
+        let d = run(
+            &(table("1") + &user),
+            &(table("2") + &user),
+            &DiffOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(names(&d), [("f".into(), PatchKind::Changed)]);
+        let d = run(
+            &(table("1") + &user),
+            &(table("1") + &user),
+            &DiffOptions::default(),
+        )
+        .unwrap();
+        assert!(d.is_empty());
+    }
+}

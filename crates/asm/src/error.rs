@@ -1,0 +1,85 @@
+//! Errors of reading, comparing and combining assembler files.
+
+/// Everything that can go wrong in this crate; each message names the file, line, function or
+/// variable concerned and says what to do.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AsmError {
+    #[error("{file}:{line}: {msg}")]
+    Parse {
+        file: String,
+        line: usize,
+        msg: String,
+    },
+
+    #[error(
+        "{file}:{line}: function `{name}` has no `.size {name}, .-{name}` after its `.type`; \
+         is the file truncated?"
+    )]
+    FunctionWithoutEnd {
+        file: String,
+        line: usize,
+        name: String,
+    },
+
+    #[error(
+        "variable `{name}` is defined differently in {orig_file}:{orig_line} and \
+         {patched_file}:{patched_line}; a patch cannot change a variable, because the running \
+         process keeps its own copy of the data. Keep the original definition (or pass \
+         --ignore-changes={name} to keep using the original one)"
+    )]
+    VariableChanged {
+        name: String,
+        orig_file: String,
+        orig_line: usize,
+        patched_file: String,
+        patched_line: usize,
+    },
+
+    #[error(
+        "changed function(s) {names} are listed in --must-adapt but not marked \
+         KPGENSRC_ADAPTED in the patched source; adapt them and mark them, or drop the change"
+    )]
+    NotAdapted { names: String },
+
+    #[error(
+        "{file}: function `{function}` refers to `{label}`, a local code label outside the \
+         function; such code cannot be copied into a patch"
+    )]
+    ForeignCodeLabel {
+        file: String,
+        function: String,
+        label: String,
+    },
+
+    #[error(
+        "{file}: `{user}` reaches data through the section anchor `{label}` (section \
+         `{section}`), and the data behind it is laid out differently in the original, so the \
+         copy cannot use the original's data; build both with -fno-section-anchors"
+    )]
+    AnchorLayoutChanged {
+        file: String,
+        user: String,
+        label: String,
+        section: String,
+    },
+
+    #[error(
+        "{file}:{line}: new thread-local variable `{name}`: a patch cannot add thread-local \
+         storage (the running threads have no room for it); make it a global or drop it"
+    )]
+    NewTlsVariable {
+        file: String,
+        line: usize,
+        name: String,
+    },
+
+    #[error(
+        "{file}:{line}: `.size {name}, .-{name}` is missing or unusual, so the length of \
+         the original function `{name}` is unknown and it cannot be patched"
+    )]
+    OriginalSizeUnknown {
+        file: String,
+        line: usize,
+        name: String,
+    },
+}

@@ -321,7 +321,6 @@ fn asm_dir_and_prefix() {
 /// The patched stage end to end through kpatch_gensrc: the object gains `.kpatch` sections
 /// and its other sections stay those of the original build.
 #[test]
-#[ignore = "needs kpatch_gensrc, not merged into this branch yet"]
 fn patched_stage_combines_with_gensrc() {
     assert!(
         kpatch_tools_present(),

@@ -74,13 +74,11 @@ fn script_walkthrough(cflags: &str) {
 }
 
 #[test]
-#[ignore = "needs kpatch_gensrc, kpatch_strip, kpatch_make and libcare-ctl, not merged into this branch yet"]
 fn script_walkthrough_applies_to_a_live_process_at_o0() {
     script_walkthrough("-O0");
 }
 
 #[test]
-#[ignore = "needs kpatch_gensrc, kpatch_strip, kpatch_make and libcare-ctl, not merged into this branch yet"]
 fn script_walkthrough_applies_to_a_live_process_at_o2_with_debug_info() {
     script_walkthrough("-O2 -g");
 }
@@ -88,7 +86,6 @@ fn script_walkthrough_applies_to_a_live_process_at_o2_with_debug_info() {
 /// A program and its shared library, both changed by one patch built with `-j 2`: patching
 /// the running program through the patch directory patches both objects.
 #[test]
-#[ignore = "needs kpatch_gensrc, kpatch_strip, kpatch_make and libcare-ctl, not merged into this branch yet"]
 fn program_and_shared_library_patched_live_from_the_patch_directory() {
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().canonicalize().expect("canonical tempdir");

@@ -139,7 +139,6 @@ fn malformed_patch_is_reported_before_building() {
 }
 
 #[test]
-#[ignore = "needs kpatch_gensrc, kpatch_strip and kpatch_make, not merged into this branch yet"]
 fn guide_walkthrough_with_the_script() {
     assert!(kpatch_tools_present(), "kpatch tools are not built");
     let d = fixture("hello");
@@ -215,7 +214,6 @@ fn guide_walkthrough_with_the_script() {
 }
 
 #[test]
-#[ignore = "needs kpatch_gensrc, kpatch_strip and kpatch_make, not merged into this branch yet"]
 fn failing_patch_names_the_step_and_restores_the_sources() {
     assert!(kpatch_tools_present(), "kpatch tools are not built");
     let d = fixture("hello");
@@ -246,7 +244,6 @@ fn failing_patch_names_the_step_and_restores_the_sources() {
 }
 
 #[test]
-#[ignore = "needs kpatch_gensrc, kpatch_strip and kpatch_make, not merged into this branch yet"]
 fn two_sources_and_a_shared_library_under_make_j2() {
     assert!(kpatch_tools_present(), "kpatch tools are not built");
     let d = fixture("multi");
@@ -302,7 +299,6 @@ fn two_sources_and_a_shared_library_under_make_j2() {
 }
 
 #[test]
-#[ignore = "needs kpatch_gensrc, kpatch_strip and kpatch_make, not merged into this branch yet"]
 fn termination_during_the_patched_build_restores_the_sources() {
     assert!(kpatch_tools_present(), "kpatch tools are not built");
     let d = fixture("hello");

@@ -96,7 +96,8 @@ impl fmt::Display for FixupNote {
 ///   `addend + load_bias` for both the page and the low-12-bit relocation;
 /// - local-exec TLS (x86_64 `TPOFF32`, aarch64 `TLSLE_ADD_TPREL_*`), as the linker leaves it in
 ///   an executable: the variable's offset is checked to be the original's and the relocation
-///   becomes `NONE`, the linked instruction already holding the right value.
+///   is removed, the linked instruction already holding the right value (a runtime need not
+///   know `NONE` relocations, so none is left behind).
 ///
 /// Before any change, checks the layout contract ([`crate::check_layout`]).
 pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildError> {
@@ -167,6 +168,12 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         for (index, r) in relas.iter_mut().enumerate() {
             cx.fix(index, r)?;
         }
+        let none = if patch.machine == EM_X86_64 {
+            R_X86_64_NONE
+        } else {
+            R_AARCH64_NONE
+        };
+        relas.retain(|r| !(r.r_type == none && r.sym == 0));
         changes.push((ri, relas, target, cx.bytes));
     }
     // Applied only once every relocation was fixed, so a refusal leaves `patch` untouched.

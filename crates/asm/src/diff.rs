@@ -9,6 +9,7 @@ use crate::matching::pair_variables;
 use crate::normalize::{ignored_in_compare, Normalizer};
 use crate::parse::{AsmFile, StmtKind};
 use crate::symlist::{FunctionFilter, SymbolList};
+use crate::unpatchable::{never_returns, start_up_section};
 
 /// What the user asked for besides the two files.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +27,9 @@ pub struct DiffOptions {
     /// are). Two files with a changed static function of the same name then clash at link
     /// time, so this is off by default.
     pub force_global: bool,
+    /// x86_64: copies reach symbols the file does not define through GOT slots rather than
+    /// PC-relatively (see `--force-gotpcrel`).
+    pub force_gotpcrel: bool,
 }
 
 /// Why a function enters the patch.
@@ -89,6 +93,8 @@ pub struct Diff {
     pub notes: Vec<Note>,
     /// Names of the patched file that the output spells differently.
     pub(crate) rename: HashMap<String, String>,
+    /// Copies reach undefined symbols through GOT slots.
+    pub(crate) force_gotpcrel: bool,
 }
 
 impl Diff {
@@ -100,7 +106,10 @@ impl Diff {
 
 /// Compares `orig` and `patched` (two builds of one source file, before and after a change).
 pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Diff, AsmError> {
-    let mut d = Diff::default();
+    let mut d = Diff {
+        force_gotpcrel: opts.force_gotpcrel,
+        ..Diff::default()
+    };
     let files: Vec<&str> = [
         patched.source_name(),
         orig.source_name(),
@@ -225,6 +234,21 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             });
         }
         let unlinked = opts.unlink.contains(&b.name, &files);
+        if !unlinked {
+            if let Some(section) = start_up_section(orig, &b.name) {
+                return Err(AsmError::StartUpFunction {
+                    file: orig.name.clone(),
+                    name: b.name.clone(),
+                    section,
+                });
+            }
+            if never_returns(orig, ob) {
+                return Err(AsmError::NeverReturns {
+                    file: orig.name.clone(),
+                    name: b.name.clone(),
+                });
+            }
+        }
         d.functions.push(PatchedFunction {
             name: b.name.clone(),
             kind: if unlinked {

@@ -82,4 +82,34 @@ pub enum AsmError {
         line: usize,
         name: String,
     },
+
+    #[error(
+        "{file}: function `{function}`: --force-gotpcrel cannot rewrite {reason}; rewrite the \
+         access in C (through a pointer variable) or build without --force-gotpcrel"
+    )]
+    ForceGotpcrel {
+        file: String,
+        function: String,
+        reason: String,
+    },
+
+    #[error(
+        "{file}: function `{name}` changed, but it is a start-up function (listed in \
+         {section}) that the running process has already run, so replacing it would change \
+         nothing. Move the change out of it, or pass --ignore-changes={name} to leave it \
+         unpatched"
+    )]
+    StartUpFunction {
+        file: String,
+        name: String,
+        section: String,
+    },
+
+    #[error(
+        "{file}: function `{name}` changed, but it never returns (it is main, or a loop with \
+         no way out): a thread of the running process is always inside it, so the patch could \
+         never be applied safely. Move the changed code into a function it calls, or pass \
+         --ignore-changes={name} if the difference does not matter"
+    )]
+    NeverReturns { file: String, name: String },
 }

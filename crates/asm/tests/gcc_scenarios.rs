@@ -22,10 +22,15 @@ __attribute__((noinline)) int square(int x)
     return x * x + hits;
 }
 
-int main(void)
+__attribute__((noinline)) int check(void)
 {
     print_hello();
     return square(counter) > 100;
+}
+
+int main(void)
+{
+    return check();
 }
 "#;
 
@@ -337,7 +342,7 @@ fn ignore_changes_and_unlink() {
         let run = run_scenario_with(BASE, &p, flags, &opts).expect("differ");
         assert_eq!(
             patched_names(&run.diff, PatchKind::Changed),
-            ["main"],
+            ["check"],
             "[{flags}]"
         );
         assert_eq!(
@@ -359,11 +364,11 @@ fn ignore_changes_and_unlink() {
         );
         assert!(!run.out_s.contains("square.kpatch"), "[{flags}] ignored");
         // The other copies call the unlinked copy.
-        let main_copy = &run.out_s[run.out_s.find("main.kpatch:").expect("main copy")..];
-        let main_copy = &main_copy[..main_copy.find(".popsection").expect("end")];
+        let check_copy = &run.out_s[run.out_s.find("check.kpatch:").expect("check copy")..];
+        let check_copy = &check_copy[..check_copy.find(".popsection").expect("end")];
         assert!(
-            main_copy.contains("print_hello.kpatch"),
-            "[{flags}] {main_copy}"
+            check_copy.contains("print_hello.kpatch"),
+            "[{flags}] {check_copy}"
         );
     }
 }

@@ -126,8 +126,9 @@ struct Cli {
     #[arg(long = "must-adapt", value_name = "FLIST", action = ArgAction::Append)]
     must_adapt: Vec<String>,
 
-    /// Accepted for compatibility; no effect: the patch is placed within reach of 32-bit
-    /// PC-relative references, so they need no GOT indirection.
+    /// x86_64: in the patch's code, reach variables this file does not define through GOT
+    /// slots instead of PC-relatively, so that the patched link adds no copy relocation for a
+    /// library variable the original program never used (`stderr`). libcare-cc passes it.
     #[arg(long = "force-gotpcrel")]
     force_gotpcrel: bool,
 
@@ -248,6 +249,7 @@ fn diff_options(cli: &Cli) -> Result<DiffOptions> {
         unlink: list(&cli.unlink_symbols),
         filter,
         force_global: cli.force_global,
+        force_gotpcrel: cli.force_gotpcrel,
     })
 }
 

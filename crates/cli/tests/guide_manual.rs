@@ -56,9 +56,9 @@ fn walkthrough(opt: &str) {
     let dir = dir.path();
     let bid = build_by_hand(dir, opt);
 
-    let mut foo = Target::spawn(&dir.join("foo"), &[]);
-    let pid = foo.pid().to_string();
-    foo.wait_line("Hello world!");
+    let mut proc = Target::spawn(&dir.join("foo"), &[]);
+    let pid = proc.pid().to_string();
+    proc.wait_line("Hello world!");
 
     let out = run_ok(tool("libcare-ctl", dir).args(["-v", "patch", "-p", &pid, "./foo.kpatch"]));
     let text = stdout(&out);
@@ -68,8 +68,8 @@ fn walkthrough(opt: &str) {
         )),
         "unexpected patch output:\n{text}"
     );
-    foo.drain();
-    foo.wait_line("Hello world being patched!");
+    proc.drain();
+    proc.wait_line("Hello world being patched!");
 
     let out = run_ok(tool("libcare-ctl", dir).args(["info", "-p", &pid]));
     let text = stdout(&out);
@@ -94,15 +94,15 @@ fn walkthrough(opt: &str) {
         )),
         "unexpected unpatch output:\n{text}"
     );
-    foo.drain();
-    foo.wait_line("Hello world!");
+    proc.drain();
+    proc.wait_line("Hello world!");
     let out = run_ok(tool("libcare-ctl", dir).args(["info", "-p", &pid]));
     assert!(
         !stdout(&out).contains("Patch id:"),
         "patch still listed after unpatch:\n{}",
         stdout(&out)
     );
-    assert!(foo.alive());
+    assert!(proc.alive());
 }
 
 #[test]

@@ -1,1 +1,41 @@
-//! (being written)
+//! A live process seen from outside, for the patch engine: its identity and architecture, its
+//! mappings and the free space between them, its memory (read and written while it runs), and
+//! its threads: stopped all at once (or one at a time), their registers read and written, and
+//! syscalls and function calls run inside them without modifying any code.
+//!
+//! Everything architecture-specific comes from [`kpatch_arch::Arch`] (register layout, syscall
+//! instruction and numbers); registers travel as `NT_PRSTATUS` word vectors, so the same code
+//! serves x86_64 and aarch64.
+//!
+//! This is the only crate of the workspace that uses `unsafe` (ptrace, siginfo and register
+//! buffers).
+
+#![warn(missing_docs)]
+
+mod auxv;
+mod call;
+mod error;
+mod inject;
+mod maps;
+mod memory;
+mod process;
+mod procfs;
+mod ptrace;
+mod region;
+mod restart;
+mod signals;
+mod stop;
+mod syscall;
+mod syscall_insn;
+mod thread;
+
+pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
+pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
+pub use error::{Error, Result};
+pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};
+pub use memory::Memory;
+pub use process::Process;
+pub use region::{find_region, user_space_end, SpaceLimits, MIN_STACK_RESERVE, STACK_GUARD_GAP};
+pub use stop::{StoppedProcess, StoppedThread};
+pub use syscall::SYSCALL_TIMEOUT;
+pub use thread::ThreadHandle;

@@ -1,0 +1,236 @@
+//! A target process: identity checks, its files under /proc, its mappings.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use kpatch_arch::Arch;
+
+use crate::auxv::Auxv;
+use crate::error::{Error, Result};
+use crate::maps::{parse_maps, MapEntry};
+use crate::procfs;
+use crate::region::SpaceLimits;
+
+/// A process we may read, write and stop. Opening it checks that it is a live user process
+/// other than ours and identifies its architecture; nothing is attached until
+/// [`Process::stop_all`] or [`Process::stop_one`].
+#[derive(Debug)]
+pub struct Process {
+    pid: i32,
+    /// `/proc/PID`, or `/proc/PID/task/TID` of a live thread when the main thread has exited
+    /// (its own entries no longer show the address space then).
+    root: PathBuf,
+    /// Thread whose view of memory we use (`pid` unless the main thread has exited).
+    mem_tid: i32,
+    exe: PathBuf,
+    comm: String,
+    arch: &'static dyn Arch,
+    pub(crate) mem: File,
+    /// Address of a system-call instruction found in the target, re-checked before each use.
+    pub(crate) syscall_insn: Mutex<Option<u64>>,
+}
+
+impl Process {
+    /// Opens process `pid`, refusing a pid that does not exist, a zombie or exiting process, a
+    /// kernel thread, a non-leader thread, the calling process, a process traced by someone
+    /// else, and programs of unsupported architectures.
+    pub fn open(pid: i32) -> Result<Process> {
+        if pid <= 0 {
+            return Err(Error::NoSuchProcess { pid });
+        }
+        let dir = PathBuf::from(format!("/proc/{pid}"));
+        let stat = procfs::stat(&dir)?.ok_or(Error::NoSuchProcess { pid })?;
+        let status = procfs::status(&dir)?.ok_or(Error::NoSuchProcess { pid })?;
+        let me = std::process::id() as i32;
+        if status.tgid == me {
+            return Err(Error::SelfTarget { pid });
+        }
+        if stat.flags & libc::PF_KTHREAD as u64 != 0 {
+            return Err(Error::KernelThread { pid });
+        }
+        if status.tgid != pid {
+            return Err(Error::NotProcess {
+                tid: pid,
+                tgid: status.tgid,
+            });
+        }
+        let (root, mem_tid) = match stat.state {
+            b'X' | b'x' => return Err(Error::Dead { pid }),
+            b'Z' => {
+                // A main thread that called pthread_exit stays a zombie while the others run.
+                let live = live_thread(pid)?.ok_or(Error::Zombie { pid })?;
+                (dir.join("task").join(live.to_string()), live)
+            }
+            _ => (dir, pid),
+        };
+        if status.tracer != 0 && status.tracer != me {
+            return Err(Error::AlreadyTraced {
+                pid,
+                tracer: status.tracer,
+            });
+        }
+
+        let maps_bytes =
+            procfs::read_optional(&root.join("maps"))?.ok_or(Error::NoSuchProcess { pid })?;
+        if maps_bytes.is_empty() {
+            // No address space: a kernel thread without the flag, or a process in exit.
+            return Err(Error::KernelThread { pid });
+        }
+        let exe_link = root.join("exe");
+        let exe = std::fs::read_link(&exe_link).map_err(|e| Error::proc(&exe_link, e))?;
+        let arch = identify(pid, &exe, &exe_link)?;
+        let comm_path = root.join("comm");
+        let comm = std::fs::read_to_string(&comm_path)
+            .map_err(|e| Error::proc(&comm_path, e))?
+            .trim_end_matches('\n')
+            .to_owned();
+        let mem_path = root.join("mem");
+        let mem = File::options()
+            .read(true)
+            .write(true)
+            .open(&mem_path)
+            .map_err(|e| Error::proc(&mem_path, e))?;
+        Ok(Process {
+            pid,
+            root,
+            mem_tid,
+            exe,
+            comm,
+            arch,
+            mem,
+            syscall_insn: Mutex::new(None),
+        })
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Thread whose address-space view memory access uses (the pid, unless the main thread has
+    /// exited).
+    pub(crate) fn mem_tid(&self) -> i32 {
+        self.mem_tid
+    }
+
+    /// Architecture of the program, from the executable's `e_machine`.
+    pub fn arch(&self) -> &'static dyn Arch {
+        self.arch
+    }
+
+    /// Path of the executable as `/proc/PID/exe` names it (may end in ` (deleted)`; read the
+    /// mapped file through [`Process::open_mapped_file`] or [`Process::open_exe`]).
+    pub fn exe_path(&self) -> &Path {
+        &self.exe
+    }
+
+    /// Opens the executable that is running, even if its path was replaced or removed.
+    pub fn open_exe(&self) -> Result<File> {
+        let path = self.root.join("exe");
+        File::open(&path).map_err(|e| Error::proc(path, e))
+    }
+
+    /// Command name (`/proc/PID/comm`).
+    pub fn comm(&self) -> &str {
+        &self.comm
+    }
+
+    /// The current mappings.
+    pub fn maps(&self) -> Result<Vec<MapEntry>> {
+        let path = self.root.join("maps");
+        let bytes = procfs::read_optional(&path)?.ok_or(Error::NoSuchProcess { pid: self.pid })?;
+        parse_maps(&bytes).map_err(|e| Error::format(path, e.to_string()))
+    }
+
+    /// Opens exactly the file that backs `entry` (`/proc/PID/map_files/START-END`), even if
+    /// its path now names another file or none. Needs `CAP_SYS_ADMIN` in the target's user
+    /// namespace.
+    pub fn open_mapped_file(&self, entry: &MapEntry) -> Result<File> {
+        if entry.file_path().is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "pid {}: mapping {:#x}-{:#x} is not backed by a file",
+                self.pid, entry.start, entry.end
+            )));
+        }
+        let path = self
+            .root
+            .join("map_files")
+            .join(format!("{:x}-{:x}", entry.start, entry.end));
+        File::open(&path).map_err(|e| Error::proc(path, e))
+    }
+
+    /// The auxiliary vector.
+    pub fn auxv(&self) -> Result<Auxv> {
+        let path = self.root.join("auxv");
+        let bytes = procfs::read_optional(&path)?.ok_or(Error::NoSuchProcess { pid: self.pid })?;
+        Ok(Auxv::parse(&bytes))
+    }
+
+    /// The target's page size (`AT_PAGESZ`, else ours).
+    pub fn page_size(&self) -> u64 {
+        self.auxv()
+            .ok()
+            .and_then(|a| a.page_size())
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or_else(|| {
+                // SAFETY: sysconf only reads a configuration value.
+                let ours = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+                u64::try_from(ours).unwrap_or(4096)
+            })
+    }
+
+    /// Where new mappings may go in this process, given its current `maps`.
+    pub fn space_limits(&self, maps: &[MapEntry]) -> SpaceLimits {
+        SpaceLimits::new(
+            maps,
+            self.page_size(),
+            procfs::mmap_min_addr(),
+            procfs::stack_limit(&self.root),
+        )
+    }
+
+    /// Ids of the threads, sorted (a snapshot: threads come and go while the process runs).
+    pub fn thread_ids(&self) -> Result<Vec<i32>> {
+        procfs::task_ids(self.pid)
+    }
+}
+
+/// A thread of `pid` that is not a zombie.
+fn live_thread(pid: i32) -> Result<Option<i32>> {
+    for tid in procfs::task_ids(pid)? {
+        let dir = PathBuf::from(format!("/proc/{pid}/task/{tid}"));
+        if let Some(s) = procfs::stat(&dir)? {
+            if !matches!(s.state, b'Z' | b'X' | b'x') {
+                return Ok(Some(tid));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The architecture from the running executable's ELF header.
+fn identify(pid: i32, exe: &Path, link: &Path) -> Result<&'static dyn Arch> {
+    let mut header = [0u8; 20];
+    File::open(link)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(|e| Error::proc(link, e))?;
+    let unsupported = |what: String| Error::Unsupported {
+        pid,
+        exe: exe.to_owned(),
+        what,
+    };
+    if header[..4] != *b"\x7fELF" {
+        return Err(unsupported("not an ELF file".into()));
+    }
+    if header[4] != 2 {
+        return Err(unsupported("a 32-bit program".into()));
+    }
+    if header[5] != 1 {
+        return Err(unsupported("a big-endian program".into()));
+    }
+    let machine = u16::from_le_bytes([header[18], header[19]]);
+    kpatch_arch::for_machine(machine)
+        .ok_or_else(|| unsupported(format!("a program for ELF machine {machine}")))
+}

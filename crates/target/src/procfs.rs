@@ -1,0 +1,189 @@
+//! Small readers of /proc files: a task's state and flags, its thread-group id and tracer, the
+//! thread list, and a few system-wide values.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The fields of `/proc/PID/stat` we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// One-letter state: R, S, D, T, t, Z, X, I, ...
+    pub state: u8,
+    /// `task->flags` (`PF_*`).
+    pub flags: u64,
+}
+
+/// Parses `/proc/PID/stat`: `pid (comm) state ppid pgrp session tty tpgid flags ...`. The
+/// command name may hold spaces and parentheses, so fields are counted from its last `)`.
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    let flags = fields.nth(5)?.parse().ok()?;
+    Some(Stat { state, flags })
+}
+
+/// Reads a whole /proc file as bytes; `Ok(None)` when it does not exist (the task is gone).
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            Ok(None)
+        }
+        Err(e) => Err(Error::proc(path, e)),
+    }
+}
+
+/// The state and flags of a task (`dir` is `/proc/PID` or `/proc/PID/task/TID`); `None` when
+/// the task is gone.
+pub(crate) fn stat(dir: &Path) -> Result<Option<Stat>> {
+    let path = dir.join("stat");
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    parse_stat(&text)
+        .map(Some)
+        .ok_or_else(|| Error::format(&path, "no state and flags fields after the command name"))
+}
+
+/// The fields of `/proc/PID/status` we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub tgid: i32,
+    pub tracer: i32,
+}
+
+pub(crate) fn parse_status(text: &str) -> Option<Status> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<i32>().ok())
+    };
+    Some(Status {
+        tgid: field("Tgid:")?,
+        tracer: field("TracerPid:")?,
+    })
+}
+
+/// Thread-group id and tracer of a task; `None` when the task is gone.
+pub(crate) fn status(dir: &Path) -> Result<Option<Status>> {
+    let path = dir.join("status");
+    let Some(bytes) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    parse_status(&String::from_utf8_lossy(&bytes))
+        .map(Some)
+        .ok_or_else(|| Error::format(&path, "no Tgid: or TracerPid: line"))
+}
+
+/// Thread ids listed in `/proc/PID/task`, sorted; empty when the process is gone.
+pub(crate) fn task_ids(pid: i32) -> Result<Vec<i32>> {
+    let dir = PathBuf::from(format!("/proc/{pid}/task"));
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(Error::proc(dir, e)),
+    };
+    let mut tids = Vec::new();
+    for entry in entries {
+        // A thread that exits while we list the directory can make one entry fail; the rest
+        // of the list is still good.
+        let Ok(entry) = entry else { continue };
+        if let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+            tids.push(tid);
+        }
+    }
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// Signal sets of a task from its status file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SignalState {
+    /// Pending for this thread (`SigPnd`).
+    pub pending: u64,
+    /// Pending for the process (`ShdPnd`).
+    pub shared_pending: u64,
+    /// Blocked (`SigBlk`).
+    pub blocked: u64,
+}
+
+pub(crate) fn parse_signal_state(text: &str) -> Option<SignalState> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    Some(SignalState {
+        pending: field("SigPnd:")?,
+        shared_pending: field("ShdPnd:")?,
+        blocked: field("SigBlk:")?,
+    })
+}
+
+/// Signal sets of a task; `None` if it is gone or the file is unreadable.
+pub(crate) fn signal_state(dir: &Path) -> Option<SignalState> {
+    parse_signal_state(&std::fs::read_to_string(dir.join("status")).ok()?)
+}
+
+/// `/proc/sys/vm/mmap_min_addr`, or the usual default when it cannot be read.
+pub(crate) fn mmap_min_addr() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65536)
+}
+
+/// Soft `RLIMIT_STACK` of a process from `/proc/PID/limits`; `None` when unlimited or unknown.
+pub(crate) fn stack_limit(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max stack size"))?;
+    line.trim_start_matches("Max stack size")
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parentheses_in_command() {
+        let s = parse_stat("42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0").unwrap();
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.flags, 4194560);
+        let k = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0").unwrap();
+        assert_ne!(k.flags & libc::PF_KTHREAD as u64, 0);
+        assert_eq!(parse_stat("2 (x"), None);
+        assert_eq!(parse_stat("2 (x) S 1"), None);
+    }
+
+    #[test]
+    fn status_fields() {
+        let s = parse_status("Name:\tcat\nTgid:\t100\nPid:\t101\nTracerPid:\t7\n").unwrap();
+        assert_eq!(
+            s,
+            Status {
+                tgid: 100,
+                tracer: 7
+            }
+        );
+        assert_eq!(parse_status("Name:\tcat\n"), None);
+    }
+
+    #[test]
+    fn signal_sets() {
+        let text = "SigQ:\t0/1\nSigPnd:\t0000000000000100\nShdPnd:\t0000000000000001\nSigBlk:\tfffffffe7ffbfeff\n";
+        let s = parse_signal_state(text).unwrap();
+        assert_eq!((s.pending, s.shared_pending), (0x100, 1));
+        assert_eq!(s.blocked, 0xfffffffe7ffbfeff);
+        assert_eq!(parse_signal_state("SigPnd:\t0\n"), None);
+    }
+}

@@ -1,0 +1,476 @@
+//! Stopping threads with `PTRACE_SEIZE` + `PTRACE_INTERRUPT`, and letting them go.
+//!
+//! A seized thread that a signal reaches before our interrupt stops it reports a
+//! signal-delivery-stop first. We let such signals through (`PTRACE_CONT` with the signal):
+//! the kernel delivers them exactly as it would have (siginfo, handler frame, default action)
+//! and a renewed interrupt (any ptrace stop cancels a pending one) then stops the thread
+//! before it runs a single user instruction (at the handler's entry, if there is one).
+//! Nothing is lost, nothing needs re-sending.
+//! Signals that arrive while we run injected code are another matter (see [`crate::signals`]).
+//!
+//! If this process dies, the kernel detaches every tracee and they run on: we never leave
+//! modified code behind, and registers are restored before each operation returns.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+
+use crate::error::{Error, Result};
+use crate::process::Process;
+use crate::procfs;
+use crate::ptrace::{self, Backoff, Event};
+use crate::restart;
+use crate::signals::{self, SavedSignal};
+use crate::thread::ThreadHandle;
+
+/// How long releasing waits for a thread that has not reached its stop yet.
+const RELEASE_GRACE: Duration = Duration::from_millis(200);
+
+/// One seized thread.
+#[derive(Debug)]
+pub(crate) struct Tracee {
+    pub tid: i32,
+    /// It reported the stop we asked for (or a group-stop) and has not been resumed since,
+    /// except by our own injected operations.
+    pub stopped: bool,
+    /// It exited; nothing to release.
+    pub gone: bool,
+    /// Signals dequeued while it ran our injected code; sent back to it when released.
+    pub saved: Vec<SavedSignal>,
+}
+
+impl Tracee {
+    fn new(tid: i32) -> Self {
+        Tracee {
+            tid,
+            stopped: false,
+            gone: false,
+            saved: Vec::new(),
+        }
+    }
+
+    fn gone(tid: i32) -> Self {
+        Tracee {
+            gone: true,
+            ..Tracee::new(tid)
+        }
+    }
+}
+
+/// Every thread of a process, stopped. Dropping it (or [`StoppedProcess::resume`]) lets every
+/// thread continue exactly where it was, with any signal that arrived meanwhile delivered.
+///
+/// ptrace binds a tracee to the thread that attached it, so this guard cannot leave the thread
+/// that created it.
+#[derive(Debug)]
+pub struct StoppedProcess<'p> {
+    process: &'p Process,
+    tracees: Vec<Tracee>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// One stopped thread while the rest of its process runs (for the short allocation step).
+/// Dropping it (or [`StoppedThread::resume`]) lets the thread continue exactly where it was.
+/// Like [`StoppedProcess`], it cannot leave the thread that created it.
+#[derive(Debug)]
+pub struct StoppedThread<'p> {
+    process: &'p Process,
+    tracee: Tracee,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Process {
+    /// Stops every thread: seizes all threads listed in `/proc/PID/task`, interrupts them all,
+    /// waits for all, then rescans until a scan finds no new thread. Threads that exit meanwhile
+    /// are dropped from the set. Fails if some thread does not stop within `timeout`.
+    pub fn stop_all(&self, timeout: Duration) -> Result<StoppedProcess<'_>> {
+        let deadline = Instant::now() + timeout;
+        let mut stopped = StoppedProcess {
+            process: self,
+            tracees: Vec::new(),
+            _not_send: PhantomData,
+        };
+        let mut skip: HashSet<i32> = HashSet::new();
+        loop {
+            let known: HashSet<i32> = stopped.tracees.iter().map(|t| t.tid).collect();
+            let fresh: Vec<i32> = procfs::task_ids(self.pid())?
+                .into_iter()
+                .filter(|t| !known.contains(t) && !skip.contains(t))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            let mut seized = Vec::with_capacity(fresh.len());
+            for tid in fresh {
+                // TRACECLONE makes a thread created by one we seized ours from birth, so a
+                // thread caught inside clone() does not escape this round.
+                match seize(self, tid, libc::PTRACE_O_TRACECLONE)? {
+                    true => {
+                        stopped.tracees.push(Tracee::new(tid));
+                        seized.push(tid);
+                    }
+                    false => {
+                        skip.insert(tid);
+                    }
+                }
+            }
+            for &tid in &seized {
+                interrupt(self, tid)?;
+            }
+            settle(self, &mut stopped.tracees, deadline, timeout)?;
+        }
+        if stopped.tracees.is_empty() {
+            return Err(Error::ProcessExited { pid: self.pid() });
+        }
+        // New threads created by code we run later (a called function) are not followed.
+        for t in &stopped.tracees {
+            match set_options(t.tid, 0) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(errno) => return Err(ptrace_error(self, t.tid, "SETOPTIONS", errno)),
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Stops one thread (seize, interrupt, wait) while the others keep running.
+    pub fn stop_one(&self, tid: i32, timeout: Duration) -> Result<StoppedThread<'_>> {
+        let deadline = Instant::now() + timeout;
+        let dir = PathBuf::from(format!("/proc/{}/task/{tid}", self.pid()));
+        if !dir.exists() {
+            return Err(Error::NoSuchThread {
+                pid: self.pid(),
+                tid,
+            });
+        }
+        if !seize(self, tid, 0)? {
+            return Err(Error::ThreadExited {
+                pid: self.pid(),
+                tid,
+                during: "stopping",
+            });
+        }
+        // From here on the guard detaches the thread whatever happens.
+        let mut guard = StoppedThread {
+            process: self,
+            tracee: Tracee::new(tid),
+            _not_send: PhantomData,
+        };
+        interrupt(self, tid)?;
+        let mut one = vec![std::mem::replace(&mut guard.tracee, Tracee::gone(tid))];
+        let result = settle(self, &mut one, deadline, timeout);
+        if let Some(t) = one.pop() {
+            guard.tracee = t;
+        }
+        result?;
+        if guard.tracee.gone {
+            return Err(Error::ThreadExited {
+                pid: self.pid(),
+                tid,
+                during: "stopping",
+            });
+        }
+        Ok(guard)
+    }
+}
+
+impl<'p> StoppedProcess<'p> {
+    /// The process.
+    pub fn process(&self) -> &'p Process {
+        self.process
+    }
+
+    /// Ids of the stopped threads, sorted.
+    pub fn tids(&self) -> Vec<i32> {
+        let mut tids: Vec<i32> = self
+            .tracees
+            .iter()
+            .filter(|t| !t.gone)
+            .map(|t| t.tid)
+            .collect();
+        tids.sort_unstable();
+        tids
+    }
+
+    /// A handle on stopped thread `tid`.
+    pub fn thread(&mut self, tid: i32) -> Result<ThreadHandle<'_>> {
+        let process = self.process;
+        let tracee = self
+            .tracees
+            .iter_mut()
+            .find(|t| t.tid == tid && !t.gone)
+            .ok_or(Error::UnknownThread {
+                pid: process.pid(),
+                tid,
+            })?;
+        Ok(ThreadHandle::new(process, tracee))
+    }
+
+    /// Handles on every stopped thread.
+    pub fn threads(&mut self) -> impl Iterator<Item = ThreadHandle<'_>> {
+        let process = self.process;
+        self.tracees
+            .iter_mut()
+            .filter(|t| !t.gone)
+            .map(move |t| ThreadHandle::new(process, t))
+    }
+
+    /// Lets every thread continue (detaching from all of them). Errors name the first thread
+    /// that could not be released; the others are released regardless.
+    pub fn resume(mut self) -> Result<()> {
+        let tracees = std::mem::take(&mut self.tracees);
+        release_all(self.process, tracees)
+    }
+}
+
+impl Drop for StoppedProcess<'_> {
+    fn drop(&mut self) {
+        let tracees = std::mem::take(&mut self.tracees);
+        // Nothing to report to from a destructor; resume() reports errors.
+        let _ = release_all(self.process, tracees);
+    }
+}
+
+impl<'p> StoppedThread<'p> {
+    /// The process.
+    pub fn process(&self) -> &'p Process {
+        self.process
+    }
+
+    /// The stopped thread's id.
+    pub fn tid(&self) -> i32 {
+        self.tracee.tid
+    }
+
+    /// A handle for registers, remote syscalls and calls.
+    pub fn thread(&mut self) -> ThreadHandle<'_> {
+        ThreadHandle::new(self.process, &mut self.tracee)
+    }
+
+    /// Lets the thread continue (detaching from it).
+    pub fn resume(mut self) -> Result<()> {
+        let tracee = std::mem::replace(&mut self.tracee, Tracee::gone(0));
+        release(self.process, tracee)
+    }
+}
+
+impl Drop for StoppedThread<'_> {
+    fn drop(&mut self) {
+        let tracee = std::mem::replace(&mut self.tracee, Tracee::gone(0));
+        let _ = release(self.process, tracee);
+    }
+}
+
+pub(crate) fn ptrace_error(process: &Process, tid: i32, op: &'static str, errno: Errno) -> Error {
+    Error::Ptrace {
+        pid: process.pid(),
+        tid,
+        op,
+        errno,
+    }
+}
+
+fn set_options(tid: i32, options: libc::c_int) -> std::result::Result<(), Errno> {
+    Errno::result(
+        // SAFETY: PTRACE_SETOPTIONS takes the options as an integer in `data`; no memory is
+        // passed.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_SETOPTIONS,
+                tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                options as usize as *mut libc::c_void,
+            )
+        },
+    )
+    .map(drop)
+}
+
+/// Seizes `tid`; `Ok(false)` when the thread is gone or a zombie (nothing to stop).
+fn seize(process: &Process, tid: i32, options: libc::c_int) -> Result<bool> {
+    match ptrace::seize(tid, options) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(Errno::EPERM) => {
+            let dir = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid()));
+            match procfs::stat(&dir)? {
+                None => return Ok(false),
+                Some(s) if matches!(s.state, b'Z' | b'X' | b'x') => return Ok(false),
+                Some(_) => {}
+            }
+            if let Some(status) = procfs::status(&dir)? {
+                let me = std::process::id() as i32;
+                if status.tracer == me {
+                    return Err(Error::InvalidArgument(format!(
+                        "pid {}: thread {tid} is already stopped by another handle of this process; release that one first",
+                        process.pid()
+                    )));
+                }
+                if status.tracer != 0 {
+                    return Err(Error::AlreadyTraced {
+                        pid: process.pid(),
+                        tracer: status.tracer,
+                    });
+                }
+            }
+            Err(ptrace_error(process, tid, "SEIZE", Errno::EPERM))
+        }
+        Err(errno) => Err(ptrace_error(process, tid, "SEIZE", errno)),
+    }
+}
+
+fn interrupt(process: &Process, tid: i32) -> Result<()> {
+    match ptrace::interrupt(tid) {
+        // Exiting: waitpid will report it.
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(ptrace_error(process, tid, "INTERRUPT", errno)),
+    }
+}
+
+/// Resumes a thread from a stop that is not the one we wait for, delivering `sig` (0: none).
+/// Every ptrace stop cancels a pending `PTRACE_INTERRUPT`, so it is asked for again first.
+/// ESRCH means the thread is being killed, which waitpid will report.
+fn pass(process: &Process, tid: i32, sig: i32) -> Result<()> {
+    interrupt(process, tid)?;
+    match ptrace::cont(tid, sig) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(ptrace_error(process, tid, "CONT", errno)),
+    }
+}
+
+/// Handles every state change of the not-yet-stopped tracees until all reached their stop.
+/// Threads that exit are removed; threads born to a seized one (`PTRACE_EVENT_CLONE`) are
+/// added. On timeout the set is left as it is (the caller's guard releases it).
+fn settle(
+    process: &Process,
+    tracees: &mut Vec<Tracee>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<()> {
+    let mut backoff = Backoff::new(deadline);
+    loop {
+        let mut born = Vec::new();
+        for t in tracees.iter_mut().filter(|t| !t.stopped && !t.gone) {
+            loop {
+                let event = match ptrace::poll(t.tid) {
+                    Ok(e) => e,
+                    // Reaped elsewhere (or never ours any more): it is gone.
+                    Err(Errno::ECHILD) => Event::Exited(0),
+                    Err(errno) => {
+                        return Err(Error::Wait {
+                            pid: process.pid(),
+                            tid: t.tid,
+                            errno,
+                        })
+                    }
+                };
+                match event {
+                    Event::Running => break,
+                    Event::Exited(_) | Event::Killed(_) => {
+                        t.gone = true;
+                        break;
+                    }
+                    Event::Ptrace { sig, event } if event == libc::PTRACE_EVENT_STOP => {
+                        // Our interrupt, or a group-stop: either way it is stopped.
+                        t.stopped = true;
+                        if sig == libc::SIGTRAP {
+                            restart::undo_stop_eintr(process, t.tid)?;
+                        }
+                        break;
+                    }
+                    Event::Ptrace { event, .. } if event == libc::PTRACE_EVENT_CLONE => {
+                        if let Ok(child) = ptrace::event_msg(t.tid) {
+                            born.push(child as i32);
+                        }
+                        pass(process, t.tid, 0)?;
+                    }
+                    Event::Ptrace { .. } => pass(process, t.tid, 0)?,
+                    Event::Signal(sig) => pass(process, t.tid, sig)?,
+                }
+            }
+        }
+        for child in born {
+            if tracees.iter().all(|t| t.tid != child) {
+                tracees.push(adopt(process, child));
+            }
+        }
+        tracees.retain(|t| !t.gone);
+        if tracees.iter().all(|t| t.stopped) {
+            return Ok(());
+        }
+        if !backoff.wait() {
+            return Err(Error::StopTimeout {
+                pid: process.pid(),
+                tids: tracees
+                    .iter()
+                    .filter(|t| !t.stopped)
+                    .map(|t| t.tid)
+                    .collect(),
+                timeout,
+            });
+        }
+    }
+}
+
+/// A task auto-attached by `PTRACE_O_TRACECLONE`. A clone that is not a thread of ours (a
+/// `clone()` without `CLONE_THREAD`) is another process: it is let go as soon as it stops.
+fn adopt(process: &Process, tid: i32) -> Tracee {
+    let mut t = Tracee::new(tid);
+    let ours = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid())).exists();
+    if !ours {
+        let mut one = vec![t];
+        let grace = Instant::now() + RELEASE_GRACE;
+        let _ = settle(process, &mut one, grace, RELEASE_GRACE);
+        if let Some(t) = one.pop() {
+            if t.stopped {
+                let _ = ptrace::detach(tid);
+            }
+        }
+        t = Tracee::gone(tid);
+    }
+    t
+}
+
+fn release_all(process: &Process, tracees: Vec<Tracee>) -> Result<()> {
+    let mut first_error = None;
+    for t in tracees {
+        if let Err(e) = release(process, t) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Sends back the signals a thread swallowed while running our code, then detaches it.
+fn release(process: &Process, mut t: Tracee) -> Result<()> {
+    if t.gone {
+        return Ok(());
+    }
+    if !t.stopped {
+        // Our interrupt is still pending; detaching needs the thread stopped.
+        let mut one = vec![t];
+        let grace = Instant::now() + RELEASE_GRACE;
+        settle(process, &mut one, grace, RELEASE_GRACE)?;
+        match one.pop() {
+            Some(back) => t = back,
+            None => return Ok(()),
+        }
+    }
+    if !t.saved.is_empty() {
+        signals::requeue(process, &mut t);
+    }
+    if t.gone {
+        return Ok(());
+    }
+    match ptrace::detach(t.tid) {
+        Ok(()) => Ok(()),
+        Err(Errno::ESRCH) => {
+            // Killed while stopped: collect its exit so it does not linger as our zombie.
+            let _ = ptrace::wait_event(t.tid, Instant::now() + RELEASE_GRACE);
+            Ok(())
+        }
+        Err(errno) => Err(ptrace_error(process, t.tid, "DETACH", errno)),
+    }
+}

@@ -1,0 +1,11 @@
+//! Tests against real processes: C fixtures from tests/fixtures/target, compiled with gcc at
+//! test time, each run as a child that is killed when its test ends, passed or not.
+
+mod harness;
+
+mod calls;
+mod memory;
+mod open;
+mod signals;
+mod syscalls;
+mod threads;

@@ -545,6 +545,12 @@ macro_rules! cases {
 
 cases! {
     changed_body,
+    several_files,
+    program_and_library,
+    gcc_clones,
+    static_local_numbering,
+    line_macro,
+    inline_change,
     static_function,
     new_function,
     new_variable,
@@ -556,6 +562,10 @@ cases! {
     tls_executable,
     tls_library,
     library,
+    refuse_changed_variable,
+    refuse_short_function,
+    refuse_init_function,
+    refuse_never_returns,
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::debug_types::{describe_change, layouts};
 use crate::error::AsmError;
 use crate::index::{Binding, BlockKind};
 use crate::matching::pair_variables;
@@ -81,6 +82,8 @@ pub enum Note {
     /// Top-level statements outside functions and variables differ; they are not part of
     /// the patch (the original's stay in effect).
     OtherDiffers { line: usize, text: String },
+    /// A type's layout changed and `--ignore-changes` accepted it.
+    TypeKept { name: String, change: String },
 }
 
 /// The outcome of comparing two files.
@@ -119,6 +122,8 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
     .into_iter()
     .flatten()
     .collect();
+
+    check_type_layouts(orig, patched, opts, &files, &mut d)?;
 
     let pairs = pair_variables(orig, patched);
     d.rename = pairs.renames();
@@ -271,6 +276,40 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
         d.notes.push(n);
     }
     Ok(d)
+}
+
+/// Refuses a structure or union type that the patched build lays out differently (when both
+/// files carry debugging information describing it).
+fn check_type_layouts(
+    orig: &AsmFile,
+    patched: &AsmFile,
+    opts: &DiffOptions,
+    files: &[&str],
+    d: &mut Diff,
+) -> Result<(), AsmError> {
+    let (Some(old), Some(new)) = (layouts(orig), layouts(patched)) else {
+        return Ok(());
+    };
+    for (name, o) in &old {
+        let Some(n) = new.get(name) else { continue };
+        let Some(change) = describe_change(o, n) else {
+            continue;
+        };
+        if opts.ignore_changes.contains(name, files) {
+            d.notes.push(Note::TypeKept {
+                name: name.clone(),
+                change,
+            });
+            continue;
+        }
+        return Err(AsmError::TypeLayoutChanged {
+            file: patched.name.clone(),
+            kind: n.kind.to_string(),
+            name: name.clone(),
+            change,
+        });
+    }
+    Ok(())
 }
 
 /// The original's block for function `name`, if `name` is a function there (not a part).

@@ -112,4 +112,18 @@ pub enum AsmError {
          --ignore-changes={name} if the difference does not matter"
     )]
     NeverReturns { file: String, name: String },
+
+    #[error(
+        "{file}: {kind} `{name}` has a different layout in the patched build ({change}): \
+         objects of this type in the running process keep the old layout, which the patched \
+         code would misread and the unchanged code would keep using. Keep the layout (put new \
+         fields in a structure of their own), or pass --ignore-changes={name} if no object of \
+         this type exists while the patch is applied"
+    )]
+    TypeLayoutChanged {
+        file: String,
+        kind: String,
+        name: String,
+        change: String,
+    },
 }

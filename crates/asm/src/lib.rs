@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod debug_types;
 mod dialect;
 mod diff;
 mod emit;

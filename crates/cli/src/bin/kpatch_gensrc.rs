@@ -284,6 +284,10 @@ fn report(diff: &Diff, verbose: u32) {
                 "kpatch_gensrc: variable {variable} changed; the original definition stays \
                  (--ignore-changes)"
             ),
+            Note::TypeKept { name, change } => eprintln!(
+                "kpatch_gensrc: warning: type {name} changed layout ({change}); accepted \
+                 (--ignore-changes)"
+            ),
             Note::OnlyNumbersDiffer { function } if verbose > 0 => eprintln!(
                 "kpatch_gensrc: {function} differs only in numbers (a __LINE__ shift?); \
                  --ignore-changes={function} would keep it out of the patch"

@@ -566,6 +566,7 @@ cases! {
     refuse_short_function,
     refuse_init_function,
     refuse_never_returns,
+    refuse_struct_layout,
 }
 
 #[test]

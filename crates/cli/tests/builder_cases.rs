@@ -172,28 +172,32 @@ fn step(name: &str, cmd: &mut Command) -> Result<Output, Failure> {
 struct Work {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
+    /// The function filter file the tools read (`LIBCARE_CONF`): by default one that does not
+    /// exist, so tests never depend on /etc/libcare.conf.
+    filter: PathBuf,
+    /// Extra arguments for kpatch_gensrc in manual mode.
+    gensrc_args: Vec<String>,
 }
 
 impl Work {
     fn new() -> Work {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().canonicalize().expect("canonical tempdir");
-        Work { _tmp: tmp, dir }
+        Work {
+            filter: dir.join("no-libcare.conf"),
+            _tmp: tmp,
+            dir,
+            gensrc_args: Vec::new(),
+        }
     }
 
     fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
     }
 
-    /// The function filter file the tools read: none, so tests never depend on
-    /// /etc/libcare.conf.
-    fn no_filter(&self) -> PathBuf {
-        self.path("no-libcare.conf")
-    }
-
     fn tool(&self, name: &str, cwd: &Path) -> Command {
         let mut c = tool(name, cwd);
-        c.env("LIBCARE_CONF", self.no_filter());
+        c.env("LIBCARE_CONF", &self.filter);
         c
     }
 }
@@ -300,7 +304,9 @@ fn manual_build(w: &Work, m: &Manifest, opt: Opt) -> Result<(), Failure> {
         step(
             "gensrc",
             w.tool("kpatch_gensrc", &build)
-                .args(["--os=rhel6", "--force-gotpcrel", "-i"])
+                .args(["--os=rhel6", "--force-gotpcrel"])
+                .args(&w.gensrc_args)
+                .arg("-i")
                 .arg(orig.join(&asm))
                 .arg("-i")
                 .arg(patched.join(&asm))
@@ -417,15 +423,18 @@ fn expect_switch(t: &mut Target, from: &str, to: &str) {
 }
 
 fn run_case(case: &str, opt: Opt) {
-    let m = Manifest::load(case, opt);
-    let w = Work::new();
+    run_case_in(case, opt, Work::new(), &Manifest::load(case, opt));
+}
+
+/// Runs `case` in `w`, expecting what `m` says.
+fn run_case_in(case: &str, opt: Opt, w: Work, m: &Manifest) {
     let (patch_dir, program) = match m.mode {
         Mode::Manual => {
             copy_case(case, &w.path("orig"));
             copy_case(case, &w.path("patched"));
             apply_diff(&w.path("patched"));
-            let built = manual_build(&w, &m, opt);
-            if finish_refusal(case, &m, built.err()) {
+            let built = manual_build(&w, m, opt);
+            if finish_refusal(case, m, built.err()) {
                 return;
             }
             (w.path("patches"), w.path("build/prog"))
@@ -433,7 +442,7 @@ fn run_case(case: &str, opt: Opt) {
         Mode::Make => {
             copy_case(case, &w.path("project"));
             let built = make_build(&w, opt);
-            if finish_refusal(case, &m, built.err()) {
+            if finish_refusal(case, m, built.err()) {
                 return;
             }
             (
@@ -567,6 +576,7 @@ cases! {
     refuse_init_function,
     refuse_never_returns,
     refuse_struct_layout,
+    function_filter,
 }
 
 #[test]
@@ -581,4 +591,76 @@ fn every_case_directory_has_a_test() {
     let mut listed: Vec<String> = CASES.iter().map(|s| s.to_string()).collect();
     listed.sort();
     assert_eq!(dirs, listed);
+}
+
+/// The function filter: a file listing function names (prefixes) limits which changed
+/// functions enter the patch; kpatch_gensrc reads /etc/libcare.conf, `$LIBCARE_CONF` or the
+/// file named by `--filter-config`, and `--test-mode` ignores it.
+fn function_filter_limits_the_patch(opt: Opt) {
+    let case = "function_filter";
+    let only = |names: &[&str], m: &mut Manifest| {
+        m.after = format!(
+            "alpha {} beta {}",
+            if names.contains(&"alpha") {
+                "NEW"
+            } else {
+                "old"
+            },
+            if names.contains(&"beta") {
+                "NEW"
+            } else {
+                "old"
+            }
+        );
+        let all = ["alpha", "beta"];
+        m.patched = all
+            .iter()
+            .filter(|n| names.contains(n))
+            .map(|n| n.to_string())
+            .collect();
+        m.not_patched = all
+            .iter()
+            .filter(|n| !names.contains(n))
+            .map(|n| n.to_string())
+            .collect();
+    };
+
+    // $LIBCARE_CONF (standing for /etc/libcare.conf) lists alpha only (a listed line starts
+    // with the function's name, as with the peer).
+    let mut w = Work::new();
+    w.filter = w.path("libcare.conf");
+    std::fs::write(&w.filter, "# functions that may be patched\nalpha\n").expect("write filter");
+    let mut m = Manifest::load(case, opt);
+    only(&["alpha"], &mut m);
+    run_case_in(case, opt, w, &m);
+
+    // --filter-config names another file, which wins.
+    let mut w = Work::new();
+    w.filter = w.path("libcare.conf");
+    std::fs::write(&w.filter, "alpha\n").expect("write filter");
+    let other = w.path("other.conf");
+    std::fs::write(&other, "beta\n").expect("write filter");
+    w.gensrc_args = vec!["--filter-config".into(), other.display().to_string()];
+    let mut m = Manifest::load(case, opt);
+    only(&["beta"], &mut m);
+    run_case_in(case, opt, w, &m);
+
+    // --test-mode ignores the filter.
+    let mut w = Work::new();
+    w.filter = w.path("libcare.conf");
+    std::fs::write(&w.filter, "alpha\n").expect("write filter");
+    w.gensrc_args = vec!["--test-mode".into()];
+    let mut m = Manifest::load(case, opt);
+    only(&["alpha", "beta"], &mut m);
+    run_case_in(case, opt, w, &m);
+}
+
+#[test]
+fn function_filter_at_o0() {
+    function_filter_limits_the_patch(Opt::O0);
+}
+
+#[test]
+fn function_filter_at_o2() {
+    function_filter_limits_the_patch(Opt::O2);
 }

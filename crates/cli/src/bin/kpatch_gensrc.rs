@@ -271,6 +271,21 @@ fn report(diff: &Diff, verbose: u32) {
             );
         }
     }
+    let left_out: Vec<&str> = diff
+        .notes
+        .iter()
+        .filter_map(|n| match n {
+            Note::Ignored { function, .. } => Some(function.as_str()),
+            _ => None,
+        })
+        .collect();
+    if diff.is_empty() && !left_out.is_empty() && verbose == 0 {
+        eprintln!(
+            "kpatch_gensrc: warning: the patch is empty: the changed function(s) {} were left \
+             out (--ignore-changes or the function filter file; -d 1 says which)",
+            left_out.join(", ")
+        );
+    }
     for n in &diff.notes {
         match n {
             Note::OtherDiffers { line, text } => eprintln!(

@@ -80,11 +80,9 @@ fn cases_dir() -> PathBuf {
 }
 
 impl Manifest {
-    fn load(case: &str, opt: Opt) -> Manifest {
-        let path = cases_dir().join(case).join("manifest");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let mut m = Manifest {
+    /// The defaults of every key.
+    fn empty() -> Manifest {
+        Manifest {
             mode: Mode::Manual,
             before: String::new(),
             after: String::new(),
@@ -96,7 +94,14 @@ impl Manifest {
             objects: 1,
             refuse: None,
             messages: Vec::new(),
-        };
+        }
+    }
+
+    fn load(case: &str, opt: Opt) -> Manifest {
+        let path = cases_dir().join(case).join("manifest");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut m = Manifest::empty();
         let words = |v: &str| -> Vec<String> {
             v.split([',', ' '])
                 .filter(|w| !w.is_empty())
@@ -474,7 +479,13 @@ fn run_case_in(case: &str, opt: Opt, w: Work, m: &Manifest) {
         );
     }
 
-    let mut t = Target::spawn(&program, &[]);
+    patch_live(&w, case, &program, &patch_dir, m);
+}
+
+/// Starts `program`, patches it from `patch_dir` with `libcare-ctl patch`, unpatches it, and
+/// checks that its output switches from `m.before` to `m.after` and back.
+fn patch_live(w: &Work, case: &str, program: &Path, patch_dir: &Path, m: &Manifest) {
+    let mut t = Target::spawn(program, &[]);
     let pid = t.pid().to_string();
     t.wait_line(&m.before);
     let out = run_ok(w.tool("libcare-ctl", &w.dir).args([
@@ -663,4 +674,184 @@ fn function_filter_at_o0() {
 #[test]
 fn function_filter_at_o2() {
     function_filter_limits_the_patch(Opt::O2);
+}
+
+/// Asserts that `want` appear as lines of `text`, in this order.
+fn assert_lines_in_order(text: &str, want: &[String]) {
+    let mut lines = text.lines();
+    for w in want {
+        assert!(
+            lines.any(|l| l == w),
+            "missing or out of order: {w:?}\n--- output\n{text}"
+        );
+    }
+}
+
+/// A project configured by its own `configure` script with libcare-cc as the compiler, built
+/// by libcare-patch-make with -s (patches applied in `src/`), -d (the install variable is
+/// PREFIXDIR), -j, -i and two patch files applied in order; only the file the patches change
+/// is rebuilt in the patched stage; the patch applies to the running program.
+fn configured_project(opt: Opt) {
+    let w = Work::new();
+    let dir = w.path("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    run_ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(format!(
+                "{}/.",
+                fixtures().join("builder/configured").display()
+            ))
+            .arg(&dir),
+    );
+    let libcare_cc = bin("libcare-cc");
+    let tools = libcare_cc.parent().expect("tools directory").to_path_buf();
+    // Configure with libcare-cc in the original stage: its probes go straight to gcc.
+    let out = run_ok(
+        Command::new("./configure")
+            .current_dir(&dir)
+            .env("CC", &libcare_cc)
+            .env("CFLAGS", opt.flags().join(" "))
+            .env("KPATCH_STAGE", "original")
+            .env("KPATCH_PATH", &tools),
+    );
+    assert!(
+        stdout(&out).contains("checking for usleep... yes"),
+        "{}",
+        stdout(&out)
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list project")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".kpatch_") || n.starts_with("conftest"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "configure probes went through libcare-cc: {leftovers:?}"
+    );
+
+    let out = match step(
+        "patch-make",
+        w.tool("libcare-patch-make", &dir)
+            .args([
+                "--clean",
+                "-j",
+                "2",
+                "-s",
+                "src",
+                "-d",
+                "PREFIXDIR",
+                "-i",
+                "0002",
+            ])
+            .args(["1-fix.diff", "2-again.diff"])
+            .env_remove("MAKEFLAGS")
+            .env_remove("KPATCH_PATH"),
+    ) {
+        Ok(out) => out,
+        Err(f) => panic!("libcare-patch-make failed:\n{}", f.text()),
+    };
+    let text = stdout(&out);
+    let program = dir.join("lpmake/bin/app");
+    let bid = build_id(&program);
+    let patch = dir.join(format!("patchroot/{bid}.kpatch"));
+    let d = dir.display();
+    assert_lines_in_order(
+        &text,
+        &[
+            "BUILDING ORIGINAL CODE".into(),
+            format!("INSTALLING ORIGINAL OBJECTS INTO {d}/lpmake"),
+            "applying 1-fix.diff...".into(),
+            "applying 2-again.diff...".into(),
+            "BUILDING PATCHED CODE".into(),
+            format!("INSTALLING PATCHED OBJECTS INTO {d}/.lpmaketmp/patched"),
+            "MAKING PATCHES".into(),
+            format!("patch for {d}/lpmake/bin/app is in {}", patch.display()),
+        ],
+    );
+    let header = std::fs::read(&patch).expect("read patch");
+    assert_eq!(header.get(8..13), Some(&b"0002\0"[..]), "patch id");
+    // The patched stage compiled only report.c: the others kept their original objects.
+    let src = dir.join("src");
+    assert!(src.join(".kpatch_report.o.patched.s").is_file());
+    for unchanged in ["main", "util"] {
+        assert!(src
+            .join(format!(".kpatch_{unchanged}.o.original.s"))
+            .is_file());
+        assert!(
+            !src.join(format!(".kpatch_{unchanged}.o.patched.s"))
+                .exists(),
+            "{unchanged}.c was rebuilt in the patched stage"
+        );
+    }
+    assert_eq!(patched_functions(&patch), ["report"]);
+
+    let m = Manifest {
+        before: "configured reports 12".into(),
+        after: "configured reports 13 (fixed twice)".into(),
+        ..Manifest::empty()
+    };
+    patch_live(&w, "configured", &program, &dir.join("patchroot"), &m);
+}
+
+#[test]
+fn configured_project_at_o0() {
+    configured_project(Opt::O0);
+}
+
+#[test]
+fn configured_project_at_o2() {
+    configured_project(Opt::O2);
+}
+
+/// libcare-cc's environment (the peer's variables): KPCC_DBGFILTER_ARGS filters the kept
+/// assembly of both stages, KPCC_PATCH_ARGS replaces kpatch_gensrc's arguments,
+/// KPATCH_GENSRC_ASM sends assembler sources through kpatch_gensrc too.
+#[test]
+fn libcare_cc_environment() {
+    let w = Work::new();
+    let dir = w.path("cc");
+    copy_case("function_filter", &dir);
+    std::fs::write(
+        dir.join("helper.s"),
+        "\t.text\n\t.globl\thelper\n\t.type\thelper, @function\nhelper:\n\tmovl\t$1, %eax\n\tret\n\t.size\thelper, .-helper\n\t.section\t.note.GNU-stack,\"\",@progbits\n",
+    )
+    .expect("write helper.s");
+    let tools = bin("libcare-cc").parent().expect("tools").to_path_buf();
+    let cc = |stage: &str, args: &[&str]| {
+        let mut c = w.tool("libcare-cc", &dir);
+        c.args(args)
+            .env("KPATCH_STAGE", stage)
+            .env("KPATCH_PATH", &tools)
+            .env("KPCC_DBGFILTER_ARGS", "--dbg-filter")
+            .env(
+                "KPCC_PATCH_ARGS",
+                "--force-gotpcrel;--os=rhel6;--ignore-changes=beta",
+            )
+            .env("KPATCH_GENSRC_ASM", "1");
+        run_ok(&mut c);
+    };
+    for stage in ["original", "patched"] {
+        if stage == "patched" {
+            apply_diff(&dir);
+            let helper = std::fs::read_to_string(dir.join("helper.s")).expect("helper.s");
+            std::fs::write(dir.join("helper.s"), helper.replace("$1", "$2")).expect("write");
+        }
+        cc(stage, &["-O2", "-g", "-c", "main.c", "-o", "main.o"]);
+        cc(stage, &["-c", "helper.s", "-o", "helper.o"]);
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    for kept in [".kpatch_main.o.original.s", ".kpatch_main.o.patched.s"] {
+        let text = read(kept);
+        assert!(text.contains("alpha:"), "{kept} is not the kept assembly");
+        assert!(!text.contains("\t.loc "), "{kept} was not debug-filtered");
+    }
+    let combined = read(".kpatch_main.o.s");
+    assert!(combined.contains("alpha.kpatch:"), "alpha is patched");
+    assert!(
+        !combined.contains("beta.kpatch"),
+        "--ignore-changes=beta from KPCC_PATCH_ARGS"
+    );
+    assert!(read(".kpatch_helper.o.s").contains("helper.kpatch:"));
 }

@@ -588,6 +588,8 @@ cases! {
     refuse_never_returns,
     refuse_struct_layout,
     function_filter,
+    function_sections,
+    non_pie,
 }
 
 #[test]

@@ -92,12 +92,23 @@ fn is_unconditional_jump(arch: Arch, m: &str) -> bool {
 /// Whether branch `s` may go somewhere else than a label of this function: a named symbol
 /// (a tail call) or a computed address.
 fn leaves(file: &AsmFile, arch: Arch, s: &Stmt) -> bool {
-    if !is_branch(arch, &s.name) {
+    // `notrack jmp *%rax` (-fcf-protection), `bnd jmp`: the branch follows its prefix.
+    let (mnemonic, operands) = match s.name.as_str() {
+        "notrack" | "bnd" => {
+            let rest = s.args.trim();
+            let (m, o) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            (m, o.trim())
+        }
+        m => (m, s.args.as_str()),
+    };
+    if !is_branch(arch, mnemonic) {
         return false;
     }
-    let target = s.arg_list().last().map(|t| t.trim().to_string());
+    let target = crate::lex::split_args(operands)
+        .last()
+        .map(|t| t.trim().to_string());
     let Some(target) = target else { return true };
-    if target.starts_with('*') || (arch == Arch::Aarch64 && s.name == "br") {
+    if target.starts_with('*') || (arch == Arch::Aarch64 && mnemonic == "br") {
         return true;
     }
     let local = file.dialect.is_local(&target)
@@ -141,6 +152,7 @@ mod tests {
         ));
         // A switch through a jump table may go anywhere.
         assert!(!never(".L2:\n\tjmp\t*%rax\n\tjmp\t.L2\n"));
+        assert!(!never(".L2:\n\tnotrack jmp\t*%rax\n\tjmp\t.L2\n"));
         let m = file(&func("main", "\tret\n"));
         assert!(never_returns(&m, m.function("main").unwrap()));
     }

@@ -789,6 +789,21 @@ fn configured_project(opt: Opt) {
     }
     assert_eq!(patched_functions(&patch), ["report"]);
 
+    // -u remakes the patches from the install trees without building; -b names the build-id.
+    let out = match step(
+        "patch-make",
+        w.tool("libcare-patch-make", &dir)
+            .args(["-u", "-d", "PREFIXDIR", "-i", "0003", "-b", &bid])
+            .env_remove("MAKEFLAGS")
+            .env_remove("KPATCH_PATH"),
+    ) {
+        Ok(out) => out,
+        Err(f) => panic!("libcare-patch-make -u failed:\n{}", f.text()),
+    };
+    assert!(!stdout(&out).contains("BUILDING"), "{}", stdout(&out));
+    let header = std::fs::read(&patch).expect("read patch");
+    assert_eq!(header.get(8..13), Some(&b"0003\0"[..]), "patch id after -u");
+
     let m = Manifest {
         before: "configured reports 12".into(),
         after: "configured reports 13 (fixed twice)".into(),

@@ -32,6 +32,7 @@ pub struct BuildEnv {
     shim: tempfile::TempDir,
     vars: Vec<(String, OsString)>,
     append_args: Vec<String>,
+    keep_list: Option<PathBuf>,
 }
 
 impl BuildEnv {
@@ -88,7 +89,14 @@ impl BuildEnv {
             shim,
             vars,
             append_args,
+            keep_list: None,
         })
+    }
+
+    /// Has the patched stage's `libcare-cc` move every output it overwrites aside and list it
+    /// in `list` (an absolute path; see [`crate::stash`]).
+    pub fn keep_outputs_in(&mut self, list: PathBuf) {
+        self.keep_list = Some(list);
     }
 
     /// The private directory holding the compiler links.
@@ -109,6 +117,14 @@ impl BuildEnv {
             }
             None => {
                 cmd.env_remove(vars::KPATCH_STAGE);
+            }
+        }
+        match (&self.keep_list, stage) {
+            (Some(list), Some(Stage::Patched)) => {
+                cmd.env(vars::KPCC_KEEP_LIST, list);
+            }
+            _ => {
+                cmd.env_remove(vars::KPCC_KEEP_LIST);
             }
         }
         let mut append = self.append_args.clone();

@@ -8,10 +8,15 @@
 //!   install, then `kpatch_strip`/`strip`/`kpatch_make` for every changed executable.
 //! - [`patchfile`]: unified diffs, finding the file each section changes, applying with GNU
 //!   `patch`, restoring the tree.
+//! - [`stash`]: the patched stage's `libcare-cc` moves each original output it overwrites
+//!   aside; the driver puts them back, so the original build survives a run.
+//! - [`tree_state`]: what else the patched stage rewrote, marked out of date.
 
 pub mod build_env;
 pub mod cc;
 pub mod elfinfo;
 pub mod patch_make;
 pub mod patchfile;
+pub mod stash;
 pub mod tools;
+pub mod tree_state;

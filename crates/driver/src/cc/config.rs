@@ -54,6 +54,10 @@ pub mod vars {
     /// When set, kept assembly goes to `$KPATCH_ASM_DIR/<absolute dir>/` instead of next to
     /// the object.
     pub const KPATCH_ASM_DIR: &str = "KPATCH_ASM_DIR";
+    /// Ours, not the peer's: in the patched stage, the list to which every output about to
+    /// be overwritten is appended after being moved aside (see `kpatch_driver::stash`);
+    /// `libcare-patch-make` sets it and puts the outputs back afterwards.
+    pub const KPCC_KEEP_LIST: &str = "KPCC_KEEP_LIST";
     /// Set by the wrapper in the environment of the compilers it runs, to detect a loop.
     pub const LIBCARE_CC_RUNNING: &str = "LIBCARE_CC_RUNNING";
 }
@@ -90,6 +94,8 @@ pub struct CcConfig {
     pub asm_dir: Option<PathBuf>,
     /// Whether this process was started by a compiler that libcare-cc itself runs.
     pub nested: bool,
+    /// `KPCC_KEEP_LIST`.
+    pub keep_list: Option<PathBuf>,
 }
 
 /// Splits a `;`-separated list, dropping empty entries.
@@ -156,6 +162,9 @@ impl CcConfig {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             nested: env.contains_key(vars::LIBCARE_CC_RUNNING),
+            keep_list: get(vars::KPCC_KEEP_LIST)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
         })
     }
 

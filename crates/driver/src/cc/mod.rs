@@ -10,12 +10,14 @@
 mod cmdline;
 mod config;
 mod naming;
+mod outputs;
 
 pub use cmdline::{
     expand_response_files, input_kind, parse, CommandLine, DepOpt, Input, InputKind, Mode, Token,
 };
 pub use config::{split_list, vars, CcConfig, Stage, DEFAULT_PATCH_ARGS};
 pub use naming::{default_output, replace_ext, AsmNaming};
+pub use outputs::{dep_file, written_files};
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -24,6 +26,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
+use crate::stash::{self, StashError};
 use crate::tools;
 
 /// Why the wrapper failed.
@@ -80,6 +83,9 @@ pub enum CcError {
         /// The object (or source) being built.
         output: PathBuf,
     },
+    /// An output of the original stage could not be kept (`KPCC_KEEP_LIST`).
+    #[error(transparent)]
+    Keep(#[from] StashError),
     /// A file operation failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -135,6 +141,14 @@ pub fn run(argv: &[OsString], env: &HashMap<String, String>) -> Result<i32, CcEr
         Some(s @ (Stage::Original | Stage::Patched)) => s,
         _ => return Err(exec_real(&real, raw_args, &cfg)),
     };
+    if stage == Stage::Patched && !is_configure_probe(&cl) && !cl.query {
+        if let Some(list) = &cfg.keep_list {
+            // Passthroughs too: whatever this command overwrites, the original stage made.
+            for file in written_files(&cl) {
+                stash::stash(list, Path::new(&file))?;
+            }
+        }
+    }
     if let Some(why) = passthrough_reason(&cl, &cfg) {
         if cfg.debug > 0 {
             eprintln!("libcare-cc: passthrough ({why})");
@@ -201,7 +215,7 @@ fn resolve_real_compiler(
 
 /// Why an invocation goes to the real compiler unchanged, if it does.
 fn passthrough_reason(cl: &CommandLine, cfg: &CcConfig) -> Option<&'static str> {
-    if cl.any_arg_contains("conftest.") || cl.any_arg_contains("qemu-conf") {
+    if is_configure_probe(cl) {
         return Some("configure probe");
     }
     if cl.query {
@@ -231,6 +245,12 @@ fn passthrough_reason(cl: &CommandLine, cfg: &CcConfig) -> Option<&'static str> 
         }
     }
     None
+}
+
+/// A configure script's test compile (the peer's test: `conftest.` or `qemu-conf` in an
+/// argument).
+fn is_configure_probe(cl: &CommandLine) -> bool {
+    cl.any_arg_contains("conftest.") || cl.any_arg_contains("qemu-conf")
 }
 
 /// Whether the wrapper builds this input through kept assembly.
@@ -352,11 +372,10 @@ impl Wrapper {
         }
         let user_out = self.cl.output();
         if !deps.iter().any(|d| matches!(d, DepOpt::File(_))) {
-            args.push("-MF".into());
-            args.push(match user_out {
-                Some(o) => replace_ext(o, "d"),
-                None => default_output(&input.path, "d"),
-            });
+            if let Some(file) = dep_file(&self.cl, input) {
+                args.push("-MF".into());
+                args.push(file);
+            }
         }
         if !deps.iter().any(|d| matches!(d, DepOpt::Target(..))) {
             // Without -o, cc1 would name the target after the input (foo.o); our -o names

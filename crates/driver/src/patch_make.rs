@@ -1,8 +1,15 @@
 //! `libcare-patch-make`: build a make-based project twice (original and patched, through
 //! `libcare-cc`), install both, and turn every installed executable whose patched build has
 //! `.kpatch` sections into `patchroot/<build-id>.kpatch`.
+//!
+//! The patched stage rebuilds only what the patches change, in the same tree, and the tree is
+//! then put back exactly as the original stage left it: `libcare-cc` keeps every original
+//! output it overwrites and the driver puts them back ([`crate::stash`]), the sources return
+//! from their backups with their own modification times, and any other file the patched
+//! build rewrote is marked out of date ([`crate::tree_state`]). So the next run's original
+//! build redoes nothing that a plain `make` would not redo.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -15,8 +22,13 @@ use std::sync::Arc;
 use crate::build_env::{stdout_stdio, BuildEnv, BuildEnvError};
 use crate::cc::Stage;
 use crate::elfinfo::{self, ElfInfoError};
-use crate::patchfile::{apply_patch, read_patch, restore_sources, ApplyError, RestoreError};
+use crate::patchfile::{
+    apply_patch, backed_up_files, read_patch, restore_sources, ApplyError, RestoreError,
+    RestoredTime,
+};
+use crate::stash::{self, StashError};
 use crate::tools;
+use crate::tree_state::{self, ScanError, TreeState};
 
 /// A patch id: 1 to 7 bytes (it is stored NUL-terminated in 8 bytes of the header).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +89,8 @@ pub struct Paths {
     pub patchroot: PathBuf,
     /// Directory of `libcare-cc`, `kpatch_gensrc`, `kpatch_strip`, `kpatch_make`.
     pub tools_dir: PathBuf,
+    /// How the names of `libcare-cc`'s own files start (`KPATCH_PREFIX`, default `.kpatch_`).
+    pub kept_prefix: String,
 }
 
 impl Paths {
@@ -106,7 +120,21 @@ impl Paths {
             patched_dir: dir("LPMAKE_PATCHED_DIR", ".lpmaketmp/patched"),
             patchroot: dir("LPMAKE_PATCHROOT", "patchroot"),
             tools_dir: tools_dir.to_path_buf(),
+            kept_prefix: env
+                .get(crate::cc::vars::KPATCH_PREFIX)
+                .cloned()
+                .unwrap_or_else(|| ".kpatch_".to_string()),
         }
+    }
+
+    /// The driver's own directory, `<workdir>/.lpmaketmp`.
+    pub fn private_dir(&self) -> PathBuf {
+        self.workdir.join(".lpmaketmp")
+    }
+
+    /// The list of outputs the patched stage moved aside (see [`crate::stash`]).
+    pub fn keep_list(&self) -> PathBuf {
+        self.private_dir().join("kept-outputs")
     }
 }
 
@@ -193,6 +221,8 @@ pub enum Step {
     BuildPatched,
     /// Its installation.
     InstallPatched,
+    /// Putting the original stage's outputs back.
+    RestoreOutputs,
     /// Putting the sources back.
     RestoreSources,
     /// Making the `.kpatch` files.
@@ -210,6 +240,7 @@ impl fmt::Display for Step {
             Step::Apply(p) => write!(f, "applying {}", p.display()),
             Step::BuildPatched => write!(f, "building patched code"),
             Step::InstallPatched => write!(f, "installing patched objects"),
+            Step::RestoreOutputs => write!(f, "putting back the original build's outputs"),
             Step::RestoreSources => write!(f, "restoring the original sources"),
             Step::MakePatches => write!(f, "making patches"),
         }
@@ -252,6 +283,12 @@ pub enum StepError {
     /// Putting the sources back.
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    /// Putting the original stage's outputs back.
+    #[error("{0}; the build tree may now hold patched objects: run with --clean")]
+    Stash(#[from] StashError),
+    /// Recording the build tree before the patched stage.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
     /// Inspecting an ELF file.
     #[error(transparent)]
     Elf(#[from] ElfInfoError),
@@ -286,22 +323,22 @@ pub enum StepError {
     Interrupted,
 }
 
-/// A failed run: the step, the cause, and whether the sources could still be put back.
+/// A failed run: the step, the cause, and whether the tree could still be put back.
 #[derive(Debug)]
 pub struct PatchMakeError {
     /// The failed step.
     pub step: Step,
     /// The cause.
     pub source: Box<StepError>,
-    /// Set when putting the sources back failed as well.
-    pub restore_failure: Option<Box<RestoreError>>,
+    /// Set when putting the sources or outputs back failed as well.
+    pub restore_failure: Option<Box<StepError>>,
 }
 
 impl fmt::Display for PatchMakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} failed: {}", self.step, self.source)?;
         if let Some(r) = &self.restore_failure {
-            write!(f, "; the sources could not be put back either: {r}")?;
+            write!(f, "; the tree could not be put back either: {r}")?;
         }
         Ok(())
     }
@@ -372,22 +409,20 @@ pub fn run(
     }
     r.check_tools().map_err(at(Step::Setup))?;
     if !opts.update {
-        let left = restore_sources(&paths.srcdir).map_err(at(Step::RestoreLeftovers))?;
-        if !left.is_empty() {
-            (r.events)(Event::LeftoversRestored(&left));
-        }
-        let env = BuildEnv::new(&paths.tools_dir.join(LIBCARE_CC), &paths.tools_dir)
+        r.restore_leftovers()?;
+        let mut env = BuildEnv::new(&paths.tools_dir.join(LIBCARE_CC), &paths.tools_dir)
             .map_err(at(Step::Setup))?;
-        let built = r.build(&env);
-        let restored = restore_sources(&paths.srcdir);
+        env.keep_outputs_in(paths.keep_list());
+        let mut before = None;
+        let built = r.build(&env, &mut before);
+        let restored = r.put_back(before.as_ref());
         match (built, restored) {
             (Err(mut e), Err(r)) => {
-                e.restore_failure = Some(Box::new(r));
+                e.restore_failure = Some(r.source);
                 return Err(e);
             }
-            (Err(e), Ok(_)) => return Err(e),
-            (Ok(()), Err(e)) => return Err(at(Step::RestoreSources)(e)),
-            (Ok(()), Ok(_)) => {}
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
+            (Ok(()), Ok(())) => {}
         }
     }
     r.make_patches().map_err(at(Step::MakePatches))
@@ -422,9 +457,141 @@ impl Run<'_> {
         }
     }
 
-    /// Clean, original build and install, patches, patched build and install. The caller
-    /// restores the sources whatever happens.
-    fn build(&mut self, env: &BuildEnv) -> Result<(), PatchMakeError> {
+    /// Puts back what an interrupted earlier run left: the outputs it kept, then the sources,
+    /// with the current time, since what else that run's patched build rewrote is not known
+    /// (everything made from them is rebuilt).
+    fn restore_leftovers(&mut self) -> Result<(), PatchMakeError> {
+        let outputs =
+            stash::restore(&self.paths.keep_list()).map_err(at(Step::RestoreLeftovers))?;
+        let sources = restore_sources(&self.paths.srcdir, RestoredTime::Now)
+            .map_err(at(Step::RestoreLeftovers))?;
+        let left: Vec<PathBuf> = sources.into_iter().chain(outputs).collect();
+        if !left.is_empty() {
+            (self.events)(Event::LeftoversRestored(&left));
+        }
+        Ok(())
+    }
+
+    /// The directories recorded before the patched stage, source directory first (so that
+    /// its files are named from it, as their backups are), and the ones left out: the install
+    /// trees, the patch root and our own directory.
+    fn tree_roots(&self) -> (Vec<&Path>, Vec<PathBuf>) {
+        let p = self.paths;
+        let roots = vec![p.srcdir.as_path(), p.workdir.as_path()];
+        let skip = vec![
+            p.original_dir.clone(),
+            p.patched_dir.clone(),
+            p.patchroot.clone(),
+            p.private_dir(),
+        ];
+        (roots, skip)
+    }
+
+    fn scan_tree(&self) -> Result<TreeState, ScanError> {
+        let (roots, skip) = self.tree_roots();
+        let skip: Vec<&Path> = skip.iter().map(PathBuf::as_path).collect();
+        TreeState::scan(&roots, &skip)
+    }
+
+    /// Removes kept outputs that no list names (left by a run interrupted after its list was
+    /// removed by hand): a stray one would stop the patched stage from keeping that output.
+    fn remove_strays(&mut self, state: &mut TreeState) -> Result<(), StepError> {
+        for stray in state.files_named(stash::is_kept_name) {
+            fs::remove_file(&stray).map_err(|source| StepError::Io {
+                what: "cannot remove the stray kept output",
+                path: stray.clone(),
+                source,
+            })?;
+            state.forget(&stray);
+            (self.events)(Event::Warning(format!(
+                "removed {}, an output kept by an interrupted earlier run whose list {} is gone",
+                stray.display(),
+                self.paths.keep_list().display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// After the patched stage, whatever happened in it: the kept outputs go back, every
+    /// other file it rewrote is marked out of date, and the sources go back with their own
+    /// modification times — or with the current time when the first two could not be done,
+    /// so that `make` rebuilds what the patched build may have left.
+    fn put_back(&mut self, before: Option<&TreeState>) -> Result<(), PatchMakeError> {
+        let outputs = stash::restore(&self.paths.keep_list());
+        let exact = match (&outputs, before) {
+            (Ok(_), Some(before)) => self.make_rewritten_stale(before),
+            (Ok(_), None) => true,
+            (Err(_), _) => false,
+        };
+        let time = if exact {
+            RestoredTime::Original
+        } else {
+            RestoredTime::Now
+        };
+        let sources = restore_sources(&self.paths.srcdir, time);
+        outputs.map_err(at(Step::RestoreOutputs))?;
+        sources.map_err(at(Step::RestoreSources))?;
+        Ok(())
+    }
+
+    /// Marks out of date every file the patched stage rewrote other than the patched sources
+    /// (an archive `ar` remade from a patched object, a generated file): made again from the
+    /// original sources by the next build. Returns false, with a warning, if that could not be
+    /// done for every file.
+    fn make_rewritten_stale(&mut self, before: &TreeState) -> bool {
+        let warn = |events: &mut dyn FnMut(Event<'_>), what: String| {
+            events(Event::Warning(format!(
+                "{what}; the restored sources get the current time instead, so that the next build remakes everything made from them"
+            )));
+            false
+        };
+        let now = match self.scan_tree() {
+            Ok(now) => now,
+            Err(e) => return warn(self.events, e.to_string()),
+        };
+        let patched: HashSet<PathBuf> = match backed_up_files(&self.paths.srcdir) {
+            Ok(files) => files.into_iter().collect(),
+            Err(e) => return warn(self.events, e.to_string()),
+        };
+        // libcare-cc's own files (the patched stage's assembly) are no make targets.
+        let prefix = self.paths.kept_prefix.as_str();
+        let own = |f: &Path| {
+            !prefix.is_empty()
+                && f.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        };
+        let rewritten: Vec<PathBuf> = before
+            .changed_in(&now)
+            .into_iter()
+            .filter(|f| !patched.contains(f) && !own(f))
+            .collect();
+        if rewritten.is_empty() {
+            return true;
+        }
+        for f in &rewritten {
+            if let Err(e) = tree_state::make_stale(f) {
+                return warn(
+                    self.events,
+                    format!("cannot mark {} out of date: {e}", f.display()),
+                );
+            }
+        }
+        let names: Vec<String> = rewritten.iter().map(|f| f.display().to_string()).collect();
+        (self.events)(Event::Warning(format!(
+            "the patched build rewrote without libcare-cc: {}; marked out of date, so that the next build remakes them from the original sources",
+            names.join(", ")
+        )));
+        true
+    }
+
+    /// Clean, original build and install, patches, patched build and install. The state of
+    /// the tree before the patches is left in `before`; the caller puts the tree back
+    /// whatever happens.
+    fn build(
+        &mut self,
+        env: &BuildEnv,
+        before: &mut Option<TreeState>,
+    ) -> Result<(), PatchMakeError> {
         let paths = self.paths;
         // As the peer: the install roots exist unless --clean removes them, in which case the
         // Makefile's install rule creates them (the guide's does `mkdir $DESTDIR`).
@@ -453,6 +620,17 @@ impl Run<'_> {
         )));
         self.install(env, Stage::Original, &paths.original_dir)
             .map_err(at(Step::InstallOriginal))?;
+
+        fs::create_dir_all(paths.private_dir())
+            .map_err(|source| StepError::Io {
+                what: "cannot create",
+                path: paths.private_dir(),
+                source,
+            })
+            .map_err(at(Step::Setup))?;
+        let mut state = self.scan_tree().map_err(at(Step::Setup))?;
+        self.remove_strays(&mut state).map_err(at(Step::Setup))?;
+        *before = Some(state);
 
         for (index, patch) in self.opts.patches.iter().enumerate() {
             (self.events)(Event::Applying(patch));

@@ -1,12 +1,14 @@
 //! Applying patch files to the source tree with GNU `patch`, one file section at a time, and
 //! putting the tree back afterwards.
 //!
-//! Before a file is first changed, a copy is kept as `<file>.<N>.lpmakeorig` (N: the index of
-//! the patch that first touched it), the peer's backup names; a file that a patch creates gets
-//! an empty, unreadable placeholder, as GNU `patch -b` makes. [`restore_sources`] puts every
-//! such backup back (the lowest N wins), removes created files, and gives restored files the
-//! current time as modification time so that `make` rebuilds whatever the patched build left
-//! behind.
+//! Before a file is first changed, it is renamed to `<file>.<N>.lpmakeorig` (N: the index of
+//! the patch that first touched it), the peer's backup names, and a copy takes its place for
+//! GNU `patch` to change; a file that a patch creates gets an empty, unreadable placeholder,
+//! as GNU `patch -b` makes. [`restore_sources`] renames every such backup back (the lowest N
+//! wins) and removes created files: the original file itself returns, modification time
+//! included, so `make` sees the tree as it was. After an interrupted run, when what the
+//! patched build left behind is not known, it gives them the current time instead so that
+//! `make` rebuilds everything made from them.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +17,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
+
+/// The modification time restored sources get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoredTime {
+    /// Their own, from before the patches: right when the build's outputs are as the original
+    /// build left them.
+    Original,
+    /// The current time: everything made from them is rebuilt.
+    Now,
+}
 
 use super::diff::{self, DiffError, FileDiff};
 use super::target::{find_target, NoTarget};
@@ -167,7 +179,14 @@ fn back_up(srcdir: &Path, file: &Path, index: usize) -> Result<(), ApplyError> {
         source,
     };
     if file.exists() {
-        fs::copy(file, &bak).map_err(err)?;
+        // The original itself is kept (its inode, mode and modification time); patch changes
+        // a copy.
+        fs::rename(file, &bak).map_err(err)?;
+        if let Err(e) = fs::copy(&bak, file) {
+            // Put it back: the tree must not lose the file because the copy failed.
+            let _ = fs::rename(&bak, file);
+            return Err(err(e));
+        }
     } else {
         // GNU patch's convention for "did not exist": an empty file without permissions.
         let parent = bak.parent().unwrap_or(srcdir);
@@ -244,8 +263,9 @@ fn failure_detail(output: &str, section: &FileDiff) -> String {
 }
 
 /// Puts back every `<file>.<N>.lpmakeorig` backup under `srcdir` (from this run or an
-/// interrupted earlier one); returns the files restored or removed.
-pub fn restore_sources(srcdir: &Path) -> Result<Vec<PathBuf>, RestoreError> {
+/// interrupted earlier one), with the modification time `time` says; returns the files
+/// restored or removed.
+pub fn restore_sources(srcdir: &Path, time: RestoredTime) -> Result<Vec<PathBuf>, RestoreError> {
     let mut backups: BTreeMap<PathBuf, Vec<(usize, PathBuf)>> = BTreeMap::new();
     collect_backups(srcdir, &mut backups).map_err(|source| RestoreError {
         path: srcdir.to_path_buf(),
@@ -270,9 +290,11 @@ pub fn restore_sources(srcdir: &Path) -> Result<Vec<PathBuf>, RestoreError> {
             fs::remove_file(&first).map_err(err)?;
         } else {
             fs::rename(&first, &file).map_err(err)?;
-            fs::File::open(&file)
-                .and_then(|f| f.set_modified(SystemTime::now()))
-                .map_err(err)?;
+            if time == RestoredTime::Now {
+                fs::File::open(&file)
+                    .and_then(|f| f.set_modified(SystemTime::now()))
+                    .map_err(err)?;
+            }
         }
         for (_, other) in baks.iter().skip(1) {
             fs::remove_file(other).map_err(err)?;
@@ -280,6 +302,16 @@ pub fn restore_sources(srcdir: &Path) -> Result<Vec<PathBuf>, RestoreError> {
         restored.push(file);
     }
     Ok(restored)
+}
+
+/// The files under `srcdir` that have a backup: the ones the patches changed or created.
+pub fn backed_up_files(srcdir: &Path) -> Result<Vec<PathBuf>, RestoreError> {
+    let mut backups = BTreeMap::new();
+    collect_backups(srcdir, &mut backups).map_err(|source| RestoreError {
+        path: srcdir.to_path_buf(),
+        source,
+    })?;
+    Ok(backups.into_keys().collect())
 }
 
 /// Finds backups under `dir`, keyed by the file they belong to. Symlinks and `.git` are not
@@ -324,6 +356,7 @@ fn parse_backup_name(name: &str) -> Option<(&str, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn write(dir: &Path, rel: &str, text: &str) {
         let p = dir.join(rel);
@@ -361,6 +394,12 @@ mod tests {
              --- a/sub/keep.c\n+++ b/sub/keep.c\n@@ -1,2 +1,2 @@\n 1\n-2\n+two\n",
         )
         .unwrap();
+        let old_time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::open(src.join("foo.c"))
+            .unwrap()
+            .set_modified(old_time)
+            .unwrap();
+        let foo_ino = fs::metadata(src.join("foo.c")).unwrap().ino();
         let applied = apply_patch(&src, &patch, 0).unwrap();
         let files: Vec<_> = applied.iter().map(|a| a.file.clone()).collect();
         assert_eq!(
@@ -376,10 +415,25 @@ mod tests {
         assert_eq!(read(&src, "sub/keep.c"), "1\ntwo\n");
         assert!(src.join("foo.c.0.lpmakeorig").exists());
 
-        let mut restored = restore_sources(&src).unwrap();
+        let mut changed = backed_up_files(&src).unwrap();
+        changed.sort();
+        assert_eq!(
+            changed,
+            [
+                src.join("foo.c"),
+                src.join("sub/keep.c"),
+                src.join("sub/new.c")
+            ]
+        );
+
+        let mut restored = restore_sources(&src, RestoredTime::Original).unwrap();
         restored.sort();
         assert_eq!(restored.len(), 3);
         assert_eq!(read(&src, "foo.c"), "a\nb\nc\n");
+        // The original file itself came back, with its modification time.
+        let meta = fs::metadata(src.join("foo.c")).unwrap();
+        assert_eq!(meta.modified().unwrap(), old_time);
+        assert_eq!(meta.ino(), foo_ino);
         assert_eq!(read(&src, "sub/keep.c"), "1\n2\n");
         assert!(!src.join("sub/new.c").exists());
         let mut left: Vec<_> = walk(&src);
@@ -420,7 +474,7 @@ mod tests {
         assert!(msg.contains("patch line 8"), "{msg}");
         assert!(msg.contains("[@@ -1,3 +1,3 @@ (patch line 10)]"), "{msg}");
         assert_eq!(read(d.path(), "a.c"), "1\nII\n3\n");
-        restore_sources(d.path()).unwrap();
+        restore_sources(d.path(), RestoredTime::Original).unwrap();
         assert_eq!(read(d.path(), "a.c"), "1\n2\n3\n");
         assert_eq!(read(d.path(), "b.c"), "x\ny\nz\n");
         assert!(!d.path().join("b.c.rej").exists());
@@ -439,7 +493,7 @@ mod tests {
         apply_patch(d.path(), &p2, 1).unwrap();
         assert_eq!(read(d.path(), "a.c"), "1\n4\n");
         assert!(!d.path().join("a.c.1.lpmakeorig").exists());
-        restore_sources(d.path()).unwrap();
+        restore_sources(d.path(), RestoredTime::Original).unwrap();
         assert_eq!(read(d.path(), "a.c"), "1\n2\n");
     }
 
@@ -450,7 +504,7 @@ mod tests {
         write(d.path(), "a.c.0.lpmakeorig", "orig\n");
         write(d.path(), "a.c.1.lpmakeorig", "mid\n");
         let before = SystemTime::now();
-        restore_sources(d.path()).unwrap();
+        restore_sources(d.path(), RestoredTime::Now).unwrap();
         assert_eq!(read(d.path(), "a.c"), "orig\n");
         assert!(!d.path().join("a.c.1.lpmakeorig").exists());
         let mtime = fs::metadata(d.path().join("a.c"))

@@ -6,7 +6,8 @@ pub mod diff;
 pub mod target;
 
 pub use apply::{
-    apply_patch, backup_path, read_patch, restore_sources, Applied, ApplyError, RestoreError,
+    apply_patch, backed_up_files, backup_path, read_patch, restore_sources, Applied, ApplyError,
+    RestoreError, RestoredTime,
 };
 pub use diff::{DiffError, FileDiff, Hunk};
 pub use target::{find_target, strip_components, NoTarget, Target};

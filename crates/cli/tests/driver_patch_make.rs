@@ -821,3 +821,81 @@ fn killed_run(lose_list: bool) {
     no_kept_outputs_left(&dir);
     no_backups_left(&dir);
 }
+
+/// The kpatch steps run inside libcare-patch-make make the very file the `kpatch_strip` and
+/// `kpatch_make` binaries make, and print the same notes.
+#[test]
+fn patches_are_those_the_tools_make() {
+    assert!(kpatch_tools_present(), "kpatch tools are not built");
+    let d = fixture("multi");
+    let dir = d.path().canonicalize().unwrap();
+    let epoch = "1700000000";
+    let out = run_ok(
+        patch_make_in(&dir).env("SOURCE_DATE_EPOCH", epoch).args([
+            "-j",
+            "2",
+            "--clean",
+            "-i",
+            "0001",
+            "change.patch",
+        ]),
+        600,
+    );
+    let by_hand = tempfile::tempdir().unwrap();
+    for exe in ["usr/bin/app", "usr/lib/libhello.so"] {
+        let original = dir.join("lpmake").join(exe);
+        let patched = dir.join(".lpmaketmp/patched").join(exe);
+        let bid = build_id(&original);
+        let stripped = by_hand.path().join("stripped");
+        let kpatch = by_hand.path().join("kpatch");
+        let tool = |name: &str| {
+            let mut c = Command::new(tools_dir().join(name));
+            c.env("SOURCE_DATE_EPOCH", epoch);
+            c
+        };
+        run_ok(
+            tool("kpatch_strip")
+                .arg("--strip")
+                .arg(&patched)
+                .arg(&stripped),
+            60,
+        );
+        let notes = run_ok(
+            tool("kpatch_strip")
+                .arg("--rel-fixup")
+                .arg(&original)
+                .arg(&stripped),
+            60,
+        );
+        for note in notes.lines() {
+            assert!(out.lines().any(|l| l == note), "{note:?} not in:\n{out}");
+        }
+        run_ok(
+            Command::new("strip").arg("--strip-unneeded").arg(&stripped),
+            60,
+        );
+        run_ok(
+            tool("kpatch_strip")
+                .arg("--undo-link")
+                .arg(&original)
+                .arg(&stripped),
+            60,
+        );
+        run_ok(
+            tool("kpatch_make")
+                .args(["-b", &bid, "-i", "0001", "-o"])
+                .arg(&kpatch)
+                .arg(&stripped),
+            60,
+        );
+        let made = dir.join(format!("patchroot/{bid}.kpatch"));
+        same_bytes(&made, &read(&kpatch), exe);
+        same_bytes(&with_suffix(&patched, ".stripped"), &read(&stripped), exe);
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}

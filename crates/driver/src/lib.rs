@@ -5,7 +5,8 @@
 //!   assembly and build from it, in the `patched` stage combine it with the patched assembly
 //!   through `kpatch_gensrc`; anything else goes to the real compiler unchanged.
 //! - [`patch_make`]: original build and install, apply the patch files, patched build and
-//!   install, then `kpatch_strip`/`strip`/`kpatch_make` for every changed executable.
+//!   install, then [`post`] for every changed executable.
+//! - [`post`]: the `kpatch_strip`/`strip`/`kpatch_make` sequence, the kpatch steps in process.
 //! - [`patchfile`]: unified diffs, finding the file each section changes, applying with GNU
 //!   `patch`, restoring the tree.
 //! - [`stash`]: the patched stage's `libcare-cc` moves each original output it overwrites
@@ -17,6 +18,7 @@ pub mod cc;
 pub mod elfinfo;
 pub mod patch_make;
 pub mod patchfile;
+pub mod post;
 pub mod stash;
 pub mod tools;
 pub mod tree_state;

@@ -15,7 +15,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -26,6 +26,7 @@ use crate::patchfile::{
     apply_patch, backed_up_files, read_patch, restore_sources, ApplyError, RestoreError,
     RestoredTime,
 };
+use crate::post::{self, PostError};
 use crate::stash::{self, StashError};
 use crate::tools;
 use crate::tree_state::{self, ScanError, TreeState};
@@ -87,7 +88,7 @@ pub struct Paths {
     pub patched_dir: PathBuf,
     /// Where patches are written (`LPMAKE_PATCHROOT`, default `patchroot`).
     pub patchroot: PathBuf,
-    /// Directory of `libcare-cc`, `kpatch_gensrc`, `kpatch_strip`, `kpatch_make`.
+    /// Directory of `libcare-cc` and `kpatch_gensrc`.
     pub tools_dir: PathBuf,
     /// How the names of `libcare-cc`'s own files start (`KPATCH_PREFIX`, default `.kpatch_`).
     pub kept_prefix: String,
@@ -178,6 +179,9 @@ pub enum Event<'a> {
     Applying(&'a Path),
     /// What GNU patch said about one file.
     PatchOutput(&'a str),
+    /// A line the post-processing prints, as `kpatch_strip --rel-fixup` does
+    /// (`Fixing up relocation f+0`).
+    Note(&'a str),
     /// Backups left by an interrupted earlier run were put back before starting.
     LeftoversRestored(&'a [PathBuf]),
     /// Something was skipped.
@@ -292,6 +296,9 @@ pub enum StepError {
     /// Inspecting an ELF file.
     #[error(transparent)]
     Elf(#[from] ElfInfoError),
+    /// Making a `.kpatch` file from an executable.
+    #[error(transparent)]
+    Post(#[from] PostError),
     /// A file operation.
     #[error("{what} {path}: {source}")]
     Io {
@@ -377,8 +384,6 @@ pub fn install_interrupt_flag() -> io::Result<Arc<AtomicBool>> {
 /// Tool file names.
 const LIBCARE_CC: &str = "libcare-cc";
 const KPATCH_GENSRC: &str = "kpatch_gensrc";
-const KPATCH_STRIP: &str = "kpatch_strip";
-const KPATCH_MAKE: &str = "kpatch_make";
 
 /// One run of the driver.
 struct Run<'a> {
@@ -430,10 +435,12 @@ pub fn run(
 
 impl Run<'_> {
     fn check_tools(&self) -> Result<(), StepError> {
-        let mut needed = vec![KPATCH_STRIP, KPATCH_MAKE];
-        if !self.opts.update {
-            needed.extend([LIBCARE_CC, KPATCH_GENSRC]);
-        }
+        // kpatch_strip and kpatch_make run in this process (see crate::post).
+        let needed = if self.opts.update {
+            vec![]
+        } else {
+            vec![LIBCARE_CC, KPATCH_GENSRC]
+        };
         let missing: Vec<String> = needed
             .into_iter()
             .filter(|n| !tools::is_executable(&self.paths.tools_dir.join(n)))
@@ -772,49 +779,21 @@ impl Run<'_> {
         Ok(made)
     }
 
-    /// strip, rel-fixup, strip --strip-unneeded, undo-link, kpatch_make; copy to the root.
+    /// `<patched>.kpatch` (see [`crate::post`]), copied to the patch root.
     fn make_one(
-        &self,
+        &mut self,
         original: &Path,
         patched: &Path,
         build_id: &str,
     ) -> Result<PathBuf, StepError> {
-        let tool = |name: &str| self.paths.tools_dir.join(name);
-        let with_suffix = |suffix: &str| {
-            let mut s = patched.as_os_str().to_owned();
-            s.push(suffix);
-            PathBuf::from(s)
+        let header = post::Header {
+            build_id,
+            patch_id: self.opts.id.as_str(),
         };
-        let stripped = with_suffix(".stripped");
-        let kpatch = with_suffix(".kpatch");
-        make_user_writable(patched)?;
-
-        let mut strip = Command::new(tool(KPATCH_STRIP));
-        strip.arg("--strip").arg(patched).arg(&stripped);
-        strip.stdout(Stdio::null());
-        run_tool(&mut strip)?;
-        make_user_writable(&stripped)?;
-
-        let mut fixup = Command::new(tool(KPATCH_STRIP));
-        fixup.arg("--rel-fixup").arg(original).arg(&stripped);
-        run_tool(&mut fixup)?;
-
-        let strip_prog = tools::find_on_path("strip", std::env::var_os("PATH").as_deref(), None)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/strip"));
-        let mut unneeded = Command::new(strip_prog);
-        unneeded.arg("--strip-unneeded").arg(&stripped);
-        run_tool(&mut unneeded)?;
-
-        let mut undo = Command::new(tool(KPATCH_STRIP));
-        undo.arg("--undo-link").arg(original).arg(&stripped);
-        run_tool(&mut undo)?;
-
-        let mut mk = Command::new(tool(KPATCH_MAKE));
-        mk.args(["-b", build_id, "-i", self.opts.id.as_str(), "-o"])
-            .arg(&kpatch)
-            .arg(&stripped);
-        run_tool(&mut mk)?;
-
+        let events = &mut *self.events;
+        let kpatch = post::make_kpatch(original, patched, header, &mut |note| {
+            events(Event::Note(&note))
+        })?;
         let dest = self.paths.patchroot.join(format!("{build_id}.kpatch"));
         fs::copy(&kpatch, &dest).map_err(|source| StepError::Io {
             what: "cannot copy the patch to",
@@ -823,16 +802,6 @@ impl Run<'_> {
         })?;
         Ok(dest)
     }
-}
-
-/// Runs a tool with inherited output.
-fn run_tool(cmd: &mut Command) -> Result<(), StepError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let described = std::iter::once(program.clone())
-        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    run_command(cmd, &program, described)
 }
 
 fn run_command(cmd: &mut Command, program: &str, described: String) -> Result<(), StepError> {
@@ -848,21 +817,6 @@ fn run_command(cmd: &mut Command, program: &str, described: String) -> Result<()
             status,
         })
     }
-}
-
-/// Adds `u+w`: installed files are often read-only and the tools rewrite them in place.
-fn make_user_writable(path: &Path) -> Result<(), StepError> {
-    let io_err = |source| StepError::Io {
-        what: "cannot make writable",
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut perm = fs::metadata(path).map_err(io_err)?.permissions();
-    if perm.mode() & 0o200 == 0 {
-        perm.set_mode(perm.mode() | 0o200);
-        fs::set_permissions(path, perm).map_err(io_err)?;
-    }
-    Ok(())
 }
 
 /// Regular files with an execute bit under `dir`, recursively, symlinks not followed.

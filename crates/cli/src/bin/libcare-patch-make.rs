@@ -122,6 +122,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         Event::Stage(line) => println!("{}{line}{}", c.green, c.reset),
         Event::Applying(p) => println!("{}applying {}...{}", c.red, p.display(), c.reset),
         Event::PatchOutput(text) => print!("{text}"),
+        Event::Note(line) => println!("{line}"),
         Event::LeftoversRestored(files) => {
             for f in files {
                 eprintln!(

@@ -488,7 +488,10 @@ fn second_run_rebuilds_only_the_changed_units_and_keeps_the_original_build() {
         "BUILDING ORIGINAL CODE",
         "INSTALLING ORIGINAL OBJECTS",
     );
-    assert_eq!(original, ["make: Nothing to be done for 'all'."], "{out}");
+    assert!(
+        original.iter().all(|l| l.starts_with("make")),
+        "the original stage did something:\n{out}"
+    );
     // The patched stage compiles the two changed files and links what uses them; main.c is
     // not compiled again.
     let patched = between(&out, "BUILDING PATCHED CODE", "INSTALLING PATCHED OBJECTS");

@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod aarch64;
 mod demo;
 
 fn root() -> PathBuf {
@@ -43,11 +44,15 @@ fn test() -> Result<()> {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <demo|test>");
+    eprintln!("usage: cargo xtask <demo|test|test-aarch64 [SCENARIO...]>");
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
     );
     eprintln!("  test   formatting, lints, unit and end-to-end tests");
+    eprintln!(
+        "  test-aarch64  the end-to-end scenarios in an emulated aarch64 machine (qemu); scenarios: {}",
+        aarch64::SCENARIOS.join(" ")
+    );
     ExitCode::from(2)
 }
 
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run_demo(&root()),
         Some("test") => test(),
+        Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
         _ => return usage(),
     };
     match result {

@@ -1,0 +1,246 @@
+#!/bin/sh
+# The aarch64 end-to-end scenarios, run inside the VM by /init (busybox sh). Each scenario
+# prints one line `SCENARIO <name> PASS` or `SCENARIO <name> FAIL <reason>`; the host reads
+# them from the console. Targets print their state every 20 ms; a check waits for the line
+# it expects with a deadline (TCG is slow, so deadlines are generous).
+cd /tests || exit 1
+export PATH=/tests/bin:$PATH
+export LD_LIBRARY_PATH=/tests/lib
+export LIBCARE_SAFETY_TIMEOUT=2
+CTL=/tests/bin/libcare-ctl
+LOG=/tmp/log
+PIDS=""
+
+log() { echo "$*" >>"$LOG"; }
+
+# run CMD...: runs a command, its output in /tmp/cmd.out and the scenario log; returns its
+# status.
+run() {
+    log "\$ $*"
+    "$@" >/tmp/cmd.out 2>&1
+    rc=$?
+    cat /tmp/cmd.out >>"$LOG"
+    log "(exit $rc)"
+    return $rc
+}
+
+# start NAME PROG: starts PROG with its output in /tmp/NAME.out; sets PID.
+start() {
+    "./$2" >"/tmp/$1.out" 2>&1 &
+    PID=$!
+    PIDS="$PIDS $PID"
+}
+
+# wait_line FILE LINE [SECONDS]: waits until the last complete line of FILE is exactly LINE.
+wait_line() {
+    n=$((${3:-20} * 20))
+    while [ $n -gt 0 ]; do
+        [ "$(tail -n 2 "$1" | head -n 1)" = "$2" ] && return 0
+        sleep 0.05
+        n=$((n - 1))
+    done
+    log "timed out waiting for '$2' in $1; it ends with:"
+    tail -n 3 "$1" >>"$LOG"
+    return 1
+}
+
+# wait_match FILE REGEX [SECONDS]: like wait_line, with an extended regular expression.
+wait_match() {
+    n=$((${3:-20} * 20))
+    while [ $n -gt 0 ]; do
+        tail -n 2 "$1" | head -n 1 | grep -Eqx "$2" && return 0
+        sleep 0.05
+        n=$((n - 1))
+    done
+    log "timed out waiting for /$2/ in $1; it ends with:"
+    tail -n 3 "$1" >>"$LOG"
+    return 1
+}
+
+# wait_has FILE LINE [SECONDS]: waits until FILE has the line LINE anywhere.
+wait_has() {
+    n=$((${3:-20} * 20))
+    while [ $n -gt 0 ]; do
+        grep -qx "$2" "$1" && return 0
+        sleep 0.05
+        n=$((n - 1))
+    done
+    log "timed out waiting for a line '$2' in $1"
+    return 1
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# Number of applied patches `info` lists.
+npatches() { "$CTL" info -p "$1" 2>/dev/null | grep -c '^Patch id:'; }
+
+# scenario NAME FUNCTION: runs FUNCTION, prints the verdict, kills what it started.
+scenario() {
+    : >"$LOG"
+    PIDS=""
+    FAIL=""
+    echo "--- scenario $1"
+    if "$2"; then
+        verdict="SCENARIO $1 PASS"
+    else
+        verdict="SCENARIO $1 FAIL ${FAIL:-see log}"
+        sed 's/^/    | /' "$LOG"
+    fi
+    for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
+    for p in $PIDS; do wait "$p" 2>/dev/null; done
+    echo "$verdict"
+}
+
+fail() { FAIL="$*"; return 1; }
+
+# patch_cycle NAME PROG PATCH BEFORE AFTER: patches a running PROG, checks info, unpatches.
+patch_cycle() {
+    start "$1" "$2"
+    wait_line "/tmp/$1.out" "$4" || return 1
+    run "$CTL" patch -p "$PID" "$3" || return 1
+    wait_line "/tmp/$1.out" "$5" || return 1
+    [ "$(npatches "$PID")" = 1 ] || fail "info does not list the patch" || return 1
+    run "$CTL" info -p "$PID"
+    run "$CTL" unpatch -p "$PID" || fail "unpatch failed" || return 1
+    wait_line "/tmp/$1.out" "$4" || fail "not reverted" || return 1
+    [ "$(npatches "$PID")" = 0 ] || fail "info still lists a patch" || return 1
+    alive "$PID" || fail "target died"
+}
+
+t_simplest() {
+    patch_cycle simplest simplest/simplest simplest/simplest.kpatch UNPATCHED PATCHED
+}
+
+t_shared() {
+    # A directory of <build-id>.kpatch files: only the library's patch is there.
+    patch_cycle shared shared/shared shared/patches UNPATCHED PATCHED
+}
+
+t_glibc() {
+    patch_cycle glibc glibc/glibc glibc/glibc.kpatch UNPATCHED "PATCHED 7"
+}
+
+t_newfunc() {
+    start newfunc newfunc/newfunc
+    wait_line /tmp/newfunc.out UNPATCHED || return 1
+    run "$CTL" patch -p "$PID" newfunc/newfunc.kpatch || return 1
+    # The counter starts at 40 and goes up by one per call.
+    wait_match /tmp/newfunc.out "PATCHED [0-9]+" || return 1
+    [ "$(grep -m 1 '^PATCHED' /tmp/newfunc.out)" = "PATCHED 41" ] ||
+        fail "the new variable did not start at its initial value" || return 1
+    wait_has /tmp/newfunc.out "PATCHED 45" || fail "the new variable is not counting" || return 1
+    run "$CTL" unpatch -p "$PID" || return 1
+    wait_line /tmp/newfunc.out UNPATCHED || return 1
+    alive "$PID"
+}
+
+t_ifunc() {
+    start ifunc ifunc/ifunc
+    grep -qx "loader chose 42" /tmp/ifunc.out 2>/dev/null || wait_match /tmp/ifunc.out "UNPATCHED|loader chose 42" || return 1
+    grep -qx "loader chose 42" /tmp/ifunc.out || fail "the loader's choice is not 42" || return 1
+    run "$CTL" -v patch -p "$PID" ifunc/ifunc.kpatch || return 1
+    wait_match /tmp/ifunc.out "PATCHED -?[0-9]+" || return 1
+    wait_line /tmp/ifunc.out "PATCHED 42" 2 || fail "resolver called without glibc's arguments" || return 1
+    run "$CTL" unpatch -p "$PID" || return 1
+    wait_line /tmp/ifunc.out UNPATCHED
+}
+
+t_threads() {
+    start busy busy/busy
+    wait_line /tmp/busy.out UNPATCHED || return 1
+    maps_before=$(wc -l <"/proc/$PID/maps")
+    if run "$CTL" patch -p "$PID" busy/spin.kpatch; then
+        fail "patching a function a thread never leaves succeeded"
+        return 1
+    fi
+    grep -q "safety check failed.* is in spin" /tmp/cmd.out || fail "the failure does not name spin()" || return 1
+    alive "$PID" || fail "target died" || return 1
+    [ "$(npatches "$PID")" = 0 ] || fail "a failed patch is listed" || return 1
+    [ "$(wc -l <"/proc/$PID/maps")" = "$maps_before" ] || fail "a failed patch left a mapping" || return 1
+    wait_line /tmp/busy.out UNPATCHED || return 1
+    # The other function is patched while both threads run.
+    run "$CTL" patch -p "$PID" busy/report.kpatch || fail "patching report() failed" || return 1
+    wait_line /tmp/busy.out PATCHED || return 1
+    run "$CTL" unpatch -p "$PID" || return 1
+    wait_line /tmp/busy.out UNPATCHED
+}
+
+t_stacked() {
+    start stacked stacked/stacked
+    wait_line /tmp/stacked.out V0 || return 1
+    # Newest first.
+    run "$CTL" patch -p "$PID" stacked/v1.kpatch || return 1
+    wait_line /tmp/stacked.out V1 || return 1
+    run "$CTL" patch -p "$PID" stacked/v2.kpatch || return 1
+    wait_line /tmp/stacked.out V2 || return 1
+    [ "$(npatches "$PID")" = 2 ] || fail "info does not list two patches" || return 1
+    run "$CTL" unpatch -p "$PID" -i 0002 || return 1
+    wait_line /tmp/stacked.out V1 || fail "0002 removed first: not back to V1" || return 1
+    run "$CTL" unpatch -p "$PID" -i 0001 || return 1
+    wait_line /tmp/stacked.out V0 || return 1
+    # Oldest first: the newer patch stays in force.
+    run "$CTL" patch -p "$PID" stacked/v1.kpatch || return 1
+    run "$CTL" patch -p "$PID" stacked/v2.kpatch || return 1
+    wait_line /tmp/stacked.out V2 || return 1
+    run "$CTL" unpatch -p "$PID" -i 0001 || return 1
+    [ "$(npatches "$PID")" = 1 ] || fail "0001 removed first: info does not list one patch" || return 1
+    wait_line /tmp/stacked.out V2 || fail "0001 removed first: 0002 no longer in force" || return 1
+    run "$CTL" unpatch -p "$PID" -i 0002 || return 1
+    wait_line /tmp/stacked.out V0 || return 1
+    [ "$(npatches "$PID")" = 0 ] || fail "patches left" || return 1
+    alive "$PID"
+}
+
+t_killed() {
+    start killed simplest/simplest
+    wait_line /tmp/killed.out UNPATCHED || return 1
+    for step in after-mmap after-write stopped first-hunk after-commit; do
+        log "== killed at $step"
+        if LIBCARE_FAULT_STEP=$step run "$CTL" patch -p "$PID" simplest/simplest.kpatch; then
+            fail "the tool was not killed at $step"
+            return 1
+        fi
+        alive "$PID" || fail "target died after a kill at $step" || return 1
+        if [ $step = after-commit ]; then
+            wait_line /tmp/killed.out PATCHED || fail "committed patch not in force" || return 1
+        else
+            # The next run reclaims what the killed one left and applies the patch.
+            wait_match /tmp/killed.out "(UN)?PATCHED" || return 1
+            run "$CTL" patch -p "$PID" simplest/simplest.kpatch ||
+                fail "patch after a kill at $step failed" || return 1
+            wait_line /tmp/killed.out PATCHED || return 1
+        fi
+        [ "$(npatches "$PID")" = 1 ] || fail "after a kill at $step: not exactly one patch" || return 1
+        run "$CTL" unpatch -p "$PID" || fail "unpatch after a kill at $step failed" || return 1
+        wait_line /tmp/killed.out UNPATCHED || return 1
+    done
+    for step in unpatch-stopped unpatch-after-restore unpatch-before-munmap; do
+        log "== killed at $step"
+        run "$CTL" patch -p "$PID" simplest/simplest.kpatch || return 1
+        wait_line /tmp/killed.out PATCHED || return 1
+        LIBCARE_FAULT_STEP=$step run "$CTL" unpatch -p "$PID"
+        alive "$PID" || fail "target died after a kill at $step" || return 1
+        wait_match /tmp/killed.out "(UN)?PATCHED" || return 1
+        # Whatever is left is removed by the next run.
+        if [ "$(npatches "$PID")" != 0 ]; then
+            run "$CTL" unpatch -p "$PID" || fail "unpatch after a kill at $step failed" || return 1
+        fi
+        wait_line /tmp/killed.out UNPATCHED || fail "not reverted after a kill at $step" || return 1
+    done
+    alive "$PID"
+}
+
+echo "=== aarch64 scenarios on $(uname -srm)"
+for s in ${SCENARIOS:-simplest shared glibc newfunc ifunc threads stacked killed}; do
+    scenario "$s" "t_$s"
+done
+if [ -x /tests/target-live ]; then
+    echo "--- kpatch-target live tests"
+    if KPATCH_TARGET_FIXTURES=/tests/target-fixtures /tests/target-live --test-threads=1 >"$LOG" 2>&1; then
+        echo "SCENARIO target-live PASS"
+    else
+        sed 's/^/    | /' "$LOG"
+        echo "SCENARIO target-live FAIL see log"
+    fi
+fi
+echo "=== SCENARIOS DONE"

@@ -1,0 +1,195 @@
+//! `cargo xtask test-aarch64`: the end-to-end scenarios on a real aarch64 Linux kernel under
+//! qemu-system-aarch64 (TCG). On the host: install what is missing, cross-build `libcare-ctl`,
+//! build each scenario's programs and patches with the host tools, pack them into an
+//! initramfs; in the guest, `tests/aarch64/run.sh` runs the scenarios and prints one verdict
+//! line each, which the host collects into a summary.
+
+mod console;
+mod cpio;
+mod fixtures;
+mod vm;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, run};
+use console::Results;
+use cpio::Cpio;
+use fixtures::{Builder, Tools};
+
+/// The scenarios `tests/aarch64/run.sh` runs, in order.
+pub const SCENARIOS: &[&str] = &[
+    "simplest", "shared", "glibc", "newfunc", "ifunc", "threads", "stacked", "killed",
+];
+const RUST_TARGET: &str = "aarch64-unknown-linux-gnu";
+/// The whole guest run, boot included, must end within this.
+const VM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// The aarch64 glibc files a dynamically linked program needs (from libc6-arm64-cross).
+const GUEST_LIBS: &[&str] = &[
+    "libc.so.6",
+    "libm.so.6",
+    "libgcc_s.so.1",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+];
+const CROSS_SYSROOT: &str = "/usr/aarch64-linux-gnu/lib";
+
+fn say(s: &str) {
+    println!("\n==> {s}");
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Runs the scenarios named in `only` (all when empty); fails unless every one passed.
+pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
+    for s in only {
+        if !SCENARIOS.contains(&s.as_str()) {
+            bail!("unknown scenario {s:?}; known: {}", SCENARIOS.join(" "));
+        }
+    }
+    let started = Instant::now();
+    let cache = root.join("target/aarch64-vm");
+    say("installing what is missing (cross compiler, qemu, guest kernel and busybox)");
+    run(Command::new("sh")
+        .arg(root.join("xtask/aarch64/setup.sh"))
+        .arg(&cache))?;
+
+    say("building the host tools and the aarch64 libcare-ctl");
+    run(cargo().args(["build", "--release", "--bins", "-p", "libcare"]))?;
+    run(cargo()
+        .args(["build", "--release", "--target", RUST_TARGET])
+        .args(["-p", "libcare", "--bin", "libcare-ctl"])
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            fixtures::CC,
+        ))?;
+    let tdir = target_dir(root);
+    let host = tdir.join("release");
+    let tools = Tools {
+        gensrc: host.join("kpatch_gensrc"),
+        strip: host.join("kpatch_strip"),
+        make: host.join("kpatch_make"),
+    };
+
+    say("building the scenarios' programs and patches");
+    let builder = Builder {
+        src: root.join("tests/aarch64"),
+        work: cache.join("build"),
+        stage: cache.join("stage"),
+        tools: &tools,
+    };
+    builder.build_all()?;
+    let bin = builder.stage.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let ctl = bin.join("libcare-ctl");
+    run(Command::new("aarch64-linux-gnu-strip")
+        .arg("-o")
+        .arg(&ctl)
+        .arg(tdir.join(RUST_TARGET).join("release/libcare-ctl")))?;
+    std::fs::copy(
+        root.join("tests/aarch64/run.sh"),
+        builder.stage.join("run.sh"),
+    )?;
+
+    say("packing the initramfs");
+    let initrd = cache.join("initrd.cpio");
+    let archive = initramfs(&cache, &builder.stage, &root.join("xtask/aarch64/init"))?;
+    std::fs::write(&initrd, archive).with_context(|| format!("write {}", initrd.display()))?;
+
+    say("booting the aarch64 VM (qemu-system-aarch64, TCG)");
+    let mut append = String::from("console=ttyAMA0 panic=-1 quiet loglevel=3");
+    if !only.is_empty() {
+        append.push_str(&format!(" SCENARIOS={}", only.join(",")));
+    }
+    let lines = vm::boot(&cache.join("Image"), &initrd, &append, VM_TIMEOUT)?;
+    let expected: Vec<&str> = if only.is_empty() {
+        SCENARIOS.to_vec()
+    } else {
+        only.iter().map(String::as_str).collect()
+    };
+    let results = console::results(lines.iter().map(String::as_str), &expected);
+    summary(&results, started.elapsed());
+    if !results.success() {
+        bail!("aarch64 scenarios failed");
+    }
+    Ok(())
+}
+
+fn summary(r: &Results, took: Duration) {
+    println!("\naarch64 scenarios ({} s):", took.as_secs());
+    for v in &r.verdicts {
+        if v.passed {
+            println!("  PASS  {}", v.name);
+        } else {
+            println!("  FAIL  {}: {}", v.name, v.reason);
+        }
+    }
+    if !r.done {
+        println!("  the guest did not reach the end of its run");
+    }
+    let (passed, failed) = r.counts();
+    println!("aarch64: {passed} passed, {failed} failed");
+}
+
+/// Busybox, the aarch64 glibc, `/init` and the stage (as `/tests`) in one archive.
+fn initramfs(cache: &Path, stage: &Path, init: &Path) -> Result<Vec<u8>> {
+    let mut c = Cpio::new();
+    for d in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "lib",
+        "lib/aarch64-linux-gnu",
+    ] {
+        c.dir(d);
+    }
+    c.char_device("dev/console", 0o600, 5, 1);
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("read {}", p.display()));
+    c.file("bin/busybox", 0o755, &read(&cache.join("busybox"))?);
+    c.file("init", 0o755, &read(init)?);
+    let sysroot = Path::new(CROSS_SYSROOT);
+    c.file(
+        "lib/ld-linux-aarch64.so.1",
+        0o755,
+        &read(&sysroot.join("ld-linux-aarch64.so.1"))?,
+    );
+    for l in GUEST_LIBS {
+        let p = sysroot.join(l);
+        if p.exists() {
+            c.file(&format!("lib/aarch64-linux-gnu/{l}"), 0o755, &read(&p)?);
+        }
+    }
+    add_tree(&mut c, stage, "tests")?;
+    Ok(c.finish())
+}
+
+fn add_tree(c: &mut Cpio, dir: &Path, at: &str) -> Result<()> {
+    c.dir(at);
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = format!("{at}/{}", e.file_name().to_string_lossy());
+        let meta = std::fs::metadata(e.path())?;
+        if meta.is_dir() {
+            add_tree(c, &e.path(), &name)?;
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let perm = meta.permissions().mode() & 0o777;
+            c.file(&name, perm, &std::fs::read(e.path())?);
+        }
+    }
+    Ok(())
+}

@@ -1,7 +1,9 @@
 //! aarch64: `b imm26` hunks (+-128 MiB), `ldr x17, #8; br x17` jump-table entries, `svc #0`,
 //! `brk #0`.
 
-use crate::{get, put, Arch, ArchError, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE};
+use crate::{
+    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE,
+};
 
 const NAME: &str = "aarch64";
 
@@ -29,6 +31,12 @@ pub const R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21: u32 = 541;
 pub const R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC: u32 = 542;
 pub const R_AARCH64_TLSLE_ADD_TPREL_HI12: u32 = 549;
 pub const R_AARCH64_TLSLE_ADD_TPREL_LO12_NC: u32 = 551;
+
+/// glibc's `_IFUNC_ARG_HWCAP`: set in a resolver's first argument when the second one points
+/// to an `__ifunc_arg_t`.
+pub const IFUNC_ARG_HWCAP: u64 = 1 << 62;
+/// `sizeof(__ifunc_arg_t)` as glibc 2.30..2.40 define it (`_size`, `_hwcap`, `_hwcap2`).
+const IFUNC_ARG_SIZE: usize = 24;
 
 /// The aarch64 instruction set.
 #[derive(Debug, Clone, Copy, Default)]
@@ -330,6 +338,18 @@ impl Arch for Aarch64 {
             }),
         }
     }
+    fn ifunc_call(&self, hwcap: u64, hwcap2: u64) -> IfuncCall {
+        // resolver(hwcap | _IFUNC_ARG_HWCAP, const __ifunc_arg_t *), with __ifunc_arg_t
+        // = { size_t _size; uint64_t _hwcap; uint64_t _hwcap2; } (glibc's <sys/ifunc.h>).
+        let mut block = Vec::with_capacity(IFUNC_ARG_SIZE);
+        for word in [IFUNC_ARG_SIZE as u64, hwcap, hwcap2] {
+            block.extend_from_slice(&word.to_le_bytes());
+        }
+        IfuncCall {
+            args: vec![hwcap | IFUNC_ARG_HWCAP],
+            block,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +372,18 @@ mod tests {
         assert!(a.encode_jump(0, 128 << 20).is_err());
         assert!(a.encode_jump(128 << 20, 0).is_ok());
         assert!(a.encode_jump(0, 2).is_err());
+    }
+
+    #[test]
+    fn ifunc_resolvers_get_hwcap_and_an_ifunc_arg() {
+        let c = Aarch64.ifunc_call(0x8ff, 0x2);
+        assert_eq!(c.args, [0x4000_0000_0000_08ff]);
+        let words: Vec<u64> = c
+            .block
+            .chunks(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+            .collect();
+        assert_eq!(words, [24, 0x8ff, 0x2]);
     }
 
     #[test]

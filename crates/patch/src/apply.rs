@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Duration;
 
-use kpatch_arch::Arch;
+use kpatch_arch::{Arch, IfuncCall};
 use kpatch_file::{Header, KpatchFile, HEADER_SIZE, MAGIC, MAGIC_PENDING};
-use kpatch_target::{MapEntry, MapName, Memory, Perms, Process};
+use kpatch_target::{MapEntry, MapName, Memory, Perms, Process, AT_HWCAP, AT_HWCAP2};
 
 use crate::discover::{self, AppliedPatch, LoadedObject};
 use crate::elf_image::SymKind;
@@ -254,6 +254,7 @@ fn allocate(
     let mut stopped = world::stop_one(proc, opts)?;
     let mut mapped: Vec<(u64, u64)> = Vec::new();
     let mut out = Vec::new();
+    let mut ifunc_call: Option<IfuncCall> = None;
     let result = (|| -> Result<()> {
         let mut thread = stopped.thread();
         for job in jobs.iter() {
@@ -279,7 +280,21 @@ fn allocate(
             let mut addrs = HashMap::new();
             for (sym, found) in &job.imports {
                 let addr = if found.kind == SymKind::Ifunc {
-                    let a = thread.call(found.addr, &[], Duration::from_secs(2))?;
+                    // Called as the dynamic linker calls it (aarch64 resolvers choose by the
+                    // hardware capabilities they are passed).
+                    let ifunc = ifunc_call.get_or_insert_with(|| {
+                        let auxv = proc.auxv().unwrap_or_default();
+                        arch.ifunc_call(
+                            auxv.get(AT_HWCAP).unwrap_or(0),
+                            auxv.get(AT_HWCAP2).unwrap_or(0),
+                        )
+                    });
+                    let a = thread.call_with_block(
+                        found.addr,
+                        &ifunc.args,
+                        &ifunc.block,
+                        Duration::from_secs(2),
+                    )?;
                     rep.detail(&format!(
                         "{}: IFUNC resolver at {:#x} chose {:#x}",
                         job.id, found.addr, a
@@ -292,7 +307,6 @@ fn allocate(
             }
             out.push(addrs);
         }
-        let _ = arch;
         Ok(())
     })();
     if let Err(e) = result {

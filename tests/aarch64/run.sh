@@ -113,7 +113,8 @@ t_simplest() {
 
 t_shared() {
     # A directory of <build-id>.kpatch files: only the library's patch is there.
-    patch_cycle shared shared/shared shared/patches UNPATCHED PATCHED
+    patch_cycle shared shared/shared shared/patches UNPATCHED "PATCHED 42" || return 1
+    ! grep -q "COUNT BROKEN" /tmp/shared.out || fail "the patch did not update the library's variable"
 }
 
 t_glibc() {

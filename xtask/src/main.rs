@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 mod aarch64;
+mod bench;
 mod demo;
 
 fn root() -> PathBuf {
@@ -44,11 +45,12 @@ fn test() -> Result<()> {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <demo|test|test-aarch64 [SCENARIO...]>");
+    eprintln!("usage: cargo xtask <demo|test|bench|test-aarch64 [SCENARIO...]>");
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
     );
     eprintln!("  test   formatting, lints, unit and end-to-end tests");
+    eprintln!("  bench  measure pauses, patch size, call overhead; writes BENCHMARKS.md");
     eprintln!(
         "  test-aarch64  the end-to-end scenarios in an emulated aarch64 machine (qemu); scenarios: {}",
         aarch64::SCENARIOS.join(" ")
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run_demo(&root()),
         Some("test") => test(),
+        Some("bench") => bench::run_bench(&root()),
         Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
         _ => return usage(),
     };

@@ -35,7 +35,7 @@ start() {
 wait_line() {
     n=$((${3:-20} * 20))
     while [ $n -gt 0 ]; do
-        [ "$(tail -n 2 "$1" | head -n 1)" = "$2" ] && return 0
+        [ "$(tail -n 2 "$1" 2>/dev/null | head -n 1)" = "$2" ] && return 0
         sleep 0.05
         n=$((n - 1))
     done
@@ -48,7 +48,7 @@ wait_line() {
 wait_match() {
     n=$((${3:-20} * 20))
     while [ $n -gt 0 ]; do
-        tail -n 2 "$1" | head -n 1 | grep -Eqx "$2" && return 0
+        tail -n 2 "$1" 2>/dev/null | head -n 1 | grep -Eqx "$2" && return 0
         sleep 0.05
         n=$((n - 1))
     done
@@ -61,7 +61,7 @@ wait_match() {
 wait_has() {
     n=$((${3:-20} * 20))
     while [ $n -gt 0 ]; do
-        grep -qx "$2" "$1" && return 0
+        grep -qx "$2" "$1" 2>/dev/null && return 0
         sleep 0.05
         n=$((n - 1))
     done
@@ -205,8 +205,10 @@ t_killed() {
         if [ $step = after-commit ]; then
             wait_line /tmp/killed.out PATCHED || fail "committed patch not in force" || return 1
         else
-            # The next run reclaims what the killed one left and applies the patch.
+            # Nothing committed: info lists nothing, the next run reclaims what the killed
+            # one left and applies the patch.
             wait_match /tmp/killed.out "(UN)?PATCHED" || return 1
+            [ "$(npatches "$PID")" = 0 ] || fail "an uncommitted patch is listed after a kill at $step" || return 1
             run "$CTL" patch -p "$PID" simplest/simplest.kpatch ||
                 fail "patch after a kill at $step failed" || return 1
             wait_line /tmp/killed.out PATCHED || return 1

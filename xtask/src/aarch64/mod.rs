@@ -25,6 +25,10 @@ pub const SCENARIOS: &[&str] = &[
     "simplest", "shared", "glibc", "newfunc", "ifunc", "threads", "stacked", "killed",
 ];
 const RUST_TARGET: &str = "aarch64-unknown-linux-gnu";
+/// The verdict name of kpatch-target's live tests run in the guest.
+const TARGET_LIVE: &str = "target-live";
+/// How kpatch-target's live tests are told where prebuilt fixtures are.
+const FIXTURES_ENV: &str = "KPATCH_TARGET_FIXTURES";
 /// The whole guest run, boot included, must end within this.
 const VM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The aarch64 glibc files a dynamically linked program needs (from libc6-arm64-cross).
@@ -99,6 +103,11 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
         root.join("tests/aarch64/run.sh"),
         builder.stage.join("run.sh"),
     )?;
+    let live = only.is_empty() && target_live_supported(root);
+    if live {
+        say("building kpatch-target's live tests and their fixtures for aarch64");
+        build_target_live(root, &builder.stage)?;
+    }
 
     say("packing the initramfs");
     let initrd = cache.join("initrd.cpio");
@@ -112,7 +121,11 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
     }
     let lines = vm::boot(&cache.join("Image"), &initrd, &append, VM_TIMEOUT)?;
     let expected: Vec<&str> = if only.is_empty() {
-        SCENARIOS.to_vec()
+        let mut all = SCENARIOS.to_vec();
+        if live {
+            all.push(TARGET_LIVE);
+        }
+        all
     } else {
         only.iter().map(String::as_str).collect()
     };
@@ -120,6 +133,66 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
     summary(&results, started.elapsed());
     if !results.success() {
         bail!("aarch64 scenarios failed");
+    }
+    Ok(())
+}
+
+/// Whether kpatch-target's live tests can take prebuilt fixtures (the guest has no compiler).
+fn target_live_supported(root: &Path) -> bool {
+    std::fs::read_to_string(root.join("crates/target/tests/live/harness.rs"))
+        .is_ok_and(|s| s.contains(FIXTURES_ENV))
+}
+
+/// Cross-builds kpatch-target's `live` test binary (as `/tests/target-live`) and compiles its
+/// fixture programs into `/tests/target-fixtures`.
+fn build_target_live(root: &Path, stage: &Path) -> Result<()> {
+    let out = cargo()
+        .args(["test", "--release", "--no-run", "--target", RUST_TARGET])
+        .args([
+            "-p",
+            "kpatch-target",
+            "--test",
+            "live",
+            "--message-format=json",
+        ])
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            fixtures::CC,
+        )
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !out.status.success() {
+        bail!("cross-building kpatch-target's live tests failed");
+    }
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""test":true"#))
+        .find_map(|l| {
+            let start = l.find(r#""executable":""#)? + r#""executable":""#.len();
+            let len = l[start..].find('"')?;
+            Some(PathBuf::from(&l[start..start + len]))
+        })
+        .context("cargo did not name the live test binary")?;
+    run(Command::new("aarch64-linux-gnu-strip")
+        .arg("-o")
+        .arg(stage.join("target-live"))
+        .arg(&exe))?;
+    let fixtures = stage.join("target-fixtures");
+    std::fs::create_dir_all(&fixtures)?;
+    let src = root.join("tests/fixtures/target");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
+        .with_context(|| format!("read {}", src.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "c"))
+        .collect();
+    sources.sort();
+    for c in sources {
+        let name = c.file_stem().context("fixture name")?;
+        run(Command::new(fixtures::CC)
+            .args(["-O2", "-g", "-Wall", "-pthread", "-o"])
+            .arg(fixtures.join(name))
+            .arg(&c))?;
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::process::Process;
-use crate::procfs;
+use crate::procfs::{self, CurrentSyscall};
 use crate::ptrace::{self, Backoff, Event};
 use crate::restart;
 use crate::signals::{self, SavedSignal};
@@ -40,6 +40,9 @@ pub(crate) struct Tracee {
     pub gone: bool,
     /// Signals dequeued while it ran our injected code; sent back to it when released.
     pub saved: Vec<SavedSignal>,
+    /// The syscall it was blocked in before we interrupted it, where the stop may lose an
+    /// argument (see [`restart`]).
+    pub blocked: Option<CurrentSyscall>,
 }
 
 impl Tracee {
@@ -49,6 +52,7 @@ impl Tracee {
             stopped: false,
             gone: false,
             saved: Vec::new(),
+            blocked: None,
         }
     }
 
@@ -109,7 +113,10 @@ impl Process {
                 // thread caught inside clone() does not escape this round.
                 match seize(self, tid, libc::PTRACE_O_TRACECLONE)? {
                     true => {
-                        stopped.tracees.push(Tracee::new(tid));
+                        stopped.tracees.push(Tracee {
+                            blocked: restart::blocked_syscall(self, tid),
+                            ..Tracee::new(tid)
+                        });
                         seized.push(tid);
                     }
                     false => {
@@ -155,7 +162,10 @@ impl Process {
         // From here on the guard detaches the thread whatever happens.
         let mut guard = StoppedThread {
             process: self,
-            tracee: Tracee::new(tid),
+            tracee: Tracee {
+                blocked: restart::blocked_syscall(self, tid),
+                ..Tracee::new(tid)
+            },
             _not_send: PhantomData,
         };
         interrupt(self, tid)?;
@@ -376,7 +386,7 @@ fn settle(
                         // Our interrupt, or a group-stop: either way it is stopped.
                         t.stopped = true;
                         if sig == libc::SIGTRAP {
-                            restart::undo_stop_eintr(process, t.tid)?;
+                            restart::undo_stop_eintr(process, t.tid, t.blocked.as_ref())?;
                         }
                         break;
                     }

@@ -146,6 +146,47 @@ t_ifunc() {
     wait_line /tmp/ifunc.out UNPATCHED
 }
 
+# carries_on FILE TAG: an unpatched count (below a million) of lines "TAG N" is followed by
+# itself plus a million: the patched code went on with the same variable.
+carries_on() {
+    awk -v tag="$2" '$1 == tag && NF == 2 {
+        if (prev != "" && prev < 1000000 && $2 == prev + 1000000) ok = 1
+        prev = $2
+    } END { exit !ok }' "$1"
+}
+
+# counts_by_one FILE TAG: the last two "TAG N" lines differ by one (unpatched code).
+counts_by_one() {
+    awk -v tag="$2" '$1 == tag && NF == 2 { p = c; c = $2 } END { exit !(p != "" && c == p + 1) }' "$1"
+}
+
+# poll CMD...: retries CMD for up to 20 seconds.
+poll() {
+    n=400
+    while [ $n -gt 0 ]; do
+        "$@" && return 0
+        sleep 0.05
+        n=$((n - 1))
+    done
+    log "timed out waiting for: $*"
+    return 1
+}
+
+t_tls() {
+    start tls tls/tls
+    wait_match /tmp/tls.out "(EXE|LIB) [0-9]+" || return 1
+    # One run patches the executable and the library from the directory.
+    run "$CTL" patch -p "$PID" tls/patches || return 1
+    grep -q "^2 patch hunk(s) have been successfully applied" /tmp/cmd.out ||
+        fail "not both objects patched" || return 1
+    poll carries_on /tmp/tls.out EXE || fail "the executable's thread-local variable did not carry on" || return 1
+    poll carries_on /tmp/tls.out LIB || fail "the library's thread-local variable did not carry on" || return 1
+    run "$CTL" unpatch -p "$PID" || return 1
+    poll counts_by_one /tmp/tls.out EXE || fail "not reverted" || return 1
+    poll counts_by_one /tmp/tls.out LIB || fail "library not reverted" || return 1
+    alive "$PID"
+}
+
 t_threads() {
     start busy busy/busy
     wait_line /tmp/busy.out UNPATCHED || return 1
@@ -234,7 +275,7 @@ t_killed() {
 }
 
 echo "=== aarch64 scenarios on $(uname -srm)"
-for s in ${SCENARIOS:-simplest shared glibc newfunc ifunc threads stacked killed}; do
+for s in ${SCENARIOS:-simplest shared glibc newfunc ifunc tls threads stacked killed}; do
     scenario "$s" "t_$s"
 done
 if [ -x /tests/target-live ]; then

@@ -116,6 +116,26 @@ impl Builder<'_> {
         self.patch(&o, "busy.spin.c", "0001", "spin.kpatch")?;
         self.patch(&o, "busy.report.c", "0002", "report.kpatch")?;
 
+        // Thread-local variables of the executable and of a library, patched in one run
+        // from a directory.
+        let l = self.original("tls", "libtls.c", O2, Kind::Lib("libtls.so"), vec![])?;
+        std::fs::create_dir_all(self.stage.join("tls/patches"))?;
+        let bid = build_id(&l.bin)?;
+        self.patch(
+            &l,
+            "libtls.patched.c",
+            "0001",
+            &format!("patches/{bid}.kpatch"),
+        )?;
+        let o = self.original("tls", "tls.c", O2, Kind::Exe, with_libs("tls"))?;
+        let bid = build_id(&o.bin)?;
+        self.patch(
+            &o,
+            "tls.patched.c",
+            "0001",
+            &format!("patches/{bid}.kpatch"),
+        )?;
+
         // Two patches of one function.
         let o = self.original("stacked", "stacked.c", O2, Kind::Exe, vec![])?;
         self.patch(&o, "stacked.v1.c", "0001", "v1.kpatch")?;

@@ -22,7 +22,7 @@ use fixtures::{Builder, Tools};
 
 /// The scenarios `tests/aarch64/run.sh` runs, in order.
 pub const SCENARIOS: &[&str] = &[
-    "simplest", "shared", "glibc", "newfunc", "ifunc", "threads", "stacked", "killed",
+    "simplest", "shared", "glibc", "newfunc", "ifunc", "tls", "threads", "stacked", "killed",
 ];
 const RUST_TARGET: &str = "aarch64-unknown-linux-gnu";
 /// The verdict name of kpatch-target's live tests run in the guest.

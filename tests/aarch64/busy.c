@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 volatile int spin_rounds;
+/* Never set: spin() could return, but in practice its thread stays inside. */
+volatile int stop_spinning;
 
 __attribute__((noinline)) void spin(void)
 {
-    for (;;) {
+    while (!stop_spinning) {
         spin_rounds++;
         usleep(5000);
     }

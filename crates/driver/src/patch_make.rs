@@ -621,8 +621,15 @@ impl Run<'_> {
         fixup.arg("--rel-fixup").arg(original).arg(&stripped);
         run_tool(&mut fixup)?;
 
-        let strip_prog = tools::find_on_path("strip", std::env::var_os("PATH").as_deref(), None)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/strip"));
+        // STRIP names the strip of a cross toolchain, as for make (the host's strip does not
+        // know other architectures' objects).
+        let strip_name = std::env::var("STRIP")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "strip".into());
+        let strip_prog =
+            tools::find_on_path(&strip_name, std::env::var_os("PATH").as_deref(), None)
+                .unwrap_or_else(|| PathBuf::from("/usr/bin").join(&strip_name));
         let mut unneeded = Command::new(strip_prog);
         unneeded.arg("--strip-unneeded").arg(&stripped);
         run_tool(&mut unneeded)?;

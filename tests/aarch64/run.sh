@@ -274,8 +274,13 @@ t_killed() {
     alive "$PID"
 }
 
+t_builder() {
+    # Built on the host by libcare-patch-make with the cross compiler.
+    patch_cycle builder builder/foo builder/patchroot "Hello world!" "Hello world being patched!"
+}
+
 echo "=== aarch64 scenarios on $(uname -srm)"
-for s in ${SCENARIOS:-simplest shared glibc newfunc ifunc tls threads stacked killed}; do
+for s in ${SCENARIOS:-simplest shared glibc newfunc ifunc tls threads stacked killed builder}; do
     scenario "$s" "t_$s"
 done
 if [ -x /tests/target-live ]; then

@@ -143,6 +143,60 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The user guide's Makefile project patched with `libcare-patch-make`, cross-compiling:
+    /// `libcare-cc` runs the cross compiler (`KPCCREAL`), the cross `strip` comes from
+    /// `STRIP`. Stages `builder/foo` and `builder/patchroot/<build-id>.kpatch`.
+    pub fn build_with_patch_make(&self, guide: &Path, host_tools: &Path) -> Result<()> {
+        let work = self.work.join("builder");
+        std::fs::create_dir_all(&work)?;
+        for f in ["foo.c", "bar.c", "Makefile"] {
+            std::fs::copy(guide.join(f), work.join(f)).with_context(|| format!("copy {f}"))?;
+        }
+        // diff exits 1 when the files differ.
+        let diff = Command::new("diff")
+            .args(["-up", "foo.c", "bar.c"])
+            .current_dir(&work)
+            .output()
+            .context("cannot run diff")?;
+        if diff.status.code() != Some(1) {
+            bail!("diff -up foo.c bar.c: {}", diff.status);
+        }
+        std::fs::write(work.join("foo.patch"), &diff.stdout)?;
+        let path = format!(
+            "{}:{}",
+            host_tools.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new(host_tools.join("libcare-patch-make"))
+            .args(["--clean", "-i", "0001", "foo.patch"])
+            .current_dir(&work)
+            .env("PATH", path)
+            .env("KPCCREAL", CC)
+            .env("STRIP", cross("strip"))
+            .env("CFLAGS", O2.join(" "))
+            .output()
+            .context("cannot run libcare-patch-make")?;
+        if !out.status.success() {
+            bail!(
+                "libcare-patch-make failed: {}\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let stage = self.stage.join("builder");
+        std::fs::create_dir_all(stage.join("patchroot"))?;
+        std::fs::copy(work.join("lpmake/foo"), stage.join("foo")).context("copy lpmake/foo")?;
+        let bid = build_id(&stage.join("foo"))?;
+        let name = format!("{bid}.kpatch");
+        std::fs::copy(
+            work.join("patchroot").join(&name),
+            stage.join("patchroot").join(&name),
+        )
+        .with_context(|| format!("copy patchroot/{name}"))?;
+        Ok(())
+    }
+
     fn cc(&self, dir: &Path, args: &[&str]) -> Result<()> {
         run(Command::new(CC).args(args).current_dir(dir))
     }

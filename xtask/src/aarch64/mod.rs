@@ -23,6 +23,7 @@ use fixtures::{Builder, Tools};
 /// The scenarios `tests/aarch64/run.sh` runs, in order.
 pub const SCENARIOS: &[&str] = &[
     "simplest", "shared", "glibc", "newfunc", "ifunc", "tls", "threads", "stacked", "killed",
+    "builder",
 ];
 const RUST_TARGET: &str = "aarch64-unknown-linux-gnu";
 /// The verdict name of kpatch-target's live tests run in the guest.
@@ -92,6 +93,7 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
         tools: &tools,
     };
     builder.build_all()?;
+    builder.build_with_patch_make(&root.join("tests/fixtures/guide"), &host)?;
     let bin = builder.stage.join("bin");
     std::fs::create_dir_all(&bin)?;
     let ctl = bin.join("libcare-ctl");

@@ -123,6 +123,28 @@ mod tests {
     }
 
     #[test]
+    fn an_inherited_descriptor_is_served() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let owner = UnixListener::bind(&path).unwrap();
+        let a = Address::parse(&format!("&{}", owner.as_raw_fd())).unwrap();
+        let inherited = a.listen().unwrap();
+        let mut client = UnixStream::connect(&path).unwrap();
+        let mut conn = inherited.accept().unwrap();
+        client.write_all(b"stop\0\0").unwrap();
+        let mut buf = [0u8; 6];
+        conn.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"stop\0\0");
+        conn.write_all(b"ok").unwrap();
+        drop(conn);
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, b"ok");
+    }
+
+    #[test]
     fn an_abstract_socket_connects() {
         let name = format!("libcare-test-{}", std::process::id());
         let a = Address::parse(&format!("@{name}")).unwrap();

@@ -17,6 +17,7 @@ use crate::options::Options;
 use crate::payload::Payload;
 use crate::relocate::Prepared;
 use crate::report::Report;
+use crate::runs;
 use crate::scope::Found;
 use crate::storage::Storage;
 use crate::world;
@@ -418,6 +419,16 @@ fn fill_and_commit(
     }
     fault::point("after-write");
 
+    // The original bytes are saved and the new code pages read while the target still runs;
+    // the stop only checks them and writes each run of pages once.
+    let mut jumps = Vec::with_capacity(hunks.len());
+    for h in &hunks {
+        let mut old = vec![0u8; hs];
+        proc.read(h.daddr, &mut old)?;
+        proc.write(h.undo_at, &old)?;
+        jumps.push((h.daddr, h.jump.clone()));
+    }
+    let runs = runs::plan(proc, &jumps, proc.page_size())?;
     let ranges: Vec<Range<u64>> = replaced.iter().map(|(r, _)| r.clone()).collect();
     let mut walker = world::walker(arch, objects);
     let mut after_failed = None;
@@ -433,7 +444,7 @@ fn fill_and_commit(
                 world::run_script(&script, proc.pid())?;
             }
             fault::point("stopped");
-            commit(proc, &hunks, hs)?;
+            runs::commit(proc, &runs, &|| fault::point("first-hunk"))?;
             for (job, header) in jobs.iter().zip(&headers) {
                 let mut h = *header;
                 h.set_magic(MAGIC);
@@ -460,28 +471,4 @@ fn fill_and_commit(
     }
     outcome.frozen = Some(frozen);
     Ok(outcome)
-}
-
-/// Saves the original bytes of every hunk and writes the jumps; on a failure, puts back what
-/// was already written.
-fn commit(mem: &dyn Memory, hunks: &[Hunk], hs: usize) -> Result<()> {
-    let mut saved = Vec::with_capacity(hunks.len());
-    for h in hunks {
-        let mut old = vec![0u8; hs];
-        mem.read(h.daddr, &mut old)?;
-        mem.write(h.undo_at, &old)?;
-        saved.push(old);
-    }
-    for (i, h) in hunks.iter().enumerate() {
-        if let Err(e) = mem.write(h.daddr, &h.jump) {
-            for (done, old) in hunks[..i].iter().zip(&saved) {
-                let _ = mem.write(done.daddr, old);
-            }
-            return Err(e.into());
-        }
-        if i == 0 {
-            fault::point("first-hunk");
-        }
-    }
-    Ok(())
 }

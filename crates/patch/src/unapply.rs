@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::options::Options;
 use crate::report::Report;
+use crate::runs;
 use crate::world;
 
 /// One patch removed by a run.
@@ -155,6 +156,12 @@ pub fn remove(
     }
     let ranges: Vec<Range<u64>> = selected.iter().map(|&i| all[i].range()).collect();
     let committed = selected.iter().any(|&i| all[i].committed);
+    let writes: Vec<(u64, Vec<u8>)> = overlay
+        .order
+        .iter()
+        .map(|a| (*a, overlay.writes[a].clone()))
+        .collect();
+    let runs = runs::plan(proc, &writes, proc.page_size())?;
     let mut frozen = None;
     if committed || !overlay.order.is_empty() {
         let mut walker = world::walker(proc.arch(), objects);
@@ -167,9 +174,7 @@ pub fn remove(
             rep,
             |_| {
                 fault::point("unpatch-stopped");
-                for addr in &overlay.order {
-                    proc.write(*addr, &overlay.writes[addr])?;
-                }
+                runs::commit(proc, &runs, &|| fault::point("unpatch-first-restore"))?;
                 // A region stays mapped until after the resume: mark it so that, if we die before
                 // unmapping it, it is never listed again and the next run reclaims it.
                 for &i in selected {

@@ -159,6 +159,9 @@ impl Prepared {
                     name: s.name.clone(),
                 }),
                 PSymDef::Absolute => Ok(s.value),
+                // A section symbol stands for its section's start whatever its value:
+                // LibcarePlus's kpatch_strip leaves the link-time address there.
+                PSymDef::Section(k) if s.st_type == elf::STT_SECTION.0 => Ok(secaddr[k]),
                 PSymDef::Section(k) => Ok(secaddr[k].wrapping_add(s.value)),
             }
         };

@@ -224,3 +224,56 @@ fn an_applied_patch_has_libcareplus_in_process_layout() {
     proc.drain();
     proc.wait_line("l: original");
 }
+
+/// Rewrites the payload of a `.kpatch` file the way LibcarePlus's `kpatch_strip --undo-link`
+/// leaves it: section symbols keep a link-time address as their value (ours write 0). The
+/// checksum is cleared, as in the peer's files.
+fn with_peer_section_symbol_values(file: &[u8]) -> Vec<u8> {
+    let mut out = file.to_vec();
+    let total = u32_at(file, 160) as usize;
+    let payload = &file[HEADER_SIZE as usize..total];
+    let elf = object::File::parse(payload).expect("payload ELF");
+    let symtab = elf
+        .sections()
+        .find(|s| s.kind() == object::SectionKind::Metadata && s.name() == Ok(".symtab"))
+        .expect(".symtab");
+    let (off, size) = symtab.file_range().expect(".symtab bytes");
+    let mut changed = 0;
+    for i in 0..size / 24 {
+        let at = HEADER_SIZE as usize + (off + i * 24) as usize;
+        // st_info's low nibble is the type; 3 = STT_SECTION.
+        if out[at + 4] & 0xf == 3 {
+            out[at + 8..at + 16].copy_from_slice(&(0x201b_u64 + i).to_le_bytes());
+            changed += 1;
+        }
+    }
+    assert!(changed > 0, "the payload has section symbols");
+    out[144..148].copy_from_slice(&[0; 4]);
+    out
+}
+
+#[test]
+fn section_symbols_with_values_resolve_to_their_section() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (exe, _) = build_target(dir, "greet", ORIGINAL);
+    let kpatch = build_patch(dir, "greet", "level 1", "0001");
+    let peer_like = dir.join("peer-like.kpatch");
+    std::fs::write(
+        &peer_like,
+        with_peer_section_symbol_values(&std::fs::read(&kpatch).expect("read patch")),
+    )
+    .expect("write patch");
+    let mut proc = Target::spawn(&exe, &["s"]);
+    proc.wait_line("s: original");
+    let pid = proc.pid().to_string();
+    let out =
+        run_ok(tool("libcare-ctl", dir).args(["-v", "patch", "-p", &pid, "peer-like.kpatch"]));
+    // The string table is reached through its section symbol.
+    assert!(stdout(&out).contains("greet at 0x"), "{}", stdout(&out));
+    proc.drain();
+    proc.wait_line("s: level 1");
+    run_ok(tool("libcare-ctl", dir).args(["unpatch", "-p", &pid, "-i", "0001"]));
+    proc.drain();
+    proc.wait_line("s: original");
+}

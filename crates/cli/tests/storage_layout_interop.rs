@@ -277,3 +277,29 @@ fn section_symbols_with_values_resolve_to_their_section() {
     proc.drain();
     proc.wait_line("s: original");
 }
+
+#[test]
+fn a_checked_local_exec_tls_reference_applies() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (exe, _) = build_target_from(dir, "tls_greet.c", "tls", ORIGINAL);
+    let kpatch = build_patch_from(dir, "tls_greet.c", "tls", "level 1", "0001");
+    // kpatch_strip turned the %fs:counter@tpoff reference into R_X86_64_NONE, no symbol.
+    let file = std::fs::read(&kpatch).expect("read patch");
+    let payload = object::File::parse(&file[HEADER_SIZE as usize..]).expect("payload ELF");
+    let text = payload
+        .section_by_name(".kpatch.text")
+        .expect(".kpatch.text");
+    assert!(
+        text.relocations().any(
+            |(_, r)| matches!(r.flags(), object::RelocationFlags::Elf { r_type } if r_type.0 == 0)
+        ),
+        "the patch has an R_X86_64_NONE relocation"
+    );
+    let mut proc = Target::spawn(&exe, &["t"]);
+    proc.wait_line("t: original 1");
+    let pid = proc.pid().to_string();
+    run_ok(tool("libcare-ctl", dir).args(["patch", "-p", &pid, "tls-0001.kpatch"]));
+    proc.drain();
+    proc.wait_line("t: level 1 1");
+}

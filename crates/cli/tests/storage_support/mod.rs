@@ -11,11 +11,12 @@ use crate::common::{build_id, fixtures, gcc, lock_dir, run_ok, stderr, stdout, t
 /// The original program's greeting.
 pub const ORIGINAL: &str = "original";
 
-/// Compiles `greet.c` printing `greeting` to `dir/NAME.s`.
-fn assembly(dir: &Path, name: &str, greeting: &str) -> String {
-    let src = dir.join("greet.c");
+/// Compiles fixture `source` (under tests/fixtures/storage) printing `greeting` to
+/// `dir/NAME.s`.
+fn assembly(dir: &Path, source: &str, name: &str, greeting: &str) -> String {
+    let src = dir.join(source);
     if !src.exists() {
-        std::fs::copy(fixtures().join("storage/greet.c"), &src).expect("copy greet.c");
+        std::fs::copy(fixtures().join("storage").join(source), &src).expect("copy fixture");
     }
     let s = format!("{name}.s");
     gcc(
@@ -24,7 +25,7 @@ fn assembly(dir: &Path, name: &str, greeting: &str) -> String {
             "-O2",
             "-S",
             &format!("-DGREETING=\"{greeting}\""),
-            "greet.c",
+            source,
             "-o",
             &s,
         ],
@@ -32,9 +33,20 @@ fn assembly(dir: &Path, name: &str, greeting: &str) -> String {
     s
 }
 
-/// Builds the program `dir/NAME` printing `greeting`; returns its path and build-id.
+/// Builds the program `dir/NAME` from `greet.c` printing `greeting`; returns its path and
+/// build-id.
 pub fn build_target(dir: &Path, name: &str, greeting: &str) -> (PathBuf, String) {
-    let s = assembly(dir, name, greeting);
+    build_target_from(dir, "greet.c", name, greeting)
+}
+
+/// [`build_target`] from another fixture source.
+pub fn build_target_from(
+    dir: &Path,
+    source: &str,
+    name: &str,
+    greeting: &str,
+) -> (PathBuf, String) {
+    let s = assembly(dir, source, name, greeting);
     gcc(dir, &["-o", name, &s]);
     let exe = dir.join(name);
     let bid = build_id(&exe);
@@ -44,8 +56,19 @@ pub fn build_target(dir: &Path, name: &str, greeting: &str) -> (PathBuf, String)
 /// Builds, with our tools and the user guide's commands, a patch with patch-id `id` that makes
 /// program `target` (built by [`build_target`]) print `greeting`; returns the `.kpatch` path.
 pub fn build_patch(dir: &Path, target: &str, greeting: &str, id: &str) -> PathBuf {
+    build_patch_from(dir, "greet.c", target, greeting, id)
+}
+
+/// [`build_patch`] for a target built from another fixture source.
+pub fn build_patch_from(
+    dir: &Path,
+    source: &str,
+    target: &str,
+    greeting: &str,
+    id: &str,
+) -> PathBuf {
     let name = format!("{target}-{id}");
-    let patched = assembly(dir, &name, greeting);
+    let patched = assembly(dir, source, &name, greeting);
     let combined = format!("{name}.combined.s");
     run_ok(tool("kpatch_gensrc", dir).args([
         "--os=rhel6",

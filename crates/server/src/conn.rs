@@ -30,7 +30,8 @@ impl Listener {
         loop {
             match accept4(self.fd(), SockFlag::SOCK_CLOEXEC) {
                 Ok(fd) => return Ok(Conn(fd)),
-                Err(Errno::EINTR) => continue,
+                // A client that gave up before we got to it is no reason to stop serving.
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -36,17 +36,7 @@ fn assembly(dir: &Path, source: &str, name: &str, greeting: &str) -> String {
 /// Builds the program `dir/NAME` from `greet.c` printing `greeting`; returns its path and
 /// build-id.
 pub fn build_target(dir: &Path, name: &str, greeting: &str) -> (PathBuf, String) {
-    build_target_from(dir, "greet.c", name, greeting)
-}
-
-/// [`build_target`] from another fixture source.
-pub fn build_target_from(
-    dir: &Path,
-    source: &str,
-    name: &str,
-    greeting: &str,
-) -> (PathBuf, String) {
-    let s = assembly(dir, source, name, greeting);
+    let s = assembly(dir, "greet.c", name, greeting);
     gcc(dir, &["-o", name, &s]);
     let exe = dir.join(name);
     let bid = build_id(&exe);
@@ -56,19 +46,19 @@ pub fn build_target_from(
 /// Builds, with our tools and the user guide's commands, a patch with patch-id `id` that makes
 /// program `target` (built by [`build_target`]) print `greeting`; returns the `.kpatch` path.
 pub fn build_patch(dir: &Path, target: &str, greeting: &str, id: &str) -> PathBuf {
-    build_patch_from(dir, "greet.c", target, greeting, id)
+    build_patch_edited(dir, target, greeting, id, &|_| {})
 }
 
-/// [`build_patch`] for a target built from another fixture source.
-pub fn build_patch_from(
+/// [`build_patch`], with `edit` applied to the payload ELF file just before `kpatch_make`.
+pub fn build_patch_edited(
     dir: &Path,
-    source: &str,
     target: &str,
     greeting: &str,
     id: &str,
+    edit: &dyn Fn(&Path),
 ) -> PathBuf {
     let name = format!("{target}-{id}");
-    let patched = assembly(dir, source, &name, greeting);
+    let patched = assembly(dir, "greet.c", &name, greeting);
     let combined = format!("{name}.combined.s");
     run_ok(tool("kpatch_gensrc", dir).args([
         "--os=rhel6",
@@ -91,6 +81,7 @@ pub fn build_patch_from(
             .current_dir(dir),
     );
     run_ok(tool("kpatch_strip", dir).args(["--undo-link", target, &stripped]));
+    edit(&dir.join(&stripped));
     let bid = build_id(&dir.join(target));
     let out = format!("{name}.kpatch");
     run_ok(tool("kpatch_make", dir).args(["-b", &bid, "-i", id, &stripped, "-o", &out]));

@@ -445,6 +445,7 @@ fn fill_and_commit(
     let runs = runs::plan(proc, &jumps, proc.page_size())?;
     let ranges: Vec<Range<u64>> = replaced.iter().map(|(r, _)| r.clone()).collect();
     let mut walker = world::walker(arch, objects);
+    let mut after_failed = None;
     let frozen = world::with_safe_stop(
         proc,
         opts,
@@ -464,13 +465,18 @@ fn fill_and_commit(
                 proc.write(job.kpta, &h.as_bytes()[..8])?;
             }
             fault::point("after-commit");
+            // The jumps are in: failing now would unmap code they lead to. LibcarePlus, too,
+            // only reports a failed `after` script.
             if let Some(script) = storage.script("after") {
-                world::run_script(&script, proc.pid())?;
+                after_failed = world::run_script(&script, proc.pid()).err();
             }
             let _ = stopped;
             Ok(())
         },
     )?;
+    if let Some(e) = after_failed {
+        rep.info(&format!("warning: {e}; the patch stays applied"));
+    }
     for h in &hunks {
         rep.detail(&format!(
             "{} at {:#x} now jumps to the patch",

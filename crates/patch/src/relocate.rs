@@ -9,6 +9,10 @@ use kpatch_file::{parse_info_records, InfoRecord};
 use object::elf;
 
 use crate::error::{Error, Result};
+
+/// `R_X86_64_NONE` and `R_AARCH64_NONE`: nothing to do. `kpatch_strip --rel-fixup` (ours and
+/// LibcarePlus's) turns a checked local-exec TLS reference into one, with no symbol.
+const R_NONE: u32 = 0;
 use crate::layout::Layout;
 use crate::payload::{PSymDef, Payload};
 
@@ -167,6 +171,9 @@ impl Prepared {
                     name: s.name.clone(),
                 }),
                 PSymDef::Absolute => Ok(s.value),
+                // A section symbol stands for its section's start whatever its value:
+                // LibcarePlus's kpatch_strip leaves the link-time address there.
+                PSymDef::Section(k) if s.st_type == elf::STT_SECTION.0 => Ok(secaddr[k]),
                 PSymDef::Section(k) => Ok(secaddr[k].wrapping_add(s.value)),
             }
         };

@@ -16,11 +16,6 @@ const R_NONE: u32 = 0;
 use crate::layout::Layout;
 use crate::payload::{PSymDef, Payload};
 
-/// Type 0, `R_X86_64_NONE` and `R_AARCH64_NONE`: nothing to do (and no symbol: `kpatch_strip
-/// --rel-fixup` leaves these where the linked instruction already holds the value, as for
-/// local-exec TLS).
-const R_NONE: u32 = 0;
-
 /// What a jump-table entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Slot {

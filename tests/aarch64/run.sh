@@ -274,13 +274,57 @@ t_killed() {
     alive "$PID"
 }
 
+# storage_dir DIR LEVEL: the simplest patch as patch level LEVEL of a storage directory in
+# the peer's layout, <dir>/<build-id>/latest/kpatch.bin with latest -> LEVEL.
+storage_dir() {
+    bid=$(cat simplest/build-id)
+    rm -rf "$1" && mkdir -p "$1/$bid/$2" || return 1
+    cp simplest/simplest.kpatch "$1/$bid/$2/kpatch.bin" && ln -s "$2" "$1/$bid/latest"
+}
+
+t_storage() {
+    storage_dir /tmp/storage 3 || return 1
+    start one simplest/simplest
+    p1=$PID
+    start two simplest/simplest
+    p2=$PID
+    wait_line /tmp/one.out UNPATCHED && wait_line /tmp/two.out UNPATCHED || return 1
+    # Every process whose objects have a patch in the directory.
+    run "$CTL" patch -p all /tmp/storage || return 1
+    wait_line /tmp/one.out PATCHED && wait_line /tmp/two.out PATCHED ||
+        fail "-p all did not patch both processes" || return 1
+    [ "$(npatches "$p1")" = 1 ] && [ "$(npatches "$p2")" = 1 ] || fail "info" || return 1
+    run "$CTL" unpatch -p all -i 0001 || return 1
+    wait_line /tmp/one.out UNPATCHED && wait_line /tmp/two.out UNPATCHED || return 1
+    alive "$p1" && alive "$p2"
+}
+
+t_server() {
+    storage_dir /tmp/server-storage 1 || return 1
+    rm -f /tmp/lc.sock
+    /tests/bin/libcare-server /tmp/lc.sock /tmp/server-storage >/tmp/server.out 2>&1 &
+    PIDS="$PIDS $!"
+    poll test -S /tmp/lc.sock || fail "the server did not listen" || return 1
+    start served simplest/simplest
+    wait_line /tmp/served.out UNPATCHED || return 1
+    # update: every process from the server's storage.
+    run libcare-client /tmp/lc.sock update || return 1
+    wait_line /tmp/served.out PATCHED || return 1
+    run libcare-client /tmp/lc.sock info -p "$PID" || return 1
+    grep -q "^Patch id: *0001" /tmp/cmd.out || fail "info through the server" || return 1
+    run libcare-client /tmp/lc.sock unpatch -p "$PID" || return 1
+    wait_line /tmp/served.out UNPATCHED || return 1
+    run libcare-client /tmp/lc.sock stop
+    alive "$PID"
+}
+
 t_builder() {
     # Built on the host by libcare-patch-make with the cross compiler.
     patch_cycle builder builder/foo builder/patchroot "Hello world!" "Hello world being patched!"
 }
 
 echo "=== aarch64 scenarios on $(uname -srm)"
-for s in ${SCENARIOS:-simplest shared glibc newfunc ifunc tls threads stacked killed builder}; do
+for s in ${SCENARIOS:-simplest shared glibc newfunc ifunc tls threads stacked killed storage server builder}; do
     scenario "$s" "t_$s"
 done
 if [ -x /tests/target-live ]; then

@@ -78,6 +78,8 @@ impl Builder<'_> {
         // simplest: an executable at -O0.
         let o = self.original("simplest", "simplest.c", O0, Kind::Exe, vec![])?;
         self.patch(&o, "simplest.patched.c", "0001", "simplest.kpatch")?;
+        // The storage scenarios lay the patch out under its build-id.
+        std::fs::write(self.stage.join("simplest/build-id"), build_id(&o.bin)?)?;
 
         // shared: the patch is for the library; the executable finds it in a directory.
         let l = self.original(

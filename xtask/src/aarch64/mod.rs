@@ -23,9 +23,11 @@ use fixtures::{Builder, Tools};
 /// The scenarios `tests/aarch64/run.sh` runs, in order.
 pub const SCENARIOS: &[&str] = &[
     "simplest", "shared", "glibc", "newfunc", "ifunc", "tls", "threads", "stacked", "killed",
-    "builder",
+    "storage", "server", "builder",
 ];
 const RUST_TARGET: &str = "aarch64-unknown-linux-gnu";
+/// The aarch64 binaries the guest runs.
+const GUEST_TOOLS: &[&str] = &["libcare-ctl", "libcare-server", "libcare-client"];
 /// The verdict name of kpatch-target's live tests run in the guest.
 const TARGET_LIVE: &str = "target-live";
 /// How kpatch-target's live tests are told where prebuilt fixtures are.
@@ -68,11 +70,12 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
         .arg(root.join("xtask/aarch64/setup.sh"))
         .arg(&cache))?;
 
-    say("building the host tools and the aarch64 libcare-ctl");
+    say("building the host tools and the aarch64 libcare-ctl, libcare-server, libcare-client");
     run(cargo().args(["build", "--release", "--bins", "-p", "libcare"]))?;
     run(cargo()
         .args(["build", "--release", "--target", RUST_TARGET])
-        .args(["-p", "libcare", "--bin", "libcare-ctl"])
+        .args(["-p", "libcare"])
+        .args(GUEST_TOOLS.iter().flat_map(|b| ["--bin", b]))
         .env(
             "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
             fixtures::CC,
@@ -96,11 +99,12 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
     builder.build_with_patch_make(&root.join("tests/fixtures/guide"), &host)?;
     let bin = builder.stage.join("bin");
     std::fs::create_dir_all(&bin)?;
-    let ctl = bin.join("libcare-ctl");
-    run(Command::new("aarch64-linux-gnu-strip")
-        .arg("-o")
-        .arg(&ctl)
-        .arg(tdir.join(RUST_TARGET).join("release/libcare-ctl")))?;
+    for tool in GUEST_TOOLS {
+        run(Command::new("aarch64-linux-gnu-strip")
+            .arg("-o")
+            .arg(bin.join(tool))
+            .arg(tdir.join(RUST_TARGET).join("release").join(tool)))?;
+    }
     std::fs::copy(
         root.join("tests/aarch64/run.sh"),
         builder.stage.join("run.sh"),

@@ -59,8 +59,11 @@ fn target_dir(root: &Path) -> PathBuf {
 /// Runs the scenarios named in `only` (all when empty); fails unless every one passed.
 pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
     for s in only {
-        if !SCENARIOS.contains(&s.as_str()) {
-            bail!("unknown scenario {s:?}; known: {}", SCENARIOS.join(" "));
+        if !SCENARIOS.contains(&s.as_str()) && s != TARGET_LIVE {
+            bail!(
+                "unknown scenario {s:?}; known: {} {TARGET_LIVE}",
+                SCENARIOS.join(" ")
+            );
         }
     }
     let started = Instant::now();
@@ -109,7 +112,8 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
         root.join("tests/aarch64/run.sh"),
         builder.stage.join("run.sh"),
     )?;
-    let live = only.is_empty() && target_live_supported(root);
+    let live =
+        (only.is_empty() || only.iter().any(|s| s == TARGET_LIVE)) && target_live_supported(root);
     if live {
         say("building kpatch-target's live tests and their fixtures for aarch64");
         build_target_live(root, &builder.stage)?;
@@ -121,20 +125,28 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
     std::fs::write(&initrd, archive).with_context(|| format!("write {}", initrd.display()))?;
 
     say("booting the aarch64 VM (qemu-system-aarch64, TCG)");
-    let mut append = String::from("console=ttyAMA0 panic=-1 quiet loglevel=3");
-    if !only.is_empty() {
-        append.push_str(&format!(" SCENARIOS={}", only.join(",")));
-    }
-    let lines = vm::boot(&cache.join("Image"), &initrd, &append, VM_TIMEOUT)?;
-    let expected: Vec<&str> = if only.is_empty() {
-        let mut all = SCENARIOS.to_vec();
-        if live {
-            all.push(TARGET_LIVE);
-        }
-        all
+    let scenarios: Vec<&str> = if only.is_empty() {
+        SCENARIOS.to_vec()
     } else {
-        only.iter().map(String::as_str).collect()
+        only.iter()
+            .map(String::as_str)
+            .filter(|s| *s != TARGET_LIVE)
+            .collect()
     };
+    // The kernel hands KEY=VALUE words of its command line to /init as environment.
+    let append = format!(
+        "console=ttyAMA0 panic=-1 quiet loglevel=3 SCENARIOS={}",
+        if scenarios.is_empty() {
+            "none".to_owned()
+        } else {
+            scenarios.join(",")
+        }
+    );
+    let lines = vm::boot(&cache.join("Image"), &initrd, &append, VM_TIMEOUT)?;
+    let mut expected = scenarios;
+    if live {
+        expected.push(TARGET_LIVE);
+    }
     let results = console::results(lines.iter().map(String::as_str), &expected);
     summary(&results, started.elapsed());
     if !results.success() {

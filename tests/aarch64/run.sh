@@ -330,13 +330,26 @@ for s in ${SCENARIOS:-$(sed -n 's/^t_\([a-z0-9_]*\)() {$/\1/p' "$0")}; do
     [ "$s" = none ] && continue
     scenario "$s" "t_$s"
 done
+# kpatch-target's own live tests, cross-built. They wait with deadlines made for a real
+# machine; under emulation on a busy host one may miss its deadline, so the tests that failed
+# get one more run, and a pass on that run is reported as such.
+live() {
+    KPATCH_TARGET_FIXTURES=/tests/target-fixtures /tests/target-live --test-threads=1 "$@" \
+        >"$LOG" 2>&1
+}
 if [ -x /tests/target-live ]; then
     echo "--- kpatch-target live tests"
-    if KPATCH_TARGET_FIXTURES=/tests/target-fixtures /tests/target-live --test-threads=1 >"$LOG" 2>&1; then
+    if live; then
         echo "SCENARIO target-live PASS"
     else
         sed 's/^/    | /' "$LOG"
-        echo "SCENARIO target-live FAIL see log"
+        failed=$(sed -n '/^failures:$/,$s/^    \([a-z_0-9:]*\)$/\1/p' "$LOG" | tr '\n' ' ')
+        if [ -n "$failed" ] && live --exact $failed; then
+            echo "SCENARIO target-live PASS passed when run again: $failed"
+        else
+            sed 's/^/    | /' "$LOG"
+            echo "SCENARIO target-live FAIL $failed"
+        fi
     fi
 fi
 echo "=== SCENARIOS DONE"

@@ -218,8 +218,10 @@ fn build_target_live(root: &Path, stage: &Path) -> Result<()> {
 fn summary(r: &Results, took: Duration) {
     println!("\naarch64 scenarios ({} s):", took.as_secs());
     for v in &r.verdicts {
-        if v.passed {
+        if v.passed && v.reason.is_empty() {
             println!("  PASS  {}", v.name);
+        } else if v.passed {
+            println!("  PASS  {} ({})", v.name, v.reason);
         } else {
             println!("  FAIL  {}: {}", v.name, v.reason);
         }

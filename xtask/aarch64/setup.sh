@@ -33,9 +33,17 @@ need_guest=""
 
 if [ -n "$need_cross$need_qemu$need_guest" ]; then
     mkdir -p "$P/lists/partial" "$P/archives/partial" "$P/debs"
-    sources=/etc/apt/sources.list.d/debian.sources
-    main=$(awk '/^URIs:/{print $2}' "$sources" | grep -v security | head -n 1)
-    sec=$(awk '/^URIs:/{print $2}' "$sources" | grep security | head -n 1)
+    # The machine's own mirrors: deb822 sources, else the one-line format.
+    uris=$(
+        { cat /etc/apt/sources.list.d/*.sources 2>/dev/null || :; } |
+            awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}'
+        { cat /etc/apt/sources.list 2>/dev/null || :; } |
+            awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; break}}'
+    )
+    main=$(echo "$uris" | grep -v security | head -n 1)
+    sec=$(echo "$uris" | grep security | head -n 1)
+    [ -n "$main" ] || { echo "setup: no Debian mirror in /etc/apt sources" >&2; exit 1; }
+    [ -n "$sec" ] || sec=$main-security
     key=signed-by=/usr/share/keyrings/debian-archive-keyring.gpg
     cat > "$P/sources.list" <<EOS
 deb [$key] $main bookworm main

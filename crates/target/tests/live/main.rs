@@ -6,6 +6,7 @@ mod harness;
 mod calls;
 mod memory;
 mod open;
+mod returns;
 mod signals;
 mod syscalls;
 mod threads;

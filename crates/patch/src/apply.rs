@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kpatch_arch::Arch;
 use kpatch_file::{Header, KpatchFile, HEADER_SIZE, MAGIC, MAGIC_PENDING};
-use kpatch_target::{MapEntry, MapName, Memory, Perms, Process};
+use kpatch_target::{DeferTermination, Guardian, MapEntry, MapName, Memory, Perms, Process};
 
 use crate::discover::{self, AppliedPatch, LoadedObject};
 use crate::elf_image::SymKind;
@@ -67,10 +67,11 @@ pub fn patch(
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
     let proc = Process::open(pid)?;
-    let _lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+    let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+    let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
     let arch = proc.arch();
     let page = proc.page_size();
-    world::reclaim_pending(&proc, opts, rep)?;
+    world::reclaim_pending(&proc, opts, &mut guardian, rep)?;
     let maps = proc.maps()?;
     let objects = discover::objects(&proc, &maps)?;
     let applied = discover::applied_patches(&proc, &maps)?;
@@ -101,7 +102,19 @@ pub fn patch(
     let resolved = allocate(&proc, &mut jobs, arch, opts, rep)?;
     fault::point("after-mmap");
     let result = fill_and_commit(
-        &proc, &objects, &jobs, &resolved, &applied, storage, arch, opts, rep,
+        &proc,
+        &Planned {
+            maps: &maps,
+            objects: &objects,
+            jobs: &jobs,
+            resolved: &resolved,
+            applied: &applied,
+        },
+        storage,
+        arch,
+        opts,
+        &mut guardian,
+        rep,
     );
     if result.is_err() {
         // Nothing points into the regions yet (or the commit rolled its hunks back).
@@ -251,6 +264,7 @@ fn allocate(
     opts: &Options,
     rep: &mut dyn Report,
 ) -> Result<Vec<HashMap<usize, u64>>> {
+    let _defer = DeferTermination::new();
     let mut stopped = world::stop_one(proc, opts)?;
     let mut mapped: Vec<(u64, u64)> = Vec::new();
     let mut out = Vec::new();
@@ -323,18 +337,31 @@ fn record_name(job: &Job<'_>, relocated_elf: &[u8], symstr: u64) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the run found and decided while the target ran.
+struct Planned<'a, 'o> {
+    maps: &'a [MapEntry],
+    objects: &'o [LoadedObject],
+    jobs: &'a [Job<'o>],
+    resolved: &'a [HashMap<usize, u64>],
+    applied: &'a [AppliedPatch],
+}
+
 fn fill_and_commit(
     proc: &Process,
-    objects: &[LoadedObject],
-    jobs: &[Job<'_>],
-    resolved: &[HashMap<usize, u64>],
-    applied: &[AppliedPatch],
+    plan: &Planned<'_, '_>,
     storage: &Storage,
     arch: &'static dyn Arch,
     opts: &Options,
+    guardian: &mut Guardian,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
+    let Planned {
+        maps,
+        objects,
+        jobs,
+        resolved,
+        applied,
+    } = *plan;
     let hs = arch.hunk_size();
     let mut hunks: Vec<Hunk> = Vec::new();
     let mut replaced: Vec<(Range<u64>, String)> = Vec::new();
@@ -345,7 +372,6 @@ fn fill_and_commit(
         .max()
         .unwrap_or(0)
         + 1;
-    let mut headers = Vec::new();
     for (job, imports) in jobs.iter().zip(resolved) {
         let l = job.prepared.layout;
         let rel = job
@@ -404,7 +430,6 @@ fn fill_and_commit(
             proc.write(job.kpta + l.jmp_offset, &rel.jump_table)?;
         }
         proc.write(job.kpta + l.elf_offset, &rel.elf)?;
-        headers.push(header);
         rep.detail(&format!(
             "{}: {} function(s) to redirect in {}",
             job.id, nh, job.object.name
@@ -418,31 +443,23 @@ fn fill_and_commit(
     }
     fault::point("after-write");
 
-    let ranges: Vec<Range<u64>> = replaced.iter().map(|(r, _)| r.clone()).collect();
-    let mut walker = world::walker(arch, objects);
+    let mut safety = world::Safety::new(proc, maps, objects, applied, replaced)?;
+    let heads: Vec<u64> = jobs.iter().map(|j| j.kpta).collect();
     let frozen = world::with_safe_stop(
         proc,
         opts,
-        &mut walker,
-        &ranges,
-        &replaced,
+        &mut safety,
+        guardian,
         rep,
-        |stopped| {
+        |_stopped, guardian| {
             if let Some(script) = storage.script("before") {
                 world::run_script(&script, proc.pid())?;
             }
             fault::point("stopped");
-            commit(proc, &hunks, hs)?;
-            for (job, header) in jobs.iter().zip(&headers) {
-                let mut h = *header;
-                h.set_magic(MAGIC);
-                proc.write(job.kpta, &h.as_bytes()[..8])?;
-            }
-            fault::point("after-commit");
+            commit(proc, &hunks, &heads, hs, guardian)?;
             if let Some(script) = storage.script("after") {
                 world::run_script(&script, proc.pid())?;
             }
-            let _ = stopped;
             Ok(())
         },
     )?;
@@ -456,26 +473,53 @@ fn fill_and_commit(
     Ok(outcome)
 }
 
-/// Saves the original bytes of every hunk and writes the jumps; on a failure, puts back what
-/// was already written.
-fn commit(mem: &dyn Memory, hunks: &[Hunk], hs: usize) -> Result<()> {
-    let mut saved = Vec::with_capacity(hunks.len());
+/// Saves the original bytes of every hunk, writes the jumps, then marks every region
+/// committed (`KPATCH1` in the header at each of `heads`). The guardian is armed meanwhile with
+/// the way back (original bytes, pending magic), so that a tool dying at any point of the
+/// series leaves the target unpatched rather than half patched; a write that fails puts back
+/// what was written.
+fn commit(
+    mem: &dyn Memory,
+    hunks: &[Hunk],
+    heads: &[u64],
+    hs: usize,
+    guardian: &mut Guardian,
+) -> Result<()> {
+    let mut back: Vec<(u64, Vec<u8>)> = Vec::with_capacity(hunks.len() + heads.len());
     for h in hunks {
-        let mut old = vec![0u8; hs];
+        let mut old = vec![0u8; hs.max(h.jump.len())];
         mem.read(h.daddr, &mut old)?;
-        mem.write(h.undo_at, &old)?;
-        saved.push(old);
+        mem.write(h.undo_at, &old[..hs])?;
+        old.truncate(h.jump.len());
+        back.push((h.daddr, old));
     }
+    back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
+    guardian.arm(&back)?;
+    let undo = |upto: usize| {
+        for (addr, old) in back.iter().take(upto) {
+            let _ = mem.write(*addr, old);
+        }
+    };
     for (i, h) in hunks.iter().enumerate() {
         if let Err(e) = mem.write(h.daddr, &h.jump) {
-            for (done, old) in hunks[..i].iter().zip(&saved) {
-                let _ = mem.write(done.daddr, old);
-            }
+            undo(i);
+            let _ = guardian.disarm();
             return Err(e.into());
         }
         if i == 0 {
             fault::point("first-hunk");
         }
     }
+    fault::point("after-hunks");
+    for &k in heads {
+        if let Err(e) = mem.write(k, &MAGIC) {
+            undo(back.len());
+            let _ = guardian.disarm();
+            return Err(e.into());
+        }
+    }
+    fault::point("after-commit");
+    let _ = guardian.disarm();
+    fault::point("committed");
     Ok(())
 }

@@ -4,12 +4,11 @@
 //! is refused before the target is touched.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::time::Duration;
 
 use kpatch_arch::Arch;
 use kpatch_file::MAGIC_PENDING;
-use kpatch_target::{Memory, Process};
+use kpatch_target::{Guardian, MapEntry, Memory, Process};
 
 use crate::discover::{self, AppliedPatch, LoadedObject};
 use crate::error::{Error, Result};
@@ -84,13 +83,16 @@ fn object_name(objects: &[LoadedObject], p: &AppliedPatch) -> String {
 
 /// Removes `all[selected]` from the process. `tolerant` (for reclaiming an interrupted run's
 /// region) skips records whose jump is not found instead of refusing.
+#[allow(clippy::too_many_arguments)]
 pub fn remove(
     proc: &Process,
+    maps: &[MapEntry],
     objects: &[LoadedObject],
     all: &[AppliedPatch],
     selected: &[usize],
     tolerant: bool,
     opts: &Options,
+    guardian: &mut Guardian,
     rep: &mut dyn Report,
 ) -> Result<Option<Duration>> {
     let arch: &dyn Arch = proc.arch();
@@ -153,30 +155,42 @@ pub fn remove(
             format!("patch {} ({})", p.id, object_name(objects, p)),
         ));
     }
-    let ranges: Vec<Range<u64>> = selected.iter().map(|&i| all[i].range()).collect();
     let committed = selected.iter().any(|&i| all[i].committed);
     let mut frozen = None;
     if committed || !overlay.order.is_empty() {
-        let mut walker = world::walker(proc.arch(), objects);
+        // Every write moves the target towards "unpatched" and may be done again, so the
+        // guardian is armed with the whole series: a tool dying half-way leaves it completed.
+        let mut writes: Vec<(u64, Vec<u8>)> = overlay
+            .order
+            .iter()
+            .filter_map(|a| overlay.writes.get(a).map(|b| (*a, b.clone())))
+            .collect();
+        // A region stays mapped until after the resume: mark it so that, if we die before
+        // unmapping it, it is never listed again and the next run reclaims it.
+        writes.extend(selected.iter().map(|&i| (all[i].kpta, MAGIC_PENDING.to_vec())));
+        let mut safety = world::Safety::new(proc, maps, objects, all, names)?;
         frozen = Some(world::with_safe_stop(
             proc,
             opts,
-            &mut walker,
-            &ranges,
-            &names,
+            &mut safety,
+            guardian,
             rep,
-            |_| {
+            |_, guardian| {
                 fault::point("unpatch-stopped");
-                for addr in &overlay.order {
-                    proc.write(*addr, &overlay.writes[addr])?;
-                }
-                // A region stays mapped until after the resume: mark it so that, if we die before
-                // unmapping it, it is never listed again and the next run reclaims it.
-                for &i in selected {
-                    proc.write(all[i].kpta, &MAGIC_PENDING)?;
+                guardian.arm(&writes)?;
+                let mut first_error = None;
+                for (n, (addr, bytes)) in writes.iter().enumerate() {
+                    // Carry on after a failed write: the rest still undoes the patch.
+                    if let Err(e) = proc.write(*addr, bytes) {
+                        first_error.get_or_insert(e);
+                    }
+                    if n == 0 {
+                        fault::point("unpatch-first-restore");
+                    }
                 }
                 fault::point("unpatch-after-restore");
-                Ok(())
+                let _ = guardian.disarm();
+                first_error.map_or(Ok(()), |e| Err(e.into()))
             },
         )?);
     }
@@ -199,8 +213,9 @@ pub fn unpatch(
     rep: &mut dyn Report,
 ) -> Result<UnpatchOutcome> {
     let proc = Process::open(pid)?;
-    let _lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
-    world::reclaim_pending(&proc, opts, rep)?;
+    let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+    let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
+    world::reclaim_pending(&proc, opts, &mut guardian, rep)?;
     let maps = proc.maps()?;
     let objects = discover::objects(&proc, &maps)?;
     let all = discover::applied_patches(&proc, &maps)?;
@@ -226,7 +241,17 @@ pub fn unpatch(
     }
     // Newest first; patches applied by the peer carry no sequence and go last.
     selected.sort_by_key(|&i| std::cmp::Reverse((all[i].header.applied_seq(), all[i].kpta)));
-    let frozen = remove(&proc, &objects, &all, &selected, false, opts, rep)?;
+    let frozen = remove(
+        &proc,
+        &maps,
+        &objects,
+        &all,
+        &selected,
+        false,
+        opts,
+        &mut guardian,
+        rep,
+    )?;
     let removed = selected
         .iter()
         .map(|&i| RemovedPatch {

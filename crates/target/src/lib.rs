@@ -14,6 +14,7 @@
 
 mod auxv;
 mod call;
+mod defer;
 mod error;
 mod guardian;
 mod inject;
@@ -33,6 +34,7 @@ mod thread;
 
 pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
 pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
+pub use defer::DeferTermination;
 pub use error::{Error, Result};
 pub use guardian::{Guardian, GUARDIAN_CAPACITY};
 pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};

@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
 mod demo;
 
 fn root() -> PathBuf {
@@ -43,11 +44,12 @@ fn test() -> Result<()> {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <demo|test>");
+    eprintln!("usage: cargo xtask <demo|test|bench>");
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
     );
     eprintln!("  test   formatting, lints, unit and end-to-end tests");
+    eprintln!("  bench  measure pauses, patch size, call overhead; writes BENCHMARKS.md");
     ExitCode::from(2)
 }
 
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run_demo(&root()),
         Some("test") => test(),
+        Some("bench") => bench::run_bench(&root()),
         _ => return usage(),
     };
     match result {

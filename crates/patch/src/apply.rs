@@ -17,6 +17,7 @@ use crate::options::Options;
 use crate::payload::Payload;
 use crate::relocate::Prepared;
 use crate::report::Report;
+use crate::runs;
 use crate::scope::Found;
 use crate::storage::Storage;
 use crate::world;
@@ -443,8 +444,22 @@ fn fill_and_commit(
     }
     fault::point("after-write");
 
-    let mut safety = world::Safety::new(proc, maps, objects, applied, replaced)?;
+    // The original bytes are saved and the new code pages read while the target still runs;
+    // the stop only checks them and writes each run of pages once.
+    let mut jumps = Vec::with_capacity(hunks.len());
+    let mut back: Vec<(u64, Vec<u8>)> = Vec::with_capacity(hunks.len() + jobs.len());
+    for h in &hunks {
+        let mut old = vec![0u8; hs.max(h.jump.len())];
+        proc.read(h.daddr, &mut old)?;
+        proc.write(h.undo_at, &old[..hs])?;
+        jumps.push((h.daddr, h.jump.clone()));
+        old.truncate(h.jump.len());
+        back.push((h.daddr, old));
+    }
+    let runs = runs::plan(proc, &jumps, proc.page_size())?;
     let heads: Vec<u64> = jobs.iter().map(|j| j.kpta).collect();
+    back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
+    let mut safety = world::Safety::new(proc, maps, objects, applied, replaced)?;
     let frozen = world::with_safe_stop(
         proc,
         opts,
@@ -456,7 +471,7 @@ fn fill_and_commit(
                 world::run_script(&script, proc.pid())?;
             }
             fault::point("stopped");
-            commit(proc, &hunks, &heads, hs, guardian)?;
+            commit(proc, &runs, &heads, &back, guardian)?;
             if let Some(script) = storage.script("after") {
                 world::run_script(&script, proc.pid())?;
             }
@@ -473,47 +488,28 @@ fn fill_and_commit(
     Ok(outcome)
 }
 
-/// Saves the original bytes of every hunk, writes the jumps, then marks every region
-/// committed (`KPATCH1` in the header at each of `heads`). The guardian is armed meanwhile with
-/// the way back (original bytes, pending magic), so that a tool dying at any point of the
-/// series leaves the target unpatched rather than half patched; a write that fails puts back
-/// what was written.
+/// Writes the jumps (as page runs), then marks every region committed (`KPATCH1` in the
+/// header at each of `heads`). The guardian is armed meanwhile with `back`, the way back
+/// (original bytes, pending magic), so that a tool dying at any point of the series leaves the
+/// target unpatched rather than half patched; a write that fails puts back what was written.
 fn commit(
     mem: &dyn Memory,
-    hunks: &[Hunk],
+    runs: &[runs::Run],
     heads: &[u64],
-    hs: usize,
+    back: &[(u64, Vec<u8>)],
     guardian: &mut Guardian,
 ) -> Result<()> {
-    let mut back: Vec<(u64, Vec<u8>)> = Vec::with_capacity(hunks.len() + heads.len());
-    for h in hunks {
-        let mut old = vec![0u8; hs.max(h.jump.len())];
-        mem.read(h.daddr, &mut old)?;
-        mem.write(h.undo_at, &old[..hs])?;
-        old.truncate(h.jump.len());
-        back.push((h.daddr, old));
-    }
-    back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
-    guardian.arm(&back)?;
-    let undo = |upto: usize| {
-        for (addr, old) in back.iter().take(upto) {
-            let _ = mem.write(*addr, old);
-        }
-    };
-    for (i, h) in hunks.iter().enumerate() {
-        if let Err(e) = mem.write(h.daddr, &h.jump) {
-            undo(i);
-            let _ = guardian.disarm();
-            return Err(e.into());
-        }
-        if i == 0 {
-            fault::point("first-hunk");
-        }
+    guardian.arm(back)?;
+    if let Err(e) = runs::commit(mem, runs, &|| fault::point("first-hunk")) {
+        let _ = guardian.disarm();
+        return Err(e);
     }
     fault::point("after-hunks");
     for &k in heads {
         if let Err(e) = mem.write(k, &MAGIC) {
-            undo(back.len());
+            for (addr, old) in back {
+                let _ = mem.write(*addr, old);
+            }
             let _ = guardian.disarm();
             return Err(e.into());
         }

@@ -249,7 +249,10 @@ fn scan(view: &View<'_>, guard: u64) -> Vec<Context> {
     let mut read = |a: u64| view.mem.read_u64(a).map_err(drop);
     let mut out = Vec::new();
     for range in searched(view.maps) {
-        let Ok(bytes) = view.mem.read_vec(range.start, (range.end - range.start) as usize) else {
+        let Ok(bytes) = view
+            .mem
+            .read_vec(range.start, (range.end - range.start) as usize)
+        else {
             continue;
         };
         let words: Vec<u64> = bytes

@@ -93,6 +93,8 @@ pub enum Error {
         pid: i32,
         reason: String,
     },
+    #[error("the code at {addr:#x} changed while the patch was being prepared; nothing was written, try again")]
+    CodeChanged { addr: u64 },
     #[error("{script} {pid} failed: {status}")]
     Script {
         script: PathBuf,

@@ -17,6 +17,7 @@ pub mod options;
 pub mod payload;
 pub mod relocate;
 pub mod report;
+pub mod runs;
 pub mod safety;
 pub mod scope;
 pub mod select;

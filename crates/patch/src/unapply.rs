@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::options::Options;
 use crate::report::Report;
+use crate::runs;
 use crate::world;
 
 /// One patch removed by a run.
@@ -156,18 +157,24 @@ pub fn remove(
         ));
     }
     let committed = selected.iter().any(|&i| all[i].committed);
+    let writes: Vec<(u64, Vec<u8>)> = overlay
+        .order
+        .iter()
+        .filter_map(|a| overlay.writes.get(a).map(|b| (*a, b.clone())))
+        .collect();
+    let runs = runs::plan(proc, &writes, proc.page_size())?;
     let mut frozen = None;
     if committed || !overlay.order.is_empty() {
         // Every write moves the target towards "unpatched" and may be done again, so the
         // guardian is armed with the whole series: a tool dying half-way leaves it completed.
-        let mut writes: Vec<(u64, Vec<u8>)> = overlay
-            .order
+        // A region stays mapped until after the resume: it is marked pending so that, if we
+        // die before unmapping it, it is never listed again and the next run reclaims it.
+        let marks: Vec<(u64, Vec<u8>)> = selected
             .iter()
-            .filter_map(|a| overlay.writes.get(a).map(|b| (*a, b.clone())))
+            .map(|&i| (all[i].kpta, MAGIC_PENDING.to_vec()))
             .collect();
-        // A region stays mapped until after the resume: mark it so that, if we die before
-        // unmapping it, it is never listed again and the next run reclaims it.
-        writes.extend(selected.iter().map(|&i| (all[i].kpta, MAGIC_PENDING.to_vec())));
+        let mut guarded = writes.clone();
+        guarded.extend(marks.iter().cloned());
         let mut safety = world::Safety::new(proc, maps, objects, all, names)?;
         frozen = Some(world::with_safe_stop(
             proc,
@@ -177,15 +184,17 @@ pub fn remove(
             rep,
             |_, guardian| {
                 fault::point("unpatch-stopped");
-                guardian.arm(&writes)?;
+                guardian.arm(&guarded)?;
+                // A failed run write puts back the runs already written: still fully patched.
+                if let Err(e) = runs::commit(proc, &runs, &|| fault::point("unpatch-first-restore"))
+                {
+                    let _ = guardian.disarm();
+                    return Err(e);
+                }
                 let mut first_error = None;
-                for (n, (addr, bytes)) in writes.iter().enumerate() {
-                    // Carry on after a failed write: the rest still undoes the patch.
+                for (addr, bytes) in &marks {
                     if let Err(e) = proc.write(*addr, bytes) {
                         first_error.get_or_insert(e);
-                    }
-                    if n == 0 {
-                        fault::point("unpatch-first-restore");
                     }
                 }
                 fault::point("unpatch-after-restore");

@@ -144,7 +144,13 @@ impl Safety {
     }
 
     fn inspect(&mut self, world: &mut StoppedProcess<'_>) -> Result<safety::Inspection> {
-        let found = safety::inspect(world, &mut self.walker, &self.ranges, &self.coro, &self.code)?;
+        let found = safety::inspect(
+            world,
+            &mut self.walker,
+            &self.ranges,
+            &self.coro,
+            &self.code,
+        )?;
         if let Some((addr, context)) = found.coroutine {
             return Err(Error::CoroutineBusy {
                 pid: world.process().pid(),
@@ -201,9 +207,12 @@ pub fn with_safe_stop(
                     p.addr
                 ));
             }
-            let ran = stopped.run_to(&points, left.min(opts.round_wait), Some(guardian), &mut || {
-                fault::point("breakpoints")
-            })?;
+            let ran = stopped.run_to(
+                &points,
+                left.min(opts.round_wait),
+                Some(guardian),
+                &mut || fault::point("breakpoints"),
+            )?;
             rep.detail(&format!(
                 "{} thread(s) returned, {} still running, {} exited, {} created meanwhile (held)",
                 ran.arrived.len(),

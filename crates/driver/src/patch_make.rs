@@ -1,0 +1,759 @@
+//! `libcare-patch-make`: build a make-based project twice (original and patched, through
+//! `libcare-cc`), install both, and turn every installed executable whose patched build has
+//! `.kpatch` sections into `patchroot/<build-id>.kpatch`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::build_env::{stdout_stdio, BuildEnv, BuildEnvError};
+use crate::cc::Stage;
+use crate::elfinfo::{self, ElfInfoError};
+use crate::patchfile::{apply_patch, read_patch, restore_sources, ApplyError, RestoreError};
+use crate::tools;
+
+/// A patch id: 1 to 7 bytes (it is stored NUL-terminated in 8 bytes of the header).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatchId(String);
+
+/// The id is empty or too long.
+#[derive(Debug, thiserror::Error)]
+#[error("Invalid patch-id!")]
+pub struct InvalidPatchId;
+
+impl PatchId {
+    /// Checks `id`.
+    pub fn new(id: &str) -> Result<Self, InvalidPatchId> {
+        if id.is_empty() || id.len() > 7 || id.contains('\0') {
+            return Err(InvalidPatchId);
+        }
+        Ok(PatchId(id.to_string()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `-c`: `make clean` and remove the install trees first.
+    pub clean: bool,
+    /// `-u`: do not build; remake the patches from the existing install trees.
+    pub update: bool,
+    /// `-d`: the make variable naming the install root (default `DESTDIR`).
+    pub destdir_var: String,
+    /// `-i`.
+    pub id: PatchId,
+    /// `-b`: the build-id written into the patches instead of the original's.
+    pub build_id: Option<String>,
+    /// `-j`.
+    pub jobs: Option<u32>,
+    /// The patch files, applied in order (relative ones from [`Paths::workdir`]); messages
+    /// name them as given here.
+    pub patches: Vec<PathBuf>,
+}
+
+/// Where things are.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// Where `make` runs (the current directory).
+    pub workdir: PathBuf,
+    /// Where the patches are applied (`-s`, default: `workdir`).
+    pub srcdir: PathBuf,
+    /// Install root of the original build (`LPMAKE_ORIGINAL_DIR`, default `lpmake`).
+    pub original_dir: PathBuf,
+    /// Install root of the patched build (`LPMAKE_PATCHED_DIR`, default `.lpmaketmp/patched`).
+    pub patched_dir: PathBuf,
+    /// Where patches are written (`LPMAKE_PATCHROOT`, default `patchroot`).
+    pub patchroot: PathBuf,
+    /// Directory of `libcare-cc`, `kpatch_gensrc`, `kpatch_strip`, `kpatch_make`.
+    pub tools_dir: PathBuf,
+}
+
+impl Paths {
+    /// Paths for a run in `workdir`, with the `LPMAKE_*` overrides looked up in `env`;
+    /// relative paths are taken from `workdir`.
+    pub fn new(
+        workdir: &Path,
+        srcdir: Option<&Path>,
+        tools_dir: &Path,
+        env: &HashMap<String, String>,
+    ) -> Self {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                workdir.join(p)
+            }
+        };
+        let dir = |var: &str, default: &str| match env.get(var).filter(|v| !v.is_empty()) {
+            Some(v) => abs(Path::new(v)),
+            None => workdir.join(default),
+        };
+        Paths {
+            workdir: workdir.to_path_buf(),
+            srcdir: srcdir.map(abs).unwrap_or_else(|| workdir.to_path_buf()),
+            original_dir: dir("LPMAKE_ORIGINAL_DIR", "lpmake"),
+            patched_dir: dir("LPMAKE_PATCHED_DIR", ".lpmaketmp/patched"),
+            patchroot: dir("LPMAKE_PATCHROOT", "patchroot"),
+            tools_dir: tools_dir.to_path_buf(),
+        }
+    }
+}
+
+/// A stage line, printed as the peer prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StageLine {
+    /// `BUILDING ORIGINAL CODE`
+    BuildingOriginal,
+    /// `INSTALLING ORIGINAL OBJECTS INTO <dir>`
+    InstallingOriginal(PathBuf),
+    /// `BUILDING PATCHED CODE`
+    BuildingPatched,
+    /// `INSTALLING PATCHED OBJECTS INTO <dir>`
+    InstallingPatched(PathBuf),
+    /// `MAKING PATCHES`
+    MakingPatches,
+}
+
+impl fmt::Display for StageLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StageLine::BuildingOriginal => write!(f, "BUILDING ORIGINAL CODE"),
+            StageLine::InstallingOriginal(d) => {
+                write!(f, "INSTALLING ORIGINAL OBJECTS INTO {}", d.display())
+            }
+            StageLine::BuildingPatched => write!(f, "BUILDING PATCHED CODE"),
+            StageLine::InstallingPatched(d) => {
+                write!(f, "INSTALLING PATCHED OBJECTS INTO {}", d.display())
+            }
+            StageLine::MakingPatches => write!(f, "MAKING PATCHES"),
+        }
+    }
+}
+
+/// Progress reported to the caller, which prints it.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A stage starts.
+    Stage(StageLine),
+    /// A patch file is about to be applied (as the user named it).
+    Applying(&'a Path),
+    /// What GNU patch said about one file.
+    PatchOutput(&'a str),
+    /// Backups left by an interrupted earlier run were put back before starting.
+    LeftoversRestored(&'a [PathBuf]),
+    /// Something was skipped.
+    Warning(String),
+    /// A patch was written.
+    PatchWritten {
+        /// The installed original executable.
+        original: &'a Path,
+        /// The `.kpatch` file in the patch root.
+        patch: &'a Path,
+    },
+}
+
+/// One patch made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MadePatch {
+    /// The installed original executable.
+    pub original: PathBuf,
+    /// `<patchroot>/<build-id>.kpatch`.
+    pub patch: PathBuf,
+    /// The build-id written into the patch.
+    pub build_id: String,
+}
+
+/// The step that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Checking tools and patch files, preparing the environment.
+    Setup,
+    /// Putting back backups of an interrupted earlier run.
+    RestoreLeftovers,
+    /// `make clean`.
+    Clean,
+    /// The original build.
+    BuildOriginal,
+    /// Its installation.
+    InstallOriginal,
+    /// Applying one patch file.
+    Apply(PathBuf),
+    /// The patched build.
+    BuildPatched,
+    /// Its installation.
+    InstallPatched,
+    /// Putting the sources back.
+    RestoreSources,
+    /// Making the `.kpatch` files.
+    MakePatches,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Setup => write!(f, "setup"),
+            Step::RestoreLeftovers => write!(f, "restoring sources left patched by an earlier run"),
+            Step::Clean => write!(f, "cleaning"),
+            Step::BuildOriginal => write!(f, "building original code"),
+            Step::InstallOriginal => write!(f, "installing original objects"),
+            Step::Apply(p) => write!(f, "applying {}", p.display()),
+            Step::BuildPatched => write!(f, "building patched code"),
+            Step::InstallPatched => write!(f, "installing patched objects"),
+            Step::RestoreSources => write!(f, "restoring the original sources"),
+            Step::MakePatches => write!(f, "making patches"),
+        }
+    }
+}
+
+/// What went wrong in a step.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Some of our tools are not installed.
+    #[error("kpatch tools are missing in {dir}: {}; set KPATCH_PATH to their directory", names.join(", "))]
+    ToolsMissing {
+        /// Where they were looked for.
+        dir: PathBuf,
+        /// Which are missing.
+        names: Vec<String>,
+    },
+    /// The compiler environment.
+    #[error(transparent)]
+    BuildEnv(#[from] BuildEnvError),
+    /// A program could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A program failed (its own output precedes this message).
+    #[error("`{command}` failed ({status})")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its status.
+        status: ExitStatus,
+    },
+    /// A patch file.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Putting the sources back.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// Inspecting an ELF file.
+    #[error(transparent)]
+    Elf(#[from] ElfInfoError),
+    /// A file operation.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `-u` without earlier builds.
+    #[error("{0} does not exist: run without -u first to build it")]
+    MissingTree(PathBuf),
+    /// A `LPMAKE_*` directory that `--clean` must not remove.
+    #[error("refusing to remove {0}: it contains the working or source directory; fix LPMAKE_ORIGINAL_DIR / LPMAKE_PATCHED_DIR")]
+    UnsafeRemove(PathBuf),
+    /// No installed executable changed.
+    #[error("no executable installed under {original} has .kpatch sections in its patched build under {patched}: the patches change no function of an installed program (or the Makefile does not build with $(CC) / install with ${destdir_var})")]
+    NothingToPatch {
+        /// The original install tree.
+        original: PathBuf,
+        /// The patched install tree.
+        patched: PathBuf,
+        /// The make variable used for installing.
+        destdir_var: String,
+    },
+    /// A signal asked us to stop.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// A failed run: the step, the cause, and whether the sources could still be put back.
+#[derive(Debug)]
+pub struct PatchMakeError {
+    /// The failed step.
+    pub step: Step,
+    /// The cause.
+    pub source: Box<StepError>,
+    /// Set when putting the sources back failed as well.
+    pub restore_failure: Option<Box<RestoreError>>,
+}
+
+impl fmt::Display for PatchMakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed: {}", self.step, self.source)?;
+        if let Some(r) = &self.restore_failure {
+            write!(f, "; the sources could not be put back either: {r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PatchMakeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+fn at<E: Into<StepError>>(step: Step) -> impl FnOnce(E) -> PatchMakeError {
+    move |e| PatchMakeError {
+        step,
+        source: Box::new(e.into()),
+        restore_failure: None,
+    }
+}
+
+/// Registers SIGINT, SIGTERM, SIGHUP and SIGQUIT to set the returned flag instead of killing
+/// the driver, so that an interrupted run still puts the sources back. The project's `make`
+/// gets the terminal's signal itself and stops; the driver notices after it returns.
+pub fn install_interrupt_flag() -> io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGQUIT,
+    ] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+/// Tool file names.
+const LIBCARE_CC: &str = "libcare-cc";
+const KPATCH_GENSRC: &str = "kpatch_gensrc";
+const KPATCH_STRIP: &str = "kpatch_strip";
+const KPATCH_MAKE: &str = "kpatch_make";
+
+/// One run of the driver.
+struct Run<'a> {
+    opts: &'a Options,
+    paths: &'a Paths,
+    interrupted: &'a AtomicBool,
+    events: &'a mut dyn FnMut(Event<'_>),
+}
+
+/// Runs the driver. Stage lines and progress go to `events`; the output of `make`, `patch`
+/// and the kpatch tools goes to our standard output and error.
+pub fn run(
+    opts: &Options,
+    paths: &Paths,
+    interrupted: &AtomicBool,
+    events: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<MadePatch>, PatchMakeError> {
+    let mut r = Run {
+        opts,
+        paths,
+        interrupted,
+        events,
+    };
+    if !opts.update {
+        for patch in &opts.patches {
+            read_patch(&paths.workdir.join(patch)).map_err(at(Step::Apply(patch.clone())))?;
+        }
+    }
+    r.check_tools().map_err(at(Step::Setup))?;
+    if !opts.update {
+        let left = restore_sources(&paths.srcdir).map_err(at(Step::RestoreLeftovers))?;
+        if !left.is_empty() {
+            (r.events)(Event::LeftoversRestored(&left));
+        }
+        let env = BuildEnv::new(&paths.tools_dir.join(LIBCARE_CC), &paths.tools_dir)
+            .map_err(at(Step::Setup))?;
+        let built = r.build(&env);
+        let restored = restore_sources(&paths.srcdir);
+        match (built, restored) {
+            (Err(mut e), Err(r)) => {
+                e.restore_failure = Some(Box::new(r));
+                return Err(e);
+            }
+            (Err(e), Ok(_)) => return Err(e),
+            (Ok(()), Err(e)) => return Err(at(Step::RestoreSources)(e)),
+            (Ok(()), Ok(_)) => {}
+        }
+    }
+    r.make_patches().map_err(at(Step::MakePatches))
+}
+
+impl Run<'_> {
+    fn check_tools(&self) -> Result<(), StepError> {
+        let mut needed = vec![KPATCH_STRIP, KPATCH_MAKE];
+        if !self.opts.update {
+            needed.extend([LIBCARE_CC, KPATCH_GENSRC]);
+        }
+        let missing: Vec<String> = needed
+            .into_iter()
+            .filter(|n| !tools::is_executable(&self.paths.tools_dir.join(n)))
+            .map(String::from)
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::ToolsMissing {
+                dir: self.paths.tools_dir.clone(),
+                names: missing,
+            })
+        }
+    }
+
+    fn check_interrupt(&self) -> Result<(), StepError> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            Err(StepError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Clean, original build and install, patches, patched build and install. The caller
+    /// restores the sources whatever happens.
+    fn build(&mut self, env: &BuildEnv) -> Result<(), PatchMakeError> {
+        let paths = self.paths;
+        // As the peer: the install roots exist unless --clean removes them, in which case the
+        // Makefile's install rule creates them (the guide's does `mkdir $DESTDIR`).
+        for dir in [&paths.original_dir, &paths.patched_dir] {
+            fs::create_dir_all(dir)
+                .map_err(|source| StepError::Io {
+                    what: "cannot create",
+                    path: dir.clone(),
+                    source,
+                })
+                .map_err(at(Step::Setup))?;
+        }
+        if self.opts.clean {
+            self.make(env, None, &["clean".into()])
+                .map_err(at(Step::Clean))?;
+            for dir in [&paths.original_dir, &paths.patched_dir] {
+                self.remove_tree(dir).map_err(at(Step::Clean))?;
+            }
+        }
+
+        (self.events)(Event::Stage(StageLine::BuildingOriginal));
+        self.make(env, Some(Stage::Original), &[])
+            .map_err(at(Step::BuildOriginal))?;
+        (self.events)(Event::Stage(StageLine::InstallingOriginal(
+            paths.original_dir.clone(),
+        )));
+        self.install(env, Stage::Original, &paths.original_dir)
+            .map_err(at(Step::InstallOriginal))?;
+
+        for (index, patch) in self.opts.patches.iter().enumerate() {
+            (self.events)(Event::Applying(patch));
+            let applied = apply_patch(&paths.srcdir, &paths.workdir.join(patch), index)
+                .map_err(at(Step::Apply(patch.clone())))?;
+            for a in &applied {
+                (self.events)(Event::PatchOutput(&a.output));
+            }
+            self.check_interrupt()
+                .map_err(at(Step::Apply(patch.clone())))?;
+        }
+
+        (self.events)(Event::Stage(StageLine::BuildingPatched));
+        self.make(env, Some(Stage::Patched), &[])
+            .map_err(at(Step::BuildPatched))?;
+        (self.events)(Event::Stage(StageLine::InstallingPatched(
+            paths.patched_dir.clone(),
+        )));
+        self.install(env, Stage::Patched, &paths.patched_dir)
+            .map_err(at(Step::InstallPatched))
+    }
+
+    fn install(&self, env: &BuildEnv, stage: Stage, dir: &Path) -> Result<(), StepError> {
+        let var = format!("{}={}", self.opts.destdir_var, dir.display());
+        self.make(env, Some(stage), &["install".into(), var])
+    }
+
+    /// Runs `make [-f lpmakefile] [-j N] ARGS` with its output on our standard output.
+    fn make(&self, env: &BuildEnv, stage: Option<Stage>, args: &[String]) -> Result<(), StepError> {
+        let mut all = Vec::new();
+        if self.paths.workdir.join("lpmakefile").is_file() {
+            all.extend(["-f".to_string(), "lpmakefile".to_string()]);
+        }
+        if let Some(j) = self.opts.jobs {
+            all.extend(["-j".to_string(), j.to_string()]);
+        }
+        all.extend(args.iter().cloned());
+        let mut cmd = Command::new("make");
+        cmd.args(&all).current_dir(&self.paths.workdir);
+        env.apply(&mut cmd, stage);
+        let out = |source| StepError::Io {
+            what: "cannot redirect the output of make to",
+            path: PathBuf::from("standard output"),
+            source,
+        };
+        cmd.stdout(stdout_stdio().map_err(out)?)
+            .stderr(stdout_stdio().map_err(out)?);
+        let described = format!("make {}", all.join(" "));
+        run_command(&mut cmd, "make", described)?;
+        self.check_interrupt()
+    }
+
+    /// `rm -rf dir`, refusing anything that holds the working or source directory.
+    fn remove_tree(&self, dir: &Path) -> Result<(), StepError> {
+        let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let d = canon(dir);
+        if [&self.paths.workdir, &self.paths.srcdir]
+            .iter()
+            .any(|w| canon(w).starts_with(&d))
+        {
+            return Err(StepError::UnsafeRemove(dir.to_path_buf()));
+        }
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StepError::Io {
+                what: "cannot remove",
+                path: dir.to_path_buf(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn make_patches(&mut self) -> Result<Vec<MadePatch>, StepError> {
+        (self.events)(Event::Stage(StageLine::MakingPatches));
+        let paths = self.paths;
+        for dir in [&paths.original_dir, &paths.patched_dir] {
+            if !dir.is_dir() {
+                return Err(StepError::MissingTree(dir.clone()));
+            }
+        }
+        fs::create_dir_all(&paths.patchroot).map_err(|source| StepError::Io {
+            what: "cannot create",
+            path: paths.patchroot.clone(),
+            source,
+        })?;
+        let mut files = Vec::new();
+        executables(&paths.original_dir, &mut files).map_err(|source| StepError::Io {
+            what: "cannot list",
+            path: paths.original_dir.clone(),
+            source,
+        })?;
+        files.sort();
+
+        let mut made = Vec::new();
+        for original in files {
+            self.check_interrupt()?;
+            let Ok(rel) = original.strip_prefix(&paths.original_dir) else {
+                continue;
+            };
+            let patched = paths.patched_dir.join(rel);
+            if !patched.is_file() {
+                continue;
+            }
+            match elfinfo::inspect(&patched)? {
+                Some(info) if info.has_kpatch => {}
+                _ => continue,
+            }
+            let build_id = match &self.opts.build_id {
+                Some(b) => b.clone(),
+                None => match elfinfo::inspect(&original)?.and_then(|i| i.build_id) {
+                    Some(b) => b,
+                    None => {
+                        (self.events)(Event::Warning(format!(
+                            "{} has no GNU build-id (link with -Wl,--build-id): no patch made for it",
+                            original.display()
+                        )));
+                        continue;
+                    }
+                },
+            };
+            let patch = self.make_one(&original, &patched, &build_id)?;
+            (self.events)(Event::PatchWritten {
+                original: &original,
+                patch: &patch,
+            });
+            made.push(MadePatch {
+                original,
+                patch,
+                build_id,
+            });
+        }
+        if made.is_empty() {
+            return Err(StepError::NothingToPatch {
+                original: paths.original_dir.clone(),
+                patched: paths.patched_dir.clone(),
+                destdir_var: self.opts.destdir_var.clone(),
+            });
+        }
+        Ok(made)
+    }
+
+    /// strip, rel-fixup, strip --strip-unneeded, undo-link, kpatch_make; copy to the root.
+    fn make_one(
+        &self,
+        original: &Path,
+        patched: &Path,
+        build_id: &str,
+    ) -> Result<PathBuf, StepError> {
+        let tool = |name: &str| self.paths.tools_dir.join(name);
+        let with_suffix = |suffix: &str| {
+            let mut s = patched.as_os_str().to_owned();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        let stripped = with_suffix(".stripped");
+        let kpatch = with_suffix(".kpatch");
+        make_user_writable(patched)?;
+
+        let mut strip = Command::new(tool(KPATCH_STRIP));
+        strip.arg("--strip").arg(patched).arg(&stripped);
+        strip.stdout(Stdio::null());
+        run_tool(&mut strip)?;
+        make_user_writable(&stripped)?;
+
+        let mut fixup = Command::new(tool(KPATCH_STRIP));
+        fixup.arg("--rel-fixup").arg(original).arg(&stripped);
+        run_tool(&mut fixup)?;
+
+        let strip_prog = tools::find_on_path("strip", std::env::var_os("PATH").as_deref(), None)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/strip"));
+        let mut unneeded = Command::new(strip_prog);
+        unneeded.arg("--strip-unneeded").arg(&stripped);
+        run_tool(&mut unneeded)?;
+
+        let mut undo = Command::new(tool(KPATCH_STRIP));
+        undo.arg("--undo-link").arg(original).arg(&stripped);
+        run_tool(&mut undo)?;
+
+        let mut mk = Command::new(tool(KPATCH_MAKE));
+        mk.args(["-b", build_id, "-i", self.opts.id.as_str(), "-o"])
+            .arg(&kpatch)
+            .arg(&stripped);
+        run_tool(&mut mk)?;
+
+        let dest = self.paths.patchroot.join(format!("{build_id}.kpatch"));
+        fs::copy(&kpatch, &dest).map_err(|source| StepError::Io {
+            what: "cannot copy the patch to",
+            path: dest.clone(),
+            source,
+        })?;
+        Ok(dest)
+    }
+}
+
+/// Runs a tool with inherited output.
+fn run_tool(cmd: &mut Command) -> Result<(), StepError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let described = std::iter::once(program.clone())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    run_command(cmd, &program, described)
+}
+
+fn run_command(cmd: &mut Command, program: &str, described: String) -> Result<(), StepError> {
+    let status = cmd.status().map_err(|source| StepError::Spawn {
+        program: program.to_string(),
+        source,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(StepError::Failed {
+            command: described,
+            status,
+        })
+    }
+}
+
+/// Adds `u+w`: installed files are often read-only and the tools rewrite them in place.
+fn make_user_writable(path: &Path) -> Result<(), StepError> {
+    let io_err = |source| StepError::Io {
+        what: "cannot make writable",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut perm = fs::metadata(path).map_err(io_err)?.permissions();
+    if perm.mode() & 0o200 == 0 {
+        perm.set_mode(perm.mode() | 0o200);
+        fs::set_permissions(path, perm).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// Regular files with an execute bit under `dir`, recursively, symlinks not followed.
+fn executables(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            executables(&entry.path(), out)?;
+        } else if ty.is_file() && entry.metadata()?.permissions().mode() & 0o111 != 0 {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_ids() {
+        assert!(PatchId::new("0001").is_ok());
+        assert!(PatchId::new("1234567").is_ok());
+        assert!(PatchId::new("12345678").is_err());
+        assert!(PatchId::new("").is_err());
+        assert_eq!(InvalidPatchId.to_string(), "Invalid patch-id!");
+    }
+
+    #[test]
+    fn default_and_overridden_paths() {
+        let env = HashMap::from([
+            ("LPMAKE_PATCHROOT".to_string(), "out/root".to_string()),
+            ("LPMAKE_ORIGINAL_DIR".to_string(), "/abs/orig".to_string()),
+        ]);
+        let p = Paths::new(
+            Path::new("/w"),
+            Some(Path::new("src")),
+            Path::new("/t"),
+            &env,
+        );
+        assert_eq!(p.srcdir, PathBuf::from("/w/src"));
+        assert_eq!(p.original_dir, PathBuf::from("/abs/orig"));
+        assert_eq!(p.patched_dir, PathBuf::from("/w/.lpmaketmp/patched"));
+        assert_eq!(p.patchroot, PathBuf::from("/w/out/root"));
+    }
+
+    #[test]
+    fn stage_lines() {
+        assert_eq!(
+            StageLine::InstallingOriginal(PathBuf::from("/x/lpmake")).to_string(),
+            "INSTALLING ORIGINAL OBJECTS INTO /x/lpmake"
+        );
+        assert_eq!(StageLine::MakingPatches.to_string(), "MAKING PATCHES");
+    }
+
+    #[test]
+    fn executables_are_found_recursively() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("usr/bin");
+        fs::create_dir_all(&sub).unwrap();
+        for (name, mode) in [("a", 0o755), ("b", 0o644)] {
+            let p = sub.join(name);
+            fs::write(&p, "x").unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::os::unix::fs::symlink(sub.join("a"), d.path().join("link")).unwrap();
+        let mut v = Vec::new();
+        executables(d.path(), &mut v).unwrap();
+        assert_eq!(v, [sub.join("a")]);
+    }
+}

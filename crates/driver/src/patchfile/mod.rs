@@ -1,0 +1,12 @@
+//! Patch files: parsing unified diffs, finding the files they change, applying them with GNU
+//! `patch` and putting the source tree back.
+
+pub mod apply;
+pub mod diff;
+pub mod target;
+
+pub use apply::{
+    apply_patch, backup_path, read_patch, restore_sources, Applied, ApplyError, RestoreError,
+};
+pub use diff::{DiffError, FileDiff, Hunk};
+pub use target::{find_target, strip_components, NoTarget, Target};

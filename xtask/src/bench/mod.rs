@@ -1,0 +1,136 @@
+//! `cargo xtask bench`: how long a patch holds the target, measured from inside the target,
+//! against the floor of ptrace itself; plus patch size, build time, `-p all` and call
+//! overhead. Results go to BENCHMARKS.md.
+
+mod build;
+mod probe;
+mod report;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::{cargo, run};
+use build::Variant;
+use probe::Probe;
+use report::Report;
+use stats::Stats;
+
+/// Trials per measurement (the issue asks for at least 20).
+const TRIALS: usize = 25;
+
+/// Our release binaries.
+pub struct Tools {
+    pub bin: PathBuf,
+}
+
+impl Tools {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+}
+
+/// Patches and unpatches a running probe `TRIALS` times; returns the pauses the probe saw at
+/// the switch (patch, unpatch) and the frozen times libcare-ctl reported.
+fn pause_trials(
+    tools: &Tools,
+    v: &Variant,
+    nidle: usize,
+    work: &Path,
+) -> Result<(Stats, Stats, Stats)> {
+    let mut probe = Probe::start(&v.exe, &[&nidle.to_string()])?;
+    let pid = probe.pid().to_string();
+    let (mut on, mut off, mut frozen) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..TRIALS {
+        let out = probe::ctl(
+            tools,
+            work,
+            &["patch", "-p", &pid, v.patch.to_str().unwrap_or_default()],
+        )?;
+        frozen.push(probe::frozen_us(&out).context("libcare-ctl printed no frozen time")? as f64);
+        on.push(probe.wait_switch(2)? as f64 / 1000.0);
+        probe::ctl(tools, work, &["unpatch", "-p", &pid])?;
+        off.push(probe.wait_switch(1)? as f64 / 1000.0);
+    }
+    Ok((Stats::of(&on), Stats::of(&off), Stats::of(&frozen)))
+}
+
+/// Stops and resumes every thread of a running probe `TRIALS` times through kpatch-target
+/// (seize, interrupt, wait, release, nothing else); returns the pauses the probe saw.
+fn floor_trials(v: &Variant, nidle: usize) -> Result<Stats> {
+    let mut probe = Probe::start(&v.exe, &[&nidle.to_string()])?;
+    let proc = kpatch_target::Process::open(probe.pid() as i32)?;
+    let mut gaps = Vec::new();
+    for _ in 0..TRIALS {
+        let t0 = probe::monotonic_ns();
+        let stopped = proc.stop_all(Duration::from_secs(10))?;
+        stopped.resume()?;
+        let t1 = probe::monotonic_ns();
+        gaps.push(probe.gap_within(t0, t1)? as f64 / 1000.0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Stats::of(&gaps))
+}
+
+/// ns per call of the patched function, built in and patched in.
+fn call_overhead(
+    tools: &Tools,
+    orig: &Variant,
+    built_in: &Path,
+    work: &Path,
+) -> Result<(Stats, Stats)> {
+    let mut native = Probe::start(built_in, &["callbench"])?;
+    let native_ns = native.samples("ns_per_call", 12)?;
+    drop(native);
+    let mut patched = Probe::start(&orig.exe, &["callbench"])?;
+    let pid = patched.pid().to_string();
+    probe::ctl(
+        tools,
+        work,
+        &["patch", "-p", &pid, orig.patch.to_str().unwrap_or_default()],
+    )?;
+    // Let the first (partly unpatched) sample go by.
+    patched.samples("ns_per_call", 2)?;
+    let patched_ns = patched.samples("ns_per_call", 12)?;
+    Ok((Stats::of(&native_ns), Stats::of(&patched_ns)))
+}
+
+pub fn run_bench(root: &Path) -> Result<()> {
+    run(cargo().args(["build", "--release", "--bins", "--quiet"]))?;
+    let tools = Tools {
+        bin: root.join("target/release"),
+    };
+    let work = root.join("target/bench");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let src = root.join("tests/fixtures/bench/probe.c");
+    let mut report = Report::new();
+
+    eprintln!("bench: building probes and patches");
+    let one = build::variant(&tools, &work, &src, "one", 0)?;
+    let hundred = build::variant(&tools, &work, &src, "hundred", 99)?;
+    let thousand = build::variant(&tools, &work, &src, "thousand", 999)?;
+
+    eprintln!("bench: pause against the ptrace floor");
+    for nidle in [1usize, 100, 1000] {
+        let threads = nidle + 2;
+        let floor = floor_trials(&one, nidle)?;
+        let (on, off, frozen) = pause_trials(&tools, &one, nidle, &work)?;
+        report.pause(threads, &floor, &on, &off, &frozen);
+    }
+    eprintln!("bench: pause against patch size");
+    for (n, v) in [(1usize, &one), (100, &hundred), (1000, &thousand)] {
+        let (on, off, _) = pause_trials(&tools, v, 1, &work)?;
+        report.size(n, &on, &off);
+    }
+    eprintln!("bench: call overhead");
+    let (native, patched) = call_overhead(&tools, &one, &one.built_in, &work)?;
+    report.overhead(&native, &patched);
+
+    let text = report.render()?;
+    std::fs::write(root.join("BENCHMARKS.md"), &text)?;
+    print!("{text}");
+    Ok(())
+}

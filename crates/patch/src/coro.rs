@@ -70,6 +70,21 @@ pub enum Source {
     Scan { why: String },
 }
 
+impl Source {
+    /// What the run does about coroutines, for verbose output.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Source::None => None,
+            Source::Listed { object, .. } => Some(format!(
+                "coroutines: {object} lists its coroutines; their saved contexts are walked too"
+            )),
+            Source::Scan { why } => Some(format!(
+                "coroutines: {why}; writable memory is searched for saved contexts"
+            )),
+        }
+    }
+}
+
 /// A saved context of a suspended coroutine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Context {

@@ -181,6 +181,9 @@ pub fn with_safe_stop(
     let deadline = start + opts.safety_timeout;
     let mut backoff = Duration::from_millis(1);
     let mut commit = Some(commit);
+    if let Some(what) = safety.coro.describe() {
+        rep.detail(&what);
+    }
     loop {
         let _defer = DeferTermination::new();
         let t0 = Instant::now();

@@ -25,7 +25,7 @@ pub struct Recipe<'a> {
     pub cflags: &'a [&'a str],
     /// Extra link flags (both builds), after the object.
     pub ldflags: &'a [&'a str],
-    /// Build a shared library `lib<name>.so` rather than an executable.
+    /// Build a shared library `<name>.so` rather than an executable.
     pub shared: bool,
 }
 
@@ -43,7 +43,7 @@ impl<'a> Recipe<'a> {
 
     fn output(&self) -> String {
         if self.shared {
-            format!("lib{}.so", self.name)
+            format!("{}.so", self.name)
         } else {
             self.name.to_owned()
         }

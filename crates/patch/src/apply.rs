@@ -67,8 +67,13 @@ pub fn patch(
     opts: &Options,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
-    let proc = Process::open(pid)?;
+    // The lock comes first: another run holding it also traces the process, which opening
+    // it would refuse.
+    if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(kpatch_target::Error::NoSuchProcess { pid }.into());
+    }
     let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+    let proc = Process::open(pid)?;
     let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
     let arch = proc.arch();
     let page = proc.page_size();

@@ -221,8 +221,13 @@ pub fn unpatch(
     opts: &Options,
     rep: &mut dyn Report,
 ) -> Result<UnpatchOutcome> {
-    let proc = Process::open(pid)?;
+    // The lock comes first: another run holding it also traces the process, which opening
+    // it would refuse.
+    if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(kpatch_target::Error::NoSuchProcess { pid }.into());
+    }
     let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+    let proc = Process::open(pid)?;
     let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
     world::reclaim_pending(&proc, opts, &mut guardian, rep)?;
     let maps = proc.maps()?;

@@ -465,6 +465,9 @@ fn fill_and_commit(
     let heads: Vec<u64> = jobs.iter().map(|j| j.kpta).collect();
     back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
     let mut safety = world::Safety::new(proc, maps, objects, applied, replaced)?;
+    // Armed before the stop, the way back costs nothing inside it: until the commit it only
+    // rewrites bytes with their current values.
+    guardian.arm(&back)?;
     let frozen = world::with_safe_stop(
         proc,
         opts,
@@ -482,7 +485,11 @@ fn fill_and_commit(
             }
             Ok(())
         },
-    )?;
+    );
+    if frozen.is_err() && guardian.armed() > 0 {
+        let _ = guardian.disarm();
+    }
+    let frozen = frozen?;
     for h in &hunks {
         rep.detail(&format!(
             "{} at {:#x} now jumps to the patch",
@@ -494,9 +501,10 @@ fn fill_and_commit(
 }
 
 /// Writes the jumps (as page runs), then marks every region committed (`KPATCH1` in the
-/// header at each of `heads`). The guardian is armed meanwhile with `back`, the way back
-/// (original bytes, pending magic), so that a tool dying at any point of the series leaves the
-/// target unpatched rather than half patched; a write that fails puts back what was written.
+/// header at each of `heads`). The guardian is armed with `back`, the way back (original
+/// bytes, pending magic), so that a tool dying at any point of the series leaves the target
+/// unpatched rather than half patched; it is disarmed here once the series is complete. A
+/// write that fails puts back what was written (the caller disarms).
 fn commit(
     mem: &dyn Memory,
     runs: &[runs::Run],
@@ -504,18 +512,13 @@ fn commit(
     back: &[(u64, Vec<u8>)],
     guardian: &mut Guardian,
 ) -> Result<()> {
-    guardian.arm(back)?;
-    if let Err(e) = runs::commit(mem, runs, &|| fault::point("first-hunk")) {
-        let _ = guardian.disarm();
-        return Err(e);
-    }
+    runs::commit(mem, runs, &|| fault::point("first-hunk"))?;
     fault::point("after-hunks");
     for &k in heads {
         if let Err(e) = mem.write(k, &MAGIC) {
             for (addr, old) in back {
                 let _ = mem.write(*addr, old);
             }
-            let _ = guardian.disarm();
             return Err(e.into());
         }
     }

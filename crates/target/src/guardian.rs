@@ -7,9 +7,11 @@
 //! state into a consistent one within microseconds of the tool's death: before a series of
 //! writes the tool arms it with the writes that put the target back into a safe state (the
 //! original bytes under breakpoints, the original code under redirects, "pending" header
-//! magic), and disarms it when the series is complete. The batch must be safe to perform
-//! while the target's threads run, which holds for writes that replace a jump or a breakpoint
-//! by original code, or that rewrite bytes with their current value.
+//! magic), and disarms it when the series is complete. Batches nest: arming again adds a batch
+//! on top (breakpoints written while a commit is armed), disarming removes the top one, and a
+//! death performs them all, top first. A batch must be safe to perform while the target's
+//! threads run, which holds for writes that replace a jump or a breakpoint by original code, or
+//! that rewrite bytes with their current value.
 //!
 //! The helper is a `fork` of this process (no `exec`), made while the target still runs. It
 //! closes standard input and output, leaves our process group (a terminal's Ctrl-C does not
@@ -26,11 +28,12 @@ use crate::process::Process;
 
 const OP_ARM: u8 = b'A';
 const OP_DISARM: u8 = b'D';
-const ACK: u8 = b'k';
 /// Bytes of framing per write in an armed batch: address (8) and length (4).
 const ENTRY_HEADER: usize = 12;
-/// Largest batch a guardian accepts.
+/// Most bytes of batches a guardian holds at once.
 pub const GUARDIAN_CAPACITY: usize = 4 << 20;
+/// Most batches a guardian holds at once.
+const MAX_DEPTH: usize = 16;
 
 /// A running guardian. Dropping it disarms it and lets the helper exit.
 #[derive(Debug)]
@@ -38,9 +41,8 @@ pub struct Guardian {
     pid: libc::pid_t,
     /// Our end of the command pipe; closing it (or dying) is the signal.
     cmd: Option<OwnedFd>,
-    /// Acknowledgements from the helper.
-    ack: OwnedFd,
-    armed: bool,
+    /// Sizes of the armed batches, bottom first.
+    armed: Vec<usize>,
     target: i32,
 }
 
@@ -67,13 +69,12 @@ impl Guardian {
     /// through one of them stays held until the helper exits) and closes every other one.
     pub fn spawn(process: &Process, keep: &[RawFd]) -> Result<Guardian> {
         let (cmd_r, cmd_w) = pipe()?;
-        let (ack_r, ack_w) = pipe()?;
         let mut buf = vec![0u8; GUARDIAN_CAPACITY];
         let mem = process.mem.as_raw_fd();
         let mut keep_sorted: Vec<RawFd> = keep
             .iter()
             .copied()
-            .chain([mem, cmd_r.as_raw_fd(), ack_w.as_raw_fd()])
+            .chain([mem, cmd_r.as_raw_fd()])
             .collect();
         keep_sorted.sort_unstable();
         keep_sorted.dedup();
@@ -85,27 +86,33 @@ impl Guardian {
         }
         if pid == 0 {
             close_all_but(&keep_sorted);
-            helper(cmd_r.as_raw_fd(), ack_w.as_raw_fd(), mem, &mut buf);
+            helper(cmd_r.as_raw_fd(), mem, &mut buf);
         }
         drop(cmd_r);
-        drop(ack_w);
         Ok(Guardian {
             pid,
             cmd: Some(cmd_w),
-            ack: ack_r,
-            armed: false,
+            armed: Vec::new(),
             target: process.pid(),
         })
     }
 
-    /// Arms the guardian with `writes` (address, bytes), replacing any batch armed before;
-    /// returns once the helper holds them.
+    /// Arms the guardian with one more batch of `writes` (address, bytes). It is armed once
+    /// this returns: the whole message is in the pipe, which the helper reads to its end
+    /// even after our death (a message cut short by our death is ignored, and so is what it
+    /// was to guard, which had not started).
     pub fn arm(&mut self, writes: &[(u64, Vec<u8>)]) -> Result<()> {
         let size: usize = writes.iter().map(|(_, b)| ENTRY_HEADER + b.len()).sum();
-        if size > GUARDIAN_CAPACITY || writes.len() > u32::MAX as usize {
+        let held: usize = self.armed.iter().sum();
+        if held + size > GUARDIAN_CAPACITY
+            || writes.len() > u32::MAX as usize
+            || self.armed.len() >= MAX_DEPTH
+        {
             return Err(Error::InvalidArgument(format!(
-                "pid {}: {} bytes of guarded writes, more than the guardian's {GUARDIAN_CAPACITY}",
-                self.target, size
+                "pid {}: {} bytes of guarded writes in {} batches, more than the guardian holds ({GUARDIAN_CAPACITY} bytes, {MAX_DEPTH} batches)",
+                self.target,
+                held + size,
+                self.armed.len() + 1
             )));
         }
         let mut msg = Vec::with_capacity(9 + size);
@@ -118,29 +125,21 @@ impl Guardian {
             msg.extend_from_slice(bytes);
         }
         self.send(&msg)?;
-        let mut ack = [0u8];
-        if read_full(self.ack.as_raw_fd(), &mut ack) != 1 || ack[0] != ACK {
-            return Err(Error::InvalidArgument(format!(
-                "pid {}: the guardian process {} did not acknowledge its batch (it died?)",
-                self.target, self.pid
-            )));
-        }
-        self.armed = true;
+        self.armed.push(size);
         Ok(())
     }
 
-    /// Disarms the guardian: its batch will not be performed.
+    /// Disarms the batch armed last: it will not be performed.
     pub fn disarm(&mut self) -> Result<()> {
-        if self.armed {
+        if self.armed.pop().is_some() {
             self.send(&[OP_DISARM])?;
-            self.armed = false;
         }
         Ok(())
     }
 
-    /// Whether a batch is armed.
-    pub fn is_armed(&self) -> bool {
-        self.armed
+    /// How many batches are armed.
+    pub fn armed(&self) -> usize {
+        self.armed.len()
     }
 
     fn send(&self, msg: &[u8]) -> Result<()> {
@@ -156,7 +155,12 @@ impl Guardian {
                 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
-                return Err(os_error("write to the helper"));
+                return Err(Error::InvalidArgument(format!(
+                    "pid {}: the guardian process {} is gone: {}",
+                    self.target,
+                    self.pid,
+                    std::io::Error::last_os_error()
+                )));
             }
             done += n as usize;
         }
@@ -166,7 +170,9 @@ impl Guardian {
 
 impl Drop for Guardian {
     fn drop(&mut self) {
-        let _ = self.disarm();
+        while !self.armed.is_empty() {
+            let _ = self.disarm();
+        }
         // EOF tells the helper to exit (it performs nothing: it is disarmed).
         self.cmd = None;
         let mut status = 0;
@@ -231,7 +237,7 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> usize {
 }
 
 /// The helper's whole life. Never returns.
-fn helper(cmd: RawFd, ack: RawFd, mem: RawFd, buf: &mut [u8]) -> ! {
+fn helper(cmd: RawFd, mem: RawFd, buf: &mut [u8]) -> ! {
     // SAFETY: only async-signal-safe calls follow, on descriptors and memory we own; the
     // function ends with _exit, so no destructor of the forked state runs.
     unsafe {
@@ -258,8 +264,9 @@ fn helper(cmd: RawFd, ack: RawFd, mem: RawFd, buf: &mut [u8]) -> ! {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
-    let mut armed_len: usize = 0;
-    let mut armed_count: u32 = 0;
+    // (start, length, count) of each armed batch in `buf`, bottom first.
+    let mut layers = [(0usize, 0usize, 0u32); MAX_DEPTH];
+    let mut depth = 0usize;
     loop {
         let mut op = [0u8];
         if read_full(cmd, &mut op) != 1 {
@@ -274,30 +281,28 @@ fn helper(cmd: RawFd, ack: RawFd, mem: RawFd, buf: &mut [u8]) -> ! {
                 }
                 let count = u32::from_ne_bytes([head[0], head[1], head[2], head[3]]);
                 let size = u32::from_ne_bytes([head[4], head[5], head[6], head[7]]) as usize;
-                if size > buf.len() || read_full(cmd, &mut buf[..size]) != size {
+                let start = match depth {
+                    0 => 0,
+                    d => layers[d - 1].0 + layers[d - 1].1,
+                };
+                if depth >= MAX_DEPTH
+                    || start + size > buf.len()
+                    || read_full(cmd, &mut buf[start..start + size]) != size
+                {
                     break;
                 }
-                armed_len = size;
-                armed_count = count;
-                let _ = write_byte(ack, ACK);
+                layers[depth] = (start, size, count);
+                depth += 1;
             }
-            OP_DISARM => {
-                armed_len = 0;
-                armed_count = 0;
-            }
+            OP_DISARM => depth = depth.saturating_sub(1),
             _ => break,
         }
     }
-    if armed_count > 0 {
-        perform(mem, &buf[..armed_len], armed_count);
+    for &(start, len, count) in layers[..depth].iter().rev() {
+        perform(mem, &buf[start..start + len], count);
     }
     // SAFETY: ends the helper without running anything of the forked state.
     unsafe { libc::_exit(0) }
-}
-
-fn write_byte(fd: RawFd, b: u8) -> isize {
-    // SAFETY: writes one byte from a live local.
-    unsafe { libc::write(fd, (&b as *const u8).cast(), 1) }
 }
 
 /// Performs the armed writes, each as one `pwrite` (retried until complete).

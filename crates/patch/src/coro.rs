@@ -307,6 +307,153 @@ fn scan(view: &View<'_>, guard: u64) -> Vec<Context> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kpatch_target::Perms;
+
+    /// Memory made of a few byte arrays.
+    struct Fake(Vec<(u64, Vec<u8>)>);
+
+    impl Memory for Fake {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> kpatch_target::Result<()> {
+            for (base, bytes) in &self.0 {
+                if addr >= *base && addr + buf.len() as u64 <= base + bytes.len() as u64 {
+                    let off = (addr - base) as usize;
+                    buf.copy_from_slice(&bytes[off..off + buf.len()]);
+                    return Ok(());
+                }
+            }
+            Err(kpatch_target::Error::InvalidArgument(format!(
+                "{addr:#x} unmapped"
+            )))
+        }
+        fn write(&self, _: u64, _: &[u8]) -> kpatch_target::Result<()> {
+            unreachable!()
+        }
+    }
+
+    fn map(start: u64, len: u64, write: bool, exec: bool, name: MapName) -> MapEntry {
+        MapEntry {
+            start,
+            end: start + len,
+            perms: Perms {
+                read: true,
+                write,
+                exec,
+                shared: false,
+            },
+            offset: 0,
+            dev: (0, 0),
+            inode: 0,
+            name,
+        }
+    }
+
+    fn put(buf: &mut [u8], off: usize, v: u64) {
+        buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn saved_contexts_are_found_in_writable_memory() {
+        const CODE: u64 = 0x40_0000;
+        const HEAP: u64 = 0x80_0000;
+        let guard = 0x5a5a_1234_dead_beef;
+        let mangle = |p: u64| (p ^ guard).rotate_left(0x11);
+        // A call at CODE+0x100 returns to CODE+0x105; CODE+0x200 follows no call.
+        let mut code = vec![0x90u8; 0x1000];
+        code[0x100] = 0xe8;
+        let mut heap = vec![0u8; 0x4000];
+        // A jmp_buf at +0x100: rbp, rsp, pc mangled.
+        let jb = 0x100;
+        put(&mut heap, jb + 8, mangle(HEAP + 0x3000));
+        put(&mut heap, jb + 48, mangle(HEAP + 0x2f00));
+        put(&mut heap, jb + 56, mangle(CODE + 0x105));
+        // One whose pc follows no call: not a saved context.
+        let bad = 0x400;
+        put(&mut heap, bad + 48, mangle(HEAP + 0x2f00));
+        put(&mut heap, bad + 56, mangle(CODE + 0x200));
+        // A ucontext_t at +0x800: fpregs points into itself.
+        let uc = 0x800;
+        put(
+            &mut heap,
+            uc + UC_FPREGS * 8,
+            HEAP + uc as u64 + UC_FPREGS_MEM,
+        );
+        put(&mut heap, uc + UC_RIP * 8, CODE + 0x200);
+        put(&mut heap, uc + UC_RSP * 8, HEAP + 0x3800);
+        put(&mut heap, uc + UC_RBP * 8, 7);
+        let mem = Fake(vec![(CODE, code), (HEAP, heap)]);
+        let maps = vec![
+            map(CODE, 0x1000, false, true, MapName::Anonymous),
+            map(HEAP, 0x4000, true, false, MapName::Special("[heap]".into())),
+        ];
+        let code_ranges = vec![CODE..CODE + 0x1000];
+        let view = View {
+            mem: &mem,
+            maps: &maps,
+            code: &code_ranges,
+            guard: Some(guard),
+        };
+        let source = Source::Scan { why: "test".into() };
+        let found = contexts(kpatch_arch::host(), &source, &view).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Context {
+                    at: HEAP + jb as u64,
+                    pc: CODE + 0x105,
+                    sp: HEAP + 0x2f00,
+                    fp: HEAP + 0x3000
+                },
+                Context {
+                    at: HEAP + uc as u64,
+                    pc: CODE + 0x200,
+                    sp: HEAP + 0x3800,
+                    fp: 7
+                },
+            ]
+        );
+        // Without the guard, a search for jmp_bufs is impossible: refused, not skipped.
+        let blind = View {
+            guard: None,
+            ..view
+        };
+        assert!(contexts(kpatch_arch::host(), &source, &blind).is_err());
+    }
+
+    #[test]
+    fn a_listed_chain_is_walked_once() {
+        const NODES: u64 = 0x10_0000;
+        let guard = 77;
+        let mangle = |p: u64| (p ^ guard).rotate_left(0x11);
+        let mut nodes = vec![0u8; 0x1000];
+        // head variable at +0, nodes at +0x100 and +0x300 (next at 16, env at 64); the
+        // second links back to the first.
+        put(&mut nodes, 0, NODES + 0x100);
+        put(&mut nodes, 0x100 + 16, NODES + 0x300);
+        put(&mut nodes, 0x300 + 16, NODES + 0x100);
+        for (n, pc) in [(0x100, 0x1111), (0x300, 0x2222)] {
+            put(&mut nodes, n + 64 + 56, mangle(pc));
+            put(&mut nodes, n + 64 + 48, mangle(0x9000));
+        }
+        let mem = Fake(vec![(NODES, nodes)]);
+        let view = View {
+            mem: &mem,
+            maps: &[],
+            code: &[],
+            guard: Some(guard),
+        };
+        let source = Source::Listed {
+            object: "qemu".into(),
+            head: NODES,
+            next_offset: 16,
+            env_offset: 64,
+        };
+        let pcs: Vec<u64> = contexts(kpatch_arch::host(), &source, &view)
+            .unwrap()
+            .iter()
+            .map(|c| c.pc)
+            .collect();
+        assert_eq!(pcs, vec![0x1111, 0x2222]);
+    }
 
     #[test]
     fn demangling_undoes_glibc_mangling() {

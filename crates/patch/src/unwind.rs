@@ -293,3 +293,68 @@ impl Walk {
         self.frames.iter().map(|f| f.sp).max().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(addr: u64, sp: u64) -> Frame {
+        Frame {
+            addr,
+            lookup: addr - 1,
+            sp,
+        }
+    }
+
+    #[test]
+    fn the_exit_is_the_frame_above_the_outermost_hit() {
+        let walk = Walk {
+            frames: vec![
+                Frame {
+                    addr: 0x5000,
+                    lookup: 0x5000,
+                    sp: 0x100,
+                },
+                frame(0x1010, 0x140), // in the range
+                frame(0x3010, 0x180), // outside
+                frame(0x1020, 0x1c0), // in the range again (recursion)
+                frame(0x4010, 0x200), // the way out
+                frame(0x6010, 0x240),
+            ],
+            complete: true,
+        };
+        let ranges = [0x1000..0x1100];
+        assert_eq!(walk.hit(&ranges), Some(0x100f));
+        assert_eq!(walk.exit_point(&ranges), Some(frame(0x4010, 0x200)));
+        assert_eq!(walk.exit_point(&[0x7000..0x8000]), None);
+        // A walk that ends inside the range has no known way out.
+        assert_eq!(walk.exit_point(&[0x6000..0x7000]), None);
+        assert_eq!(walk.top_sp(), 0x240);
+    }
+
+    #[test]
+    fn return_addresses_follow_call_instructions() {
+        // Eight bytes of padding, then the code: offsets below are from `base`.
+        let mut code = vec![0x90u8; 8];
+        code.extend([
+            0xe8, 1, 2, 3, 4, // call rel32 at 8, returns to 13
+            0x41, 0xff, 0xd3, // call *%r11, returns to 16
+            0xff, 0x55, 0x08, // call *8(%rbp), returns to 19
+            0xff, 0x15, 1, 2, 3, 4, // call *disp32(%rip), returns to 25
+            0x90, 0x90,
+        ]);
+        let base = 0x1000u64;
+        let mut read = |a: u64| -> Result<u64, ()> {
+            let off = a.checked_sub(base).ok_or(())? as usize;
+            let bytes = code.get(off..off + 8).ok_or(())?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(drop)?))
+        };
+        let mut at = |ret: u64| follows_call_x86_64(base + ret, &mut read);
+        assert!(at(13));
+        assert!(at(16));
+        assert!(at(19));
+        assert!(at(25));
+        assert!(!at(12));
+        assert!(!at(26));
+    }
+}

@@ -43,8 +43,22 @@ fn test() -> Result<()> {
     Ok(())
 }
 
+/// `bench-pall-inner BIN EXE PATCHES N TRIALS`, run by the bench inside a new PID namespace.
+fn pall_inner(args: &[String]) -> Result<()> {
+    let [bin, exe, patches, n, trials] = args else {
+        bail!("bench-pall-inner: wrong arguments")
+    };
+    bench::project::pall_inner(
+        Path::new(bin),
+        Path::new(exe),
+        Path::new(patches),
+        n.parse()?,
+        trials.parse()?,
+    )
+}
+
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <demo|test|bench>");
+    eprintln!("usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall]...>");
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
     );
@@ -58,7 +72,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run_demo(&root()),
         Some("test") => test(),
-        Some("bench") => bench::run_bench(&root()),
+        Some("bench") => bench::run_bench(&root(), &args[1..]),
+        Some("bench-pall-inner") => pall_inner(&args[1..]),
         _ => return usage(),
     };
     match result {

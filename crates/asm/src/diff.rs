@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 
+use crate::debug_types::{describe_change, layouts};
 use crate::error::AsmError;
 use crate::index::{Binding, BlockKind};
 use crate::matching::pair_variables;
 use crate::normalize::{ignored_in_compare, Normalizer};
 use crate::parse::{AsmFile, StmtKind};
 use crate::symlist::{FunctionFilter, SymbolList};
+use crate::unpatchable::{never_returns, start_up_section};
 
 /// What the user asked for besides the two files.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +28,9 @@ pub struct DiffOptions {
     /// are). Two files with a changed static function of the same name then clash at link
     /// time, so this is off by default.
     pub force_global: bool,
+    /// x86_64: copies reach symbols the file does not define through GOT slots rather than
+    /// PC-relatively (see `--force-gotpcrel`).
+    pub force_gotpcrel: bool,
 }
 
 /// Why a function enters the patch.
@@ -77,6 +82,8 @@ pub enum Note {
     /// Top-level statements outside functions and variables differ; they are not part of
     /// the patch (the original's stay in effect).
     OtherDiffers { line: usize, text: String },
+    /// A type's layout changed and `--ignore-changes` accepted it.
+    TypeKept { name: String, change: String },
 }
 
 /// The outcome of comparing two files.
@@ -89,6 +96,8 @@ pub struct Diff {
     pub notes: Vec<Note>,
     /// Names of the patched file that the output spells differently.
     pub(crate) rename: HashMap<String, String>,
+    /// Copies reach undefined symbols through GOT slots.
+    pub(crate) force_gotpcrel: bool,
 }
 
 impl Diff {
@@ -100,7 +109,10 @@ impl Diff {
 
 /// Compares `orig` and `patched` (two builds of one source file, before and after a change).
 pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Diff, AsmError> {
-    let mut d = Diff::default();
+    let mut d = Diff {
+        force_gotpcrel: opts.force_gotpcrel,
+        ..Diff::default()
+    };
     let files: Vec<&str> = [
         patched.source_name(),
         orig.source_name(),
@@ -110,6 +122,8 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
     .into_iter()
     .flatten()
     .collect();
+
+    check_type_layouts(orig, patched, opts, &files, &mut d)?;
 
     let pairs = pair_variables(orig, patched);
     d.rename = pairs.renames();
@@ -225,6 +239,21 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             });
         }
         let unlinked = opts.unlink.contains(&b.name, &files);
+        if !unlinked {
+            if let Some(section) = start_up_section(orig, &b.name) {
+                return Err(AsmError::StartUpFunction {
+                    file: orig.name.clone(),
+                    name: b.name.clone(),
+                    section,
+                });
+            }
+            if never_returns(orig, ob) {
+                return Err(AsmError::NeverReturns {
+                    file: orig.name.clone(),
+                    name: b.name.clone(),
+                });
+            }
+        }
         d.functions.push(PatchedFunction {
             name: b.name.clone(),
             kind: if unlinked {
@@ -247,6 +276,40 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
         d.notes.push(n);
     }
     Ok(d)
+}
+
+/// Refuses a structure or union type that the patched build lays out differently (when both
+/// files carry debugging information describing it).
+fn check_type_layouts(
+    orig: &AsmFile,
+    patched: &AsmFile,
+    opts: &DiffOptions,
+    files: &[&str],
+    d: &mut Diff,
+) -> Result<(), AsmError> {
+    let (Some(old), Some(new)) = (layouts(orig), layouts(patched)) else {
+        return Ok(());
+    };
+    for (name, o) in &old {
+        let Some(n) = new.get(name) else { continue };
+        let Some(change) = describe_change(o, n) else {
+            continue;
+        };
+        if opts.ignore_changes.contains(name, files) {
+            d.notes.push(Note::TypeKept {
+                name: name.clone(),
+                change,
+            });
+            continue;
+        }
+        return Err(AsmError::TypeLayoutChanged {
+            file: patched.name.clone(),
+            kind: n.kind.to_string(),
+            name: name.clone(),
+            change,
+        });
+    }
+    Ok(())
 }
 
 /// The original's block for function `name`, if `name` is a function there (not a part).

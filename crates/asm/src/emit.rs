@@ -156,6 +156,42 @@ fn is_numeric_label(name: &str) -> bool {
     name.bytes().next().is_some_and(|c| c.is_ascii_digit())
 }
 
+/// Follows the unwind directives of a copy to know whether the CFA is computed from the
+/// stack pointer (then code that moves it must say so).
+#[derive(Default)]
+struct CfaTracker {
+    on_rsp: bool,
+    saved: Vec<bool>,
+}
+
+impl CfaTracker {
+    fn see(&mut self, s: &Stmt) {
+        if s.kind != StmtKind::Directive {
+            return;
+        }
+        let first = s.arg_list().first().map(|a| a.trim().to_string());
+        let is_sp = |a: Option<String>| a.is_some_and(|a| matches!(a.as_str(), "%rsp" | "7"));
+        match s.name.as_str() {
+            ".cfi_startproc" => {
+                self.on_rsp = true;
+                self.saved.clear();
+            }
+            ".cfi_def_cfa_register" | ".cfi_def_cfa" => self.on_rsp = is_sp(first),
+            ".cfi_remember_state" => self.saved.push(self.on_rsp),
+            ".cfi_restore_state" => {
+                if let Some(v) = self.saved.pop() {
+                    self.on_rsp = v;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rsp(&self) -> bool {
+        self.on_rsp
+    }
+}
+
 /// Which patch section a copied statement goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -334,6 +370,7 @@ impl Emitter<'_> {
         let order: Vec<usize> = code.chain(data).collect();
         let numeric = self.numeric_labels(&kept);
         let none = HashMap::new();
+        let mut cfa = CfaTracker::default();
         for i in order {
             let (Some(s), numeric) = (kept.get(i).copied(), numeric.get(i).unwrap_or(&none)) else {
                 continue;
@@ -346,10 +383,44 @@ impl Emitter<'_> {
                 let t = self.target_of(s);
                 self.switch(cur, t);
             }
+            cfa.see(s);
             let text = self.render(s, renames, user, numeric)?;
-            self.line(&text);
+            match self.through_got(s, &text, user, cfa.on_rsp())? {
+                Some(lines) => lines.iter().for_each(|l| self.line(l)),
+                None => self.line(&text),
+            }
         }
         Ok(())
+    }
+
+    /// With `--force-gotpcrel`, the instructions replacing a copied instruction `text` that
+    /// reaches a symbol the file does not define PC-relatively.
+    fn through_got(
+        &self,
+        s: &Stmt,
+        text: &str,
+        user: &str,
+        cfa_on_rsp: bool,
+    ) -> Result<Option<Vec<String>>, AsmError> {
+        let p = self.patched;
+        if !self.diff.force_gotpcrel
+            || s.kind != StmtKind::Instruction
+            || p.dialect.arch != crate::dialect::Arch::X86_64
+            || !p.section_of(s).is_code()
+        {
+            return Ok(None);
+        }
+        let external = |name: &str| {
+            !p.dialect.is_local(name)
+                && p.label(name).is_none()
+                && p.variable(name).is_none()
+                && p.function(name).is_none()
+        };
+        crate::gotpcrel::rewrite(text, &external, cfa_on_rsp).map_err(|e| AsmError::ForceGotpcrel {
+            file: p.name.clone(),
+            function: user.to_string(),
+            reason: e.0,
+        })
     }
 
     /// A `.comm`/`.lcomm` variable as zero bytes in `.kpatch.data`.

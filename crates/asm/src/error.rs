@@ -82,4 +82,48 @@ pub enum AsmError {
         line: usize,
         name: String,
     },
+
+    #[error(
+        "{file}: function `{function}`: --force-gotpcrel cannot rewrite {reason}; rewrite the \
+         access in C (through a pointer variable) or build without --force-gotpcrel"
+    )]
+    ForceGotpcrel {
+        file: String,
+        function: String,
+        reason: String,
+    },
+
+    #[error(
+        "{file}: function `{name}` changed, but it is a start-up function (listed in \
+         {section}) that the running process has already run, so replacing it would change \
+         nothing. Move the change out of it, or pass --ignore-changes={name} to leave it \
+         unpatched"
+    )]
+    StartUpFunction {
+        file: String,
+        name: String,
+        section: String,
+    },
+
+    #[error(
+        "{file}: function `{name}` changed, but it never returns (it is main, or a loop with \
+         no way out): a thread of the running process is always inside it, so the patch could \
+         never be applied safely. Move the changed code into a function it calls, or pass \
+         --ignore-changes={name} if the difference does not matter"
+    )]
+    NeverReturns { file: String, name: String },
+
+    #[error(
+        "{file}: {kind} `{name}` has a different layout in the patched build ({change}): \
+         objects of this type in the running process keep the old layout, which the patched \
+         code would misread and the unchanged code would keep using. Keep the layout (put new \
+         fields in a structure of their own), or pass --ignore-changes={name} if no object of \
+         this type exists while the patch is applied"
+    )]
+    TypeLayoutChanged {
+        file: String,
+        kind: String,
+        name: String,
+        change: String,
+    },
 }

@@ -12,11 +12,13 @@
 //! # Ok(()) }
 //! ```
 
+mod debug_types;
 mod dialect;
 mod diff;
 mod emit;
 mod error;
 mod filter;
+mod gotpcrel;
 mod index;
 mod lex;
 mod matching;
@@ -24,6 +26,7 @@ mod normalize;
 mod parse;
 mod section;
 mod symlist;
+mod unpatchable;
 
 pub use dialect::{Arch, Dialect};
 pub use diff::{diff, Diff, DiffOptions, NewVariable, Note, PatchKind, PatchedFunction};

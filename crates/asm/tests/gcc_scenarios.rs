@@ -22,10 +22,15 @@ __attribute__((noinline)) int square(int x)
     return x * x + hits;
 }
 
-int main(void)
+__attribute__((noinline)) int check(void)
 {
     print_hello();
     return square(counter) > 100;
+}
+
+int main(void)
+{
+    return check();
 }
 "#;
 
@@ -337,7 +342,7 @@ fn ignore_changes_and_unlink() {
         let run = run_scenario_with(BASE, &p, flags, &opts).expect("differ");
         assert_eq!(
             patched_names(&run.diff, PatchKind::Changed),
-            ["main"],
+            ["check"],
             "[{flags}]"
         );
         assert_eq!(
@@ -359,11 +364,11 @@ fn ignore_changes_and_unlink() {
         );
         assert!(!run.out_s.contains("square.kpatch"), "[{flags}] ignored");
         // The other copies call the unlinked copy.
-        let main_copy = &run.out_s[run.out_s.find("main.kpatch:").expect("main copy")..];
-        let main_copy = &main_copy[..main_copy.find(".popsection").expect("end")];
+        let check_copy = &run.out_s[run.out_s.find("check.kpatch:").expect("check copy")..];
+        let check_copy = &check_copy[..check_copy.find(".popsection").expect("end")];
         assert!(
-            main_copy.contains("print_hello.kpatch"),
-            "[{flags}] {main_copy}"
+            check_copy.contains("print_hello.kpatch"),
+            "[{flags}] {check_copy}"
         );
     }
 }
@@ -396,4 +401,74 @@ fn copies_of_static_functions_stay_local_unless_forced() {
         .symbol_by_name("greet.kpatch")
         .expect("copy")
         .is_global());
+}
+
+const TYPES: &str = r#"struct conn { int id; struct conn *next; };
+typedef struct { short x, y; } point_t;
+struct conn *head;
+point_t origin;
+
+__attribute__((noinline)) int count(struct conn *c)
+{
+    struct local { int a; } l = { 1 };
+    int n = l.a;
+    for (; c; c = c->next)
+        n += c->id;
+    return n + origin.x;
+}
+
+int main(void) { return count(head); }
+"#;
+
+#[test]
+fn changed_type_layouts_are_refused_with_debug_information() {
+    use kpatch_asm::{DiffOptions, SymbolList};
+    let cases = [
+        (
+            "struct conn { int id;",
+            "struct conn { int id; int flags;",
+            "conn",
+        ),
+        ("short x, y;", "int x, y;", "point_t"),
+    ];
+    // point_t's change also resizes the variable `origin`, refused on its own account.
+    let also = |name: &str| if name == "point_t" { ",origin" } else { "" };
+    for flags in ["-O0 -g", "-O2 -g"] {
+        for (from, to, name) in cases {
+            let p = TYPES.replace(from, to);
+            match run_scenario(TYPES, &p, flags) {
+                Err(e @ AsmError::TypeLayoutChanged { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(&format!("`{name}`")), "[{flags}] {msg}");
+                }
+                Err(e) => panic!("[{flags}] wrong error: {e}"),
+                Ok(_) => panic!("[{flags}] {name}: changed layout accepted"),
+            }
+            let opts = DiffOptions {
+                ignore_changes: SymbolList::parse(&format!("{name}{}", also(name))),
+                ..Default::default()
+            };
+            assert!(
+                run_scenario_with(TYPES, &p, flags, &opts).is_ok(),
+                "[{flags}] --ignore-changes={name}"
+            );
+        }
+        // A type local to a function, and a member's type changed without moving anything,
+        // are not layout changes of file-scope types.
+        let p = TYPES
+            .replace("struct local { int a; }", "struct local { int a, b; }")
+            .replace("int n = l.a;", "int n = l.a + l.b;");
+        let run = run_scenario(TYPES, &p, flags).expect("function-local type");
+        if flags.starts_with("-O0") {
+            assert_eq!(patched_names(&run.diff, PatchKind::Changed), ["count"]);
+        }
+        let p = TYPES.replace("struct conn { int id;", "struct conn { unsigned id;");
+        assert!(
+            run_scenario(TYPES, &p, flags).is_ok(),
+            "[{flags}] same layout"
+        );
+    }
+    // Without debugging information there is nothing to compare.
+    let p = TYPES.replace("struct conn { int id;", "struct conn { int id; int flags;");
+    assert!(run_scenario(TYPES, &p, "-O0").is_ok());
 }

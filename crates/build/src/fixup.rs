@@ -31,6 +31,10 @@ pub enum FixupNote {
     },
     /// A local-exec TLS access keeps its linked value after its offset was checked.
     TlsOffsetKept { symbol: String, offset: u64 },
+    /// A GOT reference of a shared library to one of its exported symbols stays a GOT
+    /// reference, resolved at run time like the dynamic linker resolves it (the program may
+    /// hold the live definition, as with a copy-relocated variable).
+    Interposable { symbol: String },
 }
 
 impl fmt::Display for FixupNote {
@@ -74,6 +78,12 @@ impl fmt::Display for FixupNote {
                     "TLS symbol {symbol} has the same offset {offset:x} in the original"
                 )
             }
+            Self::Interposable { symbol } => {
+                write!(
+                    f,
+                    "Keeping GOT reference to {symbol}: resolved at run time (the process may use another definition)"
+                )
+            }
         }
     }
 }
@@ -89,6 +99,10 @@ impl fmt::Display for FixupNote {
 ///   patch or the original defines become direct: `mov` → `lea`, `call *` → `addr32 call`,
 ///   `jmp *` → `jmp; nop`, relocation type `PC32` (the patch always sits within the reach of a
 ///   32-bit displacement of the original);
+/// - a GOT-relative reference of a shared library to a symbol it exports with default
+///   visibility (which another object may interpose: a program's copy of the library's
+///   variable) stays GOT-relative, against a new undefined symbol of that name, so the runtime
+///   resolves it as the dynamic linker did;
 /// - initial-exec TLS (x86_64 `GOTTPOFF`, aarch64 `TLSIE_*`): the addend becomes the link-time
 ///   address, in `orig`, of the GOT slot the dynamic linker fills with the variable's
 ///   thread-pointer offset (the symbol is kept). The runtime adds `orig`'s load bias; on x86_64
@@ -96,7 +110,8 @@ impl fmt::Display for FixupNote {
 ///   `addend + load_bias` for both the page and the low-12-bit relocation;
 /// - local-exec TLS (x86_64 `TPOFF32`, aarch64 `TLSLE_ADD_TPREL_*`), as the linker leaves it in
 ///   an executable: the variable's offset is checked to be the original's and the relocation
-///   becomes `NONE`, the linked instruction already holding the right value.
+///   is removed, the linked instruction already holding the right value (a runtime need not
+///   know `NONE` relocations, so none is left behind).
 ///
 /// Before any change, checks the layout contract ([`crate::check_layout`]).
 pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildError> {
@@ -137,6 +152,7 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         .filter(|(_, s)| is_kpatch_section(&s.name))
         .map(|(i, _)| i)
         .collect();
+    let interposable = interposable_symbols(orig)?;
     let rela_sections: Vec<usize> = patch
         .sections
         .iter()
@@ -147,6 +163,10 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
 
     let mut notes = Vec::new();
     let mut changes = Vec::new();
+    let mut imports = Imports {
+        first: syms.len(),
+        symbols: Vec::new(),
+    };
     for ri in rela_sections {
         let target = patch.section_at(ri)?.info as usize;
         let target_section = patch.section_at(target)?;
@@ -163,13 +183,26 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
             target_addr: target_section.addr,
             bytes: target_section.data.clone(),
             notes: &mut notes,
+            interposable: &interposable,
+            imports: &mut imports,
         };
         for (index, r) in relas.iter_mut().enumerate() {
             cx.fix(index, r)?;
         }
+        let none = if patch.machine == EM_X86_64 {
+            R_X86_64_NONE
+        } else {
+            R_AARCH64_NONE
+        };
+        relas.retain(|r| !(r.r_type == none && r.sym == 0));
         changes.push((ri, relas, target, cx.bytes));
     }
     // Applied only once every relocation was fixed, so a refusal leaves `patch` untouched.
+    if !imports.symbols.is_empty() {
+        let mut all = syms.clone();
+        all.extend(imports.symbols);
+        patch.set_symbols(symtab, &all)?;
+    }
     for (ri, relas, target, bytes) in changes {
         patch.set_relas(ri, &relas)?;
         let target_section = patch.section_at_mut(target)?;
@@ -192,6 +225,70 @@ struct Cx<'a> {
     target_addr: u64,
     bytes: Vec<u8>,
     notes: &'a mut Vec<FixupNote>,
+    interposable: &'a HashSet<String>,
+    imports: &'a mut Imports,
+}
+
+/// Undefined symbols added to the patch's `.symtab` (after its last symbol, so no index
+/// changes) for references the runtime must resolve.
+struct Imports {
+    first: usize,
+    symbols: Vec<Symbol>,
+}
+
+impl Imports {
+    /// The index of the undefined symbol `name`, added if needed.
+    fn index_of(&mut self, like: &Symbol) -> usize {
+        if let Some(i) = self.symbols.iter().position(|s| s.name == like.name) {
+            return self.first + i;
+        }
+        self.symbols.push(Symbol {
+            name: like.name.clone(),
+            name_offset: 0,
+            value: 0,
+            size: 0,
+            sym_type: like.sym_type,
+            bind: STB_GLOBAL,
+            other: STV_DEFAULT,
+            shndx: SHN_UNDEF,
+        });
+        self.first + self.symbols.len() - 1
+    }
+}
+
+/// Names of the symbols a shared library `orig` exports with default visibility: another
+/// object can interpose them, so the library itself reaches them through its GOT. Empty for
+/// an executable (one with a program interpreter).
+fn interposable_symbols(orig: &Elf) -> Result<HashSet<String>, BuildError> {
+    if orig.e_type != ET_DYN || orig.section(".interp").is_some() {
+        return Ok(HashSet::new());
+    }
+    let Some(dynsym) = orig.dynsym_index() else {
+        return Ok(HashSet::new());
+    };
+    Ok(orig
+        .symbols(dynsym)?
+        .into_iter()
+        .filter(|s| {
+            s.is_defined_in_section()
+                && matches!(s.bind, STB_GLOBAL | STB_WEAK)
+                && s.visibility() == STV_DEFAULT
+                && matches!(s.sym_type, STT_OBJECT | STT_FUNC | STT_NOTYPE)
+        })
+        .map(|s| s.unversioned_name().to_string())
+        .collect())
+}
+
+/// Whether `r_type` asks for the address of a GOT slot holding the symbol's address.
+fn is_got_reference(machine: u16, r_type: u32) -> bool {
+    if machine == EM_X86_64 {
+        matches!(
+            r_type,
+            R_X86_64_GOTPCREL | R_X86_64_GOTPCRELX | R_X86_64_REX_GOTPCRELX
+        )
+    } else {
+        matches!(r_type, R_AARCH64_ADR_GOT_PAGE | R_AARCH64_LD64_GOT_LO12_NC)
+    }
 }
 
 impl Cx<'_> {
@@ -223,6 +320,19 @@ impl Cx<'_> {
             return self.fix_tls(index, r, sym);
         }
         let in_patch = self.kpatch.contains(&(sym.shndx as usize)) && sym.is_defined_in_section();
+        if !in_patch
+            && sym.is_defined_in_section()
+            && sym.bind != STB_LOCAL
+            && sym.visibility() == STV_DEFAULT
+            && is_got_reference(self.patch.machine, r.r_type)
+            && self.interposable.contains(sym.unversioned_name())
+        {
+            r.sym = self.imports.index_of(sym) as u32;
+            self.notes.push(FixupNote::Interposable {
+                symbol: sym.name.clone(),
+            });
+            return Ok(());
+        }
         if sym.sym_type != STT_SECTION && !in_patch {
             if !matches!(sym.sym_type, STT_NOTYPE | STT_FUNC | STT_OBJECT) && sym.bind != STB_LOCAL
             {

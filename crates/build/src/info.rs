@@ -4,6 +4,8 @@ use crate::error::BuildError;
 
 /// Size of one record.
 pub const INFO_SIZE: usize = 48;
+/// Offset of `dlen` in a record.
+pub const DLEN_OFFSET: usize = 16;
 /// Size of the all-zero record that ends the list.
 pub const END_MARKER_SIZE: usize = 24;
 

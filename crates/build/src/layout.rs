@@ -127,7 +127,14 @@ pub fn is_linker_built(name: &str) -> bool {
 
 fn describe(name: &str, place: &str, candidates: &[&Symbol], orig: Option<&Elf>) -> String {
     if candidates.is_empty() {
-        return format!("{name}: at {place} in the patched build, missing from the original");
+        // A versioned name defined in the program is the linker's copy of a library variable.
+        let hint = if name.contains('@') {
+            " (a copy of a library variable the original never used: build the patch with \
+             kpatch_gensrc --force-gotpcrel so that it reaches the variable through the GOT)"
+        } else {
+            ""
+        };
+        return format!("{name}: at {place} in the patched build, missing from the original{hint}");
     }
     let theirs: Vec<String> = candidates
         .iter()

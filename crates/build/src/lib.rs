@@ -6,6 +6,7 @@ mod error;
 mod fixup;
 mod info;
 mod layout;
+mod padding;
 pub mod reloc_types;
 mod sections;
 mod strip;

@@ -1,7 +1,8 @@
 //! `kpatch_strip --strip`: reduce the linked patched binary to the patch and placeholders.
 
 use crate::error::{BuildError, SmallFunction};
-use crate::info::{parse_records, InfoRecord, END_MARKER_SIZE};
+use crate::info::{parse_records, InfoRecord, DLEN_OFFSET, END_MARKER_SIZE, INFO_SIZE};
+use crate::padding::room_at;
 use crate::sections::{is_kpatch_rela, is_kpatch_section, KPATCH_INFO, KPATCH_STRTAB};
 use elf_edit::consts::*;
 use elf_edit::Elf;
@@ -14,8 +15,9 @@ use std::collections::HashSet;
 /// `.rela.dyn` and `.rela.plt`): those become placeholders that relocate nothing. Drops the program headers and appends the 24-byte end marker to
 /// `.kpatch.info`.
 ///
-/// Refuses a patched function whose original is shorter than the architecture's jump, naming
-/// every such function. Write the result with [`crate::write_payload`] so that `.kpatch.data`
+/// A patched function whose original is shorter than the architecture's jump but followed by
+/// alignment padding (x86_64 at -O2) gets the jump's length in its record: the jump then
+/// overwrites padding only. One without that room is refused, naming every such function. Write the result with [`crate::write_payload`] so that `.kpatch.data`
 /// starts a page.
 pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
     let arch = kpatch_arch::for_machine(input.machine)
@@ -49,17 +51,27 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
 
     let info = input.section_at(info_index)?;
     let records = parse_records(&info.data)?;
-    let small: Vec<SmallFunction> = records
-        .iter()
-        .filter(|r| !r.is_new_function() && (r.dlen as usize) < arch.hunk_size())
-        .map(|r| SmallFunction {
-            name: original_name(input, symtab, r),
-            daddr: r.daddr,
-            dlen: r.dlen,
-        })
-        .collect();
+    let hunk = arch.hunk_size();
+    let symbols = input.symbols(symtab)?;
+    let mut small = Vec::new();
+    // Short functions followed by alignment padding get a length covering the jump.
+    let mut lengthened = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        if r.is_new_function() || (r.dlen as usize) >= hunk {
+            continue;
+        }
+        if room_at(input, &symbols, r.daddr, r.dlen) >= hunk as u64 {
+            lengthened.push((i, hunk as u32));
+        } else {
+            small.push(SmallFunction {
+                name: original_name(input, symtab, r),
+                daddr: r.daddr,
+                dlen: r.dlen,
+            });
+        }
+    }
     if !small.is_empty() {
-        return Err(BuildError::FunctionsTooSmall(small, arch.hunk_size()));
+        return Err(BuildError::FunctionsTooSmall(small, hunk));
     }
 
     let mut out = input.clone();
@@ -94,6 +106,13 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
     }
     let info = out.section_at_mut(info_index)?;
     let mut data = std::mem::take(&mut info.data);
+    for (i, dlen) in lengthened {
+        if let Some(field) =
+            data.get_mut(i * INFO_SIZE + DLEN_OFFSET..i * INFO_SIZE + DLEN_OFFSET + 4)
+        {
+            field.copy_from_slice(&dlen.to_le_bytes());
+        }
+    }
     data.extend_from_slice(&[0; END_MARKER_SIZE]);
     info.set_data(data);
     out.remove_sections(&drop)?;

@@ -122,6 +122,32 @@ gvar:
 	.section .note.GNU-stack,"",@progbits
 "#;
 
+/// `GOT_ORIG` with `gfunc` and `gvar` hidden: no other object can interpose them, so the
+/// patch may reach the library's own definitions directly.
+fn got_orig_hidden() -> String {
+    GOT_ORIG
+        .replace("\t.globl\tgvar\n", "\t.globl\tgvar\n\t.hidden\tgvar\n")
+        .replace("\t.globl\tgfunc\n", "\t.globl\tgfunc\n\t.hidden\tgfunc\n")
+}
+
+/// Builds `liborig.so` from `orig` and `libpatch.so` from `orig` + `patch` (linked with
+/// `-Wl,-q`, GOT loads left as the assembler wrote them) in `d`.
+fn build_got_libs(d: &std::path::Path, orig: &str, patch: &str) {
+    std::fs::write(d.join("orig.s"), orig).unwrap();
+    std::fs::write(d.join("patch.s"), format!("{orig}{patch}")).unwrap();
+    run(Command::new("gcc")
+        .current_dir(d)
+        .args(["-shared", "-o", "liborig.so", "orig.s"]));
+    run(Command::new("gcc").current_dir(d).args([
+        "-shared",
+        "-Wl,-q",
+        "-Wl,--no-relax",
+        "-o",
+        "libpatch.so",
+        "patch.s",
+    ]));
+}
+
 const GOT_PATCH: &str = r#"
 	.section .kpatch.text,"ax",@progbits
 	.globl	gfunc.kpatch
@@ -150,18 +176,7 @@ gfunc.kpatch:
 fn got_references_local_symbols_and_plt_calls_in_a_shared_library() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("orig.s"), GOT_ORIG).unwrap();
-    std::fs::write(d.join("patch.s"), format!("{GOT_ORIG}{GOT_PATCH}")).unwrap();
-    run(Command::new("gcc")
-        .current_dir(d)
-        .args(["-shared", "-o", "liborig.so", "orig.s"]));
-    run(Command::new("gcc").current_dir(d).args([
-        "-shared",
-        "-Wl,-q",
-        "-o",
-        "libpatch.so",
-        "patch.s",
-    ]));
+    build_got_libs(d, &got_orig_hidden(), GOT_PATCH);
     let orig = read_elf(&d.join("liborig.so"));
     let linked = read_elf(&d.join("libpatch.so"));
     let mut patch = strip(&linked).unwrap();
@@ -232,7 +247,12 @@ fn got_references_local_symbols_and_plt_calls_in_a_shared_library() {
     assert_eq!(after[5].offset, before[5].offset - 1);
     assert_eq!(text[at(&after[5]) - 1], 0xe9);
     assert_eq!(text[at(&after[5]) + 4], 0x90);
-    assert_eq!(after[5].addend, before[5].addend);
+    // Hidden, gfunc is a local symbol of the linked library: the relocation may be redone
+    // against its section, aiming at the same place.
+    let target =
+        |r: &Rela, syms: &[Symbol]| syms[r.sym as usize].value.wrapping_add(r.addend as u64);
+    let syms_after = symbols(&patch);
+    assert_eq!(target(&after[5], &syms_after), target(&before[5], &syms));
     assert!(
         notes.contains(&"Fixing up relocation ext_var+fffffffffffffffc".to_string()),
         "{notes:?}"
@@ -252,18 +272,7 @@ fn an_unconvertible_got_reference_is_refused() {
         "movq\tgvar@GOTPCREL(%rip), %rax",
         "addq\tgvar@GOTPCREL(%rip), %rax",
     );
-    std::fs::write(d.join("orig.s"), GOT_ORIG).unwrap();
-    std::fs::write(d.join("patch.s"), format!("{GOT_ORIG}{patch_s}")).unwrap();
-    run(Command::new("gcc")
-        .current_dir(d)
-        .args(["-shared", "-o", "liborig.so", "orig.s"]));
-    run(Command::new("gcc").current_dir(d).args([
-        "-shared",
-        "-Wl,-q",
-        "-o",
-        "libpatch.so",
-        "patch.s",
-    ]));
+    build_got_libs(d, &got_orig_hidden(), &patch_s);
     let mut patch = strip(&read_elf(&d.join("libpatch.so"))).unwrap();
     let msg = rel_fixup(&read_elf(&d.join("liborig.so")), &mut patch)
         .unwrap_err()
@@ -271,6 +280,46 @@ fn an_unconvertible_got_reference_is_refused() {
     assert!(
         msg.contains("gvar") && msg.contains("cannot be made direct"),
         "{msg}"
+    );
+}
+
+/// A library's GOT references to the symbols it exports stay GOT references, against new
+/// undefined symbols: the live definition may be another object's (a program's copy of
+/// `gvar`), which the runtime finds as the dynamic linker did.
+#[test]
+fn got_references_to_exported_symbols_of_a_library_stay_indirect() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    build_got_libs(d, GOT_ORIG, GOT_PATCH);
+    let orig = read_elf(&d.join("liborig.so"));
+    let mut patch = strip(&read_elf(&d.join("libpatch.so"))).unwrap();
+    let before = relas_of(&patch, ".rela.kpatch.text");
+    let text_before = patch.section(".kpatch.text").unwrap().data.clone();
+    let notes: Vec<String> = rel_fixup(&orig, &mut patch)
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let syms = symbols(&patch);
+    let after = relas_of(&patch, ".rela.kpatch.text");
+    for i in [1, 2, 5] {
+        let s = &syms[after[i].sym as usize];
+        assert_eq!(
+            (s.shndx, after[i].r_type, after[i].offset),
+            (SHN_UNDEF, before[i].r_type, before[i].offset),
+            "{}",
+            s.name
+        );
+    }
+    assert_eq!(syms[after[1].sym as usize].name, "gvar");
+    assert_eq!(syms[after[2].sym as usize].name, "gfunc");
+    assert_eq!(after[2].sym, after[5].sym, "one import per name");
+    assert_eq!(&patch.section(".kpatch.text").unwrap().data, &text_before);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("Keeping GOT reference to gvar")),
+        "{notes:?}"
     );
 }
 

@@ -3,7 +3,7 @@
 mod support;
 
 use elf_edit::consts::*;
-use kpatch_build::{strip, write_payload, BuildError, END_MARKER_SIZE};
+use kpatch_build::{parse_records, strip, write_payload, BuildError, END_MARKER_SIZE};
 use object::{Object, ObjectSection};
 use std::process::Command;
 use support::*;
@@ -98,12 +98,13 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
 
 #[test]
 fn refuses_a_function_shorter_than_the_jump_naming_it() {
-    // At -O2 `tiny` is `xor %eax,%eax; ret` (3 bytes in the original, 6 in the patch).
+    // At -O2 `tiny` is `xor %eax,%eax; ret` (3 bytes in the original, 6 in the patch), and
+    // without function alignment the next function follows it at once.
     let b = build(
         FOO_C,
         BAR_C,
         &["tiny", "print_hello"],
-        &["-O2", "-fcf-protection=none"],
+        &["-O2", "-fcf-protection=none", "-fno-align-functions"],
         false,
     );
     let err = strip(&read_elf(&b.patched)).unwrap_err();
@@ -119,6 +120,26 @@ fn refuses_a_function_shorter_than_the_jump_naming_it() {
         msg.contains("tiny") && msg.contains("5-byte jump") && !msg.contains("print_hello"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_short_function_followed_by_alignment_padding_gets_the_jump_length() {
+    let b = build(
+        FOO_C,
+        BAR_C,
+        &["tiny", "print_hello"],
+        &["-O2", "-fcf-protection=none"],
+        false,
+    );
+    let input = read_elf(&b.patched);
+    let before = parse_records(&input.section(".kpatch.info").unwrap().data).unwrap();
+    let out = strip(&input).unwrap();
+    let info = &out.section(".kpatch.info").unwrap().data;
+    let after = parse_records(&info[..info.len() - END_MARKER_SIZE]).unwrap();
+    let (short, long): (Vec<_>, Vec<_>) = before.iter().zip(&after).partition(|(b, _)| b.dlen < 5);
+    assert_eq!(short.len(), 1, "{before:?}");
+    assert_eq!(short[0].1.dlen, 5, "lengthened into the padding");
+    assert!(long.iter().all(|(b, a)| b == a), "others untouched");
 }
 
 #[test]

@@ -294,7 +294,7 @@ fn fpic_shared_library() {
 #[test]
 fn a_function_shorter_than_the_jump_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = ["-O2", "-fcf-protection=none"];
+    let flags = ["-O2", "-fcf-protection=none", "-fno-align-functions"];
     let (_, foobar) = build(dir.path(), &flags, false, &["tiny", "print_hello"]);
     let out = kpatch_strip(dir.path(), &["--strip", &foobar, "foobar.stripped"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

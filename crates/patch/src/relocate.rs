@@ -84,7 +84,10 @@ impl Prepared {
         for r in &payload.relocs {
             let sym = &payload.symbols[r.symbol];
             let need = arch.reloc_need(r.r_type)?;
-            if sym.def == PSymDef::Undefined {
+            // An initial-exec TLS access uses the original's GOT slot (in the addend), never
+            // the symbol's address: a variable another object defines is not an import.
+            let tls = matches!(need, RelocNeed::TlsGotSlot | RelocNeed::TlsOffset);
+            if sym.def == PSymDef::Undefined && !tls {
                 if sym.name.is_empty() {
                     return Err(Error::Payload(format!(
                         "relocation {} at {:#x} in {} has no symbol",

@@ -39,6 +39,63 @@ fn build_id(exe: &Path) -> Result<String> {
         .with_context(|| format!("{} has no build-id", exe.display()))
 }
 
+/// The toolkit's manual pipeline in `dir`: `orig.s` and `new.s` (from the same source name)
+/// become the executable `exe` (linked with `libs`) and `out`, its patch with id `id`.
+fn pipeline(
+    tools: &Tools,
+    dir: &Path,
+    exe: &str,
+    libs: &[&str],
+    id: &str,
+    out: &Path,
+) -> Result<()> {
+    let gcc = |args: &[&str]| run(Command::new("gcc").args(args).args(libs).current_dir(dir));
+    run(Command::new(tools.path("kpatch_gensrc"))
+        .args(["-i", "orig.s", "-i", "new.s", "-o", "combined.s"])
+        .current_dir(dir))?;
+    gcc(&["-o", exe, "orig.s"])?;
+    gcc(&["-o", "combined", "combined.s", "-Wl,-q"])?;
+    let strip = |args: &[&str]| {
+        run(Command::new(tools.path("kpatch_strip"))
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null()))
+    };
+    strip(&["--strip", "combined", "combined.stripped"])?;
+    strip(&["--rel-fixup", exe, "combined.stripped"])?;
+    run(Command::new("strip")
+        .args(["--strip-unneeded", "combined.stripped"])
+        .current_dir(dir))?;
+    strip(&["--undo-link", exe, "combined.stripped"])?;
+    let bid = build_id(&dir.join(exe))?;
+    let out = if out.is_dir() {
+        out.join(format!("{bid}.kpatch"))
+    } else {
+        out.to_owned()
+    };
+    run(Command::new(tools.path("kpatch_make"))
+        .args(["-b", &bid, "-i", id, "combined.stripped", "-o"])
+        .arg(&out)
+        .current_dir(dir))?;
+    Ok(())
+}
+
+/// Builds `orig_c` at -O2 and its patch from `new_c` (both in `dir`), the patch going into the
+/// directory `patches` as `<build-id>.kpatch`; returns the executable.
+pub fn manual(
+    tools: &Tools,
+    dir: &Path,
+    orig_c: &str,
+    new_c: &str,
+    patches: &Path,
+) -> Result<PathBuf> {
+    let gcc = |args: &[&str]| run(Command::new("gcc").args(args).current_dir(dir));
+    gcc(&["-O2", "-S", orig_c, "-o", "orig.s"])?;
+    gcc(&["-O2", "-S", new_c, "-o", "new.s"])?;
+    pipeline(tools, dir, "prog", &[], "0001", patches)?;
+    Ok(dir.join("prog"))
+}
+
 /// Builds the probe with `extra` additional functions, its patch (every function changed)
 /// and the patched source as a plain binary, at -O2.
 pub fn variant(
@@ -56,41 +113,12 @@ pub fn variant(
     gcc(&["-O2", "-S", "probe.c", "-o", "orig.s"])?;
     std::fs::write(dir.join("extra_funcs.h"), extra_funcs(extra, true))?;
     gcc(&["-O2", "-DPROBE_VALUE=2", "-S", "probe.c", "-o", "new.s"])?;
-    run(Command::new(tools.path("kpatch_gensrc"))
-        .args(["-i", "orig.s", "-i", "new.s", "-o", "combined.s"])
-        .current_dir(&dir))?;
-    gcc(&["-o", "probe", "orig.s", "-lpthread"])?;
     gcc(&["-o", "probe-builtin", "new.s", "-lpthread"])?;
-    gcc(&["-o", "combined", "combined.s", "-lpthread", "-Wl,-q"])?;
-    let strip = |args: &[&str]| {
-        run(Command::new(tools.path("kpatch_strip"))
-            .args(args)
-            .current_dir(&dir))
-    };
-    strip(&["--strip", "combined", "combined.stripped"])?;
-    run(Command::new(tools.path("kpatch_strip"))
-        .args(["--rel-fixup", "probe", "combined.stripped"])
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::null()))?;
-    run(Command::new("strip")
-        .args(["--strip-unneeded", "combined.stripped"])
-        .current_dir(&dir))?;
-    strip(&["--undo-link", "probe", "combined.stripped"])?;
-    let bid = build_id(&dir.join("probe"))?;
-    run(Command::new(tools.path("kpatch_make"))
-        .args([
-            "-b",
-            &bid,
-            "-i",
-            "bench",
-            "combined.stripped",
-            "-o",
-            "probe.kpatch",
-        ])
-        .current_dir(&dir))?;
+    let patch = dir.join("probe.kpatch");
+    pipeline(tools, &dir, "probe", &["-lpthread"], "bench", &patch)?;
     Ok(Variant {
         exe: dir.join("probe"),
-        patch: dir.join("probe.kpatch"),
+        patch,
         built_in: dir.join("probe-builtin"),
     })
 }

@@ -15,6 +15,8 @@ pub struct Report {
     pause: Vec<(usize, Stats, Stats, Stats, Stats)>,
     size: Vec<(usize, Stats, Stats)>,
     overhead: Option<(Stats, Stats)>,
+    build: Option<(Stats, Stats)>,
+    pall: Option<(Stats, Stats)>,
     extra: Vec<(String, String)>,
 }
 
@@ -92,6 +94,14 @@ impl Report {
         self.overhead = Some((*native, *patched));
     }
 
+    pub fn build_time(&mut self, make: &Stats, lpmake: &Stats) {
+        self.build = Some((*make, *lpmake));
+    }
+
+    pub fn pall(&mut self, one: &Stats, hundred: &Stats) {
+        self.pall = Some((*one, *hundred));
+    }
+
     /// A free-form result line (name, value).
     #[allow(dead_code)]
     pub fn extra(&mut self, name: &str, value: String) {
@@ -146,6 +156,34 @@ impl Report {
                 patched.median, patched.p90
             )?;
         }
+        if let Some((make, lp)) = &self.build {
+            writeln!(
+                s,
+                "\n## 4. Patch build time (one-line change in a 200-file project, ms)\n"
+            )?;
+            writeln!(s, "| command | median / p90 |")?;
+            writeln!(s, "|---|---|")?;
+            writeln!(
+                s,
+                "| incremental `make -j2` of the change | {:.0} / {:.0} |",
+                make.median, make.p90
+            )?;
+            writeln!(
+                s,
+                "| `libcare-patch-make -j 2` (original tree already built) | {:.0} / {:.0} |",
+                lp.median, lp.p90
+            )?;
+        }
+        if let Some((one, hundred)) = &self.pall {
+            writeln!(
+                s,
+                "\n## 5. `libcare-ctl patch -p all` (ms, in a private PID namespace)\n"
+            )?;
+            writeln!(s, "| processes | median / p90 |")?;
+            writeln!(s, "|---|---|")?;
+            writeln!(s, "| 1 | {:.1} / {:.1} |", one.median, one.p90)?;
+            writeln!(s, "| 100 | {:.1} / {:.1} |", hundred.median, hundred.p90)?;
+        }
         for (k, v) in &self.extra {
             writeln!(s, "\n{k}: {v}")?;
         }
@@ -173,6 +211,20 @@ impl Report {
                 s,
                 "- 1000-function patch pause <= 2x the 1-function pause: {}",
                 verdict(b.median / a.median, 2.0)
+            )?;
+        }
+        if let Some((make, lp)) = &self.build {
+            writeln!(
+                s,
+                "- patch build <= 2x the incremental make of the changed file: {}",
+                verdict(lp.median / make.median, 2.0)
+            )?;
+        }
+        if let Some((one, hundred)) = &self.pall {
+            writeln!(
+                s,
+                "- `-p all` over 100 processes <= 20x one process: {}",
+                verdict(hundred.median / one.median, 20.0)
             )?;
         }
         if let Some((native, patched)) = &self.overhead {

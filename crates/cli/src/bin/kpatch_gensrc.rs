@@ -126,8 +126,9 @@ struct Cli {
     #[arg(long = "must-adapt", value_name = "FLIST", action = ArgAction::Append)]
     must_adapt: Vec<String>,
 
-    /// Accepted for compatibility; no effect: the patch is placed within reach of 32-bit
-    /// PC-relative references, so they need no GOT indirection.
+    /// x86_64: in the patch's code, reach variables this file does not define through GOT
+    /// slots instead of PC-relatively, so that the patched link adds no copy relocation for a
+    /// library variable the original program never used (`stderr`). libcare-cc passes it.
     #[arg(long = "force-gotpcrel")]
     force_gotpcrel: bool,
 
@@ -248,6 +249,7 @@ fn diff_options(cli: &Cli) -> Result<DiffOptions> {
         unlink: list(&cli.unlink_symbols),
         filter,
         force_global: cli.force_global,
+        force_gotpcrel: cli.force_gotpcrel,
     })
 }
 
@@ -269,6 +271,21 @@ fn report(diff: &Diff, verbose: u32) {
             );
         }
     }
+    let left_out: Vec<&str> = diff
+        .notes
+        .iter()
+        .filter_map(|n| match n {
+            Note::Ignored { function, .. } => Some(function.as_str()),
+            _ => None,
+        })
+        .collect();
+    if diff.is_empty() && !left_out.is_empty() && verbose == 0 {
+        eprintln!(
+            "kpatch_gensrc: warning: the patch is empty: the changed function(s) {} were left \
+             out (--ignore-changes or the function filter file; -d 1 says which)",
+            left_out.join(", ")
+        );
+    }
     for n in &diff.notes {
         match n {
             Note::OtherDiffers { line, text } => eprintln!(
@@ -280,6 +297,10 @@ fn report(diff: &Diff, verbose: u32) {
             }
             Note::VariableKept { variable } if verbose > 0 => eprintln!(
                 "kpatch_gensrc: variable {variable} changed; the original definition stays \
+                 (--ignore-changes)"
+            ),
+            Note::TypeKept { name, change } => eprintln!(
+                "kpatch_gensrc: warning: type {name} changed layout ({change}); accepted \
                  (--ignore-changes)"
             ),
             Note::OnlyNumbersDiffer { function } if verbose > 0 => eprintln!(

@@ -157,6 +157,29 @@ impl Target {
         }
     }
 
+    /// The next line the process prints (panics if none comes within [`DEADLINE`]).
+    pub fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "pid {} printed nothing within {DEADLINE:?}; last lines: {:?}",
+                self.pid(),
+                self.seen.iter().rev().take(5).collect::<Vec<_>>()
+            ),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait().ok();
+                panic!(
+                    "pid {} exited ({status:?}); last lines: {:?}",
+                    self.pid(),
+                    self.seen.iter().rev().take(5).collect::<Vec<_>>()
+                )
+            }
+        }
+    }
+
     /// Discards what the process printed so far.
     pub fn drain(&mut self) {
         while let Ok(line) = self.lines.try_recv() {

@@ -385,7 +385,7 @@ mod tests {
             map(CODE, 0x1000, false, true, MapName::Anonymous),
             map(HEAP, 0x4000, true, false, MapName::Special("[heap]".into())),
         ];
-        let code_ranges = vec![CODE..CODE + 0x1000];
+        let code_ranges: Vec<Range<u64>> = std::iter::once(CODE..CODE + 0x1000).collect();
         let view = View {
             mem: &mem,
             maps: &maps,

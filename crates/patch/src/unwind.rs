@@ -323,7 +323,7 @@ mod tests {
             ],
             complete: true,
         };
-        let ranges = [0x1000..0x1100];
+        let ranges: Vec<Range<u64>> = std::iter::once(0x1000..0x1100).collect();
         assert_eq!(walk.hit(&ranges), Some(0x100f));
         assert_eq!(walk.exit_point(&ranges), Some(frame(0x4010, 0x200)));
         assert_eq!(walk.exit_point(&[0x7000..0x8000]), None);

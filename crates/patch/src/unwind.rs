@@ -326,9 +326,15 @@ mod tests {
         let ranges: Vec<Range<u64>> = std::iter::once(0x1000..0x1100).collect();
         assert_eq!(walk.hit(&ranges), Some(0x100f));
         assert_eq!(walk.exit_point(&ranges), Some(frame(0x4010, 0x200)));
-        assert_eq!(walk.exit_point(std::slice::from_ref(&(0x7000..0x8000))), None);
+        assert_eq!(
+            walk.exit_point(std::slice::from_ref(&(0x7000..0x8000))),
+            None
+        );
         // A walk that ends inside the range has no known way out.
-        assert_eq!(walk.exit_point(std::slice::from_ref(&(0x6000..0x7000))), None);
+        assert_eq!(
+            walk.exit_point(std::slice::from_ref(&(0x6000..0x7000))),
+            None
+        );
         assert_eq!(walk.top_sp(), 0x240);
     }
 

@@ -112,7 +112,11 @@ fn killed_at_any_step_the_target_stays_whole() {
         } else {
             ok(&patch(dir, &pid, &file, &[]));
             steady(&mut p, PATCHED, step);
-            assert_eq!(patch_regions(p.pid()), 1, "a region was not reclaimed ({step})");
+            assert_eq!(
+                patch_regions(p.pid()),
+                1,
+                "a region was not reclaimed ({step})"
+            );
             assert_eq!(info_ids(dir, p.pid()), vec!["0001"]);
             ok(&unpatch(dir, &pid, &[]));
         }

@@ -122,8 +122,10 @@ pub fn patch(
         &mut guardian,
         rep,
     );
-    if result.is_err() {
-        // Nothing points into the regions yet (or the commit rolled its hunks back).
+    // Nothing points into the regions yet (or the commit rolled its hunks back). Unless the
+    // guardian still has writes to do (breakpoints that could not be removed, performed when it
+    // is dropped): their regions then stay, pending, for the next run to reclaim.
+    if result.is_err() && guardian.armed() == 0 {
         world::unmap_regions(
             &proc,
             jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)),
@@ -467,6 +469,7 @@ fn fill_and_commit(
     let mut safety = world::Safety::new(proc, maps, objects, applied, replaced)?;
     // Armed before the stop, the way back costs nothing inside it: until the commit it only
     // rewrites bytes with their current values.
+    let below = guardian.armed();
     guardian.arm(&back)?;
     let frozen = world::with_safe_stop(
         proc,
@@ -486,7 +489,9 @@ fn fill_and_commit(
             Ok(())
         },
     );
-    if frozen.is_err() && guardian.armed() > 0 {
+    // Nothing was committed: our batch is not needed. A batch left above it (breakpoints that
+    // could not be removed) stays armed, and is performed when the guardian is dropped.
+    if frozen.is_err() && guardian.armed() == below + 1 {
         let _ = guardian.disarm();
     }
     let frozen = frozen?;

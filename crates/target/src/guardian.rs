@@ -35,7 +35,8 @@ pub const GUARDIAN_CAPACITY: usize = 4 << 20;
 /// Most batches a guardian holds at once.
 const MAX_DEPTH: usize = 16;
 
-/// A running guardian. Dropping it disarms it and lets the helper exit.
+/// A running guardian. Dropping it lets the helper exit, after it has performed any batch still
+/// armed (an error path that could not undo its writes leaves that to it).
 #[derive(Debug)]
 pub struct Guardian {
     pid: libc::pid_t,
@@ -170,10 +171,7 @@ impl Guardian {
 
 impl Drop for Guardian {
     fn drop(&mut self) {
-        while !self.armed.is_empty() {
-            let _ = self.disarm();
-        }
-        // EOF tells the helper to exit (it performs nothing: it is disarmed).
+        // EOF tells the helper to perform what is armed, if anything, and exit.
         self.cmd = None;
         let mut status = 0;
         // SAFETY: reaps our own child; `status` is a valid out-pointer.

@@ -4,6 +4,7 @@
 mod harness;
 
 mod calls;
+mod guardian;
 mod memory;
 mod open;
 mod returns;

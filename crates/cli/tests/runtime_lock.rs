@@ -21,7 +21,7 @@ fn a_second_tool_waits_or_refuses() {
 
     // The first run holds the lock while it waits for greet() to return (up to 300 ms). It
     // nearly always finds the thread inside; if not, it is undone and started again.
-    let (mut first, mut lines) = loop {
+    let (mut first, lines) = loop {
         let mut first = common::tool("libcare-ctl", dir)
             .args(["-v", "patch", "-p", &pid, patch])
             .stdout(Stdio::piped())

@@ -54,14 +54,15 @@ fn frame_finish_at_o2() {
 }
 
 /// Applies version 1 of `name` with a short safety timeout and checks it fails naming
-/// `function`, then that the process still runs, unpatched, unchanged.
-fn must_fail(name: &str, opt: &str, function: &str, unpatched_line: &str) {
+/// `function`, then that the process still runs, unpatched, unchanged. `started` is printed
+/// once every thread runs.
+fn must_fail(name: &str, opt: &str, function: &str, unpatched_line: &str, started: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let built = build(dir, &Recipe::exe(name, opt), &[1]);
     let mut p = Proc::spawn(&built.binary, &[]);
     let pid = p.pid_arg();
-    p.wait_line(unpatched_line);
+    p.wait_line(started);
     let maps_before = maps(p.pid());
     let out = ctl(
         dir,
@@ -88,6 +89,7 @@ fn fail_busy_single() {
         "-O0",
         "do_work (busy_single)",
         "Hello from UNPATCHED",
+        "Hello from UNPATCHED",
     );
 }
 
@@ -97,6 +99,7 @@ fn fail_busy_top() {
         "busy_top",
         "-O0",
         "do_work2 (busy_top)",
+        "Hello from UNPATCHED",
         "Hello from UNPATCHED",
     );
 }
@@ -108,6 +111,7 @@ fn fail_busy_threads() {
         "-O2",
         "thread2_func (busy_threads)",
         "Hello from thread1 (UNPATCHED)",
+        "Hello from thread2 (UNPATCHED)",
     );
 }
 

@@ -1,11 +1,11 @@
 //! What is loaded in a target, read from `/proc/PID/maps` and the mapped files while it runs:
 //! the ELF objects (with build-ids and load biases) and the patches already applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use kpatch_file::{parse_info_records, Header, InfoRecord, HEADER_SIZE, MAGIC, MAGIC_PENDING};
 use kpatch_target::{MapEntry, MapName, Memory, Process};
@@ -70,6 +70,48 @@ fn basename(path: &std::path::Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// Identity of a file's contents: device, inode, size and modification time.
+type FileKey = (u64, u64, u64, i64, i64);
+
+/// Analysed ELF files, shared by every process one run looks at (with `-p all` they mostly map
+/// the same executable and libraries). `None` records a file that is not a usable ELF object.
+fn image_cache() -> &'static Mutex<HashMap<FileKey, Option<Arc<ElfImage>>>> {
+    static CACHE: OnceLock<Mutex<HashMap<FileKey, Option<Arc<ElfImage>>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The analysed image of an open mapped file, from the cache or read now.
+fn cached_image(file: &mut std::fs::File, path: &std::path::Path) -> Result<Option<Arc<ElfImage>>> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = file.metadata().map_err(io)?;
+    let key = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    );
+    if let Some(hit) = image_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(hit);
+    }
+    let mut magic = [0u8; 4];
+    let image = if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
+        None
+    } else {
+        let mut data = magic.to_vec();
+        file.read_to_end(&mut data).map_err(io)?;
+        ElfImage::parse(data).ok().map(Arc::new)
+    };
+    if let Ok(mut c) = image_cache().lock() {
+        c.insert(key, image.clone());
+    }
+    Ok(image)
+}
+
 /// The ELF objects mapped by `proc`, in address order. Files that are not ELF (locale
 /// archives, fonts, ...) are skipped.
 pub fn objects(proc: &Process, maps: &[MapEntry]) -> Result<Vec<LoadedObject>> {
@@ -99,18 +141,9 @@ pub fn objects(proc: &Process, maps: &[MapEntry]) -> Result<Vec<LoadedObject>> {
             Ok(f) => f,
             Err(_) => continue,
         };
-        let mut magic = [0u8; 4];
-        if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
-            continue;
-        }
-        let mut data = magic.to_vec();
-        file.read_to_end(&mut data).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let image = match ElfImage::parse(data) {
-            Ok(i) => i,
-            Err(_) => continue,
+        let image = match cached_image(&mut file, &path)? {
+            Some(i) => i,
+            None => continue,
         };
         // The lowest mapping shows the PT_LOAD segment that starts at its file offset.
         let Some(seg) = image
@@ -130,7 +163,7 @@ pub fn objects(proc: &Process, maps: &[MapEntry]) -> Result<Vec<LoadedObject>> {
             path,
             range: start..end,
             load_bias,
-            image: Arc::new(image),
+            image,
         });
     }
     out.sort_by_key(|o| o.range.start);

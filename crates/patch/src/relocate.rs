@@ -9,6 +9,10 @@ use kpatch_file::{parse_info_records, InfoRecord};
 use object::elf;
 
 use crate::error::{Error, Result};
+
+/// `R_X86_64_NONE` and `R_AARCH64_NONE`: nothing to do. `kpatch_strip --rel-fixup` (ours and
+/// LibcarePlus's) turns a checked local-exec TLS reference into one, with no symbol.
+const R_NONE: u32 = 0;
 use crate::layout::Layout;
 use crate::payload::{PSymDef, Payload};
 
@@ -81,7 +85,7 @@ impl Prepared {
                 slots.len() - 1
             });
         };
-        for r in &payload.relocs {
+        for r in payload.relocs.iter().filter(|r| r.r_type != R_NONE) {
             let sym = &payload.symbols[r.symbol];
             let need = arch.reloc_need(r.r_type)?;
             // An initial-exec TLS access uses the original's GOT slot (in the addend), never
@@ -162,6 +166,9 @@ impl Prepared {
                     name: s.name.clone(),
                 }),
                 PSymDef::Absolute => Ok(s.value),
+                // A section symbol stands for its section's start whatever its value:
+                // LibcarePlus's kpatch_strip leaves the link-time address there.
+                PSymDef::Section(k) if s.st_type == elf::STT_SECTION.0 => Ok(secaddr[k]),
                 PSymDef::Section(k) => Ok(secaddr[k].wrapping_add(s.value)),
             }
         };
@@ -173,7 +180,7 @@ impl Prepared {
             jump_table.extend_from_slice(&arch.jump_table_entry(value));
         }
         let mut elf = elf_image.to_vec();
-        for r in &self.payload.relocs {
+        for r in self.payload.relocs.iter().filter(|r| r.r_type != R_NONE) {
             let sec = &self.payload.sections[r.target];
             let sym = &self.payload.symbols[r.symbol];
             let place = secaddr[r.target] + r.offset;

@@ -162,11 +162,11 @@ counts_by_one() {
 
 # poll CMD...: retries CMD for up to 20 seconds.
 poll() {
-    n=400
-    while [ $n -gt 0 ]; do
+    tries=400
+    while [ $tries -gt 0 ]; do
         "$@" && return 0
         sleep 0.05
-        n=$((n - 1))
+        tries=$((tries - 1))
     done
     log "timed out waiting for: $*"
     return 1
@@ -233,43 +233,61 @@ t_stacked() {
     alive "$PID"
 }
 
+# consistent PID FILE: what the target prints agrees with what info lists.
+consistent() {
+    shown=$(tail -n 2 "$2" 2>/dev/null | head -n 1)
+    listed=$(npatches "$1")
+    { [ "$shown" = PATCHED ] && [ "$listed" = 1 ]; } ||
+        { [ "$shown" = UNPATCHED ] && [ "$listed" = 0 ]; }
+}
+
+# killed_at STEP patch|unpatch [EXPECTED]: runs the tool with LIBCARE_FAULT_STEP=STEP, which
+# kills it there; the target must run on in a consistent state (EXPECTED when given), and the
+# next runs must bring it back to unpatched.
+killed_at() {
+    step=$1
+    mode=$2
+    expected=$3
+    log "== killed at $step"
+    if [ "$mode" = unpatch ]; then
+        run "$CTL" patch -p "$PID" simplest/simplest.kpatch || return 1
+        wait_line /tmp/killed.out PATCHED || return 1
+        LIBCARE_FAULT_STEP=$step run "$CTL" unpatch -p "$PID" &&
+            { fail "the tool was not killed at $step"; return 1; }
+    else
+        LIBCARE_FAULT_STEP=$step run "$CTL" patch -p "$PID" simplest/simplest.kpatch &&
+            { fail "the tool was not killed at $step"; return 1; }
+    fi
+    alive "$PID" || fail "target died after a kill at $step" || return 1
+    wait_match /tmp/killed.out "(UN)?PATCHED" || return 1
+    if [ -n "$expected" ]; then
+        wait_line /tmp/killed.out "$expected" || fail "not $expected after a kill at $step" || return 1
+    fi
+    poll consistent "$PID" /tmp/killed.out ||
+        fail "after a kill at $step the output and info disagree" || return 1
+    # The next runs reclaim whatever the killed one left.
+    if [ "$(npatches "$PID")" = 0 ]; then
+        run "$CTL" patch -p "$PID" simplest/simplest.kpatch ||
+            fail "patch after a kill at $step failed" || return 1
+        wait_line /tmp/killed.out PATCHED || return 1
+        [ "$(npatches "$PID")" = 1 ] || fail "after a kill at $step: not exactly one patch" || return 1
+    fi
+    run "$CTL" unpatch -p "$PID" || fail "unpatch after a kill at $step failed" || return 1
+    wait_line /tmp/killed.out UNPATCHED || return 1
+    [ "$(npatches "$PID")" = 0 ] || fail "after a kill at $step: a patch is left" || return 1
+}
+
 t_killed() {
     start killed simplest/simplest
     wait_line /tmp/killed.out UNPATCHED || return 1
-    for step in after-mmap after-write stopped first-hunk after-commit; do
-        log "== killed at $step"
-        if LIBCARE_FAULT_STEP=$step run "$CTL" patch -p "$PID" simplest/simplest.kpatch; then
-            fail "the tool was not killed at $step"
-            return 1
-        fi
-        alive "$PID" || fail "target died after a kill at $step" || return 1
-        if [ $step = after-commit ]; then
-            wait_line /tmp/killed.out PATCHED || fail "committed patch not in force" || return 1
-        else
-            # Nothing committed: info lists nothing, the next run reclaims what the killed
-            # one left and applies the patch.
-            wait_match /tmp/killed.out "(UN)?PATCHED" || return 1
-            [ "$(npatches "$PID")" = 0 ] || fail "an uncommitted patch is listed after a kill at $step" || return 1
-            run "$CTL" patch -p "$PID" simplest/simplest.kpatch ||
-                fail "patch after a kill at $step failed" || return 1
-            wait_line /tmp/killed.out PATCHED || return 1
-        fi
-        [ "$(npatches "$PID")" = 1 ] || fail "after a kill at $step: not exactly one patch" || return 1
-        run "$CTL" unpatch -p "$PID" || fail "unpatch after a kill at $step failed" || return 1
-        wait_line /tmp/killed.out UNPATCHED || return 1
+    killed_at after-mmap patch UNPATCHED || return 1
+    for step in after-write stopped first-hunk after-hunks after-commit; do
+        killed_at $step patch || return 1
     done
-    for step in unpatch-stopped unpatch-after-restore unpatch-before-munmap; do
-        log "== killed at $step"
-        run "$CTL" patch -p "$PID" simplest/simplest.kpatch || return 1
-        wait_line /tmp/killed.out PATCHED || return 1
-        LIBCARE_FAULT_STEP=$step run "$CTL" unpatch -p "$PID"
-        alive "$PID" || fail "target died after a kill at $step" || return 1
-        wait_match /tmp/killed.out "(UN)?PATCHED" || return 1
-        # Whatever is left is removed by the next run.
-        if [ "$(npatches "$PID")" != 0 ]; then
-            run "$CTL" unpatch -p "$PID" || fail "unpatch after a kill at $step failed" || return 1
-        fi
-        wait_line /tmp/killed.out UNPATCHED || fail "not reverted after a kill at $step" || return 1
+    killed_at committed patch PATCHED || return 1
+    killed_at unpatch-stopped unpatch PATCHED || return 1
+    for step in unpatch-first-restore unpatch-after-restore unpatch-before-munmap; do
+        killed_at $step unpatch || return 1
     done
     alive "$PID"
 }

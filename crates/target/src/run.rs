@@ -51,14 +51,18 @@ const SI_KERNEL: i32 = 0x80;
 const TRAP_BRKPT: i32 = 1;
 
 /// Where a thread is to be let run to: until it is about to execute the instruction at `addr`
-/// with its stack pointer equal to `sp`.
+/// with its stack pointer at or above `sp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReturnPoint {
     /// The thread.
     pub tid: i32,
     /// The return address.
     pub addr: u64,
-    /// The stack pointer of the frame returned into.
+    /// The stack pointer of the frame returned into, or a lower bound of it: a frame found
+    /// through the frame-pointer chain (code without unwind tables, such as an applied patch
+    /// on aarch64, whose frame record need not sit at the top of its frame) only tells that
+    /// the caller's stack pointer is above the record. A thread trapping at `addr` with a
+    /// lower stack pointer is returning into a deeper call of the same function (recursion).
     pub sp: u64,
 }
 
@@ -335,13 +339,13 @@ impl StoppedProcess<'_> {
     }
 
     /// Puts the pc of `tid` back on the breakpoint at `addr` and says whether its stack
-    /// pointer is `sp`.
+    /// pointer is at or above `sp` (see [`ReturnPoint::sp`]).
     fn rewind(&mut self, tid: i32, addr: u64, sp: u64) -> Result<bool> {
         let layout = self.process().arch().regs();
         let mut regs = read_regs(self.process(), tid)?;
         regs[layout.pc] = addr;
         write_regs(self.process(), tid, &regs)?;
-        Ok(regs[layout.sp] == sp)
+        Ok(regs[layout.sp] >= sp)
     }
 
     #[allow(clippy::too_many_arguments)]

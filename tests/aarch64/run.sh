@@ -97,11 +97,11 @@ fail() { FAIL="$*"; return 1; }
 patch_cycle() {
     start "$1" "$2"
     wait_line "/tmp/$1.out" "$4" || return 1
-    run "$CTL" patch -p "$PID" "$3" || return 1
+    run "$CTL" -v patch -p "$PID" "$3" || return 1
     wait_line "/tmp/$1.out" "$5" || return 1
     [ "$(npatches "$PID")" = 1 ] || fail "info does not list the patch" || return 1
     run "$CTL" info -p "$PID"
-    run "$CTL" unpatch -p "$PID" || fail "unpatch failed" || return 1
+    run "$CTL" -v unpatch -p "$PID" || fail "unpatch failed" || return 1
     wait_line "/tmp/$1.out" "$4" || fail "not reverted" || return 1
     [ "$(npatches "$PID")" = 0 ] || fail "info still lists a patch" || return 1
     alive "$PID" || fail "target died"
@@ -205,6 +205,12 @@ t_threads() {
     wait_line /tmp/busy.out PATCHED || return 1
     run "$CTL" unpatch -p "$PID" || return 1
     wait_line /tmp/busy.out UNPATCHED
+}
+
+t_finish() {
+    # The thread is inside greet() nearly all the time: the patch waits for it to return.
+    patch_cycle finish finish/frame_finish finish/frame_finish.kpatch \
+        "Hello from UNPATCHED" "Hello from PATCHED"
 }
 
 t_stacked() {

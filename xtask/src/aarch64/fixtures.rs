@@ -138,6 +138,23 @@ impl Builder<'_> {
             &format!("patches/{bid}.kpatch"),
         )?;
 
+        // A thread nearly always inside the function to replace: the patch waits for it to
+        // return (a breakpoint at its return address). The runtime tests' own fixture.
+        let o = self.original(
+            "finish",
+            "../fixtures/runtime/frame_finish.c",
+            O2,
+            Kind::Exe,
+            vec![],
+        )?;
+        self.patch_with(
+            &o,
+            "../fixtures/runtime/frame_finish.c",
+            &["-DPATCHED"],
+            "0001",
+            "frame_finish.kpatch",
+        )?;
+
         // Two patches of one function.
         let o = self.original("stacked", "stacked.c", O2, Kind::Exe, vec![])?;
         self.patch(&o, "stacked.v1.c", "0001", "v1.kpatch")?;
@@ -223,19 +240,25 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Compiles `tests/aarch64/SRC` of scenario `scenario` to assembly and links it; a library
-    /// goes to the stage's `lib/`, an executable to the scenario's folder.
+    /// Compiles `tests/aarch64/SRC` (a path relative to that folder) of scenario `scenario` to
+    /// assembly and links it; a library goes to the stage's `lib/`, an executable to the
+    /// scenario's folder.
     fn original(
         &self,
         scenario: &str,
-        src: &str,
+        path: &str,
         flags: &'static [&'static str],
         kind: Kind,
         link: Vec<String>,
     ) -> Result<Original> {
         let work = self.work.join(scenario).join("orig");
         std::fs::create_dir_all(&work)?;
-        std::fs::copy(self.src.join(src), work.join(src)).with_context(|| format!("copy {src}"))?;
+        let src = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("source name")?;
+        std::fs::copy(self.src.join(path), work.join(src))
+            .with_context(|| format!("copy {path}"))?;
         let stem = src.trim_end_matches(".c");
         let asm = work.join(format!("{stem}.s"));
         let mut args: Vec<&str> = flags.to_vec();
@@ -283,6 +306,18 @@ impl Builder<'_> {
     /// Makes `OUT` (relative to the original's stage folder) from the original and the
     /// patched source `PATCHED`, with patch id `id`.
     fn patch(&self, o: &Original, patched: &str, id: &str, out: &str) -> Result<()> {
+        self.patch_with(o, patched, &[], id, out)
+    }
+
+    /// Like [`Builder::patch`], compiling the patched source with `defines` added.
+    fn patch_with(
+        &self,
+        o: &Original,
+        patched: &str,
+        defines: &[&str],
+        id: &str,
+        out: &str,
+    ) -> Result<()> {
         let orig_dir = o.asm.parent().context("assembly has a folder")?;
         let name = o
             .asm
@@ -299,6 +334,7 @@ impl Builder<'_> {
         if matches!(o.kind, Kind::Lib(_)) {
             args.push("-fPIC");
         }
+        args.extend(defines);
         args.extend(["-S", &src, "-o", "patched.s"]);
         self.cc(&work, &args)?;
         let orig_s = o.asm.display().to_string();

@@ -213,6 +213,24 @@ t_finish() {
         "Hello from UNPATCHED" "Hello from PATCHED"
 }
 
+t_coro() {
+    start coro coro/coro
+    wait_has /tmp/coro.out "tick UNPATCHED" || return 1
+    if run "$CTL" patch -p "$PID" coro/coro.kpatch; then
+        fail "a process with coroutines was patched on aarch64"
+        return 1
+    fi
+    grep -q "coroutine stacks can only be checked on x86_64" /tmp/cmd.out ||
+        fail "the refusal does not say why" || return 1
+    [ "$(npatches "$PID")" = 0 ] || fail "a refused patch is listed" || return 1
+    lines=$(wc -l </tmp/coro.out)
+    poll more_lines /tmp/coro.out "$lines" || fail "the target stopped" || return 1
+    ! grep -q " PATCHED$" /tmp/coro.out || fail "patched output after a refusal"
+}
+
+# more_lines FILE N: FILE has grown past N lines.
+more_lines() { [ "$(wc -l <"$1")" -gt "$2" ]; }
+
 t_stacked() {
     start stacked stacked/stacked
     wait_line /tmp/stacked.out V0 || return 1

@@ -155,6 +155,17 @@ impl Builder<'_> {
             "frame_finish.kpatch",
         )?;
 
+        // QEMU-style coroutines (the runtime tests' fixture): their stacks cannot be checked
+        // on aarch64, so a patch must be refused cleanly.
+        let o = self.original("coro", "../fixtures/runtime/coro.c", O2, Kind::Exe, vec![])?;
+        self.patch_with(
+            &o,
+            "../fixtures/runtime/coro.c",
+            &["-DPATCHED=2"],
+            "0001",
+            "coro.kpatch",
+        )?;
+
         // Two patches of one function.
         let o = self.original("stacked", "stacked.c", O2, Kind::Exe, vec![])?;
         self.patch(&o, "stacked.v1.c", "0001", "v1.kpatch")?;

@@ -22,8 +22,8 @@ use fixtures::{Builder, Tools};
 
 /// The scenarios `tests/aarch64/run.sh` runs, in order.
 pub const SCENARIOS: &[&str] = &[
-    "simplest", "shared", "glibc", "newfunc", "ifunc", "tls", "threads", "finish", "stacked",
-    "killed", "storage", "server", "builder",
+    "simplest", "shared", "glibc", "newfunc", "ifunc", "tls", "threads", "finish", "coro",
+    "stacked", "killed", "storage", "server", "builder",
 ];
 const RUST_TARGET: &str = "aarch64-unknown-linux-gnu";
 /// The aarch64 binaries the guest runs.

@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod aarch64;
 mod bench;
 mod demo;
 
@@ -58,12 +59,18 @@ fn pall_inner(args: &[String]) -> Result<()> {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall]...>");
+    eprintln!(
+        "usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall]...|test-aarch64 [SCENARIO...]>"
+    );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
     );
     eprintln!("  test   formatting, lints, unit and end-to-end tests");
     eprintln!("  bench  measure pauses, patch size, call overhead; writes BENCHMARKS.md");
+    eprintln!(
+        "  test-aarch64  the end-to-end scenarios in an emulated aarch64 machine (qemu); scenarios: {}",
+        aarch64::SCENARIOS.join(" ")
+    );
     ExitCode::from(2)
 }
 
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench::run_bench(&root(), &args[1..]),
         Some("bench-pall-inner") => pall_inner(&args[1..]),
+        Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
         _ => return usage(),
     };
     match result {

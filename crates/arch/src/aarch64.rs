@@ -1,15 +1,27 @@
 //! aarch64: `b imm26` hunks (+-128 MiB), `ldr x17, #8; br x17` jump-table entries, `svc #0`,
 //! `brk #0`.
 
-use crate::{get, put, Arch, ArchError, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE};
+use crate::{
+    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE,
+};
 
 const NAME: &str = "aarch64";
 
 pub const R_AARCH64_NONE: u32 = 0;
 pub const R_AARCH64_ABS64: u32 = 257;
 pub const R_AARCH64_ABS32: u32 = 258;
+pub const R_AARCH64_ABS16: u32 = 259;
 pub const R_AARCH64_PREL64: u32 = 260;
 pub const R_AARCH64_PREL32: u32 = 261;
+pub const R_AARCH64_PREL16: u32 = 262;
+pub const R_AARCH64_MOVW_UABS_G0: u32 = 263;
+pub const R_AARCH64_MOVW_UABS_G0_NC: u32 = 264;
+pub const R_AARCH64_MOVW_UABS_G1: u32 = 265;
+pub const R_AARCH64_MOVW_UABS_G1_NC: u32 = 266;
+pub const R_AARCH64_MOVW_UABS_G2: u32 = 267;
+pub const R_AARCH64_MOVW_UABS_G2_NC: u32 = 268;
+pub const R_AARCH64_MOVW_UABS_G3: u32 = 269;
+pub const R_AARCH64_LD_PREL_LO19: u32 = 273;
 pub const R_AARCH64_ADR_PREL_LO21: u32 = 274;
 pub const R_AARCH64_ADR_PREL_PG_HI21: u32 = 275;
 pub const R_AARCH64_ADR_PREL_PG_HI21_NC: u32 = 276;
@@ -28,7 +40,14 @@ pub const R_AARCH64_LD64_GOT_LO12_NC: u32 = 312;
 pub const R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21: u32 = 541;
 pub const R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC: u32 = 542;
 pub const R_AARCH64_TLSLE_ADD_TPREL_HI12: u32 = 549;
+pub const R_AARCH64_TLSLE_ADD_TPREL_LO12: u32 = 550;
 pub const R_AARCH64_TLSLE_ADD_TPREL_LO12_NC: u32 = 551;
+
+/// glibc's `_IFUNC_ARG_HWCAP`: set in a resolver's first argument when the second one points
+/// to an `__ifunc_arg_t`.
+pub const IFUNC_ARG_HWCAP: u64 = 1 << 62;
+/// `sizeof(__ifunc_arg_t)` as glibc 2.30..2.40 define it (`_size`, `_hwcap`, `_hwcap2`).
+const IFUNC_ARG_SIZE: usize = 24;
 
 /// The aarch64 instruction set.
 #[derive(Debug, Clone, Copy, Default)]
@@ -107,6 +126,25 @@ fn imm12(
     }
     let i = insn(name, r.place, bytes)?;
     let v = (i & !(0xfff << 10)) | ((((lo >> scale) as u32) & 0xfff) << 10);
+    put(NAME, name, r.place, bytes, v.to_le_bytes())
+}
+
+/// `movz`/`movk`: 16 bits of an unsigned absolute value, group `group` (bits 16*group up),
+/// at [20:5]; `check` refuses a value with bits above the group.
+fn movw(
+    name: &'static str,
+    r: &Reloc,
+    value: i128,
+    group: u32,
+    check: bool,
+    bytes: &mut [u8],
+) -> Result<(), ArchError> {
+    if check && !(0..(1i128 << (16 * (group + 1)))).contains(&value) {
+        return Err(overflow(name, r.place, value));
+    }
+    let imm = ((value as u64) >> (16 * group)) as u32 & 0xffff;
+    let i = insn(name, r.place, bytes)?;
+    let v = (i & !(0xffff << 5)) | (imm << 5);
     put(NAME, name, r.place, bytes, v.to_le_bytes())
 }
 
@@ -209,8 +247,18 @@ impl Arch for Aarch64 {
             R_AARCH64_NONE => "R_AARCH64_NONE",
             R_AARCH64_ABS64 => "R_AARCH64_ABS64",
             R_AARCH64_ABS32 => "R_AARCH64_ABS32",
+            R_AARCH64_ABS16 => "R_AARCH64_ABS16",
             R_AARCH64_PREL64 => "R_AARCH64_PREL64",
             R_AARCH64_PREL32 => "R_AARCH64_PREL32",
+            R_AARCH64_PREL16 => "R_AARCH64_PREL16",
+            R_AARCH64_MOVW_UABS_G0 => "R_AARCH64_MOVW_UABS_G0",
+            R_AARCH64_MOVW_UABS_G0_NC => "R_AARCH64_MOVW_UABS_G0_NC",
+            R_AARCH64_MOVW_UABS_G1 => "R_AARCH64_MOVW_UABS_G1",
+            R_AARCH64_MOVW_UABS_G1_NC => "R_AARCH64_MOVW_UABS_G1_NC",
+            R_AARCH64_MOVW_UABS_G2 => "R_AARCH64_MOVW_UABS_G2",
+            R_AARCH64_MOVW_UABS_G2_NC => "R_AARCH64_MOVW_UABS_G2_NC",
+            R_AARCH64_MOVW_UABS_G3 => "R_AARCH64_MOVW_UABS_G3",
+            R_AARCH64_LD_PREL_LO19 => "R_AARCH64_LD_PREL_LO19",
             R_AARCH64_ADR_PREL_LO21 => "R_AARCH64_ADR_PREL_LO21",
             R_AARCH64_ADR_PREL_PG_HI21 => "R_AARCH64_ADR_PREL_PG_HI21",
             R_AARCH64_ADR_PREL_PG_HI21_NC => "R_AARCH64_ADR_PREL_PG_HI21_NC",
@@ -229,6 +277,7 @@ impl Arch for Aarch64 {
             R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21 => "R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21",
             R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC => "R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC",
             R_AARCH64_TLSLE_ADD_TPREL_HI12 => "R_AARCH64_TLSLE_ADD_TPREL_HI12",
+            R_AARCH64_TLSLE_ADD_TPREL_LO12 => "R_AARCH64_TLSLE_ADD_TPREL_LO12",
             R_AARCH64_TLSLE_ADD_TPREL_LO12_NC => "R_AARCH64_TLSLE_ADD_TPREL_LO12_NC",
             _ => "unknown aarch64 relocation",
         }
@@ -238,8 +287,18 @@ impl Arch for Aarch64 {
             R_AARCH64_NONE
             | R_AARCH64_ABS64
             | R_AARCH64_ABS32
+            | R_AARCH64_ABS16
             | R_AARCH64_PREL64
             | R_AARCH64_PREL32
+            | R_AARCH64_PREL16
+            | R_AARCH64_MOVW_UABS_G0
+            | R_AARCH64_MOVW_UABS_G0_NC
+            | R_AARCH64_MOVW_UABS_G1
+            | R_AARCH64_MOVW_UABS_G1_NC
+            | R_AARCH64_MOVW_UABS_G2
+            | R_AARCH64_MOVW_UABS_G2_NC
+            | R_AARCH64_MOVW_UABS_G3
+            | R_AARCH64_LD_PREL_LO19
             | R_AARCH64_ADR_PREL_LO21
             | R_AARCH64_ADR_PREL_PG_HI21
             | R_AARCH64_ADR_PREL_PG_HI21_NC
@@ -257,9 +316,9 @@ impl Arch for Aarch64 {
             R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21 | R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC => {
                 RelocNeed::TlsGotSlot
             }
-            R_AARCH64_TLSLE_ADD_TPREL_HI12 | R_AARCH64_TLSLE_ADD_TPREL_LO12_NC => {
-                RelocNeed::TlsOffset
-            }
+            R_AARCH64_TLSLE_ADD_TPREL_HI12
+            | R_AARCH64_TLSLE_ADD_TPREL_LO12
+            | R_AARCH64_TLSLE_ADD_TPREL_LO12_NC => RelocNeed::TlsOffset,
             _ => return Err(ArchError::UnsupportedRelocation { arch: NAME, r_type }),
         })
     }
@@ -287,6 +346,27 @@ impl Arch for Aarch64 {
                 }
                 put(NAME, name, r.place, bytes, (v as u32).to_le_bytes())
             }
+            R_AARCH64_ABS16 => {
+                if !(i16::MIN as i128..=u16::MAX as i128).contains(&sa) {
+                    return Err(overflow(name, r.place, sa));
+                }
+                put(NAME, name, r.place, bytes, (sa as u16).to_le_bytes())
+            }
+            R_AARCH64_PREL16 => {
+                let v = sa - p;
+                if !(i16::MIN as i128..=u16::MAX as i128).contains(&v) {
+                    return Err(overflow(name, r.place, v));
+                }
+                put(NAME, name, r.place, bytes, (v as u16).to_le_bytes())
+            }
+            R_AARCH64_MOVW_UABS_G0 => movw(name, r, sa, 0, true, bytes),
+            R_AARCH64_MOVW_UABS_G0_NC => movw(name, r, sa, 0, false, bytes),
+            R_AARCH64_MOVW_UABS_G1 => movw(name, r, sa, 1, true, bytes),
+            R_AARCH64_MOVW_UABS_G1_NC => movw(name, r, sa, 1, false, bytes),
+            R_AARCH64_MOVW_UABS_G2 => movw(name, r, sa, 2, true, bytes),
+            R_AARCH64_MOVW_UABS_G2_NC => movw(name, r, sa, 2, false, bytes),
+            R_AARCH64_MOVW_UABS_G3 => movw(name, r, sa, 3, false, bytes),
+            R_AARCH64_LD_PREL_LO19 => branch(name, r, sa, 19, 5, bytes),
             R_AARCH64_CALL26 | R_AARCH64_JUMP26 => branch(name, r, sa, 26, 0, bytes),
             R_AARCH64_CONDBR19 => branch(name, r, sa, 19, 5, bytes),
             R_AARCH64_TSTBR14 => branch(name, r, sa, 14, 5, bytes),
@@ -323,11 +403,29 @@ impl Arch for Aarch64 {
                 }
                 imm12(name, r, (sa as u64) >> 12, 0, bytes)
             }
+            R_AARCH64_TLSLE_ADD_TPREL_LO12 => {
+                if !(0..(1i128 << 12)).contains(&sa) {
+                    return Err(overflow(name, r.place, sa));
+                }
+                imm12(name, r, sa as u64, 0, bytes)
+            }
             R_AARCH64_TLSLE_ADD_TPREL_LO12_NC => imm12(name, r, sa as u64, 0, bytes),
             other => Err(ArchError::UnsupportedRelocation {
                 arch: NAME,
                 r_type: other,
             }),
+        }
+    }
+    fn ifunc_call(&self, hwcap: u64, hwcap2: u64) -> IfuncCall {
+        // resolver(hwcap | _IFUNC_ARG_HWCAP, const __ifunc_arg_t *), with __ifunc_arg_t
+        // = { size_t _size; uint64_t _hwcap; uint64_t _hwcap2; } (glibc's <sys/ifunc.h>).
+        let mut block = Vec::with_capacity(IFUNC_ARG_SIZE);
+        for word in [IFUNC_ARG_SIZE as u64, hwcap, hwcap2] {
+            block.extend_from_slice(&word.to_le_bytes());
+        }
+        IfuncCall {
+            args: vec![hwcap | IFUNC_ARG_HWCAP],
+            block,
         }
     }
 }
@@ -352,6 +450,18 @@ mod tests {
         assert!(a.encode_jump(0, 128 << 20).is_err());
         assert!(a.encode_jump(128 << 20, 0).is_ok());
         assert!(a.encode_jump(0, 2).is_err());
+    }
+
+    #[test]
+    fn ifunc_resolvers_get_hwcap_and_an_ifunc_arg() {
+        let c = Aarch64.ifunc_call(0x8ff, 0x2);
+        assert_eq!(c.args, [0x4000_0000_0000_08ff]);
+        let words: Vec<u64> = c
+            .block
+            .chunks(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+            .collect();
+        assert_eq!(words, [24, 0x8ff, 0x2]);
     }
 
     #[test]
@@ -417,5 +527,378 @@ mod tests {
             ..r
         };
         assert!(Aarch64.apply_reloc(&misaligned, &mut ldr).is_err());
+    }
+
+    fn apply(
+        r_type: u32,
+        place: u64,
+        symbol: u64,
+        addend: i64,
+        insn: u32,
+    ) -> Result<u32, ArchError> {
+        let mut b = insn.to_le_bytes();
+        let r = Reloc {
+            r_type,
+            place,
+            symbol,
+            got_slot: None,
+            addend,
+        };
+        Aarch64.apply_reloc(&r, &mut b)?;
+        Ok(word(&b))
+    }
+
+    #[test]
+    fn fixed_instructions_and_registers() {
+        let a = Aarch64;
+        assert_eq!(word(a.syscall_insn()), 0xd400_0001, "svc #0");
+        assert_eq!(word(a.breakpoint_insn()), 0xd420_0000, "brk #0");
+        assert_eq!(a.hunk_size(), 4);
+        assert!(a.max_branch_distance() < 128 << 20);
+        let r = a.regs();
+        assert_eq!(
+            (r.words, r.pc, r.sp, r.syscall_nr, r.ret),
+            (34, 32, 31, 8, 0)
+        );
+        assert_eq!(r.link, Some(30));
+        assert_eq!(r.orig_syscall, None);
+        assert_eq!(
+            (a.sys_mmap(), a.sys_munmap(), a.sys_mprotect()),
+            (222, 215, 226)
+        );
+    }
+
+    #[test]
+    fn b_reaches_exactly_128_mib_each_way() {
+        let a = Aarch64;
+        let base = 0x1000_0000u64;
+        let fwd = a.encode_jump(base, base + (128 << 20) - 4).unwrap();
+        assert_eq!(word(&fwd), 0x15ff_ffff);
+        assert_eq!(a.decode_jump(base, &fwd), Some(base + (128 << 20) - 4));
+        let back = a.encode_jump(base, base - (128 << 20)).unwrap();
+        assert_eq!(word(&back), 0x1600_0000);
+        assert_eq!(a.decode_jump(base, &back), Some(base - (128 << 20)));
+        assert!(matches!(
+            a.encode_jump(base, base - (128 << 20) - 4),
+            Err(ArchError::JumpOutOfRange { .. })
+        ));
+        // bl and other instructions are not our jump.
+        assert_eq!(a.decode_jump(base, &0x9400_0001u32.to_le_bytes()), None);
+        assert_eq!(a.decode_jump(base, &[0x14, 0]), None);
+    }
+
+    #[test]
+    fn jump26_conditional_and_test_branches() {
+        assert_eq!(
+            apply(R_AARCH64_JUMP26, 0x1000, 0x800, 0, 0x1400_0000).unwrap(),
+            0x17ff_fe00
+        );
+        // b.ne: imm19 at [23:5], the condition kept.
+        assert_eq!(
+            apply(R_AARCH64_CONDBR19, 0x1000, 0x1100, 0, 0x5400_0001).unwrap(),
+            0x5400_0801
+        );
+        assert!(apply(
+            R_AARCH64_CONDBR19,
+            0x1000,
+            0x1000 + (1 << 20),
+            0,
+            0x5400_0001
+        )
+        .is_err());
+        assert!(apply(R_AARCH64_CONDBR19, 0x10_0000, 0, 0, 0x5400_0001).is_ok());
+        // tbz w0, #3: imm14 at [18:5].
+        assert_eq!(
+            apply(R_AARCH64_TSTBR14, 0x1000, 0xff8, 0, 0x3618_0000).unwrap(),
+            0x361f_ffc0
+        );
+        assert!(apply(
+            R_AARCH64_TSTBR14,
+            0x1000,
+            0x1000 + (1 << 15),
+            0,
+            0x3618_0000
+        )
+        .is_err());
+        // ldr x0, literal: imm19 at [23:5].
+        assert_eq!(
+            apply(R_AARCH64_LD_PREL_LO19, 0x1000, 0x1040, 0, 0x5800_0000).unwrap(),
+            0x5800_0200
+        );
+        assert!(apply(R_AARCH64_LD_PREL_LO19, 0x1000, 0x1042, 0, 0x5800_0000).is_err());
+    }
+
+    #[test]
+    fn adr_and_adrp_ranges() {
+        // adr x0: immlo [30:29], immhi [23:5].
+        let v = apply(
+            R_AARCH64_ADR_PREL_LO21,
+            0x1000,
+            0x1000 + 0x12345,
+            0,
+            0x1000_0000,
+        )
+        .unwrap();
+        assert_eq!((v >> 29) & 3, 0x12345 & 3);
+        assert_eq!((v >> 5) & 0x7ffff, 0x12345 >> 2);
+        assert!(apply(
+            R_AARCH64_ADR_PREL_LO21,
+            0x1000,
+            0x1000 + (1 << 20),
+            0,
+            0x1000_0000
+        )
+        .is_err());
+        // adrp spans +-4 GiB in pages; a negative delta is two's complement.
+        let place = 0x1_0000_0000u64;
+        let v = apply(R_AARCH64_ADR_PREL_PG_HI21, place, 0, 0, 0x9000_0000).unwrap();
+        let imm = (((v >> 5) & 0x7ffff) << 2) | ((v >> 29) & 3);
+        assert_eq!(imm, 0x10_0000, "-(1 << 20) pages in 21 bits");
+        assert!(apply(
+            R_AARCH64_ADR_PREL_PG_HI21,
+            place + 0x1000,
+            0,
+            0,
+            0x9000_0000
+        )
+        .is_err());
+        assert!(apply(
+            R_AARCH64_ADR_PREL_PG_HI21_NC,
+            place + 0x1000,
+            0,
+            0,
+            0x9000_0000
+        )
+        .is_ok());
+        // The addend counts before the page is taken.
+        let v = apply(
+            R_AARCH64_ADR_PREL_PG_HI21,
+            0x1000,
+            0x1ff0,
+            0x20,
+            0x9000_0000,
+        )
+        .unwrap();
+        assert_eq!((v >> 29) & 3, 1, "0x2010 is one page above 0x1000");
+    }
+
+    #[test]
+    fn lo12_loads_and_stores_scale_by_access_size() {
+        let ldr = 0xf940_0000; // any load/store: only [21:10] changes
+        let imm = |t, v| apply(t, 0, v, 0, ldr).map(|i| (i >> 10) & 0xfff);
+        assert_eq!(imm(R_AARCH64_ADD_ABS_LO12_NC, 0x1234_5fff).unwrap(), 0xfff);
+        assert_eq!(imm(R_AARCH64_LDST8_ABS_LO12_NC, 0x5fff).unwrap(), 0xfff);
+        assert_eq!(imm(R_AARCH64_LDST16_ABS_LO12_NC, 0x5006).unwrap(), 3);
+        assert_eq!(imm(R_AARCH64_LDST32_ABS_LO12_NC, 0x5008).unwrap(), 2);
+        assert_eq!(imm(R_AARCH64_LDST64_ABS_LO12_NC, 0x5ff8).unwrap(), 0x1ff);
+        assert_eq!(imm(R_AARCH64_LDST128_ABS_LO12_NC, 0x5ff0).unwrap(), 0xff);
+        for (t, misaligned) in [
+            (R_AARCH64_LDST16_ABS_LO12_NC, 0x5001),
+            (R_AARCH64_LDST32_ABS_LO12_NC, 0x5002),
+            (R_AARCH64_LDST64_ABS_LO12_NC, 0x5004),
+            (R_AARCH64_LDST128_ABS_LO12_NC, 0x5008),
+        ] {
+            assert!(matches!(
+                imm(t, misaligned),
+                Err(ArchError::RelocationOverflow { .. })
+            ));
+        }
+        // Register fields are untouched.
+        assert_eq!(
+            apply(R_AARCH64_ADD_ABS_LO12_NC, 0, 0x10, 0, 0x9100_0021).unwrap(),
+            0x9100_4021
+        );
+    }
+
+    #[test]
+    fn data_relocations() {
+        let mut b = [0u8; 8];
+        let r = Reloc {
+            r_type: R_AARCH64_ABS64,
+            place: 0x1000,
+            symbol: 0xffff_0000_1234,
+            got_slot: None,
+            addend: 4,
+        };
+        Aarch64.apply_reloc(&r, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), 0xffff_0000_1238);
+        let prel64 = Reloc {
+            r_type: R_AARCH64_PREL64,
+            symbol: 0x800,
+            addend: 0,
+            ..r
+        };
+        Aarch64.apply_reloc(&prel64, &mut b).unwrap();
+        assert_eq!(i64::from_le_bytes(b), -0x800);
+        let prel32 = Reloc {
+            r_type: R_AARCH64_PREL32,
+            ..prel64
+        };
+        Aarch64.apply_reloc(&prel32, &mut b).unwrap();
+        assert_eq!(i32::from_le_bytes(b[..4].try_into().unwrap()), -0x800);
+        let far = Reloc {
+            symbol: 0x1_0000_1000,
+            ..prel32
+        };
+        assert!(Aarch64.apply_reloc(&far, &mut b).is_err());
+        let abs32 = Reloc {
+            r_type: R_AARCH64_ABS32,
+            symbol: 0xffff_ffff,
+            ..prel32
+        };
+        Aarch64.apply_reloc(&abs32, &mut b).unwrap();
+        assert_eq!(u32::from_le_bytes(b[..4].try_into().unwrap()), 0xffff_ffff);
+        assert!(Aarch64
+            .apply_reloc(
+                &Reloc {
+                    symbol: 1 << 32,
+                    ..abs32
+                },
+                &mut b
+            )
+            .is_err());
+        let abs16 = Reloc {
+            r_type: R_AARCH64_ABS16,
+            symbol: 0xfffe,
+            ..prel32
+        };
+        Aarch64.apply_reloc(&abs16, &mut b).unwrap();
+        assert_eq!(&b[..2], &[0xfe, 0xff]);
+        assert!(Aarch64
+            .apply_reloc(
+                &Reloc {
+                    symbol: 0x1_0000,
+                    ..abs16
+                },
+                &mut b
+            )
+            .is_err());
+        let prel16 = Reloc {
+            r_type: R_AARCH64_PREL16,
+            symbol: 0x0ff0,
+            ..prel32
+        };
+        Aarch64.apply_reloc(&prel16, &mut b).unwrap();
+        assert_eq!(i16::from_le_bytes([b[0], b[1]]), -0x10);
+        // A place too close to the end of the buffer.
+        assert!(matches!(
+            Aarch64.apply_reloc(&r, &mut [0u8; 4]),
+            Err(ArchError::RelocationOutOfBounds {
+                need: 8,
+                have: 4,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn movw_groups() {
+        let v: u64 = 0x1234_5678_9abc_def0;
+        let movz = 0xd280_0000; // movz x0, #0
+        let movk = 0xf2a0_0000; // movk x0, #0, lsl #16
+        let imm = |t, i| apply(t, 0, v, 0, i).map(|w| (w >> 5) & 0xffff);
+        assert_eq!(imm(R_AARCH64_MOVW_UABS_G0_NC, movz).unwrap(), 0xdef0);
+        assert_eq!(imm(R_AARCH64_MOVW_UABS_G1_NC, movk).unwrap(), 0x9abc);
+        assert_eq!(imm(R_AARCH64_MOVW_UABS_G2_NC, movk).unwrap(), 0x5678);
+        assert_eq!(imm(R_AARCH64_MOVW_UABS_G3, movk).unwrap(), 0x1234);
+        assert!(imm(R_AARCH64_MOVW_UABS_G0, movz).is_err());
+        assert!(imm(R_AARCH64_MOVW_UABS_G2, movz).is_err());
+        assert_eq!(
+            apply(R_AARCH64_MOVW_UABS_G1, 0, 0xffff_0000, 0, movk).unwrap() >> 5 & 0xffff,
+            0xffff
+        );
+        // The opcode and register survive.
+        assert_eq!(
+            apply(R_AARCH64_MOVW_UABS_G0, 0, 0x1234, 0, 0xd280_0003).unwrap(),
+            0xd282_4683
+        );
+    }
+
+    #[test]
+    fn got_and_initial_exec_tls_use_the_slot() {
+        let slot = 0x7f_0000_2ff8;
+        let r = Reloc {
+            r_type: R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21,
+            place: 0x7f_0000_0000,
+            symbol: 0,
+            got_slot: Some(slot),
+            addend: 0,
+        };
+        let mut adrp_i = 0x9000_0000u32.to_le_bytes();
+        Aarch64.apply_reloc(&r, &mut adrp_i).unwrap();
+        let i = word(&adrp_i);
+        assert_eq!((((i >> 5) & 0x7ffff) << 2) | ((i >> 29) & 3), 2);
+        let mut ldr = 0xf940_0000u32.to_le_bytes();
+        let lo = Reloc {
+            r_type: R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC,
+            ..r
+        };
+        Aarch64.apply_reloc(&lo, &mut ldr).unwrap();
+        assert_eq!((word(&ldr) >> 10) & 0xfff, 0xff8 >> 3);
+        // Without a slot the relocation cannot be applied.
+        for t in [R_AARCH64_ADR_GOT_PAGE, R_AARCH64_LD64_GOT_LO12_NC] {
+            let no_slot = Reloc {
+                r_type: t,
+                got_slot: None,
+                ..r
+            };
+            assert!(matches!(
+                Aarch64.apply_reloc(&no_slot, &mut ldr),
+                Err(ArchError::UnexpectedInstruction { .. })
+            ));
+        }
+        assert_eq!(Aarch64.tls_ie_addend(), 0);
+        assert_eq!(
+            Aarch64.reloc_need(R_AARCH64_ADR_GOT_PAGE),
+            Ok(RelocNeed::GotSlot)
+        );
+        assert_eq!(
+            Aarch64.reloc_need(R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC),
+            Ok(RelocNeed::TlsGotSlot)
+        );
+    }
+
+    #[test]
+    fn local_exec_tls_halves() {
+        let add = 0x9100_0000; // add x0, x0, #0
+        let imm = |t, v| apply(t, 0, v, 0, add).map(|i| (i >> 10) & 0xfff);
+        assert_eq!(
+            imm(R_AARCH64_TLSLE_ADD_TPREL_HI12, 0x12_3456).unwrap(),
+            0x123
+        );
+        assert_eq!(
+            imm(R_AARCH64_TLSLE_ADD_TPREL_LO12_NC, 0x12_3456).unwrap(),
+            0x456
+        );
+        assert_eq!(imm(R_AARCH64_TLSLE_ADD_TPREL_LO12, 0x456).unwrap(), 0x456);
+        assert!(imm(R_AARCH64_TLSLE_ADD_TPREL_LO12, 0x1456).is_err());
+        assert!(imm(R_AARCH64_TLSLE_ADD_TPREL_HI12, 1 << 24).is_err());
+        assert_eq!(
+            Aarch64.reloc_need(R_AARCH64_TLSLE_ADD_TPREL_HI12),
+            Ok(RelocNeed::TlsOffset)
+        );
+    }
+
+    #[test]
+    fn unknown_relocations_are_refused_by_name() {
+        // R_AARCH64_TLSDESC_ADR_PAGE21: general-dynamic TLS is not supported.
+        let err = Aarch64.reloc_need(562).unwrap_err();
+        assert_eq!(
+            err,
+            ArchError::UnsupportedRelocation {
+                arch: "aarch64",
+                r_type: 562
+            }
+        );
+        assert!(apply(562, 0, 0, 0, 0).is_err());
+        assert_eq!(Aarch64.reloc_name(562), "unknown aarch64 relocation");
+        for t in [
+            R_AARCH64_CALL26,
+            R_AARCH64_MOVW_UABS_G3,
+            R_AARCH64_LD_PREL_LO19,
+        ] {
+            assert!(Aarch64.reloc_name(t).starts_with("R_AARCH64_"));
+            assert_eq!(Aarch64.reloc_need(t), Ok(RelocNeed::Address));
+        }
     }
 }

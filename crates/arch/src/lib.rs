@@ -112,6 +112,14 @@ pub enum RelocNeed {
     TlsOffset,
 }
 
+/// How the C library calls an IFUNC resolver: integer arguments, then (when `block` is not
+/// empty) the address of a copy of `block` in the target's memory as one more argument.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IfuncCall {
+    pub args: Vec<u64>,
+    pub block: Vec<u8>,
+}
+
 /// An instruction set.
 pub trait Arch: Sync + Send + std::fmt::Debug {
     /// Name as `uname -m` prints it.
@@ -150,6 +158,9 @@ pub trait Arch: Sync + Send + std::fmt::Debug {
     fn tls_ie_addend(&self) -> i64;
     /// Applies `reloc` to `bytes`, which start at the relocation's place.
     fn apply_reloc(&self, reloc: &Reloc, bytes: &mut [u8]) -> Result<(), ArchError>;
+    /// The arguments glibc's dynamic linker passes to an IFUNC resolver, given the process's
+    /// `AT_HWCAP` and `AT_HWCAP2`.
+    fn ifunc_call(&self, hwcap: u64, hwcap2: u64) -> IfuncCall;
 }
 
 /// The architecture of ELF files with this `e_machine`, if supported.

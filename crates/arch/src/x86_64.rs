@@ -1,6 +1,8 @@
 //! x86_64: `jmp rel32` hunks, `jmp *(%rip)` jump-table entries, `syscall`, `int3`.
 
-use crate::{get, put, Arch, ArchError, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE};
+use crate::{
+    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE,
+};
 
 const NAME: &str = "x86_64";
 
@@ -222,6 +224,10 @@ impl Arch for X86_64 {
             }
         }
     }
+    fn ifunc_call(&self, _hwcap: u64, _hwcap2: u64) -> IfuncCall {
+        // x86_64 resolvers take no arguments (they read the CPU features themselves).
+        IfuncCall::default()
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +244,11 @@ mod tests {
         assert_eq!(a.decode_jump(0x2000, &back), Some(0x1000));
         assert!(a.encode_jump(0, 1 << 32).is_err());
         assert_eq!(a.decode_jump(0, &[0x90; 5]), None);
+    }
+
+    #[test]
+    fn ifunc_resolvers_take_no_arguments() {
+        assert_eq!(X86_64.ifunc_call(0xff, 1), IfuncCall::default());
     }
 
     #[test]

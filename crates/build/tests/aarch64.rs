@@ -440,13 +440,11 @@ fn cross_pipeline(cflags: &[&str], shared: bool) {
 }
 
 #[test]
-#[ignore = "needs the aarch64 cross toolchain: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross"]
 fn cross_compiled_o0_executable() {
     cross_pipeline(&["-O0"], false);
 }
 
 #[test]
-#[ignore = "needs the aarch64 cross toolchain: apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross"]
 fn cross_compiled_o2_shared_library() {
     // Section anchors (.LANCHOR0) are beyond the test stand-in for kpatch_gensrc.
     cross_pipeline(&["-O2", "-fPIC", "-fno-section-anchors"], true);

@@ -100,33 +100,66 @@ fn split(arg: &str) -> (&str, Option<&str>) {
     (arg, None)
 }
 
+/// A command line that cannot be run: what is wrong, and the usage text to show with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError {
+    pub msg: String,
+    pub usage: &'static str,
+}
+
+impl UsageError {
+    fn new(msg: impl Into<String>, usage: &'static str) -> UsageError {
+        UsageError {
+            msg: msg.into(),
+            usage,
+        }
+    }
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
 /// Parses everything after the program name; returns the command and the verbose flag.
-pub fn parse(args: &[String]) -> Result<(Command, bool), String> {
+pub fn parse(args: &[String]) -> Result<(Command, bool), UsageError> {
     let mut verbose = false;
     let mut i = 0;
     while let Some(a) = args.get(i) {
         match a.as_str() {
             "-v" => verbose = true,
             "-h" | "--help" => return Ok((Command::Help(USAGE), verbose)),
-            s if s.starts_with('-') => return Err(format!("unknown option '{s}'")),
+            s if s.starts_with('-') => {
+                return Err(UsageError::new(format!("unknown option '{s}'"), USAGE))
+            }
             _ => break,
         }
         i += 1;
     }
     let Some(cmd) = args.get(i) else {
-        return Err("not enough arguments.".into());
+        return Err(UsageError::new("not enough arguments.", USAGE));
     };
-    let rest = &args[i + 1..];
+    let usage = match cmd.as_str() {
+        "patch" | "patch-user" => PATCH_USAGE,
+        "unpatch" | "unpatch-user" => UNPATCH_USAGE,
+        "info" | "info-user" => INFO_USAGE,
+        other => return Err(UsageError::new(format!("unknown command '{other}'"), USAGE)),
+    };
+    parse_command(cmd, usage, &args[i + 1..], verbose).map_err(|msg| UsageError::new(msg, usage))
+}
+
+/// Parses a command's own options (`usage` tells which command it is).
+fn parse_command(
+    cmd: &str,
+    usage: &'static str,
+    rest: &[String],
+    mut verbose: bool,
+) -> Result<(Command, bool), String> {
     let mut p: Option<String> = None;
     let mut id: Option<String> = None;
     let mut json = false;
     let mut positional = Vec::new();
-    let usage = match cmd.as_str() {
-        "patch" | "patch-user" => PATCH_USAGE,
-        "unpatch" | "unpatch-user" => UNPATCH_USAGE,
-        "info" => INFO_USAGE,
-        other => return Err(format!("unknown command '{other}'")),
-    };
     let mut j = 0;
     while let Some(a) = rest.get(j) {
         j += 1;
@@ -192,7 +225,7 @@ pub fn parse(args: &[String]) -> Result<(Command, bool), String> {
 mod tests {
     use super::*;
 
-    fn p(args: &[&str]) -> Result<(Command, bool), String> {
+    fn p(args: &[&str]) -> Result<(Command, bool), UsageError> {
         parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
@@ -242,6 +275,13 @@ mod tests {
             p(&["info", "--json", "-p", "3"]).unwrap().0,
             Command::Info { pid: 3, json: true }
         );
+        assert_eq!(
+            p(&["info-user", "-p", "3"]).unwrap().0,
+            Command::Info {
+                pid: 3,
+                json: false
+            }
+        );
     }
 
     #[test]
@@ -258,5 +298,7 @@ mod tests {
         assert!(p(&["patch", "-p", "3", "-i", "1", "f"]).is_err());
         assert!(matches!(p(&["-h"]).unwrap().0, Command::Help(_)));
         assert!(matches!(p(&["patch", "-h"]).unwrap().0, Command::Help(_)));
+        assert_eq!(p(&["info"]).unwrap_err().usage, INFO_USAGE);
+        assert_eq!(p(&["bogus"]).unwrap_err().usage, USAGE);
     }
 }

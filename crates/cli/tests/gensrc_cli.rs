@@ -411,3 +411,27 @@ fn accepted_compatibility_options() {
     let o = gensrc(&["--test", "--inp", s(&orig_s), "--inp", s(&patched_s)]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn dash_reads_standard_input() {
+    // LibcarePlus's test makefiles: gcc -S -o - x.c | kpatch_gensrc --dbg-filter -i - -o x.s
+    let d = Dir::new();
+    let (orig_s, _) = d.guide_pair();
+    let original = std::fs::read_to_string(&orig_s).expect("foo.s");
+    let out = d.path("piped.s");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpatch_gensrc"))
+        .args(["--dbg-filter", "--test-mode", "--os=rhel6", "-i", "-", "-o"])
+        .arg(&out)
+        .env_remove("LIBCARE_CONF")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kpatch_gensrc");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(original.as_bytes()).expect("write stdin");
+    }
+    assert!(child.wait().expect("wait").success());
+    let f = d.read("piped.s");
+    assert!(f.contains("print_hello:") && !f.contains("\t.loc "), "{f}");
+}

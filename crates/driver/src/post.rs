@@ -185,10 +185,16 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), PostError> {
         })
 }
 
-/// `strip --strip-unneeded FILE` with binutils' strip from `PATH`.
+/// `strip --strip-unneeded FILE` with binutils' strip from `PATH`; `STRIP` names the strip of
+/// a cross toolchain, as for make (the host's strip does not know other architectures'
+/// objects).
 fn strip_unneeded(file: &Path) -> Result<(), PostError> {
-    let program = tools::find_on_path("strip", std::env::var_os("PATH").as_deref(), None)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/strip"));
+    let name = std::env::var("STRIP")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "strip".into());
+    let program = tools::find_on_path(&name, std::env::var_os("PATH").as_deref(), None)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin").join(&name));
     let status = Command::new(&program)
         .arg("--strip-unneeded")
         .arg(file)

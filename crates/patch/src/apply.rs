@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Duration;
 
-use kpatch_arch::Arch;
+use kpatch_arch::{Arch, IfuncCall};
 use kpatch_file::{Header, KpatchFile, HEADER_SIZE, MAGIC, MAGIC_PENDING};
-use kpatch_target::{MapEntry, MapName, Memory, Perms, Process};
+use kpatch_target::{
+    DeferTermination, Guardian, MapEntry, MapName, Memory, Perms, Process, AT_HWCAP, AT_HWCAP2,
+};
 
 use crate::discover::{self, AppliedPatch, LoadedObject};
 use crate::elf_image::SymKind;
@@ -67,11 +69,17 @@ pub fn patch(
     opts: &Options,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
+    // The lock comes first: another run holding it also traces the process, which opening
+    // it would refuse.
+    if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(kpatch_target::Error::NoSuchProcess { pid }.into());
+    }
+    let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
     let proc = Process::open(pid)?;
-    let _lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+    let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
     let arch = proc.arch();
     let page = proc.page_size();
-    world::reclaim_pending(&proc, opts, rep)?;
+    world::reclaim_pending(&proc, opts, &mut guardian, rep)?;
     let maps = proc.maps()?;
     let objects = discover::objects(&proc, &maps)?;
     let applied = discover::applied_patches(&proc, &maps)?;
@@ -102,10 +110,24 @@ pub fn patch(
     let resolved = allocate(&proc, &mut jobs, arch, opts, rep)?;
     fault::point("after-mmap");
     let result = fill_and_commit(
-        &proc, &objects, &jobs, &resolved, &applied, storage, arch, opts, rep,
+        &proc,
+        &Planned {
+            maps: &maps,
+            objects: &objects,
+            jobs: &jobs,
+            resolved: &resolved,
+            applied: &applied,
+        },
+        storage,
+        arch,
+        opts,
+        &mut guardian,
+        rep,
     );
-    if result.is_err() {
-        // Nothing points into the regions yet (or the commit rolled its hunks back).
+    // Nothing points into the regions yet (or the commit rolled its hunks back). Unless the
+    // guardian still has writes to do (breakpoints that could not be removed, performed when it
+    // is dropped): their regions then stay, pending, for the next run to reclaim.
+    if result.is_err() && guardian.armed() == 0 {
         world::unmap_regions(
             &proc,
             jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)),
@@ -252,9 +274,11 @@ fn allocate(
     opts: &Options,
     rep: &mut dyn Report,
 ) -> Result<Vec<HashMap<usize, u64>>> {
+    let _defer = DeferTermination::new();
     let mut stopped = world::stop_one(proc, opts)?;
     let mut mapped: Vec<(u64, u64)> = Vec::new();
     let mut out = Vec::new();
+    let mut ifunc_call: Option<IfuncCall> = None;
     let result = (|| -> Result<()> {
         let mut thread = stopped.thread();
         for job in jobs.iter() {
@@ -280,7 +304,21 @@ fn allocate(
             let mut addrs = HashMap::new();
             for (sym, found) in &job.imports {
                 let addr = if found.kind == SymKind::Ifunc {
-                    let a = thread.call(found.addr, &[], Duration::from_secs(2))?;
+                    // Called as the dynamic linker calls it (aarch64 resolvers choose by the
+                    // hardware capabilities they are passed).
+                    let ifunc = ifunc_call.get_or_insert_with(|| {
+                        let auxv = proc.auxv().unwrap_or_default();
+                        arch.ifunc_call(
+                            auxv.get(AT_HWCAP).unwrap_or(0),
+                            auxv.get(AT_HWCAP2).unwrap_or(0),
+                        )
+                    });
+                    let a = thread.call_with_block(
+                        found.addr,
+                        &ifunc.args,
+                        &ifunc.block,
+                        Duration::from_secs(2),
+                    )?;
                     rep.detail(&format!(
                         "{}: IFUNC resolver at {:#x} chose {:#x}",
                         job.id, found.addr, a
@@ -293,7 +331,6 @@ fn allocate(
             }
             out.push(addrs);
         }
-        let _ = arch;
         Ok(())
     })();
     if let Err(e) = result {
@@ -324,18 +361,31 @@ fn record_name(job: &Job<'_>, relocated_elf: &[u8], symstr: u64) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the run found and decided while the target ran.
+struct Planned<'a, 'o> {
+    maps: &'a [MapEntry],
+    objects: &'o [LoadedObject],
+    jobs: &'a [Job<'o>],
+    resolved: &'a [HashMap<usize, u64>],
+    applied: &'a [AppliedPatch],
+}
+
 fn fill_and_commit(
     proc: &Process,
-    objects: &[LoadedObject],
-    jobs: &[Job<'_>],
-    resolved: &[HashMap<usize, u64>],
-    applied: &[AppliedPatch],
+    plan: &Planned<'_, '_>,
     storage: &Storage,
     arch: &'static dyn Arch,
     opts: &Options,
+    guardian: &mut Guardian,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
+    let Planned {
+        maps,
+        objects,
+        jobs,
+        resolved,
+        applied,
+    } = *plan;
     let hs = arch.hunk_size();
     let mut hunks: Vec<Hunk> = Vec::new();
     let mut replaced: Vec<(Range<u64>, String)> = Vec::new();
@@ -346,7 +396,6 @@ fn fill_and_commit(
         .max()
         .unwrap_or(0)
         + 1;
-    let mut headers = Vec::new();
     for (job, imports) in jobs.iter().zip(resolved) {
         let l = job.prepared.layout;
         let rel = job
@@ -405,7 +454,6 @@ fn fill_and_commit(
             proc.write(job.kpta + l.jmp_offset, &rel.jump_table)?;
         }
         proc.write(job.kpta + l.elf_offset, &rel.elf)?;
-        headers.push(header);
         rep.detail(&format!(
             "{}: {} function(s) to redirect in {}",
             job.id, nh, job.object.name
@@ -422,41 +470,53 @@ fn fill_and_commit(
     // The original bytes are saved and the new code pages read while the target still runs;
     // the stop only checks them and writes each run of pages once.
     let mut jumps = Vec::with_capacity(hunks.len());
+    let mut back: Vec<(u64, Vec<u8>)> = Vec::with_capacity(hunks.len() + jobs.len());
     for h in &hunks {
-        let mut old = vec![0u8; hs];
+        let mut old = vec![0u8; hs.max(h.jump.len())];
         proc.read(h.daddr, &mut old)?;
-        proc.write(h.undo_at, &old)?;
+        proc.write(h.undo_at, &old[..hs])?;
         jumps.push((h.daddr, h.jump.clone()));
+        old.truncate(h.jump.len());
+        back.push((h.daddr, old));
     }
     let runs = runs::plan(proc, &jumps, proc.page_size())?;
-    let ranges: Vec<Range<u64>> = replaced.iter().map(|(r, _)| r.clone()).collect();
-    let mut walker = world::walker(arch, objects);
+    let heads: Vec<u64> = jobs.iter().map(|j| j.kpta).collect();
+    back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
+    let mut safety = world::Safety::new(proc, maps, objects, applied, replaced)?;
+    // Armed before the stop, the way back costs nothing inside it: until the commit it only
+    // rewrites bytes with their current values.
+    let below = guardian.armed();
+    guardian.arm(&back)?;
+    let mut after_failed = None;
     let frozen = world::with_safe_stop(
         proc,
         opts,
-        &mut walker,
-        &ranges,
-        &replaced,
+        &mut safety,
+        guardian,
         rep,
-        |stopped| {
+        |_stopped, guardian| {
             if let Some(script) = storage.script("before") {
                 world::run_script(&script, proc.pid())?;
             }
             fault::point("stopped");
-            runs::commit(proc, &runs, &|| fault::point("first-hunk"))?;
-            for (job, header) in jobs.iter().zip(&headers) {
-                let mut h = *header;
-                h.set_magic(MAGIC);
-                proc.write(job.kpta, &h.as_bytes()[..8])?;
-            }
-            fault::point("after-commit");
+            commit(proc, &runs, &heads, &back, guardian)?;
+            // The jumps are in: failing now would unmap code they lead to. LibcarePlus, too,
+            // only reports a failed `after` script.
             if let Some(script) = storage.script("after") {
-                world::run_script(&script, proc.pid())?;
+                after_failed = world::run_script(&script, proc.pid()).err();
             }
-            let _ = stopped;
             Ok(())
         },
-    )?;
+    );
+    // Nothing was committed: our batch is not needed. A batch left above it (breakpoints that
+    // could not be removed) stays armed, and is performed when the guardian is dropped.
+    if frozen.is_err() && guardian.armed() == below + 1 {
+        let _ = guardian.disarm();
+    }
+    let frozen = frozen?;
+    if let Some(e) = after_failed {
+        rep.info(&format!("warning: {e}; the patch stays applied"));
+    }
     for h in &hunks {
         rep.detail(&format!(
             "{} at {:#x} now jumps to the patch",
@@ -465,4 +525,32 @@ fn fill_and_commit(
     }
     outcome.frozen = Some(frozen);
     Ok(outcome)
+}
+
+/// Writes the jumps (as page runs), then marks every region committed (`KPATCH1` in the
+/// header at each of `heads`). The guardian is armed with `back`, the way back (original
+/// bytes, pending magic), so that a tool dying at any point of the series leaves the target
+/// unpatched rather than half patched; it is disarmed here once the series is complete. A
+/// write that fails puts back what was written (the caller disarms).
+fn commit(
+    mem: &dyn Memory,
+    runs: &[runs::Run],
+    heads: &[u64],
+    back: &[(u64, Vec<u8>)],
+    guardian: &mut Guardian,
+) -> Result<()> {
+    runs::commit(mem, runs, &|| fault::point("first-hunk"))?;
+    fault::point("after-hunks");
+    for &k in heads {
+        if let Err(e) = mem.write(k, &MAGIC) {
+            for (addr, old) in back {
+                let _ = mem.write(*addr, old);
+            }
+            return Err(e.into());
+        }
+    }
+    fault::point("after-commit");
+    let _ = guardian.disarm();
+    fault::point("committed");
+    Ok(())
 }

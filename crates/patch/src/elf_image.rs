@@ -2,7 +2,7 @@
 //! segments, dynamic symbols (with versions), TLS segment and unwind tables. Read once from the
 //! file that is actually mapped (`/proc/PID/map_files/...`), while the target runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use object::elf;
@@ -74,6 +74,8 @@ pub struct ElfImage {
     /// Address (link-time) of the `DT_DEBUG` entry's value, where ld.so stores `&_r_debug`.
     pub dt_debug: Option<u64>,
     pub dynsyms: HashMap<String, Vec<DynSym>>,
+    /// Names of the undefined dynamic symbols (what the object imports).
+    pub imports: HashSet<String>,
     pub eh_frame: Option<SectionData>,
     pub eh_frame_hdr: Option<SectionData>,
     pub text: Option<SectionData>,
@@ -189,10 +191,19 @@ impl ElfImage {
             .map(|(_, s)| s.sh_addr(endian)..s.sh_addr(endian) + s.sh_size(endian));
 
         let mut dynsyms: HashMap<String, Vec<DynSym>> = HashMap::new();
+        let mut imports = HashSet::new();
         if let Ok(symtab) = sections.symbols(endian, &*data, elf::SHT_DYNSYM) {
             let versions = sections.versions(endian, &*data).ok().flatten();
             for (index, sym) in symtab.enumerate() {
-                if sym.is_undefined(endian) || sym.st_bind() == elf::STB_LOCAL {
+                if sym.is_undefined(endian) {
+                    if let Ok(name) = symtab.symbol_name(endian, sym) {
+                        if !name.is_empty() {
+                            imports.insert(String::from_utf8_lossy(name).into_owned());
+                        }
+                    }
+                    continue;
+                }
+                if sym.st_bind() == elf::STB_LOCAL {
                     continue;
                 }
                 let Ok(name) = symtab.symbol_name(endian, sym) else {
@@ -238,6 +249,7 @@ impl ElfImage {
             tls,
             dt_debug,
             dynsyms,
+            imports,
             eh_frame,
             eh_frame_hdr,
             text,

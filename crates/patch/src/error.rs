@@ -75,6 +75,14 @@ pub enum Error {
         waited_ms: u128,
         busy: Vec<(i32, String)>,
     },
+    #[error(
+        "safety check failed for pid {pid}: {function} is on the stack of a suspended coroutine (context saved at {context:#x}); a coroutine cannot be waited for, so nothing was changed: retry when the coroutine has finished"
+    )]
+    CoroutineBusy {
+        pid: i32,
+        function: String,
+        context: u64,
+    },
     #[error("another libcare-ctl holds the lock on pid {pid} ({path}); try again when it is done")]
     Locked { pid: i32, path: PathBuf },
     #[error("no patch with patch-id {id} is applied to pid {pid}")]

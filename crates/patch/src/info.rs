@@ -31,7 +31,7 @@ pub struct ObjectInfo {
 
 /// Applied patches of process `pid`, grouped by object, each group in application order.
 pub fn info(pid: i32) -> Result<Vec<ObjectInfo>> {
-    let proc = Process::open(pid)?;
+    let proc = Process::inspect(pid)?;
     let maps = proc.maps()?;
     let objects = discover::objects(&proc, &maps)?;
     let mut applied: Vec<_> = discover::applied_patches(&proc, &maps)?

@@ -5,6 +5,7 @@
 //! jumps with every thread stopped. See docs/internals.md sections 2-4.
 
 pub mod apply;
+pub mod coro;
 pub mod discover;
 pub mod elf_image;
 pub mod error;

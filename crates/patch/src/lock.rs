@@ -18,10 +18,19 @@ pub fn lock_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_DIR))
 }
 
-/// A held lock; released on drop (or when the process dies).
+/// A held lock; released on drop (or when the process dies, and every process it was handed
+/// to, see [`PidLock::fd`]).
 #[derive(Debug)]
 pub struct PidLock {
-    _file: File,
+    file: File,
+}
+
+impl PidLock {
+    /// The descriptor holding the lock: a helper process that inherits it keeps the lock held.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
 }
 
 /// Takes the lock of `pid` in `dir`, waiting up to `wait` for another holder to finish.
@@ -43,7 +52,7 @@ pub fn lock(dir: &Path, pid: i32, wait: Duration) -> Result<PidLock> {
     let start = Instant::now();
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(PidLock { _file: file }),
+            Ok(()) => return Ok(PidLock { file }),
             Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(20));
             }

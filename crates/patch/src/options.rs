@@ -7,8 +7,11 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Options {
     /// How long a function being replaced may stay on some thread's stack before the run
-    /// gives up (the process is resumed and retried with back-off meanwhile).
+    /// gives up (`LIBCARE_SAFETY_TIMEOUT`, seconds; `--timeout`).
     pub safety_timeout: Duration,
+    /// How long one round of waiting may keep the process stopped while the busy threads run
+    /// out of the replaced code; between rounds every thread runs for a moment.
+    pub round_wait: Duration,
     /// How long stopping every thread may take.
     pub stop_timeout: Duration,
     /// How long to wait for another tool working on the same process.
@@ -27,6 +30,7 @@ impl Default for Options {
         };
         Options {
             safety_timeout: secs("LIBCARE_SAFETY_TIMEOUT", 5),
+            round_wait: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(5),
             lock_wait: secs("LIBCARE_LOCK_WAIT", 30),
             lock_dir: crate::lock::lock_dir(),

@@ -9,6 +9,10 @@ use kpatch_file::{parse_info_records, InfoRecord};
 use object::elf;
 
 use crate::error::{Error, Result};
+
+/// `R_X86_64_NONE` and `R_AARCH64_NONE`: nothing to do. `kpatch_strip --rel-fixup` (ours and
+/// LibcarePlus's) turns a checked local-exec TLS reference into one, with no symbol.
+const R_NONE: u32 = 0;
 use crate::layout::Layout;
 use crate::payload::{PSymDef, Payload};
 
@@ -81,7 +85,7 @@ impl Prepared {
                 slots.len() - 1
             });
         };
-        for r in &payload.relocs {
+        for r in payload.relocs.iter().filter(|r| r.r_type != R_NONE) {
             let sym = &payload.symbols[r.symbol];
             let need = arch.reloc_need(r.r_type)?;
             // An initial-exec TLS access uses the original's GOT slot (in the addend), never
@@ -162,6 +166,9 @@ impl Prepared {
                     name: s.name.clone(),
                 }),
                 PSymDef::Absolute => Ok(s.value),
+                // A section symbol stands for its section's start whatever its value:
+                // LibcarePlus's kpatch_strip leaves the link-time address there.
+                PSymDef::Section(k) if s.st_type == elf::STT_SECTION.0 => Ok(secaddr[k]),
                 PSymDef::Section(k) => Ok(secaddr[k].wrapping_add(s.value)),
             }
         };
@@ -173,7 +180,7 @@ impl Prepared {
             jump_table.extend_from_slice(&arch.jump_table_entry(value));
         }
         let mut elf = elf_image.to_vec();
-        for r in &self.payload.relocs {
+        for r in self.payload.relocs.iter().filter(|r| r.r_type != R_NONE) {
             let sec = &self.payload.sections[r.target];
             let sym = &self.payload.symbols[r.symbol];
             let place = secaddr[r.target] + r.offset;
@@ -250,5 +257,75 @@ impl Prepared {
             elf,
             records,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::{PReloc, PSection, PSymDef, PSymbol};
+    use kpatch_arch::{Aarch64, X86_64};
+
+    const TEXT: u64 = 0x40;
+    const INFO: u64 = 0x80;
+
+    fn section(name: &str, offset: u64, size: u64) -> PSection {
+        PSection {
+            name: name.into(),
+            sh_type: elf::SHT_PROGBITS.0,
+            flags: elf::SHF_ALLOC.0,
+            addr: 0,
+            offset,
+            size,
+        }
+    }
+
+    /// A payload whose one code relocation is a `NONE` with no symbol, as `kpatch_strip
+    /// --rel-fixup` leaves for local-exec TLS.
+    fn with_none_reloc() -> (Payload, Vec<u8>) {
+        let mut image = vec![0u8; 0x100];
+        image[TEXT as usize..TEXT as usize + 4].copy_from_slice(&[0x1f, 0x20, 0x03, 0xd5]);
+        let record = InfoRecord::new(0x1000, 0x2000, 8, 8, 0);
+        image[INFO as usize..INFO as usize + 48].copy_from_slice(record.as_bytes());
+        let null = PSymbol {
+            name: String::new(),
+            version: None,
+            value: 0,
+            size: 0,
+            st_type: 0,
+            bind: 0,
+            def: PSymDef::Undefined,
+        };
+        let payload = Payload {
+            machine: kpatch_arch::EM_AARCH64,
+            sections: vec![
+                section("", 0, 0),
+                section(".kpatch.text", TEXT, 8),
+                section(".kpatch.info", INFO, 48 + 24),
+            ],
+            symbols: vec![null],
+            relocs: vec![PReloc {
+                target: 1,
+                offset: 0,
+                symbol: 0,
+                r_type: R_NONE,
+                addend: 0,
+            }],
+        };
+        (payload, image)
+    }
+
+    #[test]
+    fn none_relocations_need_and_change_nothing() {
+        for arch in [&Aarch64 as &dyn Arch, &X86_64] {
+            let (payload, image) = with_none_reloc();
+            let p = Prepared::new(arch, payload, &image, 4096).unwrap();
+            assert!(p.imports.is_empty() && p.slots.is_empty());
+            let r = p
+                .relocate(arch, &image, 0x10_0000, 0, &HashMap::new())
+                .unwrap();
+            assert_eq!(r.elf, image, "{}", arch.name());
+            assert_eq!(r.records.len(), 1);
+        }
     }
 }

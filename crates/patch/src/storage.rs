@@ -22,6 +22,14 @@ pub struct Found {
     pub level: Option<u32>,
 }
 
+/// The scripts a directory storage may hold, run as `script PID` while the target is stopped.
+const SCRIPTS: [&str; 2] = ["before", "after"];
+
+fn is_executable_file(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.is_file() && meta.permissions().mode() & 0o111 != 0
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_owned(),
@@ -30,14 +38,31 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 impl Storage {
-    /// Opens a storage path, which must be a file or a directory.
+    /// Opens a storage path, which must be a file or a directory. A directory's `before` and
+    /// `after` scripts, when present, must be executable files: a script that exists but
+    /// cannot run is refused here, before any process is touched.
     pub fn open(path: &Path) -> Result<Storage> {
         let meta = std::fs::metadata(path).map_err(io(path))?;
-        Ok(if meta.is_dir() {
-            Storage::Dir(path.to_owned())
-        } else {
-            Storage::File(path.to_owned())
-        })
+        if !meta.is_dir() {
+            return Ok(Storage::File(path.to_owned()));
+        }
+        for name in SCRIPTS {
+            let p = path.join(name);
+            match std::fs::metadata(&p) {
+                Ok(m) if !is_executable_file(&m) => {
+                    return Err(Error::Io {
+                        path: p,
+                        source: std::io::Error::other(
+                            "not an executable file: a storage script must be executable (chmod +x it, or remove it)",
+                        ),
+                    })
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p)(e)),
+            }
+        }
+        Ok(Storage::Dir(path.to_owned()))
     }
 
     /// The path as given.
@@ -94,11 +119,10 @@ impl Storage {
 
     /// An executable `before` or `after` script of a directory storage.
     pub fn script(&self, name: &str) -> Option<PathBuf> {
-        use std::os::unix::fs::PermissionsExt;
         let Storage::Dir(dir) = self else { return None };
         let p = dir.join(name);
         let meta = std::fs::metadata(&p).ok()?;
-        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(p)
+        is_executable_file(&meta).then_some(p)
     }
 }
 
@@ -129,14 +153,19 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
-        std::fs::write(dir.path().join("before"), "#!/bin/sh\n").unwrap();
         assert!(s.script("before").is_none());
+        std::fs::write(dir.path().join("before"), "#!/bin/sh\n").unwrap();
+        let err = Storage::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not an executable file"), "{err}");
         std::fs::set_permissions(
             dir.path().join("before"),
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
+        let s = Storage::open(dir.path()).unwrap();
         assert!(s.script("before").is_some());
+        std::fs::create_dir(dir.path().join("after")).unwrap();
+        assert!(Storage::open(dir.path()).is_err());
         assert!(Storage::open(&dir.path().join("missing")).is_err());
     }
 }

@@ -4,12 +4,11 @@
 //! is refused before the target is touched.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::time::Duration;
 
 use kpatch_arch::Arch;
 use kpatch_file::MAGIC_PENDING;
-use kpatch_target::{Memory, Process};
+use kpatch_target::{Guardian, MapEntry, Memory, Process};
 
 use crate::discover::{self, AppliedPatch, LoadedObject};
 use crate::error::{Error, Result};
@@ -85,13 +84,16 @@ fn object_name(objects: &[LoadedObject], p: &AppliedPatch) -> String {
 
 /// Removes `all[selected]` from the process. `tolerant` (for reclaiming an interrupted run's
 /// region) skips records whose jump is not found instead of refusing.
+#[allow(clippy::too_many_arguments)]
 pub fn remove(
     proc: &Process,
+    maps: &[MapEntry],
     objects: &[LoadedObject],
     all: &[AppliedPatch],
     selected: &[usize],
     tolerant: bool,
     opts: &Options,
+    guardian: &mut Guardian,
     rep: &mut dyn Report,
 ) -> Result<Option<Duration>> {
     let arch: &dyn Arch = proc.arch();
@@ -154,34 +156,50 @@ pub fn remove(
             format!("patch {} ({})", p.id, object_name(objects, p)),
         ));
     }
-    let ranges: Vec<Range<u64>> = selected.iter().map(|&i| all[i].range()).collect();
     let committed = selected.iter().any(|&i| all[i].committed);
     let writes: Vec<(u64, Vec<u8>)> = overlay
         .order
         .iter()
-        .map(|a| (*a, overlay.writes[a].clone()))
+        .filter_map(|a| overlay.writes.get(a).map(|b| (*a, b.clone())))
         .collect();
     let runs = runs::plan(proc, &writes, proc.page_size())?;
     let mut frozen = None;
     if committed || !overlay.order.is_empty() {
-        let mut walker = world::walker(proc.arch(), objects);
+        // Every write moves the target towards "unpatched" and may be done again, so the
+        // guardian is armed with the whole series: a tool dying half-way leaves it completed.
+        // A region stays mapped until after the resume: it is marked pending so that, if we
+        // die before unmapping it, it is never listed again and the next run reclaims it.
+        let marks: Vec<(u64, Vec<u8>)> = selected
+            .iter()
+            .map(|&i| (all[i].kpta, MAGIC_PENDING.to_vec()))
+            .collect();
+        let mut guarded = writes.clone();
+        guarded.extend(marks.iter().cloned());
+        let mut safety = world::Safety::new(proc, maps, objects, all, names)?;
         frozen = Some(world::with_safe_stop(
             proc,
             opts,
-            &mut walker,
-            &ranges,
-            &names,
+            &mut safety,
+            guardian,
             rep,
-            |_| {
+            |_, guardian| {
                 fault::point("unpatch-stopped");
-                runs::commit(proc, &runs, &|| fault::point("unpatch-first-restore"))?;
-                // A region stays mapped until after the resume: mark it so that, if we die before
-                // unmapping it, it is never listed again and the next run reclaims it.
-                for &i in selected {
-                    proc.write(all[i].kpta, &MAGIC_PENDING)?;
+                guardian.arm(&guarded)?;
+                // A failed run write puts back the runs already written: still fully patched.
+                if let Err(e) = runs::commit(proc, &runs, &|| fault::point("unpatch-first-restore"))
+                {
+                    let _ = guardian.disarm();
+                    return Err(e);
+                }
+                let mut first_error = None;
+                for (addr, bytes) in &marks {
+                    if let Err(e) = proc.write(*addr, bytes) {
+                        first_error.get_or_insert(e);
+                    }
                 }
                 fault::point("unpatch-after-restore");
-                Ok(())
+                let _ = guardian.disarm();
+                first_error.map_or(Ok(()), |e| Err(e.into()))
             },
         )?);
     }
@@ -203,9 +221,15 @@ pub fn unpatch(
     opts: &Options,
     rep: &mut dyn Report,
 ) -> Result<UnpatchOutcome> {
+    // The lock comes first: another run holding it also traces the process, which opening
+    // it would refuse.
+    if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(kpatch_target::Error::NoSuchProcess { pid }.into());
+    }
+    let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
     let proc = Process::open(pid)?;
-    let _lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
-    world::reclaim_pending(&proc, opts, rep)?;
+    let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
+    world::reclaim_pending(&proc, opts, &mut guardian, rep)?;
     let maps = proc.maps()?;
     let objects = discover::objects(&proc, &maps)?;
     let all = discover::applied_patches(&proc, &maps)?;
@@ -231,7 +255,17 @@ pub fn unpatch(
     }
     // Newest first; patches applied by the peer carry no sequence and go last.
     selected.sort_by_key(|&i| std::cmp::Reverse((all[i].header.applied_seq(), all[i].kpta)));
-    let frozen = remove(&proc, &objects, &all, &selected, false, opts, rep)?;
+    let frozen = remove(
+        &proc,
+        &maps,
+        &objects,
+        &all,
+        &selected,
+        false,
+        opts,
+        &mut guardian,
+        rep,
+    )?;
     let removed = selected
         .iter()
         .map(|&i| RemovedPatch {

@@ -23,6 +23,8 @@ enum Inner {
 pub struct StackWalker {
     inner: Inner,
     arch: &'static dyn Arch,
+    opaque: Vec<Range<u64>>,
+    code: Vec<Range<u64>>,
 }
 
 impl std::fmt::Debug for StackWalker {
@@ -54,7 +56,12 @@ impl StackWalker {
         } else {
             Inner::X86_64(UnwinderX86_64::new(), CacheX86_64::new())
         };
-        StackWalker { inner, arch }
+        StackWalker {
+            inner,
+            arch,
+            opaque: Vec::new(),
+            code: Vec::new(),
+        }
     }
 
     /// Adds an object mapped at `avma` with load bias `bias`.
@@ -80,53 +87,184 @@ impl StackWalker {
         }
     }
 
-    /// Code addresses of the frames of a thread stopped with registers `regs` (the
-    /// `NT_PRSTATUS` words): the pc, then each caller's call site (return address minus one).
+    /// Marks `range` as code without unwind tables (the text of applied patches): frames there
+    /// are stepped by scanning the stack for the return address (x86_64), rather than by the
+    /// frame-pointer guess framehop falls back to.
+    pub fn add_opaque(&mut self, range: Range<u64>) {
+        self.opaque.push(range);
+    }
+
+    /// Sets the executable ranges of the process: a scanned return address must lie in one.
+    pub fn set_code(&mut self, code: Vec<Range<u64>>) {
+        self.code = code;
+    }
+
+    /// The frames of a thread stopped with registers `regs` (the `NT_PRSTATUS` words).
     /// `read` reads one 8-byte word of the target's memory. A walk that cannot go on stops
     /// there; `complete` says whether it reached the end of the stack.
     pub fn walk(&mut self, regs: &[u64], read: &mut dyn FnMut(u64) -> Option<u64>) -> Walk {
         let layout = self.arch.regs();
         let reg = |i: usize| regs.get(i).copied().unwrap_or(0);
-        let pc = reg(layout.pc);
-        let sp = reg(layout.sp);
+        let (pc, sp) = (reg(layout.pc), reg(layout.sp));
+        // rbp is word 4 of user_regs_struct; x29 is aarch64's frame pointer.
+        let fp = if self.arch.e_machine() == EM_AARCH64 {
+            reg(29)
+        } else {
+            reg(4)
+        };
+        let lr = layout.link.map(reg).unwrap_or(0);
+        self.walk_from(pc, sp, fp, lr, read)
+    }
+
+    /// The frames of a context saved elsewhere than in a thread (a coroutine): program
+    /// counter, stack pointer, frame pointer and (aarch64) link register.
+    pub fn walk_from(
+        &mut self,
+        pc: u64,
+        sp: u64,
+        fp: u64,
+        lr: u64,
+        read: &mut dyn FnMut(u64) -> Option<u64>,
+    ) -> Walk {
         let mut read_stack = |addr: u64| read(addr).ok_or(());
-        let mut frames = Vec::new();
+        let mut frames = vec![Frame {
+            addr: pc,
+            lookup: pc,
+            sp,
+        }];
         let mut complete = false;
-        let mut push =
-            |r: Result<Option<FrameAddress>, framehop::Error>, frames: &mut Vec<u64>| match r {
-                Ok(Some(f)) => {
-                    frames.push(f.address_for_lookup());
-                    true
-                }
-                Ok(None) => {
-                    complete = true;
-                    false
-                }
-                Err(_) => false,
-            };
+        let opaque = &self.opaque;
+        let code = &self.code;
         match &mut self.inner {
             Inner::X86_64(u, cache) => {
-                // rbp is word 4 of user_regs_struct.
-                let regs = UnwindRegsX86_64::new(pc, sp, reg(4));
-                let mut it = u.iter_frames(pc, regs, cache, &mut read_stack);
-                while frames.len() < MAX_FRAMES && push(it.next(), &mut frames) {}
+                let mut regs = UnwindRegsX86_64::new(pc, sp, fp);
+                let mut address = FrameAddress::InstructionPointer(pc);
+                while frames.len() < MAX_FRAMES {
+                    let lookup = address.address_for_lookup();
+                    let step = if opaque.iter().any(|r| r.contains(&lookup)) {
+                        scan_x86_64(&mut regs, code, &mut read_stack)
+                    } else {
+                        u.unwind_frame(address, &mut regs, cache, &mut read_stack)
+                            .map_err(drop)
+                    };
+                    match next_frame(step, regs.sp(), &mut frames, &mut complete) {
+                        Some(a) => address = a,
+                        None => break,
+                    }
+                }
             }
             Inner::Aarch64(u, cache) => {
-                let lr = layout.link.map(reg).unwrap_or(0);
-                // x29 is the frame pointer.
-                let regs = UnwindRegsAarch64::new(lr, sp, reg(29));
-                let mut it = u.iter_frames(pc, regs, cache, &mut read_stack);
-                while frames.len() < MAX_FRAMES && push(it.next(), &mut frames) {}
+                let mut regs = UnwindRegsAarch64::new(lr, sp, fp);
+                let mut address = FrameAddress::InstructionPointer(pc);
+                while frames.len() < MAX_FRAMES {
+                    let step = u
+                        .unwind_frame(address, &mut regs, cache, &mut read_stack)
+                        .map_err(drop);
+                    match next_frame(step, regs.sp(), &mut frames, &mut complete) {
+                        Some(a) => address = a,
+                        None => break,
+                    }
+                }
             }
         }
         Walk { frames, complete }
     }
 }
 
+/// Records the caller frame a step found; returns where to step from next, or `None` at the
+/// end of the walk (a stack pointer that goes down means garbage: stop).
+fn next_frame(
+    step: Result<Option<u64>, ()>,
+    sp: u64,
+    frames: &mut Vec<Frame>,
+    complete: &mut bool,
+) -> Option<FrameAddress> {
+    match step {
+        Ok(Some(ra)) => {
+            let fa = FrameAddress::from_return_address(ra)?;
+            let prev_sp = frames.last().map(|f| f.sp).unwrap_or(0);
+            if sp < prev_sp {
+                return None;
+            }
+            frames.push(Frame {
+                addr: ra,
+                lookup: fa.address_for_lookup(),
+                sp,
+            });
+            Some(fa)
+        }
+        Ok(None) => {
+            *complete = true;
+            None
+        }
+        Err(()) => None,
+    }
+}
+
+/// How far up the stack a frame without unwind information is searched for its return address.
+const SCAN_LIMIT: u64 = 64 * 1024;
+
+/// Steps a frame of code without unwind tables on x86_64: the first word at or above the stack
+/// pointer that is a return address (it points into executable code, just after a call
+/// instruction) is taken as the frame's; the caller's stack pointer is just above it.
+fn scan_x86_64(
+    regs: &mut UnwindRegsX86_64,
+    code: &[Range<u64>],
+    read: &mut dyn FnMut(u64) -> Result<u64, ()>,
+) -> Result<Option<u64>, ()> {
+    let sp = regs.sp();
+    let mut slot = sp;
+    while slot < sp.saturating_add(SCAN_LIMIT) {
+        let w = read(slot)?;
+        if code.iter().any(|r| r.contains(&w)) && follows_call_x86_64(w, read) {
+            regs.set_sp(slot + 8);
+            regs.set_ip(w);
+            return Ok(Some(w));
+        }
+        slot += 8;
+    }
+    Err(())
+}
+
+/// Whether the bytes just before `addr` encode a call instruction (direct, through a
+/// register, or through memory) that returns to `addr`.
+pub fn follows_call_x86_64(addr: u64, read: &mut dyn FnMut(u64) -> Result<u64, ()>) -> bool {
+    let Ok(word) = read(addr.wrapping_sub(8)) else {
+        return false;
+    };
+    let b = word.to_le_bytes();
+    let modrm_call = |m: u8, md: u8| (m & 0x38) == 0x10 && (m >> 6) == md;
+    // e8 rel32
+    b[3] == 0xe8
+        // ff 15 disp32: call *disp32(%rip)
+        || (b[2] == 0xff && b[3] == 0x15)
+        // ff /2 mod=11: call *%reg (with a REX prefix for r8-r15)
+        || (b[6] == 0xff && modrm_call(b[7], 3))
+        // ff /2 mod=01 disp8, without and with a SIB byte
+        || (b[5] == 0xff && modrm_call(b[6], 1) && b[6] & 7 != 4)
+        || (b[4] == 0xff && modrm_call(b[5], 1) && b[5] & 7 == 4)
+        // ff /2 mod=00 register indirect
+        || (b[6] == 0xff && modrm_call(b[7], 0) && b[7] & 7 != 4 && b[7] & 7 != 5)
+        // ff /2 mod=10 disp32
+        || (b[2] == 0xff && modrm_call(b[3], 2) && b[3] & 7 != 4)
+}
+
+/// One frame of a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// The pc (first frame) or the return address (the others).
+    pub addr: u64,
+    /// The address to look up to know which function the frame is in (a return address minus
+    /// one: the call instruction).
+    pub lookup: u64,
+    /// The stack pointer the frame runs with (for a caller frame: once the callee returned).
+    pub sp: u64,
+}
+
 /// The result of walking one stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Walk {
-    pub frames: Vec<u64>,
+    pub frames: Vec<Frame>,
     pub complete: bool,
 }
 
@@ -135,7 +273,94 @@ impl Walk {
     pub fn hit(&self, ranges: &[Range<u64>]) -> Option<u64> {
         self.frames
             .iter()
-            .copied()
+            .map(|f| f.lookup)
             .find(|a| ranges.iter().any(|r| r.contains(a)))
+    }
+
+    /// Where the thread gets out of `ranges` for good: the frame that the outermost frame in
+    /// `ranges` returns into (its return address and the stack pointer it will have). `None`
+    /// when no frame is in `ranges` or the walk stops before that frame.
+    pub fn exit_point(&self, ranges: &[Range<u64>]) -> Option<Frame> {
+        let last = self
+            .frames
+            .iter()
+            .rposition(|f| ranges.iter().any(|r| r.contains(&f.lookup)))?;
+        self.frames.get(last + 1).copied()
+    }
+
+    /// The highest stack pointer the walk reached (where the examined part of the stack ends).
+    pub fn top_sp(&self) -> u64 {
+        self.frames.iter().map(|f| f.sp).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(addr: u64, sp: u64) -> Frame {
+        Frame {
+            addr,
+            lookup: addr - 1,
+            sp,
+        }
+    }
+
+    #[test]
+    fn the_exit_is_the_frame_above_the_outermost_hit() {
+        let walk = Walk {
+            frames: vec![
+                Frame {
+                    addr: 0x5000,
+                    lookup: 0x5000,
+                    sp: 0x100,
+                },
+                frame(0x1010, 0x140), // in the range
+                frame(0x3010, 0x180), // outside
+                frame(0x1020, 0x1c0), // in the range again (recursion)
+                frame(0x4010, 0x200), // the way out
+                frame(0x6010, 0x240),
+            ],
+            complete: true,
+        };
+        let ranges: Vec<Range<u64>> = std::iter::once(0x1000..0x1100).collect();
+        assert_eq!(walk.hit(&ranges), Some(0x100f));
+        assert_eq!(walk.exit_point(&ranges), Some(frame(0x4010, 0x200)));
+        assert_eq!(
+            walk.exit_point(std::slice::from_ref(&(0x7000..0x8000))),
+            None
+        );
+        // A walk that ends inside the range has no known way out.
+        assert_eq!(
+            walk.exit_point(std::slice::from_ref(&(0x6000..0x7000))),
+            None
+        );
+        assert_eq!(walk.top_sp(), 0x240);
+    }
+
+    #[test]
+    fn return_addresses_follow_call_instructions() {
+        // Eight bytes of padding, then the code: offsets below are from `base`.
+        let mut code = vec![0x90u8; 8];
+        code.extend([
+            0xe8, 1, 2, 3, 4, // call rel32 at 8, returns to 13
+            0x41, 0xff, 0xd3, // call *%r11, returns to 16
+            0xff, 0x55, 0x08, // call *8(%rbp), returns to 19
+            0xff, 0x15, 1, 2, 3, 4, // call *disp32(%rip), returns to 25
+            0x90, 0x90,
+        ]);
+        let base = 0x1000u64;
+        let mut read = |a: u64| -> Result<u64, ()> {
+            let off = a.checked_sub(base).ok_or(())? as usize;
+            let bytes = code.get(off..off + 8).ok_or(())?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(drop)?))
+        };
+        let mut at = |ret: u64| follows_call_x86_64(base + ret, &mut read);
+        assert!(at(13));
+        assert!(at(16));
+        assert!(at(19));
+        assert!(at(25));
+        assert!(!at(12));
+        assert!(!at(26));
     }
 }

@@ -7,10 +7,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kpatch_arch::Arch;
-use kpatch_target::{Memory, Process, StoppedProcess, StoppedThread};
+use kpatch_target::{
+    DeferTermination, Guardian, MapEntry, Memory, Process, ReturnPoint, StoppedProcess,
+    StoppedThread,
+};
 
-use crate::discover::{self, LoadedObject};
+use crate::coro;
+use crate::discover::{self, AppliedPatch, LoadedObject};
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::options::Options;
 use crate::report::Report;
 use crate::safety;
@@ -89,26 +94,142 @@ pub fn stop_one<'p>(proc: &'p Process, opts: &Options) -> Result<StoppedThread<'
     }
 }
 
-/// Stops every thread until none has a frame in `ranges` (resuming and backing off in
-/// between, up to the safety timeout), then runs `commit` with the world stopped and resumes
-/// it. Returns how long the threads were stopped for the final, committing round.
+/// What the safety check looks for, prepared while the target runs: the ranges no thread may
+/// be in (with the names to report), a walker that knows every object's unwind tables and the
+/// patches' code, and where coroutines are to be found.
+pub struct Safety {
+    pub walker: StackWalker,
+    pub ranges: Vec<Range<u64>>,
+    pub names: Vec<(Range<u64>, String)>,
+    pub coro: coro::Source,
+    /// Executable ranges of the process.
+    pub code: Vec<Range<u64>>,
+}
+
+impl Safety {
+    /// Prepares the check of `names` (the ranges and what they are) in a process with these
+    /// `maps`, `objects` and `applied` patches.
+    pub fn new(
+        proc: &Process,
+        maps: &[MapEntry],
+        objects: &[LoadedObject],
+        applied: &[AppliedPatch],
+        names: Vec<(Range<u64>, String)>,
+    ) -> Result<Safety> {
+        let mut walker = walker(proc.arch(), objects);
+        for p in applied {
+            walker.add_opaque(p.range());
+        }
+        let code: Vec<Range<u64>> = maps
+            .iter()
+            .filter(|m| m.perms.exec)
+            .map(|m| m.range())
+            .collect();
+        walker.set_code(code.clone());
+        Ok(Safety {
+            walker,
+            ranges: names.iter().map(|(r, _)| r.clone()).collect(),
+            names,
+            coro: coro::source(proc, objects)?,
+            code,
+        })
+    }
+
+    fn describe(&self, addr: u64) -> String {
+        self.names
+            .iter()
+            .find(|(r, _)| r.contains(&addr))
+            .map(|(_, n)| n.clone())
+            .unwrap_or_else(|| format!("code at {addr:#x}"))
+    }
+
+    fn inspect(&mut self, world: &mut StoppedProcess<'_>) -> Result<safety::Inspection> {
+        let found = safety::inspect(
+            world,
+            &mut self.walker,
+            &self.ranges,
+            &self.coro,
+            &self.code,
+        )?;
+        if let Some((addr, context)) = found.coroutine {
+            return Err(Error::CoroutineBusy {
+                pid: world.process().pid(),
+                function: self.describe(addr),
+                context,
+            });
+        }
+        Ok(found)
+    }
+}
+
+/// Stops every thread until none has a frame in the safety ranges, then runs `commit` with the
+/// world stopped and resumes it. Each round stops everything and walks every stack; threads
+/// found in the ranges are let run (the others staying stopped) until they return out of
+/// them, for at most [`Options::round_wait`]; if they all did, the round commits. Otherwise the
+/// process runs on for a back-off and a new round starts, until [`Options::safety_timeout`].
+/// A suspended coroutine in the ranges fails at once. Returns how long the committing round
+/// kept the process stopped.
 pub fn with_safe_stop(
     proc: &Process,
     opts: &Options,
-    walker: &mut StackWalker,
-    ranges: &[Range<u64>],
-    names: &[(Range<u64>, String)],
+    safety: &mut Safety,
+    guardian: &mut Guardian,
     rep: &mut dyn Report,
-    commit: impl FnOnce(&mut StoppedProcess<'_>) -> Result<()>,
+    commit: impl FnOnce(&mut StoppedProcess<'_>, &mut Guardian) -> Result<()>,
 ) -> Result<Duration> {
     let start = Instant::now();
+    let deadline = start + opts.safety_timeout;
     let mut backoff = Duration::from_millis(1);
+    let mut commit = Some(commit);
+    if let Some(what) = safety.coro.describe() {
+        rep.detail(&what);
+    }
     loop {
+        let _defer = DeferTermination::new();
         let t0 = Instant::now();
         let mut stopped = proc.stop_all(opts.stop_timeout)?;
-        let busy = safety::busy_threads(&mut stopped, walker, ranges)?;
-        if busy.is_empty() {
-            let result = commit(&mut stopped);
+        let mut found = safety.inspect(&mut stopped)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let exits: Option<Vec<ReturnPoint>> = found
+            .busy
+            .iter()
+            .map(|b| {
+                b.exit.map(|f| ReturnPoint {
+                    tid: b.tid,
+                    addr: f.addr,
+                    sp: f.sp,
+                })
+            })
+            .collect();
+        if let (false, Some(points)) = (found.busy.is_empty() || left.is_zero(), exits) {
+            for (b, p) in found.busy.iter().zip(&points) {
+                rep.detail(&format!(
+                    "thread {} is in {}; letting it run to its return at {:#x}",
+                    b.tid,
+                    safety.describe(b.addr),
+                    p.addr
+                ));
+            }
+            let ran = stopped.run_to(
+                &points,
+                left.min(opts.round_wait),
+                Some(guardian),
+                &mut || fault::point("breakpoints"),
+            )?;
+            rep.detail(&format!(
+                "{} thread(s) returned, {} still running, {} exited, {} created meanwhile (held)",
+                ran.arrived.len(),
+                ran.late.len(),
+                ran.exited.len(),
+                ran.born.len()
+            ));
+            found = safety.inspect(&mut stopped)?;
+        }
+        if found.busy.is_empty() {
+            let Some(commit) = commit.take() else {
+                return Err(Error::Unsupported("commit attempted twice".into()));
+            };
+            let result = commit(&mut stopped, guardian);
             let resumed = stopped.resume();
             let frozen = t0.elapsed();
             result?;
@@ -116,26 +237,23 @@ pub fn with_safe_stop(
             return Ok(frozen);
         }
         stopped.resume()?;
-        let describe = |b: &safety::Busy| {
-            let what = names
-                .iter()
-                .find(|(r, _)| r.contains(&b.addr))
-                .map(|(_, n)| n.clone())
-                .unwrap_or_else(|| format!("code at {:#x}", b.addr));
-            (b.tid, what)
-        };
-        if start.elapsed() >= opts.safety_timeout {
+        let busy: Vec<(i32, String)> = found
+            .busy
+            .iter()
+            .map(|b| (b.tid, safety.describe(b.addr)))
+            .collect();
+        if Instant::now() >= deadline {
             return Err(Error::Busy {
                 pid: proc.pid(),
                 waited_ms: start.elapsed().as_millis(),
-                busy: busy.iter().map(describe).collect(),
+                busy,
             });
         }
-        for b in &busy {
-            let (tid, what) = describe(b);
+        for (tid, what) in &busy {
             rep.detail(&format!("thread {tid} is in {what}; waiting"));
         }
-        std::thread::sleep(backoff);
+        drop(_defer);
+        std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
         backoff = (backoff * 2).min(Duration::from_millis(50));
     }
 }
@@ -147,6 +265,7 @@ pub fn unmap_regions(proc: &Process, regions: impl Iterator<Item = (u64, u64)>, 
     if regions.is_empty() {
         return;
     }
+    let _defer = DeferTermination::new();
     if let Ok(mut stopped) = stop_one(proc, opts) {
         let mut thread = stopped.thread();
         for (a, l) in regions {
@@ -177,7 +296,12 @@ pub fn run_script(script: &Path, pid: i32) -> Result<()> {
 
 /// Removes patch regions an interrupted run left behind (header magic `KPATCH0`): any jump
 /// into one is reverted, then it is unmapped.
-pub fn reclaim_pending(proc: &Process, opts: &Options, rep: &mut dyn Report) -> Result<()> {
+pub fn reclaim_pending(
+    proc: &Process,
+    opts: &Options,
+    guardian: &mut Guardian,
+    rep: &mut dyn Report,
+) -> Result<()> {
     let maps = proc.maps()?;
     let all = discover::applied_patches(proc, &maps)?;
     if all.iter().all(|p| p.committed) {
@@ -191,5 +315,8 @@ pub fn reclaim_pending(proc: &Process, opts: &Options, rep: &mut dyn Report) -> 
             all[i].kpta, all[i].id
         ));
     }
-    crate::unapply::remove(proc, &objects, &all, &pending, true, opts, rep).map(drop)
+    crate::unapply::remove(
+        proc, &maps, &objects, &all, &pending, true, opts, guardian, rep,
+    )
+    .map(drop)
 }

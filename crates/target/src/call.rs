@@ -24,10 +24,23 @@ impl ThreadHandle<'_> {
     /// function faults, or does not return within `timeout`, the thread is restored and the
     /// call reported as failed (whatever the function did to memory or locks stays done).
     pub fn call(&mut self, func: u64, args: &[u64], timeout: Duration) -> Result<u64> {
-        if args.len() > 6 {
+        self.call_with_block(func, args, &[], timeout)
+    }
+
+    /// Like [`ThreadHandle::call`], with a copy of `block` put on the thread's stack (below the
+    /// red zone, 16-byte aligned) and its address passed after `args` when `block` is not
+    /// empty: the way glibc hands an aarch64 IFUNC resolver its `__ifunc_arg_t`.
+    pub fn call_with_block(
+        &mut self,
+        func: u64,
+        args: &[u64],
+        block: &[u8],
+        timeout: Duration,
+    ) -> Result<u64> {
+        let nargs = args.len() + usize::from(!block.is_empty());
+        if nargs > 6 {
             return Err(Error::InvalidArgument(format!(
-                "remote call of {func:#x}: {} arguments given, at most 6 allowed",
-                args.len()
+                "remote call of {func:#x}: {nargs} arguments given, at most 6 allowed"
             )));
         }
         let ret_addr = CALL_RETURN_ADDRESS;
@@ -44,6 +57,12 @@ impl ThreadHandle<'_> {
         // ABI: the stack is 16-byte aligned at the call, i.e. before the return address is
         // pushed (x86_64) or with the return address in the link register (aarch64).
         let mut sp = regs[layout.sp].wrapping_sub(RED_ZONE) & !0xf;
+        let mut args = args.to_vec();
+        if !block.is_empty() {
+            sp = sp.wrapping_sub(block.len() as u64) & !0xf;
+            self.process.write(sp, block)?;
+            args.push(sp);
+        }
         match layout.link {
             Some(lr) => regs[lr] = ret_addr,
             None => {
@@ -53,7 +72,7 @@ impl ThreadHandle<'_> {
         }
         regs[layout.sp] = sp;
         regs[layout.pc] = func;
-        for (&reg, &arg) in layout.call_args.iter().zip(args) {
+        for (&reg, &arg) in layout.call_args.iter().zip(&args) {
             regs[reg] = arg;
         }
         if !layout.call_args.contains(&layout.ret) {

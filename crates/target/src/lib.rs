@@ -14,7 +14,9 @@
 
 mod auxv;
 mod call;
+mod defer;
 mod error;
+mod guardian;
 mod inject;
 mod maps;
 mod memory;
@@ -23,6 +25,7 @@ mod procfs;
 mod ptrace;
 mod region;
 mod restart;
+mod run;
 mod signals;
 mod stop;
 mod syscall;
@@ -31,11 +34,14 @@ mod thread;
 
 pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
 pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
+pub use defer::DeferTermination;
 pub use error::{Error, Result};
+pub use guardian::{Guardian, GUARDIAN_CAPACITY};
 pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};
 pub use memory::Memory;
 pub use process::Process;
 pub use region::{find_region, user_space_end, SpaceLimits, MIN_STACK_RESERVE, STACK_GUARD_GAP};
+pub use run::{ReturnPoint, RunReport};
 pub use stop::{StoppedProcess, StoppedThread};
 pub use syscall::SYSCALL_TIMEOUT;
 pub use thread::ThreadHandle;

@@ -37,6 +37,17 @@ impl Process {
     /// kernel thread, a non-leader thread, the calling process, a process traced by someone
     /// else, and programs of unsupported architectures.
     pub fn open(pid: i32) -> Result<Process> {
+        Process::open_with(pid, true)
+    }
+
+    /// Opens process `pid` to look at it only (its maps and memory), like [`Process::open`] but
+    /// accepting a process that another tracer (a debugger, or another run of the tool that
+    /// is changing it) holds.
+    pub fn inspect(pid: i32) -> Result<Process> {
+        Process::open_with(pid, false)
+    }
+
+    fn open_with(pid: i32, untraced: bool) -> Result<Process> {
         if pid <= 0 {
             return Err(Error::NoSuchProcess { pid });
         }
@@ -65,7 +76,7 @@ impl Process {
             }
             _ => (dir, pid),
         };
-        if status.tracer != 0 && status.tracer != me {
+        if untraced && status.tracer != 0 && status.tracer != me {
             return Err(Error::AlreadyTraced {
                 pid,
                 tracer: status.tracer,

@@ -131,6 +131,40 @@ pub(crate) fn signal_state(dir: &Path) -> Option<SignalState> {
     parse_signal_state(&std::fs::read_to_string(dir.join("status")).ok()?)
 }
 
+/// The syscall a blocked task is in, from `/proc/PID/task/TID/syscall`: its number, its six
+/// arguments as the kernel received them, and the task's user stack pointer and program
+/// counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CurrentSyscall {
+    pub nr: u64,
+    pub args: [u64; 6],
+    pub sp: u64,
+    pub pc: u64,
+}
+
+/// Parses `NR ARG0 .. ARG5 SP PC` (hex values with `0x`); `None` for `running`, for `-1 SP PC`
+/// (not in a syscall) and for anything else.
+pub(crate) fn parse_syscall(text: &str) -> Option<CurrentSyscall> {
+    let mut words = text.split_ascii_whitespace();
+    let nr: u64 = words.next()?.parse().ok()?;
+    let mut hex = words.map(|w| u64::from_str_radix(w.strip_prefix("0x")?, 16).ok());
+    let mut args = [0; 6];
+    for a in &mut args {
+        *a = hex.next()??;
+    }
+    Some(CurrentSyscall {
+        nr,
+        args,
+        sp: hex.next()??,
+        pc: hex.next()??,
+    })
+}
+
+/// The syscall task `dir` is blocked in, if it is blocked in one and the file is readable.
+pub(crate) fn current_syscall(dir: &Path) -> Option<CurrentSyscall> {
+    parse_syscall(&std::fs::read_to_string(dir.join("syscall")).ok()?)
+}
+
 /// `/proc/sys/vm/mmap_min_addr`, or the usual default when it cannot be read.
 pub(crate) fn mmap_min_addr() -> u64 {
     std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
@@ -153,6 +187,24 @@ pub(crate) fn stack_limit(dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_file_of_a_blocked_running_and_idle_task() {
+        let blocked =
+            "22 0x3 0xffffd2a0 0x8 0xffffffffffffffff 0x0 0x8 0xffffd290 0xffff8a3c5e4c\n";
+        assert_eq!(
+            parse_syscall(blocked),
+            Some(CurrentSyscall {
+                nr: 22,
+                args: [3, 0xffff_d2a0, 8, u64::MAX, 0, 8],
+                sp: 0xffff_d290,
+                pc: 0xffff_8a3c_5e4c,
+            })
+        );
+        assert_eq!(parse_syscall("running\n"), None);
+        assert_eq!(parse_syscall("-1 0xffffd290 0xffff8a3c5e4c\n"), None);
+        assert_eq!(parse_syscall("22 0x3 0x1\n"), None);
+    }
 
     #[test]
     fn stat_with_parentheses_in_command() {

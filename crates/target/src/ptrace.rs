@@ -49,6 +49,11 @@ pub(crate) fn single_step(tid: i32) -> Result<(), Errno> {
     request(libc::PTRACE_SINGLESTEP, tid, 0, 0).map(drop)
 }
 
+/// `PTRACE_SINGLESTEP` delivering `sig` (from a signal-delivery-stop).
+pub(crate) fn single_step_with(tid: i32, sig: i32) -> Result<(), Errno> {
+    request(libc::PTRACE_SINGLESTEP, tid, 0, sig as usize).map(drop)
+}
+
 /// `PTRACE_DETACH` without a signal.
 pub(crate) fn detach(tid: i32) -> Result<(), Errno> {
     request(libc::PTRACE_DETACH, tid, 0, 0).map(drop)

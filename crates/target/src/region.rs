@@ -319,6 +319,32 @@ mod tests {
     }
 
     #[test]
+    fn aarch64_branch_reach_rules_out_far_holes() {
+        use kpatch_arch::{Aarch64, Arch};
+        let reach = Aarch64.max_branch_distance();
+        // An aarch64 PIE at 0xaaaa_c000_0000, its heap right after, libraries far above (the
+        // usual layout): the whole first 256 MiB above the heap is taken.
+        let exe = 0xaaaa_c000_0000u64..0xaaaa_c002_0000;
+        let maps = vec![
+            map(exe.start, exe.end),
+            map(exe.end + PAGE, exe.end + (256 << 20)),
+            map(0xffff_8000_0000, 0xffff_8100_0000),
+            map(0xffff_f000_0000, 0xffff_f002_0000),
+        ];
+        let l = limits(&maps);
+        // Below the executable is free and within b's reach.
+        let a = check(&maps, exe.clone(), 0x3000, reach, &l);
+        assert!(a < exe.start && exe.start - a <= reach);
+        // With everything below taken too, the nearest hole is beyond 128 MiB: none.
+        let mut full = maps.clone();
+        full.push(map(0x10000, exe.start - PAGE));
+        let l = limits(&full);
+        assert_eq!(find_region(&full, exe.clone(), 0x3000, reach, &l), None);
+        // x86_64's 2 GiB reach finds the hole above the heap.
+        assert!(find_region(&full, exe, 0x3000, 1 << 31, &l).is_some());
+    }
+
+    #[test]
     fn keeps_room_for_the_stack_and_ignores_vsyscall() {
         let mut stack = map(0x7ffd00000000, 0x7ffd00021000);
         stack.name = MapName::Special("[stack]".into());

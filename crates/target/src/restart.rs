@@ -6,19 +6,22 @@
 //! rewind the thread onto the syscall instruction with the syscall number back in place: on
 //! resume it simply calls again (with its full timeout, if it had one).
 //!
-//! This needs the syscall's arguments intact after the return, which holds where the return
-//! value lands in a register that carries no argument (x86_64: `rax`, with the number kept in
-//! `orig_rax`). On aarch64 the return value overwrites the first argument (`x0`; the kernel's
-//! copy, `orig_x0`, is not exported), so there the `EINTR` cannot be undone.
+//! This needs the syscall's arguments after the return. Where the return value lands in a
+//! register that carries no argument (x86_64: `rax`, with the number kept in `orig_rax`) they
+//! are all still there. On aarch64 the return value overwrites the first argument (`x0`; the
+//! kernel's copy, `orig_x0`, is not exported through ptrace), so it is read beforehand from
+//! `/proc/PID/task/TID/syscall` while the thread is blocked, and the rewind is done only when
+//! the thread stopped right after that same call (same number, program counter and stack
+//! pointer).
 
 use std::path::PathBuf;
 
-use kpatch_arch::{Arch, EM_X86_64};
+use kpatch_arch::{Arch, EM_AARCH64, EM_X86_64};
 
 use crate::error::Result;
 use crate::memory::Memory;
 use crate::process::Process;
-use crate::procfs;
+use crate::procfs::{self, CurrentSyscall};
 use crate::thread::{read_regs, write_regs};
 
 const EINTR: u64 = (-(libc::EINTR as i64)) as u64;
@@ -30,24 +33,54 @@ fn eintr_on_stop(arch: &dyn Arch, nr: u64) -> bool {
         // epoll_wait, epoll_pwait, epoll_pwait2, semop, semtimedop, io_getevents,
         // io_pgetevents, rt_sigtimedwait
         EM_X86_64 => matches!(nr, 232 | 281 | 441 | 65 | 220 | 208 | 333 | 128),
+        // epoll_pwait, epoll_pwait2, semop, semtimedop, io_getevents, io_pgetevents,
+        // rt_sigtimedwait
+        EM_AARCH64 => matches!(nr, 22 | 441 | 193 | 192 | 4 | 292 | 137),
         _ => false,
     }
 }
 
+/// Where a syscall's return value overwrites its first argument (aarch64), what thread `tid`
+/// is blocked in when it is one of those syscalls; read after seizing it and before
+/// interrupting it.
+pub(crate) fn blocked_syscall(process: &Process, tid: i32) -> Option<CurrentSyscall> {
+    let arch = process.arch();
+    if arch.regs().orig_syscall.is_some() {
+        return None;
+    }
+    let dir = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid()));
+    procfs::current_syscall(&dir).filter(|s| eintr_on_stop(arch, s.nr))
+}
+
 /// If thread `tid`, just stopped by our interrupt, returned `EINTR` from such a syscall
-/// because of the stop, rewinds it so that it calls again when resumed.
-pub(crate) fn undo_stop_eintr(process: &Process, tid: i32) -> Result<()> {
+/// because of the stop, rewinds it so that it calls again when resumed. `before` is what
+/// [`blocked_syscall`] saw.
+pub(crate) fn undo_stop_eintr(
+    process: &Process,
+    tid: i32,
+    before: Option<&CurrentSyscall>,
+) -> Result<()> {
     let arch = process.arch();
     let layout = arch.regs();
-    let Some(orig) = layout.orig_syscall else {
-        return Ok(());
-    };
-    if layout.syscall_args.contains(&layout.ret) {
+    let mut regs = read_regs(process, tid)?;
+    if regs[layout.ret] != EINTR {
         return Ok(());
     }
-    let mut regs = read_regs(process, tid)?;
-    let nr = regs[orig];
-    if regs[layout.ret] != EINTR || !eintr_on_stop(arch, nr) {
+    let (nr, first_arg) = match layout.orig_syscall {
+        Some(orig) if !layout.syscall_args.contains(&layout.ret) => (regs[orig], None),
+        Some(_) => return Ok(()),
+        None => match before {
+            Some(b)
+                if regs[layout.syscall_nr] == b.nr
+                    && regs[layout.pc] == b.pc
+                    && regs[layout.sp] == b.sp =>
+            {
+                (b.nr, Some(b.args[0]))
+            }
+            _ => return Ok(()),
+        },
+    };
+    if !eintr_on_stop(arch, nr) {
         return Ok(());
     }
     let insn = arch.syscall_insn();
@@ -62,7 +95,10 @@ pub(crate) fn undo_stop_eintr(process: &Process, tid: i32) -> Result<()> {
         Some(s) if (s.pending | s.shared_pending) & !s.blocked == 0 => {}
         _ => return Ok(()),
     }
-    regs[layout.ret] = nr;
+    regs[layout.syscall_nr] = nr;
+    if let Some(a) = first_arg {
+        regs[layout.syscall_args[0]] = a;
+    }
     regs[layout.pc] = at;
     write_regs(process, tid, &regs)
 }

@@ -20,7 +20,7 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::process::Process;
-use crate::procfs;
+use crate::procfs::{self, CurrentSyscall};
 use crate::ptrace::{self, Backoff, Event};
 use crate::restart;
 use crate::signals::{self, SavedSignal};
@@ -38,8 +38,13 @@ pub(crate) struct Tracee {
     pub stopped: bool,
     /// It exited; nothing to release.
     pub gone: bool,
+    /// Its stop is a group-stop (job control): it must not be resumed by us except to detach.
+    pub group_stop: bool,
     /// Signals dequeued while it ran our injected code; sent back to it when released.
     pub saved: Vec<SavedSignal>,
+    /// The syscall it was blocked in before we interrupted it, where the stop may lose an
+    /// argument (see [`restart`]).
+    pub blocked: Option<CurrentSyscall>,
 }
 
 impl Tracee {
@@ -48,7 +53,9 @@ impl Tracee {
             tid,
             stopped: false,
             gone: false,
+            group_stop: false,
             saved: Vec::new(),
+            blocked: None,
         }
     }
 
@@ -68,7 +75,7 @@ impl Tracee {
 #[derive(Debug)]
 pub struct StoppedProcess<'p> {
     process: &'p Process,
-    tracees: Vec<Tracee>,
+    pub(crate) tracees: Vec<Tracee>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -109,7 +116,10 @@ impl Process {
                 // thread caught inside clone() does not escape this round.
                 match seize(self, tid, libc::PTRACE_O_TRACECLONE)? {
                     true => {
-                        stopped.tracees.push(Tracee::new(tid));
+                        stopped.tracees.push(Tracee {
+                            blocked: restart::blocked_syscall(self, tid),
+                            ..Tracee::new(tid)
+                        });
                         seized.push(tid);
                     }
                     false => {
@@ -155,7 +165,10 @@ impl Process {
         // From here on the guard detaches the thread whatever happens.
         let mut guard = StoppedThread {
             process: self,
-            tracee: Tracee::new(tid),
+            tracee: Tracee {
+                blocked: restart::blocked_syscall(self, tid),
+                ..Tracee::new(tid)
+            },
             _not_send: PhantomData,
         };
         interrupt(self, tid)?;
@@ -272,7 +285,7 @@ pub(crate) fn ptrace_error(process: &Process, tid: i32, op: &'static str, errno:
     }
 }
 
-fn set_options(tid: i32, options: libc::c_int) -> std::result::Result<(), Errno> {
+pub(crate) fn set_options(tid: i32, options: libc::c_int) -> std::result::Result<(), Errno> {
     Errno::result(
         // SAFETY: PTRACE_SETOPTIONS takes the options as an integer in `data`; no memory is
         // passed.
@@ -321,7 +334,7 @@ fn seize(process: &Process, tid: i32, options: libc::c_int) -> Result<bool> {
     }
 }
 
-fn interrupt(process: &Process, tid: i32) -> Result<()> {
+pub(crate) fn interrupt(process: &Process, tid: i32) -> Result<()> {
     match ptrace::interrupt(tid) {
         // Exiting: waitpid will report it.
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
@@ -332,7 +345,7 @@ fn interrupt(process: &Process, tid: i32) -> Result<()> {
 /// Resumes a thread from a stop that is not the one we wait for, delivering `sig` (0: none).
 /// Every ptrace stop cancels a pending `PTRACE_INTERRUPT`, so it is asked for again first.
 /// ESRCH means the thread is being killed, which waitpid will report.
-fn pass(process: &Process, tid: i32, sig: i32) -> Result<()> {
+pub(crate) fn pass(process: &Process, tid: i32, sig: i32) -> Result<()> {
     interrupt(process, tid)?;
     match ptrace::cont(tid, sig) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
@@ -343,7 +356,7 @@ fn pass(process: &Process, tid: i32, sig: i32) -> Result<()> {
 /// Handles every state change of the not-yet-stopped tracees until all reached their stop.
 /// Threads that exit are removed; threads born to a seized one (`PTRACE_EVENT_CLONE`) are
 /// added. On timeout the set is left as it is (the caller's guard releases it).
-fn settle(
+pub(crate) fn settle(
     process: &Process,
     tracees: &mut Vec<Tracee>,
     deadline: Instant,
@@ -375,8 +388,9 @@ fn settle(
                     Event::Ptrace { sig, event } if event == libc::PTRACE_EVENT_STOP => {
                         // Our interrupt, or a group-stop: either way it is stopped.
                         t.stopped = true;
+                        t.group_stop = sig != libc::SIGTRAP;
                         if sig == libc::SIGTRAP {
-                            restart::undo_stop_eintr(process, t.tid)?;
+                            restart::undo_stop_eintr(process, t.tid, t.blocked.as_ref())?;
                         }
                         break;
                     }
@@ -416,7 +430,7 @@ fn settle(
 
 /// A task auto-attached by `PTRACE_O_TRACECLONE`. A clone that is not a thread of ours (a
 /// `clone()` without `CLONE_THREAD`) is another process: it is let go as soon as it stops.
-fn adopt(process: &Process, tid: i32) -> Tracee {
+pub(crate) fn adopt(process: &Process, tid: i32) -> Tracee {
     let mut t = Tracee::new(tid);
     let ours = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid())).exists();
     if !ours {

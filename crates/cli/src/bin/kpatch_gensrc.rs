@@ -1,7 +1,7 @@
 //! `kpatch_gensrc`: compares the assembler output of an original and a patched build of one
 //! C file and writes the original with the patch added (or, with one input, filters a file).
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -69,7 +69,8 @@ struct Cli {
     #[arg(short = 'a', long = "arch", value_enum)]
     arch: Option<ArchArg>,
 
-    /// Input file: the original, then the patched build (or one file to filter or copy).
+    /// Input file: the original, then the patched build (or one file to filter or copy); "-"
+    /// is standard input.
     #[arg(short = 'i', long = "input", value_name = "FILE", action = ArgAction::Append)]
     input: Vec<PathBuf>,
 
@@ -163,6 +164,14 @@ fn run(cli: &Cli) -> Result<()> {
         .input
         .iter()
         .map(|p| {
+            // "-" is standard input, as LibcarePlus's test makefiles use it (gcc -S -o - | ...).
+            if p == Path::new("-") {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("cannot read standard input")?;
+                return Ok(text);
+            }
             std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read input file {}", p.display()))
         })

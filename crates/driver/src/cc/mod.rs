@@ -188,6 +188,18 @@ pub fn run(argv: &[OsString], env: &HashMap<String, String>) -> Result<i32, CcEr
 
 /// Finds the real compiler: `KPCCREAL`/`KPCXXREAL` (a name is looked up on `PATH`), else
 /// `gcc`/`g++` on `PATH`, never the wrapper itself.
+/// Options every compile to assembly gets for target `machine`, in both stages. On aarch64,
+/// no section anchors: gcc's default from -O1 on addresses a file's variables from one
+/// anchor, so a variable a patch adds would move the others and kpatch_gensrc would refuse
+/// the change.
+fn target_flags(machine: &str) -> &'static [&'static str] {
+    if machine.starts_with("aarch64") {
+        &["-fno-section-anchors"]
+    } else {
+        &[]
+    }
+}
+
 fn resolve_real_compiler(
     cfg: &CcConfig,
     env: &HashMap<String, String>,
@@ -425,6 +437,11 @@ impl Wrapper {
                 args.push(input.path.clone());
                 args.push("-o".into());
                 args.push(path_arg(tmp.path()));
+                args.extend(
+                    target_flags(&self.target_machine())
+                        .iter()
+                        .map(|f| f.to_string()),
+                );
                 args.extend(self.cfg.append_args.iter().cloned());
                 self.run_compiler(&args, &format!("compiling {} to assembly", input.path))?;
             }
@@ -507,6 +524,18 @@ impl Wrapper {
         }
         args.extend(self.cfg.append_args.iter().cloned());
         self.run_compiler(&args, what)
+    }
+
+    /// The real compiler's target triple (`gcc -dumpmachine`); empty if it cannot tell.
+    fn target_machine(&self) -> String {
+        Command::new(&self.real)
+            .arg("-dumpmachine")
+            .env(vars::LIBCARE_CC_RUNNING, "1")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
     }
 
     fn run_compiler(&self, args: &[String], what: &str) -> Result<(), CcError> {
@@ -658,6 +687,13 @@ mod tests {
     fn cfg() -> CcConfig {
         let env = HashMap::from([("KPATCH_STAGE".to_string(), "original".to_string())]);
         CcConfig::from_env("cc", &env).unwrap()
+    }
+
+    #[test]
+    fn aarch64_builds_without_section_anchors() {
+        assert_eq!(target_flags("aarch64-linux-gnu"), ["-fno-section-anchors"]);
+        assert!(target_flags("x86_64-linux-gnu").is_empty());
+        assert!(target_flags("").is_empty());
     }
 
     #[test]

@@ -13,6 +13,7 @@ fn calls_functions_of_the_target() {
     assert_eq!(add, Target::field(&t.ready, "add"));
     let sum6 = symbol_address(&p, &bin, "sum6");
     let spin = symbol_address(&p, &bin, "spin");
+    let block_sum = symbol_address(&p, &bin, "block_sum");
     let crash = symbol_address(&p, &bin, "crash");
     let timeout = Duration::from_secs(5);
 
@@ -26,6 +27,20 @@ fn calls_functions_of_the_target() {
             -2
         );
         assert_eq!(th.call(sum6, &[1, 2, 3, 4, 5, 6], timeout).unwrap(), 91);
+        assert_eq!(th.regs().unwrap(), before);
+        let block: Vec<u8> = [10u64, 20, 30]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        assert_eq!(
+            th.call_with_block(block_sum, &[1], &block, timeout)
+                .unwrap(),
+            1 + 10 + 40 + 90
+        );
+        let err = th
+            .call_with_block(block_sum, &[0; 6], &block, timeout)
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
         assert_eq!(th.regs().unwrap(), before);
 
         let err = th.call(spin, &[], Duration::from_millis(200)).unwrap_err();

@@ -11,9 +11,14 @@ use std::time::{Duration, Instant};
 /// Generous: the machine may be busy with other builds.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Compiles `tests/fixtures/target/NAME.c` once per test run and returns the binary.
+/// The fixture program NAME: `tests/fixtures/target/NAME.c` compiled with gcc once per test
+/// run, or, when `KPATCH_TARGET_FIXTURES` names a directory, the binary NAME already built
+/// there (for machines without a compiler, such as the aarch64 test VM).
 pub fn fixture(name: &str) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    if let Some(dir) = std::env::var_os("KPATCH_TARGET_FIXTURES") {
+        return Path::new(&dir).join(name);
+    }
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(path) = built.get(name) {
         return path.clone();
@@ -185,25 +190,39 @@ pub fn task_state(pid: i32, tid: i32) -> Option<char> {
         .next()
 }
 
-/// Address of a symbol of the running executable: its value in the symbol table (read with
-/// `nm`) plus the load bias (the start of the mapping at file offset 0; PIE, first segment at
-/// address 0).
-pub fn symbol_address(process: &kpatch_target::Process, binary: &Path, name: &str) -> u64 {
-    let out = Command::new("nm")
-        .arg("-P")
-        .arg(binary)
-        .output()
-        .expect("nm runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value = text
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split_ascii_whitespace();
-            (f.next()? == name).then_some(())?;
-            let _kind = f.next()?;
-            u64::from_str_radix(f.next()?, 16).ok()
+/// Value of symbol `name` in the `.symtab` of a 64-bit little-endian ELF file.
+pub fn symbol_value(binary: &Path, name: &str) -> u64 {
+    let elf = std::fs::read(binary).unwrap();
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    assert_eq!(&elf[..6], b"\x7fELF\x02\x01", "64-bit little-endian ELF");
+    let (shoff, shentsize, shnum) = (u64_at(0x28) as usize, u16_at(0x3a), u16_at(0x3c));
+    let section = |i: usize| shoff + i * shentsize;
+    let symtab = (0..shnum)
+        .map(section)
+        .find(|&sh| u32_at(sh + 4) == 2) // SHT_SYMTAB
+        .expect("a .symtab");
+    let strtab = section(u32_at(symtab + 0x28)); // sh_link
+    let (str_off, sym_off, sym_size) = (
+        u64_at(strtab + 0x18) as usize,
+        u64_at(symtab + 0x18) as usize,
+        u64_at(symtab + 0x20) as usize,
+    );
+    (sym_off..sym_off + sym_size)
+        .step_by(24)
+        .find_map(|sym| {
+            let name_at = str_off + u32_at(sym);
+            let end = name_at + elf[name_at..].iter().position(|&b| b == 0)?;
+            (&elf[name_at..end] == name.as_bytes()).then(|| u64_at(sym + 8))
         })
-        .unwrap_or_else(|| panic!("{name} not in the symbol table of {}", binary.display()));
+        .unwrap_or_else(|| panic!("{name} not in the symbol table of {}", binary.display()))
+}
+
+/// Address of a symbol of the running executable: its value in the symbol table plus the
+/// load bias (the start of the mapping at file offset 0; PIE, first segment at address 0).
+pub fn symbol_address(process: &kpatch_target::Process, binary: &Path, name: &str) -> u64 {
+    let value = symbol_value(binary, name);
     let exe = std::fs::canonicalize(binary).unwrap();
     let bias = process
         .maps()

@@ -4,8 +4,10 @@
 mod harness;
 
 mod calls;
+mod guardian;
 mod memory;
 mod open;
+mod returns;
 mod signals;
 mod syscalls;
 mod threads;

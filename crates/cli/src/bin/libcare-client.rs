@@ -1,0 +1,76 @@
+//! `libcare-client`: sends one command to `libcare-server` and prints its reply. Exits with
+//! the command's status (as `libcare-ctl` would), or 1 when the server cannot be reached.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use kpatch_server::address::DEFAULT_SOCKET;
+use kpatch_server::{encode_request, Address, Reply};
+
+const USAGE: &str = "usage: libcare-client [/SOCKET|@NAME] ARG0 [ARG1]...
+
+  /SOCKET   the server's socket (default /var/run/libcare.sock); @NAME for an abstract one
+  ARG0...   a libcare-ctl command (patch, unpatch, info), or one of the server's:
+            run CMD, kill PID, storage DIR, update, stop
+";
+
+/// Sends the request and copies the reply to stdout; returns the command's status.
+fn run(address: &Address, args: &[String]) -> Result<u8> {
+    let request = encode_request(args, true)?;
+    let mut sock = address.connect()?;
+    sock.write_all(&request)
+        .with_context(|| format!("sending the request to {address}"))?;
+    let mut reply = Reply::default();
+    let mut buf = [0u8; 4096];
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let n = match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading the reply from {address}")),
+        };
+        let text = reply.feed(buf.get(..n).unwrap_or(&[]));
+        stdout.write_all(text).context("writing the reply")?;
+        stdout.flush().context("writing the reply")?;
+    }
+    // A LibcarePlus server sends no status: nothing went wrong that we can see.
+    Ok(reply.status().unwrap_or(0))
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let explicit = args
+        .first()
+        .is_some_and(|a| a.starts_with('/') || a.starts_with('@'));
+    let socket = if explicit {
+        args.remove(0)
+    } else {
+        DEFAULT_SOCKET.to_owned()
+    };
+    if args.is_empty() || args.first().is_some_and(|a| a == "-h" || a == "--help") {
+        let help = !args.is_empty();
+        if help {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("err: not enough arguments.");
+        eprint!("{USAGE}");
+        return ExitCode::FAILURE;
+    }
+    let address = match Address::parse(&socket) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("libcare-client: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&address, &args) {
+        Ok(status) => ExitCode::from(status),
+        Err(e) => {
+            eprintln!("libcare-client: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! `libcare-ctl patch -p all` and `unpatch -p all`, run inside a PID namespace of the test's
+//! own so that "all" means the processes it started: only the processes that map an object
+//! the storage has a patch for are patched, one result line is printed per process, and the
+//! exit status is non-zero when any of them failed.
+
+mod common;
+mod storage_support;
+
+use std::path::Path;
+
+use common::*;
+use storage_support::*;
+
+#[test]
+fn patch_all_in_a_pid_namespace() {
+    run_in_pid_namespace("inner_patch_all");
+}
+
+#[test]
+fn unpatch_all_and_a_patch_file_in_a_pid_namespace() {
+    run_in_pid_namespace("inner_unpatch_all_and_a_patch_file");
+}
+
+fn ctl(dir: &Path, args: &[&str]) -> std::process::Output {
+    run(tool("libcare-ctl", dir).args(args))
+}
+
+/// The result line of each pid, in pid order (as `-p all` walks /proc).
+fn expect_lines(text: &str, want: &[(u32, &str)]) {
+    let mut want: Vec<(u32, String)> = want
+        .iter()
+        .map(|&(pid, kind)| {
+            let line = match kind {
+                "applied" => {
+                    format!("1 patch hunk(s) have been successfully applied to PID '{pid}'")
+                }
+                "none" => format!("No patch(es) applicable to PID '{pid}' have been found"),
+                "failed" => "Failed to apply patch 'storage'".to_owned(),
+                "cancelled" => {
+                    format!("1 patch hunk(s) were successfully cancelled from PID '{pid}'")
+                }
+                "nothing" => format!("No patch(es) cancellable from PID '{pid}' were found"),
+                other => panic!("unknown kind {other}"),
+            };
+            (pid, line)
+        })
+        .collect();
+    want.sort();
+    let want: Vec<&str> = want.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(result_lines(text), want, "output:\n{text}");
+}
+
+#[test]
+#[ignore = "runs as pid 1 of a PID namespace, started by patch_all_in_a_pid_namespace"]
+fn inner_patch_all() {
+    assert_pid_namespace_init();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (greet, bid) = build_target(dir, "greet", ORIGINAL);
+    let (other, other_bid) = build_target(dir, "other", "unrelated");
+    assert_ne!(bid, other_bid);
+    put_flat(
+        &dir.join("storage"),
+        &bid,
+        &build_patch(dir, "greet", "patched", "0001"),
+    );
+
+    let mut a = Target::spawn(&greet, &["a"]);
+    let mut b = Target::spawn(&greet, &["b"]);
+    let mut c = Target::spawn(&other, &["c"]);
+    a.wait_line("a: original");
+    b.wait_line("b: original");
+    c.wait_line("c: unrelated");
+
+    let out = ctl(dir, &["patch", "-p", "all", "storage"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.starts_with("Applying patch for -1 with storage\n"),
+        "{text}"
+    );
+    expect_lines(
+        &text,
+        &[
+            (a.pid(), "applied"),
+            (b.pid(), "applied"),
+            (c.pid(), "none"),
+        ],
+    );
+    // The others were looked at from /proc only, never attached.
+    assert!(
+        !text.contains(&format!("targeting pid {}", c.pid())),
+        "{text}"
+    );
+    a.drain();
+    b.drain();
+    c.drain();
+    a.wait_line("a: patched");
+    b.wait_line("b: patched");
+    c.wait_line("c: unrelated");
+
+    // A new instance gets patched; the two patched already fail (their patch-id is applied),
+    // and that makes the run fail as a whole.
+    let mut d = Target::spawn(&greet, &["d"]);
+    d.wait_line("d: original");
+    let out = ctl(dir, &["patch", "-p", "all", "storage"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(255), "{text}");
+    expect_lines(
+        &text,
+        &[
+            (a.pid(), "failed"),
+            (b.pid(), "failed"),
+            (c.pid(), "none"),
+            (d.pid(), "applied"),
+        ],
+    );
+    d.drain();
+    d.wait_line("d: patched");
+    for p in [&mut a, &mut b, &mut c, &mut d] {
+        assert!(p.alive());
+    }
+}
+
+#[test]
+#[ignore = "runs as pid 1 of a PID namespace, started by unpatch_all_and_a_patch_file_in_a_pid_namespace"]
+fn inner_unpatch_all_and_a_patch_file() {
+    assert_pid_namespace_init();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (greet, bid) = build_target(dir, "greet", ORIGINAL);
+    let (other, _) = build_target(dir, "other", "unrelated");
+    let p1 = build_patch(dir, "greet", "patched", "0001");
+    let p2 = build_patch(dir, "greet", "patched twice", "0002");
+    put_flat(&dir.join("storage"), &bid, &p1);
+
+    let mut a = Target::spawn(&greet, &["a"]);
+    let mut b = Target::spawn(&greet, &["b"]);
+    let mut c = Target::spawn(&other, &["c"]);
+    a.wait_line("a: original");
+    b.wait_line("b: original");
+    c.wait_line("c: unrelated");
+
+    // A single .kpatch file: it applies to the processes with its build-id.
+    let file = p1.to_str().expect("utf-8 path");
+    let out = ctl(dir, &["patch-user", "-p", "all", file]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    expect_lines(
+        &text,
+        &[
+            (a.pid(), "applied"),
+            (b.pid(), "applied"),
+            (c.pid(), "none"),
+        ],
+    );
+    // A second patch on `a` only.
+    run_ok(tool("libcare-ctl", dir).args([
+        "patch",
+        "-p",
+        &a.pid().to_string(),
+        p2.to_str().expect("utf-8 path"),
+    ]));
+    a.drain();
+    b.drain();
+    a.wait_line("a: patched twice");
+    b.wait_line("b: patched");
+
+    // Only `a` has patch 0002.
+    let out = ctl(dir, &["unpatch", "-p", "all", "-i", "0002"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    expect_lines(
+        &text,
+        &[
+            (a.pid(), "cancelled"),
+            (b.pid(), "nothing"),
+            (c.pid(), "nothing"),
+        ],
+    );
+    a.drain();
+    a.wait_line("a: patched");
+
+    let out = ctl(dir, &["unpatch-user", "-p", "all", "-i", "0001"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    expect_lines(
+        &text,
+        &[
+            (a.pid(), "cancelled"),
+            (b.pid(), "cancelled"),
+            (c.pid(), "nothing"),
+        ],
+    );
+    a.drain();
+    b.drain();
+    a.wait_line("a: original");
+    b.wait_line("b: original");
+    c.drain();
+    c.wait_line("c: unrelated");
+}

@@ -1,0 +1,152 @@
+//! The safety check on live processes: a patch waits for a thread to return from a function it
+//! replaces (the peer's frame_finish), and fails cleanly, naming the function and leaving the
+//! target running unpatched, when a thread never does (fail_busy_single, fail_busy_top,
+//! fail_busy_threads, fail_threading).
+
+mod common;
+mod runtime_util;
+
+use std::time::Duration;
+
+use runtime_util::*;
+
+fn frame_finish(opt: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let built = build(dir, &Recipe::exe("frame_finish", opt), &[1]);
+    let mut p = Proc::spawn(&built.binary, &[]);
+    let pid = p.pid_arg();
+    p.wait_line("Hello from UNPATCHED");
+    let patch = built.patch(1).to_str().unwrap();
+
+    let out = ok(&ctl(dir, &["-v", "patch", "-p", &pid, patch], &[]));
+    assert!(
+        out.contains("is in greet") && out.contains("letting it run to its return"),
+        "the patch did not wait for greet() to return:\n{out}"
+    );
+    assert!(out.contains("process patch frozen_time is"), "{out}");
+    assert!(out.contains(&format!(
+        "1 patch hunk(s) have been successfully applied to PID '{pid}'"
+    )));
+    p.drain();
+    p.wait_line("Hello from PATCHED");
+
+    let out = ok(&ctl(dir, &["-v", "unpatch", "-p", &pid, "-i", "0001"], &[]));
+    assert!(
+        out.contains("letting it run to its return"),
+        "the unpatch did not wait for the patched greet() to return:\n{out}"
+    );
+    p.drain();
+    p.wait_line("Hello from UNPATCHED");
+    assert!(info_ids(dir, p.pid()).is_empty());
+    assert_eq!(patch_regions(p.pid()), 0);
+    assert!(p.alive());
+}
+
+#[test]
+fn frame_finish_at_o0() {
+    frame_finish("-O0");
+}
+
+#[test]
+fn frame_finish_at_o2() {
+    frame_finish("-O2");
+}
+
+/// Applies version 1 of `name` with a short safety timeout and checks it fails naming
+/// `function`, then that the process still runs, unpatched, unchanged. `started` is printed
+/// once every thread runs.
+fn must_fail(name: &str, opt: &str, function: &str, unpatched_line: &str, started: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let built = build(dir, &Recipe::exe(name, opt), &[1]);
+    let mut p = Proc::spawn(&built.binary, &[]);
+    let pid = p.pid_arg();
+    p.wait_line(started);
+    let maps_before = maps(p.pid());
+    let out = ctl(
+        dir,
+        &["patch", "-p", &pid, built.patch(1).to_str().unwrap()],
+        &[("LIBCARE_SAFETY_TIMEOUT", SHORT_TIMEOUT)],
+    );
+    fails(&out, &["safety check failed", function]);
+    assert!(
+        common::stdout(&out).contains("Failed to apply patch"),
+        "{}",
+        common::stdout(&out)
+    );
+    p.drain();
+    p.wait_line(unpatched_line);
+    assert!(p.alive());
+    assert_eq!(maps(p.pid()), maps_before, "the target's mappings changed");
+    assert!(info_ids(dir, p.pid()).is_empty());
+}
+
+#[test]
+fn fail_busy_single() {
+    must_fail(
+        "busy_single",
+        "-O0",
+        "do_work (busy_single)",
+        "Hello from UNPATCHED",
+        "Hello from UNPATCHED",
+    );
+}
+
+#[test]
+fn fail_busy_top() {
+    must_fail(
+        "busy_top",
+        "-O0",
+        "do_work2 (busy_top)",
+        "Hello from UNPATCHED",
+        "Hello from UNPATCHED",
+    );
+}
+
+#[test]
+fn fail_busy_threads() {
+    must_fail(
+        "busy_threads",
+        "-O2",
+        "thread2_func (busy_threads)",
+        "Hello from thread1 (UNPATCHED)",
+        "Hello from thread2 (UNPATCHED)",
+    );
+}
+
+/// The peer's fail_threading: the thread inside payload() creates the next one, which enters
+/// payload() in turn. With a timeout shorter than a thread's stay in payload() the patch fails,
+/// over threads created and exiting during the wait. Given the time, it succeeds: the thread
+/// created while its parent is let run out of payload() is held at birth, so once the parent
+/// has returned no thread is inside, and the newborn runs the new code (the chain ends).
+#[test]
+fn fail_threading_then_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let built = build(dir, &Recipe::exe("threading", "-O2"), &[1]);
+    let mut p = Proc::spawn(&built.binary, &[]);
+    let pid = p.pid_arg();
+    p.wait_line("HELLO FROM UNPATCHED");
+    let patch = built.patch(1).to_str().unwrap();
+    let out = ctl(
+        dir,
+        &["patch", "-p", &pid, patch],
+        &[("LIBCARE_SAFETY_TIMEOUT", "0.2")],
+    );
+    fails(&out, &["safety check failed", "payload"]);
+    p.drain();
+    p.wait_line("HELLO FROM UNPATCHED");
+    assert!(info_ids(dir, p.pid()).is_empty());
+
+    let out = ok(&ctl(
+        dir,
+        &["-v", "patch", "-p", &pid, patch],
+        &[("LIBCARE_SAFETY_TIMEOUT", "5")],
+    ));
+    assert!(out.contains("letting it run to its return"), "{out}");
+    p.wait_line("HELLO FROM PATCHED");
+    p.wait_line("chain ended");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(p.alive());
+}

@@ -1,0 +1,17 @@
+/* One function body change in an executable. */
+#include <stdio.h>
+#include <unistd.h>
+
+__attribute__((noinline)) void print_state(void)
+{
+    printf("UNPATCHED\n");
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (;;) {
+        print_state();
+        usleep(20000);
+    }
+}

@@ -362,3 +362,57 @@ fn patched_stage_combines_with_gensrc() {
         .windows(b".rela.kpatch".len())
         .any(|w| w == b".rela.kpatch"));
 }
+
+/// With `KPCC_KEEP_LIST` (libcare-patch-make sets it), the patched stage first moves aside
+/// every file it is about to write and lists it; `stash::restore` puts the original stage's
+/// files back and removes what it made new.
+#[test]
+fn patched_stage_keeps_what_it_overwrites_when_asked() {
+    assert!(
+        kpatch_tools_present(),
+        "kpatch tools are not built next to libcare-cc"
+    );
+    let d = fixture("hello");
+    let dir = d.path().canonicalize().unwrap();
+    let flags = ["-O2", "-fno-inline", "-MD", "-c", "foo.c"];
+    run_ok(cc(&dir, Some("original")).args(flags), 120);
+    let (obj, dep) = (read(&dir.join("foo.o")), read(&dir.join("foo.d")));
+    std::fs::copy(dir.join("bar.c"), dir.join("foo.c")).unwrap();
+    let list = dir.join("kept");
+    let patched = |args: &[&str]| {
+        run_ok(
+            cc(&dir, Some("patched"))
+                .env("KPATCH_PATH", tools_dir())
+                .env("KPCC_KEEP_LIST", &list)
+                .args(args),
+            120,
+        )
+    };
+    patched(&flags);
+    assert_eq!(read(&dir.join(".kpatch_foo.o.original-output")), obj);
+    assert_eq!(read(&dir.join(".kpatch_foo.d.original-output")), dep);
+    assert_ne!(read(&dir.join("foo.o")), obj);
+    patched(&["-o", "foo", "foo.o"]);
+    assert!(dir.join(".kpatch_foo.no-original-output").is_file());
+    let mut listed: Vec<String> = String::from_utf8(read(&list))
+        .unwrap()
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    listed.sort();
+    let name = |f: &str| dir.join(f).display().to_string();
+    assert_eq!(listed, [name("foo"), name("foo.d"), name("foo.o")]);
+
+    let mut back = kpatch_driver::stash::restore(&list).unwrap();
+    back.sort();
+    assert_eq!(
+        back,
+        [dir.join("foo"), dir.join("foo.d"), dir.join("foo.o")]
+    );
+    assert_eq!(read(&dir.join("foo.o")), obj);
+    assert_eq!(read(&dir.join("foo.d")), dep);
+    assert!(!dir.join("foo").exists());
+    assert!(!list.exists());
+    assert!(!files(&dir).iter().any(|f| f.contains("original-output")));
+}

@@ -196,6 +196,7 @@ pub fn cc(dir: &Path, stage: Option<&str>) -> Command {
         "KPATCH_PREFIX",
         "KPATCH_ASM_DIR",
         "KPATCH_PATH",
+        "KPCC_KEEP_LIST",
         "LIBCARE_CC_RUNNING",
     ] {
         c.env_remove(v);

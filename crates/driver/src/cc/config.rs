@@ -54,9 +54,9 @@ pub mod vars {
     /// When set, kept assembly goes to `$KPATCH_ASM_DIR/<absolute dir>/` instead of next to
     /// the object.
     pub const KPATCH_ASM_DIR: &str = "KPATCH_ASM_DIR";
-    /// Ours, not the peer's: in the patched stage, the list to which every output about to
-    /// be overwritten is appended after being moved aside (see `kpatch_driver::stash`);
-    /// `libcare-patch-make` sets it and puts the outputs back afterwards.
+    /// Ours, not the peer's: in the patched stage, every file a command is about to write is
+    /// appended to this list and then moved aside (see `kpatch_driver::stash`);
+    /// `libcare-patch-make` sets it and puts the files back afterwards.
     pub const KPCC_KEEP_LIST: &str = "KPCC_KEEP_LIST";
     /// Set by the wrapper in the environment of the compilers it runs, to detect a loop.
     pub const LIBCARE_CC_RUNNING: &str = "LIBCARE_CC_RUNNING";

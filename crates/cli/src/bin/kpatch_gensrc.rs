@@ -143,7 +143,7 @@ struct Cli {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(&cli) {
-        eprintln!("kpatch_gensrc: error: {e:#}");
+        libcare::errln!("kpatch_gensrc: error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -271,12 +271,13 @@ fn report(diff: &Diff, verbose: u32) {
                 PatchKind::New => "new function",
                 PatchKind::Unlinked => "unlinked copy of function",
             };
-            eprintln!("kpatch_gensrc: {what} {} (as {})", f.name, f.copy_name);
+            libcare::errln!("kpatch_gensrc: {what} {} (as {})", f.name, f.copy_name);
         }
         for v in &diff.new_variables {
-            eprintln!(
+            libcare::errln!(
                 "kpatch_gensrc: new variable {} (as {})",
-                v.name, v.copy_name
+                v.name,
+                v.copy_name
             );
         }
     }
@@ -289,7 +290,7 @@ fn report(diff: &Diff, verbose: u32) {
         })
         .collect();
     if diff.is_empty() && !left_out.is_empty() && verbose == 0 {
-        eprintln!(
+        libcare::errln!(
             "kpatch_gensrc: warning: the patch is empty: the changed function(s) {} were left \
              out (--ignore-changes or the function filter file; -d 1 says which)",
             left_out.join(", ")
@@ -297,22 +298,22 @@ fn report(diff: &Diff, verbose: u32) {
     }
     for n in &diff.notes {
         match n {
-            Note::OtherDiffers { line, text } => eprintln!(
+            Note::OtherDiffers { line, text } => libcare::errln!(
                 "kpatch_gensrc: warning: patched file line {line} (`{text}`) differs from the \
                  original outside any function or variable; it is not part of the patch"
             ),
             Note::Ignored { function, reason } if verbose > 0 => {
-                eprintln!("kpatch_gensrc: changed function {function} not patched: {reason}")
+                libcare::errln!("kpatch_gensrc: changed function {function} not patched: {reason}")
             }
-            Note::VariableKept { variable } if verbose > 0 => eprintln!(
+            Note::VariableKept { variable } if verbose > 0 => libcare::errln!(
                 "kpatch_gensrc: variable {variable} changed; the original definition stays \
                  (--ignore-changes)"
             ),
-            Note::TypeKept { name, change } => eprintln!(
+            Note::TypeKept { name, change } => libcare::errln!(
                 "kpatch_gensrc: warning: type {name} changed layout ({change}); accepted \
                  (--ignore-changes)"
             ),
-            Note::OnlyNumbersDiffer { function } if verbose > 0 => eprintln!(
+            Note::OnlyNumbersDiffer { function } if verbose > 0 => libcare::errln!(
                 "kpatch_gensrc: {function} differs only in numbers (a __LINE__ shift?); \
                  --ignore-changes={function} would keep it out of the patch"
             ),

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("kpatch_make: error: {err:#}");
+            libcare::errln!("kpatch_make: error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -106,7 +106,7 @@ fn describe(args: &Args, file: &[u8]) -> Result<()> {
         .output
         .as_ref()
         .map_or_else(|| "<stdout>".to_owned(), |p| p.display().to_string());
-    eprintln!(
+    libcare::errln!(
         "kpatch_make: {} -> {output}: {} bytes, patch id {}, build-id {}, build_time {}, \
          csum {:#010x}",
         args.input.display(),
@@ -116,7 +116,7 @@ fn describe(args: &Args, file: &[u8]) -> Result<()> {
         header.build_time(),
         header.csum(),
     );
-    eprintln!(
+    libcare::errln!(
         "kpatch_make: {} sections, {} patched functions in .kpatch.info",
         parsed.sections().len(),
         parsed.info_records().len()

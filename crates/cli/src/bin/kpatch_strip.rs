@@ -91,7 +91,7 @@ fn run(args: &Args) -> Result<()> {
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(&args) {
-        eprintln!("kpatch_strip: error: {e:#}");
+        libcare::errln!("kpatch_strip: error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -14,7 +14,7 @@ fn main() {
     match kpatch_driver::cc::run(&argv, &env) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("libcare-cc: {e}");
+            libcare::errln!("libcare-cc: {e}");
             std::process::exit(e.exit_code());
         }
     }

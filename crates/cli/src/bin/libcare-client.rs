@@ -55,21 +55,21 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        eprintln!("err: not enough arguments.");
-        eprint!("{USAGE}");
+        libcare::errln!("err: not enough arguments.");
+        libcare::err!("{USAGE}");
         return ExitCode::FAILURE;
     }
     let address = match Address::parse(&socket) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("libcare-client: error: {e}");
+            libcare::errln!("libcare-client: error: {e}");
             return ExitCode::FAILURE;
         }
     };
     match run(&address, &args) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("libcare-client: error: {e:#}");
+            libcare::errln!("libcare-client: error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -20,8 +20,8 @@ fn main() -> ExitCode {
             }
         }
         Err(msg) => {
-            eprintln!("err: {msg}");
-            eprint!("{}", msg.usage);
+            libcare::errln!("err: {msg}");
+            libcare::err!("{}", msg.usage);
             ExitCode::from(FAILURE)
         }
     }

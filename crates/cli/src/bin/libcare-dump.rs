@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("libcare-dump: error: {err:#}");
+            libcare::errln!("libcare-dump: error: {err:#}");
             ExitCode::FAILURE
         }
     }

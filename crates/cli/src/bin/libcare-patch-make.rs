@@ -52,14 +52,14 @@ struct Colors {
 fn main() -> ExitCode {
     let args = Args::parse();
     let Some(id) = args.id.as_deref().and_then(|i| PatchId::new(i).ok()) else {
-        eprintln!("Invalid patch-id!");
-        eprintln!("Give an id of 1 to 7 characters with -i/--id (see --help).");
+        libcare::errln!("Invalid patch-id!");
+        libcare::errln!("Give an id of 1 to 7 characters with -i/--id (see --help).");
         return ExitCode::FAILURE;
     };
     match run(args, id) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("libcare-patch-make: {}", describe(&e));
+            libcare::errln!("libcare-patch-make: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
@@ -125,13 +125,13 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         Event::Note(line) => println!("{line}"),
         Event::LeftoversRestored(files) => {
             for f in files {
-                eprintln!(
+                libcare::errln!(
                     "libcare-patch-make: restored {} from a backup left by an earlier run",
                     f.display()
                 );
             }
         }
-        Event::Warning(w) => eprintln!("libcare-patch-make: warning: {w}"),
+        Event::Warning(w) => libcare::errln!("libcare-patch-make: warning: {w}"),
         Event::PatchWritten { original, patch } => {
             println!("patch for {} is in {}", original.display(), patch.display())
         }

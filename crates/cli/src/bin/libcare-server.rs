@@ -89,8 +89,8 @@ fn run(socket: &str, storage: PathBuf, verbose: bool) -> Result<()> {
 }
 
 fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("err: {msg}");
-    eprint!("{USAGE}");
+    libcare::errln!("err: {msg}");
+    libcare::err!("{USAGE}");
     ExitCode::from(FAILURE)
 }
 
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     match run(socket, storage, verbose) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("libcare-server: error: {e:#}");
+            libcare::errln!("libcare-server: error: {e:#}");
             ExitCode::from(FAILURE)
         }
     }

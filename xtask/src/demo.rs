@@ -26,7 +26,7 @@ impl Drop for Guard {
 pub fn run_demo(root: &Path) -> Result<()> {
     say("building the toolkit (release)");
     run(cargo().args(["build", "--release", "--bins", "--quiet"]))?;
-    let bin = root.join("target/release");
+    let bin = crate::target_dir(root).join("release");
     let work = tempfile_dir()?;
     let guide = root.join("tests/fixtures/guide");
     for f in ["foo.c", "bar.c", "Makefile"] {

@@ -50,12 +50,6 @@ fn say(s: &str) {
     println!("\n==> {s}");
 }
 
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-}
-
 /// Runs the scenarios named in `only` (all when empty); fails unless every one passed.
 pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
     for s in only {
@@ -83,7 +77,7 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
             "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
             fixtures::CC,
         ))?;
-    let tdir = target_dir(root);
+    let tdir = crate::target_dir(root);
     let host = tdir.join("release");
     let tools = Tools {
         gensrc: host.join("kpatch_gensrc"),

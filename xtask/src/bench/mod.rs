@@ -103,7 +103,7 @@ pub fn run_bench(root: &Path, only: &[String]) -> Result<()> {
     let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     run(cargo().args(["build", "--release", "--bins", "--quiet"]))?;
     let tools = Tools {
-        bin: root.join("target/release"),
+        bin: crate::target_dir(root).join("release"),
     };
     let work = root.join("target/bench");
     let _ = std::fs::remove_dir_all(&work);

@@ -478,7 +478,7 @@ fn fill_and_commit(
         &mut safety,
         guardian,
         rep,
-        |_stopped, guardian| {
+        |_stopped, guardian, _found, _rep| {
             if let Some(script) = storage.script("before") {
                 world::run_script(&script, proc.pid())?;
             }

@@ -70,6 +70,23 @@ pub struct LiveStack {
     pub complete: bool,
 }
 
+/// A value pointing into memory about to be unmapped, held by a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reference {
+    pub tid: i32,
+    pub value: u64,
+    pub place: Place,
+}
+
+/// Where a thread holds a [`Reference`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A general-purpose register (its `NT_PRSTATUS` word index).
+    Register(usize),
+    /// A word of the stack, at this address.
+    Stack(u64),
+}
+
 /// What one inspection of a stopped process found.
 #[derive(Debug, Clone, Default)]
 pub struct Inspection {
@@ -78,19 +95,48 @@ pub struct Inspection {
     /// is saved).
     pub coroutine: Option<(u64, u64)>,
     pub stacks: Vec<LiveStack>,
+    /// Threads holding pointers into [`Targets::held`] (one per thread).
+    pub refs: Vec<Reference>,
 }
 
+/// What an inspection looks for, and what it knows of the process.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets<'a> {
+    /// Code no thread may have a frame in.
+    pub ranges: &'a [Range<u64>],
+    /// Memory about to be unmapped: no thread may hold a pointer into it, in a register or in
+    /// the used part of its stack (a function reached by a tail call from code in it holds no
+    /// frame there, yet may still read its data).
+    pub held: &'a [Range<u64>],
+    /// The mappings as read before the stop, sorted: where each thread's stack ends.
+    pub mappings: &'a [Range<u64>],
+    /// Executable ranges of the process.
+    pub code: &'a [Range<u64>],
+    pub coro: &'a coro::Source,
+}
+
+/// How far above its stack pointer a thread's stack is searched at most.
+const STACK_SCAN_LIMIT: u64 = 8 << 20;
+/// How far above the last frame a stack outside every known mapping (a thread created after
+/// the mappings were read) is searched.
+const UNKNOWN_STACK_SCAN: u64 = 64 << 10;
+/// Bytes below the stack pointer that a leaf function may use (the x86_64 red zone).
+const RED_ZONE: u64 = kpatch_target::RED_ZONE;
+
 /// Walks every stopped thread's stack (and, with a coroutine source, every suspended
-/// coroutine's) and reports those with a frame in `ranges`.
+/// coroutine's) and reports those with a frame in `ranges`. A walk that ends before the
+/// stack's first frame (code it cannot step through) does not clear its thread: the rest of
+/// the stack is searched for return addresses into `ranges`, and one found makes the thread
+/// busy (with no known way out). With `held` ranges, every thread's registers and used stack
+/// are searched for pointers into them.
 pub fn inspect(
     world: &mut StoppedProcess<'_>,
     walker: &mut StackWalker,
-    ranges: &[Range<u64>],
-    coro: &coro::Source,
-    code: &[Range<u64>],
+    t: &Targets<'_>,
 ) -> Result<Inspection> {
     let proc = world.process();
     let mem: &dyn Memory = proc;
+    let machine = proc.arch().e_machine();
     let mut reader = BlockReader {
         mem,
         blocks: HashMap::new(),
@@ -99,16 +145,60 @@ pub fn inspect(
     let mut some_regs = None;
     for tid in world.tids() {
         let regs = match world.thread(tid) {
-            Ok(t) => t.regs()?,
+            Ok(th) => th.regs()?,
             Err(_) => continue,
         };
         let walk = walker.walk(&regs, &mut |a| reader.word(a));
-        if let Some(addr) = walk.hit(ranges) {
+        let hit = walk.hit(t.ranges);
+        if let Some(addr) = hit {
             out.busy.push(Busy {
                 tid,
                 addr,
-                exit: walk.exit_point(ranges),
+                exit: walk.exit_point(t.ranges),
             });
+        }
+        let unsure = hit.is_none() && !walk.complete && !t.ranges.is_empty();
+        if unsure || !t.held.is_empty() {
+            let held_reg = regs
+                .iter()
+                .position(|v| t.held.iter().any(|r| r.contains(v)));
+            if let Some(i) = held_reg {
+                out.refs.push(Reference {
+                    tid,
+                    value: regs[i],
+                    place: Place::Register(i),
+                });
+            }
+            let from = walk.frames.last().map(|f| f.sp).unwrap_or(0);
+            let mut held_found = held_reg.is_some();
+            let mut busy_found = !unsure;
+            for seg in stack_segments(&walk, t.mappings) {
+                for (addr, value) in stack_words(mem, seg) {
+                    if !held_found && t.held.iter().any(|r| r.contains(&value)) {
+                        out.refs.push(Reference {
+                            tid,
+                            value,
+                            place: Place::Stack(addr),
+                        });
+                        held_found = true;
+                    }
+                    if !busy_found
+                        && addr >= from
+                        && t.ranges.iter().any(|r| r.contains(&value))
+                        && follows_call(machine, value, &mut reader)
+                    {
+                        out.busy.push(Busy {
+                            tid,
+                            addr: value - 1,
+                            exit: None,
+                        });
+                        busy_found = true;
+                    }
+                    if held_found && busy_found {
+                        break;
+                    }
+                }
+            }
         }
         out.stacks.push(LiveStack {
             tid,
@@ -118,7 +208,7 @@ pub fn inspect(
         });
         some_regs.get_or_insert(regs);
     }
-    if *coro == coro::Source::None {
+    if *t.coro == coro::Source::None {
         return Ok(out);
     }
     let maps = proc.maps()?;
@@ -128,20 +218,90 @@ pub fn inspect(
     let view = coro::View {
         mem,
         maps: &maps,
-        code,
+        code: t.code,
         guard,
     };
-    for c in coro::contexts(proc.arch(), coro, &view)? {
+    for c in coro::contexts(proc.arch(), t.coro, &view)? {
         if stale(&c, &out.stacks, &maps) {
             continue;
         }
         let walk = walker.walk_from(c.pc, c.sp, c.fp, 0, &mut |a| reader.word(a));
-        if let Some(addr) = walk.hit(ranges) {
+        if let Some(addr) = walk.hit(t.ranges) {
             out.coroutine = Some((addr, c.at));
             break;
         }
     }
     Ok(out)
+}
+
+/// Whether `addr` is a return address: the instruction before it is a call.
+fn follows_call(machine: u16, addr: u64, reader: &mut BlockReader<'_>) -> bool {
+    if machine == kpatch_arch::EM_AARCH64 {
+        // bl imm26, or blr xN.
+        return reader.word(addr.wrapping_sub(8)).is_some_and(|w| {
+            let insn = (w >> 32) as u32;
+            insn & 0xfc00_0000 == 0x9400_0000 || insn & 0xffff_fc1f == 0xd63f_0000
+        });
+    }
+    crate::unwind::follows_call_x86_64(addr, &mut |a| reader.word(a).ok_or(()))
+}
+
+/// The parts of the thread's stacks in use: from each stack pointer the walk went through (the
+/// thread's own, and the interrupted context's of a signal handled on an alternate stack), red
+/// zone included, up to the end of its mapping.
+fn stack_segments(walk: &crate::unwind::Walk, mappings: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut segs: Vec<Range<u64>> = Vec::new();
+    for f in &walk.frames {
+        if f.sp == 0 || segs.iter().any(|s| s.contains(&f.sp)) || segs.len() >= 8 {
+            continue;
+        }
+        let i = mappings.partition_point(|m| m.end <= f.sp);
+        let seg = match mappings.get(i).filter(|m| m.start <= f.sp) {
+            Some(m) => {
+                f.sp.saturating_sub(RED_ZONE).max(m.start)..m.end.min(f.sp + STACK_SCAN_LIMIT)
+            }
+            None => {
+                let end = walk.top_sp().max(f.sp).saturating_add(UNKNOWN_STACK_SCAN);
+                f.sp.saturating_sub(RED_ZONE)..end
+            }
+        };
+        segs.push(seg);
+    }
+    segs
+}
+
+/// The aligned words of `range` with their addresses, read in one go (page by page where that
+/// fails, skipping what cannot be read).
+fn stack_words(mem: &dyn Memory, range: Range<u64>) -> Vec<(u64, u64)> {
+    const PAGE: u64 = 4096;
+    let start = range.start & !7;
+    let end = range.end & !7;
+    let mut out = Vec::new();
+    let mut push = |base: u64, bytes: &[u8]| {
+        for (i, w) in bytes.chunks_exact(8).enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            out.push((base + 8 * i as u64, u64::from_le_bytes(b)));
+        }
+    };
+    if start >= end {
+        return out;
+    }
+    let mut buf = vec![0u8; (end - start) as usize];
+    if mem.read(start, &mut buf).is_ok() {
+        push(start, &buf);
+        return out;
+    }
+    let mut at = start;
+    while at < end {
+        let next = ((at & !(PAGE - 1)) + PAGE).min(end);
+        let mut part = vec![0u8; (next - at) as usize];
+        if mem.read(at, &mut part).is_ok() {
+            push(at, &part);
+        }
+        at = next;
+    }
+    out
 }
 
 /// Whether a saved context belongs to a stack some thread runs on (see [`crate::coro`]): its
@@ -161,4 +321,76 @@ fn stale(c: &coro::Context, stacks: &[LiveStack], maps: &[MapEntry]) -> bool {
             _ => false,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unwind::Walk;
+
+    /// Readable memory: these ranges, each word holding its own address.
+    struct Fake(Vec<Range<u64>>);
+
+    impl Memory for Fake {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> kpatch_target::Result<()> {
+            let end = addr + buf.len() as u64;
+            if !self.0.iter().any(|r| r.start <= addr && end <= r.end) {
+                return Err(kpatch_target::Error::InvalidArgument("unmapped".into()));
+            }
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = addr + i as u64;
+                *b = ((a & !7) >> (8 * (a & 7))) as u8;
+            }
+            Ok(())
+        }
+        fn write(&self, _: u64, _: &[u8]) -> kpatch_target::Result<()> {
+            unreachable!()
+        }
+    }
+
+    fn frame(sp: u64) -> Frame {
+        Frame {
+            addr: 0x1000,
+            lookup: 0x1000,
+            sp,
+        }
+    }
+
+    #[test]
+    fn stacks_are_scanned_from_below_the_stack_pointer_to_their_mapping_end() {
+        let mappings = vec![0x10000..0x20000, 0x30000..0x40000];
+        // A thread on the first mapping whose signal was handled on the second (an alternate
+        // stack), and a frame outside every known mapping.
+        let walk = Walk {
+            frames: vec![frame(0x38000), frame(0x18000), frame(0x18100)],
+            complete: true,
+        };
+        assert_eq!(
+            stack_segments(&walk, &mappings),
+            vec![0x38000 - RED_ZONE..0x40000, 0x18000 - RED_ZONE..0x20000]
+        );
+        let walk = Walk {
+            frames: vec![frame(0x50000), frame(0x50040)],
+            complete: false,
+        };
+        assert_eq!(
+            stack_segments(&walk, &mappings),
+            vec![0x50000 - RED_ZONE..0x50040 + UNKNOWN_STACK_SCAN]
+        );
+        // The red zone does not reach below the mapping.
+        let walk = Walk {
+            frames: vec![frame(0x10010)],
+            complete: true,
+        };
+        assert_eq!(stack_segments(&walk, &mappings), vec![0x10000..0x20000]);
+    }
+
+    #[test]
+    fn unreadable_pages_are_skipped() {
+        let mem = Fake(vec![0x1000..0x2000, 0x3000..0x4000]);
+        let words = stack_words(&mem, 0x1ff0..0x3010);
+        let addrs: Vec<u64> = words.iter().map(|(a, _)| *a).collect();
+        assert_eq!(addrs, vec![0x1ff0, 0x1ff8, 0x3000, 0x3008]);
+        assert!(words.iter().all(|(a, v)| a == v));
+    }
 }

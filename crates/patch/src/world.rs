@@ -95,15 +95,19 @@ pub fn stop_one<'p>(proc: &'p Process, opts: &Options) -> Result<StoppedThread<'
 }
 
 /// What the safety check looks for, prepared while the target runs: the ranges no thread may
-/// be in (with the names to report), a walker that knows every object's unwind tables and the
-/// patches' code, and where coroutines are to be found.
+/// be in (with the names to report), the memory no thread may hold a pointer into (what is
+/// about to be unmapped), a walker that knows every object's unwind tables and the patches'
+/// code, and where coroutines are to be found.
 pub struct Safety {
     pub walker: StackWalker,
     pub ranges: Vec<Range<u64>>,
     pub names: Vec<(Range<u64>, String)>,
+    pub held: Vec<Range<u64>>,
     pub coro: coro::Source,
     /// Executable ranges of the process.
     pub code: Vec<Range<u64>>,
+    /// Every mapping, sorted: where the thread stacks end.
+    pub mappings: Vec<Range<u64>>,
 }
 
 impl Safety {
@@ -126,13 +130,23 @@ impl Safety {
             .map(|m| m.range())
             .collect();
         walker.set_code(code.clone());
+        let mut mappings: Vec<Range<u64>> = maps.iter().map(|m| m.range()).collect();
+        mappings.sort_by_key(|r| r.start);
         Ok(Safety {
             walker,
             ranges: names.iter().map(|(r, _)| r.clone()).collect(),
             names,
+            held: Vec::new(),
             coro: coro::source(proc, objects)?,
             code,
+            mappings,
         })
+    }
+
+    /// Also checks that no thread holds a pointer into `held` (memory about to be unmapped).
+    pub fn holding(mut self, held: Vec<Range<u64>>) -> Safety {
+        self.held = held;
+        self
     }
 
     fn describe(&self, addr: u64) -> String {
@@ -144,13 +158,14 @@ impl Safety {
     }
 
     fn inspect(&mut self, world: &mut StoppedProcess<'_>) -> Result<safety::Inspection> {
-        let found = safety::inspect(
-            world,
-            &mut self.walker,
-            &self.ranges,
-            &self.coro,
-            &self.code,
-        )?;
+        let targets = safety::Targets {
+            ranges: &self.ranges,
+            held: &self.held,
+            mappings: &self.mappings,
+            code: &self.code,
+            coro: &self.coro,
+        };
+        let found = safety::inspect(world, &mut self.walker, &targets)?;
         if let Some((addr, context)) = found.coroutine {
             return Err(Error::CoroutineBusy {
                 pid: world.process().pid(),
@@ -167,7 +182,8 @@ impl Safety {
 /// found in the ranges are let run (the others staying stopped) until they return out of
 /// them, for at most [`Options::round_wait`]; if they all did, the round commits. Otherwise the
 /// process runs on for a back-off and a new round starts, until [`Options::safety_timeout`].
-/// A suspended coroutine in the ranges fails at once. Returns how long the committing round
+/// A suspended coroutine in the ranges fails at once. `commit` also gets the last inspection
+/// (which threads hold pointers into the held memory) and the report. Returns how long the committing round
 /// kept the process stopped.
 pub fn with_safe_stop(
     proc: &Process,
@@ -175,7 +191,12 @@ pub fn with_safe_stop(
     safety: &mut Safety,
     guardian: &mut Guardian,
     rep: &mut dyn Report,
-    commit: impl FnOnce(&mut StoppedProcess<'_>, &mut Guardian) -> Result<()>,
+    commit: impl FnOnce(
+        &mut StoppedProcess<'_>,
+        &mut Guardian,
+        &safety::Inspection,
+        &mut dyn Report,
+    ) -> Result<()>,
 ) -> Result<Duration> {
     let start = Instant::now();
     let deadline = start + opts.safety_timeout;
@@ -229,7 +250,7 @@ pub fn with_safe_stop(
             let Some(commit) = commit.take() else {
                 return Err(Error::Unsupported("commit attempted twice".into()));
             };
-            let result = commit(&mut stopped, guardian);
+            let result = commit(&mut stopped, guardian, &found, rep);
             let resumed = stopped.resume();
             let frozen = t0.elapsed();
             result?;
@@ -272,6 +293,88 @@ pub fn unmap_regions(proc: &Process, regions: impl Iterator<Item = (u64, u64)>, 
             let _ = thread.munmap(a, l);
         }
         let _ = stopped.resume();
+    }
+}
+
+/// Unmaps `regions` by syscalls in one of the stopped threads. A failure is reported and left
+/// for the next run to reclaim (the regions are marked pending).
+pub fn unmap_stopped(
+    stopped: &mut StoppedProcess<'_>,
+    regions: &[(u64, u64)],
+    rep: &mut dyn Report,
+) {
+    let Some(mut thread) = stopped.runnable_thread() else {
+        rep.detail("no thread can run the munmap; the regions stay for the next run to reclaim");
+        return;
+    };
+    for &(a, l) in regions.iter().filter(|&&(a, l)| a != 0 && l != 0) {
+        if let Err(e) = thread.munmap(a, l) {
+            rep.detail(&format!(
+                "the region at {a:#x} stays for the next run to reclaim: {e}"
+            ));
+        }
+    }
+}
+
+/// Describes where a thread holds a pointer into memory about to be unmapped.
+pub fn describe_reference(r: &safety::Reference) -> String {
+    match r.place {
+        safety::Place::Register(i) => format!(
+            "thread {} holds {:#x}, in the memory being removed, in register word {i}",
+            r.tid, r.value
+        ),
+        safety::Place::Stack(at) => format!(
+            "thread {} holds {:#x}, in the memory being removed, on its stack at {at:#x}",
+            r.tid, r.value
+        ),
+    }
+}
+
+/// Unmaps `regions` (whose code no jump leads to any more) once no thread uses them: no frame
+/// in the safety ranges and no pointer into `safety.held` in a register or on a stack (a
+/// function that code in a region reached by a tail call may still be reading the region's
+/// data). Each round stops every thread and checks; between rounds the process runs for a
+/// back-off, for at most `patience` (one round if zero). A region still in use then stays
+/// mapped, pending: a later run reclaims it. Returns whether the regions were unmapped.
+pub fn unmap_when_unused(
+    proc: &Process,
+    safety: &mut Safety,
+    regions: &[(u64, u64)],
+    patience: Duration,
+    opts: &Options,
+    rep: &mut dyn Report,
+) -> Result<bool> {
+    if regions.iter().all(|&(a, l)| a == 0 || l == 0) {
+        return Ok(true);
+    }
+    let deadline = Instant::now() + patience;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let _defer = DeferTermination::new();
+        let mut stopped = proc.stop_all(opts.stop_timeout)?;
+        let found = safety.inspect(&mut stopped)?;
+        if found.busy.is_empty() && found.refs.is_empty() {
+            unmap_stopped(&mut stopped, regions, rep);
+            stopped.resume()?;
+            return Ok(true);
+        }
+        stopped.resume()?;
+        for b in &found.busy {
+            rep.detail(&format!(
+                "thread {} is in {}; the region stays mapped meanwhile",
+                b.tid,
+                safety.describe(b.addr)
+            ));
+        }
+        for r in &found.refs {
+            rep.detail(&describe_reference(r));
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        drop(_defer);
+        std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+        backoff = (backoff * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -211,6 +211,22 @@ impl<'p> StoppedProcess<'p> {
         Ok(ThreadHandle::new(process, tracee))
     }
 
+    /// A handle on a thread that can run injected code (one not held by job control), the main
+    /// thread if it can.
+    pub fn runnable_thread(&mut self) -> Option<ThreadHandle<'_>> {
+        let process = self.process;
+        let pid = process.pid();
+        let usable = |t: &Tracee| !t.gone && t.stopped && !t.group_stop;
+        let i = self
+            .tracees
+            .iter()
+            .position(|t| t.tid == pid && usable(t))
+            .or_else(|| self.tracees.iter().position(usable))?;
+        self.tracees
+            .get_mut(i)
+            .map(|t| ThreadHandle::new(process, t))
+    }
+
     /// Handles on every stopped thread.
     pub fn threads(&mut self) -> impl Iterator<Item = ThreadHandle<'_>> {
         let process = self.process;

@@ -489,7 +489,7 @@ fn fill_and_commit(
             if let Some(script) = storage.script("after") {
                 after_failed = world::run_script(&script, proc.pid()).err();
             }
-            Ok(())
+            Ok(world::AfterCommit::default())
         },
     );
     // Nothing was committed: our batch is not needed. A batch left above it (breakpoints that

@@ -97,6 +97,49 @@ pub struct Inspection {
     pub stacks: Vec<LiveStack>,
     /// Threads holding pointers into [`Targets::held`] (one per thread).
     pub refs: Vec<Reference>,
+    /// Where each thread's stack was searched for them.
+    pub segments: Vec<(i32, Vec<Range<u64>>)>,
+}
+
+impl Inspection {
+    /// Adds what the inspection of other threads found.
+    pub fn merge(&mut self, other: Inspection) {
+        self.busy.extend(other.busy);
+        self.stacks.extend(other.stacks);
+        self.refs.extend(other.refs);
+        self.segments.extend(other.segments);
+        self.coroutine = self.coroutine.or(other.coroutine);
+    }
+
+    /// Searches the stacks of the threads inspected so far again for pointers into `held`,
+    /// once the threads that still ran then are stopped: the registers of those inspected
+    /// cannot have changed, but the others may have written into their stacks (a result
+    /// handed to a waiting thread, say).
+    pub fn rescan_stacks(&mut self, mem: &dyn Memory, held: &[Range<u64>]) {
+        if held.is_empty() {
+            return;
+        }
+        for (tid, segments) in &self.segments {
+            let tid = *tid;
+            self.refs
+                .retain(|r| r.tid != tid || matches!(r.place, Place::Register(_)));
+            if self.refs.iter().any(|r| r.tid == tid) {
+                continue;
+            }
+            let found = segments.iter().find_map(|seg| {
+                stack_words(mem, seg.clone())
+                    .into_iter()
+                    .find(|(_, v)| held.iter().any(|r| r.contains(v)))
+            });
+            if let Some((addr, value)) = found {
+                self.refs.push(Reference {
+                    tid,
+                    value,
+                    place: Place::Stack(addr),
+                });
+            }
+        }
+    }
 }
 
 /// What an inspection looks for, and what it knows of the process.
@@ -134,6 +177,19 @@ pub fn inspect(
     walker: &mut StackWalker,
     t: &Targets<'_>,
 ) -> Result<Inspection> {
+    let tids = world.tids();
+    let mut out = threads(world, walker, t, &tids)?;
+    coroutines(world, walker, t, &mut out)?;
+    Ok(out)
+}
+
+/// The thread part of [`inspect`], for the threads `tids` only (the others may still run).
+pub fn threads(
+    world: &mut StoppedProcess<'_>,
+    walker: &mut StackWalker,
+    t: &Targets<'_>,
+    tids: &[i32],
+) -> Result<Inspection> {
     let proc = world.process();
     let mem: &dyn Memory = proc;
     let machine = proc.arch().e_machine();
@@ -142,8 +198,7 @@ pub fn inspect(
         blocks: HashMap::new(),
     };
     let mut out = Inspection::default();
-    let mut some_regs = None;
-    for tid in world.tids() {
+    for &tid in tids {
         let regs = match world.thread(tid) {
             Ok(th) => th.regs()?,
             Err(_) => continue,
@@ -170,10 +225,11 @@ pub fn inspect(
                 });
             }
             let from = walk.frames.last().map(|f| f.sp).unwrap_or(0);
+            let segments = stack_segments(&walk, t.mappings);
             let mut held_found = held_reg.is_some();
             let mut busy_found = !unsure;
-            for seg in stack_segments(&walk, t.mappings) {
-                for (addr, value) in stack_words(mem, seg) {
+            for seg in &segments {
+                for (addr, value) in stack_words(mem, seg.clone()) {
                     if !held_found && t.held.iter().any(|r| r.contains(&value)) {
                         out.refs.push(Reference {
                             tid,
@@ -199,6 +255,9 @@ pub fn inspect(
                     }
                 }
             }
+            if !t.held.is_empty() {
+                out.segments.push((tid, segments));
+            }
         }
         out.stacks.push(LiveStack {
             tid,
@@ -206,11 +265,28 @@ pub fn inspect(
             top: walk.top_sp(),
             complete: walk.complete,
         });
-        some_regs.get_or_insert(regs);
     }
+    Ok(out)
+}
+
+/// The coroutine part of [`inspect`], every thread stopped and inspected into `out`: walks
+/// the suspended coroutines' stacks.
+pub fn coroutines(
+    world: &mut StoppedProcess<'_>,
+    walker: &mut StackWalker,
+    t: &Targets<'_>,
+    out: &mut Inspection,
+) -> Result<()> {
     if *t.coro == coro::Source::None {
-        return Ok(out);
+        return Ok(());
     }
+    let proc = world.process();
+    let mem: &dyn Memory = proc;
+    let mut reader = BlockReader {
+        mem,
+        blocks: HashMap::new(),
+    };
+    let some_regs = world.threads().find_map(|th| th.regs().ok());
     let maps = proc.maps()?;
     let guard = some_regs
         .as_deref()
@@ -231,7 +307,7 @@ pub fn inspect(
             break;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Whether `addr` is a return address: the instruction before it is a call.
@@ -383,6 +459,63 @@ mod tests {
             complete: true,
         };
         assert_eq!(stack_segments(&walk, &mappings), vec![0x10000..0x20000]);
+    }
+
+    /// Memory of words given by value.
+    struct Words(std::cell::RefCell<HashMap<u64, u64>>);
+
+    impl Memory for Words {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> kpatch_target::Result<()> {
+            for (i, chunk) in buf.chunks_mut(8).enumerate() {
+                let w = self.0.borrow().get(&(addr + 8 * i as u64)).copied();
+                chunk.copy_from_slice(&w.unwrap_or(0).to_le_bytes()[..chunk.len()]);
+            }
+            Ok(())
+        }
+        fn write(&self, _: u64, _: &[u8]) -> kpatch_target::Result<()> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn stacks_searched_early_are_searched_again() {
+        let held = std::iter::once(0x7000..0x8000).collect::<Vec<_>>();
+        let mem = Words(Default::default());
+        let mut found = Inspection {
+            refs: vec![Reference {
+                tid: 1,
+                value: 0x7010,
+                place: Place::Register(3),
+            }],
+            segments: vec![
+                (1, std::iter::once(0x1000..0x1100).collect()),
+                (2, std::iter::once(0x2000..0x2100).collect()),
+            ],
+            ..Default::default()
+        };
+        // Thread 2's stack was clean when first searched; a running thread then wrote a
+        // pointer into it.
+        mem.0.borrow_mut().insert(0x2040, 0x7ff8);
+        found.rescan_stacks(&mem, &held);
+        assert_eq!(
+            found.refs,
+            vec![
+                Reference {
+                    tid: 1,
+                    value: 0x7010,
+                    place: Place::Register(3),
+                },
+                Reference {
+                    tid: 2,
+                    value: 0x7ff8,
+                    place: Place::Stack(0x2040),
+                },
+            ]
+        );
+        // A pointer gone from the stack clears the thread.
+        mem.0.borrow_mut().clear();
+        found.rescan_stacks(&mem, &held);
+        assert_eq!(found.refs.len(), 1);
     }
 
     #[test]

@@ -192,7 +192,7 @@ pub fn remove(
             &mut safety,
             guardian,
             rep,
-            |stopped, guardian, found, rep| {
+            |_stopped, guardian, found, rep| {
                 fault::point("unpatch-stopped");
                 guardian.arm(&guarded)?;
                 // A failed run write puts back the runs already written: still fully patched.
@@ -213,17 +213,19 @@ pub fn remove(
                     return Err(e.into());
                 }
                 fault::point("unpatch-before-munmap");
-                // No jump leads into the regions any more; unless a thread still holds a
-                // pointer into them, they can go now, in the same stop.
+                // No jump leads into the regions any more. Unless a thread holds a pointer into
+                // them now, none can get one (short of one stored in memory), so they go as
+                // soon as the threads that were running are released.
                 if found.refs.is_empty() {
-                    world::unmap_stopped(stopped, &regions, rep);
                     *unmapped = true;
-                } else {
-                    for r in &found.refs {
-                        rep.detail(&world::describe_reference(r));
-                    }
+                    return Ok(world::AfterCommit {
+                        unmap: regions.clone(),
+                    });
                 }
-                Ok(())
+                for r in &found.refs {
+                    rep.detail(&world::describe_reference(r));
+                }
+                Ok(world::AfterCommit::default())
             },
         )?);
     } else {

@@ -157,7 +157,20 @@ impl Safety {
             .unwrap_or_else(|| format!("code at {addr:#x}"))
     }
 
+    /// Inspects every thread and coroutine of the stopped world.
     fn inspect(&mut self, world: &mut StoppedProcess<'_>) -> Result<safety::Inspection> {
+        let tids = world.tids();
+        let mut found = self.threads(world, &tids)?;
+        self.finish(world, &mut found)?;
+        Ok(found)
+    }
+
+    /// Inspects the threads `tids` of the world (the others may still be running).
+    fn threads(
+        &mut self,
+        world: &mut StoppedProcess<'_>,
+        tids: &[i32],
+    ) -> Result<safety::Inspection> {
         let targets = safety::Targets {
             ranges: &self.ranges,
             held: &self.held,
@@ -165,7 +178,23 @@ impl Safety {
             code: &self.code,
             coro: &self.coro,
         };
-        let found = safety::inspect(world, &mut self.walker, &targets)?;
+        safety::threads(world, &mut self.walker, &targets, tids)
+    }
+
+    /// Completes an inspection of every thread with the coroutines; a busy one is an error.
+    fn finish(
+        &mut self,
+        world: &mut StoppedProcess<'_>,
+        found: &mut safety::Inspection,
+    ) -> Result<()> {
+        let targets = safety::Targets {
+            ranges: &self.ranges,
+            held: &self.held,
+            mappings: &self.mappings,
+            code: &self.code,
+            coro: &self.coro,
+        };
+        safety::coroutines(world, &mut self.walker, &targets, found)?;
         if let Some((addr, context)) = found.coroutine {
             return Err(Error::CoroutineBusy {
                 pid: world.process().pid(),
@@ -173,18 +202,53 @@ impl Safety {
                 context,
             });
         }
-        Ok(found)
+        Ok(())
+    }
+
+    /// Stops every thread, the sleeping ones first: their stacks are inspected while the
+    /// others still run (they cannot change before they are released), then the others are
+    /// stopped and inspected. Only the threads that were running pay for their own stop.
+    fn stop_and_inspect<'p>(
+        &mut self,
+        proc: &'p Process,
+        opts: &Options,
+    ) -> Result<(StoppedProcess<'p>, safety::Inspection)> {
+        let (mut stopped, early) = proc.stop_all_phased(opts.stop_timeout, |asleep| {
+            let tids = asleep.tids();
+            self.threads(asleep, &tids)
+        })?;
+        let mut found = early?;
+        let seen: std::collections::HashSet<i32> = found.stacks.iter().map(|s| s.tid).collect();
+        let rest: Vec<i32> = stopped
+            .tids()
+            .into_iter()
+            .filter(|t| !seen.contains(t))
+            .collect();
+        found.rescan_stacks(proc, &self.held);
+        let later = self.threads(&mut stopped, &rest)?;
+        found.merge(later);
+        self.finish(&mut stopped, &mut found)?;
+        Ok((stopped, found))
     }
 }
 
+/// What a commit leaves to do once the threads that were running are released: unmap these
+/// regions (with one thread still stopped to run the `munmap`).
+#[derive(Debug, Default)]
+pub struct AfterCommit {
+    pub unmap: Vec<(u64, u64)>,
+}
+
 /// Stops every thread until none has a frame in the safety ranges, then runs `commit` with the
-/// world stopped and resumes it. Each round stops everything and walks every stack; threads
-/// found in the ranges are let run (the others staying stopped) until they return out of
-/// them, for at most [`Options::round_wait`]; if they all did, the round commits. Otherwise the
-/// process runs on for a back-off and a new round starts, until [`Options::safety_timeout`].
-/// A suspended coroutine in the ranges fails at once. `commit` also gets the last inspection
-/// (which threads hold pointers into the held memory) and the report. Returns how long the committing round
-/// kept the process stopped.
+/// world stopped and resumes it. Each round stops everything (see
+/// [`Safety::stop_and_inspect`]) and walks every stack; threads found in the ranges are let run
+/// (the others staying stopped) until they return out of them, for at most
+/// [`Options::round_wait`]; if they all did, the round commits. Otherwise the process runs on
+/// for a back-off and a new round starts, until [`Options::safety_timeout`]. A suspended
+/// coroutine in the ranges fails at once. `commit` also gets the last inspection (which threads
+/// hold pointers into the held memory) and the report; what it returns is done once the threads
+/// that were running are released. Returns how long the committing round kept any thread of
+/// the process stopped.
 pub fn with_safe_stop(
     proc: &Process,
     opts: &Options,
@@ -196,7 +260,7 @@ pub fn with_safe_stop(
         &mut Guardian,
         &safety::Inspection,
         &mut dyn Report,
-    ) -> Result<()>,
+    ) -> Result<AfterCommit>,
 ) -> Result<Duration> {
     let start = Instant::now();
     let deadline = start + opts.safety_timeout;
@@ -208,8 +272,7 @@ pub fn with_safe_stop(
     loop {
         let _defer = DeferTermination::new();
         let t0 = Instant::now();
-        let mut stopped = proc.stop_all(opts.stop_timeout)?;
-        let mut found = safety.inspect(&mut stopped)?;
+        let (mut stopped, mut found) = safety.stop_and_inspect(proc, opts)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let exits: Option<Vec<ReturnPoint>> = found
             .busy
@@ -251,7 +314,15 @@ pub fn with_safe_stop(
                 return Err(Error::Unsupported("commit attempted twice".into()));
             };
             let result = commit(&mut stopped, guardian, &found, rep);
-            let resumed = stopped.resume();
+            let resumed = match &result {
+                Ok(then) if !then.unmap.is_empty() => {
+                    // The threads that were running go first; one stays to run the munmap.
+                    let released = stopped.release_all_but_one();
+                    unmap_stopped(&mut stopped, &then.unmap, rep);
+                    released.and(stopped.resume())
+                }
+                _ => stopped.resume(),
+            };
             let frozen = t0.elapsed();
             result?;
             resumed?;
@@ -351,11 +422,12 @@ pub fn unmap_when_unused(
     let mut backoff = Duration::from_millis(1);
     loop {
         let _defer = DeferTermination::new();
-        let mut stopped = proc.stop_all(opts.stop_timeout)?;
-        let found = safety.inspect(&mut stopped)?;
+        let (mut stopped, found) = safety.stop_and_inspect(proc, opts)?;
         if found.busy.is_empty() && found.refs.is_empty() {
+            let released = stopped.release_all_but_one();
             unmap_stopped(&mut stopped, regions, rep);
             stopped.resume()?;
+            released?;
             return Ok(true);
         }
         stopped.resume()?;

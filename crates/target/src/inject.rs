@@ -191,7 +191,13 @@ impl ThreadHandle<'_> {
     }
 
     /// Installs the registers of an injected operation, with syscall restarting cancelled.
+    /// A thread the injected code creates is not followed (it would stay stopped, unknown).
     pub(crate) fn enter(&mut self, mut regs: Vec<u64>, saved: &Saved) -> Result<()> {
+        if self.tracee.options != 0 {
+            crate::stop::set_options(self.tid(), 0)
+                .map_err(|e| self.ptrace_err("SETOPTIONS", e))?;
+            self.tracee.options = 0;
+        }
         let layout = self.layout();
         if let Some(orig) = layout.orig_syscall {
             regs[orig] = u64::MAX;

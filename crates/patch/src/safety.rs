@@ -26,21 +26,68 @@ pub struct Busy {
 struct BlockReader<'a> {
     mem: &'a dyn Memory,
     blocks: HashMap<u64, Option<Vec<u8>>>,
+    /// Executable ranges: code is read in short lines (the walk only looks at a few bytes
+    /// around return addresses).
+    code: &'a [Range<u64>],
+    lines: HashMap<u64, Option<[u8; LINE]>>,
 }
 
-const BLOCK: u64 = 16 * 1024;
+/// Bytes of code read at a time.
+const LINE: usize = 64;
+
+impl<'a> BlockReader<'a> {
+    fn new(mem: &'a dyn Memory, code: &'a [Range<u64>]) -> Self {
+        BlockReader {
+            mem,
+            blocks: HashMap::new(),
+            code,
+            lines: HashMap::new(),
+        }
+    }
+
+    fn direct(&self, addr: u64) -> Option<u64> {
+        let mut w = [0u8; 8];
+        self.mem
+            .read(addr, &mut w)
+            .ok()
+            .map(|_| u64::from_le_bytes(w))
+    }
+
+    /// The aligned line of code at `line`.
+    fn line(&mut self, line: u64) -> Option<[u8; LINE]> {
+        let mem = self.mem;
+        *self.lines.entry(line).or_insert_with(|| {
+            let mut b = [0u8; LINE];
+            mem.read(line, &mut b).ok().map(|_| b)
+        })
+    }
+
+    /// A word of code, from one or two lines.
+    fn code_word(&mut self, addr: u64) -> Option<u64> {
+        let line = addr & !(LINE as u64 - 1);
+        let off = (addr - line) as usize;
+        let mut bytes = [0u8; 2 * LINE];
+        bytes[..LINE].copy_from_slice(&self.line(line)?);
+        if off + 8 > LINE {
+            bytes[LINE..].copy_from_slice(&self.line(line + LINE as u64)?);
+        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(bytes.get(off..off + 8)?);
+        Some(u64::from_le_bytes(w))
+    }
+}
+
+const BLOCK: u64 = 4 * 1024;
 
 impl BlockReader<'_> {
     fn word(&mut self, addr: u64) -> Option<u64> {
+        if self.code.iter().any(|r| r.contains(&addr)) {
+            return self.code_word(addr);
+        }
         let base = addr & !(BLOCK - 1);
         let off = (addr - base) as usize;
         if off + 8 > BLOCK as usize {
-            let mut w = [0u8; 8];
-            return self
-                .mem
-                .read(addr, &mut w)
-                .ok()
-                .map(|_| u64::from_le_bytes(w));
+            return self.direct(addr);
         }
         let mem = self.mem;
         let block = self.blocks.entry(base).or_insert_with(|| {
@@ -193,10 +240,7 @@ pub fn threads(
     let proc = world.process();
     let mem: &dyn Memory = proc;
     let machine = proc.arch().e_machine();
-    let mut reader = BlockReader {
-        mem,
-        blocks: HashMap::new(),
-    };
+    let mut reader = BlockReader::new(mem, t.code);
     let mut out = Inspection::default();
     for &tid in tids {
         let regs = match world.thread(tid) {
@@ -282,10 +326,7 @@ pub fn coroutines(
     }
     let proc = world.process();
     let mem: &dyn Memory = proc;
-    let mut reader = BlockReader {
-        mem,
-        blocks: HashMap::new(),
-    };
+    let mut reader = BlockReader::new(mem, t.code);
     let some_regs = world.threads().find_map(|th| th.regs().ok());
     let maps = proc.maps()?;
     let guard = some_regs

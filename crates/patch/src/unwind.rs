@@ -2,7 +2,9 @@
 //! in the target, with stack memory read through a caller-supplied function (the unwinder never
 //! touches the target itself, so it is tested against fake stacks).
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use framehop::aarch64::{CacheAarch64, UnwindRegsAarch64, UnwinderAarch64};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
@@ -25,6 +27,69 @@ pub struct StackWalker {
     arch: &'static dyn Arch,
     opaque: Vec<Range<u64>>,
     code: Vec<Range<u64>>,
+    trampolines: Trampolines,
+}
+
+/// Where the signal trampolines are: found in the text of the known objects before any stop,
+/// so that the walk reads no code for them; code elsewhere (the vDSO, anonymous code) is read
+/// and checked once per address.
+#[derive(Default)]
+struct Trampolines {
+    /// Text ranges searched (run-time addresses).
+    searched: Vec<Range<u64>>,
+    found: HashSet<u64>,
+    /// Addresses outside them already checked, with the answer.
+    checked: HashMap<u64, bool>,
+}
+
+/// What identifies a text section's bytes for [`trampolines_in`]: where they are (the images
+/// of mapped files are cached and shared for the whole run), how many, and a sample of them.
+type TextKey = (usize, usize, u16, [u8; 32]);
+
+/// Offsets of the signal trampolines in a text section's bytes, each text searched once per
+/// run of the tool.
+fn trampolines_in(machine: u16, text: &[u8]) -> Arc<Vec<usize>> {
+    static CACHE: Mutex<Vec<(TextKey, Arc<Vec<usize>>)>> = Mutex::new(Vec::new());
+    let mut sample = [0u8; 32];
+    for (i, b) in sample.iter_mut().enumerate() {
+        *b = text.get(i * text.len() / 32).copied().unwrap_or(0);
+    }
+    let key = (text.as_ptr() as usize, text.len(), machine, sample);
+    let cached = |c: &Vec<(TextKey, Arc<Vec<usize>>)>| {
+        c.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+    };
+    if let Some(v) = CACHE.lock().ok().and_then(|c| cached(&c)) {
+        return v;
+    }
+    let mut out = Vec::new();
+    if machine == EM_AARCH64 {
+        let pattern = AARCH64_SIGRETURN.to_le_bytes();
+        for (i, w) in text.windows(8).enumerate().step_by(4) {
+            if w == pattern {
+                out.push(i);
+            }
+        }
+    } else {
+        let long = X86_64_SIGRETURN.0.to_le_bytes();
+        let short = X86_64_SIGRETURN_SHORT.to_le_bytes();
+        // Every `syscall` instruction, then what precedes it.
+        for i in 0..text.len().saturating_sub(1) {
+            if text[i] != 0x0f || text[i + 1] != 0x05 {
+                continue;
+            }
+            if i >= 7 && text[i - 7..i] == long[..7] {
+                out.push(i - 7);
+            }
+            if i >= 5 && text[i - 5..i] == short[..5] {
+                out.push(i - 5);
+            }
+        }
+    }
+    let v = Arc::new(out);
+    if let Ok(mut c) = CACHE.lock() {
+        c.push((key, v.clone()));
+    }
+    v
 }
 
 impl std::fmt::Debug for StackWalker {
@@ -61,6 +126,7 @@ impl StackWalker {
             arch,
             opaque: Vec::new(),
             code: Vec::new(),
+            trampolines: Trampolines::default(),
         }
     }
 
@@ -80,6 +146,23 @@ impl StackWalker {
             eh_frame_hdr,
             ..Default::default()
         };
+        if let (Some(t), Some(bytes)) = (
+            &image.text,
+            image
+                .text
+                .as_ref()
+                .and_then(|t| image.data.get(t.file.clone())),
+        ) {
+            let start = t.svma.start.wrapping_add(bias);
+            let at = &mut self.trampolines;
+            at.searched
+                .push(start..start.wrapping_add(bytes.len() as u64));
+            at.found.extend(
+                trampolines_in(self.arch.e_machine(), bytes)
+                    .iter()
+                    .map(|&off| start.wrapping_add(off as u64)),
+            );
+        }
         let module = Module::new(name.to_owned(), avma, bias, info);
         match &mut self.inner {
             Inner::X86_64(u, _) => u.add_module(module),
@@ -134,12 +217,13 @@ impl StackWalker {
         let mut complete = false;
         let opaque = &self.opaque;
         let code = &self.code;
+        let memo = &mut self.trampolines;
         match &mut self.inner {
             Inner::X86_64(u, cache) => {
                 let mut regs = UnwindRegsX86_64::new(pc, sp, fp);
                 let mut address = FrameAddress::InstructionPointer(pc);
                 while frames.len() < MAX_FRAMES {
-                    if let Some(ctx) = signal_context(EM_X86_64, address, regs.sp(), read) {
+                    if let Some(ctx) = signal_context(EM_X86_64, address, regs.sp(), read, memo) {
                         regs = UnwindRegsX86_64::new(ctx.pc, ctx.sp, ctx.fp);
                         address = interrupted(ctx, &mut frames);
                         continue;
@@ -162,7 +246,7 @@ impl StackWalker {
                 let mut regs = UnwindRegsAarch64::new(lr, sp, fp);
                 let mut address = FrameAddress::InstructionPointer(pc);
                 while frames.len() < MAX_FRAMES {
-                    if let Some(ctx) = signal_context(EM_AARCH64, address, regs.sp(), read) {
+                    if let Some(ctx) = signal_context(EM_AARCH64, address, regs.sp(), read, memo) {
                         regs = UnwindRegsAarch64::new(ctx.lr, ctx.sp, ctx.fp);
                         address = interrupted(ctx, &mut frames);
                         continue;
@@ -226,21 +310,31 @@ fn signal_context(
     address: FrameAddress,
     sp: u64,
     read: &mut dyn FnMut(u64) -> Option<u64>,
+    known: &mut Trampolines,
 ) -> Option<SignalContext> {
     let at = match address {
         FrameAddress::ReturnAddress(ra) => ra.get(),
         FrameAddress::InstructionPointer(pc) => pc,
     };
-    let is_trampoline = |start: u64, read: &mut dyn FnMut(u64) -> Option<u64>| -> bool {
+    let mut is_trampoline = |start: u64, read: &mut dyn FnMut(u64) -> Option<u64>| -> bool {
+        if known.searched.iter().any(|r| r.contains(&start)) {
+            return known.found.contains(&start);
+        }
+        if let Some(&yes) = known.checked.get(&start) {
+            return yes;
+        }
         let Some(word) = read(start) else {
             return false;
         };
-        if machine == EM_AARCH64 {
-            return word == AARCH64_SIGRETURN;
-        }
-        (word == X86_64_SIGRETURN.0
-            && read(start + 8).is_some_and(|w| w as u8 == X86_64_SIGRETURN.1))
-            || word & 0x00ff_ffff_ffff_ffff == X86_64_SIGRETURN_SHORT
+        let yes = if machine == EM_AARCH64 {
+            word == AARCH64_SIGRETURN
+        } else {
+            (word == X86_64_SIGRETURN.0
+                && read(start + 8).is_some_and(|w| w as u8 == X86_64_SIGRETURN.1))
+                || word & 0x00ff_ffff_ffff_ffff == X86_64_SIGRETURN_SHORT
+        };
+        known.checked.insert(start, yes);
+        yes
     };
     // A thread stopped between the trampoline's two instructions has the same stack.
     let starts: &[u64] = match (address, machine) {
@@ -514,6 +608,20 @@ mod tests {
         let other = [(tramp, 0x9090_9090_9090_9090), (uc + pc_at, 0x1234)];
         let walk = walker.walk_from(tramp, uc, 0, 0, &mut fake(&other));
         assert!(walk.frames.iter().all(|f| f.addr != 0x1234));
+    }
+
+    #[test]
+    fn trampolines_are_found_in_text() {
+        let mut text = vec![0x90u8; 64];
+        text[10..19].copy_from_slice(&[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05]);
+        text[30..37].copy_from_slice(&[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05]);
+        // A syscall after some other number is no trampoline.
+        text[45..52].copy_from_slice(&[0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05]);
+        assert_eq!(*trampolines_in(EM_X86_64, &text), vec![10, 30]);
+        let mut arm = vec![0u8; 32];
+        arm[8..16].copy_from_slice(&AARCH64_SIGRETURN.to_le_bytes());
+        arm[18..26].copy_from_slice(&AARCH64_SIGRETURN.to_le_bytes()); // misaligned
+        assert_eq!(*trampolines_in(EM_AARCH64, &arm), vec![8]);
     }
 
     #[test]

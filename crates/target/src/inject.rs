@@ -38,6 +38,8 @@ impl ThreadHandle<'_> {
         deadline: Instant,
         during: &'static str,
     ) -> Result<Option<Event>> {
+        // It ran: what was read of its registers before is stale.
+        self.tracee.regs = None;
         let event = match ptrace::wait_event(self.tid(), deadline) {
             Ok(e) => e,
             Err(Errno::ECHILD) => Event::Exited(0),

@@ -35,34 +35,36 @@ fn eintr_on_stop(arch: &dyn Arch, nr: u64) -> bool {
 }
 
 /// If thread `tid`, just stopped by our interrupt, returned `EINTR` from such a syscall
-/// because of the stop, rewinds it so that it calls again when resumed.
-pub(crate) fn undo_stop_eintr(process: &Process, tid: i32) -> Result<()> {
+/// because of the stop, rewinds it so that it calls again when resumed. Returns its registers
+/// as they now are, when it read them.
+pub(crate) fn undo_stop_eintr(process: &Process, tid: i32) -> Result<Option<Vec<u64>>> {
     let arch = process.arch();
     let layout = arch.regs();
     let Some(orig) = layout.orig_syscall else {
-        return Ok(());
+        return Ok(None);
     };
     if layout.syscall_args.contains(&layout.ret) {
-        return Ok(());
+        return Ok(None);
     }
     let mut regs = read_regs(process, tid)?;
     let nr = regs[orig];
     if regs[layout.ret] != EINTR || !eintr_on_stop(arch, nr) {
-        return Ok(());
+        return Ok(Some(regs));
     }
     let insn = arch.syscall_insn();
     let at = regs[layout.pc].wrapping_sub(insn.len() as u64);
     if process.read_vec(at, insn.len()).ok().as_deref() != Some(insn) {
-        return Ok(());
+        return Ok(Some(regs));
     }
     // A deliverable signal is waiting: it interrupted the call and its handler will run, so
     // the EINTR is genuine.
     let dir = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid()));
     match procfs::signal_state(&dir) {
         Some(s) if (s.pending | s.shared_pending) & !s.blocked == 0 => {}
-        _ => return Ok(()),
+        _ => return Ok(Some(regs)),
     }
     regs[layout.ret] = nr;
     regs[layout.pc] = at;
-    write_regs(process, tid, &regs)
+    write_regs(process, tid, &regs)?;
+    Ok(Some(regs))
 }

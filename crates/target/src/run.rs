@@ -266,6 +266,7 @@ impl StoppedProcess<'_> {
     fn set_stopped(&mut self, tid: i32, stopped: bool) {
         if let Some(t) = self.tracee(tid) {
             t.stopped = stopped;
+            t.regs = None;
         }
     }
 
@@ -350,6 +351,9 @@ impl StoppedProcess<'_> {
         let layout = self.process().arch().regs();
         let mut regs = read_regs(self.process(), tid)?;
         regs[layout.pc] = addr;
+        if let Some(t) = self.tracee(tid) {
+            t.regs = None;
+        }
         write_regs(self.process(), tid, &regs)?;
         Ok(regs[layout.sp] == sp)
     }

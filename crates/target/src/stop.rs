@@ -49,6 +49,9 @@ pub(crate) struct Tracee {
     pub asleep: bool,
     /// Its ptrace options now (`PTRACE_O_*`).
     pub options: libc::c_int,
+    /// Its registers as read when it reached its stop, while nothing changed them since: set
+    /// by the stop, dropped by anything that writes them or lets the thread run.
+    pub regs: Option<Vec<u64>>,
 }
 
 impl Tracee {
@@ -61,6 +64,7 @@ impl Tracee {
             saved: Vec::new(),
             asleep: false,
             options,
+            regs: None,
         }
     }
 
@@ -523,7 +527,7 @@ fn settle_known(
                         t.stopped = true;
                         t.group_stop = sig != libc::SIGTRAP;
                         if sig == libc::SIGTRAP {
-                            restart::undo_stop_eintr(process, t.tid)?;
+                            t.regs = restart::undo_stop_eintr(process, t.tid)?;
                         }
                         break;
                     }

@@ -9,7 +9,7 @@ use kpatch_target::{MapEntry, Memory, StoppedProcess};
 
 use crate::coro;
 use crate::error::Result;
-use crate::unwind::{Frame, StackWalker};
+use crate::unwind::{contains_sorted, Frame, StackWalker};
 
 /// A thread found inside a range being changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,7 @@ impl Inspection {
             let found = segments.iter().find_map(|seg| {
                 stack_words(mem, seg.clone())
                     .into_iter()
-                    .find(|(_, v)| held.iter().any(|r| r.contains(v)))
+                    .find(|(_, v)| contains_sorted(held, *v))
             });
             if let Some((addr, value)) = found {
                 self.refs.push(Reference {
@@ -192,16 +192,18 @@ impl Inspection {
 /// What an inspection looks for, and what it knows of the process.
 #[derive(Debug, Clone, Copy)]
 pub struct Targets<'a> {
-    /// Code no thread may have a frame in.
+    /// Code no thread may have a frame in, sorted and merged (see [`crate::unwind::merged`]).
     pub ranges: &'a [Range<u64>],
-    /// Memory about to be unmapped: no thread may hold a pointer into it, in a register or in
-    /// the used part of its stack (a function reached by a tail call from code in it holds no
-    /// frame there, yet may still read its data).
+    /// Memory about to be unmapped, sorted and merged: no thread may hold a pointer into it,
+    /// in a register or in the used part of its stack (a function reached by a tail call from
+    /// code in it holds no frame there, yet may still read its data).
     pub held: &'a [Range<u64>],
     /// The mappings as read before the stop, sorted: where each thread's stack ends.
     pub mappings: &'a [Range<u64>],
     /// Executable ranges of the process.
     pub code: &'a [Range<u64>],
+    /// The same, sorted and merged (see [`crate::unwind::merged`]).
+    pub code_set: &'a [Range<u64>],
     pub coro: &'a coro::Source,
 }
 
@@ -242,11 +244,31 @@ pub fn threads(
     let machine = proc.arch().e_machine();
     let mut reader = BlockReader::new(mem, t.code);
     let mut out = Inspection::default();
+    let layout = proc.arch().regs();
     for &tid in tids {
         let regs = match world.thread(tid) {
             Ok(th) => th.regs()?,
             Err(_) => continue,
         };
+        if *t.coro == coro::Source::None {
+            let sp = regs.get(layout.sp).copied().unwrap_or(0);
+            if let Some(seg) = quick_segment(sp, t.mappings) {
+                let words = stack_words(mem, seg.clone());
+                if clear_without_walking(&regs, layout, &words, walker, t) {
+                    if !t.held.is_empty() {
+                        held_in(tid, &regs, &words, t.held, &mut out.refs);
+                        out.segments.push((tid, vec![seg.clone()]));
+                    }
+                    out.stacks.push(LiveStack {
+                        tid,
+                        sp,
+                        top: seg.end,
+                        complete: true,
+                    });
+                    continue;
+                }
+            }
+        }
         let walk = walker.walk(&regs, &mut |a| reader.word(a));
         let hit = walk.hit(t.ranges);
         if let Some(addr) = hit {
@@ -258,9 +280,7 @@ pub fn threads(
         }
         let unsure = hit.is_none() && !walk.complete && !t.ranges.is_empty();
         if unsure || !t.held.is_empty() {
-            let held_reg = regs
-                .iter()
-                .position(|v| t.held.iter().any(|r| r.contains(v)));
+            let held_reg = regs.iter().position(|&v| contains_sorted(t.held, v));
             if let Some(i) = held_reg {
                 out.refs.push(Reference {
                     tid,
@@ -274,7 +294,7 @@ pub fn threads(
             let mut busy_found = !unsure;
             for seg in &segments {
                 for (addr, value) in stack_words(mem, seg.clone()) {
-                    if !held_found && t.held.iter().any(|r| r.contains(&value)) {
+                    if !held_found && contains_sorted(t.held, value) {
                         out.refs.push(Reference {
                             tid,
                             value,
@@ -284,7 +304,7 @@ pub fn threads(
                     }
                     if !busy_found
                         && addr >= from
-                        && t.ranges.iter().any(|r| r.contains(&value))
+                        && contains_sorted(t.ranges, value)
                         && follows_call(machine, value, &mut reader)
                     {
                         out.busy.push(Busy {
@@ -349,6 +369,76 @@ pub fn coroutines(
         }
     }
     Ok(())
+}
+
+/// How much stack a thread may have in use for [`clear_without_walking`] to be tried: searching
+/// it costs about what walking costs then.
+const QUICK_STACK: u64 = 16 << 10;
+
+/// The used part of a thread's stack, red zone included, up to the end of its mapping, when
+/// that is known and short.
+fn quick_segment(sp: u64, mappings: &[Range<u64>]) -> Option<Range<u64>> {
+    let i = mappings.partition_point(|m| m.end <= sp);
+    let m = mappings.get(i).filter(|m| m.start <= sp)?;
+    (m.end - sp <= QUICK_STACK).then(|| sp.saturating_sub(RED_ZONE).max(m.start)..m.end)
+}
+
+/// Whether a thread can be shown to have no frame in the ranges without walking its stack:
+/// neither its pc (nor its link register) nor any word of its stack (`words`, the whole used
+/// part) points into them, and nothing there could lead to frames on another stack (a signal
+/// trampoline, or code whose trampolines are not known). Every frame's code address is the
+/// pc, the link register or a return address on the stack, so this is a proof; anything else
+/// (a stale word pointing into the ranges, say) leaves the answer to the walk.
+fn clear_without_walking(
+    regs: &[u64],
+    layout: kpatch_arch::RegLayout,
+    words: &[(u64, u64)],
+    walker: &StackWalker,
+    t: &Targets<'_>,
+) -> bool {
+    let reg = |i: usize| regs.get(i).copied().unwrap_or(0);
+    let pc = reg(layout.pc);
+    let lr = layout.link.map(reg);
+    // A thread stopped on a trampoline's second instruction (x86_64: 7 or 5 bytes in;
+    // aarch64: 4) is in a signal frame too.
+    let on_trampoline = [0u64, 4, 5, 7]
+        .iter()
+        .any(|&back| walker.may_lead_elsewhere(pc.wrapping_sub(back)));
+    if on_trampoline || contains_sorted(t.ranges, pc) {
+        return false;
+    }
+    if let Some(lr) = lr {
+        if contains_sorted(t.ranges, lr) || walker.may_lead_elsewhere(lr) {
+            return false;
+        }
+    }
+    !words.iter().any(|&(_, w)| {
+        contains_sorted(t.code_set, w)
+            && (contains_sorted(t.ranges, w) || walker.may_lead_elsewhere(w))
+    })
+}
+
+/// Records the first pointer into `held` among the thread's registers and `words`.
+fn held_in(
+    tid: i32,
+    regs: &[u64],
+    words: &[(u64, u64)],
+    held: &[Range<u64>],
+    refs: &mut Vec<Reference>,
+) {
+    let found = regs
+        .iter()
+        .position(|&v| contains_sorted(held, v))
+        .map(|i| (regs[i], Place::Register(i)))
+        .or_else(|| {
+            words
+                .iter()
+                .find(|(_, v)| contains_sorted(held, *v))
+                .map(|&(a, v)| (v, Place::Stack(a)))
+        });
+    if let Some((value, place)) = found {
+        refs.push(Reference { tid, value, place });
+    }
 }
 
 /// Whether `addr` is a return address: the instruction before it is a call.
@@ -557,6 +647,51 @@ mod tests {
         mem.0.borrow_mut().clear();
         found.rescan_stacks(&mem, &held);
         assert_eq!(found.refs.len(), 1);
+    }
+
+    #[test]
+    fn a_thread_is_cleared_without_walking_only_when_nothing_could_hide_a_frame() {
+        let arch = kpatch_arch::for_machine(kpatch_arch::EM_X86_64).unwrap();
+        let layout = arch.regs();
+        let mut walker = StackWalker::new(arch);
+        // Searched text at 0x1000 with a trampoline at 0x1100; unsearched code at 0x5000.
+        let mut text = vec![0x90u8; 0x1000];
+        text[0x100..0x109].copy_from_slice(&[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05]);
+        walker.search_text(0x1000, &text);
+        let code = crate::unwind::merged([0x1000..0x2000, 0x5000..0x6000]);
+        walker.set_code(code.clone());
+        let ranges = crate::unwind::merged(std::iter::once(0x1800..0x1900));
+        let none = coro::Source::None;
+        let t = Targets {
+            ranges: &ranges,
+            held: &[],
+            mappings: &[],
+            code: &code,
+            code_set: &code,
+            coro: &none,
+        };
+        let mut regs = vec![0u64; layout.words];
+        regs[layout.pc] = 0x1200;
+        let clean = [(0x9000, 0x1234), (0x9008, 42), (0x9010, 0x9100)];
+        assert!(clear_without_walking(&regs, layout, &clean, &walker, &t));
+        for (what, word) in [
+            ("a return address into the ranges", 0x1850),
+            ("a handler's return into the trampoline", 0x1100),
+            ("code whose trampolines are unknown", 0x5010),
+        ] {
+            let words = [(0x9000, 0x1234), (0x9008, word)];
+            assert!(
+                !clear_without_walking(&regs, layout, &words, &walker, &t),
+                "{what}"
+            );
+        }
+        for pc in [0x1850, 0x1107, 0x5000] {
+            regs[layout.pc] = pc;
+            assert!(
+                !clear_without_walking(&regs, layout, &clean, &walker, &t),
+                "pc {pc:#x}"
+            );
+        }
     }
 
     #[test]

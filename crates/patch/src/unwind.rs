@@ -146,28 +146,39 @@ impl StackWalker {
             eh_frame_hdr,
             ..Default::default()
         };
-        if let (Some(t), Some(bytes)) = (
-            &image.text,
-            image
-                .text
-                .as_ref()
-                .and_then(|t| image.data.get(t.file.clone())),
-        ) {
-            let start = t.svma.start.wrapping_add(bias);
-            let at = &mut self.trampolines;
-            at.searched
-                .push(start..start.wrapping_add(bytes.len() as u64));
-            at.found.extend(
-                trampolines_in(self.arch.e_machine(), bytes)
-                    .iter()
-                    .map(|&off| start.wrapping_add(off as u64)),
-            );
+        if let Some(t) = &image.text {
+            if let Some(bytes) = image.data.get(t.file.clone()) {
+                self.search_text(t.svma.start.wrapping_add(bias), bytes);
+            }
         }
         let module = Module::new(name.to_owned(), avma, bias, info);
         match &mut self.inner {
             Inner::X86_64(u, _) => u.add_module(module),
             Inner::Aarch64(u, _) => u.add_module(module),
         }
+    }
+
+    /// Notes the signal trampolines in code at `start` (its bytes): the walk then reads none
+    /// of that code to recognise them.
+    pub fn search_text(&mut self, start: u64, bytes: &[u8]) {
+        let at = &mut self.trampolines;
+        at.searched
+            .push(start..start.wrapping_add(bytes.len() as u64));
+        at.found.extend(
+            trampolines_in(self.arch.e_machine(), bytes)
+                .iter()
+                .map(|&off| start.wrapping_add(off as u64)),
+        );
+    }
+
+    /// Whether `value`, found on a stack, could lead the walk to frames that are not on that
+    /// stack: it is a signal trampoline (a handler's return address; the interrupted context
+    /// may be on another stack), or it points into code whose trampolines are not known.
+    pub fn may_lead_elsewhere(&self, value: u64) -> bool {
+        let t = &self.trampolines;
+        t.found.contains(&value)
+            || (contains_sorted(&self.code, value)
+                && !t.searched.iter().any(|r| r.contains(&value)))
     }
 
     /// Marks `range` as code without unwind tables (the text of applied patches): frames there
@@ -179,7 +190,7 @@ impl StackWalker {
 
     /// Sets the executable ranges of the process: a scanned return address must lie in one.
     pub fn set_code(&mut self, code: Vec<Range<u64>>) {
-        self.code = code;
+        self.code = merged(code);
     }
 
     /// The frames of a thread stopped with registers `regs` (the `NT_PRSTATUS` words).
@@ -370,6 +381,26 @@ fn interrupted(ctx: SignalContext, frames: &mut Vec<Frame>) -> FrameAddress {
         sp: ctx.sp,
     });
     FrameAddress::InstructionPointer(ctx.pc)
+}
+
+/// Whether `v` lies in one of `ranges`, sorted by start and disjoint (see [`merged`]).
+pub fn contains_sorted(ranges: &[Range<u64>], v: u64) -> bool {
+    let i = ranges.partition_point(|r| r.end <= v);
+    ranges.get(i).is_some_and(|r| r.start <= v)
+}
+
+/// `ranges` sorted by start, overlapping or touching ones merged: for [`contains_sorted`].
+pub fn merged(ranges: impl IntoIterator<Item = Range<u64>>) -> Vec<Range<u64>> {
+    let mut v: Vec<Range<u64>> = ranges.into_iter().filter(|r| r.start < r.end).collect();
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// Records the caller frame a step found; returns where to step from next, or `None` at the

@@ -106,6 +106,8 @@ pub struct Safety {
     pub coro: coro::Source,
     /// Executable ranges of the process.
     pub code: Vec<Range<u64>>,
+    /// The same, sorted and merged.
+    pub code_set: Vec<Range<u64>>,
     /// Every mapping, sorted: where the thread stacks end.
     pub mappings: Vec<Range<u64>>,
 }
@@ -130,14 +132,24 @@ impl Safety {
             .map(|m| m.range())
             .collect();
         walker.set_code(code.clone());
+        // The vDSO is in no object: its signal trampolines (aarch64's) are looked for now.
+        for m in maps
+            .iter()
+            .filter(|m| m.perms.exec && m.is_special("[vdso]"))
+        {
+            if let Ok(bytes) = proc.read_vec(m.start, m.len() as usize) {
+                walker.search_text(m.start, &bytes);
+            }
+        }
         let mut mappings: Vec<Range<u64>> = maps.iter().map(|m| m.range()).collect();
         mappings.sort_by_key(|r| r.start);
         Ok(Safety {
             walker,
-            ranges: names.iter().map(|(r, _)| r.clone()).collect(),
+            ranges: crate::unwind::merged(names.iter().map(|(r, _)| r.clone())),
             names,
             held: Vec::new(),
             coro: coro::source(proc, objects)?,
+            code_set: crate::unwind::merged(code.iter().cloned()),
             code,
             mappings,
         })
@@ -145,7 +157,7 @@ impl Safety {
 
     /// Also checks that no thread holds a pointer into `held` (memory about to be unmapped).
     pub fn holding(mut self, held: Vec<Range<u64>>) -> Safety {
-        self.held = held;
+        self.held = crate::unwind::merged(held);
         self
     }
 
@@ -176,6 +188,7 @@ impl Safety {
             held: &self.held,
             mappings: &self.mappings,
             code: &self.code,
+            code_set: &self.code_set,
             coro: &self.coro,
         };
         safety::threads(world, &mut self.walker, &targets, tids)
@@ -192,6 +205,7 @@ impl Safety {
             held: &self.held,
             mappings: &self.mappings,
             code: &self.code,
+            code_set: &self.code_set,
             coro: &self.coro,
         };
         safety::coroutines(world, &mut self.walker, &targets, found)?;

@@ -2,7 +2,7 @@
 //! patch replaces (or, when removing a patch, code that goes away with it), and no suspended
 //! coroutine may hold such a frame.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use kpatch_target::{MapEntry, Memory, StoppedProcess};
@@ -166,21 +166,45 @@ impl Inspection {
         if held.is_empty() {
             return;
         }
-        for (tid, segments) in &self.segments {
-            let tid = *tid;
-            self.refs
-                .retain(|r| r.tid != tid || matches!(r.place, Place::Register(_)));
-            if self.refs.iter().any(|r| r.tid == tid) {
+        // What the registers hold stands; the stacks are read again, all in as few system
+        // calls as the memory allows.
+        self.refs.retain(|r| matches!(r.place, Place::Register(_)));
+        let by_register: HashSet<i32> = self.refs.iter().map(|r| r.tid).collect();
+        let todo: Vec<(i32, Range<u64>)> = self
+            .segments
+            .iter()
+            .filter(|(tid, _)| !by_register.contains(tid))
+            .flat_map(|(tid, segs)| {
+                segs.iter()
+                    .map(move |s| (*tid, (s.start & !7)..(s.end & !7)))
+            })
+            .filter(|(_, s)| s.start < s.end)
+            .collect();
+        let mut bufs: Vec<Vec<u8>> = todo
+            .iter()
+            .map(|(_, s)| vec![0u8; (s.end - s.start) as usize])
+            .collect();
+        let mut parts: Vec<(u64, &mut [u8])> = todo
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|((_, s), b)| (s.start, b.as_mut_slice()))
+            .collect();
+        let read = mem.read_many(&mut parts);
+        drop(parts);
+        let mut found: HashSet<i32> = HashSet::new();
+        for (((tid, seg), buf), whole) in todo.iter().zip(&bufs).zip(read) {
+            if found.contains(tid) {
                 continue;
             }
-            let found = segments.iter().find_map(|seg| {
+            let words = if whole {
+                words_of(seg.start, buf)
+            } else {
                 stack_words(mem, seg.clone())
-                    .into_iter()
-                    .find(|(_, v)| contains_sorted(held, *v))
-            });
-            if let Some((addr, value)) = found {
+            };
+            if let Some(&(addr, value)) = words.iter().find(|(_, v)| contains_sorted(held, *v)) {
+                found.insert(*tid);
                 self.refs.push(Reference {
-                    tid,
+                    tid: *tid,
                     value,
                     place: Place::Stack(addr),
                 });
@@ -483,32 +507,37 @@ fn stack_words(mem: &dyn Memory, range: Range<u64>) -> Vec<(u64, u64)> {
     const PAGE: u64 = 4096;
     let start = range.start & !7;
     let end = range.end & !7;
-    let mut out = Vec::new();
-    let mut push = |base: u64, bytes: &[u8]| {
-        for (i, w) in bytes.chunks_exact(8).enumerate() {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            out.push((base + 8 * i as u64, u64::from_le_bytes(b)));
-        }
-    };
     if start >= end {
-        return out;
+        return Vec::new();
     }
     let mut buf = vec![0u8; (end - start) as usize];
     if mem.read(start, &mut buf).is_ok() {
-        push(start, &buf);
-        return out;
+        return words_of(start, &buf);
     }
+    let mut out = Vec::new();
     let mut at = start;
     while at < end {
         let next = ((at & !(PAGE - 1)) + PAGE).min(end);
         let mut part = vec![0u8; (next - at) as usize];
         if mem.read(at, &mut part).is_ok() {
-            push(at, &part);
+            out.extend(words_of(at, &part));
         }
         at = next;
     }
     out
+}
+
+/// The words of `bytes`, read at `base`, with their addresses.
+fn words_of(base: u64, bytes: &[u8]) -> Vec<(u64, u64)> {
+    bytes
+        .chunks_exact(8)
+        .enumerate()
+        .map(|(i, w)| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            (base + 8 * i as u64, u64::from_le_bytes(b))
+        })
+        .collect()
 }
 
 /// Whether a saved context belongs to a stack some thread runs on (see [`crate::coro`]): its

@@ -100,8 +100,10 @@ pub fn stop_one<'p>(proc: &'p Process, opts: &Options) -> Result<StoppedThread<'
 /// code, and where coroutines are to be found.
 pub struct Safety {
     pub walker: StackWalker,
+    /// Sorted and merged.
     pub ranges: Vec<Range<u64>>,
     pub names: Vec<(Range<u64>, String)>,
+    /// Sorted and merged.
     pub held: Vec<Range<u64>>,
     pub coro: coro::Source,
     /// Executable ranges of the process.
@@ -177,12 +179,8 @@ impl Safety {
         Ok(found)
     }
 
-    /// Inspects the threads `tids` of the world (the others may still be running).
-    fn threads(
-        &mut self,
-        world: &mut StoppedProcess<'_>,
-        tids: &[i32],
-    ) -> Result<safety::Inspection> {
+    /// The walker, and what the inspection looks for.
+    fn parts(&mut self) -> (&mut StackWalker, safety::Targets<'_>) {
         let targets = safety::Targets {
             ranges: &self.ranges,
             held: &self.held,
@@ -191,7 +189,17 @@ impl Safety {
             code_set: &self.code_set,
             coro: &self.coro,
         };
-        safety::threads(world, &mut self.walker, &targets, tids)
+        (&mut self.walker, targets)
+    }
+
+    /// Inspects the threads `tids` of the world (the others may still be running).
+    fn threads(
+        &mut self,
+        world: &mut StoppedProcess<'_>,
+        tids: &[i32],
+    ) -> Result<safety::Inspection> {
+        let (walker, targets) = self.parts();
+        safety::threads(world, walker, &targets, tids)
     }
 
     /// Completes an inspection of every thread with the coroutines; a busy one is an error.
@@ -200,15 +208,8 @@ impl Safety {
         world: &mut StoppedProcess<'_>,
         found: &mut safety::Inspection,
     ) -> Result<()> {
-        let targets = safety::Targets {
-            ranges: &self.ranges,
-            held: &self.held,
-            mappings: &self.mappings,
-            code: &self.code,
-            code_set: &self.code_set,
-            coro: &self.coro,
-        };
-        safety::coroutines(world, &mut self.walker, &targets, found)?;
+        let (walker, targets) = self.parts();
+        safety::coroutines(world, walker, &targets, found)?;
         if let Some((addr, context)) = found.coroutine {
             return Err(Error::CoroutineBusy {
                 pid: world.process().pid(),

@@ -26,7 +26,7 @@ use crate::restart;
 use crate::signals::{self, SavedSignal};
 use crate::thread::ThreadHandle;
 
-/// How many sleeping threads are woken (to stop, or once released) at a time.
+/// How many sleeping threads are woken to stop at a time.
 const WAKE_BATCH: usize = 16;
 /// How long releasing waits for a thread that has not reached its stop yet.
 const RELEASE_GRACE: Duration = Duration::from_millis(200);

@@ -150,3 +150,113 @@ fn fail_threading_then_succeed() {
     std::thread::sleep(Duration::from_millis(50));
     assert!(p.alive());
 }
+
+/// A signal handler that never returns sits above work(), which the patch replaces: the walk
+/// must step through the signal frame to the interrupted work() (framehop cannot: glibc
+/// describes its trampoline with a CFA expression), so the patch fails.
+#[test]
+fn fail_busy_below_a_signal_frame_at_o0() {
+    must_fail(
+        "sig_frame",
+        "-O0",
+        "work (sig_frame)",
+        "Hello from UNPATCHED",
+        "Hello from UNPATCHED",
+    );
+}
+
+#[test]
+fn fail_busy_below_a_signal_frame_at_o2() {
+    must_fail(
+        "sig_frame",
+        "-O2",
+        "work (sig_frame)",
+        "Hello from UNPATCHED",
+        "Hello from UNPATCHED",
+    );
+}
+
+/// The patched say() passes show() a string of the patch by a tail call; show() reads it again
+/// after a sleep, with no frame of the patch on the stack. An unpatch meanwhile must keep the
+/// patch's memory mapped until show() is done with it (unmapping it at once kills the program),
+/// and free it then.
+#[test]
+fn unpatch_keeps_memory_in_use_until_it_is_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let built = build(dir, &Recipe::exe("tail_data", "-O2"), &[1]);
+    let mut p = Proc::spawn(&built.binary, &[]);
+    let pid = p.pid_arg();
+    p.wait_line("begin UNPATCHED");
+    let patch = built.patch(1).to_str().unwrap();
+    // show() holds the string 400 ms out of every 410: an unpatch nearly always finds it held.
+    let mut waited = false;
+    for _ in 0..3 {
+        ok(&ctl(dir, &["patch", "-p", &pid, patch], &[]));
+        p.drain();
+        p.wait_line("begin PATCHED");
+        let out = ok(&ctl(dir, &["-v", "unpatch", "-p", &pid], &[]));
+        assert!(out.contains("successfully cancelled"), "{out}");
+        assert_eq!(
+            patch_regions(p.pid()),
+            0,
+            "the region is still mapped:\n{out}"
+        );
+        p.wait_line("end PATCHED");
+        p.wait_line("begin UNPATCHED");
+        if out.contains("in the memory being removed") {
+            waited = true;
+            break;
+        }
+    }
+    assert!(waited, "no unpatch found the patch's string in use");
+    assert!(p.alive());
+}
+
+/// When the memory is still in use at the end of the safety timeout, the unpatch is done but
+/// the memory stays mapped (pending, listed nowhere), with a warning; a later run frees it.
+#[test]
+fn memory_still_in_use_is_freed_by_a_later_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let built = build(dir, &Recipe::exe("tail_data", "-O2"), &[1]);
+    let mut p = Proc::spawn(&built.binary, &[]);
+    let pid = p.pid_arg();
+    p.wait_line("begin UNPATCHED");
+    ok(&ctl(
+        dir,
+        &["patch", "-p", &pid, built.patch(1).to_str().unwrap()],
+        &[],
+    ));
+    p.drain();
+    let mut warned = false;
+    for _ in 0..3 {
+        p.wait_line("begin PATCHED");
+        let out = ok(&ctl(
+            dir,
+            &["unpatch", "-p", &pid],
+            &[("LIBCARE_SAFETY_TIMEOUT", "0.05")],
+        ));
+        assert!(out.contains("successfully cancelled"), "{out}");
+        if out.contains("still in use") {
+            warned = true;
+            break;
+        }
+        // Caught between two calls: patch again and retry.
+        ok(&ctl(
+            dir,
+            &["patch", "-p", &pid, built.patch(1).to_str().unwrap()],
+            &[],
+        ));
+        p.drain();
+    }
+    assert!(warned, "no unpatch found the patch's string in use");
+    assert_eq!(patch_regions(p.pid()), 1, "the region in use was unmapped");
+    assert!(info_ids(dir, p.pid()).is_empty());
+    p.wait_line("end PATCHED");
+    p.wait_line("begin UNPATCHED");
+    let out = ok(&ctl(dir, &["-v", "unpatch", "-p", &pid], &[]));
+    assert_eq!(patch_regions(p.pid()), 0, "not reclaimed:\n{out}");
+    p.wait_line("end UNPATCHED");
+    assert!(p.alive());
+}

@@ -480,6 +480,20 @@ fn fill_and_commit(
         back.push((h.daddr, old));
     }
     let runs = runs::plan(proc, &jumps, proc.page_size())?;
+    // Writing the pages back unchanged makes the kernel copy them (copy-on-write) now, while
+    // the target runs, rather than during the stop. Threads running that code see the same
+    // bytes throughout. Not in a writable mapping: the target could change a byte of it
+    // between our read and our write.
+    for r in &runs {
+        let end = r.addr + r.old.len() as u64;
+        let read_only = maps
+            .iter()
+            .filter(|m| m.start < end && r.addr < m.end)
+            .all(|m| !m.perms.write);
+        if read_only {
+            proc.write(r.addr, &r.old)?;
+        }
+    }
     let heads: Vec<u64> = jobs.iter().map(|j| j.kpta).collect();
     back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
     let mut safety = world::Safety::new(proc, maps, objects, applied, replaced)?;
@@ -488,24 +502,26 @@ fn fill_and_commit(
     let below = guardian.armed();
     guardian.arm(&back)?;
     let mut after_failed = None;
+    // Looked up now: the stop only runs them.
+    let (before, after) = (storage.script("before"), storage.script("after"));
     let frozen = world::with_safe_stop(
         proc,
         opts,
         &mut safety,
         guardian,
         rep,
-        |_stopped, guardian| {
-            if let Some(script) = storage.script("before") {
-                world::run_script(&script, proc.pid())?;
+        |_stopped, _guardian, _found, _rep| {
+            if let Some(script) = &before {
+                world::run_script(script, proc.pid())?;
             }
             fault::point("stopped");
-            commit(proc, &runs, &heads, &back, guardian)?;
+            commit(proc, &runs, &heads, &back)?;
             // The jumps are in: failing now would unmap code they lead to. LibcarePlus, too,
             // only reports a failed `after` script.
-            if let Some(script) = storage.script("after") {
-                after_failed = world::run_script(&script, proc.pid()).err();
+            if let Some(script) = &after {
+                after_failed = world::run_script(script, proc.pid()).err();
             }
-            Ok(())
+            Ok(world::AfterCommit::default())
         },
     );
     // Nothing was committed: our batch is not needed. A batch left above it (breakpoints that
@@ -514,6 +530,12 @@ fn fill_and_commit(
         let _ = guardian.disarm();
     }
     let frozen = frozen?;
+    // The series is complete: the way back is no longer needed. Disarmed only now, once the
+    // threads run again (a pipe write to the guardian costs more than the writes themselves):
+    // a tool dying before this leaves the target unpatched (the guardian puts the original
+    // bytes back; the region, pending, is reclaimed by the next run).
+    let _ = guardian.disarm();
+    fault::point("committed");
     if let Some(e) = after_failed {
         rep.info(&format!("warning: {e}; the patch stays applied"));
     }
@@ -530,14 +552,13 @@ fn fill_and_commit(
 /// Writes the jumps (as page runs), then marks every region committed (`KPATCH1` in the
 /// header at each of `heads`). The guardian is armed with `back`, the way back (original
 /// bytes, pending magic), so that a tool dying at any point of the series leaves the target
-/// unpatched rather than half patched; it is disarmed here once the series is complete. A
+/// unpatched rather than half patched; the caller disarms it once the threads run again. A
 /// write that fails puts back what was written (the caller disarms).
 fn commit(
     mem: &dyn Memory,
     runs: &[runs::Run],
     heads: &[u64],
     back: &[(u64, Vec<u8>)],
-    guardian: &mut Guardian,
 ) -> Result<()> {
     runs::commit(mem, runs, &|| fault::point("first-hunk"))?;
     fault::point("after-hunks");
@@ -550,7 +571,5 @@ fn commit(
         }
     }
     fault::point("after-commit");
-    let _ = guardian.disarm();
-    fault::point("committed");
     Ok(())
 }

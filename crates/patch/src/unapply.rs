@@ -163,26 +163,36 @@ pub fn remove(
         .filter_map(|a| overlay.writes.get(a).map(|b| (*a, b.clone())))
         .collect();
     let runs = runs::plan(proc, &writes, proc.page_size())?;
+    let regions: Vec<(u64, u64)> = selected
+        .iter()
+        .map(|&i| (all[i].kpta, all[i].len))
+        .collect();
+    let held = regions
+        .iter()
+        .map(|&(a, l)| a..a.saturating_add(l))
+        .collect();
+    let mut safety = world::Safety::new(proc, maps, objects, all, names)?.holding(held);
     let mut frozen = None;
+    let mut unmapped = false;
     if committed || !overlay.order.is_empty() {
         // Every write moves the target towards "unpatched" and may be done again, so the
         // guardian is armed with the whole series: a tool dying half-way leaves it completed.
-        // A region stays mapped until after the resume: it is marked pending so that, if we
-        // die before unmapping it, it is never listed again and the next run reclaims it.
+        // The regions are marked pending so that, if we die before unmapping them, they are
+        // never listed again and the next run reclaims them.
         let marks: Vec<(u64, Vec<u8>)> = selected
             .iter()
             .map(|&i| (all[i].kpta, MAGIC_PENDING.to_vec()))
             .collect();
         let mut guarded = writes.clone();
         guarded.extend(marks.iter().cloned());
-        let mut safety = world::Safety::new(proc, maps, objects, all, names)?;
+        let unmapped = &mut unmapped;
         frozen = Some(world::with_safe_stop(
             proc,
             opts,
             &mut safety,
             guardian,
             rep,
-            |_, guardian| {
+            |_stopped, guardian, found, rep| {
                 fault::point("unpatch-stopped");
                 guardian.arm(&guarded)?;
                 // A failed run write puts back the runs already written: still fully patched.
@@ -199,16 +209,43 @@ pub fn remove(
                 }
                 fault::point("unpatch-after-restore");
                 let _ = guardian.disarm();
-                first_error.map_or(Ok(()), |e| Err(e.into()))
+                if let Some(e) = first_error {
+                    return Err(e.into());
+                }
+                fault::point("unpatch-before-munmap");
+                // No jump leads into the regions any more. Unless a thread holds a pointer into
+                // them now, none can get one (short of one stored in memory), so they go as
+                // soon as the threads that were running are released.
+                if found.refs.is_empty() {
+                    *unmapped = true;
+                    return Ok(world::AfterCommit {
+                        unmap: regions.clone(),
+                    });
+                }
+                for r in &found.refs {
+                    rep.detail(&world::describe_reference(r));
+                }
+                Ok(world::AfterCommit::default())
             },
         )?);
+    } else {
+        fault::point("unpatch-before-munmap");
     }
-    fault::point("unpatch-before-munmap");
-    world::unmap_regions(
-        proc,
-        selected.iter().map(|&i| (all[i].kpta, all[i].len)),
-        opts,
-    );
+    if !unmapped {
+        // Reclaiming a region left pending does not wait: it is tried again next time.
+        let patience = if tolerant {
+            Duration::ZERO
+        } else {
+            opts.safety_timeout
+        };
+        if !world::unmap_when_unused(proc, &mut safety, &regions, patience, opts, rep)? && !tolerant
+        {
+            rep.info(&format!(
+                "warning: PID '{}': the removed patch's memory is still in use; it stays mapped and a later run will free it",
+                proc.pid()
+            ));
+        }
+    }
     Ok(frozen)
 }
 

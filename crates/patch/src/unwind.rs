@@ -2,12 +2,14 @@
 //! in the target, with stack memory read through a caller-supplied function (the unwinder never
 //! touches the target itself, so it is tested against fake stacks).
 
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use framehop::aarch64::{CacheAarch64, UnwindRegsAarch64, UnwinderAarch64};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _};
-use kpatch_arch::{Arch, EM_AARCH64};
+use kpatch_arch::{Arch, EM_AARCH64, EM_X86_64};
 
 use crate::elf_image::ElfImage;
 
@@ -25,6 +27,69 @@ pub struct StackWalker {
     arch: &'static dyn Arch,
     opaque: Vec<Range<u64>>,
     code: Vec<Range<u64>>,
+    trampolines: Trampolines,
+}
+
+/// Where the signal trampolines are: found in the text of the known objects before any stop,
+/// so that the walk reads no code for them; code elsewhere (the vDSO, anonymous code) is read
+/// and checked once per address.
+#[derive(Default)]
+struct Trampolines {
+    /// Text ranges searched (run-time addresses).
+    searched: Vec<Range<u64>>,
+    found: HashSet<u64>,
+    /// Addresses outside them already checked, with the answer.
+    checked: HashMap<u64, bool>,
+}
+
+/// What identifies a text section's bytes for [`trampolines_in`]: where they are (the images
+/// of mapped files are cached and shared for the whole run), how many, and a sample of them.
+type TextKey = (usize, usize, u16, [u8; 32]);
+
+/// Offsets of the signal trampolines in a text section's bytes, each text searched once per
+/// run of the tool.
+fn trampolines_in(machine: u16, text: &[u8]) -> Arc<Vec<usize>> {
+    static CACHE: Mutex<Vec<(TextKey, Arc<Vec<usize>>)>> = Mutex::new(Vec::new());
+    let mut sample = [0u8; 32];
+    for (i, b) in sample.iter_mut().enumerate() {
+        *b = text.get(i * text.len() / 32).copied().unwrap_or(0);
+    }
+    let key = (text.as_ptr() as usize, text.len(), machine, sample);
+    let cached = |c: &Vec<(TextKey, Arc<Vec<usize>>)>| {
+        c.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+    };
+    if let Some(v) = CACHE.lock().ok().and_then(|c| cached(&c)) {
+        return v;
+    }
+    let mut out = Vec::new();
+    if machine == EM_AARCH64 {
+        let pattern = AARCH64_SIGRETURN.to_le_bytes();
+        for (i, w) in text.windows(8).enumerate().step_by(4) {
+            if w == pattern {
+                out.push(i);
+            }
+        }
+    } else {
+        let long = X86_64_SIGRETURN.0.to_le_bytes();
+        let short = X86_64_SIGRETURN_SHORT.to_le_bytes();
+        // Every `syscall` instruction, then what precedes it.
+        for i in 0..text.len().saturating_sub(1) {
+            if text[i] != 0x0f || text[i + 1] != 0x05 {
+                continue;
+            }
+            if i >= 7 && text[i - 7..i] == long[..7] {
+                out.push(i - 7);
+            }
+            if i >= 5 && text[i - 5..i] == short[..5] {
+                out.push(i - 5);
+            }
+        }
+    }
+    let v = Arc::new(out);
+    if let Ok(mut c) = CACHE.lock() {
+        c.push((key, v.clone()));
+    }
+    v
 }
 
 impl std::fmt::Debug for StackWalker {
@@ -61,6 +126,7 @@ impl StackWalker {
             arch,
             opaque: Vec::new(),
             code: Vec::new(),
+            trampolines: Trampolines::default(),
         }
     }
 
@@ -80,11 +146,39 @@ impl StackWalker {
             eh_frame_hdr,
             ..Default::default()
         };
+        if let Some(t) = &image.text {
+            if let Some(bytes) = image.data.get(t.file.clone()) {
+                self.search_text(t.svma.start.wrapping_add(bias), bytes);
+            }
+        }
         let module = Module::new(name.to_owned(), avma, bias, info);
         match &mut self.inner {
             Inner::X86_64(u, _) => u.add_module(module),
             Inner::Aarch64(u, _) => u.add_module(module),
         }
+    }
+
+    /// Notes the signal trampolines in code at `start` (its bytes): the walk then reads none
+    /// of that code to recognise them.
+    pub fn search_text(&mut self, start: u64, bytes: &[u8]) {
+        let at = &mut self.trampolines;
+        at.searched
+            .push(start..start.wrapping_add(bytes.len() as u64));
+        at.found.extend(
+            trampolines_in(self.arch.e_machine(), bytes)
+                .iter()
+                .map(|&off| start.wrapping_add(off as u64)),
+        );
+    }
+
+    /// Whether `value`, found on a stack, could lead the walk to frames that are not on that
+    /// stack: it is a signal trampoline (a handler's return address; the interrupted context
+    /// may be on another stack), or it points into code whose trampolines are not known.
+    pub fn may_lead_elsewhere(&self, value: u64) -> bool {
+        let t = &self.trampolines;
+        t.found.contains(&value)
+            || (contains_sorted(&self.code, value)
+                && !t.searched.iter().any(|r| r.contains(&value)))
     }
 
     /// Marks `range` as code without unwind tables (the text of applied patches): frames there
@@ -96,7 +190,7 @@ impl StackWalker {
 
     /// Sets the executable ranges of the process: a scanned return address must lie in one.
     pub fn set_code(&mut self, code: Vec<Range<u64>>) {
-        self.code = code;
+        self.code = merged(code);
     }
 
     /// The frames of a thread stopped with registers `regs` (the `NT_PRSTATUS` words).
@@ -126,7 +220,6 @@ impl StackWalker {
         lr: u64,
         read: &mut dyn FnMut(u64) -> Option<u64>,
     ) -> Walk {
-        let mut read_stack = |addr: u64| read(addr).ok_or(());
         let mut frames = vec![Frame {
             addr: pc,
             lookup: pc,
@@ -135,12 +228,19 @@ impl StackWalker {
         let mut complete = false;
         let opaque = &self.opaque;
         let code = &self.code;
+        let memo = &mut self.trampolines;
         match &mut self.inner {
             Inner::X86_64(u, cache) => {
                 let mut regs = UnwindRegsX86_64::new(pc, sp, fp);
                 let mut address = FrameAddress::InstructionPointer(pc);
                 while frames.len() < MAX_FRAMES {
+                    if let Some(ctx) = signal_context(EM_X86_64, address, regs.sp(), read, memo) {
+                        regs = UnwindRegsX86_64::new(ctx.pc, ctx.sp, ctx.fp);
+                        address = interrupted(ctx, &mut frames);
+                        continue;
+                    }
                     let lookup = address.address_for_lookup();
+                    let mut read_stack = |addr: u64| read(addr).ok_or(());
                     let step = if opaque.iter().any(|r| r.contains(&lookup)) {
                         scan_x86_64(&mut regs, code, &mut read_stack)
                     } else {
@@ -157,6 +257,12 @@ impl StackWalker {
                 let mut regs = UnwindRegsAarch64::new(lr, sp, fp);
                 let mut address = FrameAddress::InstructionPointer(pc);
                 while frames.len() < MAX_FRAMES {
+                    if let Some(ctx) = signal_context(EM_AARCH64, address, regs.sp(), read, memo) {
+                        regs = UnwindRegsAarch64::new(ctx.lr, ctx.sp, ctx.fp);
+                        address = interrupted(ctx, &mut frames);
+                        continue;
+                    }
+                    let mut read_stack = |addr: u64| read(addr).ok_or(());
                     let step = u
                         .unwind_frame(address, &mut regs, cache, &mut read_stack)
                         .map_err(drop);
@@ -169,6 +275,132 @@ impl StackWalker {
         }
         Walk { frames, complete }
     }
+}
+
+/// The registers a signal handler's return restores: the context the signal interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SignalContext {
+    pc: u64,
+    sp: u64,
+    fp: u64,
+    lr: u64,
+}
+
+/// x86_64: `mov $15,%rax; syscall` (glibc's `__restore_rt`), as the first 8 bytes and the 9th.
+const X86_64_SIGRETURN: (u64, u8) = (0x0f00_0000_0fc0_c748, 0x05);
+/// x86_64: `mov $15,%eax; syscall` (musl), 7 bytes.
+const X86_64_SIGRETURN_SHORT: u64 = 0x0005_0f00_0000_0fb8;
+/// aarch64: `mov x8, #139; svc #0` (the vDSO's `__kernel_rt_sigreturn`).
+const AARCH64_SIGRETURN: u64 = 0xd400_0001_d280_1168;
+
+/// Where the `ucontext_t` a handler returns through lies, relative to the stack pointer at the
+/// trampoline, and the offsets in it of the saved (pc, sp, fp, lr), per architecture: x86_64
+/// pops the trampoline's address, leaving the stack pointer on the context (`uc_mcontext` at
+/// 40: `rbp` is word 10, `rsp` 15, `rip` 16); aarch64 keeps the `siginfo` (128 bytes) first
+/// (`uc_mcontext` at 176 in the context: x29, x30, sp and pc after the fault address).
+fn context_offsets(machine: u16) -> (u64, u64, u64, Option<u64>) {
+    if machine == EM_AARCH64 {
+        let regs = 128 + 176 + 8;
+        (
+            regs + 32 * 8,
+            regs + 31 * 8,
+            regs + 29 * 8,
+            Some(regs + 30 * 8),
+        )
+    } else {
+        (40 + 16 * 8, 40 + 15 * 8, 40 + 10 * 8, None)
+    }
+}
+
+/// If the frame at `address` is a signal trampoline (a handler returns into it; a thread may
+/// also stand on it), the context the signal interrupted. framehop cannot step these frames
+/// (glibc describes `__restore_rt` with a CFA expression, the vDSO's trampoline is in no module)
+/// and would fall back to a frame-pointer guess that skips the interrupted function's own frame.
+fn signal_context(
+    machine: u16,
+    address: FrameAddress,
+    sp: u64,
+    read: &mut dyn FnMut(u64) -> Option<u64>,
+    known: &mut Trampolines,
+) -> Option<SignalContext> {
+    let at = match address {
+        FrameAddress::ReturnAddress(ra) => ra.get(),
+        FrameAddress::InstructionPointer(pc) => pc,
+    };
+    let mut is_trampoline = |start: u64, read: &mut dyn FnMut(u64) -> Option<u64>| -> bool {
+        if known.searched.iter().any(|r| r.contains(&start)) {
+            return known.found.contains(&start);
+        }
+        if let Some(&yes) = known.checked.get(&start) {
+            return yes;
+        }
+        let Some(word) = read(start) else {
+            return false;
+        };
+        let yes = if machine == EM_AARCH64 {
+            word == AARCH64_SIGRETURN
+        } else {
+            (word == X86_64_SIGRETURN.0
+                && read(start + 8).is_some_and(|w| w as u8 == X86_64_SIGRETURN.1))
+                || word & 0x00ff_ffff_ffff_ffff == X86_64_SIGRETURN_SHORT
+        };
+        known.checked.insert(start, yes);
+        yes
+    };
+    // A thread stopped between the trampoline's two instructions has the same stack.
+    let starts: &[u64] = match (address, machine) {
+        (FrameAddress::InstructionPointer(_), EM_X86_64) => &[0, 7, 5],
+        (FrameAddress::InstructionPointer(_), _) => &[0, 4],
+        _ => &[0],
+    };
+    if !starts
+        .iter()
+        .any(|&back| is_trampoline(at.wrapping_sub(back), read))
+    {
+        return None;
+    }
+    let (pc_at, sp_at, fp_at, lr_at) = context_offsets(machine);
+    Some(SignalContext {
+        pc: read(sp.checked_add(pc_at)?)?,
+        sp: read(sp.checked_add(sp_at)?)?,
+        fp: read(sp.checked_add(fp_at)?)?,
+        lr: match lr_at {
+            Some(off) => read(sp.checked_add(off)?)?,
+            None => 0,
+        },
+    })
+}
+
+/// Records the frame a signal interrupted (its pc is exact, not a return address) and returns
+/// where to step from next. Its stack pointer may lie anywhere: the handler may have run on an
+/// alternate stack.
+fn interrupted(ctx: SignalContext, frames: &mut Vec<Frame>) -> FrameAddress {
+    frames.push(Frame {
+        addr: ctx.pc,
+        lookup: ctx.pc,
+        sp: ctx.sp,
+    });
+    FrameAddress::InstructionPointer(ctx.pc)
+}
+
+/// Whether `v` lies in one of `ranges`, sorted by start and disjoint (see [`merged`]).
+pub fn contains_sorted(ranges: &[Range<u64>], v: u64) -> bool {
+    let i = ranges.partition_point(|r| r.end <= v);
+    ranges.get(i).is_some_and(|r| r.start <= v)
+}
+
+/// `ranges` sorted by start, overlapping or touching ones merged: for [`contains_sorted`].
+pub fn merged(ranges: impl IntoIterator<Item = Range<u64>>) -> Vec<Range<u64>> {
+    let mut v: Vec<Range<u64>> = ranges.into_iter().filter(|r| r.start < r.end).collect();
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// Records the caller frame a step found; returns where to step from next, or `None` at the
@@ -217,6 +449,13 @@ fn scan_x86_64(
     while slot < sp.saturating_add(SCAN_LIMIT) {
         let w = read(slot)?;
         if code.iter().any(|r| r.contains(&w)) && follows_call_x86_64(w, read) {
+            // Code built with frame pointers saved the caller's just below the return
+            // address and points at it: restore it, the caller's unwind rule may need it.
+            if regs.bp() == slot.wrapping_sub(8) {
+                if let Ok(bp) = read(slot - 8) {
+                    regs.set_bp(bp);
+                }
+            }
             regs.set_sp(slot + 8);
             regs.set_ip(w);
             return Ok(Some(w));
@@ -336,6 +575,104 @@ mod tests {
             None
         );
         assert_eq!(walk.top_sp(), 0x240);
+    }
+
+    /// A fake x86_64 process: words by address.
+    fn fake(words: &[(u64, u64)]) -> impl FnMut(u64) -> Option<u64> + '_ {
+        move |a| words.iter().find(|(w, _)| *w == a).map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn signal_frames_lead_to_the_interrupted_code() {
+        let arch = kpatch_arch::for_machine(EM_X86_64).unwrap();
+        let mut walker = StackWalker::new(arch);
+        let tramp = 0x7000u64;
+        // Handler frame (frame pointers, no unwind tables) at 0x9000 returning into the
+        // trampoline; the context right above its return address; the interrupted function's
+        // frame on another stack (an alternate signal stack below it, say), returning to 0x5010.
+        let uc = 0x9010u64;
+        let (pc_at, sp_at, fp_at, _) = context_offsets(EM_X86_64);
+        let words = [
+            (tramp, X86_64_SIGRETURN.0),
+            (tramp + 8, 0x9090_9090_9090_9005),
+            (0x9000, 0),     // saved rbp of the handler
+            (0x9008, tramp), // its return address
+            (uc + pc_at, 0x1234),
+            (uc + sp_at, 0x4000),
+            (uc + fp_at, 0x4100),
+            (0x4100, 0),
+            (0x4108, 0x5010),
+        ];
+        let walk = walker.walk_from(0x3000, 0x8ff0, 0x9000, 0, &mut fake(&words));
+        let addrs: Vec<(u64, u64)> = walk.frames.iter().map(|f| (f.addr, f.lookup)).collect();
+        assert_eq!(
+            &addrs[..4],
+            &[
+                (0x3000, 0x3000),
+                (tramp, tramp - 1),
+                (0x1234, 0x1234),
+                (0x5010, 0x500f)
+            ]
+        );
+        assert_eq!(walk.frames[2].sp, 0x4000);
+        let range = 0x1200..0x1300;
+        assert_eq!(walk.hit(std::slice::from_ref(&range)), Some(0x1234));
+        assert_eq!(
+            walk.exit_point(std::slice::from_ref(&range))
+                .map(|f| f.addr),
+            Some(0x5010)
+        );
+
+        // A thread stopped on the trampoline's syscall instruction, the handler returned.
+        let walk = walker.walk_from(tramp + 7, uc, 0, 0, &mut fake(&words));
+        assert_eq!(walk.frames[1].addr, 0x1234);
+        // The short (musl) form.
+        let short = [
+            (tramp, X86_64_SIGRETURN_SHORT | 0x9000_0000_0000_0000),
+            (uc + pc_at, 0x1234),
+            (uc + sp_at, 0x4000),
+            (uc + fp_at, 0),
+        ];
+        let walk = walker.walk_from(tramp, uc, 0, 0, &mut fake(&short));
+        assert_eq!(walk.frames[1].addr, 0x1234);
+        // Other code is not mistaken for it.
+        let other = [(tramp, 0x9090_9090_9090_9090), (uc + pc_at, 0x1234)];
+        let walk = walker.walk_from(tramp, uc, 0, 0, &mut fake(&other));
+        assert!(walk.frames.iter().all(|f| f.addr != 0x1234));
+    }
+
+    #[test]
+    fn trampolines_are_found_in_text() {
+        let mut text = vec![0x90u8; 64];
+        text[10..19].copy_from_slice(&[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05]);
+        text[30..37].copy_from_slice(&[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05]);
+        // A syscall after some other number is no trampoline.
+        text[45..52].copy_from_slice(&[0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05]);
+        assert_eq!(*trampolines_in(EM_X86_64, &text), vec![10, 30]);
+        let mut arm = vec![0u8; 32];
+        arm[8..16].copy_from_slice(&AARCH64_SIGRETURN.to_le_bytes());
+        arm[18..26].copy_from_slice(&AARCH64_SIGRETURN.to_le_bytes()); // misaligned
+        assert_eq!(*trampolines_in(EM_AARCH64, &arm), vec![8]);
+    }
+
+    #[test]
+    fn aarch64_signal_frames_lead_to_the_interrupted_code() {
+        let arch = kpatch_arch::for_machine(EM_AARCH64).unwrap();
+        let mut walker = StackWalker::new(arch);
+        let tramp = 0x7000u64;
+        let frame = 0x9000u64;
+        let (pc_at, sp_at, fp_at, lr_at) = context_offsets(EM_AARCH64);
+        let words = [
+            (tramp, AARCH64_SIGRETURN),
+            (frame + pc_at, 0x1234),
+            (frame + sp_at, 0x4000),
+            (frame + fp_at, 0x4100),
+            (frame + lr_at.unwrap(), 0x5010),
+        ];
+        // Stopped on the trampoline, the handler returned: the stack pointer is on the frame.
+        let walk = walker.walk_from(tramp, frame, 0, 0, &mut fake(&words));
+        assert_eq!(walk.frames[1].addr, 0x1234);
+        assert_eq!(walk.frames[1].sp, 0x4000);
     }
 
     #[test]

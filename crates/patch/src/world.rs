@@ -95,15 +95,23 @@ pub fn stop_one<'p>(proc: &'p Process, opts: &Options) -> Result<StoppedThread<'
 }
 
 /// What the safety check looks for, prepared while the target runs: the ranges no thread may
-/// be in (with the names to report), a walker that knows every object's unwind tables and the
-/// patches' code, and where coroutines are to be found.
+/// be in (with the names to report), the memory no thread may hold a pointer into (what is
+/// about to be unmapped), a walker that knows every object's unwind tables and the patches'
+/// code, and where coroutines are to be found.
 pub struct Safety {
     pub walker: StackWalker,
+    /// Sorted and merged.
     pub ranges: Vec<Range<u64>>,
     pub names: Vec<(Range<u64>, String)>,
+    /// Sorted and merged.
+    pub held: Vec<Range<u64>>,
     pub coro: coro::Source,
     /// Executable ranges of the process.
     pub code: Vec<Range<u64>>,
+    /// The same, sorted and merged.
+    pub code_set: Vec<Range<u64>>,
+    /// Every mapping, sorted: where the thread stacks end.
+    pub mappings: Vec<Range<u64>>,
 }
 
 impl Safety {
@@ -126,13 +134,33 @@ impl Safety {
             .map(|m| m.range())
             .collect();
         walker.set_code(code.clone());
+        // The vDSO is in no object: its signal trampolines (aarch64's) are looked for now.
+        for m in maps
+            .iter()
+            .filter(|m| m.perms.exec && m.is_special("[vdso]"))
+        {
+            if let Ok(bytes) = proc.read_vec(m.start, m.len() as usize) {
+                walker.search_text(m.start, &bytes);
+            }
+        }
+        let mut mappings: Vec<Range<u64>> = maps.iter().map(|m| m.range()).collect();
+        mappings.sort_by_key(|r| r.start);
         Ok(Safety {
             walker,
-            ranges: names.iter().map(|(r, _)| r.clone()).collect(),
+            ranges: crate::unwind::merged(names.iter().map(|(r, _)| r.clone())),
             names,
+            held: Vec::new(),
             coro: coro::source(proc, objects)?,
+            code_set: crate::unwind::merged(code.iter().cloned()),
             code,
+            mappings,
         })
+    }
+
+    /// Also checks that no thread holds a pointer into `held` (memory about to be unmapped).
+    pub fn holding(mut self, held: Vec<Range<u64>>) -> Safety {
+        self.held = crate::unwind::merged(held);
+        self
     }
 
     fn describe(&self, addr: u64) -> String {
@@ -143,14 +171,45 @@ impl Safety {
             .unwrap_or_else(|| format!("code at {addr:#x}"))
     }
 
+    /// Inspects every thread and coroutine of the stopped world.
     fn inspect(&mut self, world: &mut StoppedProcess<'_>) -> Result<safety::Inspection> {
-        let found = safety::inspect(
-            world,
-            &mut self.walker,
-            &self.ranges,
-            &self.coro,
-            &self.code,
-        )?;
+        let tids = world.tids();
+        let mut found = self.threads(world, &tids)?;
+        self.finish(world, &mut found)?;
+        Ok(found)
+    }
+
+    /// The walker, and what the inspection looks for.
+    fn parts(&mut self) -> (&mut StackWalker, safety::Targets<'_>) {
+        let targets = safety::Targets {
+            ranges: &self.ranges,
+            held: &self.held,
+            mappings: &self.mappings,
+            code: &self.code,
+            code_set: &self.code_set,
+            coro: &self.coro,
+        };
+        (&mut self.walker, targets)
+    }
+
+    /// Inspects the threads `tids` of the world (the others may still be running).
+    fn threads(
+        &mut self,
+        world: &mut StoppedProcess<'_>,
+        tids: &[i32],
+    ) -> Result<safety::Inspection> {
+        let (walker, targets) = self.parts();
+        safety::threads(world, walker, &targets, tids)
+    }
+
+    /// Completes an inspection of every thread with the coroutines; a busy one is an error.
+    fn finish(
+        &mut self,
+        world: &mut StoppedProcess<'_>,
+        found: &mut safety::Inspection,
+    ) -> Result<()> {
+        let (walker, targets) = self.parts();
+        safety::coroutines(world, walker, &targets, found)?;
         if let Some((addr, context)) = found.coroutine {
             return Err(Error::CoroutineBusy {
                 pid: world.process().pid(),
@@ -158,24 +217,65 @@ impl Safety {
                 context,
             });
         }
-        Ok(found)
+        Ok(())
+    }
+
+    /// Stops every thread, the sleeping ones first: their stacks are inspected while the
+    /// others still run (they cannot change before they are released), then the others are
+    /// stopped and inspected. Only the threads that were running pay for their own stop.
+    fn stop_and_inspect<'p>(
+        &mut self,
+        proc: &'p Process,
+        opts: &Options,
+    ) -> Result<(StoppedProcess<'p>, safety::Inspection)> {
+        let (mut stopped, early) = proc.stop_all_phased(opts.stop_timeout, |asleep| {
+            let tids = asleep.tids();
+            self.threads(asleep, &tids)
+        })?;
+        let mut found = early?;
+        let seen: std::collections::HashSet<i32> = found.stacks.iter().map(|s| s.tid).collect();
+        let rest: Vec<i32> = stopped
+            .tids()
+            .into_iter()
+            .filter(|t| !seen.contains(t))
+            .collect();
+        found.rescan_stacks(proc, &self.held);
+        let later = self.threads(&mut stopped, &rest)?;
+        found.merge(later);
+        self.finish(&mut stopped, &mut found)?;
+        Ok((stopped, found))
     }
 }
 
+/// What a commit leaves to do once the threads that were running are released: unmap these
+/// regions (with one thread still stopped to run the `munmap`).
+#[derive(Debug, Default)]
+pub struct AfterCommit {
+    pub unmap: Vec<(u64, u64)>,
+}
+
 /// Stops every thread until none has a frame in the safety ranges, then runs `commit` with the
-/// world stopped and resumes it. Each round stops everything and walks every stack; threads
-/// found in the ranges are let run (the others staying stopped) until they return out of
-/// them, for at most [`Options::round_wait`]; if they all did, the round commits. Otherwise the
-/// process runs on for a back-off and a new round starts, until [`Options::safety_timeout`].
-/// A suspended coroutine in the ranges fails at once. Returns how long the committing round
-/// kept the process stopped.
+/// world stopped and resumes it. Each round stops everything (see
+/// [`Safety::stop_and_inspect`]) and walks every stack; threads found in the ranges are let run
+/// (the others staying stopped) until they return out of them, for at most
+/// [`Options::round_wait`]; if they all did, the round commits. Otherwise the process runs on
+/// for a back-off and a new round starts, until [`Options::safety_timeout`]. A suspended
+/// coroutine in the ranges fails at once. `commit` also gets the last inspection (which threads
+/// hold pointers into the held memory) and the report; what it returns is done once the threads
+/// that were running are released. Returns how long the committing round kept any thread of
+/// the process stopped.
 pub fn with_safe_stop(
     proc: &Process,
     opts: &Options,
     safety: &mut Safety,
     guardian: &mut Guardian,
     rep: &mut dyn Report,
-    commit: impl FnOnce(&mut StoppedProcess<'_>, &mut Guardian) -> Result<()>,
+    commit: impl FnOnce(
+        &mut StoppedProcess<'_>,
+        &mut Guardian,
+        &safety::Inspection,
+        &mut dyn Report,
+    ) -> Result<AfterCommit>,
 ) -> Result<Duration> {
     let start = Instant::now();
     let deadline = start + opts.safety_timeout;
@@ -187,8 +287,7 @@ pub fn with_safe_stop(
     loop {
         let _defer = DeferTermination::new();
         let t0 = Instant::now();
-        let mut stopped = proc.stop_all(opts.stop_timeout)?;
-        let mut found = safety.inspect(&mut stopped)?;
+        let (mut stopped, mut found) = safety.stop_and_inspect(proc, opts)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let exits: Option<Vec<ReturnPoint>> = found
             .busy
@@ -229,8 +328,16 @@ pub fn with_safe_stop(
             let Some(commit) = commit.take() else {
                 return Err(Error::Unsupported("commit attempted twice".into()));
             };
-            let result = commit(&mut stopped, guardian);
-            let resumed = stopped.resume();
+            let result = commit(&mut stopped, guardian, &found, rep);
+            let resumed = match &result {
+                Ok(then) if !then.unmap.is_empty() => {
+                    // The threads that were running go first; one stays to run the munmap.
+                    let released = stopped.release_all_but_one();
+                    unmap_stopped(&mut stopped, &then.unmap, rep);
+                    released.and(stopped.resume())
+                }
+                _ => stopped.resume(),
+            };
             let frozen = t0.elapsed();
             result?;
             resumed?;
@@ -272,6 +379,89 @@ pub fn unmap_regions(proc: &Process, regions: impl Iterator<Item = (u64, u64)>, 
             let _ = thread.munmap(a, l);
         }
         let _ = stopped.resume();
+    }
+}
+
+/// Unmaps `regions` by syscalls in one of the stopped threads. A failure is reported and left
+/// for the next run to reclaim (the regions are marked pending).
+pub fn unmap_stopped(
+    stopped: &mut StoppedProcess<'_>,
+    regions: &[(u64, u64)],
+    rep: &mut dyn Report,
+) {
+    let Some(mut thread) = stopped.runnable_thread() else {
+        rep.detail("no thread can run the munmap; the regions stay for the next run to reclaim");
+        return;
+    };
+    for &(a, l) in regions.iter().filter(|&&(a, l)| a != 0 && l != 0) {
+        if let Err(e) = thread.munmap(a, l) {
+            rep.detail(&format!(
+                "the region at {a:#x} stays for the next run to reclaim: {e}"
+            ));
+        }
+    }
+}
+
+/// Describes where a thread holds a pointer into memory about to be unmapped.
+pub fn describe_reference(r: &safety::Reference) -> String {
+    match r.place {
+        safety::Place::Register(i) => format!(
+            "thread {} holds {:#x}, in the memory being removed, in register word {i}",
+            r.tid, r.value
+        ),
+        safety::Place::Stack(at) => format!(
+            "thread {} holds {:#x}, in the memory being removed, on its stack at {at:#x}",
+            r.tid, r.value
+        ),
+    }
+}
+
+/// Unmaps `regions` (whose code no jump leads to any more) once no thread uses them: no frame
+/// in the safety ranges and no pointer into `safety.held` in a register or on a stack (a
+/// function that code in a region reached by a tail call may still be reading the region's
+/// data). Each round stops every thread and checks; between rounds the process runs for a
+/// back-off, for at most `patience` (one round if zero). A region still in use then stays
+/// mapped, pending: a later run reclaims it. Returns whether the regions were unmapped.
+pub fn unmap_when_unused(
+    proc: &Process,
+    safety: &mut Safety,
+    regions: &[(u64, u64)],
+    patience: Duration,
+    opts: &Options,
+    rep: &mut dyn Report,
+) -> Result<bool> {
+    if regions.iter().all(|&(a, l)| a == 0 || l == 0) {
+        return Ok(true);
+    }
+    let deadline = Instant::now() + patience;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let _defer = DeferTermination::new();
+        let (mut stopped, found) = safety.stop_and_inspect(proc, opts)?;
+        if found.busy.is_empty() && found.refs.is_empty() {
+            let released = stopped.release_all_but_one();
+            unmap_stopped(&mut stopped, regions, rep);
+            stopped.resume()?;
+            released?;
+            return Ok(true);
+        }
+        stopped.resume()?;
+        for b in &found.busy {
+            rep.detail(&format!(
+                "thread {} is in {}; the region stays mapped meanwhile",
+                b.tid,
+                safety.describe(b.addr)
+            ));
+        }
+        for r in &found.refs {
+            rep.detail(&describe_reference(r));
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        drop(_defer);
+        std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+        backoff = (backoff * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -38,6 +38,8 @@ impl ThreadHandle<'_> {
         deadline: Instant,
         during: &'static str,
     ) -> Result<Option<Event>> {
+        // It ran: what was read of its registers before is stale.
+        self.tracee.regs = None;
         let event = match ptrace::wait_event(self.tid(), deadline) {
             Ok(e) => e,
             Err(Errno::ECHILD) => Event::Exited(0),
@@ -191,7 +193,13 @@ impl ThreadHandle<'_> {
     }
 
     /// Installs the registers of an injected operation, with syscall restarting cancelled.
+    /// A thread the injected code creates is not followed (it would stay stopped, unknown).
     pub(crate) fn enter(&mut self, mut regs: Vec<u64>, saved: &Saved) -> Result<()> {
+        if self.tracee.options != 0 {
+            crate::stop::set_options(self.tid(), 0)
+                .map_err(|e| self.ptrace_err("SETOPTIONS", e))?;
+            self.tracee.options = 0;
+        }
         let layout = self.layout();
         if let Some(orig) = layout.orig_syscall {
             regs[orig] = u64::MAX;

@@ -38,7 +38,19 @@ pub trait Memory {
     fn write_u64(&self, addr: u64, value: u64) -> Result<()> {
         self.write(addr, &value.to_ne_bytes())
     }
+
+    /// Fills each buffer from its address, as many reads as cheaply as the memory allows;
+    /// returns, for each, whether it was read whole.
+    fn read_many(&self, parts: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        parts
+            .iter_mut()
+            .map(|(addr, buf)| self.read(*addr, buf).is_ok())
+            .collect()
+    }
 }
+
+/// Most buffers one `process_vm_readv` takes (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 fn overflow(addr: u64, len: usize) -> std::io::Error {
     std::io::Error::new(
@@ -89,6 +101,50 @@ impl Memory for Process {
             }
         }
         Ok(())
+    }
+
+    /// Reads up to [`IOV_MAX`] buffers per system call; what a call leaves (it stops at the
+    /// first buffer it cannot read whole) is read one by one.
+    fn read_many(&self, parts: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        let mut ok = vec![false; parts.len()];
+        let mut next = 0;
+        while next < parts.len() {
+            let end = (next + IOV_MAX).min(parts.len());
+            let chunk = &mut parts[next..end];
+            let remote: Vec<RemoteIoVec> = chunk
+                .iter()
+                .map(|(a, b)| RemoteIoVec {
+                    base: *a as usize,
+                    len: b.len(),
+                })
+                .collect();
+            let mut local: Vec<IoSliceMut<'_>> =
+                chunk.iter_mut().map(|(_, b)| IoSliceMut::new(b)).collect();
+            let mut got =
+                process_vm_readv(Pid::from_raw(self.mem_tid()), &mut local, &remote).unwrap_or(0);
+            drop(local);
+            let mut whole = 0;
+            for (_, b) in chunk.iter() {
+                if got < b.len() {
+                    break;
+                }
+                got -= b.len();
+                whole += 1;
+            }
+            for flag in &mut ok[next..next + whole] {
+                *flag = true;
+            }
+            // The one it stopped in, read alone (it may still be readable through
+            // /proc/PID/mem); the call goes on after it.
+            if whole < chunk.len() {
+                let (a, b) = &mut chunk[whole];
+                ok[next + whole] = self.read(*a, b).is_ok();
+                next += whole + 1;
+            } else {
+                next = end;
+            }
+        }
+        ok
     }
 
     fn write(&self, addr: u64, data: &[u8]) -> Result<()> {

@@ -54,21 +54,21 @@ pub(crate) fn blocked_syscall(process: &Process, tid: i32) -> Option<CurrentSysc
 
 /// If thread `tid`, just stopped by our interrupt, returned `EINTR` from such a syscall
 /// because of the stop, rewinds it so that it calls again when resumed. `before` is what
-/// [`blocked_syscall`] saw.
+/// [`blocked_syscall`] saw. Returns its registers as they now are.
 pub(crate) fn undo_stop_eintr(
     process: &Process,
     tid: i32,
     before: Option<&CurrentSyscall>,
-) -> Result<()> {
+) -> Result<Vec<u64>> {
     let arch = process.arch();
     let layout = arch.regs();
     let mut regs = read_regs(process, tid)?;
     if regs[layout.ret] != EINTR {
-        return Ok(());
+        return Ok(regs);
     }
     let (nr, first_arg) = match layout.orig_syscall {
         Some(orig) if !layout.syscall_args.contains(&layout.ret) => (regs[orig], None),
-        Some(_) => return Ok(()),
+        Some(_) => return Ok(regs),
         None => match before {
             Some(b)
                 if regs[layout.syscall_nr] == b.nr
@@ -77,28 +77,29 @@ pub(crate) fn undo_stop_eintr(
             {
                 (b.nr, Some(b.args[0]))
             }
-            _ => return Ok(()),
+            _ => return Ok(regs),
         },
     };
     if !eintr_on_stop(arch, nr) {
-        return Ok(());
+        return Ok(regs);
     }
     let insn = arch.syscall_insn();
     let at = regs[layout.pc].wrapping_sub(insn.len() as u64);
     if process.read_vec(at, insn.len()).ok().as_deref() != Some(insn) {
-        return Ok(());
+        return Ok(regs);
     }
     // A deliverable signal is waiting: it interrupted the call and its handler will run, so
     // the EINTR is genuine.
     let dir = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid()));
     match procfs::signal_state(&dir) {
         Some(s) if (s.pending | s.shared_pending) & !s.blocked == 0 => {}
-        _ => return Ok(()),
+        _ => return Ok(regs),
     }
     regs[layout.syscall_nr] = nr;
     if let Some(a) = first_arg {
         regs[layout.syscall_args[0]] = a;
     }
     regs[layout.pc] = at;
-    write_regs(process, tid, &regs)
+    write_regs(process, tid, &regs)?;
+    Ok(regs)
 }

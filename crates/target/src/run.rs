@@ -45,6 +45,9 @@ use crate::thread::{read_regs, write_regs, ThreadHandle};
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Stops tolerated while single-stepping a thread over a breakpoint.
 const MAX_STEP_STOPS: usize = 64;
+/// What the threads let run are traced for: threads and processes they create, and `exec`.
+const RUN_OPTIONS: libc::c_int =
+    libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEEXEC;
 /// `si_code` of the trap an x86 `int3` raises.
 const SI_KERNEL: i32 = 0x80;
 /// `si_code` of the trap an aarch64 `brk` raises.
@@ -241,12 +244,18 @@ impl StoppedProcess<'_> {
                 State::Gone => report.exited.push(tid),
                 _ => report.late.push(tid),
             }
-            if r.state != State::Gone {
-                let _ = set_options(tid, 0);
+            if r.state != State::Gone && set_options(tid, 0).is_ok() {
+                if let Some(t) = self.tracee(tid) {
+                    t.options = 0;
+                }
             }
         }
         for &tid in &report.born {
-            let _ = set_options(tid, 0);
+            if set_options(tid, 0).is_ok() {
+                if let Some(t) = self.tracee(tid) {
+                    t.options = 0;
+                }
+            }
         }
         result?;
         quiesced?;
@@ -261,6 +270,7 @@ impl StoppedProcess<'_> {
     fn set_stopped(&mut self, tid: i32, stopped: bool) {
         if let Some(t) = self.tracee(tid) {
             t.stopped = stopped;
+            t.regs = None;
         }
     }
 
@@ -287,12 +297,13 @@ impl StoppedProcess<'_> {
         execed: &mut bool,
         deadline: Instant,
     ) -> Result<()> {
-        let options =
-            libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEEXEC;
         for r in runners.iter_mut() {
             let tid = r.point.tid;
-            set_options(tid, options)
+            set_options(tid, RUN_OPTIONS)
                 .map_err(|e| ptrace_error(self.process(), tid, "SETOPTIONS", e))?;
+            if let Some(t) = self.tracee(tid) {
+                t.options = RUN_OPTIONS;
+            }
             self.cont(tid, 0)?;
             r.state = State::Running;
         }
@@ -344,6 +355,9 @@ impl StoppedProcess<'_> {
         let layout = self.process().arch().regs();
         let mut regs = read_regs(self.process(), tid)?;
         regs[layout.pc] = addr;
+        if let Some(t) = self.tracee(tid) {
+            t.regs = None;
+        }
         write_regs(self.process(), tid, &regs)?;
         Ok(regs[layout.sp] >= sp)
     }
@@ -417,7 +431,7 @@ impl StoppedProcess<'_> {
                 if let Ok(child) = ptrace::event_msg(tid) {
                     let child = child as i32;
                     if born.iter().all(|t| t.tid != child) {
-                        let t = adopt(process, child);
+                        let t = adopt(process, child, RUN_OPTIONS);
                         if !t.gone {
                             born.push(t);
                         }

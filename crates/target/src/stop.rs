@@ -26,6 +26,8 @@ use crate::restart;
 use crate::signals::{self, SavedSignal};
 use crate::thread::ThreadHandle;
 
+/// How many sleeping threads are woken to stop at a time.
+const WAKE_BATCH: usize = 16;
 /// How long releasing waits for a thread that has not reached its stop yet.
 const RELEASE_GRACE: Duration = Duration::from_millis(200);
 
@@ -42,19 +44,30 @@ pub(crate) struct Tracee {
     pub group_stop: bool,
     /// Signals dequeued while it ran our injected code; sent back to it when released.
     pub saved: Vec<SavedSignal>,
+    /// It was asleep (or stopped by job control) when we stopped it: it is released after the
+    /// threads that were running.
+    pub asleep: bool,
+    /// Its ptrace options now (`PTRACE_O_*`).
+    pub options: libc::c_int,
+    /// Its registers as read when it reached its stop, while nothing changed them since: set
+    /// by the stop, dropped by anything that writes them or lets the thread run.
+    pub regs: Option<Vec<u64>>,
     /// The syscall it was blocked in before we interrupted it, where the stop may lose an
     /// argument (see [`restart`]).
     pub blocked: Option<CurrentSyscall>,
 }
 
 impl Tracee {
-    fn new(tid: i32) -> Self {
+    pub(crate) fn new(tid: i32, options: libc::c_int) -> Self {
         Tracee {
             tid,
             stopped: false,
             gone: false,
             group_stop: false,
             saved: Vec::new(),
+            asleep: false,
+            options,
+            regs: None,
             blocked: None,
         }
     }
@@ -62,7 +75,7 @@ impl Tracee {
     fn gone(tid: i32) -> Self {
         Tracee {
             gone: true,
-            ..Tracee::new(tid)
+            ..Tracee::new(tid, 0)
         }
     }
 }
@@ -90,19 +103,38 @@ pub struct StoppedThread<'p> {
 }
 
 impl Process {
-    /// Stops every thread: seizes all threads listed in `/proc/PID/task`, interrupts them all,
-    /// waits for all, then rescans until a scan finds no new thread. Threads that exit meanwhile
-    /// are dropped from the set. Fails if some thread does not stop within `timeout`.
+    /// Stops every thread (see [`Process::stop_all_phased`]). Threads that exit meanwhile are
+    /// dropped from the set. Fails if some thread does not stop within `timeout`.
     pub fn stop_all(&self, timeout: Duration) -> Result<StoppedProcess<'_>> {
+        self.stop_all_phased(timeout, |_| ()).map(|(s, ())| s)
+    }
+
+    /// Stops every thread in two steps, so that the threads that are running are held as
+    /// briefly as possible. First, while everything runs, every thread listed in
+    /// `/proc/PID/task` is seized (`PTRACE_SEIZE` stops none) with `PTRACE_O_TRACECLONE`, and
+    /// the list is read again until it holds no new thread: from then on every thread created
+    /// is ours at birth. Then the threads that are asleep (state S, D, T or t, read just before)
+    /// are stopped, and `asleep` runs with them, and only them, in the set: they cannot run
+    /// before they are released, so whatever it reads of them holds until then, while the
+    /// others run on. Then the others are stopped (with any thread born meanwhile). Releasing
+    /// ([`StoppedProcess::resume`]) lets the threads that were running go first. Fails if some
+    /// thread does not stop within `timeout`.
+    pub fn stop_all_phased<T>(
+        &self,
+        timeout: Duration,
+        asleep: impl FnOnce(&mut StoppedProcess<'_>) -> T,
+    ) -> Result<(StoppedProcess<'_>, T)> {
         let deadline = Instant::now() + timeout;
-        let mut stopped = StoppedProcess {
+        // Until the end, this guard holds every tracee and releases them on an error.
+        let mut all = StoppedProcess {
             process: self,
             tracees: Vec::new(),
             _not_send: PhantomData,
         };
         let mut skip: HashSet<i32> = HashSet::new();
+        let mut first = true;
         loop {
-            let known: HashSet<i32> = stopped.tracees.iter().map(|t| t.tid).collect();
+            let known: HashSet<i32> = all.tracees.iter().map(|t| t.tid).collect();
             let fresh: Vec<i32> = procfs::task_ids(self.pid())?
                 .into_iter()
                 .filter(|t| !known.contains(t) && !skip.contains(t))
@@ -110,39 +142,85 @@ impl Process {
             if fresh.is_empty() {
                 break;
             }
-            let mut seized = Vec::with_capacity(fresh.len());
             for tid in fresh {
                 // TRACECLONE makes a thread created by one we seized ours from birth, so a
-                // thread caught inside clone() does not escape this round.
+                // thread caught inside clone() does not escape.
                 match seize(self, tid, libc::PTRACE_O_TRACECLONE)? {
-                    true => {
-                        stopped.tracees.push(Tracee {
-                            blocked: restart::blocked_syscall(self, tid),
-                            ..Tracee::new(tid)
-                        });
-                        seized.push(tid);
-                    }
-                    false => {
+                    Seize::Seized => all.tracees.push(Tracee {
+                        blocked: restart::blocked_syscall(self, tid),
+                        ..Tracee::new(tid, libc::PTRACE_O_TRACECLONE)
+                    }),
+                    Seize::Gone => {
                         skip.insert(tid);
                     }
+                    // Before we seized anything, only another handle can hold it; later, it is
+                    // a thread born ours (it starts in a stop, and its parent reports it).
+                    Seize::Ours if first => return Err(held_elsewhere(self, tid)),
+                    Seize::Ours => all
+                        .tracees
+                        .push(Tracee::new(tid, libc::PTRACE_O_TRACECLONE)),
                 }
             }
-            for &tid in &seized {
-                interrupt(self, tid)?;
-            }
-            settle(self, &mut stopped.tracees, deadline, timeout)?;
+            first = false;
         }
-        if stopped.tracees.is_empty() {
+        if all.tracees.is_empty() {
             return Err(Error::ProcessExited { pid: self.pid() });
         }
-        // New threads created by code we run later (a called function) are not followed.
-        for t in &stopped.tracees {
-            match set_options(t.tid, 0) {
-                Ok(()) | Err(Errno::ESRCH) => {}
-                Err(errno) => return Err(ptrace_error(self, t.tid, "SETOPTIONS", errno)),
+        let dir = |tid: i32| PathBuf::from(format!("/proc/{}/task/{tid}", self.pid()));
+        for t in all.tracees.iter_mut() {
+            t.asleep = matches!(
+                procfs::stat(&dir(t.tid)),
+                Ok(Some(s)) if matches!(s.state, b'S' | b'D' | b'T' | b't')
+            );
+        }
+        all.tracees.sort_by_key(|t| !t.asleep);
+        let sleepers = all.tracees.iter().filter(|t| t.asleep).count();
+
+        // The sleeping threads, stopped and looked at while the others run. Each wakes up to
+        // stop, so they are stopped a batch at a time: the CPU time they take comes in short
+        // slices rather than as one long stall of the threads that run.
+        let mut known: HashSet<i32> = all.tracees.iter().map(|t| t.tid).collect();
+        let mut pending: Vec<Tracee> = all.tracees.drain(..sleepers).collect();
+        let mut early = StoppedProcess {
+            process: self,
+            tracees: Vec::with_capacity(pending.len()),
+            _not_send: PhantomData,
+        };
+        while !pending.is_empty() {
+            let mut batch: Vec<Tracee> = pending.drain(..pending.len().min(WAKE_BATCH)).collect();
+            let mut stopping = Ok(());
+            for t in &batch {
+                stopping = stopping.and(interrupt(self, t.tid));
+            }
+            let settled =
+                stopping.and_then(|()| settle_known(self, &mut batch, &known, deadline, timeout));
+            known.extend(batch.iter().map(|t| t.tid));
+            early.tracees.append(&mut batch);
+            if let Err(e) = settled {
+                all.tracees.append(&mut early.tracees);
+                all.tracees.append(&mut pending);
+                return Err(e);
             }
         }
-        Ok(stopped)
+        let result = asleep(&mut early);
+
+        // The others (a thread born to a sleeping one is held like them).
+        for t in early.tracees.iter_mut() {
+            t.asleep = true;
+        }
+        let mut stopping = Ok(());
+        for t in all.tracees.iter().filter(|t| !t.stopped) {
+            stopping = stopping.and(interrupt(self, t.tid));
+        }
+        all.tracees.append(&mut early.tracees);
+        let settled = stopping.and_then(|()| settle(self, &mut all.tracees, deadline, timeout));
+        // Those that were running are released first.
+        all.tracees.sort_by_key(|t| t.asleep);
+        settled?;
+        if all.tracees.iter().all(|t| t.gone) {
+            return Err(Error::ProcessExited { pid: self.pid() });
+        }
+        Ok((all, result))
     }
 
     /// Stops one thread (seize, interrupt, wait) while the others keep running.
@@ -155,19 +233,23 @@ impl Process {
                 tid,
             });
         }
-        if !seize(self, tid, 0)? {
-            return Err(Error::ThreadExited {
-                pid: self.pid(),
-                tid,
-                during: "stopping",
-            });
+        match seize(self, tid, 0)? {
+            Seize::Seized => {}
+            Seize::Gone => {
+                return Err(Error::ThreadExited {
+                    pid: self.pid(),
+                    tid,
+                    during: "stopping",
+                })
+            }
+            Seize::Ours => return Err(held_elsewhere(self, tid)),
         }
         // From here on the guard detaches the thread whatever happens.
         let mut guard = StoppedThread {
             process: self,
             tracee: Tracee {
                 blocked: restart::blocked_syscall(self, tid),
-                ..Tracee::new(tid)
+                ..Tracee::new(tid, 0)
             },
             _not_send: PhantomData,
         };
@@ -221,6 +303,22 @@ impl<'p> StoppedProcess<'p> {
         Ok(ThreadHandle::new(process, tracee))
     }
 
+    /// A handle on a thread that can run injected code (one not held by job control), the main
+    /// thread if it can.
+    pub fn runnable_thread(&mut self) -> Option<ThreadHandle<'_>> {
+        let process = self.process;
+        let pid = process.pid();
+        let usable = |t: &Tracee| !t.gone && t.stopped && !t.group_stop;
+        let i = self
+            .tracees
+            .iter()
+            .position(|t| t.tid == pid && usable(t))
+            .or_else(|| self.tracees.iter().position(usable))?;
+        self.tracees
+            .get_mut(i)
+            .map(|t| ThreadHandle::new(process, t))
+    }
+
     /// Handles on every stopped thread.
     pub fn threads(&mut self) -> impl Iterator<Item = ThreadHandle<'_>> {
         let process = self.process;
@@ -228,6 +326,26 @@ impl<'p> StoppedProcess<'p> {
             .iter_mut()
             .filter(|t| !t.gone)
             .map(move |t| ThreadHandle::new(process, t))
+    }
+
+    /// Releases every thread but one that can run injected code, those that were running
+    /// first. The one kept is one that was asleep if there is one (holding it a little longer
+    /// costs nothing), the main thread preferred. Returns its id; `None` when no thread could
+    /// be kept (all are released).
+    pub fn release_all_but_one(&mut self) -> Result<Option<i32>> {
+        let pid = self.process.pid();
+        let keep = self
+            .tracees
+            .iter()
+            .filter(|t| !t.gone && t.stopped && !t.group_stop)
+            .min_by_key(|t| (!t.asleep, t.tid != pid))
+            .map(|t| t.tid);
+        let (kept, others): (Vec<Tracee>, Vec<Tracee>) = std::mem::take(&mut self.tracees)
+            .into_iter()
+            .partition(|t| Some(t.tid) == keep);
+        self.tracees = kept;
+        release_all(self.process, others)?;
+        Ok(keep)
     }
 
     /// Lets every thread continue (detaching from all of them). Errors name the first thread
@@ -301,25 +419,33 @@ pub(crate) fn set_options(tid: i32, options: libc::c_int) -> std::result::Result
     .map(drop)
 }
 
-/// Seizes `tid`; `Ok(false)` when the thread is gone or a zombie (nothing to stop).
-fn seize(process: &Process, tid: i32, options: libc::c_int) -> Result<bool> {
+/// What seizing a thread found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seize {
+    Seized,
+    /// Gone, or a zombie: nothing to stop.
+    Gone,
+    /// This thread traces it already: a thread born to one we seized with
+    /// `PTRACE_O_TRACECLONE`, or one another handle of ours holds.
+    Ours,
+}
+
+/// Seizes `tid`.
+fn seize(process: &Process, tid: i32, options: libc::c_int) -> Result<Seize> {
     match ptrace::seize(tid, options) {
-        Ok(()) => Ok(true),
-        Err(Errno::ESRCH) => Ok(false),
+        Ok(()) => Ok(Seize::Seized),
+        Err(Errno::ESRCH) => Ok(Seize::Gone),
         Err(Errno::EPERM) => {
             let dir = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid()));
             match procfs::stat(&dir)? {
-                None => return Ok(false),
-                Some(s) if matches!(s.state, b'Z' | b'X' | b'x') => return Ok(false),
+                None => return Ok(Seize::Gone),
+                Some(s) if matches!(s.state, b'Z' | b'X' | b'x') => return Ok(Seize::Gone),
                 Some(_) => {}
             }
             if let Some(status) = procfs::status(&dir)? {
-                let me = std::process::id() as i32;
-                if status.tracer == me {
-                    return Err(Error::InvalidArgument(format!(
-                        "pid {}: thread {tid} is already stopped by another handle of this process; release that one first",
-                        process.pid()
-                    )));
+                // ptrace ties a tracee to the thread that attached it.
+                if status.tracer == nix::unistd::gettid().as_raw() {
+                    return Ok(Seize::Ours);
                 }
                 if status.tracer != 0 {
                     return Err(Error::AlreadyTraced {
@@ -332,6 +458,13 @@ fn seize(process: &Process, tid: i32, options: libc::c_int) -> Result<bool> {
         }
         Err(errno) => Err(ptrace_error(process, tid, "SEIZE", errno)),
     }
+}
+
+fn held_elsewhere(process: &Process, tid: i32) -> Error {
+    Error::InvalidArgument(format!(
+        "pid {}: thread {tid} is already stopped by another handle of this process; release that one first",
+        process.pid()
+    ))
 }
 
 pub(crate) fn interrupt(process: &Process, tid: i32) -> Result<()> {
@@ -359,6 +492,18 @@ pub(crate) fn pass(process: &Process, tid: i32, sig: i32) -> Result<()> {
 pub(crate) fn settle(
     process: &Process,
     tracees: &mut Vec<Tracee>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<()> {
+    settle_known(process, tracees, &HashSet::new(), deadline, timeout)
+}
+
+/// [`settle`], where a thread born to one of `tracees` that is in `elsewhere` is already
+/// tracked by the caller.
+fn settle_known(
+    process: &Process,
+    tracees: &mut Vec<Tracee>,
+    elsewhere: &HashSet<i32>,
     deadline: Instant,
     timeout: Duration,
 ) -> Result<()> {
@@ -390,13 +535,17 @@ pub(crate) fn settle(
                         t.stopped = true;
                         t.group_stop = sig != libc::SIGTRAP;
                         if sig == libc::SIGTRAP {
-                            restart::undo_stop_eintr(process, t.tid, t.blocked.as_ref())?;
+                            t.regs = Some(restart::undo_stop_eintr(
+                                process,
+                                t.tid,
+                                t.blocked.as_ref(),
+                            )?);
                         }
                         break;
                     }
                     Event::Ptrace { event, .. } if event == libc::PTRACE_EVENT_CLONE => {
                         if let Ok(child) = ptrace::event_msg(t.tid) {
-                            born.push(child as i32);
+                            born.push((child as i32, t.options));
                         }
                         pass(process, t.tid, 0)?;
                     }
@@ -405,9 +554,9 @@ pub(crate) fn settle(
                 }
             }
         }
-        for child in born {
-            if tracees.iter().all(|t| t.tid != child) {
-                tracees.push(adopt(process, child));
+        for (child, options) in born {
+            if !elsewhere.contains(&child) && tracees.iter().all(|t| t.tid != child) {
+                tracees.push(adopt(process, child, options));
             }
         }
         tracees.retain(|t| !t.gone);
@@ -428,10 +577,11 @@ pub(crate) fn settle(
     }
 }
 
-/// A task auto-attached by `PTRACE_O_TRACECLONE`. A clone that is not a thread of ours (a
-/// `clone()` without `CLONE_THREAD`) is another process: it is let go as soon as it stops.
-pub(crate) fn adopt(process: &Process, tid: i32) -> Tracee {
-    let mut t = Tracee::new(tid);
+/// A task auto-attached by `PTRACE_O_TRACECLONE` (it has its parent's `options`). A clone that
+/// is not a thread of ours (a `clone()` without `CLONE_THREAD`) is another process: it is let
+/// go as soon as it stops.
+pub(crate) fn adopt(process: &Process, tid: i32, options: libc::c_int) -> Tracee {
+    let mut t = Tracee::new(tid, options);
     let ours = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid())).exists();
     if !ours {
         let mut one = vec![t];
@@ -463,7 +613,9 @@ fn release(process: &Process, mut t: Tracee) -> Result<()> {
         return Ok(());
     }
     if !t.stopped {
-        // Our interrupt is still pending; detaching needs the thread stopped.
+        // Detaching needs the thread stopped: ask (again; a pending interrupt stays one) and
+        // wait for the stop.
+        interrupt(process, t.tid)?;
         let mut one = vec![t];
         let grace = Instant::now() + RELEASE_GRACE;
         settle(process, &mut one, grace, RELEASE_GRACE)?;

@@ -49,11 +49,15 @@ impl<'a> ThreadHandle<'a> {
 
     /// The general-purpose registers (`NT_PRSTATUS`), as [`RegLayout::words`] 64-bit words.
     pub fn regs(&self) -> Result<Vec<u64>> {
-        read_regs(self.process, self.tid())
+        match &self.tracee.regs {
+            Some(regs) => Ok(regs.clone()),
+            None => read_regs(self.process, self.tid()),
+        }
     }
 
     /// Replaces the general-purpose registers; `regs` must hold [`RegLayout::words`] words.
     pub fn set_regs(&mut self, regs: &[u64]) -> Result<()> {
+        self.tracee.regs = None;
         write_regs(self.process, self.tid(), regs)
     }
 

@@ -50,16 +50,22 @@ fn pause_trials(
             work,
             &["patch", "-p", &pid, v.patch.to_str().unwrap_or_default()],
         )?;
-        frozen.push(probe::frozen_us(&out).context("libcare-ctl printed no frozen time")? as f64);
-        on.push(probe.wait_switch(2)? as f64 / 1000.0);
-        probe::ctl(tools, work, &["unpatch", "-p", &pid])?;
-        off.push(probe.wait_switch(1)? as f64 / 1000.0);
+        let held = probe::frozen_us(&out).context("libcare-ctl printed no frozen time")?;
+        frozen.push(held as f64);
+        let (gap, at) = probe.wait_switch(2)?;
+        on.push(probe.pause_around(gap, at, held)? as f64 / 1000.0);
+        let out = probe::ctl(tools, work, &["unpatch", "-p", &pid])?;
+        let held = probe::frozen_us(&out).context("libcare-ctl printed no frozen time")?;
+        let (gap, at) = probe.wait_switch(1)?;
+        off.push(probe.pause_around(gap, at, held)? as f64 / 1000.0);
     }
     Ok((Stats::of(&on), Stats::of(&off), Stats::of(&frozen)))
 }
 
 /// Stops and resumes every thread of a running probe `TRIALS` times through kpatch-target
-/// (seize, interrupt, wait, release, nothing else); returns the pauses the probe saw.
+/// (seize, interrupt, wait, release, nothing else), with the same primitive and ordering as a
+/// patch (`Process::stop_all`: sleeping threads stopped first; running threads released
+/// first); returns the longest stall the probe saw while the process was (partly) held.
 fn floor_trials(v: &Variant, nidle: usize) -> Result<Stats> {
     let mut probe = Probe::start(&v.exe, &[&nidle.to_string()])?;
     let proc = kpatch_target::Process::open(probe.pid() as i32)?;
@@ -102,10 +108,11 @@ fn call_overhead(
 pub fn run_bench(root: &Path, only: &[String]) -> Result<()> {
     let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     run(cargo().args(["build", "--release", "--bins", "--quiet"]))?;
+    let target = crate::target_dir(root);
     let tools = Tools {
-        bin: crate::target_dir(root).join("release"),
+        bin: target.join("release"),
     };
-    let work = root.join("target/bench");
+    let work = target.join("bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let src = root.join("tests/fixtures/bench/probe.c");

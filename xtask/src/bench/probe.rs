@@ -11,6 +11,9 @@ use anyhow::{bail, Context, Result};
 use super::Tools;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// Iterations of the probe's loop longer than this are reported as stalls (ns): well above a
+/// normal iteration (tens of ns) and below the shortest stop.
+const STALL_NS: i64 = 3000;
 
 /// CLOCK_MONOTONIC in nanoseconds, the clock the probe prints.
 pub fn monotonic_ns() -> i64 {
@@ -29,10 +32,13 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Starts `exe args` and waits for "ready" (or the first callbench line).
+    /// Starts `exe args` and waits for "ready" (or the first callbench line). Pause probes
+    /// report every loop iteration longer than [`STALL_NS`].
     pub fn start(exe: &Path, args: &[&str]) -> Result<Probe> {
+        let threshold = STALL_NS.to_string();
         let mut child = Command::new(exe)
             .args(args)
+            .args((args.first() != Some(&"callbench")).then_some(threshold.as_str()))
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("start {}", exe.display()))?;
@@ -87,11 +93,26 @@ impl Probe {
         }
     }
 
-    /// Waits for `switch VALUE GAP` and returns GAP (ns).
-    pub fn wait_switch(&mut self, value: i64) -> Result<i64> {
+    /// Waits for `switch VALUE GAP AT` and returns (GAP, AT) (ns).
+    pub fn wait_switch(&mut self, value: i64) -> Result<(i64, i64)> {
         let prefix = format!("switch {value} ");
         let l = self.next_matching(|l| l.starts_with(&prefix))?;
-        l[prefix.len()..].trim().parse().context("bad switch line")
+        let mut it = l[prefix.len()..]
+            .split_whitespace()
+            .map(|x| x.parse::<i64>());
+        match (it.next(), it.next()) {
+            (Some(Ok(gap)), Some(Ok(at))) => Ok((gap, at)),
+            _ => bail!("bad switch line {l:?}"),
+        }
+    }
+
+    /// The pause of a patch whose code switch the probe saw at `at` with a stall of `gap`, the
+    /// tool having held the process for `frozen_us`: the longest stall of the spinner while any
+    /// thread could be held, i.e. within `frozen_us` either side of the switch (the threads the
+    /// tool wakes and releases around the switch take CPU time from the spinner too).
+    pub fn pause_around(&mut self, gap: i64, at: i64, frozen_us: u64) -> Result<i64> {
+        let span = frozen_us as i64 * 1000;
+        Ok(self.gap_within(at - span, at + span)?.max(gap))
     }
 
     /// The longest gap the probe reported inside [t0, t1] (0 when it saw none above its

@@ -67,3 +67,23 @@ fn reads_and_writes_a_running_process() {
     let err = p.read_vec(u64::MAX - 1, 4).unwrap_err();
     assert!(matches!(err, Error::Read { .. }), "{err}");
 }
+
+#[test]
+fn many_reads_at_once_report_each_buffer() {
+    let t = Target::spawn("basic", &[]);
+    let value = Target::field(&t.ready, "value");
+    let rodata = Target::field(&t.ready, "rodata");
+    let p = Process::open(t.pid).unwrap();
+    let (mut a, mut b, mut c, mut d) = ([0u8; 8], [0u8; 8], [0u8; 8], [0u8; 8]);
+    // The third is unmapped: the one system call stops there, the fourth is read after it.
+    let mut parts: Vec<(u64, &mut [u8])> = vec![
+        (value, &mut a),
+        (rodata, &mut b),
+        (8, &mut c),
+        (value, &mut d),
+    ];
+    assert_eq!(p.read_many(&mut parts), vec![true, true, false, true]);
+    assert_eq!(u64::from_ne_bytes(a), 1234);
+    assert_eq!(u64::from_ne_bytes(b), 42);
+    assert_eq!(u64::from_ne_bytes(d), 1234);
+}

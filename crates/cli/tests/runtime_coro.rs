@@ -22,9 +22,8 @@ fn coroutines(cflags: &'static [&'static str], ldflags: &'static [&'static str],
         shared: false,
     };
     let built = build(dir, &recipe, &[1, 2]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start("co2 UNPATCHED");
     let pid = p.pid_arg();
-    p.wait_line("co2 UNPATCHED");
     let maps_before = maps(p.pid());
 
     // coro_body() is suspended in both coroutines: no waiting, a clear refusal.

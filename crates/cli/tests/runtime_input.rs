@@ -33,9 +33,8 @@ fn bad_patch_files_are_refused_and_the_target_untouched() {
     let dir = dir.path();
     let built = build(dir, &Recipe::exe("stacked", "-O2"), &[1]);
     let other = build(dir, &Recipe::exe("frame_finish", "-O2"), &[1]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start("version v0");
     let pid = p.pid_arg();
-    p.wait_line("version v0");
 
     let good = std::fs::read(built.patch(1)).expect("patch");
     let truncated = dir.join("truncated.kpatch");
@@ -160,9 +159,8 @@ fn a_static_executable_is_patched_and_unpatched() {
         shared: false,
     };
     let built = build(dir, &recipe, &[1]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start("Hello from UNPATCHED");
     let pid = p.pid_arg();
-    p.wait_line("Hello from UNPATCHED");
     assert!(!maps(p.pid()).contains("libc"), "the fixture is not static");
     ok(&ctl(
         dir,

@@ -14,9 +14,8 @@ fn a_second_tool_waits_or_refuses() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let built = build(dir, &Recipe::exe("frame_finish", "-O2"), &[1]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start("Hello from UNPATCHED");
     let pid = p.pid_arg();
-    p.wait_line("Hello from UNPATCHED");
     let patch = built.patch(1).to_str().unwrap();
 
     // The first run holds the lock while it waits for greet() to return (up to 300 ms). It

@@ -14,9 +14,8 @@ fn frame_finish(opt: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let built = build(dir, &Recipe::exe("frame_finish", opt), &[1]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start("Hello from UNPATCHED");
     let pid = p.pid_arg();
-    p.wait_line("Hello from UNPATCHED");
     let patch = built.patch(1).to_str().unwrap();
 
     let out = ok(&ctl(dir, &["-v", "patch", "-p", &pid, patch], &[]));
@@ -60,9 +59,8 @@ fn must_fail(name: &str, opt: &str, function: &str, unpatched_line: &str, starte
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let built = build(dir, &Recipe::exe(name, opt), &[1]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start(started);
     let pid = p.pid_arg();
-    p.wait_line(started);
     let maps_before = maps(p.pid());
     let out = ctl(
         dir,
@@ -125,9 +123,8 @@ fn fail_threading_then_succeed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let built = build(dir, &Recipe::exe("threading", "-O2"), &[1]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start("HELLO FROM UNPATCHED");
     let pid = p.pid_arg();
-    p.wait_line("HELLO FROM UNPATCHED");
     let patch = built.patch(1).to_str().unwrap();
     let out = ctl(
         dir,
@@ -185,9 +182,8 @@ fn unpatch_keeps_memory_in_use_until_it_is_released() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let built = build(dir, &Recipe::exe("tail_data", "-O2"), &[1]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start("begin UNPATCHED");
     let pid = p.pid_arg();
-    p.wait_line("begin UNPATCHED");
     let patch = built.patch(1).to_str().unwrap();
     // show() holds the string 400 ms out of every 410: an unpatch nearly always finds it held.
     let mut waited = false;
@@ -220,9 +216,8 @@ fn memory_still_in_use_is_freed_by_a_later_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let built = build(dir, &Recipe::exe("tail_data", "-O2"), &[1]);
-    let mut p = Proc::spawn(&built.binary, &[]);
+    let mut p = built.start("begin UNPATCHED");
     let pid = p.pid_arg();
-    p.wait_line("begin UNPATCHED");
     ok(&ctl(
         dir,
         &["patch", "-p", &pid, built.patch(1).to_str().unwrap()],

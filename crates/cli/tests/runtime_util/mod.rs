@@ -70,6 +70,13 @@ impl Built {
             .unwrap_or_else(|| panic!("no patch for version {version}"))
             .1
     }
+
+    /// Starts the original binary and waits for it to print `line`.
+    pub fn start(&self, line: &str) -> Proc {
+        let mut p = Proc::spawn(&self.binary, &[]);
+        p.wait_line(line);
+        p
+    }
 }
 
 fn compile_s(dir: &Path, r: &Recipe<'_>, define: Option<u32>, out: &str) {

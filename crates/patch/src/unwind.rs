@@ -16,9 +16,24 @@ use crate::elf_image::ElfImage;
 /// Frames beyond this depth are not examined (a corrupt stack must not loop forever).
 const MAX_FRAMES: usize = 4096;
 
+/// A section of an analysed object, shared rather than copied: with `-p all` every process's
+/// walker uses the same cached images.
+#[derive(Clone)]
+struct SectionBytes {
+    image: Arc<ElfImage>,
+    range: Range<usize>,
+}
+
+impl std::ops::Deref for SectionBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.image.data[self.range.clone()]
+    }
+}
+
 enum Inner {
-    X86_64(UnwinderX86_64<Vec<u8>>, CacheX86_64),
-    Aarch64(UnwinderAarch64<Vec<u8>>, CacheAarch64),
+    X86_64(UnwinderX86_64<SectionBytes>, CacheX86_64),
+    Aarch64(UnwinderAarch64<SectionBytes>, CacheAarch64),
 }
 
 /// An unwinder for one target process.
@@ -101,13 +116,16 @@ impl std::fmt::Debug for StackWalker {
 }
 
 fn section(
-    image: &ElfImage,
+    image: &Arc<ElfImage>,
     s: &Option<crate::elf_image::SectionData>,
-) -> (Option<Range<u64>>, Option<Vec<u8>>) {
+) -> (Option<Range<u64>>, Option<SectionBytes>) {
     match s {
         Some(s) => (
             Some(s.svma.clone()),
-            image.data.get(s.file.clone()).map(<[u8]>::to_vec),
+            image.data.get(s.file.clone()).map(|_| SectionBytes {
+                image: image.clone(),
+                range: s.file.clone(),
+            }),
         ),
         None => (None, None),
     }
@@ -131,7 +149,7 @@ impl StackWalker {
     }
 
     /// Adds an object mapped at `avma` with load bias `bias`.
-    pub fn add_object(&mut self, name: &str, avma: Range<u64>, bias: u64, image: &ElfImage) {
+    pub fn add_object(&mut self, name: &str, avma: Range<u64>, bias: u64, image: &Arc<ElfImage>) {
         let (eh_frame_svma, eh_frame) = section(image, &image.eh_frame);
         let (eh_frame_hdr_svma, eh_frame_hdr) = section(image, &image.eh_frame_hdr);
         let (text_svma, text) = section(image, &image.text);
@@ -144,7 +162,12 @@ impl StackWalker {
             eh_frame,
             eh_frame_hdr_svma,
             eh_frame_hdr,
-            ..Default::default()
+            stubs_svma: None,
+            stub_helper_svma: None,
+            unwind_info: None,
+            debug_frame: None,
+            text_segment_svma: None,
+            text_segment: None,
         };
         if let Some(t) = &image.text {
             if let Some(bytes) = image.data.get(t.file.clone()) {

@@ -18,8 +18,10 @@
 //! reach it), blocks termination signals, and inherits our file descriptors: the target's
 //! `/proc/PID/mem` (opened, and access-checked, by [`Process::open`]) and the descriptors the
 //! caller names (a lock file, which stays locked until the helper is done); it closes all
-//! others. Between `fork` and its exit it only makes system calls
-//! on buffers allocated before the fork, so it is safe even in a multi-threaded caller.
+//! others. Between `fork` and its exit it only makes system calls, on its stack and on a buffer
+//! it maps itself (no allocator), so it is safe even in a multi-threaded caller. The buffer is
+//! mapped in the child, not allocated before the fork: touched only as batches arrive, it costs
+//! the tool nothing per target (with `-p all`, one guardian per process).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -70,7 +72,6 @@ impl Guardian {
     /// through one of them stays held until the helper exits) and closes every other one.
     pub fn spawn(process: &Process, keep: &[RawFd]) -> Result<Guardian> {
         let (cmd_r, cmd_w) = pipe()?;
-        let mut buf = vec![0u8; GUARDIAN_CAPACITY];
         let mem = process.mem.as_raw_fd();
         let mut keep_sorted: Vec<RawFd> = keep
             .iter()
@@ -80,14 +81,14 @@ impl Guardian {
         keep_sorted.sort_unstable();
         keep_sorted.dedup();
         // SAFETY: the child only runs `helper`, which makes async-signal-safe system calls on
-        // memory allocated before the fork, and ends with _exit.
+        // memory allocated before the fork or mapped by itself, and ends with _exit.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(os_error("fork"));
         }
         if pid == 0 {
             close_all_but(&keep_sorted);
-            helper(cmd_r.as_raw_fd(), mem, &mut buf);
+            helper(cmd_r.as_raw_fd(), mem);
         }
         drop(cmd_r);
         Ok(Guardian {
@@ -235,7 +236,23 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> usize {
 }
 
 /// The helper's whole life. Never returns.
-fn helper(cmd: RawFd, mem: RawFd, buf: &mut [u8]) -> ! {
+fn helper(cmd: RawFd, mem: RawFd) -> ! {
+    // SAFETY: a private anonymous mapping of our own, never unmapped (the process ends with
+    // _exit); without it we exit at once, and the requester's first `arm` fails on the pipe.
+    let buf: &mut [u8] = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            GUARDIAN_CAPACITY,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            libc::_exit(1);
+        }
+        std::slice::from_raw_parts_mut(p.cast::<u8>(), GUARDIAN_CAPACITY)
+    };
     // SAFETY: only async-signal-safe calls follow, on descriptors and memory we own; the
     // function ends with _exit, so no destructor of the forked state runs.
     unsafe {

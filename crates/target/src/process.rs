@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use kpatch_arch::Arch;
 
@@ -30,6 +30,8 @@ pub struct Process {
     pub(crate) mem: File,
     /// Address of a system-call instruction found in the target, re-checked before each use.
     pub(crate) syscall_insn: Mutex<Option<u64>>,
+    /// The page size, read from the auxiliary vector once (it is asked for at every step).
+    page_size: OnceLock<u64>,
 }
 
 impl Process {
@@ -112,6 +114,7 @@ impl Process {
             arch,
             mem,
             syscall_insn: Mutex::new(None),
+            page_size: OnceLock::new(),
         })
     }
 
@@ -181,6 +184,10 @@ impl Process {
 
     /// The target's page size (`AT_PAGESZ`, else ours).
     pub fn page_size(&self) -> u64 {
+        *self.page_size.get_or_init(|| self.read_page_size())
+    }
+
+    fn read_page_size(&self) -> u64 {
         self.auxv()
             .ok()
             .and_then(|a| a.page_size())

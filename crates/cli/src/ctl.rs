@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use kpatch_patch::{select, Options, Report, Storage};
+use kpatch_target::GuardianForker;
 
 use crate::ctl_args::{Command, Target};
 
@@ -209,6 +210,15 @@ fn open_storage(path: &Path, p: &mut Printer<'_>) -> Option<Storage> {
 }
 
 /// `-p all`: one result line per process; the processes no patch applies to are not attached.
+/// For a run over several processes, a helper that forks their guardians: forking this
+/// process, grown by the images it has read, would copy its page tables each time (and
+/// make every page it writes afterwards a copy-on-write fault).
+fn guardian_forker(processes: usize) -> Option<GuardianForker> {
+    (processes > 1)
+        .then(GuardianForker::start)
+        .and_then(Result::ok)
+}
+
 fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
     let candidates = match select::for_patch(storage) {
         Ok(c) => c,
@@ -217,6 +227,7 @@ fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
             return false;
         }
     };
+    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
     let mut ok = true;
     for c in candidates {
         if c.applies {
@@ -236,6 +247,7 @@ fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Pri
             return false;
         }
     };
+    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
     let mut ok = true;
     for c in candidates {
         if c.applies {

@@ -26,6 +26,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
+use crate::guardian_forker;
 use crate::process::Process;
 
 const OP_ARM: u8 = b'A';
@@ -47,9 +48,12 @@ pub struct Guardian {
     /// Sizes of the armed batches, bottom first.
     armed: Vec<usize>,
     target: i32,
+    /// Read end of a pipe the helper holds open until it exits, when it is not our child
+    /// (forked by a [`crate::GuardianForker`]).
+    done: Option<OwnedFd>,
 }
 
-fn os_error(what: &str) -> Error {
+pub(crate) fn os_error(what: &str) -> Error {
     Error::InvalidArgument(format!(
         "guardian process: {what}: {}",
         std::io::Error::last_os_error()
@@ -73,6 +77,18 @@ impl Guardian {
     pub fn spawn(process: &Process, keep: &[RawFd]) -> Result<Guardian> {
         let (cmd_r, cmd_w) = pipe()?;
         let mem = process.mem.as_raw_fd();
+        let (done_r, done_w) = pipe()?;
+        let asked = guardian_forker::request(cmd_r.as_raw_fd(), done_w.as_raw_fd(), mem, keep);
+        if let Some(pid) = asked {
+            return Ok(Guardian {
+                pid: pid?,
+                cmd: Some(cmd_w),
+                armed: Vec::new(),
+                target: process.pid(),
+                done: Some(done_r),
+            });
+        }
+        drop((done_r, done_w));
         let mut keep_sorted: Vec<RawFd> = keep
             .iter()
             .copied()
@@ -87,6 +103,7 @@ impl Guardian {
             return Err(os_error("fork"));
         }
         if pid == 0 {
+            quiet_and_alone(&keep_sorted);
             close_all_but(&keep_sorted);
             helper(cmd_r.as_raw_fd(), mem);
         }
@@ -96,6 +113,7 @@ impl Guardian {
             cmd: Some(cmd_w),
             armed: Vec::new(),
             target: process.pid(),
+            done: None,
         })
     }
 
@@ -144,6 +162,11 @@ impl Guardian {
         self.armed.len()
     }
 
+    /// The helper's process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     fn send(&self, msg: &[u8]) -> Result<()> {
         let Some(fd) = &self.cmd else {
             return Err(Error::InvalidArgument("guardian already closed".into()));
@@ -174,6 +197,17 @@ impl Drop for Guardian {
     fn drop(&mut self) {
         // EOF tells the helper to perform what is armed, if anything, and exit.
         self.cmd = None;
+        if let Some(done) = self.done.take() {
+            // Not our child: its exit shows as end of file on the pipe it held.
+            let mut byte = [0u8];
+            // SAFETY: reads into a live 1-byte buffer.
+            while unsafe { libc::read(done.as_raw_fd(), byte.as_mut_ptr().cast(), 1) } != 0 {
+                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    break;
+                }
+            }
+            return;
+        }
         let mut status = 0;
         // SAFETY: reaps our own child; `status` is a valid out-pointer.
         while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0 {
@@ -186,7 +220,7 @@ impl Drop for Guardian {
 
 /// Closes every descriptor from 3 up, except those of `keep` (sorted), so that the helper
 /// holds no pipe end or lock it was not given.
-fn close_all_but(keep: &[RawFd]) {
+pub(crate) fn close_all_but(keep: &[RawFd]) {
     let mut from: RawFd = 3;
     for &k in keep.iter().filter(|&&k| k >= 3) {
         close_range(from, k - 1);
@@ -235,8 +269,9 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> usize {
     done
 }
 
-/// The helper's whole life. Never returns.
-fn helper(cmd: RawFd, mem: RawFd) -> ! {
+/// The helper's whole life, once detached ([`quiet_and_alone`]) and left with only its
+/// descriptors. Never returns.
+pub(crate) fn helper(cmd: RawFd, mem: RawFd) -> ! {
     // SAFETY: a private anonymous mapping of our own, never unmapped (the process ends with
     // _exit); without it we exit at once, and the requester's first `arm` fails on the pipe.
     let buf: &mut [u8] = unsafe {
@@ -253,11 +288,19 @@ fn helper(cmd: RawFd, mem: RawFd) -> ! {
         }
         std::slice::from_raw_parts_mut(p.cast::<u8>(), GUARDIAN_CAPACITY)
     };
-    // SAFETY: only async-signal-safe calls follow, on descriptors and memory we own; the
-    // function ends with _exit, so no destructor of the forked state runs.
+    helper_loop(cmd, mem, buf)
+}
+
+/// Detaches a helper from the terminal and the tool's signals: closes standard input, output
+/// and error (unless one is in `keep`), leaves the process group, blocks the signals meant for
+/// the tool.
+pub(crate) fn quiet_and_alone(keep: &[RawFd]) {
+    // SAFETY: async-signal-safe calls on descriptors and memory we own.
     unsafe {
         for fd in 0..3 {
-            libc::close(fd);
+            if !keep.contains(&fd) {
+                libc::close(fd);
+            }
         }
         libc::setpgid(0, 0);
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -279,6 +322,9 @@ fn helper(cmd: RawFd, mem: RawFd) -> ! {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+}
+
+fn helper_loop(cmd: RawFd, mem: RawFd, buf: &mut [u8]) -> ! {
     // (start, length, count) of each armed batch in `buf`, bottom first.
     let mut layers = [(0usize, 0usize, 0u32); MAX_DEPTH];
     let mut depth = 0usize;

@@ -92,18 +92,20 @@ impl Drop for GuardianForker {
     }
 }
 
-/// Asks the forker for a guardian reading commands from `cmd`, writing through `mem`, holding
-/// `done` open until it exits, and keeping `keep` open; returns its pid. `None` when no forker
+/// Asks the forker for a guardian waiting on `cmd`, writing through `mem` what the shared
+/// memory `shm` holds, holding `done` open until it exits, and keeping `keep` open; returns
+/// its pid. `None` when no forker
 /// runs (or it is gone): the caller forks the guardian itself.
 pub(crate) fn request(
     cmd: RawFd,
     done: RawFd,
     mem: RawFd,
+    shm: RawFd,
     keep: &[RawFd],
 ) -> Option<Result<libc::pid_t>> {
     let slot = FORKER.lock().unwrap_or_else(|e| e.into_inner());
     let f = slot.as_ref()?;
-    let fds: Vec<RawFd> = [cmd, done, mem]
+    let fds: Vec<RawFd> = [cmd, done, mem, shm]
         .into_iter()
         .chain(keep.iter().copied())
         .collect();
@@ -194,7 +196,7 @@ fn forker(sock: RawFd) -> ! {
             // SAFETY: ends the forker without running anything of the forked state.
             None => unsafe { libc::_exit(0) },
         };
-        let reply: i32 = if count < 3 {
+        let reply: i32 = if count < 4 {
             -libc::EINVAL
         } else {
             // SAFETY: the child only runs `helper` (async-signal-safe calls, _exit).
@@ -205,7 +207,7 @@ fn forker(sock: RawFd) -> ! {
                     // Our socket is closed with every descriptor not kept (0-2 are closed
                     // already or were received).
                     close_all_but(&keep[..count]);
-                    helper(fds[0], fds[2]);
+                    helper(fds[0], fds[2], fds[3]);
                 }
                 pid if pid > 0 => pid,
                 _ => -std::io::Error::last_os_error()

@@ -146,6 +146,8 @@ pub struct Inspection {
     pub refs: Vec<Reference>,
     /// Where each thread's stack was searched for them.
     pub segments: Vec<(i32, Vec<Range<u64>>)>,
+    /// Buffers for [`Inspection::rescan_stacks`], made by [`Inspection::prepare_rescan`].
+    scratch: Vec<Vec<u8>>,
 }
 
 impl Inspection {
@@ -156,6 +158,45 @@ impl Inspection {
         self.refs.extend(other.refs);
         self.segments.extend(other.segments);
         self.coroutine = self.coroutine.or(other.coroutine);
+    }
+
+    /// Allocates (and touches) the buffers [`Inspection::rescan_stacks`] will read into, so
+    /// that it takes no page fault while every thread is stopped: call it while the threads
+    /// not inspected yet still run.
+    pub fn prepare_rescan(&mut self, held: &[Range<u64>]) {
+        if held.is_empty() {
+            return;
+        }
+        self.scratch = self
+            .rescan_todo()
+            .iter()
+            .map(|(_, s)| {
+                let mut b = Vec::new();
+                // Written, not calloc'ed: fresh pages are faulted in now.
+                b.resize((s.end - s.start) as usize, 0xff);
+                b
+            })
+            .collect();
+    }
+
+    /// The stack segments to search again: those of threads that hold no pointer in a
+    /// register (that one stands).
+    fn rescan_todo(&self) -> Vec<(i32, Range<u64>)> {
+        let by_register: HashSet<i32> = self
+            .refs
+            .iter()
+            .filter(|r| matches!(r.place, Place::Register(_)))
+            .map(|r| r.tid)
+            .collect();
+        self.segments
+            .iter()
+            .filter(|(tid, _)| !by_register.contains(tid))
+            .flat_map(|(tid, segs)| {
+                segs.iter()
+                    .map(move |s| (*tid, (s.start & !7)..(s.end & !7)))
+            })
+            .filter(|(_, s)| s.start < s.end)
+            .collect()
     }
 
     /// Searches the stacks of the threads inspected so far again for pointers into `held`,
@@ -169,21 +210,20 @@ impl Inspection {
         // What the registers hold stands; the stacks are read again, all in as few system
         // calls as the memory allows.
         self.refs.retain(|r| matches!(r.place, Place::Register(_)));
-        let by_register: HashSet<i32> = self.refs.iter().map(|r| r.tid).collect();
-        let todo: Vec<(i32, Range<u64>)> = self
-            .segments
-            .iter()
-            .filter(|(tid, _)| !by_register.contains(tid))
-            .flat_map(|(tid, segs)| {
-                segs.iter()
-                    .map(move |s| (*tid, (s.start & !7)..(s.end & !7)))
-            })
-            .filter(|(_, s)| s.start < s.end)
-            .collect();
-        let mut bufs: Vec<Vec<u8>> = todo
-            .iter()
-            .map(|(_, s)| vec![0u8; (s.end - s.start) as usize])
-            .collect();
+        let todo = self.rescan_todo();
+        let scratch = std::mem::take(&mut self.scratch);
+        let mut bufs: Vec<Vec<u8>> = if scratch.len() == todo.len()
+            && scratch
+                .iter()
+                .zip(&todo)
+                .all(|(b, (_, s))| b.len() as u64 == s.end - s.start)
+        {
+            scratch
+        } else {
+            todo.iter()
+                .map(|(_, s)| vec![0u8; (s.end - s.start) as usize])
+                .collect()
+        };
         let mut parts: Vec<(u64, &mut [u8])> = todo
             .iter()
             .zip(bufs.iter_mut())
@@ -196,12 +236,14 @@ impl Inspection {
             if found.contains(tid) {
                 continue;
             }
-            let words = if whole {
-                words_of(seg.start, buf)
+            let hit = if whole {
+                first_word_in(seg.start, buf, held)
             } else {
                 stack_words(mem, seg.clone())
+                    .into_iter()
+                    .find(|(_, v)| contains_sorted(held, *v))
             };
-            if let Some(&(addr, value)) = words.iter().find(|(_, v)| contains_sorted(held, *v)) {
+            if let Some((addr, value)) = hit {
                 found.insert(*tid);
                 self.refs.push(Reference {
                     tid: *tid,
@@ -277,10 +319,14 @@ pub fn threads(
         if *t.coro == coro::Source::None {
             let sp = regs.get(layout.sp).copied().unwrap_or(0);
             if let Some(seg) = quick_segment(sp, t.mappings) {
-                let words = stack_words(mem, seg.clone());
-                if clear_without_walking(&regs, layout, &words, walker, t) {
+                // One buffer, read in one call: this runs while the target is stopped.
+                let base = seg.start & !7;
+                let mut stack = vec![0u8; ((seg.end & !7).saturating_sub(base)) as usize];
+                if mem.read(base, &mut stack).is_ok()
+                    && clear_without_walking(&regs, layout, &stack, walker, t)
+                {
                     if !t.held.is_empty() {
-                        held_in(tid, &regs, &words, t.held, &mut out.refs);
+                        held_in(tid, &regs, base, &stack, t.held, &mut out.refs);
                         out.segments.push((tid, vec![seg.clone()]));
                     }
                     out.stacks.push(LiveStack {
@@ -408,7 +454,7 @@ fn quick_segment(sp: u64, mappings: &[Range<u64>]) -> Option<Range<u64>> {
 }
 
 /// Whether a thread can be shown to have no frame in the ranges without walking its stack:
-/// neither its pc (nor its link register) nor any word of its stack (`words`, the whole used
+/// neither its pc (nor its link register) nor any aligned word of `stack` (the whole used
 /// part) points into them, and nothing there could lead to frames on another stack (a signal
 /// trampoline, or code whose trampolines are not known). Every frame's code address is the
 /// pc, the link register or a return address on the stack, so this is a proof; anything else
@@ -416,7 +462,7 @@ fn quick_segment(sp: u64, mappings: &[Range<u64>]) -> Option<Range<u64>> {
 fn clear_without_walking(
     regs: &[u64],
     layout: kpatch_arch::RegLayout,
-    words: &[(u64, u64)],
+    stack: &[u8],
     walker: &StackWalker,
     t: &Targets<'_>,
 ) -> bool {
@@ -436,17 +482,22 @@ fn clear_without_walking(
             return false;
         }
     }
-    !words.iter().any(|&(_, w)| {
+    !stack.chunks_exact(8).any(|w| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let w = u64::from_le_bytes(b);
         contains_sorted(t.code_set, w)
             && (contains_sorted(t.ranges, w) || walker.may_lead_elsewhere(w))
     })
 }
 
-/// Records the first pointer into `held` among the thread's registers and `words`.
+/// Records the first pointer into `held` among the thread's registers and the words of
+/// `stack` (read at `base`).
 fn held_in(
     tid: i32,
     regs: &[u64],
-    words: &[(u64, u64)],
+    base: u64,
+    stack: &[u8],
     held: &[Range<u64>],
     refs: &mut Vec<Reference>,
 ) {
@@ -454,12 +505,7 @@ fn held_in(
         .iter()
         .position(|&v| contains_sorted(held, v))
         .map(|i| (regs[i], Place::Register(i)))
-        .or_else(|| {
-            words
-                .iter()
-                .find(|(_, v)| contains_sorted(held, *v))
-                .map(|&(a, v)| (v, Place::Stack(a)))
-        });
+        .or_else(|| first_word_in(base, stack, held).map(|(a, v)| (v, Place::Stack(a))));
     if let Some((value, place)) = found {
         refs.push(Reference { tid, value, place });
     }
@@ -525,6 +571,18 @@ fn stack_words(mem: &dyn Memory, range: Range<u64>) -> Vec<(u64, u64)> {
         at = next;
     }
     out
+}
+
+/// The first aligned word of `bytes` (read at `base`) that lies in `ranges` (sorted and
+/// merged), with its address; without building the list of words, since this runs while the
+/// target is stopped.
+fn first_word_in(base: u64, bytes: &[u8], ranges: &[Range<u64>]) -> Option<(u64, u64)> {
+    bytes.chunks_exact(8).enumerate().find_map(|(i, w)| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let v = u64::from_le_bytes(b);
+        contains_sorted(ranges, v).then_some((base + 8 * i as u64, v))
+    })
 }
 
 /// The words of `bytes`, read at `base`, with their addresses.
@@ -701,14 +759,16 @@ mod tests {
         };
         let mut regs = vec![0u64; layout.words];
         regs[layout.pc] = 0x1200;
-        let clean = [(0x9000, 0x1234), (0x9008, 42), (0x9010, 0x9100)];
+        let bytes =
+            |words: &[u64]| -> Vec<u8> { words.iter().flat_map(|w| w.to_le_bytes()).collect() };
+        let clean = bytes(&[0x1234, 42, 0x9100]);
         assert!(clear_without_walking(&regs, layout, &clean, &walker, &t));
         for (what, word) in [
             ("a return address into the ranges", 0x1850),
             ("a handler's return into the trampoline", 0x1100),
             ("code whose trampolines are unknown", 0x5010),
         ] {
-            let words = [(0x9000, 0x1234), (0x9008, word)];
+            let words = bytes(&[0x1234, word]);
             assert!(
                 !clear_without_walking(&regs, layout, &words, &walker, &t),
                 "{what}"

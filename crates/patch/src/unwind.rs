@@ -408,6 +408,11 @@ fn interrupted(ctx: SignalContext, frames: &mut Vec<Frame>) -> FrameAddress {
 
 /// Whether `v` lies in one of `ranges`, sorted by start and disjoint (see [`merged`]).
 pub fn contains_sorted(ranges: &[Range<u64>], v: u64) -> bool {
+    // Most words searched (stack contents) are outside all of them: rejected at once.
+    match (ranges.first(), ranges.last()) {
+        (Some(first), Some(last)) if first.start <= v && v < last.end => {}
+        _ => return false,
+    }
     let i = ranges.partition_point(|r| r.end <= v);
     ranges.get(i).is_some_and(|r| r.start <= v)
 }

@@ -230,7 +230,9 @@ impl Safety {
     ) -> Result<(StoppedProcess<'p>, safety::Inspection)> {
         let (mut stopped, early) = proc.stop_all_phased(opts.stop_timeout, |asleep| {
             let tids = asleep.tids();
-            self.threads(asleep, &tids)
+            let mut found = self.threads(asleep, &tids)?;
+            found.prepare_rescan(&self.held);
+            Ok::<_, Error>(found)
         })?;
         let mut found = early?;
         let seen: std::collections::HashSet<i32> = found.stacks.iter().map(|s| s.tid).collect();

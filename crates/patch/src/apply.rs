@@ -504,18 +504,32 @@ fn fill_and_commit(
     let mut after_failed = None;
     // Looked up now: the stop only runs them.
     let (before, after) = (storage.script("before"), storage.script("after"));
+    // Set once the threads that were running go on before the headers are marked.
+    let mut released_early = false;
     let frozen = world::with_safe_stop(
         proc,
         opts,
         &mut safety,
         guardian,
         rep,
-        |_stopped, _guardian, _found, _rep| {
+        |stopped, _guardian, _found, _rep| {
             if let Some(script) = &before {
                 world::run_script(script, proc.pid())?;
             }
             fault::point("stopped");
-            commit(proc, &runs, &heads, &back)?;
+            // The guardian holds `back`, the way back (original bytes, pending magic): a tool
+            // dying at any point of the series leaves the target unpatched rather than half
+            // patched. A run write that fails puts back the runs already written.
+            runs::commit(proc, &runs, &|| fault::point("first-hunk"))?;
+            fault::point("after-hunks");
+            // The jumps are in: the threads that were running need not wait for the headers.
+            // An `after` script runs with every thread stopped, as the peer's does.
+            if after.is_none() {
+                released_early = true;
+                stopped.release_running(false)?;
+            }
+            commit_headers(proc, &heads, &back, released_early)?;
+            fault::point("after-commit");
             // The jumps are in: failing now would unmap code they lead to. LibcarePlus, too,
             // only reports a failed `after` script.
             if let Some(script) = &after {
@@ -525,15 +539,17 @@ fn fill_and_commit(
         },
     );
     // Nothing was committed: our batch is not needed. A batch left above it (breakpoints that
-    // could not be removed) stays armed, and is performed when the guardian is dropped.
-    if frozen.is_err() && guardian.armed() == below + 1 {
+    // could not be removed) stays armed, and is performed when the guardian is dropped. Once
+    // threads ran the new code, a failure leaves the batch armed: the guardian puts the
+    // original bytes back when dropped, and the regions stay for the next run to reclaim.
+    if frozen.is_err() && guardian.armed() == below + 1 && !released_early {
         let _ = guardian.disarm();
     }
     let frozen = frozen?;
-    // The series is complete: the way back is no longer needed. Disarmed only now, once the
-    // threads run again (a pipe write to the guardian costs more than the writes themselves):
-    // a tool dying before this leaves the target unpatched (the guardian puts the original
-    // bytes back; the region, pending, is reclaimed by the next run).
+    // The series is complete: the way back is no longer needed. Disarmed once the threads run
+    // again (nothing is gained by doing it in the stop): a tool dying before this leaves the
+    // target unpatched (the guardian puts the original bytes back; the region, pending, is
+    // reclaimed by the next run).
     let _ = guardian.disarm();
     fault::point("committed");
     if let Some(e) = after_failed {
@@ -549,27 +565,24 @@ fn fill_and_commit(
     Ok(outcome)
 }
 
-/// Writes the jumps (as page runs), then marks every region committed (`KPATCH1` in the
-/// header at each of `heads`). The guardian is armed with `back`, the way back (original
-/// bytes, pending magic), so that a tool dying at any point of the series leaves the target
-/// unpatched rather than half patched; the caller disarms it once the threads run again. A
-/// write that fails puts back what was written (the caller disarms).
-fn commit(
+/// Marks every region committed (`KPATCH1` in the header at each of `heads`). If a write
+/// fails, the threads still all stopped (`released` false), the original bytes in `back` are
+/// put back; otherwise that is left to the guardian, which the caller leaves armed.
+fn commit_headers(
     mem: &dyn Memory,
-    runs: &[runs::Run],
     heads: &[u64],
     back: &[(u64, Vec<u8>)],
+    released: bool,
 ) -> Result<()> {
-    runs::commit(mem, runs, &|| fault::point("first-hunk"))?;
-    fault::point("after-hunks");
     for &k in heads {
         if let Err(e) = mem.write(k, &MAGIC) {
-            for (addr, old) in back {
-                let _ = mem.write(*addr, old);
+            if !released {
+                for (addr, old) in back {
+                    let _ = mem.write(*addr, old);
+                }
             }
             return Err(e.into());
         }
     }
-    fault::point("after-commit");
     Ok(())
 }

@@ -192,7 +192,7 @@ pub fn remove(
             &mut safety,
             guardian,
             rep,
-            |_stopped, guardian, found, rep| {
+            |stopped, guardian, found, rep| {
                 fault::point("unpatch-stopped");
                 guardian.arm(&guarded)?;
                 // A failed run write puts back the runs already written: still fully patched.
@@ -200,6 +200,12 @@ pub fn remove(
                 {
                     let _ = guardian.disarm();
                     return Err(e);
+                }
+                // The jumps are gone: the threads that were running need not wait for the
+                // headers, as long as a thread stays stopped to run the munmap.
+                if let Err(e) = stopped.release_running(true) {
+                    let _ = guardian.disarm();
+                    return Err(e.into());
                 }
                 let mut first_error = None;
                 for (addr, bytes) in &marks {

@@ -348,6 +348,23 @@ impl<'p> StoppedProcess<'p> {
         Ok(keep)
     }
 
+    /// Releases the threads that were running when the stop began, keeping those that were
+    /// asleep (or stopped by job control) stopped. With `keep_runnable`, only if one of those
+    /// kept can run injected code (see [`StoppedProcess::release_all_but_one`]). Returns
+    /// whether it released them.
+    pub fn release_running(&mut self, keep_runnable: bool) -> Result<bool> {
+        let runnable = |t: &Tracee| t.asleep && !t.gone && t.stopped && !t.group_stop;
+        if keep_runnable && !self.tracees.iter().any(runnable) {
+            return Ok(false);
+        }
+        let (asleep, running): (Vec<Tracee>, Vec<Tracee>) = std::mem::take(&mut self.tracees)
+            .into_iter()
+            .partition(|t| t.asleep);
+        self.tracees = asleep;
+        release_all(self.process, running)?;
+        Ok(true)
+    }
+
     /// Lets every thread continue (detaching from all of them). Errors name the first thread
     /// that could not be released; the others are released regardless.
     pub fn resume(mut self) -> Result<()> {

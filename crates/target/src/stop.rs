@@ -208,14 +208,19 @@ impl Process {
         for t in early.tracees.iter_mut() {
             t.asleep = true;
         }
+        // Joined before the running threads are interrupted: with many threads, growing the
+        // list costs page faults.
+        all.tracees.append(&mut early.tracees);
         let mut stopping = Ok(());
         for t in all.tracees.iter().filter(|t| !t.stopped) {
             stopping = stopping.and(interrupt(self, t.tid));
         }
-        all.tracees.append(&mut early.tracees);
         let settled = stopping.and_then(|()| settle(self, &mut all.tracees, deadline, timeout));
-        // Those that were running are released first.
-        all.tracees.sort_by_key(|t| t.asleep);
+        // Those that were running are released first. Usually in that order already (a
+        // thread born meanwhile comes last); sorting would allocate.
+        if !all.tracees.is_sorted_by_key(|t| t.asleep) {
+            all.tracees.sort_by_key(|t| t.asleep);
+        }
         settled?;
         if all.tracees.iter().all(|t| t.gone) {
             return Err(Error::ProcessExited { pid: self.pid() });
@@ -357,12 +362,16 @@ impl<'p> StoppedProcess<'p> {
         if keep_runnable && !self.tracees.iter().any(runnable) {
             return Ok(false);
         }
-        let (asleep, running): (Vec<Tracee>, Vec<Tracee>) = std::mem::take(&mut self.tracees)
-            .into_iter()
-            .partition(|t| t.asleep);
-        self.tracees = asleep;
-        release_all(self.process, running)?;
-        Ok(true)
+        // Released in place (their slots left as gone): with many threads, building new
+        // lists would cost page faults while the running ones wait.
+        let mut first_error = None;
+        for t in self.tracees.iter_mut().filter(|t| !t.asleep && !t.gone) {
+            let tid = t.tid;
+            if let Err(e) = release(self.process, std::mem::replace(t, Tracee::gone(tid))) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(true), Err)
     }
 
     /// Lets every thread continue (detaching from all of them). Errors name the first thread

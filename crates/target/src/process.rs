@@ -85,9 +85,9 @@ impl Process {
             });
         }
 
-        let maps_bytes =
-            procfs::read_optional(&root.join("maps"))?.ok_or(Error::NoSuchProcess { pid })?;
-        if maps_bytes.is_empty() {
+        let has_maps =
+            procfs::has_content(&root.join("maps"))?.ok_or(Error::NoSuchProcess { pid })?;
+        if !has_maps {
             // No address space: a kernel thread without the flag, or a process in exit.
             return Err(Error::KernelThread { pid });
         }

@@ -14,6 +14,8 @@ pub struct Variant {
     pub exe: PathBuf,
     pub patch: PathBuf,
     pub built_in: PathBuf,
+    /// The same, its callers entering the function through one `jmp`.
+    pub built_in_jmp: PathBuf,
 }
 
 /// `n` extra functions, each changed by the patch (`bump` selects the patched version).
@@ -114,11 +116,21 @@ pub fn variant(
     std::fs::write(dir.join("extra_funcs.h"), extra_funcs(extra, true))?;
     gcc(&["-O2", "-DPROBE_VALUE=2", "-S", "probe.c", "-o", "new.s"])?;
     gcc(&["-o", "probe-builtin", "new.s", "-lpthread"])?;
+    gcc(&[
+        "-O2",
+        "-DPROBE_VALUE=2",
+        "-DVIA_JMP",
+        "probe.c",
+        "-o",
+        "probe-builtin-jmp",
+        "-lpthread",
+    ])?;
     let patch = dir.join("probe.kpatch");
     pipeline(tools, &dir, "probe", &["-lpthread"], "bench", &patch)?;
     Ok(Variant {
         exe: dir.join("probe"),
         patch,
         built_in: dir.join("probe-builtin"),
+        built_in_jmp: dir.join("probe-builtin-jmp"),
     })
 }

@@ -14,7 +14,7 @@ pub const ANALYSIS_MARKER: &str = "<!-- analysis: hand-written, kept by cargo xt
 pub struct Report {
     pause: Vec<(usize, Stats, Stats, Stats, Stats)>,
     size: Vec<(usize, Stats, Stats)>,
-    overhead: Option<(Stats, Stats)>,
+    overhead: Option<(Stats, Stats, Stats)>,
     build: Option<(Stats, Stats)>,
     pall: Option<(Stats, Stats)>,
     extra: Vec<(String, String)>,
@@ -90,8 +90,8 @@ impl Report {
         self.size.push((functions, *on, *off));
     }
 
-    pub fn overhead(&mut self, native: &Stats, patched: &Stats) {
-        self.overhead = Some((*native, *patched));
+    pub fn overhead(&mut self, native: &Stats, via_jmp: &Stats, patched: &Stats) {
+        self.overhead = Some((*native, *via_jmp, *patched));
     }
 
     pub fn build_time(&mut self, make: &Stats, lpmake: &Stats) {
@@ -141,7 +141,7 @@ impl Report {
                 on.median, on.p90, off.median, off.p90
             )?;
         }
-        if let Some((native, patched)) = &self.overhead {
+        if let Some((native, via_jmp, patched)) = &self.overhead {
             writeln!(s, "\n## 6. Call overhead\n")?;
             writeln!(s, "| build | ns per call, median / p90 |")?;
             writeln!(s, "|---|---|")?;
@@ -149,6 +149,11 @@ impl Report {
                 s,
                 "| patched source built in | {:.3} / {:.3} |",
                 native.median, native.p90
+            )?;
+            writeln!(
+                s,
+                "| patched source built in, entered through one `jmp` (control) | {:.3} / {:.3} |",
+                via_jmp.median, via_jmp.p90
             )?;
             writeln!(
                 s,
@@ -227,7 +232,7 @@ impl Report {
                 verdict(hundred.median / one.median, 20.0)
             )?;
         }
-        if let Some((native, patched)) = &self.overhead {
+        if let Some((native, _, patched)) = &self.overhead {
             let pct = (patched.median / native.median - 1.0) * 100.0;
             let v = if pct <= 5.0 {
                 format!("met ({pct:+.1}%)")

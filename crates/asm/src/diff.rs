@@ -31,6 +31,11 @@ pub struct DiffOptions {
     /// x86_64: copies reach symbols the file does not define through GOT slots rather than
     /// PC-relatively (see `--force-gotpcrel`).
     pub force_gotpcrel: bool,
+    /// Patch a changed function that never returns rather than refuse it (with a
+    /// [`Note::NeverReturnsKept`]): the runtime's safety check then refuses to apply the patch
+    /// as long as a thread is inside it. For test suites that check exactly that
+    /// (`--test-mode`).
+    pub keep_never_returning: bool,
 }
 
 /// Why a function enters the patch.
@@ -84,6 +89,9 @@ pub enum Note {
     OtherDiffers { line: usize, text: String },
     /// A type's layout changed and `--ignore-changes` accepted it.
     TypeKept { name: String, change: String },
+    /// A changed function that never returns, patched because of
+    /// [`DiffOptions::keep_never_returning`].
+    NeverReturnsKept { function: String },
 }
 
 /// The outcome of comparing two files.
@@ -248,9 +256,14 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
                 });
             }
             if never_returns(orig, ob) {
-                return Err(AsmError::NeverReturns {
-                    file: orig.name.clone(),
-                    name: b.name.clone(),
+                if !opts.keep_never_returning {
+                    return Err(AsmError::NeverReturns {
+                        file: orig.name.clone(),
+                        name: b.name.clone(),
+                    });
+                }
+                d.notes.push(Note::NeverReturnsKept {
+                    function: b.name.clone(),
                 });
             }
         }

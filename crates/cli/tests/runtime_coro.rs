@@ -15,11 +15,9 @@ fn coroutines(cflags: &'static [&'static str], ldflags: &'static [&'static str],
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let recipe = Recipe {
-        name: "coro",
-        opt: "-O2",
         cflags,
         ldflags,
-        shared: false,
+        ..Recipe::exe("coro", "-O2")
     };
     let built = build(dir, &recipe, &[1, 2]);
     let mut p = built.start("co2 UNPATCHED");

@@ -152,11 +152,8 @@ fn a_static_executable_is_patched_and_unpatched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let recipe = Recipe {
-        name: "frame_finish",
-        opt: "-O2",
-        cflags: &[],
         ldflags: &["-static"],
-        shared: false,
+        ..Recipe::exe("frame_finish", "-O2")
     };
     let built = build(dir, &recipe, &[1]);
     let mut p = built.start("Hello from UNPATCHED");

@@ -14,22 +14,17 @@ fn build_both(dir: &Path, version: u32) -> (Built, Built, std::path::PathBuf) {
     let lib = build(
         dir,
         &Recipe {
-            name: "libboth",
-            opt: "-O2",
-            cflags: &[],
             ldflags: &[],
             shared: true,
+            ..Recipe::exe("libboth", "-O2")
         },
         &[version],
     );
     let exe = build(
         dir,
         &Recipe {
-            name: "both",
-            opt: "-O2",
-            cflags: &[],
             ldflags: &["-pthread", "-L.", "-lboth", "-Wl,-rpath,$ORIGIN"],
-            shared: false,
+            ..Recipe::exe("both", "-O2")
         },
         &[version],
     );

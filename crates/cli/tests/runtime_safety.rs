@@ -56,9 +56,13 @@ fn frame_finish_at_o2() {
 /// `function`, then that the process still runs, unpatched, unchanged. `started` is printed
 /// once every thread runs.
 fn must_fail(name: &str, opt: &str, function: &str, unpatched_line: &str, started: &str) {
+    must_fail_recipe(&Recipe::exe(name, opt), function, unpatched_line, started);
+}
+
+fn must_fail_recipe(recipe: &Recipe<'_>, function: &str, unpatched_line: &str, started: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
-    let built = build(dir, &Recipe::exe(name, opt), &[1]);
+    let built = build(dir, recipe, &[1]);
     let mut p = built.start(started);
     let pid = p.pid_arg();
     let maps_before = maps(p.pid());
@@ -97,6 +101,22 @@ fn fail_busy_top() {
         "busy_top",
         "-O0",
         "do_work2 (busy_top)",
+        "Hello from UNPATCHED",
+        "Hello from UNPATCHED",
+    );
+}
+
+/// The peer's fail_busy_single_top: the replaced function is an endless loop. kpatch_gensrc
+/// builds the patch only with `--test-mode` (the peer's test suite passes it); libcare-ctl
+/// refuses to apply it.
+#[test]
+fn fail_busy_forever_built_in_test_mode() {
+    must_fail_recipe(
+        &Recipe {
+            gensrc_flags: &["--test-mode"],
+            ..Recipe::exe("busy_forever", "-O2")
+        },
+        "do_work2 (busy_forever)",
         "Hello from UNPATCHED",
         "Hello from UNPATCHED",
     );

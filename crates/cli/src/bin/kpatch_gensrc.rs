@@ -49,7 +49,9 @@ FLIST is a comma-separated list of function names, each optionally prefixed with
 file that defines it: [file:]fn,...\n\n\
 Function filter: if the file /etc/libcare.conf (or $LIBCARE_CONF, or --filter-config) exists \
 and lists any name, only changed functions whose name starts a line of it are patched (lines \
-starting with # are comments); new functions are always added. --test-mode disables it.\n\n\
+starting with # are comments); new functions are always added. --test-mode disables it, and \
+makes a changed function that never returns a warning rather than an error (libcare-ctl then \
+refuses the patch while a thread is inside it, as test suites check).\n\n\
 The two files may name different source files in their .file lines (foo.c and bar.c): the \
 original's name is kept.",
     after_help = "Exit status: 0 on success, 1 on any error (the message names the function, \
@@ -83,7 +85,8 @@ struct Cli {
     )]
     output: Option<PathBuf>,
 
-    /// Ignore the function filter file.
+    /// Ignore the function filter file; patch a changed function that never returns, with a
+    /// warning.
     #[arg(long = "test-mode")]
     test_mode: bool,
 
@@ -259,6 +262,7 @@ fn diff_options(cli: &Cli) -> Result<DiffOptions> {
         filter,
         force_global: cli.force_global,
         force_gotpcrel: cli.force_gotpcrel,
+        keep_never_returning: cli.test_mode,
     })
 }
 
@@ -312,6 +316,10 @@ fn report(diff: &Diff, verbose: u32) {
             Note::TypeKept { name, change } => libcare::errln!(
                 "kpatch_gensrc: warning: type {name} changed layout ({change}); accepted \
                  (--ignore-changes)"
+            ),
+            Note::NeverReturnsKept { function } => libcare::errln!(
+                "kpatch_gensrc: warning: {function} changed and never returns; patched anyway \
+                 (--test-mode): libcare-ctl will refuse the patch while a thread is inside it"
             ),
             Note::OnlyNumbersDiffer { function } if verbose > 0 => libcare::errln!(
                 "kpatch_gensrc: {function} differs only in numbers (a __LINE__ shift?); \

@@ -27,6 +27,8 @@ pub struct Recipe<'a> {
     pub ldflags: &'a [&'a str],
     /// Build a shared library `<name>.so` rather than an executable.
     pub shared: bool,
+    /// Extra `kpatch_gensrc` options.
+    pub gensrc_flags: &'a [&'a str],
 }
 
 impl<'a> Recipe<'a> {
@@ -38,6 +40,7 @@ impl<'a> Recipe<'a> {
             cflags: &[],
             ldflags: &["-pthread"],
             shared: false,
+            gensrc_flags: &[],
         }
     }
 
@@ -127,16 +130,20 @@ pub fn build(dir: &Path, r: &Recipe<'_>, versions: &[u32]) -> Built {
         let stripped = format!("{out}.v{v}.stripped");
         let kpatch = format!("{out}.v{v}.kpatch");
         compile_s(dir, r, Some(v), &patched_s);
-        run_ok(tool("kpatch_gensrc", dir).args([
-            "--os=rhel6",
-            "-i",
-            &format!("{}.s", r.name),
-            "-i",
-            &patched_s,
-            "-o",
-            &combined,
-            "--force-global",
-        ]));
+        run_ok(
+            tool("kpatch_gensrc", dir)
+                .args([
+                    "--os=rhel6",
+                    "-i",
+                    &format!("{}.s", r.name),
+                    "-i",
+                    &patched_s,
+                    "-o",
+                    &combined,
+                    "--force-global",
+                ])
+                .args(r.gensrc_flags),
+        );
         link(dir, r, &combined, &patched_bin, true);
         run_ok(tool("kpatch_strip", dir).args(["--strip", &patched_bin, &stripped]));
         run_ok(tool("kpatch_strip", dir).args(["--rel-fixup", &out, &stripped]));

@@ -113,10 +113,11 @@ fn fail_busy_top() {
 fn fail_busy_forever_built_in_test_mode() {
     must_fail_recipe(
         &Recipe {
+            cflags: &["-DFOREVER"],
             gensrc_flags: &["--test-mode"],
-            ..Recipe::exe("busy_forever", "-O2")
+            ..Recipe::exe("busy_top", "-O2")
         },
-        "do_work2 (busy_forever)",
+        "do_work2 (busy_top)",
         "Hello from UNPATCHED",
         "Hello from UNPATCHED",
     );

@@ -1,5 +1,6 @@
 /* A thread that never leaves spin(), beside a main thread that calls report(): a patch of
- * spin() must fail cleanly, one of report() must succeed. */
+ * spin() (built with -DPATCH_SPIN) must fail cleanly, one of report() (-DPATCH_REPORT) must
+ * succeed. */
 #include <pthread.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -11,7 +12,11 @@ volatile int stop_spinning;
 __attribute__((noinline)) void spin(void)
 {
     while (!stop_spinning) {
+#ifdef PATCH_SPIN
+        spin_rounds += 2;
+#else
         spin_rounds++;
+#endif
         usleep(5000);
     }
 }
@@ -25,7 +30,11 @@ static void *spinner(void *arg)
 
 __attribute__((noinline)) void report(void)
 {
+#ifdef PATCH_REPORT
+    printf("PATCHED\n");
+#else
     printf("UNPATCHED\n");
+#endif
 }
 
 int main(void)

@@ -6,7 +6,11 @@ int get_value(void);
 
 __attribute__((noinline)) void print_state(void)
 {
+#ifndef PATCHED
     printf("UNPATCHED\n");
+#else
+    printf("PATCHED %d\n", get_value());
+#endif
 }
 
 int main(void)

@@ -13,5 +13,9 @@ __attribute__((noinline)) int lib_helper(int x)
 __attribute__((noinline)) void print_state(void)
 {
     lib_calls++;
+#ifndef PATCHED
     printf("UNPATCHED\n");
+#else
+    printf("PATCHED %d\n", lib_helper(21));
+#endif
 }

@@ -5,6 +5,10 @@ __thread long lib_ticks __attribute__((tls_model("initial-exec")));
 
 __attribute__((noinline)) void lib_tick(void)
 {
+#ifndef PATCHED
     lib_ticks += 1;
+#else
+    lib_ticks += 1000000;
+#endif
     printf("LIB %ld\n", lib_ticks);
 }

@@ -3,9 +3,22 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#ifdef PATCHED
+int patch_counter = 40;
+
+__attribute__((noinline)) int next_count(void)
+{
+    return ++patch_counter;
+}
+#endif
+
 __attribute__((noinline)) void print_state(void)
 {
+#ifndef PATCHED
     printf("UNPATCHED\n");
+#else
+    printf("PATCHED %d\n", next_count());
+#endif
 }
 
 int main(void)

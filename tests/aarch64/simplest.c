@@ -4,7 +4,11 @@
 
 __attribute__((noinline)) void print_state(void)
 {
+#ifndef PATCHED
     printf("UNPATCHED\n");
+#else
+    printf("PATCHED\n");
+#endif
 }
 
 int main(void)

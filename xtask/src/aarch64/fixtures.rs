@@ -77,7 +77,7 @@ impl Builder<'_> {
 
         // simplest: an executable at -O0.
         let o = self.original("simplest", "simplest.c", O0, Kind::Exe, vec![])?;
-        self.patch(&o, "simplest.patched.c", "0001", "simplest.kpatch")?;
+        self.patch(&o, "simplest.c", "0001", "simplest.kpatch")?;
         // The storage scenarios lay the patch out under its build-id.
         std::fs::write(self.stage.join("simplest/build-id"), build_id(&o.bin)?)?;
 
@@ -92,51 +92,36 @@ impl Builder<'_> {
         let bid = build_id(&l.bin)?;
         let dir = self.stage.join("shared/patches");
         std::fs::create_dir_all(&dir)?;
-        self.patch(
-            &l,
-            "libshared.patched.c",
-            "0001",
-            &format!("patches/{bid}.kpatch"),
-        )?;
+        self.patch(&l, "libshared.c", "0001", &format!("patches/{bid}.kpatch"))?;
         self.original("shared", "shared.c", O2, Kind::Exe, with_libs("shared"))?;
 
         // glibc calls and data.
         let o = self.original("glibc", "glibc.c", O2, Kind::Exe, vec![])?;
-        self.patch(&o, "glibc.patched.c", "0001", "glibc.kpatch")?;
+        self.patch(&o, "glibc.c", "0001", "glibc.kpatch")?;
 
         // A new function and a new variable.
         let o = self.original("newfunc", "newfunc.c", O2, Kind::Exe, vec![])?;
-        self.patch(&o, "newfunc.patched.c", "0001", "newfunc.kpatch")?;
+        self.patch(&o, "newfunc.c", "0001", "newfunc.kpatch")?;
 
         // An IFUNC of a library, called by the patch.
         self.original("ifunc", "libifunc.c", O2, Kind::Lib("libifunc.so"), vec![])?;
         let o = self.original("ifunc", "ifunc.c", O2, Kind::Exe, with_libs("ifunc"))?;
-        self.patch(&o, "ifunc.patched.c", "0001", "ifunc.kpatch")?;
+        self.patch(&o, "ifunc.c", "0001", "ifunc.kpatch")?;
 
         // Threads, one of them never leaving the function a patch replaces.
         let o = self.original("busy", "busy.c", O2, Kind::Exe, vec!["-pthread".into()])?;
-        self.patch(&o, "busy.spin.c", "0001", "spin.kpatch")?;
-        self.patch(&o, "busy.report.c", "0002", "report.kpatch")?;
+        self.patch_with(&o, "busy.c", &["-DPATCH_SPIN"], "0001", "spin.kpatch")?;
+        self.patch_with(&o, "busy.c", &["-DPATCH_REPORT"], "0002", "report.kpatch")?;
 
         // Thread-local variables of the executable and of a library, patched in one run
         // from a directory.
         let l = self.original("tls", "libtls.c", O2, Kind::Lib("libtls.so"), vec![])?;
         std::fs::create_dir_all(self.stage.join("tls/patches"))?;
         let bid = build_id(&l.bin)?;
-        self.patch(
-            &l,
-            "libtls.patched.c",
-            "0001",
-            &format!("patches/{bid}.kpatch"),
-        )?;
+        self.patch(&l, "libtls.c", "0001", &format!("patches/{bid}.kpatch"))?;
         let o = self.original("tls", "tls.c", O2, Kind::Exe, with_libs("tls"))?;
         let bid = build_id(&o.bin)?;
-        self.patch(
-            &o,
-            "tls.patched.c",
-            "0001",
-            &format!("patches/{bid}.kpatch"),
-        )?;
+        self.patch(&o, "tls.c", "0001", &format!("patches/{bid}.kpatch"))?;
 
         // A thread nearly always inside the function to replace: the patch waits for it to
         // return (a breakpoint at its return address). The runtime tests' own fixture.
@@ -168,8 +153,8 @@ impl Builder<'_> {
 
         // Two patches of one function.
         let o = self.original("stacked", "stacked.c", O2, Kind::Exe, vec![])?;
-        self.patch(&o, "stacked.v1.c", "0001", "v1.kpatch")?;
-        self.patch(&o, "stacked.v2.c", "0002", "v2.kpatch")?;
+        self.patch_with(&o, "stacked.c", &["-DVERSION=1"], "0001", "v1.kpatch")?;
+        self.patch_with(&o, "stacked.c", &["-DVERSION=2"], "0002", "v2.kpatch")?;
         Ok(())
     }
 
@@ -315,9 +300,9 @@ impl Builder<'_> {
     }
 
     /// Makes `OUT` (relative to the original's stage folder) from the original and the
-    /// patched source `PATCHED`, with patch id `id`.
+    /// source `PATCHED` compiled with `-DPATCHED`, with patch id `id`.
     fn patch(&self, o: &Original, patched: &str, id: &str, out: &str) -> Result<()> {
-        self.patch_with(o, patched, &[], id, out)
+        self.patch_with(o, patched, &["-DPATCHED"], id, out)
     }
 
     /// Like [`Builder::patch`], compiling the patched source with `defines` added.

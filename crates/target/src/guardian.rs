@@ -317,12 +317,17 @@ impl Drop for Guardian {
             }
             return;
         }
-        let mut status = 0;
-        // SAFETY: reaps our own child; `status` is a valid out-pointer.
-        while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0 {
-            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                break;
-            }
+        reap(self.pid);
+    }
+}
+
+/// Waits for our child `pid` to exit and reaps it.
+pub(crate) fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: reaps our own child; `status` is a valid out-pointer.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
         }
     }
 }

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::guardian::{close_all_but, helper, os_error, quiet_and_alone};
+use crate::guardian::{close_all_but, helper, os_error, quiet_and_alone, reap};
 
 /// Most descriptors one request passes.
 const MAX_FDS: usize = 16;
@@ -81,13 +81,7 @@ impl Drop for GuardianForker {
         if let Some(f) = taken {
             // EOF on its socket ends it.
             drop(f.sock);
-            let mut status = 0;
-            // SAFETY: reaps our own child; `status` is a valid out-pointer.
-            while unsafe { libc::waitpid(f.pid, &mut status, 0) } < 0 {
-                if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                    break;
-                }
-            }
+            reap(f.pid);
         }
     }
 }

@@ -25,18 +25,10 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     Some(Stat { state, flags })
 }
 
-/// Reads a whole /proc file as bytes; `Ok(None)` when it does not exist (the task is gone).
-pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    // /proc files report size 0, so std::fs::read would start with a 32-byte read and
-    // double from there: a dozen reads for a `maps` file, each a trip through seq_file.
-    let read = |path: &Path| -> std::io::Result<Vec<u8>> {
-        use std::io::Read;
-        let mut bytes = Vec::with_capacity(16 << 10);
-        std::fs::File::open(path)?.read_to_end(&mut bytes)?;
-        Ok(bytes)
-    };
+/// Reads `path` with `read`; `Ok(None)` when it does not exist (the task is gone).
+fn optional<T>(path: &Path, read: impl FnOnce(&Path) -> std::io::Result<T>) -> Result<Option<T>> {
     match read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
+        Ok(v) => Ok(Some(v)),
         Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
             Ok(None)
         }
@@ -44,24 +36,26 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Reads a whole /proc file as bytes; `Ok(None)` when it does not exist (the task is gone).
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    // /proc files report size 0, so std::fs::read would start with a 32-byte read and
+    // double from there: a dozen reads for a `maps` file, each a trip through seq_file.
+    optional(path, |path| {
+        let mut bytes = Vec::with_capacity(16 << 10);
+        std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    })
+}
+
 /// Whether the file at `path` has any content (`None` when it or its process is gone); reads
 /// one byte, so that a `/proc` file that is costly to generate in full is not.
 pub(crate) fn has_content(path: &Path) -> Result<Option<bool>> {
     use std::io::Read;
-    let gone = |e: &std::io::Error| {
-        e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
-    };
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if gone(&e) => return Ok(None),
-        Err(e) => return Err(Error::proc(path, e)),
-    };
-    let mut byte = [0u8];
-    match file.read(&mut byte) {
-        Ok(n) => Ok(Some(n > 0)),
-        Err(e) if gone(&e) => Ok(None),
-        Err(e) => Err(Error::proc(path, e)),
-    }
+    optional(path, |path| {
+        let mut byte = [0u8];
+        Ok(std::fs::File::open(path)?.read(&mut byte)? > 0)
+    })
 }
 
 /// The state and flags of a task (`dir` is `/proc/PID` or `/proc/PID/task/TID`); `None` when

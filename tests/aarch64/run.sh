@@ -372,7 +372,7 @@ for s in ${SCENARIOS:-$(sed -n 's/^t_\([a-z0-9_]*\)() {$/\1/p' "$0")}; do
     [ "$s" = none ] && continue
     scenario "$s" "t_$s"
 done
-# kpatch-target's own live tests, cross-built. They wait with deadlines made for a real
+# kpatch-process's own live tests, cross-built. They wait with deadlines made for a real
 # machine; under emulation on a busy host one may miss its deadline, so the tests that failed
 # get one more run, and a pass on that run is reported as such. One test is left to the
 # host: it floods a thread with 3000 signals, each a ptrace round trip during an injected
@@ -383,7 +383,7 @@ live() {
         --skip "$SKIP_LIVE" "$@" >"$LOG" 2>&1
 }
 if [ -x /tests/target-live ]; then
-    echo "--- kpatch-target live tests (not run here: $SKIP_LIVE)"
+    echo "--- kpatch-process live tests (not run here: $SKIP_LIVE)"
     if live; then
         echo "SCENARIO target-live PASS"
     else

@@ -28,9 +28,9 @@ pub const SCENARIOS: &[&str] = &[
 const RUST_TARGET: &str = "aarch64-unknown-linux-gnu";
 /// The aarch64 binaries the guest runs.
 const GUEST_TOOLS: &[&str] = &["libcare-ctl", "libcare-server", "libcare-client"];
-/// The verdict name of kpatch-target's live tests run in the guest.
+/// The verdict name of kpatch-process's live tests run in the guest.
 const TARGET_LIVE: &str = "target-live";
-/// How kpatch-target's live tests are told where prebuilt fixtures are.
+/// How kpatch-process's live tests are told where prebuilt fixtures are.
 const FIXTURES_ENV: &str = "KPATCH_TARGET_FIXTURES";
 /// The whole guest run, boot included, must end within this.
 const VM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -109,7 +109,7 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
     let live =
         (only.is_empty() || only.iter().any(|s| s == TARGET_LIVE)) && target_live_supported(root);
     if live {
-        say("building kpatch-target's live tests and their fixtures for aarch64");
+        say("building kpatch-process's live tests and their fixtures for aarch64");
         build_target_live(root, &builder.stage)?;
     }
 
@@ -149,20 +149,20 @@ pub fn test_aarch64(root: &Path, only: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Whether kpatch-target's live tests can take prebuilt fixtures (the guest has no compiler).
+/// Whether kpatch-process's live tests can take prebuilt fixtures (the guest has no compiler).
 fn target_live_supported(root: &Path) -> bool {
-    std::fs::read_to_string(root.join("crates/target/tests/live/harness.rs"))
+    std::fs::read_to_string(root.join("crates/kpatch-process/tests/live/harness.rs"))
         .is_ok_and(|s| s.contains(FIXTURES_ENV))
 }
 
-/// Cross-builds kpatch-target's `live` test binary (as `/tests/target-live`) and compiles its
+/// Cross-builds kpatch-process's `live` test binary (as `/tests/target-live`) and compiles its
 /// fixture programs into `/tests/target-fixtures`.
 fn build_target_live(root: &Path, stage: &Path) -> Result<()> {
     let out = cargo()
         .args(["test", "--release", "--no-run", "--target", RUST_TARGET])
         .args([
             "-p",
-            "kpatch-target",
+            "kpatch-process",
             "--test",
             "live",
             "--message-format=json",
@@ -175,7 +175,7 @@ fn build_target_live(root: &Path, stage: &Path) -> Result<()> {
         .output()
         .context("cannot run cargo")?;
     if !out.status.success() {
-        bail!("cross-building kpatch-target's live tests failed");
+        bail!("cross-building kpatch-process's live tests failed");
     }
     let exe = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -192,7 +192,7 @@ fn build_target_live(root: &Path, stage: &Path) -> Result<()> {
         .arg(&exe))?;
     let fixtures = stage.join("target-fixtures");
     std::fs::create_dir_all(&fixtures)?;
-    let src = root.join("tests/fixtures/target");
+    let src = root.join("tests/fixtures/process");
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
         .with_context(|| format!("read {}", src.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

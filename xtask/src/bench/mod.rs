@@ -62,13 +62,13 @@ fn pause_trials(
     Ok((Stats::of(&on), Stats::of(&off), Stats::of(&frozen)))
 }
 
-/// Stops and resumes every thread of a running probe `TRIALS` times through kpatch-target
+/// Stops and resumes every thread of a running probe `TRIALS` times through kpatch-process
 /// (seize, interrupt, wait, release, nothing else), with the same primitive and ordering as a
 /// patch (`Process::stop_all`: sleeping threads stopped first; running threads released
 /// first); returns the longest stall the probe saw while the process was (partly) held.
 fn floor_trials(v: &Variant, nidle: usize) -> Result<Stats> {
     let mut probe = Probe::start(&v.exe, &[&nidle.to_string()])?;
-    let proc = kpatch_target::Process::open(probe.pid() as i32)?;
+    let proc = kpatch_process::Process::open(probe.pid() as i32)?;
     let mut gaps = Vec::new();
     for _ in 0..TRIALS {
         let t0 = probe::monotonic_ns();

@@ -1,0 +1,225 @@
+//! What is loaded in a target, read from `/proc/PID/maps` and the mapped files while it runs:
+//! the ELF objects (with build-ids and load biases) and the patches already applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kpatch_file::{parse_info_records, Header, InfoRecord, HEADER_SIZE, MAGIC, MAGIC_PENDING};
+use kpatch_process::{MapEntry, MapName, Memory, Process};
+
+use crate::elf_image::ElfImage;
+use crate::error::{Error, Result};
+
+/// An ELF object mapped in the target.
+#[derive(Debug, Clone)]
+pub struct LoadedObject {
+    /// File name without directories, as `info` prints it.
+    pub name: String,
+    pub path: PathBuf,
+    /// From the lowest to the highest address of its mappings.
+    pub range: Range<u64>,
+    /// Run-time address minus link-time address.
+    pub load_bias: u64,
+    pub image: Arc<ElfImage>,
+    /// The main executable.
+    pub is_exe: bool,
+}
+
+impl LoadedObject {
+    /// The object's build-id, if it has one.
+    pub fn build_id(&self) -> Option<&str> {
+        self.image.build_id.as_deref()
+    }
+}
+
+/// A patch region found in the target.
+#[derive(Debug, Clone)]
+pub struct AppliedPatch {
+    /// Region start.
+    pub kpta: u64,
+    /// The region's header (runtime fields filled in).
+    pub header: Header,
+    pub id: String,
+    pub build_id: String,
+    /// `KPATCH1`: fully applied. `KPATCH0`: left behind by an interrupted run.
+    pub committed: bool,
+    /// Relocated info records.
+    pub records: Vec<InfoRecord>,
+    /// Mapped length of the region.
+    pub len: u64,
+}
+
+impl AppliedPatch {
+    /// The region's address range.
+    pub fn range(&self) -> Range<u64> {
+        self.kpta..self.kpta + self.len
+    }
+
+    /// Address of the saved original bytes of record `i`.
+    pub fn undo_addr(&self, i: usize, hunk_size: usize) -> u64 {
+        self.kpta + u64::from(self.header.user_undo()) + (i * hunk_size) as u64
+    }
+}
+
+fn basename(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Identity of a file's contents: device, inode, size and modification time.
+type FileKey = (u64, u64, u64, i64, i64);
+
+/// Analysed ELF files, shared by every process one run looks at (with `-p all` they mostly map
+/// the same executable and libraries). `None` records a file that is not a usable ELF object.
+fn image_cache() -> &'static Mutex<HashMap<FileKey, Option<Arc<ElfImage>>>> {
+    static CACHE: OnceLock<Mutex<HashMap<FileKey, Option<Arc<ElfImage>>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The analysed image of an open mapped file, from the cache or read now.
+fn cached_image(file: &mut std::fs::File, path: &std::path::Path) -> Result<Option<Arc<ElfImage>>> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = file.metadata().map_err(io)?;
+    let key = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    );
+    if let Some(hit) = image_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(hit);
+    }
+    let mut magic = [0u8; 4];
+    let image = if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
+        None
+    } else {
+        let mut data = magic.to_vec();
+        file.read_to_end(&mut data).map_err(io)?;
+        ElfImage::parse(data).ok().map(Arc::new)
+    };
+    if let Ok(mut c) = image_cache().lock() {
+        c.insert(key, image.clone());
+    }
+    Ok(image)
+}
+
+/// The ELF objects mapped by `proc`, in address order. Files that are not ELF (locale
+/// archives, fonts, ...) are skipped.
+pub fn objects(proc: &Process, maps: &[MapEntry]) -> Result<Vec<LoadedObject>> {
+    let page = proc.page_size();
+    let exe = std::fs::canonicalize(proc.exe_path()).unwrap_or_else(|_| proc.exe_path().to_owned());
+    // Group the mappings of each file by (device, inode), keeping address order.
+    let mut groups: BTreeMap<(u32, u32, u64), Vec<&MapEntry>> = BTreeMap::new();
+    for m in maps {
+        if let MapName::File { .. } = m.name {
+            if m.inode != 0 {
+                groups
+                    .entry((m.dev.0, m.dev.1, m.inode))
+                    .or_default()
+                    .push(m);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for group in groups.values() {
+        let Some(first) = group.iter().min_by_key(|m| m.start) else {
+            continue;
+        };
+        let Some(path) = first.file_path().map(std::path::Path::to_path_buf) else {
+            continue;
+        };
+        let mut file = match proc.open_mapped_file(first) {
+            Ok(f) => f,
+            Err(_) => continue,
+        };
+        let image = match cached_image(&mut file, &path)? {
+            Some(i) => i,
+            None => continue,
+        };
+        // The lowest mapping shows the PT_LOAD segment that starts at its file offset.
+        let Some(seg) = image
+            .loads
+            .iter()
+            .find(|l| l.offset & !(page - 1) == first.offset)
+        else {
+            continue;
+        };
+        let load_bias = first.start.wrapping_sub(seg.vaddr & !(page - 1));
+        let start = group.iter().map(|m| m.start).min().unwrap_or(first.start);
+        let end = group.iter().map(|m| m.end).max().unwrap_or(first.end);
+        let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        out.push(LoadedObject {
+            name: basename(&path),
+            is_exe: canon == exe,
+            path,
+            range: start..end,
+            load_bias,
+            image,
+        });
+    }
+    out.sort_by_key(|o| o.range.start);
+    Ok(out)
+}
+
+/// Patch regions in the target: anonymous read-execute private mappings that start with a
+/// `.kpatch` header (`KPATCH1`, or `KPATCH0` for one an interrupted run left behind).
+pub fn applied_patches(mem: &dyn Memory, maps: &[MapEntry]) -> Result<Vec<AppliedPatch>> {
+    let mut out = Vec::new();
+    for m in maps {
+        let p = m.perms;
+        if m.name != MapName::Anonymous
+            || !p.read
+            || !p.exec
+            || p.write
+            || p.shared
+            || m.len() < HEADER_SIZE as u64
+        {
+            continue;
+        }
+        let mut raw = [0u8; HEADER_SIZE];
+        if mem.read(m.start, &mut raw).is_err() {
+            continue;
+        }
+        let Ok(header) = Header::from_bytes(&raw) else {
+            continue;
+        };
+        let committed = header.magic() == MAGIC;
+        if !committed && header.magic() != MAGIC_PENDING {
+            continue;
+        }
+        let header = *header;
+        let (Ok(id), Ok(bid)) = (header.id(), header.build_id()) else {
+            continue;
+        };
+        let len = header.kpatch_total_mem_sz().max(m.len());
+        // Records end with a marker; read generously and let the parser stop there.
+        let info_at = m.start + u64::from(header.user_info());
+        let undo = m.start + u64::from(header.user_undo());
+        let span = undo.saturating_sub(info_at).min(1 << 20) as usize;
+        let mut bytes = vec![0u8; span];
+        let records = if span > 0 && mem.read(info_at, &mut bytes).is_ok() {
+            parse_info_records(&bytes).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        out.push(AppliedPatch {
+            kpta: m.start,
+            header,
+            id: id.to_owned(),
+            build_id: bid.to_owned(),
+            committed,
+            records,
+            len,
+        });
+    }
+    Ok(out)
+}

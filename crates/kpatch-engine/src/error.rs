@@ -1,0 +1,115 @@
+//! Errors of the patch engine.
+
+use std::path::PathBuf;
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can stop a patch, unpatch or query.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed ELF file: {0}")]
+    BadElf(String),
+    #[error("malformed patch payload: {0}")]
+    Payload(String),
+    #[error("cannot resolve symbol {name}: no loaded object defines it")]
+    Unresolved { name: String },
+    #[error("relocation against {symbol} in {section}: {source}")]
+    Relocation {
+        symbol: String,
+        section: String,
+        #[source]
+        source: kpatch_arch::ArchError,
+    },
+    #[error(transparent)]
+    Arch(#[from] kpatch_arch::ArchError),
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Target(#[from] kpatch_process::Error),
+    #[error("{path}: {source}")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: kpatch_file::FormatError,
+    },
+    #[error("patch {path} is for build-id {build_id}, which no object of pid {pid} has")]
+    NotApplicable {
+        path: PathBuf,
+        build_id: String,
+        pid: i32,
+    },
+    #[error("a patch with patch-id {id} is already applied to {object} in pid {pid}")]
+    AlreadyApplied {
+        id: String,
+        object: String,
+        pid: i32,
+    },
+    #[error("patch {path} is for {patch_arch} but pid {pid} runs {target_arch}")]
+    WrongArch {
+        path: PathBuf,
+        patch_arch: String,
+        target_arch: String,
+        pid: i32,
+    },
+    #[error("no free address range of {size:#x} bytes within reach of {object} in pid {pid}")]
+    NoRegion { object: String, size: u64, pid: i32 },
+    #[error("{function} in {object} cannot be patched: {reason}")]
+    Unpatchable {
+        function: String,
+        object: String,
+        reason: String,
+    },
+    #[error(
+        "safety check failed for pid {pid}: after {waited_ms} ms {}",
+        describe_busy(busy)
+    )]
+    Busy {
+        pid: i32,
+        waited_ms: u128,
+        busy: Vec<(i32, String)>,
+    },
+    #[error(
+        "safety check failed for pid {pid}: {function} is on the stack of a suspended coroutine (context saved at {context:#x}); a coroutine cannot be waited for, so nothing was changed: retry when the coroutine has finished"
+    )]
+    CoroutineBusy {
+        pid: i32,
+        function: String,
+        context: u64,
+    },
+    #[error("another libcare-ctl holds the lock on pid {pid} ({path}); try again when it is done")]
+    Locked { pid: i32, path: PathBuf },
+    #[error("no patch with patch-id {id} is applied to pid {pid}")]
+    PatchNotFound { id: String, pid: i32 },
+    #[error("cannot remove patch {id} from pid {pid}: {reason}")]
+    Inconsistent {
+        id: String,
+        pid: i32,
+        reason: String,
+    },
+    #[error("the code at {addr:#x} changed while the patch was being prepared; nothing was written, try again")]
+    CodeChanged { addr: u64 },
+    #[error("{script} {pid} failed: {status}")]
+    Script {
+        script: PathBuf,
+        pid: i32,
+        status: String,
+    },
+}
+
+fn describe_busy(busy: &[(i32, String)]) -> String {
+    let list: Vec<String> = busy
+        .iter()
+        .map(|(tid, f)| format!("thread {tid} is in {f}"))
+        .collect();
+    format!(
+        "{}; retry when the process is idle or raise LIBCARE_SAFETY_TIMEOUT",
+        list.join(", ")
+    )
+}

@@ -1,0 +1,194 @@
+//! `-p all`: which processes a command applies to, decided from `/proc/PID/maps` and
+//! build-ids before any process is attached. Pid 1, the tool itself and kernel threads are
+//! never looked at.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use kpatch_file::{Header, HEADER_SIZE, MAGIC};
+use kpatch_process::{parse_maps, MapEntry, MapName, Memory, Process};
+
+use crate::elf_image::build_id_of;
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// A process `-p all` looked at, and whether the command applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub pid: i32,
+    pub applies: bool,
+}
+
+/// Numeric entries of `/proc` in pid order, minus pid 1, ourselves and processes without an
+/// executable (kernel threads, zombies).
+fn candidate_pids() -> Result<Vec<i32>> {
+    let me = std::process::id() as i32;
+    let dir = std::fs::read_dir("/proc").map_err(|source| Error::Io {
+        path: "/proc".into(),
+        source,
+    })?;
+    let mut pids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| p > 1 && p != me)
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok())
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// Whether a directory entry of a storage is named like a patch (`<build-id>` or
+/// `<build-id>.kpatch`): the scripts and anything else there are not.
+fn looks_like_build_id(name: &str) -> bool {
+    name.len() >= 8 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Build-ids a storage has patches for.
+fn storage_build_ids(storage: &Storage) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    match storage {
+        Storage::File(_) => {
+            if let Some(f) = storage.file_bytes()? {
+                let file =
+                    kpatch_file::KpatchFile::parse(&f.bytes).map_err(|source| Error::Format {
+                        path: f.path.clone(),
+                        source,
+                    })?;
+                out.insert(file.build_id().to_owned());
+            }
+        }
+        Storage::Dir(dir) => {
+            let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let bid = name.strip_suffix(".kpatch").unwrap_or(&name).to_owned();
+                if looks_like_build_id(&bid) && storage.lookup_dir(&bid)?.is_some() {
+                    out.insert(bid);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the build-id of a mapped file, from the start of the file (where the note is) or,
+/// failing that, from all of it.
+fn mapped_build_id(pid: i32, start: u64, end: u64) -> Option<String> {
+    let path = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = vec![0u8; 64 * 1024];
+    let n = f.read(&mut head).ok()?;
+    head.truncate(n);
+    if head.get(..4) != Some(b"\x7fELF") {
+        return None;
+    }
+    if let Ok(Some(id)) = build_id_of(&head) {
+        return Some(id);
+    }
+    f.read_to_end(&mut head).ok()?;
+    build_id_of(&head).ok().flatten()
+}
+
+/// The maps of a process, or None when it is gone or unreadable.
+fn maps_of(pid: i32) -> Option<Vec<MapEntry>> {
+    let text = std::fs::read(format!("/proc/{pid}/maps")).ok()?;
+    parse_maps(&text).ok()
+}
+
+/// Every process but pid 1 and ourselves, each marked with whether it maps an object whose
+/// build-id `storage` has a patch for.
+pub fn for_patch(storage: &Storage) -> Result<Vec<Candidate>> {
+    let wanted = storage_build_ids(storage)?;
+    // Objects are shared by many processes: read each file's build-id once.
+    let mut cache: HashMap<(u32, u32, u64), Option<String>> = HashMap::new();
+    let mut out = Vec::new();
+    for pid in candidate_pids()? {
+        let Some(maps) = maps_of(pid) else { continue };
+        let applies = maps.iter().any(|m| {
+            if !matches!(m.name, MapName::File { .. }) || m.inode == 0 {
+                return false;
+            }
+            let id = cache
+                .entry((m.dev.0, m.dev.1, m.inode))
+                .or_insert_with(|| mapped_build_id(pid, m.start, m.end));
+            id.as_ref().is_some_and(|id| wanted.contains(id))
+        });
+        out.push(Candidate { pid, applies });
+    }
+    Ok(out)
+}
+
+/// Every process but pid 1 and ourselves, each marked with whether it has an applied patch
+/// (with patch-id `id`, when given).
+pub fn for_unpatch(id: Option<&str>) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for pid in candidate_pids()? {
+        let Some(maps) = maps_of(pid) else { continue };
+        let regions: Vec<_> = maps
+            .iter()
+            .filter(|m| {
+                m.name == MapName::Anonymous
+                    && m.perms.read
+                    && m.perms.exec
+                    && !m.perms.write
+                    && !m.perms.shared
+            })
+            .collect();
+        let applies = !regions.is_empty()
+            && Process::open(pid).is_ok_and(|proc| {
+                regions.iter().any(|m| {
+                    let Ok(raw) = proc.read_vec(m.start, HEADER_SIZE) else {
+                        return false;
+                    };
+                    Header::from_bytes(&raw).is_ok_and(|h| {
+                        h.magic() == MAGIC && id.is_none_or(|id| h.id().is_ok_and(|h| h == id))
+                    })
+                })
+            });
+        out.push(Candidate { pid, applies });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_build_id_names_are_patches() {
+        assert!(looks_like_build_id(&"ab".repeat(20)));
+        assert!(!looks_like_build_id("before"));
+        assert!(!looks_like_build_id("after"));
+        assert!(!looks_like_build_id("abc"));
+    }
+
+    #[test]
+    fn we_and_pid_1_are_never_candidates() {
+        let pids = candidate_pids().unwrap();
+        assert!(!pids.contains(&1));
+        assert!(!pids.contains(&(std::process::id() as i32)));
+    }
+
+    #[test]
+    fn a_directory_storage_lists_both_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let flat = "ab".repeat(20);
+        let tree = "cd".repeat(20);
+        std::fs::write(dir.path().join(format!("{flat}.kpatch")), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join(&tree).join("1")).unwrap();
+        std::fs::write(dir.path().join(&tree).join("1/kpatch.bin"), b"y").unwrap();
+        std::os::unix::fs::symlink("1", dir.path().join(&tree).join("latest")).unwrap();
+        std::fs::write(dir.path().join("before"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("before"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        // A build-id directory without a `latest` patch is not a patch.
+        std::fs::create_dir_all(dir.path().join("ef".repeat(20))).unwrap();
+        let ids = storage_build_ids(&Storage::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(ids, HashSet::from([flat, tree]));
+    }
+}

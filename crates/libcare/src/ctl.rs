@@ -1,0 +1,371 @@
+//! Running a parsed `libcare-ctl` command and printing what it did, in LibcarePlus's wording.
+//! `libcare-ctl` prints to its stdout and stderr; `libcare-server` runs the same code and sends
+//! the text to its client.
+
+use std::io::Write;
+use std::path::Path;
+
+use kpatch_engine::{select, Options, Report, Storage};
+use kpatch_process::GuardianForker;
+
+use crate::ctl_args::{Command, Target};
+
+/// Where a command's text goes.
+pub trait Console {
+    /// A line of normal output (stdout).
+    fn out(&mut self, line: &str);
+    /// A line of error output (stderr).
+    fn err(&mut self, line: &str);
+}
+
+/// The process's own stdout and stderr.
+#[derive(Debug, Default)]
+pub struct StdConsole;
+
+impl Console for StdConsole {
+    fn out(&mut self, line: &str) {
+        let mut o = std::io::stdout().lock();
+        let _ = writeln!(o, "{line}");
+        let _ = o.flush();
+    }
+    fn err(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// Engine progress for a console: steps always, details with `-v`.
+struct Printer<'a> {
+    con: &'a mut dyn Console,
+    verbose: bool,
+}
+
+impl Report for Printer<'_> {
+    fn info(&mut self, msg: &str) {
+        self.con.out(msg);
+    }
+    fn detail(&mut self, msg: &str) {
+        if self.verbose {
+            self.con.out(msg);
+        }
+    }
+}
+
+impl Printer<'_> {
+    fn out(&mut self, line: &str) {
+        self.con.out(line);
+    }
+    fn error(&mut self, msg: impl std::fmt::Display) {
+        self.con.err(&format!("libcare-ctl: error: {msg}"));
+    }
+}
+
+/// `/proc/PID/cmdline` as LibcarePlus shows it: printable bytes as they are, everything else
+/// (the NUL separators included) as `\xNN`.
+fn shown_cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut s = String::new();
+    for b in raw {
+        if (0x20..0x7f).contains(&b) {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s
+}
+
+/// The two lines that introduce work on one process.
+fn targeting(p: &mut Printer<'_>, pid: i32) {
+    p.out(&format!("kpatch_ctl targeting pid {pid}"));
+    p.out(&format!("kpatch_ctl cmdline=\"{}\"", shown_cmdline(pid)));
+}
+
+fn no_patch_line(pid: i32) -> String {
+    format!("No patch(es) applicable to PID '{pid}' have been found")
+}
+
+fn not_cancellable_line(pid: i32) -> String {
+    format!("No patch(es) cancellable from PID '{pid}' were found")
+}
+
+fn patch_one(pid: i32, storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
+    targeting(p, pid);
+    match kpatch_engine::patch(pid, storage, opts, p) {
+        Ok(o) if o.applied.is_empty() => {
+            p.out(&no_patch_line(pid));
+            true
+        }
+        Ok(o) => {
+            if let Some(f) = o.frozen {
+                p.out(&format!(
+                    "PID '{pid}' process patch frozen_time is {} microsecond",
+                    f.as_micros()
+                ));
+            }
+            // LibcarePlus counts patched objects here, not functions.
+            p.out(&format!(
+                "{} patch hunk(s) have been successfully applied to PID '{pid}'",
+                o.applied.len()
+            ));
+            true
+        }
+        Err(e) => {
+            p.out(&format!(
+                "Failed to apply patch '{}'",
+                storage.path().display()
+            ));
+            p.error(format_args!("pid {pid}: {e}"));
+            false
+        }
+    }
+}
+
+fn unpatch_one(
+    pid: i32,
+    id: Option<&str>,
+    objects: &[String],
+    opts: &Options,
+    p: &mut Printer<'_>,
+) -> bool {
+    targeting(p, pid);
+    match kpatch_engine::unpatch(pid, id, objects, opts, p) {
+        Ok(o) if o.removed.is_empty() => {
+            p.out(&not_cancellable_line(pid));
+            true
+        }
+        Ok(o) => {
+            if let Some(f) = o.frozen {
+                p.out(&format!(
+                    "PID '{pid}' process unpatch frozen_time is {} microsecond",
+                    f.as_micros()
+                ));
+            }
+            p.out(&format!(
+                "{} patch hunk(s) were successfully cancelled from PID '{pid}'",
+                o.removed.len()
+            ));
+            true
+        }
+        Err(kpatch_engine::Error::PatchNotFound { id, .. }) => {
+            p.out(&format!("Failed to find target patch with patch_id={id}!"));
+            p.out(&format!("Failed to cancel patches for {pid}"));
+            p.error(format_args!(
+                "pid {pid}: no patch with patch-id {id} is applied"
+            ));
+            false
+        }
+        Err(e) => {
+            p.out(&format!("Failed to cancel patches for {pid}"));
+            p.error(format_args!("pid {pid}: {e}"));
+            false
+        }
+    }
+}
+
+fn info(pid: i32, json: bool, p: &mut Printer<'_>) -> bool {
+    match kpatch_engine::info(pid) {
+        Ok(objects) if json => match serde_json::to_string_pretty(&objects) {
+            Ok(s) => {
+                p.out(&s);
+                true
+            }
+            Err(e) => {
+                p.error(e);
+                false
+            }
+        },
+        Ok(objects) => {
+            for o in objects {
+                p.out(&format!("{:<25} {}", "Pid:", o.pid));
+                p.out(&format!("{:<25} {}", "Target:", o.target));
+                p.out(&format!("{:<25} {}", "Build id:", o.build_id));
+                p.out(&format!(
+                    "{:<25} {}",
+                    "Applied patch number:",
+                    o.patches.len()
+                ));
+                for patch in &o.patches {
+                    p.out(&format!("{:<25} {}", "Patch id:", patch.id));
+                }
+                p.out("");
+            }
+            true
+        }
+        Err(e) => {
+            p.error(format_args!("pid {pid}: {e}"));
+            false
+        }
+    }
+}
+
+fn open_storage(path: &Path, p: &mut Printer<'_>) -> Option<Storage> {
+    match Storage::open(path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            p.out(&format!("Failed to apply patch '{}'", path.display()));
+            p.error(e);
+            None
+        }
+    }
+}
+
+/// `-p all`: one result line per process; the processes no patch applies to are not attached.
+/// For a run over several processes, a helper that forks their guardians: forking this
+/// process, grown by the images it has read, would copy its page tables each time (and
+/// make every page it writes afterwards a copy-on-write fault).
+fn guardian_forker(processes: usize) -> Option<GuardianForker> {
+    (processes > 1)
+        .then(GuardianForker::start)
+        .and_then(Result::ok)
+}
+
+fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
+    let candidates = match select::for_patch(storage) {
+        Ok(c) => c,
+        Err(e) => {
+            p.error(e);
+            return false;
+        }
+    };
+    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let mut ok = true;
+    for c in candidates {
+        if c.applies {
+            ok &= patch_one(c.pid, storage, opts, p);
+        } else {
+            p.out(&no_patch_line(c.pid));
+        }
+    }
+    ok
+}
+
+fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Printer<'_>) -> bool {
+    let candidates = match select::for_unpatch(id) {
+        Ok(c) => c,
+        Err(e) => {
+            p.error(e);
+            return false;
+        }
+    };
+    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let mut ok = true;
+    for c in candidates {
+        if c.applies {
+            ok &= unpatch_one(c.pid, id, objects, opts, p);
+        } else {
+            p.out(&not_cancellable_line(c.pid));
+        }
+    }
+    ok
+}
+
+/// Applies every patch of the storage at `path` to every process it applies to (`patch -p all
+/// PATH`); the server's `update`. Returns whether every process was patched.
+pub fn update(path: &Path, verbose: bool, con: &mut dyn Console) -> bool {
+    let opts = Options::default();
+    let mut p = Printer { con, verbose };
+    // LibcarePlus shows "all" as pid -1.
+    p.out(&format!("Applying patch for -1 with {}", path.display()));
+    match open_storage(path, &mut p) {
+        Some(storage) => patch_all(&storage, &opts, &mut p),
+        None => false,
+    }
+}
+
+/// Runs a parsed command; returns whether it succeeded.
+pub fn execute(cmd: &Command, verbose: bool, con: &mut dyn Console) -> bool {
+    let opts = Options::default();
+    let mut p = Printer { con, verbose };
+    match cmd {
+        Command::Help(text) => {
+            p.out(text.trim_end_matches('\n'));
+            true
+        }
+        Command::Patch { target, path } => {
+            let shown = match target {
+                Target::Pid(pid) => *pid,
+                Target::All => -1,
+            };
+            p.out(&format!(
+                "Applying patch for {shown} with {}",
+                path.display()
+            ));
+            let Some(storage) = open_storage(path, &mut p) else {
+                return false;
+            };
+            match target {
+                Target::Pid(pid) => patch_one(*pid, &storage, &opts, &mut p),
+                Target::All => patch_all(&storage, &opts, &mut p),
+            }
+        }
+        Command::Unpatch {
+            target,
+            id,
+            objects,
+        } => {
+            let shown = match target {
+                Target::Pid(pid) => *pid,
+                Target::All => -1,
+            };
+            p.out(&format!(
+                "Unpplying patch for {shown} with patch id '{}'",
+                id.as_deref().unwrap_or("(all)")
+            ));
+            match target {
+                Target::Pid(pid) => unpatch_one(*pid, id.as_deref(), objects, &opts, &mut p),
+                Target::All => unpatch_all(id.as_deref(), objects, &opts, &mut p),
+            }
+        }
+        Command::Info { pid, json } => info(*pid, *json, &mut p),
+    }
+}
+
+/// A console that keeps every line, for tests and callers that post-process the text.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub out: Vec<String>,
+    pub err: Vec<String>,
+}
+
+impl Console for Captured {
+    fn out(&mut self, line: &str) {
+        self.out.push(line.to_owned());
+    }
+    fn err(&mut self, line: &str) {
+        self.err.push(line.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_is_shown_with_escapes() {
+        let me = std::process::id() as i32;
+        let shown = shown_cmdline(me);
+        assert!(shown.ends_with("\\x00"), "{shown}");
+        assert!(!shown.contains('\0'));
+    }
+
+    #[test]
+    fn a_missing_storage_fails_with_the_peers_line() {
+        let mut c = Captured::default();
+        let cmd = Command::Patch {
+            target: Target::Pid(std::process::id() as i32),
+            path: "/nonexistent/storage".into(),
+        };
+        assert!(!execute(&cmd, false, &mut c));
+        assert_eq!(
+            c.out,
+            [
+                format!(
+                    "Applying patch for {} with /nonexistent/storage",
+                    std::process::id()
+                ),
+                "Failed to apply patch '/nonexistent/storage'".to_owned()
+            ]
+        );
+        assert_eq!(c.err.len(), 1);
+    }
+}

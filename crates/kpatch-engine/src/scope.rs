@@ -1,10 +1,23 @@
 //! The lookup scope for a patch's undefined symbols: the dynamic symbols of the objects loaded
 //! in the target, in the dynamic linker's search order (executable first, then libraries in
-//! load order), with symbol versions honoured.
+//! load order, as its `link_map` chain lists them), with symbol versions honoured.
 
 use std::sync::Arc;
 
+use kpatch_process::Memory;
+
+use crate::discover::LoadedObject;
 use crate::elf_image::{ElfImage, SymKind};
+
+/// `struct r_debug` (64-bit): offset of `r_map`, the head of the `link_map` chain (after the
+/// `int r_version` and its padding).
+const R_DEBUG_R_MAP: u64 = 8;
+/// `struct link_map` (64-bit): offset of `l_addr`, the object's load bias.
+const LINK_MAP_L_ADDR: u64 = 0;
+/// `struct link_map`: offset of `l_next` (after `l_addr`, `l_name` and `l_ld`).
+const LINK_MAP_L_NEXT: u64 = 24;
+/// A chain longer than this is taken as corrupt.
+const MAX_LINK_MAPS: usize = 4096;
 
 /// One object of the scope.
 #[derive(Debug, Clone)]
@@ -46,4 +59,52 @@ impl Scope {
             })
         })
     }
+}
+
+impl Scope {
+    /// The scope of a process with `objects` loaded: the objects in the order of the dynamic
+    /// linker's `link_map` chain when it can be read from `mem` (the executable first, then
+    /// libraries in load order), else the executable followed by the others in address order.
+    pub fn of(mem: &dyn Memory, objects: &[LoadedObject]) -> Scope {
+        let to_scope = |o: &LoadedObject| ScopeObject {
+            name: o.name.clone(),
+            load_bias: o.load_bias,
+            image: o.image.clone(),
+        };
+        let mut order: Vec<&LoadedObject> = Vec::new();
+        if let Some(chain) = link_map_biases(mem, objects) {
+            for bias in chain {
+                if let Some(o) = objects
+                    .iter()
+                    .find(|o| o.load_bias == bias && !order.iter().any(|p| std::ptr::eq(*p, *o)))
+                {
+                    order.push(o);
+                }
+            }
+        }
+        // Anything the chain missed (or all of it, without a chain), executable first.
+        let mut rest: Vec<&LoadedObject> = objects
+            .iter()
+            .filter(|o| !order.iter().any(|p| std::ptr::eq(*p, *o)))
+            .collect();
+        rest.sort_by_key(|o| !o.is_exe);
+        order.extend(rest);
+        Scope {
+            objects: order.into_iter().map(to_scope).collect(),
+        }
+    }
+}
+
+/// Load biases along `_r_debug.r_map`, found through the executable's `DT_DEBUG`.
+fn link_map_biases(mem: &dyn Memory, objects: &[LoadedObject]) -> Option<Vec<u64>> {
+    let exe = objects.iter().find(|o| o.is_exe)?;
+    let slot = exe.image.dt_debug?.wrapping_add(exe.load_bias);
+    let r_debug = mem.read_u64(slot).ok().filter(|&a| a != 0)?;
+    let mut map = mem.read_u64(r_debug + R_DEBUG_R_MAP).ok()?;
+    let mut out = Vec::new();
+    while map != 0 && out.len() < MAX_LINK_MAPS {
+        out.push(mem.read_u64(map + LINK_MAP_L_ADDR).ok()?);
+        map = mem.read_u64(map + LINK_MAP_L_NEXT).ok()?;
+    }
+    Some(out)
 }

@@ -4,19 +4,22 @@
 //! is refused before the target is touched.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::time::Duration;
 
-use kpatch_arch::Arch;
 use kpatch_file::MAGIC_PENDING;
-use kpatch_process::{Guardian, MapEntry, Memory, Process};
+use kpatch_process::Memory;
 
-use crate::discover::{self, AppliedPatch, LoadedObject};
+use crate::checked_stop::{self, AfterCommit};
+use crate::discover::Loaded;
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::options::Options;
+use crate::process_view::ProcessView;
+use crate::region_layout::function_name;
 use crate::report::Report;
 use crate::runs;
-use crate::world;
+use crate::session::Session;
+use crate::Engine;
 
 /// One patch removed by a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,52 +57,50 @@ impl Overlay<'_> {
             self.order.push(addr);
         }
     }
-}
 
-/// Name of the function an in-process info record replaces.
-fn record_name(mem: &dyn Memory, symstr: u64, daddr: u64) -> String {
-    let mut buf = [0u8; 128];
-    let name = mem
-        .read(symstr, &mut buf)
-        .ok()
-        .and_then(|_| {
-            buf.split(|&b| b == 0)
-                .next()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-        })
-        .unwrap_or_default();
-    match name.strip_suffix(".kpatch").unwrap_or(&name) {
-        "" => format!("the function at {daddr:#x}"),
-        n => n.to_owned(),
+    /// The writes, in the order they were first made.
+    fn into_writes(mut self) -> Vec<(u64, Vec<u8>)> {
+        self.order
+            .iter()
+            .filter_map(|a| self.writes.remove(a).map(|b| (*a, b)))
+            .collect()
     }
 }
 
-fn object_name(objects: &[LoadedObject], p: &AppliedPatch) -> String {
-    objects
-        .iter()
-        .find(|o| o.build_id() == Some(p.build_id.as_str()))
-        .map(|o| o.name.clone())
-        .unwrap_or_else(|| p.build_id.clone())
+/// Name of the function an in-process info record replaces, from the patch's string table.
+fn record_name(mem: &dyn Memory, symstr: u64, daddr: u64) -> String {
+    let mut buf = [0u8; 128];
+    function_name(mem.read(symstr, &mut buf).ok().map(|_| &buf[..]), daddr)
 }
 
-/// Removes `all[selected]` from the process. `tolerant` (for reclaiming an interrupted run's
-/// region) skips records whose jump is not found instead of refusing.
-#[allow(clippy::too_many_arguments)]
-pub fn remove(
-    proc: &Process,
-    maps: &[MapEntry],
-    objects: &[LoadedObject],
-    all: &[AppliedPatch],
+/// What removing some patches writes, decided while the target runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Removal {
+    /// (address, bytes), in order: original code back into functions, or saved bytes into a
+    /// newer patch's undo area.
+    writes: Vec<(u64, Vec<u8>)>,
+    /// The regions going away, named for messages: the safety check's ranges.
+    names: Vec<(Range<u64>, String)>,
+}
+
+/// Decides how to remove `all[selected]`, in that order, from `proc`: for each replaced
+/// function, its jump is replaced by the saved original bytes; a function a newer patch (one
+/// not removed before it) replaced again keeps that patch's jump, and the newer patch's undo
+/// bytes become ours, so that it falls back past us. `tolerant` (for reclaiming an interrupted
+/// run's region) skips records whose jump is not found instead of refusing.
+fn plan_removal(
+    proc: &dyn ProcessView,
+    loaded: &Loaded,
     selected: &[usize],
     tolerant: bool,
-    opts: &Options,
-    guardian: &mut Guardian,
     rep: &mut dyn Report,
-) -> Result<Option<Duration>> {
-    let arch: &dyn Arch = proc.arch();
+) -> Result<Removal> {
+    let all = &loaded.patches;
+    let arch = proc.arch();
     let hs = arch.hunk_size();
+    let mem = proc.memory();
     let mut overlay = Overlay {
-        mem: proc,
+        mem,
         writes: HashMap::new(),
         order: Vec::new(),
     };
@@ -114,7 +115,7 @@ pub fn remove(
             let daddr = r.daddr();
             let jump = arch.encode_jump(daddr, r.saddr())?;
             let undo = overlay.read(p.undo_addr(i, hs), hs)?;
-            let name = record_name(proc, r.symstr(), daddr);
+            let name = record_name(mem, r.symstr(), daddr);
             if overlay.read(daddr, hs)? == jump {
                 rep.detail(&format!("{}: restoring {name} at {daddr:#x}", p.id));
                 overlay.write(daddr, undo);
@@ -153,129 +154,133 @@ pub fn remove(
         gone[pi] = true;
         names.push((
             p.range(),
-            format!("patch {} ({})", p.id, object_name(objects, p)),
+            format!("patch {} ({})", p.id, loaded.object_name(p)),
         ));
     }
-    let committed = selected.iter().any(|&i| all[i].committed);
-    let writes: Vec<(u64, Vec<u8>)> = overlay
-        .order
-        .iter()
-        .filter_map(|a| overlay.writes.get(a).map(|b| (*a, b.clone())))
-        .collect();
-    let runs = runs::plan(proc, &writes, proc.page_size())?;
-    let regions: Vec<(u64, u64)> = selected
-        .iter()
-        .map(|&i| (all[i].kpta, all[i].len))
-        .collect();
-    let held = regions
-        .iter()
-        .map(|&(a, l)| a..a.saturating_add(l))
-        .collect();
-    let mut safety = world::Safety::new(proc, maps, objects, all, names)?.holding(held);
-    let mut frozen = None;
-    let mut unmapped = false;
-    if committed || !overlay.order.is_empty() {
-        // Every write moves the target towards "unpatched" and may be done again, so the
-        // guardian is armed with the whole series: a tool dying half-way leaves it completed.
-        // The regions are marked pending so that, if we die before unmapping them, they are
-        // never listed again and the next run reclaims them.
-        let marks: Vec<(u64, Vec<u8>)> = selected
-            .iter()
-            .map(|&i| (all[i].kpta, MAGIC_PENDING.to_vec()))
-            .collect();
-        let mut guarded = writes.clone();
-        guarded.extend(marks.iter().cloned());
-        let unmapped = &mut unmapped;
-        frozen = Some(world::with_safe_stop(
-            proc,
-            opts,
-            &mut safety,
-            guardian,
-            rep,
-            |stopped, guardian, found, rep| {
-                fault::point("unpatch-stopped");
-                guardian.arm(&guarded)?;
-                // A failed run write puts back the runs already written: still fully patched.
-                if let Err(e) = runs::commit(proc, &runs, &|| fault::point("unpatch-first-restore"))
-                {
-                    let _ = guardian.disarm();
-                    return Err(e);
-                }
-                // The jumps are gone: the threads that were running need not wait for the
-                // headers, as long as a thread stays stopped to run the munmap.
-                if let Err(e) = stopped.release_running(true) {
-                    let _ = guardian.disarm();
-                    return Err(e.into());
-                }
-                let mut first_error = None;
-                for (addr, bytes) in &marks {
-                    if let Err(e) = proc.write(*addr, bytes) {
-                        first_error.get_or_insert(e);
-                    }
-                }
-                fault::point("unpatch-after-restore");
-                let _ = guardian.disarm();
-                if let Some(e) = first_error {
-                    return Err(e.into());
-                }
-                fault::point("unpatch-before-munmap");
-                // No jump leads into the regions any more. Unless a thread holds a pointer into
-                // them now, none can get one (short of one stored in memory), so they go as
-                // soon as the threads that were running are released.
-                if found.refs.is_empty() {
-                    *unmapped = true;
-                    return Ok(world::AfterCommit {
-                        unmap: regions.clone(),
-                    });
-                }
-                for r in &found.refs {
-                    rep.detail(&world::describe_reference(r));
-                }
-                Ok(world::AfterCommit::default())
-            },
-        )?);
-    } else {
-        fault::point("unpatch-before-munmap");
-    }
-    if !unmapped {
-        // Reclaiming a region left pending does not wait: it is tried again next time.
-        let patience = if tolerant {
-            Duration::ZERO
-        } else {
-            opts.safety_timeout
-        };
-        if !world::unmap_when_unused(proc, &mut safety, &regions, patience, opts, rep)? && !tolerant
-        {
-            rep.info(&format!(
-                "warning: PID '{}': the removed patch's memory is still in use; it stays mapped and a later run will free it",
-                proc.pid()
-            ));
-        }
-    }
-    Ok(frozen)
+    Ok(Removal {
+        writes: overlay.into_writes(),
+        names,
+    })
 }
 
-/// Removes the patch with `id` (or every patch, newest first, without one) from process `pid`;
-/// `targets` limits it to objects named by build-id or file name.
-pub fn unpatch(
-    pid: i32,
-    id: Option<&str>,
-    targets: &[String],
-    opts: &Options,
-    rep: &mut dyn Report,
-) -> Result<UnpatchOutcome> {
-    // The lock comes first: another run holding it also traces the process, which opening
-    // it would refuse.
-    if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(kpatch_process::Error::NoSuchProcess { pid }.into());
+impl Session<'_> {
+    /// Removes `self.loaded.patches[selected]` from the process. `tolerant` (for reclaiming an
+    /// interrupted run's region) skips records whose jump is not found instead of refusing.
+    pub fn remove(
+        &mut self,
+        selected: &[usize],
+        tolerant: bool,
+        rep: &mut dyn Report,
+    ) -> Result<Option<Duration>> {
+        let opts = self.options();
+        let Removal { writes, names } =
+            plan_removal(&self.proc, &self.loaded, selected, tolerant, rep)?;
+        let proc = &self.proc;
+        let all = &self.loaded.patches;
+        let committed = selected.iter().any(|&i| all[i].committed);
+        let runs = runs::plan(proc, &writes, proc.page_size())?;
+        let regions: Vec<(u64, u64)> = selected
+            .iter()
+            .map(|&i| (all[i].kpta, all[i].len))
+            .collect();
+        let held = regions
+            .iter()
+            .map(|&(a, l)| a..a.saturating_add(l))
+            .collect();
+        let mut check = self.safety_check(names)?.holding(held);
+        let mut frozen = None;
+        let mut unmapped = false;
+        if committed || !writes.is_empty() {
+            // Every write moves the target towards "unpatched" and may be done again, so the
+            // guardian is armed with the whole series: a tool dying half-way leaves it
+            // completed. The regions are marked pending so that, if we die before unmapping
+            // them, they are never listed again and the next run reclaims them.
+            let marks: Vec<(u64, Vec<u8>)> = selected
+                .iter()
+                .map(|&i| (all[i].kpta, MAGIC_PENDING.to_vec()))
+                .collect();
+            let mut guarded = writes.clone();
+            guarded.extend(marks.iter().cloned());
+            let unmapped = &mut unmapped;
+            frozen = Some(checked_stop::with_safe_stop(
+                proc,
+                opts,
+                &mut check,
+                &mut self.guardian,
+                rep,
+                |stopped, guardian, found, rep| {
+                    fault::point(opts, "unpatch-stopped");
+                    guardian.arm(&guarded)?;
+                    // A failed run write puts back the runs already written: still fully
+                    // patched.
+                    if let Err(e) =
+                        runs::commit(proc, &runs, &|| fault::point(opts, "unpatch-first-restore"))
+                    {
+                        let _ = guardian.disarm();
+                        return Err(e);
+                    }
+                    // The jumps are gone: the threads that were running need not wait for the
+                    // headers, as long as a thread stays stopped to run the munmap.
+                    if let Err(e) = stopped.release_running(true) {
+                        let _ = guardian.disarm();
+                        return Err(e.into());
+                    }
+                    let mut first_error = None;
+                    for (addr, bytes) in &marks {
+                        if let Err(e) = proc.write(*addr, bytes) {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                    fault::point(opts, "unpatch-after-restore");
+                    let _ = guardian.disarm();
+                    if let Some(e) = first_error {
+                        return Err(e.into());
+                    }
+                    fault::point(opts, "unpatch-before-munmap");
+                    // No jump leads into the regions any more. Unless a thread holds a pointer
+                    // into them now, none can get one (short of one stored in memory), so they
+                    // go as soon as the threads that were running are released.
+                    if found.refs.is_empty() {
+                        *unmapped = true;
+                        return Ok(AfterCommit {
+                            unmap: regions.clone(),
+                        });
+                    }
+                    for r in &found.refs {
+                        rep.detail(&checked_stop::describe_reference(r));
+                    }
+                    Ok(AfterCommit::default())
+                },
+            )?);
+        } else {
+            fault::point(opts, "unpatch-before-munmap");
+        }
+        if !unmapped {
+            // Reclaiming a region left pending does not wait: it is tried again next time.
+            let patience = if tolerant {
+                Duration::ZERO
+            } else {
+                opts.safety_timeout
+            };
+            if !checked_stop::unmap_when_unused(proc, &mut check, &regions, patience, opts, rep)?
+                && !tolerant
+            {
+                rep.info(&format!(
+                    "warning: PID '{}': the removed patch's memory is still in use; it stays mapped and a later run will free it",
+                    proc.pid()
+                ));
+            }
+        }
+        Ok(frozen)
     }
-    let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
-    let proc = Process::open(pid)?;
-    let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
-    world::reclaim_pending(&proc, opts, &mut guardian, rep)?;
-    let maps = proc.maps()?;
-    let objects = discover::objects(&proc, &maps)?;
-    let all = discover::applied_patches(&proc, &maps)?;
+}
+
+/// The patches an unpatch removes, as indices into `loaded.patches`, in the order they are
+/// removed: the committed ones with patch-id `id` (any, without one) for objects named in
+/// `targets` by build-id or file name (any, when empty); newest first, those applied by the
+/// peer (which carry no sequence) last.
+fn select(loaded: &Loaded, id: Option<&str>, targets: &[String]) -> Vec<usize> {
+    let all = &loaded.patches;
     let mut selected: Vec<usize> = (0..all.len())
         .filter(|&i| {
             let p = &all[i];
@@ -284,9 +289,24 @@ pub fn unpatch(
                 && (targets.is_empty()
                     || targets
                         .iter()
-                        .any(|t| *t == p.build_id || *t == object_name(&objects, p)))
+                        .any(|t| *t == p.build_id || *t == loaded.object_name(p)))
         })
         .collect();
+    selected.sort_by_key(|&i| std::cmp::Reverse((all[i].header.applied_seq(), all[i].kpta)));
+    selected
+}
+
+/// Removes the patch with `id` (or every patch, newest first, without one) from process `pid`;
+/// `targets` limits it to objects named by build-id or file name.
+pub fn unpatch(
+    engine: &Engine,
+    pid: i32,
+    id: Option<&str>,
+    targets: &[String],
+    rep: &mut dyn Report,
+) -> Result<UnpatchOutcome> {
+    let mut session = Session::open(engine, pid, rep)?;
+    let selected = select(&session.loaded, id, targets);
     if selected.is_empty() {
         return match id {
             Some(id) => Err(Error::PatchNotFound {
@@ -296,24 +316,13 @@ pub fn unpatch(
             None => Ok(UnpatchOutcome::default()),
         };
     }
-    // Newest first; patches applied by the peer carry no sequence and go last.
-    selected.sort_by_key(|&i| std::cmp::Reverse((all[i].header.applied_seq(), all[i].kpta)));
-    let frozen = remove(
-        &proc,
-        &maps,
-        &objects,
-        &all,
-        &selected,
-        false,
-        opts,
-        &mut guardian,
-        rep,
-    )?;
+    let frozen = session.remove(&selected, false, rep)?;
+    let loaded = &session.loaded;
     let removed = selected
         .iter()
         .map(|&i| RemovedPatch {
-            object: object_name(&objects, &all[i]),
-            id: all[i].id.clone(),
+            object: loaded.object_name(&loaded.patches[i]),
+            id: loaded.patches[i].id.clone(),
         })
         .collect();
     Ok(UnpatchOutcome { removed, frozen })

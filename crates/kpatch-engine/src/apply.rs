@@ -13,10 +13,11 @@ use kpatch_process::{
 };
 
 use crate::checked_stop::{self, AfterCommit};
-use crate::discover::{AppliedPatch, Loaded, LoadedObject};
+use crate::discover::{AppliedPatch, ImageCache, Loaded, LoadedObject};
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
 use crate::fault;
+use crate::options::Options;
 use crate::payload::Payload;
 use crate::region_layout::function_name;
 use crate::relocate::{Prepared, Relocated};
@@ -26,7 +27,6 @@ use crate::scope::{Found, Scope};
 use crate::scripts::{self, Scripts};
 use crate::session::Session;
 use crate::storage::{self, Storage};
-use crate::Engine;
 
 /// One object patched by a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,12 +81,13 @@ struct Hunk {
 
 /// Applies the patches of `storage` that match objects of process `pid`.
 pub fn patch(
-    engine: &Engine,
+    opts: &Options,
+    images: &ImageCache,
     pid: i32,
     storage: &Storage,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
-    let mut session = Session::open(engine, pid, rep)?;
+    let mut session = Session::open(opts, images, pid, rep)?;
     let arch = session.proc.arch();
     let mut jobs = find_jobs(
         pid,
@@ -599,4 +600,255 @@ fn commit_headers(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{self, FakeProcess};
+    use crate::process_view::ProcessView;
+    use object::write::{Object, Relocation, Symbol, SymbolSection};
+    use object::{elf, RelocationFlags, SectionFlags, SectionKind, SymbolFlags, SymbolKind};
+    use object::{Architecture, BinaryFormat, Endianness, SymbolScope};
+
+    const APP: &str = "0123456789abcdef0123456789abcdef01234567";
+    /// The object the patch is for, loaded with bias `APP_RANGE.start`.
+    const APP_RANGE: Range<u64> = 0x40_0000..0x40_1000;
+    /// Link-time address of the function the patch replaces.
+    const GREET: u64 = 0x40;
+    /// The replacement: `call puts; ret`.
+    const NEW_CODE: [u8; 6] = [0xe8, 0, 0, 0, 0, 0xc3];
+
+    /// A payload shaped like `kpatch_strip` output: a placeholder for the original `.text`,
+    /// `greet.kpatch` (calling the import `puts`), its name in `.kpatch.strtab`, and one
+    /// `.kpatch.info` record replacing `greet` (`dlen` bytes long).
+    fn payload(arch: Architecture, dlen: u32) -> Vec<u8> {
+        let (call, abs) = match arch {
+            Architecture::Aarch64 => (elf::R_AARCH64_CALL26, elf::R_AARCH64_ABS64),
+            _ => (elf::R_X86_64_PLT32, elf::R_X86_64_64),
+        };
+        let mut obj = Object::new(BinaryFormat::Elf, arch, Endianness::Little);
+        let text = obj.add_section(
+            Vec::new(),
+            b".text".to_vec(),
+            SectionKind::UninitializedData,
+        );
+        obj.append_section_bss(text, 0x200, 16);
+        obj.section_mut(text).flags = SectionFlags::Elf {
+            sh_type: elf::SHT_NOBITS,
+            sh_flags: elf::SHF_ALLOC | elf::SHF_EXECINSTR,
+        };
+        let ktext = obj.add_section(Vec::new(), b".kpatch.text".to_vec(), SectionKind::Text);
+        obj.append_section_data(ktext, &NEW_CODE, 16);
+        let kstr = obj.add_section(Vec::new(), b".kpatch.strtab".to_vec(), SectionKind::Data);
+        obj.append_section_data(kstr, b"greet.kpatch\0", 1);
+        let info = obj.add_section(Vec::new(), b".kpatch.info".to_vec(), SectionKind::Data);
+        let record = kpatch_file::InfoRecord::new(0, 0, dlen, NEW_CODE.len() as u32, 0);
+        let mut records = record.as_bytes().to_vec();
+        records.extend(kpatch_file::INFO_END_MARKER);
+        obj.append_section_data(info, &records, 8);
+        let symbol = |obj: &mut Object, name: &str, value, section| {
+            obj.add_symbol(Symbol {
+                name: name.as_bytes().to_vec(),
+                value,
+                size: 0,
+                kind: SymbolKind::Text,
+                scope: SymbolScope::Compilation,
+                weak: false,
+                section,
+                flags: SymbolFlags::None,
+            })
+        };
+        let greet = symbol(&mut obj, "greet", GREET, SymbolSection::Section(text));
+        let kgreet = symbol(&mut obj, "greet.kpatch", 0, SymbolSection::Section(ktext));
+        let puts = symbol(&mut obj, "puts", 0, SymbolSection::Undefined);
+        let name = obj.section_symbol(kstr);
+        let mut reloc = |section, offset, symbol, r_type, addend| {
+            obj.add_relocation(
+                section,
+                Relocation {
+                    offset,
+                    symbol,
+                    addend,
+                    flags: RelocationFlags::Elf { r_type },
+                },
+            )
+            .unwrap()
+        };
+        reloc(ktext, 1, puts, call, -4);
+        reloc(info, 0, greet, abs, 0);
+        reloc(info, 8, kgreet, abs, 0);
+        reloc(info, 24, name, abs, 0);
+        obj.write().unwrap()
+    }
+
+    /// A storage holding one patch file with patch-id 0001 for build-id `bid`.
+    fn storage(dir: &tempfile::TempDir, bid: &str, elf: &[u8]) -> Storage {
+        let path = dir.path().join("patch.kpatch");
+        std::fs::write(
+            &path,
+            kpatch_file::write_kpatch(bid, "0001", 0, elf).unwrap(),
+        )
+        .unwrap();
+        Storage::open(&path).unwrap()
+    }
+
+    fn app_loaded(range: Range<u64>) -> Loaded {
+        Loaded {
+            maps: Vec::new(),
+            objects: vec![fake::object("app", range, fake::image(APP, &[]), true)],
+            patches: Vec::new(),
+        }
+    }
+
+    fn jobs_for(loaded: &Loaded, elf: &[u8]) -> Result<Vec<Job>> {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = FakeProcess::x86_64().arch();
+        find_jobs(fake::PID, &storage(&dir, APP, elf), loaded, arch, 4096)
+    }
+
+    #[test]
+    fn a_patch_is_relocated_for_its_region_and_redirects_its_function() {
+        let arch = FakeProcess::x86_64().arch();
+        let mut job = jobs_for(&app_loaded(APP_RANGE), &payload(Architecture::X86_64, 0x20))
+            .unwrap()
+            .remove(0);
+        assert_eq!((job.id.as_str(), job.object.name.as_str()), ("0001", "app"));
+        let imports: Vec<_> = job.prepared.imports.iter().collect();
+        assert_eq!(imports.len(), 1);
+        let (&puts, (name, version)) = imports[0];
+        assert_eq!((name.as_str(), version), ("puts", &None));
+        job.kpta = 0x50_0000;
+        let l = job.prepared.layout;
+        let in_elf = |addr: u64| (addr - (job.kpta + l.elf_offset)) as usize;
+        for (puts_addr, through_table) in [(0x7f12_3456_0000u64, true), (0x40_0800, false)] {
+            let resolved = HashMap::from([(puts, puts_addr)]);
+            let rel = job
+                .prepared
+                .relocate(arch, &job.elf, job.kpta, APP_RANGE.start, &resolved)
+                .unwrap();
+            assert_eq!(rel.records.len(), 1);
+            let r = rel.records[0];
+            let saddr = r.saddr();
+            let code = &rel.elf[in_elf(saddr)..][..NEW_CODE.len()];
+            assert_eq!((code[0], code[5]), (0xe8, 0xc3));
+            // The call reaches puts directly when it can, else through its jump-table entry.
+            let disp = i32::from_le_bytes(code[1..5].try_into().unwrap());
+            let target = (saddr + 5).wrapping_add_signed(i64::from(disp));
+            let entry = l.jump_entry(job.kpta, 0);
+            assert_eq!(target, if through_table { entry } else { puts_addr });
+            assert_eq!(rel.jump_table, arch.jump_table_entry(puts_addr));
+            let hunks = plan_hunks(&job, &rel, arch).unwrap();
+            assert_eq!(
+                hunks,
+                vec![Hunk {
+                    daddr: APP_RANGE.start + GREET,
+                    dlen: 0x20,
+                    jump: arch.encode_jump(APP_RANGE.start + GREET, saddr).unwrap(),
+                    undo_at: job.kpta + l.user_undo,
+                    name: "greet".into(),
+                }]
+            );
+        }
+    }
+
+    /// The hunks of a patch of a `dlen`-byte `greet` for an object mapped at `range`.
+    fn hunks_for(range: Range<u64>, dlen: u32) -> Result<Vec<Hunk>> {
+        let arch = FakeProcess::x86_64().arch();
+        let mut job = jobs_for(&app_loaded(range), &payload(Architecture::X86_64, dlen))?.remove(0);
+        job.kpta = 0x50_0000;
+        let puts = *job.prepared.imports.keys().next().unwrap();
+        let resolved = HashMap::from([(puts, 0x40_0800)]);
+        let rel = job
+            .prepared
+            .relocate(arch, &job.elf, job.kpta, APP_RANGE.start, &resolved)?;
+        plan_hunks(&job, &rel, arch)
+    }
+
+    #[test]
+    fn functions_the_jump_does_not_fit_are_refused() {
+        assert_eq!(hunks_for(APP_RANGE, 5).unwrap().len(), 1);
+        let err = hunks_for(APP_RANGE, 4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "greet in app cannot be patched: it is 4 bytes long, shorter than the 5-byte jump"
+        );
+        // Outside the object the build-id names.
+        let err = hunks_for(APP_RANGE.start..APP_RANGE.start + 0x20, 0x20).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("greet would be patched at 0x400040, outside app (0x400000-0x400020)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_patch_file_must_match_an_object_once() {
+        let x86 = payload(Architecture::X86_64, 0x20);
+        let dir = tempfile::tempdir().unwrap();
+        let arch = FakeProcess::x86_64().arch();
+        let other = storage(&dir, &"ab".repeat(20), &x86);
+        let err = find_jobs(fake::PID, &other, &app_loaded(APP_RANGE), arch, 4096)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, Error::NotApplicable { pid: fake::PID, .. }),
+            "{err}"
+        );
+
+        let mut loaded = app_loaded(APP_RANGE);
+        let mut header = *Header::from_bytes(&[0u8; HEADER_SIZE]).unwrap();
+        header.set_magic(MAGIC);
+        loaded.patches.push(AppliedPatch {
+            kpta: 0x50_0000,
+            header,
+            id: "0001".into(),
+            build_id: APP.into(),
+            committed: true,
+            records: Vec::new(),
+            len: 0x1000,
+        });
+        let err = jobs_for(&loaded, &x86).err().unwrap();
+        assert!(
+            matches!(&err, Error::AlreadyApplied { id, object, .. } if id == "0001" && object == "app"),
+            "{err}"
+        );
+        // Left pending by an interrupted run, it does not count.
+        loaded.patches[0].committed = false;
+        assert_eq!(jobs_for(&loaded, &x86).unwrap().len(), 1);
+
+        let err = jobs_for(
+            &app_loaded(APP_RANGE),
+            &payload(Architecture::Aarch64, 0x20),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(&err, Error::WrongArch { patch_arch, target_arch, .. } if patch_arch == "aarch64" && target_arch == "x86_64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn each_region_is_chosen_near_its_object_and_clear_of_the_others() {
+        let limits = SpaceLimits {
+            min_addr: 0x1_0000,
+            max_addr: 0x7fff_ffff_f000,
+            page_size: 0x1000,
+            stack_reserve: 0,
+        };
+        let maps = vec![
+            fake::mapping(0x40_0000..0x40_2000, false, true, MapName::Anonymous),
+            fake::mapping(0x40_3000..0x40_4000, true, false, MapName::Anonymous),
+        ];
+        let object = 0x40_0000..0x40_2000;
+        let wants = [(object.clone(), 0x3000), (object.clone(), 0x3000)];
+        let kptas = choose_regions(&maps, &limits, &wants, 1 << 31).unwrap();
+        // Below the object, a guard page away; the second, clear of the first, where it is
+        // nearest: above the mapping that follows the object, a guard page away.
+        assert_eq!(kptas, [0x3f_c000, 0x40_5000]);
+        // Nothing fits within reach for the second one.
+        let wants = [(object.clone(), 0x1000), (object, 0x10_0000)];
+        assert_eq!(choose_regions(&maps, &limits, &wants, 0x4_0000), Err(1));
+    }
 }

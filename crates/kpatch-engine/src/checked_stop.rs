@@ -384,3 +384,227 @@ pub fn unmap_when_unused(
         |()| Ok(false),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{self, FakeProcess, FakeStopped, Lines};
+    use crate::safety::{Busy, Place, Reference};
+    use crate::unwind::Frame;
+    use kpatch_process::MapName;
+    use std::collections::BTreeMap;
+
+    /// Code (searched for signal trampolines, like the vDSO), with the function being replaced
+    /// at `REPLACED` and a call in it that returns to `RETURN_INTO`.
+    const CODE: Range<u64> = 0x1000..0x9000;
+    const REPLACED: Range<u64> = 0x2000..0x2100;
+    const RETURN_INTO: u64 = 0x2058;
+    /// Where thread `tid`'s stack mapping starts; its stack pointer is `sp(tid)`.
+    fn stack(tid: i32) -> u64 {
+        0x7000_0000 + 0x10000 * tid as u64
+    }
+    fn sp(tid: i32) -> u64 {
+        stack(tid) + 0xf000
+    }
+
+    struct World {
+        proc: FakeProcess,
+        maps: Vec<MapEntry>,
+        threads: BTreeMap<i32, Vec<u64>>,
+    }
+
+    impl World {
+        fn new() -> World {
+            let proc = FakeProcess::x86_64();
+            let mut code = vec![0x90u8; (CODE.end - CODE.start) as usize];
+            let call = (RETURN_INTO - 5 - CODE.start) as usize;
+            code[call..call + 5].copy_from_slice(&[0xe8, 0, 0, 0, 0]);
+            proc.map(CODE.start, code);
+            let vdso = MapName::Special("[vdso]".into());
+            World {
+                proc,
+                maps: vec![fake::mapping(CODE, false, true, vdso)],
+                threads: BTreeMap::new(),
+            }
+        }
+
+        /// A thread stopped at `pc` with frame pointer `fp` and these words on its stack
+        /// (offset from its stack pointer, value); returns its registers for changes.
+        fn thread(&mut self, tid: i32, pc: u64, fp: u64, words: &[(u64, u64)]) -> &mut Vec<u64> {
+            let base = stack(tid);
+            self.proc.map(base, vec![0; 0x10000]);
+            self.maps.push(fake::mapping(
+                base..base + 0x10000,
+                true,
+                false,
+                MapName::Anonymous,
+            ));
+            for &(off, value) in words {
+                self.proc.poke_words(sp(tid) + off, &[value]);
+            }
+            let layout = self.proc.arch().regs();
+            let mut regs = vec![0u64; layout.words];
+            regs[layout.pc] = pc;
+            regs[layout.sp] = sp(tid);
+            regs[4] = fp; // rbp
+            self.threads.entry(tid).or_insert(regs)
+        }
+
+        /// A thread in code outside the ranges, its one caller frame returning to `ret`.
+        fn called_from(&mut self, tid: i32, pc: u64, ret: u64) -> &mut Vec<u64> {
+            self.thread(tid, pc, sp(tid) + 0x20, &[(0x20, 0), (0x28, ret)])
+        }
+
+        fn check(&self, held: Vec<Range<u64>>) -> SafetyCheck {
+            let names = vec![(REPLACED, "f (app)".to_owned())];
+            let trampolines = TrampolineCache::default();
+            SafetyCheck::new(&self.proc, &self.maps, &[], &[], names, &trampolines)
+                .unwrap()
+                .holding(held)
+        }
+
+        fn inspect(&self, held: Vec<Range<u64>>) -> Inspection {
+            let mut stopped = FakeStopped {
+                proc: &self.proc,
+                threads: self.threads.clone(),
+                maps: self.maps.clone(),
+            };
+            self.check(held).inspect(&mut stopped).unwrap()
+        }
+    }
+
+    #[test]
+    fn threads_with_a_frame_in_the_replaced_code_are_busy() {
+        let mut w = World::new();
+        // Clear: in other code, returning to other code.
+        w.called_from(1, 0x3000, 0x3510);
+        // Executing the replaced function.
+        w.called_from(2, 0x2010, 0x3510);
+        // Called from it: a caller frame returns into it, and it returns to 0x4010.
+        let s3 = sp(3);
+        w.thread(
+            3,
+            0x3000,
+            s3 + 0x20,
+            &[
+                (0x20, s3 + 0x40),
+                (0x28, RETURN_INTO),
+                (0x40, 0),
+                (0x48, 0x4010),
+            ],
+        );
+        // A walk that cannot go on (a frame pointer below the stack pointer): a return
+        // address into the ranges on the stack makes the thread busy, with no known way out...
+        w.thread(4, 0x3000, sp(4) - 0x100, &[(0x18, RETURN_INTO)]);
+        // ... but not a word that only points into them (no call before it).
+        w.thread(5, 0x3000, sp(5) - 0x100, &[(0x18, 0x2070)]);
+        let found = w.inspect(Vec::new());
+        assert_eq!(
+            found.busy,
+            vec![
+                Busy {
+                    tid: 2,
+                    addr: 0x2010,
+                    exit: Some(Frame {
+                        addr: 0x3510,
+                        lookup: 0x350f,
+                        sp: sp(2) + 0x30
+                    }),
+                },
+                Busy {
+                    tid: 3,
+                    addr: RETURN_INTO - 1,
+                    exit: Some(Frame {
+                        addr: 0x4010,
+                        lookup: 0x400f,
+                        sp: s3 + 0x50
+                    }),
+                },
+                Busy {
+                    tid: 4,
+                    addr: RETURN_INTO - 1,
+                    exit: None
+                },
+            ]
+        );
+        let complete: Vec<(i32, bool)> = found.stacks.iter().map(|s| (s.tid, s.complete)).collect();
+        assert_eq!(
+            complete,
+            [(1, true), (2, true), (3, true), (4, false), (5, false)]
+        );
+        assert!(found.refs.is_empty() && found.coroutine.is_none());
+        assert_eq!(w.check(Vec::new()).describe(0x2010), "f (app)");
+        assert_eq!(w.check(Vec::new()).describe(0x3000), "code at 0x3000");
+    }
+
+    #[test]
+    fn pointers_into_memory_being_removed_are_found_in_registers_and_stacks() {
+        let mut w = World::new();
+        let held = std::iter::once(0x50000..0x51000).collect();
+        w.called_from(1, 0x3000, 0x3510);
+        w.called_from(2, 0x3000, 0x3510)[10] = 0x50010; // rax
+        w.thread(
+            3,
+            0x3000,
+            sp(3) + 0x20,
+            &[(0x18, 0x50ff8), (0x20, 0), (0x28, 0x3510)],
+        );
+        // A pointer to the end of the memory is not into it.
+        w.thread(
+            4,
+            0x3000,
+            sp(4) + 0x20,
+            &[(0x18, 0x51000), (0x20, 0), (0x28, 0x3510)],
+        );
+        let found = w.inspect(held);
+        assert!(found.busy.is_empty());
+        assert_eq!(
+            found.refs,
+            vec![
+                Reference {
+                    tid: 2,
+                    value: 0x50010,
+                    place: Place::Register(10)
+                },
+                Reference {
+                    tid: 3,
+                    value: 0x50ff8,
+                    place: Place::Stack(sp(3) + 0x18)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn rounds_go_on_until_one_is_done_or_the_deadline_has_passed() {
+        let mut lines = Lines::default();
+        let mut tries = 0;
+        let done = rounds(
+            Instant::now() + Duration::from_secs(600),
+            &mut lines,
+            |_| {
+                tries += 1;
+                Ok(if tries < 3 {
+                    Round::Wait(tries)
+                } else {
+                    Round::Done("done")
+                })
+            },
+            |tries, rep| rep.detail(&format!("waiting after round {tries}")),
+            |_| unreachable!("the deadline is far"),
+        );
+        assert_eq!(done.unwrap(), "done");
+        assert_eq!(lines.0, ["waiting after round 1", "waiting after round 2"]);
+        // Past the deadline: the round that must wait is the last, and not reported as waiting.
+        let mut lines = Lines::default();
+        let err = rounds(
+            Instant::now(),
+            &mut lines,
+            |_| Ok(Round::<(), _>::Wait(7)),
+            |_, rep| rep.detail("waiting"),
+            |w| Err(Error::Unsupported(format!("gave up at {w}"))),
+        );
+        assert_eq!(err.unwrap_err().to_string(), "not supported: gave up at 7");
+        assert!(lines.0.is_empty());
+    }
+}

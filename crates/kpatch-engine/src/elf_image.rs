@@ -1,6 +1,6 @@
 //! What the engine needs to know about one ELF file mapped in the target: its build-id, load
-//! segments, dynamic symbols (with versions), TLS segment and unwind tables. Read once from the
-//! file that is actually mapped (`/proc/PID/map_files/...`), while the target runs.
+//! segments, dynamic symbols (with versions), `DT_DEBUG` slot and unwind tables. Read once from
+//! the file that is actually mapped (`/proc/PID/map_files/...`), while the target runs.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;

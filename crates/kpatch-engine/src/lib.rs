@@ -14,6 +14,8 @@ mod coro;
 mod discover;
 mod elf_image;
 mod error;
+#[cfg(test)]
+mod fake;
 mod fault;
 mod listing;
 mod lock;
@@ -22,6 +24,7 @@ mod payload;
 mod process_view;
 mod region_layout;
 mod relocate;
+mod removal;
 mod report;
 mod runs;
 mod safety;
@@ -63,7 +66,7 @@ impl Engine {
 
     /// Applies the patches of `storage` that match objects of process `pid`.
     pub fn patch(&self, pid: i32, storage: &Storage, rep: &mut dyn Report) -> Result<PatchOutcome> {
-        apply::patch(self, pid, storage, rep)
+        apply::patch(&self.options, &self.images, pid, storage, rep)
     }
 
     /// Removes the patch with `id` (or every patch, newest first, without one) from process
@@ -75,12 +78,12 @@ impl Engine {
         targets: &[String],
         rep: &mut dyn Report,
     ) -> Result<UnpatchOutcome> {
-        unapply::unpatch(self, pid, id, targets, rep)
+        unapply::unpatch(&self.options, &self.images, pid, id, targets, rep)
     }
 
     /// The patches applied to process `pid`, grouped by object, each group in application
     /// order. Needs no ptrace.
     pub fn info(&self, pid: i32) -> Result<Vec<ObjectInfo>> {
-        listing::info(self, pid)
+        listing::info(&self.images, pid)
     }
 }

@@ -4,9 +4,8 @@
 use kpatch_process::Process;
 use serde::Serialize;
 
-use crate::discover::Loaded;
+use crate::discover::{ImageCache, Loaded};
 use crate::error::Result;
-use crate::Engine;
 
 /// One applied patch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,8 +30,8 @@ pub struct ObjectInfo {
 }
 
 /// Applied patches of process `pid`, grouped by object, each group in application order.
-pub fn info(engine: &Engine, pid: i32) -> Result<Vec<ObjectInfo>> {
-    let loaded = Loaded::read(&Process::inspect(pid)?, &engine.images)?;
+pub fn info(images: &ImageCache, pid: i32) -> Result<Vec<ObjectInfo>> {
+    let loaded = Loaded::read(&Process::inspect(pid)?, images)?;
     let mut applied: Vec<_> = loaded.patches.iter().filter(|p| p.committed).collect();
     applied.sort_by_key(|p| (p.header.applied_seq(), p.kpta));
     let mut out: Vec<ObjectInfo> = Vec::new();

@@ -108,3 +108,77 @@ fn link_map_biases(mem: &dyn Memory, objects: &[LoadedObject]) -> Option<Vec<u64
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{self, FakeProcess};
+
+    const EXE: u64 = 0x5555_0000_0000;
+    const LIBFOO: u64 = 0x7e00_0000_0000;
+    const LIBC: u64 = 0x7f00_0000_0000;
+    /// Where ld.so's `_r_debug` and `link_map`s are.
+    const R_DEBUG: u64 = 0x6000_0000;
+
+    /// An executable, and two libraries that both define `puts`, in address order; libc was
+    /// loaded first.
+    fn process() -> (FakeProcess, Vec<LoadedObject>) {
+        let mut exe = fake::image(&"aa".repeat(20), &[("main", 0x1000)]);
+        exe.dt_debug = Some(0x3000);
+        let objects = vec![
+            fake::object("app", EXE..EXE + 0x10000, exe, true),
+            fake::object(
+                "libfoo.so",
+                LIBFOO..LIBFOO + 0x10000,
+                fake::image(&"bb".repeat(20), &[("puts", 0x100)]),
+                false,
+            ),
+            fake::object(
+                "libc.so.6",
+                LIBC..LIBC + 0x10000,
+                fake::image(&"cc".repeat(20), &[("puts", 0x200)]),
+                false,
+            ),
+        ];
+        let proc = FakeProcess::x86_64();
+        proc.map(EXE, vec![0; 0x10000]);
+        proc.map(R_DEBUG, vec![0; 0x1000]);
+        proc.poke_words(EXE + 0x3000, &[R_DEBUG]);
+        proc.poke_words(R_DEBUG + R_DEBUG_R_MAP, &[R_DEBUG + 0x100]);
+        for (i, bias) in [EXE, LIBC, LIBFOO].into_iter().enumerate() {
+            let map = R_DEBUG + 0x100 * (i as u64 + 1);
+            let next = if i == 2 { 0 } else { map + 0x100 };
+            proc.poke_words(map + LINK_MAP_L_ADDR, &[bias]);
+            proc.poke_words(map + LINK_MAP_L_NEXT, &[next]);
+        }
+        (proc, objects)
+    }
+
+    fn names(scope: &Scope) -> Vec<&str> {
+        scope.objects.iter().map(|o| o.name.as_str()).collect()
+    }
+
+    #[test]
+    fn symbols_are_looked_up_in_the_dynamic_linkers_order() {
+        let (proc, objects) = process();
+        let scope = Scope::of(&proc, &objects);
+        assert_eq!(names(&scope), ["app", "libc.so.6", "libfoo.so"]);
+        let puts = scope.lookup("puts", None).unwrap();
+        assert_eq!(
+            (puts.addr, puts.object.as_str()),
+            (LIBC + 0x200, "libc.so.6")
+        );
+        assert_eq!(scope.lookup("main", None).unwrap().addr, EXE + 0x1000);
+        assert!(scope.lookup("printf", None).is_none());
+    }
+
+    #[test]
+    fn without_the_chain_the_executable_comes_first_then_address_order() {
+        let (proc, objects) = process();
+        // ld.so has not set DT_DEBUG's value (a static executable, say).
+        proc.poke_words(EXE + 0x3000, &[0]);
+        let scope = Scope::of(&proc, &objects);
+        assert_eq!(names(&scope), ["app", "libfoo.so", "libc.so.6"]);
+        assert_eq!(scope.lookup("puts", None).unwrap().object, "libfoo.so");
+    }
+}

@@ -62,7 +62,7 @@ struct Trampolines {
 type TextKey = (usize, usize, u16, [u8; 32]);
 
 /// The signal trampolines found in text sections, kept for a whole run of the tool (in the
-/// run's [`crate::discover::ImageCache`], with the images the texts belong to).
+/// run's image cache, with the images the texts belong to).
 #[derive(Default)]
 pub struct TrampolineCache(Mutex<Vec<(TextKey, Arc<Vec<usize>>)>>);
 

@@ -15,7 +15,7 @@ use crate::ctl_args::{Command, Target};
 /// `LIBCARE_LOCK_WAIT` (seconds), `LIBCARE_LOCK_DIR`, and, for tests only,
 /// `LIBCARE_FAULT_STEP` (see docs/internals.md section 4). A value that does not parse leaves
 /// the default.
-pub fn options_from_env() -> Options {
+fn options_from_env() -> Options {
     let secs = |var: &str| {
         std::env::var(var)
             .ok()

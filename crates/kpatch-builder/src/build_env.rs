@@ -29,7 +29,8 @@ const SHIM_NAMES: &[&str] = &["cc", "gcc", "c++", "g++"];
 
 /// The compiler environment for the builds.
 pub struct BuildEnv {
-    shim: tempfile::TempDir,
+    /// The private directory holding the compiler links, on `PATH`; removed when dropped.
+    _shim: tempfile::TempDir,
     vars: Vec<(String, OsString)>,
     append_args: Vec<String>,
     keep_list: Option<PathBuf>,
@@ -86,7 +87,7 @@ impl BuildEnv {
             .map(|v| split_list(&v))
             .unwrap_or_default();
         Ok(BuildEnv {
-            shim,
+            _shim: shim,
             vars,
             append_args,
             keep_list: None,
@@ -97,11 +98,6 @@ impl BuildEnv {
     /// in `list` (an absolute path; see [`crate::stash`]).
     pub fn keep_outputs_in(&mut self, list: PathBuf) {
         self.keep_list = Some(list);
-    }
-
-    /// The private directory holding the compiler links.
-    pub fn shim_dir(&self) -> &Path {
-        self.shim.path()
     }
 
     /// Applies the environment of `stage` (none: `make clean`) to `cmd`.

@@ -130,16 +130,6 @@ impl TreeState {
     pub fn forget(&mut self, path: &Path) {
         self.files.remove(path);
     }
-
-    /// How many files were recorded.
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    /// Whether no file was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
 }
 
 /// Gives `path` the oldest modification time there is, so that `make` takes it as older than
@@ -162,7 +152,7 @@ mod tests {
             fs::write(&p, f).unwrap();
         }
         let before = TreeState::scan(&[root, &root.join("sub")], &[&root.join("out")]).unwrap();
-        assert_eq!(before.len(), 3);
+        assert_eq!(before.files.len(), 3);
 
         // Moved aside and back: unchanged. Rewritten: changed. New: not reported.
         fs::rename(root.join("a.o"), root.join("kept")).unwrap();

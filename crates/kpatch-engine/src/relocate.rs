@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 /// `R_X86_64_NONE` and `R_AARCH64_NONE`: nothing to do. `kpatch_strip --rel-fixup` (ours and
 /// LibcarePlus's) turns a checked local-exec TLS reference into one, with no symbol.
 const R_NONE: u32 = 0;
-use crate::layout::Layout;
 use crate::payload::{PSymDef, Payload};
+use crate::region_layout::Layout;
 
 /// What a jump-table entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,7 +34,6 @@ pub struct Prepared {
     slot_of: HashMap<Slot, usize>,
     /// Undefined symbols to resolve, by payload symbol index.
     pub imports: BTreeMap<usize, (String, Option<String>)>,
-    pub ninfo: usize,
 }
 
 /// The region contents of a relocated patch, minus the header.
@@ -126,7 +125,6 @@ impl Prepared {
             slots,
             slot_of,
             imports,
-            ninfo,
         })
     }
 

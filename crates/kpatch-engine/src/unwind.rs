@@ -61,10 +61,15 @@ struct Trampolines {
 /// of mapped files are cached and shared for the whole run), how many, and a sample of them.
 type TextKey = (usize, usize, u16, [u8; 32]);
 
+/// The signal trampolines found in text sections, kept for a whole run of the tool (in the
+/// run's image cache, with the images the texts belong to).
+#[derive(Default)]
+pub struct TrampolineCache(Mutex<Vec<(TextKey, Arc<Vec<usize>>)>>);
+
 /// Offsets of the signal trampolines in a text section's bytes, each text searched once per
 /// run of the tool.
-fn trampolines_in(machine: u16, text: &[u8]) -> Arc<Vec<usize>> {
-    static CACHE: Mutex<Vec<(TextKey, Arc<Vec<usize>>)>> = Mutex::new(Vec::new());
+fn trampolines_in(machine: u16, text: &[u8], known: &TrampolineCache) -> Arc<Vec<usize>> {
+    let cache = &known.0;
     let mut sample = [0u8; 32];
     for (i, b) in sample.iter_mut().enumerate() {
         *b = text.get(i * text.len() / 32).copied().unwrap_or(0);
@@ -73,7 +78,7 @@ fn trampolines_in(machine: u16, text: &[u8]) -> Arc<Vec<usize>> {
     let cached = |c: &Vec<(TextKey, Arc<Vec<usize>>)>| {
         c.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
     };
-    if let Some(v) = CACHE.lock().ok().and_then(|c| cached(&c)) {
+    if let Some(v) = cache.lock().ok().and_then(|c| cached(&c)) {
         return v;
     }
     let mut out = Vec::new();
@@ -101,7 +106,7 @@ fn trampolines_in(machine: u16, text: &[u8]) -> Arc<Vec<usize>> {
         }
     }
     let v = Arc::new(out);
-    if let Ok(mut c) = CACHE.lock() {
+    if let Ok(mut c) = cache.lock() {
         c.push((key, v.clone()));
     }
     v
@@ -148,8 +153,16 @@ impl StackWalker {
         }
     }
 
-    /// Adds an object mapped at `avma` with load bias `bias`.
-    pub fn add_object(&mut self, name: &str, avma: Range<u64>, bias: u64, image: &Arc<ElfImage>) {
+    /// Adds an object mapped at `avma` with load bias `bias`; its text is searched for signal
+    /// trampolines, unless `cache` knows them.
+    pub fn add_object(
+        &mut self,
+        name: &str,
+        avma: Range<u64>,
+        bias: u64,
+        image: &Arc<ElfImage>,
+        cache: &TrampolineCache,
+    ) {
         let (eh_frame_svma, eh_frame) = section(image, &image.eh_frame);
         let (eh_frame_hdr_svma, eh_frame_hdr) = section(image, &image.eh_frame_hdr);
         let (text_svma, text) = section(image, &image.text);
@@ -171,7 +184,7 @@ impl StackWalker {
         };
         if let Some(t) = &image.text {
             if let Some(bytes) = image.data.get(t.file.clone()) {
-                self.search_text(t.svma.start.wrapping_add(bias), bytes);
+                self.search_text(t.svma.start.wrapping_add(bias), bytes, cache);
             }
         }
         let module = Module::new(name.to_owned(), avma, bias, info);
@@ -183,12 +196,12 @@ impl StackWalker {
 
     /// Notes the signal trampolines in code at `start` (its bytes): the walk then reads none
     /// of that code to recognise them.
-    pub fn search_text(&mut self, start: u64, bytes: &[u8]) {
+    pub fn search_text(&mut self, start: u64, bytes: &[u8], cache: &TrampolineCache) {
         let at = &mut self.trampolines;
         at.searched
             .push(start..start.wrapping_add(bytes.len() as u64));
         at.found.extend(
-            trampolines_in(self.arch.e_machine(), bytes)
+            trampolines_in(self.arch.e_machine(), bytes, cache)
                 .iter()
                 .map(|&off| start.wrapping_add(off as u64)),
         );
@@ -676,11 +689,12 @@ mod tests {
         text[30..37].copy_from_slice(&[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05]);
         // A syscall after some other number is no trampoline.
         text[45..52].copy_from_slice(&[0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05]);
-        assert_eq!(*trampolines_in(EM_X86_64, &text), vec![10, 30]);
+        let cache = TrampolineCache::default();
+        assert_eq!(*trampolines_in(EM_X86_64, &text, &cache), vec![10, 30]);
         let mut arm = vec![0u8; 32];
         arm[8..16].copy_from_slice(&AARCH64_SIGRETURN.to_le_bytes());
         arm[18..26].copy_from_slice(&AARCH64_SIGRETURN.to_le_bytes()); // misaligned
-        assert_eq!(*trampolines_in(EM_AARCH64, &arm), vec![8]);
+        assert_eq!(*trampolines_in(EM_AARCH64, &arm, &cache), vec![8]);
     }
 
     #[test]

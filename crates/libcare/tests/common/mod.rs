@@ -83,7 +83,7 @@ pub fn gcc(dir: &Path, args: &[&str]) {
 /// The GNU build-id of an ELF file, as lowercase hex.
 pub fn build_id(path: &Path) -> String {
     let data = std::fs::read(path).expect("read ELF");
-    kpatch_engine::elf_image::build_id_of(&data)
+    kpatch_engine::build_id_of(&data)
         .expect("parse ELF")
         .expect("ELF has a build-id")
 }

@@ -1,10 +1,11 @@
-//! The in-process layout of an applied patch (docs/internals.md section 3), which the peer's
-//! `info` and `unpatch` also read.
+//! The in-process layout of an applied patch region (docs/internals.md section 3), which the
+//! peer's `info` and `unpatch` also read: where its header, jump table, ELF image, undo area and
+//! info records lie, and how a record names the function it replaces.
 
 use kpatch_arch::JUMP_TABLE_ENTRY_SIZE;
 
 /// Size of the `.kpatch` header at the start of the region.
-pub const HEADER_SIZE: u64 = 504;
+const HEADER_SIZE: u64 = kpatch_file::HEADER_SIZE as u64;
 
 fn align(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
@@ -71,6 +72,20 @@ impl Layout {
     }
 }
 
+/// The name of the function an info record replaces, from `name` (the bytes at the record's
+/// `symstr`, in the patch's string table, when they could be read): the symbol up to its NUL,
+/// without the `.kpatch` suffix; or, without one, the function's address `daddr`.
+pub fn function_name(name: Option<&[u8]>, daddr: u64) -> String {
+    let name = name
+        .and_then(|s| s.split(|&b| b == 0).next())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .unwrap_or_default();
+    match name.strip_suffix(".kpatch").unwrap_or(&name) {
+        "" => format!("the function at {daddr:#x}"),
+        n => n.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +110,19 @@ mod tests {
         assert_eq!(l.elf_offset, 4096);
         assert_eq!(l.total, 8192);
         assert_eq!(l.rx_len, l.total);
+    }
+
+    #[test]
+    fn a_record_names_its_function_or_its_address() {
+        assert_eq!(
+            function_name(Some(b"print_greeting.kpatch\0junk"), 0x1000),
+            "print_greeting"
+        );
+        assert_eq!(function_name(Some(b"main\0"), 0x1000), "main");
+        assert_eq!(
+            function_name(Some(b"\0main"), 0x1234),
+            "the function at 0x1234"
+        );
+        assert_eq!(function_name(None, 0x1234), "the function at 0x1234");
     }
 }

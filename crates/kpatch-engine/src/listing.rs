@@ -4,7 +4,7 @@
 use kpatch_process::Process;
 use serde::Serialize;
 
-use crate::discover;
+use crate::discover::{ImageCache, Loaded};
 use crate::error::Result;
 
 /// One applied patch.
@@ -30,20 +30,14 @@ pub struct ObjectInfo {
 }
 
 /// Applied patches of process `pid`, grouped by object, each group in application order.
-pub fn info(pid: i32) -> Result<Vec<ObjectInfo>> {
-    let proc = Process::inspect(pid)?;
-    let maps = proc.maps()?;
-    let objects = discover::objects(&proc, &maps)?;
-    let mut applied: Vec<_> = discover::applied_patches(&proc, &maps)?
-        .into_iter()
-        .filter(|p| p.committed)
-        .collect();
+pub fn info(images: &ImageCache, pid: i32) -> Result<Vec<ObjectInfo>> {
+    let loaded = Loaded::read(&Process::inspect(pid)?, images)?;
+    let mut applied: Vec<_> = loaded.patches.iter().filter(|p| p.committed).collect();
     applied.sort_by_key(|p| (p.header.applied_seq(), p.kpta));
     let mut out: Vec<ObjectInfo> = Vec::new();
     for p in applied {
-        let target = objects
-            .iter()
-            .find(|o| o.build_id() == Some(p.build_id.as_str()))
+        let target = loaded
+            .object_of(p)
             .map(|o| o.name.clone())
             .unwrap_or_else(|| "(unknown object)".into());
         let entry = PatchInfo {

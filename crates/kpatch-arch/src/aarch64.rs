@@ -242,6 +242,30 @@ impl Arch for Aarch64 {
     fn sys_mprotect(&self) -> u64 {
         226
     }
+    fn sys_exec(&self) -> [u64; 2] {
+        [221, 281]
+    }
+    fn self_signal_function(&self, sig: u8) -> (Vec<u8>, usize) {
+        // movz xD, #imm
+        let mov = |d: u32, imm: u32| 0xd280_0000 | (imm << 5) | d;
+        let svc = 0xd400_0001;
+        let words = [
+            mov(8, 172), // getpid
+            svc,
+            0xaa00_03e9, // mov x9, x0
+            mov(8, 178), // gettid
+            svc,
+            0xaa00_03e1, // mov x1, x0
+            0xaa09_03e0, // mov x0, x9
+            mov(2, u32::from(sig)),
+            mov(8, 131), // tgkill
+            svc,
+            0xd65f_03c0, // ret
+        ];
+        let code: Vec<u8> = words.iter().flat_map(|w: &u32| w.to_le_bytes()).collect();
+        let ret = code.len() - 4;
+        (code, ret)
+    }
     fn reloc_name(&self, r_type: u32) -> &'static str {
         match r_type {
             R_AARCH64_NONE => "R_AARCH64_NONE",
@@ -433,6 +457,23 @@ impl Arch for Aarch64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_self_signal_function_is_what_gas_assembles() {
+        // `aarch64-linux-gnu-as` output for: mov x8,#172; svc #0; mov x9,x0; mov x8,#178;
+        // svc #0; mov x1,x0; mov x0,x9; mov x2,#23; mov x8,#131; svc #0; ret
+        let want: [u32; 11] = [
+            0xd2801588, 0xd4000001, 0xaa0003e9, 0xd2801648, 0xd4000001, 0xaa0003e1, 0xaa0903e0,
+            0xd28002e2, 0xd2801068, 0xd4000001, 0xd65f03c0,
+        ];
+        let (code, ret) = Aarch64.self_signal_function(23);
+        let words: Vec<u32> = code
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(words, want);
+        assert_eq!(ret, 40);
+    }
 
     fn word(b: &[u8]) -> u32 {
         u32::from_le_bytes(b[..4].try_into().unwrap())

@@ -148,6 +148,15 @@ pub trait Arch: Sync + Send + std::fmt::Debug {
     fn sys_mmap(&self) -> u64;
     fn sys_munmap(&self) -> u64;
     fn sys_mprotect(&self) -> u64;
+    /// Numbers of `execve` and `execveat`: a thread that opens a file from one of them is
+    /// executing it.
+    fn sys_exec(&self) -> [u64; 2];
+    /// A function that sends the calling thread signal `sig` (`tgkill(getpid(), gettid(),
+    /// sig)`) and returns, touching only registers a call may clobber; and the offset in it of
+    /// the return instruction, where the thread is when the signal stops it. Start-up patching
+    /// redirects the dynamic loader's debugger hook to it: a stop that, unlike a breakpoint's
+    /// trap, is harmless if nobody catches it (see docs/internals.md section 5).
+    fn self_signal_function(&self, sig: u8) -> (Vec<u8>, usize);
     /// Name of a relocation type, for messages.
     fn reloc_name(&self, r_type: u32) -> &'static str;
     /// What resolving a relocation of this type needs, or an error if the type is unsupported.

@@ -135,6 +135,25 @@ impl Arch for X86_64 {
     fn sys_mprotect(&self) -> u64 {
         10
     }
+    fn sys_exec(&self) -> [u64; 2] {
+        [59, 322]
+    }
+    fn self_signal_function(&self, sig: u8) -> (Vec<u8>, usize) {
+        let code = vec![
+            0xb8, 39, 0, 0, 0, // mov $SYS_getpid, %eax
+            0x0f, 0x05, // syscall
+            0x89, 0xc7, // mov %eax, %edi
+            0xb8, 186, 0, 0, 0, // mov $SYS_gettid, %eax
+            0x0f, 0x05, // syscall
+            0x89, 0xc6, // mov %eax, %esi
+            0xba, sig, 0, 0, 0, // mov $sig, %edx
+            0xb8, 234, 0, 0, 0, // mov $SYS_tgkill, %eax
+            0x0f, 0x05, // syscall
+            0xc3, // ret
+        ];
+        let ret = code.len() - 1;
+        (code, ret)
+    }
     fn reloc_name(&self, r_type: u32) -> &'static str {
         match r_type {
             R_X86_64_NONE => "R_X86_64_NONE",
@@ -233,6 +252,16 @@ impl Arch for X86_64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_self_signal_function_ends_in_a_return_after_tgkill() {
+        let (code, ret) = X86_64.self_signal_function(23);
+        assert_eq!(code.len(), 31);
+        assert_eq!(code[ret], 0xc3);
+        // tgkill's number, then the syscall right before the return.
+        assert_eq!(&code[ret - 7..ret], &[0xb8, 234, 0, 0, 0, 0x0f, 0x05]);
+        assert_eq!(&code[18..20], &[0xba, 23]);
+    }
 
     #[test]
     fn jump_round_trips_and_checks_reach() {

@@ -85,8 +85,10 @@ impl ThreadHandle<'_> {
             .and_then(|()| self.enter(regs, &saved))
             .and_then(|()| self.run_call(func, ret_addr, deadline, timeout));
         let restored = self.restore(&saved);
+        let parked = self.park_if_held();
         let value = outcome?;
         restored?;
+        parked?;
         Ok(value)
     }
 

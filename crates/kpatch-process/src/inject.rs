@@ -217,6 +217,15 @@ impl ThreadHandle<'_> {
         Ok(())
     }
 
+    /// A thread its caller holds ([`crate::HeldThread`]) must not stay in the trap that ends
+    /// an injected operation: see [`crate::HeldThread::park`].
+    pub(crate) fn park_if_held(&mut self) -> Result<()> {
+        if !self.tracee.held {
+            return Ok(());
+        }
+        crate::held::park(self.pid(), self.tracee)
+    }
+
     /// Puts back everything [`ThreadHandle::save`] saved (nothing if the thread is gone).
     pub(crate) fn restore(&mut self, saved: &Saved) -> Result<()> {
         if self.tracee.gone {

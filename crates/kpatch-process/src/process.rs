@@ -9,6 +9,7 @@ use kpatch_arch::Arch;
 
 use crate::auxv::Auxv;
 use crate::error::{Error, Result};
+use crate::held::HeldThread;
 use crate::maps::{parse_maps, MapEntry};
 use crate::procfs;
 use crate::region::SpaceLimits;
@@ -32,6 +33,8 @@ pub struct Process {
     pub(crate) syscall_insn: Mutex<Option<u64>>,
     /// The page size, read from the auxiliary vector once (it is asked for at every step).
     page_size: OnceLock<u64>,
+    /// A thread the caller holds stopped ([`Process::open_held`]).
+    held: Option<i32>,
 }
 
 impl Process {
@@ -47,6 +50,28 @@ impl Process {
     /// is changing it) holds.
     pub fn inspect(pid: i32) -> Result<Process> {
         Process::open_with(pid, false)
+    }
+
+    /// Opens the process of a thread the calling thread holds ([`HeldThread`]): stopping the
+    /// process adopts that thread as it is (it must be in a stop whenever the process is
+    /// stopped) and leaves it stopped, for its holder, when the others are released.
+    pub fn open_held(held: &HeldThread) -> Result<Process> {
+        let (pid, tid) = (held.tgid(), held.tid());
+        let mut process = Process::open_with(pid, false)?;
+        let dir = PathBuf::from(format!("/proc/{pid}/task/{tid}"));
+        let status = procfs::status(&dir)?.ok_or(Error::NoSuchThread { pid, tid })?;
+        if status.tracer != nix::unistd::gettid().as_raw() {
+            return Err(Error::InvalidArgument(format!(
+                "pid {pid}: thread {tid} is not held by the calling thread"
+            )));
+        }
+        process.held = Some(tid);
+        Ok(process)
+    }
+
+    /// The thread the caller holds, if opened with [`Process::open_held`].
+    pub(crate) fn held_tid(&self) -> Option<i32> {
+        self.held
     }
 
     fn open_with(pid: i32, untraced: bool) -> Result<Process> {
@@ -115,6 +140,7 @@ impl Process {
             mem,
             syscall_insn: Mutex::new(None),
             page_size: OnceLock::new(),
+            held: None,
         })
     }
 

@@ -55,6 +55,9 @@ pub(crate) struct Tracee {
     /// The syscall it was blocked in before we interrupted it, where the stop may lose an
     /// argument (see [`restart`]).
     pub blocked: Option<CurrentSyscall>,
+    /// Held by the caller ([`crate::HeldThread`]): adopted already stopped, and left stopped
+    /// (parked) when released.
+    pub held: bool,
 }
 
 impl Tracee {
@@ -69,6 +72,17 @@ impl Tracee {
             options,
             regs: None,
             blocked: None,
+            held: false,
+        }
+    }
+
+    /// The thread the caller holds stopped ([`Process::open_held`]), adopted into a stop.
+    fn adopted(tid: i32) -> Self {
+        Tracee {
+            stopped: true,
+            asleep: true,
+            held: true,
+            ..Tracee::new(tid, 0)
         }
     }
 
@@ -153,6 +167,9 @@ impl Process {
                     Seize::Gone => {
                         skip.insert(tid);
                     }
+                    Seize::Ours if self.held_tid() == Some(tid) => {
+                        all.tracees.push(Tracee::adopted(tid))
+                    }
                     // Before we seized anything, only another handle can hold it; later, it is
                     // a thread born ours (it starts in a stop, and its parent reports it).
                     Seize::Ours if first => return Err(held_elsewhere(self, tid)),
@@ -189,7 +206,7 @@ impl Process {
         while !pending.is_empty() {
             let mut batch: Vec<Tracee> = pending.drain(..pending.len().min(WAKE_BATCH)).collect();
             let mut stopping = Ok(());
-            for t in &batch {
+            for t in batch.iter().filter(|t| !t.stopped) {
                 stopping = stopping.and(interrupt(self, t.tid));
             }
             let settled =
@@ -245,6 +262,13 @@ impl Process {
                     pid: self.pid(),
                     tid,
                     during: "stopping",
+                })
+            }
+            Seize::Ours if self.held_tid() == Some(tid) => {
+                return Ok(StoppedThread {
+                    process: self,
+                    tracee: Tracee::adopted(tid),
+                    _not_send: PhantomData,
                 })
             }
             Seize::Ours => return Err(held_elsewhere(self, tid)),
@@ -637,6 +661,13 @@ fn release_all(process: &Process, tracees: Vec<Tracee>) -> Result<()> {
 fn release(process: &Process, mut t: Tracee) -> Result<()> {
     if t.gone {
         return Ok(());
+    }
+    if t.held {
+        // Its holder releases it; it stays stopped, in a stop that is harmless if we die.
+        if !t.saved.is_empty() {
+            signals::requeue(process, &mut t);
+        }
+        return crate::held::park(process.pid(), &mut t);
     }
     if !t.stopped {
         // Detaching needs the thread stopped: ask (again; a pending interrupt stays one) and

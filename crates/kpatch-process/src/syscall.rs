@@ -116,8 +116,10 @@ impl ThreadHandle<'_> {
             .and_then(|()| self.enter(regs, &saved))
             .and_then(|()| self.step_over(name, at, end, deadline));
         let restored = self.restore(&saved);
+        let parked = self.park_if_held();
         let regs = outcome?;
         restored?;
+        parked?;
         Ok(regs[layout.ret])
     }
 

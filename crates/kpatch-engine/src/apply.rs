@@ -1,7 +1,7 @@
 //! `libcare-ctl patch`: plan while the target runs, allocate with one thread stopped, then a
 //! short stop of every thread to check safety and write the jumps (docs/internals.md §4).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use crate::payload::Payload;
 use crate::region_layout::function_name;
 use crate::relocate::{Prepared, Relocated};
 use crate::report::Report;
+use crate::request::PatchRequest;
 use crate::runs;
 use crate::scope::{Found, Scope};
 use crate::scripts::{self, Scripts};
@@ -85,9 +86,10 @@ pub fn patch(
     images: &ImageCache,
     pid: i32,
     storage: &Storage,
+    req: &PatchRequest<'_>,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
-    let mut session = Session::open(opts, images, pid, rep)?;
+    let mut session = Session::open_with(opts, images, pid, req.held, rep)?;
     let arch = session.proc.arch();
     let mut jobs = find_jobs(
         pid,
@@ -95,6 +97,7 @@ pub fn patch(
         &session.loaded,
         arch,
         session.proc.page_size(),
+        req.only,
     )?;
     if jobs.is_empty() {
         return Ok(PatchOutcome::default());
@@ -135,7 +138,7 @@ pub fn patch(
     // Allocate (and run IFUNC resolvers) with one thread stopped while the others run.
     let resolved = allocate(&session, &jobs, rep)?;
     fault::point(session.options(), "after-mmap");
-    let result = fill_and_commit(&mut session, &jobs, &resolved, storage, rep);
+    let result = fill_and_commit(&mut session, &jobs, &resolved, storage, req.at_startup, rep);
     // Nothing points into the regions yet (or the commit rolled its hunks back). Unless the
     // guardian still has writes to do (breakpoints that could not be removed, performed when it
     // is dropped): their regions then stay, pending, for the next run to reclaim.
@@ -170,61 +173,66 @@ fn read_patch(f: storage::Found) -> Result<PatchFile> {
     })
 }
 
-/// The patches of `storage` for objects of the process: a file storage's one patch must match
-/// an object; a directory storage is searched for every object's build-id.
+/// The patches of `storage` for objects of the process (those with a build-id in `only`, when
+/// given): a file storage's one patch must match an object; a directory storage is searched
+/// for every object's build-id.
 fn find_jobs(
     pid: i32,
     storage: &Storage,
     loaded: &Loaded,
     arch: &'static dyn Arch,
     page: u64,
+    only: Option<&HashSet<String>>,
 ) -> Result<Vec<Job>> {
     let objects = &loaded.objects;
-    let job =
-        |object: &LoadedObject, patch: PatchFile| -> Result<Job> {
-            let PatchFile {
+    let wanted = |bid: &str| only.is_none_or(|o| o.contains(bid));
+    let job = |object: &LoadedObject, patch: PatchFile| -> Result<Job> {
+        let PatchFile {
+            path,
+            header,
+            id,
+            elf,
+            level,
+        } = patch;
+        if loaded.patches.iter().any(|a| {
+            a.committed && !a.orphan && a.id == id && Some(a.build_id.as_str()) == object.build_id()
+        }) {
+            return Err(Error::AlreadyApplied {
+                id,
+                object: object.name.clone(),
+                pid,
+            });
+        }
+        let payload = Payload::parse(&elf)?;
+        if payload.machine != arch.e_machine() {
+            let patch_arch = kpatch_arch::for_machine(payload.machine)
+                .map(|a| a.name().to_owned())
+                .unwrap_or_else(|| format!("e_machine {}", payload.machine));
+            return Err(Error::WrongArch {
                 path,
-                header,
-                id,
-                elf,
-                level,
-            } = patch;
-            if loaded.patches.iter().any(|a| {
-                a.committed && a.id == id && Some(a.build_id.as_str()) == object.build_id()
-            }) {
-                return Err(Error::AlreadyApplied {
-                    id,
-                    object: object.name.clone(),
-                    pid,
-                });
-            }
-            let payload = Payload::parse(&elf)?;
-            if payload.machine != arch.e_machine() {
-                let patch_arch = kpatch_arch::for_machine(payload.machine)
-                    .map(|a| a.name().to_owned())
-                    .unwrap_or_else(|| format!("e_machine {}", payload.machine));
-                return Err(Error::WrongArch {
-                    path,
-                    patch_arch,
-                    target_arch: arch.name().into(),
-                    pid,
-                });
-            }
-            let prepared = Prepared::new(arch, payload, &elf, page)?;
-            Ok(Job {
-                object: object.clone(),
-                header,
-                id,
-                level,
-                elf,
-                prepared,
-                imports: Vec::new(),
-                kpta: 0,
-            })
-        };
+                patch_arch,
+                target_arch: arch.name().into(),
+                pid,
+            });
+        }
+        let prepared = Prepared::new(arch, payload, &elf, page)?;
+        Ok(Job {
+            object: object.clone(),
+            header,
+            id,
+            level,
+            elf,
+            prepared,
+            imports: Vec::new(),
+            kpta: 0,
+        })
+    };
     if let Some(f) = storage.file_bytes()? {
         let patch = read_patch(f)?;
         let bid = patch.header.build_id().unwrap_or_default().to_owned();
+        if !wanted(&bid) {
+            return Ok(Vec::new());
+        }
         let Some(obj) = objects.iter().find(|o| o.build_id() == Some(bid.as_str())) else {
             return Err(Error::NotApplicable {
                 path: patch.path,
@@ -236,7 +244,9 @@ fn find_jobs(
     }
     let mut found = Vec::new();
     for obj in objects {
-        let Some(bid) = obj.build_id() else { continue };
+        let Some(bid) = obj.build_id().filter(|b| wanted(b)) else {
+            continue;
+        };
         if let Some(f) = storage.lookup_dir(bid)? {
             found.push((obj, f));
         }
@@ -408,7 +418,7 @@ fn plan_hunks(job: &Job, rel: &Relocated, arch: &dyn Arch) -> Result<Vec<Hunk>> 
 }
 
 /// The header of a job's region with the runtime fields filled in, still pending.
-fn region_header(job: &Job, seq: u64) -> Header {
+fn region_header(job: &Job, seq: u64, at_startup: bool) -> Header {
     let l = job.prepared.layout;
     let mut header = job.header;
     header.set_magic(MAGIC_PENDING);
@@ -419,6 +429,7 @@ fn region_header(job: &Job, seq: u64) -> Header {
     header.set_user_level(job.level.unwrap_or(0));
     header.set_kpatch_total_mem_sz(l.total);
     header.set_applied_seq(seq);
+    header.set_applied_at_startup(at_startup);
     header
 }
 
@@ -437,6 +448,7 @@ fn fill_and_commit(
     jobs: &[Job],
     resolved: &[HashMap<usize, u64>],
     storage: &Storage,
+    at_startup: bool,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
     let opts = session.options();
@@ -461,7 +473,7 @@ fn fill_and_commit(
             )
         }));
         hunks.extend(planned);
-        proc.write(job.kpta, region_header(job, seq).as_bytes())?;
+        proc.write(job.kpta, region_header(job, seq, at_startup).as_bytes())?;
         if !rel.jump_table.is_empty() {
             proc.write(job.kpta + l.jmp_offset, &rel.jump_table)?;
         }
@@ -704,7 +716,14 @@ mod tests {
     fn jobs_for(loaded: &Loaded, elf: &[u8]) -> Result<Vec<Job>> {
         let dir = tempfile::tempdir().unwrap();
         let arch = FakeProcess::x86_64().arch();
-        find_jobs(fake::PID, &storage(&dir, APP, elf), loaded, arch, 4096)
+        find_jobs(
+            fake::PID,
+            &storage(&dir, APP, elf),
+            loaded,
+            arch,
+            4096,
+            None,
+        )
     }
 
     #[test]
@@ -788,7 +807,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let arch = FakeProcess::x86_64().arch();
         let other = storage(&dir, &"ab".repeat(20), &x86);
-        let err = find_jobs(fake::PID, &other, &app_loaded(APP_RANGE), arch, 4096)
+        let err = find_jobs(fake::PID, &other, &app_loaded(APP_RANGE), arch, 4096, None)
             .err()
             .unwrap();
         assert!(
@@ -807,6 +826,7 @@ mod tests {
             committed: true,
             records: Vec::new(),
             len: 0x1000,
+            orphan: false,
         });
         let err = jobs_for(&loaded, &x86).err().unwrap();
         assert!(

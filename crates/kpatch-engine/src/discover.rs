@@ -49,6 +49,10 @@ pub struct AppliedPatch {
     pub records: Vec<InfoRecord>,
     /// Mapped length of the region.
     pub len: u64,
+    /// Committed, but no longer reachable: no function of its object jumps into any patch of
+    /// that object (the library was unloaded, and maybe loaded again, unpatched). See
+    /// [`mark_orphans`].
+    pub orphan: bool,
 }
 
 impl AppliedPatch {
@@ -141,7 +145,8 @@ impl Loaded {
     pub fn read(proc: &Process, images: &ImageCache) -> Result<Loaded> {
         let maps = proc.maps()?;
         let objects = objects(proc, &maps, images)?;
-        let patches = applied_patches(proc, &maps)?;
+        let mut patches = applied_patches(proc, &maps)?;
+        mark_orphans(proc, proc.arch(), &mut patches);
         Ok(Loaded {
             maps,
             objects,
@@ -270,7 +275,51 @@ pub fn applied_patches(mem: &dyn Memory, maps: &[MapEntry]) -> Result<Vec<Applie
             committed,
             records,
             len,
+            orphan: false,
         });
     }
     Ok(out)
+}
+
+/// Marks the committed patches of an object that is gone: for each build-id, if none of the
+/// functions its patches replace jumps into one of its patch regions (a function that cannot
+/// be read counts as not jumping), every patch of that build-id is an orphan. That is what an
+/// unloaded library leaves (`dlclose`), whether or not it was loaded again since. Build-ids
+/// whose patches only add functions are left alone: nothing tells.
+pub fn mark_orphans(mem: &dyn Memory, arch: &dyn kpatch_arch::Arch, patches: &mut [AppliedPatch]) {
+    let hs = arch.hunk_size();
+    let mut build_ids: Vec<String> = patches
+        .iter()
+        .filter(|p| p.committed)
+        .map(|p| p.build_id.clone())
+        .collect();
+    build_ids.sort();
+    build_ids.dedup();
+    for bid in build_ids {
+        let group: Vec<usize> = (0..patches.len())
+            .filter(|&i| patches[i].committed && patches[i].build_id == bid)
+            .collect();
+        let regions: Vec<Range<u64>> = group.iter().map(|&i| patches[i].range()).collect();
+        let mut replaced = group
+            .iter()
+            .flat_map(|&i| patches[i].records.iter())
+            .filter(|r| !r.is_new_function())
+            .map(|r| r.daddr())
+            .peekable();
+        if replaced.peek().is_none() {
+            continue;
+        }
+        let live = replaced.any(|daddr| {
+            let mut code = vec![0u8; hs];
+            mem.read(daddr, &mut code).is_ok()
+                && arch
+                    .decode_jump(daddr, &code)
+                    .is_some_and(|to| regions.iter().any(|r| r.contains(&to)))
+        });
+        if !live {
+            for i in group {
+                patches[i].orphan = true;
+            }
+        }
+    }
 }

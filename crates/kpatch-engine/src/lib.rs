@@ -26,6 +26,7 @@ mod region_layout;
 mod relocate;
 mod removal;
 mod report;
+mod request;
 mod runs;
 mod safety;
 mod scope;
@@ -42,6 +43,7 @@ pub use error::{Error, Result};
 pub use listing::{ObjectInfo, PatchInfo};
 pub use options::Options;
 pub use report::Report;
+pub use request::PatchRequest;
 pub use storage::Storage;
 pub use unapply::{RemovedPatch, UnpatchOutcome};
 
@@ -66,7 +68,24 @@ impl Engine {
 
     /// Applies the patches of `storage` that match objects of process `pid`.
     pub fn patch(&self, pid: i32, storage: &Storage, rep: &mut dyn Report) -> Result<PatchOutcome> {
-        apply::patch(&self.options, &self.images, pid, storage, rep)
+        self.patch_with(pid, storage, &PatchRequest::default(), rep)
+    }
+
+    /// [`Engine::patch`], as `req` asks (start-up patching of a process whose thread the caller
+    /// holds, a subset of objects).
+    pub fn patch_with(
+        &self,
+        pid: i32,
+        storage: &Storage,
+        req: &PatchRequest<'_>,
+        rep: &mut dyn Report,
+    ) -> Result<PatchOutcome> {
+        apply::patch(&self.options, &self.images, pid, storage, req, rep)
+    }
+
+    /// The options the engine was made with.
+    pub fn options(&self) -> &Options {
+        &self.options
     }
 
     /// Removes the patch with `id` (or every patch, newest first, without one) from process

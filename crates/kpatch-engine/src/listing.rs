@@ -18,6 +18,9 @@ pub struct PatchInfo {
     /// Functions redirected and functions added.
     pub replaced: usize,
     pub added: usize,
+    /// Applied at start-up (before the program's first instruction after the dynamic loader),
+    /// rather than to the running process.
+    pub at_startup: bool,
 }
 
 /// The patches applied to one object.
@@ -32,7 +35,11 @@ pub struct ObjectInfo {
 /// Applied patches of process `pid`, grouped by object, each group in application order.
 pub fn info(images: &ImageCache, pid: i32) -> Result<Vec<ObjectInfo>> {
     let loaded = Loaded::read(&Process::inspect(pid)?, images)?;
-    let mut applied: Vec<_> = loaded.patches.iter().filter(|p| p.committed).collect();
+    let mut applied: Vec<_> = loaded
+        .patches
+        .iter()
+        .filter(|p| p.committed && !p.orphan)
+        .collect();
     applied.sort_by_key(|p| (p.header.applied_seq(), p.kpta));
     let mut out: Vec<ObjectInfo> = Vec::new();
     for p in applied {
@@ -46,6 +53,7 @@ pub fn info(images: &ImageCache, pid: i32) -> Result<Vec<ObjectInfo>> {
             address: p.kpta,
             replaced: p.records.iter().filter(|r| !r.is_new_function()).count(),
             added: p.records.iter().filter(|r| r.is_new_function()).count(),
+            at_startup: p.header.applied_at_startup(),
         };
         match out.iter_mut().find(|o| o.build_id == p.build_id) {
             Some(o) => o.patches.push(entry),

@@ -96,7 +96,13 @@ pub fn plan(
             let jump = arch.encode_jump(daddr, r.saddr())?;
             let undo = overlay.read(p.undo_addr(i, hs), hs)?;
             let name = record_name(mem, r.symstr(), daddr);
-            if overlay.read(daddr, hs)? == jump {
+            let here = match overlay.read(daddr, hs) {
+                Ok(b) => b,
+                // Reclaiming: the object of an orphaned patch may be gone.
+                Err(_) if tolerant => continue,
+                Err(e) => return Err(e),
+            };
+            if here == jump {
                 rep.detail(&format!("{}: restoring {name} at {daddr:#x}", p.id));
                 overlay.write(daddr, undo);
                 continue;
@@ -190,6 +196,7 @@ mod tests {
             committed: true,
             records,
             len: 0x1000,
+            orphan: false,
         }
     }
 
@@ -244,6 +251,44 @@ mod tests {
         let mut lines = Lines::default();
         let removal = plan(proc, loaded, selected, false, &mut lines).unwrap();
         (removal, lines)
+    }
+
+    #[test]
+    fn patches_no_function_jumps_to_are_orphans_and_reclaimed_without_touching_code() {
+        let (proc, mut loaded) = stacked();
+        let arch = proc.arch();
+        crate::discover::mark_orphans(&proc, arch, &mut loaded.patches);
+        assert!(loaded.patches.iter().all(|p| !p.orphan));
+        // The library was unloaded and loaded again: its function holds the original code.
+        proc.write(F, &ORIGINAL).unwrap();
+        crate::discover::mark_orphans(&proc, arch, &mut loaded.patches);
+        assert!(loaded.patches.iter().all(|p| p.orphan));
+        let regions = [0x10000..0x11000, 0x20000..0x21000];
+        for order in [[1, 0], [0, 1]] {
+            let removal = plan(&proc, &loaded, &order, true, &mut Lines::default()).unwrap();
+            assert!(
+                removal
+                    .writes
+                    .iter()
+                    .all(|(a, _)| regions.iter().any(|r| r.contains(a))),
+                "{:x?}",
+                removal.writes
+            );
+        }
+        // Unloaded and not loaded again: the function cannot even be read.
+        let (proc, mut loaded) = stacked();
+        loaded.patches.iter_mut().for_each(|p| {
+            for r in &mut p.records {
+                if !r.is_new_function() {
+                    *r = InfoRecord::new(0x9000, r.saddr(), 0x20, 0x10, r.symstr());
+                }
+            }
+        });
+        crate::discover::mark_orphans(&proc, arch, &mut loaded.patches);
+        assert!(loaded.patches.iter().all(|p| p.orphan));
+        let removal = plan(&proc, &loaded, &[1, 0], true, &mut Lines::default()).unwrap();
+        assert!(removal.writes.is_empty());
+        assert!(plan(&proc, &loaded, &[1, 0], false, &mut Lines::default()).is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! build-ids before any process is attached. Pid 1, the tool itself and kernel threads are
 //! never looked at.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 
 use kpatch_file::{Header, HEADER_SIZE, MAGIC};
@@ -36,43 +36,6 @@ fn candidate_pids() -> Result<Vec<i32>> {
     Ok(pids)
 }
 
-/// Whether a directory entry of a storage is named like a patch (`<build-id>` or
-/// `<build-id>.kpatch`): the scripts and anything else there are not.
-fn looks_like_build_id(name: &str) -> bool {
-    name.len() >= 8 && name.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Build-ids a storage has patches for.
-fn storage_build_ids(storage: &Storage) -> Result<HashSet<String>> {
-    let mut out = HashSet::new();
-    match storage {
-        Storage::File(_) => {
-            if let Some(f) = storage.file_bytes()? {
-                let file =
-                    kpatch_file::KpatchFile::parse(&f.bytes).map_err(|source| Error::Format {
-                        path: f.path.clone(),
-                        source,
-                    })?;
-                out.insert(file.build_id().to_owned());
-            }
-        }
-        Storage::Dir(dir) => {
-            let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let bid = name.strip_suffix(".kpatch").unwrap_or(&name).to_owned();
-                if looks_like_build_id(&bid) && storage.lookup_dir(&bid)?.is_some() {
-                    out.insert(bid);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Reads the build-id of a mapped file, from the start of the file (where the note is) or,
 /// failing that, from all of it.
 fn mapped_build_id(pid: i32, start: u64, end: u64) -> Option<String> {
@@ -100,7 +63,7 @@ fn maps_of(pid: i32) -> Option<Vec<MapEntry>> {
 /// Every process but pid 1 and ourselves, each marked with whether it maps an object whose
 /// build-id `storage` has a patch for.
 pub fn for_patch(storage: &Storage) -> Result<Vec<Candidate>> {
-    let wanted = storage_build_ids(storage)?;
+    let wanted = storage.build_ids()?;
     // Objects are shared by many processes: read each file's build-id once.
     let mut cache: HashMap<(u32, u32, u64), Option<String>> = HashMap::new();
     let mut out = Vec::new();
@@ -158,10 +121,10 @@ mod tests {
 
     #[test]
     fn only_build_id_names_are_patches() {
-        assert!(looks_like_build_id(&"ab".repeat(20)));
-        assert!(!looks_like_build_id("before"));
-        assert!(!looks_like_build_id("after"));
-        assert!(!looks_like_build_id("abc"));
+        assert!(crate::storage::looks_like_build_id(&"ab".repeat(20)));
+        assert!(!crate::storage::looks_like_build_id("before"));
+        assert!(!crate::storage::looks_like_build_id("after"));
+        assert!(!crate::storage::looks_like_build_id("abc"));
     }
 
     #[test]
@@ -188,7 +151,7 @@ mod tests {
         .unwrap();
         // A build-id directory without a `latest` patch is not a patch.
         std::fs::create_dir_all(dir.path().join("ef".repeat(20))).unwrap();
-        let ids = storage_build_ids(&Storage::open(dir.path()).unwrap()).unwrap();
-        assert_eq!(ids, HashSet::from([flat, tree]));
+        let ids = Storage::open(dir.path()).unwrap().build_ids().unwrap();
+        assert_eq!(ids, std::collections::HashSet::from([flat, tree]));
     }
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use kpatch_file::MAGIC_PENDING;
-use kpatch_process::{DeferTermination, Guardian, Memory, Process, StoppedThread};
+use kpatch_process::{DeferTermination, Guardian, HeldThread, Memory, Process, StoppedThread};
 
 use crate::checked_stop::{self, AfterCommit, SafetyCheck};
 use crate::discover::{ImageCache, Loaded};
@@ -40,13 +40,28 @@ impl<'e> Session<'e> {
         pid: i32,
         rep: &mut dyn Report,
     ) -> Result<Session<'e>> {
+        Session::open_with(opts, images, pid, None, rep)
+    }
+
+    /// [`Session::open`], for a process one of whose threads the caller holds stopped
+    /// (start-up patching): the session's stops adopt that thread and leave it stopped.
+    pub fn open_with(
+        opts: &'e Options,
+        images: &'e ImageCache,
+        pid: i32,
+        held: Option<&HeldThread>,
+        rep: &mut dyn Report,
+    ) -> Result<Session<'e>> {
         // The lock comes first: another run holding it also traces the process, which opening
         // it would refuse.
         if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             return Err(kpatch_process::Error::NoSuchProcess { pid }.into());
         }
         let lock = lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
-        let proc = Process::open(pid)?;
+        let proc = match held {
+            Some(h) if h.tgid() == pid => Process::open_held(h)?,
+            _ => Process::open(pid)?,
+        };
         let guardian = Guardian::spawn(&proc, &[lock.fd()])?;
         let loaded = Loaded::read(&proc, images)?;
         let mut session = Session {
@@ -66,17 +81,25 @@ impl<'e> Session<'e> {
         self.opts
     }
 
-    /// Removes patch regions an interrupted run left behind (header magic `KPATCH0`): any jump
-    /// into one is reverted, then it is unmapped, and what is loaded is read again.
+    /// Removes patch regions an interrupted run left behind (header magic `KPATCH0`) and those
+    /// of unloaded objects (orphans, see [`crate::discover::mark_orphans`]): any jump into one
+    /// is reverted, then it is unmapped, and what is loaded is read again.
     fn reclaim_pending(&mut self, rep: &mut dyn Report) -> Result<()> {
         let all = &self.loaded.patches;
-        let pending: Vec<usize> = (0..all.len()).filter(|&i| !all[i].committed).collect();
+        let pending: Vec<usize> = (0..all.len())
+            .filter(|&i| !all[i].committed || all[i].orphan)
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }
         for &i in &pending {
+            let why = if all[i].orphan {
+                "whose object is no longer loaded"
+            } else {
+                "left by an interrupted run"
+            };
             rep.detail(&format!(
-                "reclaiming the region at {:#x} left by an interrupted run (patch {})",
+                "reclaiming the region at {:#x} {why} (patch {})",
                 all[i].kpta, all[i].id
             ));
         }

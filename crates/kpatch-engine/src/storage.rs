@@ -2,6 +2,7 @@
 //! `<build-id>/latest/kpatch.bin` (the `latest` link names the patch level) or
 //! `<build-id>.kpatch`, plus optional `before`/`after` scripts.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -20,6 +21,12 @@ pub struct Found {
     pub bytes: Vec<u8>,
     /// Patch level, from the name of the `latest` link's target.
     pub level: Option<u32>,
+}
+
+/// Whether a directory entry of a storage is named like a patch (`<build-id>` or
+/// `<build-id>.kpatch`): the scripts and anything else there are not.
+pub(crate) fn looks_like_build_id(name: &str) -> bool {
+    name.len() >= 8 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The scripts a directory storage may hold, run as `script PID` while the target is stopped.
@@ -115,6 +122,38 @@ impl Storage {
             }));
         }
         Ok(None)
+    }
+
+    /// Build-ids the storage has patches for (a file storage: the one its header names).
+    pub fn build_ids(&self) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        match self {
+            Storage::File(_) => {
+                if let Some(f) = self.file_bytes()? {
+                    let file = kpatch_file::KpatchFile::parse(&f.bytes).map_err(|source| {
+                        Error::Format {
+                            path: f.path.clone(),
+                            source,
+                        }
+                    })?;
+                    out.insert(file.build_id().to_owned());
+                }
+            }
+            Storage::Dir(dir) => {
+                let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let bid = name.strip_suffix(".kpatch").unwrap_or(&name).to_owned();
+                    if looks_like_build_id(&bid) && self.lookup_dir(&bid)?.is_some() {
+                        out.insert(bid);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// An executable `before` or `after` script of a directory storage.

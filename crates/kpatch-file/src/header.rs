@@ -266,6 +266,18 @@ impl Header {
         self.pad3[..8].copy_from_slice(&seq.to_le_bytes());
     }
 
+    /// Runtime-only extension, like [`Header::applied_seq`] (byte 8 of the trailing padding,
+    /// bit 0): the patch was applied at start-up, before the program's first instruction
+    /// after the dynamic loader, rather than to a process that was already running.
+    pub fn applied_at_startup(&self) -> bool {
+        self.pad3[8] & 1 != 0
+    }
+
+    /// Sets [`Header::applied_at_startup`].
+    pub fn set_applied_at_startup(&mut self, at_startup: bool) {
+        self.pad3[8] = (self.pad3[8] & !1) | u8::from(at_startup);
+    }
+
     /// Writer: stores a validated patch id.
     pub(crate) fn set_id(&mut self, id: &str) {
         self.id = [0; MAX_PATCH_ID_LEN + 1];
@@ -420,6 +432,22 @@ mod tests {
         let header = Header::from_bytes(&bytes).expect("504 bytes");
         assert_eq!(header.user_info(), 0xbbbb_0002);
         assert_eq!(header.as_bytes(), &bytes[..HEADER_SIZE]);
+    }
+
+    #[test]
+    fn our_runtime_extensions_live_in_the_trailing_padding() {
+        let mut bytes = vec![0u8; HEADER_SIZE];
+        let header = Header::from_bytes_mut(&mut bytes).expect("504 bytes");
+        header.set_applied_seq(7);
+        header.set_applied_at_startup(true);
+        assert!(header.applied_at_startup());
+        // pad3 starts at 273 (srcversion[25] at 248).
+        assert_eq!(&bytes[273..281], &7u64.to_le_bytes());
+        assert_eq!(bytes[281], 1);
+        let header = Header::from_bytes_mut(&mut bytes).expect("504 bytes");
+        header.set_applied_at_startup(false);
+        assert!(!header.applied_at_startup());
+        assert_eq!(header.applied_seq(), 7);
     }
 
     #[test]

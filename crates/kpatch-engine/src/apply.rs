@@ -103,6 +103,18 @@ pub fn patch(
         return Ok(PatchOutcome::default());
     }
     let scope = Scope::of(&session.proc, &session.loaded.objects);
+    // Objects the loader has just mapped (`only`) are not relocated yet: their IFUNC
+    // resolvers cannot be called.
+    let unrelocated: Vec<&str> = match req.only {
+        Some(only) => session
+            .loaded
+            .objects
+            .iter()
+            .filter(|o| o.build_id().is_some_and(|b| only.contains(b)))
+            .map(|o| o.name.as_str())
+            .collect(),
+        None => Vec::new(),
+    };
     for job in &mut jobs {
         for (&sym, (name, version)) in &job.prepared.imports {
             let found =
@@ -111,6 +123,12 @@ pub fn patch(
                     .ok_or_else(|| Error::Unresolved {
                         name: with_version(name, version.as_deref()),
                     })?;
+            if found.kind == SymKind::Ifunc && unrelocated.contains(&found.object.as_str()) {
+                return Err(Error::Unsupported(format!(
+                    "{} imports {name}, an IFUNC of {}, which is being loaded and not relocated yet",
+                    job.id, found.object
+                )));
+            }
             rep.detail(&format!(
                 "{}: {} resolves to {:#x} in {}",
                 job.id, name, found.addr, found.object

@@ -10,7 +10,9 @@ pub struct PatchRequest<'a> {
     /// A thread of the process that the caller holds stopped (start-up patching): the run's
     /// stops adopt it instead of seizing it, and leave it stopped for its holder.
     pub held: Option<&'a HeldThread>,
-    /// Only objects with these build-ids are patched (every object with a patch when `None`).
+    /// Only objects with these build-ids are patched (every object with a patch when `None`):
+    /// objects the dynamic loader has just mapped and not yet relocated, whose IFUNCs a patch
+    /// may therefore not import.
     pub only: Option<&'a HashSet<String>>,
     /// The patches are recorded as applied at start-up (`info` shows it).
     pub at_startup: bool,

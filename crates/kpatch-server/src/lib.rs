@@ -1,6 +1,7 @@
 //! LibcarePlus's control socket: the request format `libcare-client` sends, the address forms
 //! `libcare-server` listens on, and the server loop with its own commands (`run`, `kill`,
-//! `storage`, `update`, `stop`). Every other request is a `libcare-ctl` command line, handed
+//! `storage`, `update`, `stop`), and hands LibcarePlus's start-up requests (`execve`, `startup`)
+//! to the [`Handler`]. Every other request is a `libcare-ctl` command line, handed
 //! to a [`Handler`] that runs it and writes its text back to the client.
 
 pub mod address;
@@ -13,4 +14,4 @@ pub mod server;
 pub use address::Address;
 pub use error::{Error, Result};
 pub use protocol::{encode_request, parse_request, Reply, Request};
-pub use server::{Handler, Server, DEFAULT_STORAGE};
+pub use server::{Handler, Server, StartupRequest, DEFAULT_STORAGE};

@@ -15,6 +15,16 @@ pub const DEFAULT_STORAGE: &str = "/var/lib/libcare";
 /// Exit status reported for a failed request (the one `libcare-ctl` uses).
 pub const FAILURE: u8 = 255;
 
+/// LibcarePlus's start-up requests (docs/internals.md section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupRequest {
+    /// `execve TID`: thread TID (of the client) is about to execute a program; it waits for
+    /// 4 bytes, which must come once it is held.
+    Execve { tid: i32 },
+    /// `startup PID`: patch PID from the storage, then answer with 4 bytes.
+    Startup { pid: i32 },
+}
+
 /// Runs what the server does not do itself.
 pub trait Handler {
     /// Runs a `libcare-ctl` command line, writing its text to `out`; returns its exit status.
@@ -24,6 +34,11 @@ pub trait Handler {
     fn update(&mut self, storage: &Path, out: &mut dyn Write) -> u8;
     /// A line for the server's own log.
     fn log(&mut self, line: &str);
+    /// Serves a start-up request with the patches of `storage`, answering on `conn`; returns
+    /// the exit status.
+    fn startup(&mut self, request: StartupRequest, storage: &Path, conn: &mut dyn Write) -> u8;
+    /// `storage` is the storage from now on.
+    fn storage_changed(&mut self, _storage: &Path) {}
 }
 
 /// Whether to go on serving.
@@ -156,6 +171,7 @@ impl Server {
             "storage" => match arg {
                 Some(dir) if Path::new(dir).exists() => {
                     self.storage = dir.into();
+                    handler.storage_changed(&self.storage);
                     0
                 }
                 Some(dir) => fail(
@@ -171,10 +187,18 @@ impl Server {
                 let storage = self.storage.clone();
                 handler.update(&storage, out)
             }
-            "execve" | "startup" => fail(
-                out,
-                "startup patching (execve/startup) is not supported by this server",
-            ),
+            cmd @ ("execve" | "startup") => match arg.map(|a| a.trim().parse::<i32>()) {
+                Some(Ok(id)) if id > 0 => {
+                    let request = if cmd == "execve" {
+                        StartupRequest::Execve { tid: id }
+                    } else {
+                        StartupRequest::Startup { pid: id }
+                    };
+                    let storage = self.storage.clone();
+                    handler.startup(request, &storage, out)
+                }
+                _ => fail(out, format_args!("{cmd}: a thread or process id is needed")),
+            },
             _ => handler.ctl(argv, out),
         };
         (status, Flow::Continue)

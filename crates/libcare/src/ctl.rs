@@ -36,6 +36,12 @@ fn options_from_env() -> Options {
     opts
 }
 
+/// An engine with the options the environment sets (see [`options_from_env`]), for callers
+/// that patch without a command line (the server's start-up patching).
+pub fn engine() -> Engine {
+    Engine::new(options_from_env())
+}
+
 /// Where a command's text goes.
 pub trait Console {
     /// A line of normal output (stdout).
@@ -212,6 +218,11 @@ fn info(pid: i32, json: bool, engine: &Engine, p: &mut Printer<'_>) -> bool {
                 ));
                 for patch in &o.patches {
                     p.out(&format!("{:<25} {}", "Patch id:", patch.id));
+                    // Patches applied to the running process are shown as LibcarePlus shows
+                    // them; ours applied before the program ran say so.
+                    if patch.at_startup {
+                        p.out(&format!("{:<25} at start-up", "Applied:"));
+                    }
                 }
                 p.out("");
             }

@@ -1,21 +1,31 @@
 //! `libcare-server`: LibcarePlus's control-socket daemon. Runs `libcare-ctl` commands sent by
 //! `libcare-client` (with the same code as `libcare-ctl`, the text going back to the client),
-//! plus `run`, `kill`, `storage`, `update` and `stop`.
+//! plus `run`, `kill`, `storage`, `update`, `stop`, and the start-up requests `execve` and
+//! `startup`; with `--self-load`, patches processes at start-up with nothing asked of them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use kpatch_server::{Address, Handler, Server, DEFAULT_STORAGE};
+use anyhow::{Context as _, Result};
+use kpatch_selfload::{Config, Context, Outcome, SelfLoad};
+use kpatch_server::{Address, Handler, Server, StartupRequest, DEFAULT_STORAGE};
 use libcare::ctl::{self, Console};
 use libcare::ctl_args;
 
-const USAGE: &str = "usage: libcare-server [-v] <UNIX socket> [STORAGE ROOT]
+const USAGE: &str =
+    "usage: libcare-server [-v] [--self-load [--search DIR]...] <UNIX socket> [STORAGE ROOT]
 
   <UNIX socket>   a path, @NAME for an abstract socket, or &FD for an inherited
                   listening socket
-  STORAGE ROOT    patches for the update command (default /var/lib/libcare)
+  STORAGE ROOT    patches for the update, execve and startup commands
+                  (default /var/lib/libcare)
+  --self-load     patch every process that executes a program, or loads a library,
+                  with a patch in the storage before that code runs (needs root)
+  --search DIR    where to look for the files that have patches (repeatable; default
+                  the usual program and library directories); files mapped by running
+                  processes are found anyway
 ";
 
 /// Exit status of every failure.
@@ -35,9 +45,12 @@ impl Console for Client<'_> {
     }
 }
 
-/// Runs forwarded commands with `libcare-ctl`'s code.
+/// Runs forwarded commands with `libcare-ctl`'s code, start-up requests with the self-load
+/// crate.
 struct Ctl {
     verbose: bool,
+    startup: Arc<Context>,
+    selfload: Option<SelfLoad>,
 }
 
 fn status(ok: bool) -> u8 {
@@ -46,6 +59,13 @@ fn status(ok: bool) -> u8 {
     } else {
         FAILURE
     }
+}
+
+/// Writes a line to the server's log (its stdout) at once.
+fn log_line(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
 }
 
 impl Handler for Ctl {
@@ -67,25 +87,86 @@ impl Handler for Ctl {
 
     fn log(&mut self, line: &str) {
         if self.verbose {
-            let mut o = std::io::stdout().lock();
-            let _ = writeln!(o, "{line}");
-            let _ = o.flush();
+            log_line(line);
+        }
+    }
+
+    fn startup(&mut self, request: StartupRequest, storage: &Path, conn: &mut dyn Write) -> u8 {
+        self.startup.set_storage(storage.to_owned());
+        match request {
+            StartupRequest::Execve { tid } => {
+                match kpatch_selfload::serve_execve(&self.startup, tid, conn) {
+                    Ok(Outcome::Patched { .. } | Outcome::Nothing { .. }) => 0,
+                    Ok(Outcome::Left(_)) => FAILURE,
+                    Err(e) => {
+                        log_line(&format!("execve: thread {tid}: refused: {e}"));
+                        FAILURE
+                    }
+                }
+            }
+            StartupRequest::Startup { pid } => {
+                status(kpatch_selfload::serve_startup(&self.startup, pid, conn).is_ok())
+            }
+        }
+    }
+
+    fn storage_changed(&mut self, storage: &Path) {
+        match &self.selfload {
+            Some(s) => s.storage_changed(storage),
+            None => self.startup.set_storage(storage.to_owned()),
         }
     }
 }
 
-fn run(socket: &str, storage: PathBuf, verbose: bool) -> Result<()> {
-    let address = Address::parse(socket)?;
-    let mut server = Server::bind(address, storage)?;
-    if verbose {
+/// What the command line asks for.
+struct Args {
+    verbose: bool,
+    self_load: bool,
+    search: Vec<PathBuf>,
+    socket: String,
+    storage: PathBuf,
+}
+
+fn run(args: Args) -> Result<()> {
+    // Self-load forks a guardian for every process it patches: from a small helper, forked
+    // now, rather than from the server, whose copy grows with the files it has read.
+    let _forker = if args.self_load {
+        Some(kpatch_process::GuardianForker::start().context("starting the guardian forker")?)
+    } else {
+        None
+    };
+    let address = Address::parse(&args.socket)?;
+    let startup = Arc::new(Context::new(
+        ctl::engine(),
+        args.storage.clone(),
+        Arc::new(log_line),
+    ));
+    // Before the socket exists: a client that sees it can count on the files being watched.
+    let selfload = if args.self_load {
+        Some(SelfLoad::start(
+            startup.clone(),
+            Config {
+                search: args.search,
+            },
+        )?)
+    } else {
+        None
+    };
+    let mut server = Server::bind(address, args.storage)?;
+    if args.verbose {
         println!(
-            "libcare-server: listening on {socket}, storage {}",
+            "libcare-server: listening on {}, storage {}",
+            args.socket,
             server.storage().display()
         );
     }
     server
-        .serve(&mut Ctl { verbose })
-        .with_context(|| format!("serving {socket}"))
+        .serve(&mut Ctl {
+            verbose: args.verbose,
+            startup,
+            selfload,
+        })
+        .with_context(|| format!("serving {}", args.socket))
 }
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -96,28 +177,49 @@ fn usage_error(msg: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let mut verbose = false;
+    let mut self_load = false;
+    let mut search = Vec::new();
     let mut positional = Vec::new();
-    for a in std::env::args().skip(1) {
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
         if !positional.is_empty() || !a.starts_with('-') || a == "-" {
             positional.push(a);
             continue;
         }
         match a.as_str() {
             "-v" => verbose = true,
+            "--self-load" => self_load = true,
+            "--search" => match it.next() {
+                Some(dir) => search.push(PathBuf::from(dir)),
+                None => return usage_error("option --search needs a directory"),
+            },
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            other => return usage_error(&format!("unknown option '{other}'")),
+            other => match other.strip_prefix("--search=") {
+                Some(dir) => search.push(PathBuf::from(dir)),
+                None => return usage_error(&format!("unknown option '{other}'")),
+            },
         }
     }
+    if !search.is_empty() && !self_load {
+        return usage_error("--search only makes sense with --self-load");
+    }
     let (socket, storage) = match positional.as_slice() {
-        [socket] => (socket, PathBuf::from(DEFAULT_STORAGE)),
-        [socket, storage] => (socket, PathBuf::from(storage)),
+        [socket] => (socket.clone(), PathBuf::from(DEFAULT_STORAGE)),
+        [socket, storage] => (socket.clone(), PathBuf::from(storage)),
         [] => return usage_error("not enough arguments."),
         _ => return usage_error("too many arguments."),
     };
-    match run(socket, storage, verbose) {
+    let args = Args {
+        verbose,
+        self_load,
+        search,
+        socket,
+        storage,
+    };
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             libcare::errln!("libcare-server: error: {e:#}");

@@ -88,6 +88,34 @@ pub fn build_id(path: &Path) -> String {
         .expect("ELF has a build-id")
 }
 
+/// Waits for `child` to exit by itself; panics, with `what` and `context()`, if it does not
+/// within [`DEADLINE`].
+pub fn wait_exit(
+    child: &mut Child,
+    what: &str,
+    context: impl Fn() -> String,
+) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what} did not exit within {DEADLINE:?}: {}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Copies fixture `name.c` of tests/fixtures/`set` into `dir`.
+pub fn copy_fixture(dir: &Path, set: &str, name: &str) {
+    let src = fixtures().join(set).join(format!("{name}.c"));
+    std::fs::copy(&src, dir.join(format!("{name}.c")))
+        .unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+}
+
 /// A process under test. Killed and reaped on drop.
 pub struct Target {
     child: Child,

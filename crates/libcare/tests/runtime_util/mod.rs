@@ -327,6 +327,17 @@ impl Proc {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Waits for the process to exit by itself; panics if it does not within [`DEADLINE`].
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let seen = self.seen.clone();
+        crate::common::wait_exit(&mut self.child, "the program", || {
+            format!(
+                "last lines: {:?}",
+                seen.iter().rev().take(8).collect::<Vec<_>>()
+            )
+        })
+    }
 }
 
 impl Drop for Proc {

@@ -114,18 +114,10 @@ impl Server {
 
     /// Waits for the server to exit by itself.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "libcare-server did not exit: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let log = self.log.clone();
+        crate::common::wait_exit(&mut self.child, "libcare-server", || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        })
     }
 }
 

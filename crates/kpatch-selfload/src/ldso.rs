@@ -1,0 +1,364 @@
+//! The dynamic loader's debugger interface, used to stop a thread once the loader has mapped
+//! and relocated what it loads: glibc's loader calls `_dl_debug_state()` after it changed the
+//! list of loaded objects, with `_r_debug.r_state` saying how (`RT_ADD` before it maps objects,
+//! `RT_CONSISTENT` once they are in place; at start-up, once they are also relocated and before
+//! any constructor runs). Debuggers put a breakpoint there; we redirect the function to a small
+//! one that sends the thread a signal whose default action is to ignore it
+//! ([`kpatch_arch::Arch::self_signal_function`]): the thread stops in a signal-delivery-stop we
+//! catch, and if nobody catches it (we died), the signal does nothing and the thread runs on.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use kpatch_process::{
+    blocked_signals, find_region, MapEntry, Memory, Process, ThreadHandle, AT_BASE, AT_PHDR,
+};
+use object::{Object, ObjectSegment, ObjectSymbol};
+
+use crate::error::{Error, Result};
+
+/// `struct r_debug`: `r_state` follows `int r_version` (padded to 8), `r_map` and `r_brk`.
+const R_STATE_OFFSET: u64 = 24;
+/// Signals whose default action is to ignore them, in order of preference: the one chosen
+/// must not be blocked by the thread. `SIGCONT` comes last: sending it discards pending stop
+/// signals.
+const QUIET_SIGNALS: [i32; 4] = [libc::SIGURG, libc::SIGWINCH, libc::SIGCHLD, libc::SIGCONT];
+
+/// What `_r_debug.r_state` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoaderState {
+    /// The list of objects is consistent (`RT_CONSISTENT`).
+    Consistent,
+    /// Objects are being added (`RT_ADD`).
+    Adding,
+    /// Objects are being removed (`RT_DELETE`).
+    Deleting,
+}
+
+/// The loader's symbols, from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LoaderSymbols {
+    debug_state: u64,
+    /// Bytes from `_dl_debug_state` that belong to it: its size, or up to the next 16-byte
+    /// boundary, whichever is larger (the padding after a function is never run), but not
+    /// into the next symbol.
+    debug_state_room: u64,
+    r_debug: u64,
+    /// Link-time address and file offset of each loadable segment.
+    loads: Vec<(u64, u64)>,
+}
+
+/// The loader files read so far, by identity (device, inode, size, mtime); `None` for a file
+/// that is not a loader with a debugger interface.
+#[derive(Debug, Default)]
+pub struct LoaderCache(Mutex<HashMap<FileKey, Option<Arc<LoaderSymbols>>>>);
+
+/// Device, inode, size, modification time.
+type FileKey = (u64, u64, u64, i64);
+
+/// The dynamic loader of one process.
+#[derive(Debug, Clone)]
+pub struct Loader {
+    /// From its lowest to its highest mapping.
+    pub range: Range<u64>,
+    /// Its path as the process maps it.
+    pub path: String,
+    debug_state: u64,
+    debug_state_room: u64,
+    r_debug: u64,
+}
+
+impl Loader {
+    /// The dynamic loader of `proc`: the interpreter mapped at `AT_BASE`, or the program itself
+    /// when it is the loader (`ld.so PROGRAM`). `None` for a program without one (static) or a
+    /// loader without glibc's debugger interface.
+    pub fn find(proc: &Process, maps: &[MapEntry], cache: &LoaderCache) -> Result<Option<Loader>> {
+        let auxv = proc.auxv()?;
+        let anchor = match auxv.get(AT_BASE).filter(|&b| b != 0) {
+            Some(base) => base,
+            None => match auxv.get(AT_PHDR) {
+                Some(phdr) => phdr,
+                None => return Ok(None),
+            },
+        };
+        let Some(at) = maps.iter().find(|m| m.contains(anchor) && m.inode != 0) else {
+            return Ok(None);
+        };
+        let group: Vec<&MapEntry> = maps
+            .iter()
+            .filter(|m| m.inode == at.inode && m.dev == at.dev)
+            .collect();
+        let Some(first) = group.iter().min_by_key(|m| m.start) else {
+            return Ok(None);
+        };
+        let file = proc.open_mapped_file(first)?;
+        let Some(syms) = cache.symbols(file)? else {
+            return Ok(None);
+        };
+        let page = proc.page_size();
+        let Some(&(vaddr, _)) = syms
+            .loads
+            .iter()
+            .find(|&&(_, off)| off & !(page - 1) == first.offset)
+        else {
+            return Ok(None);
+        };
+        let bias = first.start.wrapping_sub(vaddr & !(page - 1));
+        let start = group.iter().map(|m| m.start).min().unwrap_or(first.start);
+        let end = group.iter().map(|m| m.end).max().unwrap_or(first.end);
+        Ok(Some(Loader {
+            range: start..end,
+            path: first
+                .file_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            debug_state: bias.wrapping_add(syms.debug_state),
+            debug_state_room: syms.debug_state_room,
+            r_debug: bias.wrapping_add(syms.r_debug),
+        }))
+    }
+
+    /// Whether `pc` is in the loader.
+    pub fn contains(&self, pc: u64) -> bool {
+        self.range.contains(&pc)
+    }
+
+    /// What the loader is doing, from `_r_debug.r_state`.
+    pub fn state(&self, mem: &dyn Memory) -> Result<LoaderState> {
+        let mut b = [0u8; 4];
+        mem.read(self.r_debug + R_STATE_OFFSET, &mut b)?;
+        Ok(match i32::from_ne_bytes(b) {
+            1 => LoaderState::Adding,
+            2 => LoaderState::Deleting,
+            _ => LoaderState::Consistent,
+        })
+    }
+}
+
+impl LoaderCache {
+    fn symbols(&self, mut file: std::fs::File) -> Result<Option<Arc<LoaderSymbols>>> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let io = |source| Error::Io {
+            path: "dynamic loader".into(),
+            source,
+        };
+        let meta = file.metadata().map_err(io)?;
+        let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
+        if let Some(hit) = self.0.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(io)?;
+        let syms = parse_loader(&data).map(Arc::new);
+        if let Ok(mut c) = self.0.lock() {
+            c.insert(key, syms.clone());
+        }
+        Ok(syms)
+    }
+}
+
+/// `_dl_debug_state`, `_r_debug` and the loadable segments of a loader's ELF image.
+fn parse_loader(data: &[u8]) -> Option<LoaderSymbols> {
+    let file = object::File::parse(data).ok()?;
+    let mut debug_state = None;
+    let mut r_debug = None;
+    let mut starts: Vec<u64> = Vec::new();
+    for s in file.dynamic_symbols() {
+        if s.is_definition() && s.address() != 0 {
+            starts.push(s.address());
+        }
+        match s.name() {
+            Ok("_dl_debug_state") if s.is_definition() => {
+                debug_state = Some((s.address(), s.size()))
+            }
+            Ok("_r_debug") if s.is_definition() => r_debug = Some(s.address()),
+            _ => {}
+        }
+    }
+    let (addr, size) = debug_state?;
+    let boundary = (addr | 15) + 1;
+    let next = starts
+        .iter()
+        .copied()
+        .filter(|&a| a > addr)
+        .min()
+        .unwrap_or(u64::MAX);
+    let room = (addr + size).max(boundary).min(next) - addr;
+    let loads: Vec<(u64, u64)> = file
+        .segments()
+        .map(|s| (s.address(), s.file_range().0))
+        .collect();
+    Some(LoaderSymbols {
+        debug_state: addr,
+        debug_state_room: room,
+        r_debug: r_debug?,
+        loads,
+    })
+}
+
+/// A signal that stops the thread without harm if nobody catches it: one whose default action
+/// is to ignore it and that thread `tid` does not block. `None` if it blocks them all.
+pub fn quiet_signal(pid: i32, tid: i32) -> Option<i32> {
+    let blocked = blocked_signals(pid, tid).unwrap_or(0);
+    QUIET_SIGNALS
+        .into_iter()
+        .find(|&s| blocked & (1u64 << (s - 1)) == 0)
+}
+
+/// `_dl_debug_state` of one process redirected to a function that signals the calling thread.
+#[derive(Debug)]
+pub struct Hook {
+    loader: Loader,
+    original: Vec<u8>,
+    stub: u64,
+    stub_len: u64,
+    /// Where a thread stopped by the hook is: on the function's return instruction.
+    stop_pc: u64,
+    /// The signal the function sends.
+    pub signal: i32,
+}
+
+impl Hook {
+    /// Installs the hook in the process of `thread` (stopped): a page for the function is
+    /// mapped within branch reach of the loader (a syscall in the thread), then the function
+    /// and the jump to it are written.
+    pub fn install(
+        proc: &Process,
+        thread: &mut ThreadHandle<'_>,
+        loader: &Loader,
+        signal: i32,
+    ) -> Result<Hook> {
+        let arch = proc.arch();
+        let pid = proc.pid();
+        let (code, ret) = arch.self_signal_function(signal as u8);
+        let page = proc.page_size();
+        let maps = proc.maps()?;
+        let limits = proc.space_limits(&maps);
+        let stub = find_region(
+            &maps,
+            loader.range.clone(),
+            page,
+            arch.max_branch_distance(),
+            &limits,
+        )
+        .ok_or_else(|| Error::Process {
+            pid,
+            what: format!(
+                "no free page within reach of the dynamic loader {}",
+                loader.path
+            ),
+        })?;
+        let jump = arch
+            .encode_jump(loader.debug_state, stub)
+            .map_err(kpatch_engine::Error::from)?;
+        if loader.debug_state_room < jump.len() as u64 {
+            return Err(Error::Process {
+                pid,
+                what: format!(
+                    "_dl_debug_state of {} is {} bytes long, too short for a {}-byte jump",
+                    loader.path,
+                    loader.debug_state_room,
+                    jump.len()
+                ),
+            });
+        }
+        let original = proc.read_vec(loader.debug_state, jump.len())?;
+        thread.mmap(
+            Some(stub),
+            page,
+            libc::PROT_READ | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        )?;
+        let hook = Hook {
+            loader: loader.clone(),
+            original,
+            stub,
+            stub_len: page,
+            stop_pc: stub + ret as u64,
+            signal,
+        };
+        let written = proc
+            .write(stub, &code)
+            .and_then(|()| proc.write(loader.debug_state, &jump));
+        if let Err(e) = written {
+            let _ = proc.write(loader.debug_state, &hook.original);
+            let _ = thread.munmap(stub, page);
+            return Err(e.into());
+        }
+        Ok(hook)
+    }
+
+    /// The loader the hook is in.
+    pub fn loader(&self) -> &Loader {
+        &self.loader
+    }
+
+    /// Whether a thread stopped for signal `sig` at `pc` was stopped by the hook.
+    pub fn is_hook_stop(&self, sig: i32, pc: u64) -> bool {
+        sig == self.signal && pc == self.stop_pc
+    }
+
+    /// Puts `_dl_debug_state` back, returns the thread (stopped) to the loader if it is in the
+    /// hook's function, and unmaps the function. A thread stopped elsewhere in the function
+    /// cannot be moved: the page then stays (the function returns normally when it resumes).
+    pub fn remove(self, proc: &Process, thread: &mut ThreadHandle<'_>) -> Result<()> {
+        // No other thread calls the function: the loader holds its lock around the calls.
+        proc.write(self.loader.debug_state, &self.original)?;
+        let layout = proc.arch().regs();
+        let mut regs = thread.regs()?;
+        let pc = regs[layout.pc];
+        let stub = self.stub..self.stub + self.stub_len;
+        if stub.contains(&pc) {
+            if pc != self.stop_pc {
+                return Ok(());
+            }
+            match layout.link {
+                Some(lr) => regs[layout.pc] = regs[lr],
+                None => {
+                    let sp = regs[layout.sp];
+                    regs[layout.pc] = proc.read_u64(sp)?;
+                    regs[layout.sp] = sp + 8;
+                }
+            }
+            thread.set_regs(&regs)?;
+        }
+        thread.munmap(self.stub, self.stub_len)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_loader_has_the_interface() {
+        // The loader of this test process.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let Some(path) = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("/ld-linux"))
+        else {
+            return;
+        };
+        let data = std::fs::read(path).unwrap();
+        let syms = parse_loader(&data).expect("glibc's loader exports _dl_debug_state");
+        assert!(syms.debug_state_room >= 4, "{syms:?}");
+        assert!(!syms.loads.is_empty());
+        assert_ne!(syms.r_debug, 0);
+        // Our own executable is no loader.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(parse_loader(&me), None);
+    }
+
+    #[test]
+    fn a_quiet_signal_is_one_the_thread_does_not_block() {
+        let pid = std::process::id() as i32;
+        let tid = nix::unistd::gettid().as_raw();
+        let s = quiet_signal(pid, tid).unwrap();
+        assert!(QUIET_SIGNALS.contains(&s));
+    }
+}

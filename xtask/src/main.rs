@@ -65,9 +65,15 @@ fn pall_inner(args: &[String]) -> Result<()> {
     )
 }
 
+/// `bench-selfload-inner BIN DIR PATCHED RUNS`, run by the bench inside a new PID namespace.
+fn selfload_inner(args: &[String]) -> Result<()> {
+    let (bin, dir, patched, runs) = bench::selfload::inner_args(args)?;
+    bench::selfload::selfload_inner(&bin, &dir, &patched, runs)
+}
+
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall]...|test-aarch64 [SCENARIO...]>"
+        "usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall|selfload]...|test-aarch64 [SCENARIO...]>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench::run_bench(&root(), &args[1..]),
         Some("bench-pall-inner") => pall_inner(&args[1..]),
+        Some("bench-selfload-inner") => selfload_inner(&args[1..]),
         Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
         _ => return usage(),
     };

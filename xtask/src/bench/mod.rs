@@ -1,11 +1,12 @@
 //! `cargo xtask bench`: how long a patch holds the target, measured from inside the target,
-//! against the floor of ptrace itself; plus patch size, build time, `-p all` and call
-//! overhead. Results go to BENCHMARKS.md.
+//! against the floor of ptrace itself; plus patch size, build time, `-p all`, call overhead
+//! and the cost of start-up patching. Results go to BENCHMARKS.md.
 
 mod build;
 mod probe;
 pub mod project;
 mod report;
+pub mod selfload;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -148,6 +149,12 @@ pub fn run_bench(root: &Path, only: &[String]) -> Result<()> {
         eprintln!("bench: patch build time");
         let (make, lpmake) = project::build_time(&tools, &work)?;
         report.build_time(&make, &lpmake);
+    }
+    if want("selfload") {
+        eprintln!("bench: start-up patching (libcare-server --self-load)");
+        let stats =
+            selfload::selfload(&tools, &work, &root.join("tests/fixtures/selfload/hello.c"))?;
+        report.selfload(stats);
     }
     if want("pall") {
         eprintln!("bench: -p all");

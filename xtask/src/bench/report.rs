@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
+use super::selfload::SelfLoadStats;
 use super::stats::Stats;
 
 /// Everything after this line in BENCHMARKS.md is kept as is.
@@ -17,6 +18,7 @@ pub struct Report {
     overhead: Option<(Stats, Stats, Stats)>,
     build: Option<(Stats, Stats)>,
     pall: Option<(Stats, Stats)>,
+    selfload: Option<SelfLoadStats>,
     extra: Vec<(String, String)>,
 }
 
@@ -100,6 +102,10 @@ impl Report {
 
     pub fn pall(&mut self, one: &Stats, hundred: &Stats) {
         self.pall = Some((*one, *hundred));
+    }
+
+    pub fn selfload(&mut self, stats: SelfLoadStats) {
+        self.selfload = Some(stats);
     }
 
     /// A free-form result line (name, value).
@@ -189,6 +195,42 @@ impl Report {
             writeln!(s, "| 1 | {:.1} / {:.1} |", one.median, one.p90)?;
             writeln!(s, "| 100 | {:.1} / {:.1} |", hundred.median, hundred.p90)?;
         }
+        if let Some(sl) = &self.selfload {
+            writeln!(
+                s,
+                "\n## 7. Start-up patching (`libcare-server --self-load`, in a private PID namespace)\n"
+            )?;
+            writeln!(s, "Time from spawning a small program (one line printed, then exit) to its exit, {} runs each, ms; the service's own figures per start-up, µs.\n", sl.plain_off.n)?;
+            writeln!(s, "| series | median / p90 |")?;
+            writeln!(s, "|---|---|")?;
+            for (name, st) in [
+                ("program without a patch, no service", &sl.plain_off),
+                (
+                    "program without a patch, service running (watching another file)",
+                    &sl.plain_on,
+                ),
+                (
+                    "program with a patch, no service (runs unpatched)",
+                    &sl.patched_off,
+                ),
+                (
+                    "program with a patch, service running (patched at start-up)",
+                    &sl.patched_on,
+                ),
+            ] {
+                writeln!(s, "| {name} | {:.2} / {:.2} |", st.median, st.p90)?;
+            }
+            writeln!(
+                s,
+                "| held at start-up by the service, µs | {:.0} / {:.0} |",
+                sl.held_us.median, sl.held_us.p90
+            )?;
+            writeln!(
+                s,
+                "| of which the engine's apply time, µs | {:.0} / {:.0} |",
+                sl.apply_us.median, sl.apply_us.p90
+            )?;
+        }
         for (k, v) in &self.extra {
             writeln!(s, "\n{k}: {v}")?;
         }
@@ -240,6 +282,29 @@ impl Report {
                 format!("**missed** ({pct:+.1}% > 5%)")
             };
             writeln!(s, "- patched call overhead <= 5%: {v}")?;
+        }
+        if let Some(sl) = &self.selfload {
+            let pct = (sl.plain_on.median / sl.plain_off.median - 1.0) * 100.0;
+            let v = if pct <= 5.0 {
+                format!("met ({pct:+.1}%)")
+            } else {
+                format!("**missed** ({pct:+.1}% > 5%)")
+            };
+            writeln!(
+                s,
+                "- exec of a program without a patch, service running, within 5% of without: {v}"
+            )?;
+            let delay = sl.patched_on.median - sl.patched_off.median;
+            let limit = sl.apply_us.median / 1000.0 + 1.0;
+            let v = if delay <= limit {
+                format!("met ({delay:.2} ms <= {limit:.2} ms)")
+            } else {
+                format!("**missed** ({delay:.2} ms > {limit:.2} ms)")
+            };
+            writeln!(
+                s,
+                "- start-up delay of a patched program <= its patch's apply time + 1 ms: {v}"
+            )?;
         }
         let previous = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
         writeln!(s, "\n{ANALYSIS_MARKER}")?;

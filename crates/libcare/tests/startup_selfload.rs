@@ -353,3 +353,40 @@ fn raw_request(socket: &Path, request: &[u8]) -> Vec<u8> {
     s.read_to_end(&mut reply).expect("read");
     reply
 }
+
+#[test]
+fn without_its_privileges_the_service_says_what_to_do_and_does_not_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    for (cap, words) in [
+        (
+            "-sys_admin",
+            [
+                "fanotify_init",
+                "CAP_SYS_ADMIN",
+                "run libcare-server as root",
+            ],
+        ),
+        (
+            "-sys_ptrace",
+            ["CAP_SYS_PTRACE", "hold starting processes", "as root"],
+        ),
+    ] {
+        let socket = dir.join(format!("{cap}.sock"));
+        let out = run(Command::new("setpriv")
+            .args(["--bounding-set", cap])
+            .arg(bin("libcare-server"))
+            .arg("--self-load")
+            .arg(&socket)
+            .arg(dir));
+        assert_eq!(out.status.code(), Some(255), "{cap}: {}", stderr(&out));
+        for w in words {
+            assert!(
+                stderr(&out).contains(w),
+                "{cap}: no {w:?} in {}",
+                stderr(&out)
+            );
+        }
+        assert!(!socket.exists(), "{cap}: it must not listen");
+    }
+}

@@ -192,7 +192,7 @@ impl HeldThread {
                     })
                 }
             };
-            if event == Event::Running {
+            let Some(held) = self.stopped_with(event) else {
                 let now = Instant::now();
                 if now >= deadline {
                     return Ok(None);
@@ -209,16 +209,20 @@ impl HeldThread {
                     std::thread::sleep(nap.min(deadline - now));
                 }
                 continue;
-            }
-            return Ok(Some(self.stopped_with(event)));
+            };
+            return Ok(Some(held));
         }
     }
 
-    fn stopped_with(&mut self, event: Event) -> HeldEvent {
+    /// What a state change reported by `waitpid` means; `None` when there is none.
+    fn stopped_with(&mut self, event: Event) -> Option<HeldEvent> {
+        if event == Event::Running {
+            return None;
+        }
         self.tracee.regs = None;
         self.tracee.stopped = true;
-        match event {
-            Event::Running => unreachable_running(),
+        Some(match event {
+            Event::Running => return None,
             Event::Exited(_) | Event::Killed(_) => {
                 self.tracee.stopped = false;
                 self.tracee.gone = true;
@@ -235,7 +239,7 @@ impl HeldThread {
                 }
             }
             Event::Ptrace { event, .. } => HeldEvent::Other(event),
-        }
+        })
     }
 
     /// A handle on the stopped thread, to read and write its registers and run syscalls in it;
@@ -367,11 +371,6 @@ impl Drop for HeldThread {
     fn drop(&mut self) {
         let _ = self.release_now();
     }
-}
-
-fn unreachable_running() -> HeldEvent {
-    // `stopped_with` is only called with a state change.
-    HeldEvent::Other(0)
 }
 
 fn ptrace_error_for(pid: i32, tid: i32, op: &'static str, errno: Errno) -> Error {

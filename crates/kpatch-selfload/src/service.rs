@@ -222,7 +222,7 @@ impl Shared {
             watch: &self.watch,
             event: Some(ev),
         };
-        let start = match exec {
+        let mut start = match exec {
             true => Start::Exec,
             false => match self.classify(tgid, tid) {
                 Some(s) => s,
@@ -260,12 +260,16 @@ impl Shared {
             };
             let resumed = match (event, start) {
                 (HeldEvent::Exec, Start::Exec) | (HeldEvent::Interrupted, Start::Loading) => break,
+                // It executed another program (the library's loading is over): that one's
+                // start-up, then.
+                (HeldEvent::Exec, Start::Loading) => {
+                    start = Start::Exec;
+                    break;
+                }
                 // The exec failed: the program goes on as it was.
                 (HeldEvent::Interrupted, Start::Exec) => return,
                 (HeldEvent::Signal(sig), _) => held.interrupt().and_then(|()| held.resume(sig)),
-                (HeldEvent::Other(_), _) | (HeldEvent::Exec, Start::Loading) => {
-                    held.interrupt().and_then(|()| held.resume(0))
-                }
+                (HeldEvent::Other(_), _) => held.interrupt().and_then(|()| held.resume(0)),
                 (HeldEvent::JobControl(_), _) | (HeldEvent::Gone, _) => return,
             };
             if let Err(e) = resumed {

@@ -5,6 +5,7 @@ mod harness;
 
 mod calls;
 mod guardian;
+mod held;
 mod memory;
 mod open;
 mod returns;

@@ -266,6 +266,10 @@ impl Arch for Aarch64 {
         let ret = code.len() - 4;
         (code, ret)
     }
+    fn thread_signal_function(&self, _tid: u32, _sig: u8) -> Option<(Vec<u8>, usize)> {
+        // Six instructions: longer than a loader's `ret`; the function gets a page instead.
+        None
+    }
     fn reloc_name(&self, r_type: u32) -> &'static str {
         match r_type {
             R_AARCH64_NONE => "R_AARCH64_NONE",

@@ -157,6 +157,11 @@ pub trait Arch: Sync + Send + std::fmt::Debug {
     /// redirects the dynamic loader's debugger hook to it: a stop that, unlike a breakpoint's
     /// trap, is harmless if nobody catches it (see docs/internals.md section 5).
     fn self_signal_function(&self, sig: u8) -> (Vec<u8>, usize);
+    /// A shorter function for the same purpose that sends the signal to thread `tid` only
+    /// (`tkill(tid, sig)`), short enough to take the place of the loader's hook itself (no page
+    /// of its own); and the offset of its return instruction. `None` where no such short form
+    /// exists.
+    fn thread_signal_function(&self, tid: u32, sig: u8) -> Option<(Vec<u8>, usize)>;
     /// Name of a relocation type, for messages.
     fn reloc_name(&self, r_type: u32) -> &'static str;
     /// What resolving a relocation of this type needs, or an error if the type is unsupported.

@@ -154,6 +154,22 @@ impl Arch for X86_64 {
         let ret = code.len() - 1;
         (code, ret)
     }
+    fn thread_signal_function(&self, tid: u32, sig: u8) -> Option<(Vec<u8>, usize)> {
+        if sig >= 0x80 {
+            return None;
+        }
+        let mut code = vec![0xbf]; // mov $tid, %edi
+        code.extend_from_slice(&tid.to_le_bytes());
+        code.extend_from_slice(&[
+            0x6a, sig, 0x5e, // push $sig; pop %rsi
+            0x31, 0xc0, // xor %eax, %eax
+            0xb0, 200, // mov $SYS_tkill, %al
+            0x0f, 0x05, // syscall
+            0xc3, // ret
+        ]);
+        let ret = code.len() - 1;
+        Some((code, ret))
+    }
     fn reloc_name(&self, r_type: u32) -> &'static str {
         match r_type {
             R_X86_64_NONE => "R_X86_64_NONE",
@@ -261,6 +277,14 @@ mod tests {
         // tgkill's number, then the syscall right before the return.
         assert_eq!(&code[ret - 7..ret], &[0xb8, 234, 0, 0, 0, 0x0f, 0x05]);
         assert_eq!(&code[18..20], &[0xba, 23]);
+        // The short form: 15 bytes, tkill(0x1234, 23).
+        let (code, ret) = X86_64.thread_signal_function(0x1234, 23).unwrap();
+        assert_eq!(
+            code,
+            [0xbf, 0x34, 0x12, 0, 0, 0x6a, 23, 0x5e, 0x31, 0xc0, 0xb0, 200, 0x0f, 0x05, 0xc3]
+        );
+        assert_eq!(ret, 14);
+        assert_eq!(X86_64.thread_signal_function(1, 0x80), None);
     }
 
     #[test]

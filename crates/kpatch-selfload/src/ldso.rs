@@ -2,10 +2,12 @@
 //! and relocated what it loads: glibc's loader calls `_dl_debug_state()` after it changed the
 //! list of loaded objects, with `_r_debug.r_state` saying how (`RT_ADD` before it maps objects,
 //! `RT_CONSISTENT` once they are in place; at start-up, once they are also relocated and before
-//! any constructor runs). Debuggers put a breakpoint there; we redirect the function to a small
-//! one that sends the thread a signal whose default action is to ignore it
-//! ([`kpatch_arch::Arch::self_signal_function`]): the thread stops in a signal-delivery-stop we
-//! catch, and if nobody catches it (we died), the signal does nothing and the thread runs on.
+//! any constructor runs). Debuggers put a breakpoint there; we make the function send the
+//! thread a signal whose default action is to ignore it
+//! ([`kpatch_arch::Arch::thread_signal_function`] in its place, or
+//! [`kpatch_arch::Arch::self_signal_function`] in a page it jumps to): the thread stops in a
+//! signal-delivery-stop we catch, and if nobody catches it (we died), the signal does nothing
+//! and the thread runs on.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -207,13 +209,17 @@ pub fn quiet_signal(pid: i32, tid: i32) -> Option<i32> {
         .find(|&s| blocked & (1u64 << (s - 1)) == 0)
 }
 
-/// `_dl_debug_state` of one process redirected to a function that signals the calling thread.
+/// `_dl_debug_state` of one process made to signal the thread that calls it.
 #[derive(Debug)]
 pub struct Hook {
     loader: Loader,
+    /// The bytes of `_dl_debug_state` we replaced.
     original: Vec<u8>,
-    stub: u64,
-    stub_len: u64,
+    /// The page the signalling function lives in (start, length), when it does not fit in
+    /// place of `_dl_debug_state`.
+    page: Option<(u64, u64)>,
+    /// The signalling function.
+    code: Range<u64>,
     /// Where a thread stopped by the hook is: on the function's return instruction.
     stop_pc: u64,
     /// The signal the function sends.
@@ -221,9 +227,11 @@ pub struct Hook {
 }
 
 impl Hook {
-    /// Installs the hook in the process of `thread` (stopped): a page for the function is
-    /// mapped within branch reach of the loader (a syscall in the thread), then the function
-    /// and the jump to it are written.
+    /// Installs the hook in the process of `thread` (stopped), which is the thread it is for:
+    /// `_dl_debug_state` is replaced by a short function that signals that thread when there
+    /// is room for one; otherwise a page for a function that signals its caller is mapped
+    /// within branch reach of the loader (a syscall in the thread), and `_dl_debug_state`
+    /// jumps there.
     pub fn install(
         proc: &Process,
         thread: &mut ThreadHandle<'_>,
@@ -232,6 +240,23 @@ impl Hook {
     ) -> Result<Hook> {
         let arch = proc.arch();
         let pid = proc.pid();
+        let at = loader.debug_state;
+        let tid = u32::try_from(thread.tid()).unwrap_or(0);
+        let inline = arch
+            .thread_signal_function(tid, signal as u8)
+            .filter(|(code, _)| code.len() as u64 <= loader.debug_state_room);
+        if let Some((code, ret)) = inline {
+            let original = proc.read_vec(at, code.len())?;
+            proc.write(at, &code)?;
+            return Ok(Hook {
+                loader: loader.clone(),
+                original,
+                page: None,
+                code: at..at + code.len() as u64,
+                stop_pc: at + ret as u64,
+                signal,
+            });
+        }
         let (code, ret) = arch.self_signal_function(signal as u8);
         let page = proc.page_size();
         let maps = proc.maps()?;
@@ -251,7 +276,7 @@ impl Hook {
             ),
         })?;
         let jump = arch
-            .encode_jump(loader.debug_state, stub)
+            .encode_jump(at, stub)
             .map_err(kpatch_engine::Error::from)?;
         if loader.debug_state_room < jump.len() as u64 {
             return Err(Error::Process {
@@ -264,7 +289,7 @@ impl Hook {
                 ),
             });
         }
-        let original = proc.read_vec(loader.debug_state, jump.len())?;
+        let original = proc.read_vec(at, jump.len())?;
         thread.mmap(
             Some(stub),
             page,
@@ -274,16 +299,14 @@ impl Hook {
         let hook = Hook {
             loader: loader.clone(),
             original,
-            stub,
-            stub_len: page,
+            page: Some((stub, page)),
+            code: stub..stub + code.len() as u64,
             stop_pc: stub + ret as u64,
             signal,
         };
-        let written = proc
-            .write(stub, &code)
-            .and_then(|()| proc.write(loader.debug_state, &jump));
+        let written = proc.write(stub, &code).and_then(|()| proc.write(at, &jump));
         if let Err(e) = written {
-            let _ = proc.write(loader.debug_state, &hook.original);
+            let _ = proc.write(at, &hook.original);
             let _ = thread.munmap(stub, page);
             return Err(e.into());
         }
@@ -300,20 +323,20 @@ impl Hook {
         sig == self.signal && pc == self.stop_pc
     }
 
-    /// Puts `_dl_debug_state` back, returns the thread (stopped) to the loader if it is in the
-    /// hook's function, and unmaps the function. A thread stopped elsewhere in the function
-    /// cannot be moved: the page then stays (the function returns normally when it resumes).
+    /// Puts `_dl_debug_state` back, returns the thread (stopped) to the loader if the hook
+    /// stopped it, and unmaps the function's page. A thread stopped in the middle of the
+    /// function (after a timeout) cannot be moved: the hook then stays, harmless.
     pub fn remove(self, proc: &Process, thread: &mut ThreadHandle<'_>) -> Result<()> {
-        // No other thread calls the function: the loader holds its lock around the calls.
-        proc.write(self.loader.debug_state, &self.original)?;
         let layout = proc.arch().regs();
         let mut regs = thread.regs()?;
         let pc = regs[layout.pc];
-        let stub = self.stub..self.stub + self.stub_len;
-        if stub.contains(&pc) {
-            if pc != self.stop_pc {
-                return Ok(());
-            }
+        let at_entry = self.page.is_none() && pc == self.code.start;
+        if self.code.contains(&pc) && pc != self.stop_pc && !at_entry {
+            return Ok(());
+        }
+        // No other thread calls the function: the loader holds its lock around the calls.
+        proc.write(self.loader.debug_state, &self.original)?;
+        if pc == self.stop_pc {
             match layout.link {
                 Some(lr) => regs[layout.pc] = regs[lr],
                 None => {
@@ -324,7 +347,9 @@ impl Hook {
             }
             thread.set_regs(&regs)?;
         }
-        thread.munmap(self.stub, self.stub_len)?;
+        if let Some((start, len)) = self.page {
+            thread.munmap(start, len)?;
+        }
         Ok(())
     }
 }

@@ -238,11 +238,10 @@ impl Hook {
         loader: &Loader,
         signal: i32,
     ) -> Result<Hook> {
-        let arch = proc.arch();
-        let pid = proc.pid();
         let at = loader.debug_state;
         let tid = u32::try_from(thread.tid()).unwrap_or(0);
-        let inline = arch
+        let inline = proc
+            .arch()
             .thread_signal_function(tid, signal as u8)
             .filter(|(code, _)| code.len() as u64 <= loader.debug_state_room);
         if let Some((code, ret)) = inline {
@@ -257,6 +256,19 @@ impl Hook {
                 signal,
             });
         }
+        Hook::install_in_page(proc, thread, loader, signal)
+    }
+
+    /// [`Hook::install`] with the function in a page of its own.
+    fn install_in_page(
+        proc: &Process,
+        thread: &mut ThreadHandle<'_>,
+        loader: &Loader,
+        signal: i32,
+    ) -> Result<Hook> {
+        let arch = proc.arch();
+        let pid = proc.pid();
+        let at = loader.debug_state;
         let (code, ret) = arch.self_signal_function(signal as u8);
         let page = proc.page_size();
         let maps = proc.maps()?;
@@ -377,6 +389,68 @@ mod tests {
         // Our own executable is no loader.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         assert_eq!(parse_loader(&me), None);
+    }
+
+    #[test]
+    fn the_hook_goes_in_and_out_in_both_forms() {
+        use kpatch_process::{HeldEvent, HeldThread};
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
+        let pid = child.id() as i32;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Past its loader: wait until it sleeps.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .map_or(true, |s| s.starts_with("59 ") || s.starts_with("running"))
+            {
+                assert!(std::time::Instant::now() < deadline, "sleep never slept");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            let mut held = HeldThread::seize(pid, pid, false).unwrap();
+            held.interrupt().unwrap();
+            let ev = held.wait(deadline).unwrap();
+            assert_eq!(ev, Some(HeldEvent::Interrupted));
+            let proc = Process::open_held(&held).unwrap();
+            let maps = proc.maps().unwrap();
+            let loader = Loader::find(&proc, &maps, &LoaderCache::default())
+                .unwrap()
+                .expect("sleep has glibc's loader");
+            let before = proc.read_vec(loader.debug_state, 16).unwrap();
+            let regions = |p: &Process| p.maps().unwrap().len();
+            let n = regions(&proc);
+            for page in [false, true] {
+                let mut thread = held.handle(&proc).unwrap();
+                let hook = if page {
+                    Hook::install_in_page(&proc, &mut thread, &loader, libc::SIGURG).unwrap()
+                } else {
+                    Hook::install(&proc, &mut thread, &loader, libc::SIGURG).unwrap()
+                };
+                assert_ne!(proc.read_vec(loader.debug_state, 16).unwrap(), before);
+                if page {
+                    assert!(hook.page.is_some());
+                } else if cfg!(target_arch = "x86_64") {
+                    assert!(hook.page.is_none(), "glibc's _dl_debug_state has room");
+                }
+                if let Some((start, _)) = hook.page {
+                    assert!(proc
+                        .maps()
+                        .unwrap()
+                        .iter()
+                        .any(|m| m.start == start && m.perms.exec));
+                }
+                hook.remove(&proc, &mut thread).unwrap();
+                assert_eq!(proc.read_vec(loader.debug_state, 16).unwrap(), before);
+                assert_eq!(regions(&proc), n, "the page is unmapped");
+            }
+            held.release().unwrap();
+        }));
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
     }
 
     #[test]

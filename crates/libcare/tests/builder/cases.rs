@@ -408,7 +408,7 @@ fn kpatch_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Reads lines until `to`; every line before it must be `from`, and the next two must be
 /// `to` again: the switch happens once and sticks.
-fn expect_switch(t: &mut Target, from: &str, to: &str) {
+fn expect_switch(t: &mut Proc, from: &str, to: &str) {
     loop {
         let line = t.next_line();
         if line == to {
@@ -483,7 +483,7 @@ fn run_case_in(case: &str, opt: Opt, w: Work, m: &Manifest) {
 /// Starts `program`, patches it from `patch_dir` with `libcare-ctl patch`, unpatches it, and
 /// checks that its output switches from `m.before` to `m.after` and back.
 fn patch_live(w: &Work, case: &str, program: &Path, patch_dir: &Path, m: &Manifest) {
-    let mut t = Target::spawn(program, &[]);
+    let mut t = Proc::spawn(program, &[]);
     let pid = t.pid().to_string();
     t.wait_line(&m.before);
     let out = run_ok(w.tool("libcare-ctl", &w.dir).args([

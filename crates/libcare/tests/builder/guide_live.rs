@@ -38,7 +38,7 @@ fn script_walkthrough(cflags: &str) {
         "{text}"
     );
 
-    let mut target = Target::spawn(&dir.join("lpmake/foo"), &[]);
+    let mut target = Proc::spawn(&dir.join("lpmake/foo"), &[]);
     let pid = target.pid().to_string();
     target.wait_line("Hello world!");
     let out = run_ok(tool("libcare-ctl", &dir).args([
@@ -102,7 +102,7 @@ fn program_and_shared_library_patched_live_from_the_patch_directory() {
             .env_remove("KPATCH_PATH"),
     );
 
-    let mut target = Target::spawn(&dir.join("lpmake/usr/bin/app"), &[]);
+    let mut target = Proc::spawn(&dir.join("lpmake/usr/bin/app"), &[]);
     let pid = target.pid().to_string();
     target.wait_line("library says hello 1");
     let out = run_ok(tool("libcare-ctl", &dir).args([

@@ -422,7 +422,7 @@ fn no_kept_outputs_left(dir: &Path) {
 /// Starts `exe` (which prints `before` over and over), applies the patches in `patchroot`,
 /// expects `after`, and takes them off again.
 fn patch_live(dir: &Path, exe: &Path, patchroot: &Path, before: &str, after: &str) {
-    let mut target = libcare_test_support::Target::spawn(exe, &[]);
+    let mut target = libcare_test_support::Proc::spawn(exe, &[]);
     let pid = target.pid().to_string();
     target.wait_line(before);
     let out = libcare_test_support::run_ok(libcare_test_support::tool("libcare-ctl", dir).args([

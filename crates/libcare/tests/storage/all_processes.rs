@@ -22,7 +22,7 @@ fn killed_during_patch_all_in_a_pid_namespace() {
 
 /// What `t` prints now, after its guardian has had time to repair it: one greeting, the same
 /// for several lines in a row (a target left half-patched would mix or crash).
-fn settled_greeting(t: &mut Target) -> String {
+fn settled_greeting(t: &mut Proc) -> String {
     std::thread::sleep(std::time::Duration::from_millis(50));
     t.drain();
     let first = t.next_line();
@@ -72,9 +72,9 @@ fn inner_patch_all() {
         &build_patch(dir, "greet", "patched", "0001"),
     );
 
-    let mut a = Target::spawn(&greet, &["a"]);
-    let mut b = Target::spawn(&greet, &["b"]);
-    let mut c = Target::spawn(&other, &["c"]);
+    let mut a = Proc::spawn(&greet, &["a"]);
+    let mut b = Proc::spawn(&greet, &["b"]);
+    let mut c = Proc::spawn(&other, &["c"]);
     a.wait_line("a: original");
     b.wait_line("b: original");
     c.wait_line("c: unrelated");
@@ -108,7 +108,7 @@ fn inner_patch_all() {
 
     // A new instance gets patched; the two patched already fail (their patch-id is applied),
     // and that makes the run fail as a whole.
-    let mut d = Target::spawn(&greet, &["d"]);
+    let mut d = Proc::spawn(&greet, &["d"]);
     d.wait_line("d: original");
     let out = ctl(dir, &["patch", "-p", "all", "storage"], &[]);
     let text = stdout(&out);
@@ -141,9 +141,9 @@ fn inner_unpatch_all_and_a_patch_file() {
     let p2 = build_patch(dir, "greet", "patched twice", "0002");
     put_flat(&dir.join("storage"), &bid, &p1);
 
-    let mut a = Target::spawn(&greet, &["a"]);
-    let mut b = Target::spawn(&greet, &["b"]);
-    let mut c = Target::spawn(&other, &["c"]);
+    let mut a = Proc::spawn(&greet, &["a"]);
+    let mut b = Proc::spawn(&greet, &["b"]);
+    let mut c = Proc::spawn(&other, &["c"]);
     a.wait_line("a: original");
     b.wait_line("b: original");
     c.wait_line("c: unrelated");
@@ -225,7 +225,7 @@ fn inner_killed_during_patch_all() {
         &build_patch(dir, "greet", "patched", "0001"),
     );
     let tags = ["a", "b", "c", "d", "e", "f"];
-    let mut targets: Vec<Target> = tags.iter().map(|t| Target::spawn(&greet, &[t])).collect();
+    let mut targets: Vec<Proc> = tags.iter().map(|t| Proc::spawn(&greet, &[t])).collect();
     for (t, tag) in targets.iter_mut().zip(tags) {
         t.wait_line(&format!("{tag}: original"));
     }

@@ -11,7 +11,7 @@ struct Setup {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     bid: String,
-    proc: Target,
+    proc: Proc,
     pid: String,
 }
 
@@ -19,7 +19,7 @@ fn setup() -> Setup {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_owned();
     let (exe, bid) = build_target(&dir, "greet", ORIGINAL);
-    let mut proc = Target::spawn(&exe, &["t"]);
+    let mut proc = Proc::spawn(&exe, &["t"]);
     proc.wait_line("t: original");
     let pid = proc.pid().to_string();
     Setup {

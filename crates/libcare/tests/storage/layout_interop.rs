@@ -101,7 +101,7 @@ fn an_applied_patch_has_libcareplus_in_process_layout() {
         text.file_range().expect("greet's section has bytes").0 + greet.address() - text.address();
     let original = &exe_bytes[greet_file_off as usize..(greet_file_off + HUNK_SIZE) as usize];
 
-    let mut proc = Target::spawn(&exe, &["l"]);
+    let mut proc = Proc::spawn(&exe, &["l"]);
     proc.wait_line("l: original");
     let pid = proc.pid();
     let before = maps(pid);
@@ -261,7 +261,7 @@ fn section_symbols_with_values_resolve_to_their_section() {
         with_peer_section_symbol_values(&std::fs::read(&kpatch).expect("read patch")),
     )
     .expect("write patch");
-    let mut proc = Target::spawn(&exe, &["s"]);
+    let mut proc = Proc::spawn(&exe, &["s"]);
     proc.wait_line("s: original");
     let pid = proc.pid().to_string();
     let out =
@@ -298,7 +298,7 @@ fn an_r_x86_64_none_relocation_is_skipped() {
     let dir = tmp.path();
     let (exe, _) = build_target(dir, "greet", ORIGINAL);
     build_patch_edited(dir, "greet", "level 1", "0001", &add_none_relocation);
-    let mut proc = Target::spawn(&exe, &["n"]);
+    let mut proc = Proc::spawn(&exe, &["n"]);
     proc.wait_line("n: original");
     let pid = proc.pid().to_string();
     run_ok(tool("libcare-ctl", dir).args(["patch", "-p", &pid, "greet-0001.kpatch"]));

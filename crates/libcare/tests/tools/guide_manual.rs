@@ -30,7 +30,7 @@ fn walkthrough(opt: &str) {
     let dir = dir.path();
     let bid = build_by_hand(dir, opt);
 
-    let mut proc = Target::spawn(&dir.join("foo"), &[]);
+    let mut proc = Proc::spawn(&dir.join("foo"), &[]);
     let pid = proc.pid().to_string();
     proc.wait_line("Hello world!");
 

@@ -15,11 +15,11 @@ fn check_roundtrip(path: &Path, dir: &Path) {
     let out = dir.join("rewritten");
     std::fs::write(&out, &written).unwrap();
     if elf.program_headers.is_empty() {
-        common::readelf_clean(&out);
+        libcare_test_support::readelf_clean(&out);
     } else {
         // Without program headers readelf cannot map .dynamic's addresses; nothing else may
         // bother it.
-        common::readelf_allowing(
+        libcare_test_support::readelf_allowing(
             &out,
             &["readelf: Warning: Cannot interpret virtual addresses without program headers."],
         );
@@ -31,7 +31,7 @@ fn check_roundtrip(path: &Path, dir: &Path) {
             .unwrap();
         let kept_path = dir.join("kept");
         std::fs::write(&kept_path, &kept).unwrap();
-        common::readelf_clean(&kept_path);
+        libcare_test_support::readelf_clean(&kept_path);
         let kept = elf_edit::parse(&kept).unwrap();
         assert_eq!(kept.program_headers, elf.program_headers);
         for (a, b) in elf.sections.iter().zip(&kept.sections) {
@@ -153,7 +153,7 @@ fn keeping_program_headers_keeps_an_executable_runnable() {
     let out = dir.path().join("rewritten");
     std::fs::write(&out, &written).unwrap();
     std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    common::readelf_clean(&out);
+    libcare_test_support::readelf_clean(&out);
     let run = Command::new(&out).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "small 1 2\n");
     assert!(run.status.success());
@@ -286,7 +286,7 @@ fn new_names_sections_and_symbols_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("made.o");
     std::fs::write(&path, &bytes).unwrap();
-    let dump = common::readelf_clean(&path);
+    let dump = libcare_test_support::readelf_clean(&path);
     assert!(dump.contains("R_AARCH64_CALL26"), "{dump}");
     let again = elf_edit::parse(&bytes).unwrap();
     assert_eq!(again.symbols(symtab).unwrap()[1].name, "f");
@@ -314,7 +314,7 @@ fn removing_sections_renumbers_references() {
     let bytes = elf.write();
     let path = dir.path().join("removed.o");
     std::fs::write(&path, &bytes).unwrap();
-    common::readelf_clean(&path);
+    libcare_test_support::readelf_clean(&path);
     let again = elf_edit::parse(&bytes).unwrap();
     let symtab = again.symtab_index().unwrap();
     let work = again

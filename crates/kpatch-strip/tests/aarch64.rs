@@ -375,7 +375,9 @@ mod support;
 
 /// The user guide's program built by the aarch64 cross compiler, through all four steps.
 fn cross_pipeline(cflags: &[&str], shared: bool) {
-    let b = support::build_with(
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, patched) = support::build_in(
+        dir.path(),
         "aarch64-linux-gnu-gcc",
         support::FOO_C,
         support::BAR_C,
@@ -383,10 +385,10 @@ fn cross_pipeline(cflags: &[&str], shared: bool) {
         cflags,
         shared,
     );
-    let orig = support::read_elf(&b.orig);
+    let orig = support::read_elf(&orig);
     assert_eq!(orig.machine, EM_AARCH64);
-    let out = b.path("foobar.stripped");
-    support::write_elf(&out, &strip(&support::read_elf(&b.patched)).unwrap());
+    let out = dir.path().join("foobar.stripped");
+    support::write_elf(&out, &strip(&support::read_elf(&patched)).unwrap());
     let mut patch = support::read_elf(&out);
     let before = patch
         .relas(patch.section_index(".rela.kpatch.text").unwrap())

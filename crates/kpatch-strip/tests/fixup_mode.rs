@@ -59,9 +59,11 @@ fn refuses_an_original_from_a_different_build_naming_the_symbols() {
         "int extra(int x) { return x + 1; }\nstatic int helper",
     );
     std::fs::write(b.path("other.c"), other).unwrap();
-    run(Command::new("gcc")
-        .current_dir(b.dir.path())
-        .args(["-O0", "-o", "other", "other.c"]));
+    run_ok(
+        Command::new("gcc")
+            .current_dir(b.dir.path())
+            .args(["-O0", "-o", "other", "other.c"]),
+    );
     let mut patch = stripped(&b);
     let untouched = patch.clone();
     let err = rel_fixup(&read_elf(&b.path("other")), &mut patch).unwrap_err();
@@ -86,10 +88,12 @@ fn refuses_an_original_from_a_different_build_naming_the_symbols() {
 #[test]
 fn refuses_an_original_without_symbols() {
     let b = build(FOO_C, BAR_C, &["print_hello"], &["-O0"], false);
-    run(Command::new("strip")
-        .arg("-o")
-        .arg(b.path("foo.stripped"))
-        .arg(&b.orig));
+    run_ok(
+        Command::new("strip")
+            .arg("-o")
+            .arg(b.path("foo.stripped"))
+            .arg(&b.orig),
+    );
     let msg = rel_fixup(&read_elf(&b.path("foo.stripped")), &mut stripped(&b))
         .unwrap_err()
         .to_string();
@@ -135,10 +139,12 @@ fn got_orig_hidden() -> String {
 fn build_got_libs(d: &std::path::Path, orig: &str, patch: &str) {
     std::fs::write(d.join("orig.s"), orig).unwrap();
     std::fs::write(d.join("patch.s"), format!("{orig}{patch}")).unwrap();
-    run(Command::new("gcc")
-        .current_dir(d)
-        .args(["-shared", "-o", "liborig.so", "orig.s"]));
-    run(Command::new("gcc").current_dir(d).args([
+    run_ok(
+        Command::new("gcc")
+            .current_dir(d)
+            .args(["-shared", "-o", "liborig.so", "orig.s"]),
+    );
+    run_ok(Command::new("gcc").current_dir(d).args([
         "-shared",
         "-Wl,-q",
         "-Wl,--no-relax",
@@ -479,9 +485,11 @@ int main(void) { return use(1); }
         "__thread long pad = 1;\n__thread int tls_var = 5;",
     );
     std::fs::write(b.path("other.c"), other).unwrap();
-    run(Command::new("gcc")
-        .current_dir(b.dir.path())
-        .args(["-O0", "-o", "other", "other.c"]));
+    run_ok(
+        Command::new("gcc")
+            .current_dir(b.dir.path())
+            .args(["-O0", "-o", "other", "other.c"]),
+    );
     let msg = rel_fixup(&read_elf(&b.path("other")), &mut stripped(&b))
         .unwrap_err()
         .to_string();

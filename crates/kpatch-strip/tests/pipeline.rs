@@ -7,7 +7,6 @@ mod support;
 use elf_edit::consts::*;
 use elf_edit::Elf;
 use kpatch_strip::{rel_fixup, strip, undo_link, write_payload, END_MARKER_SIZE, INFO_SIZE};
-use std::process::Command;
 use support::*;
 
 /// Runs the four steps through files, as the user guide does; returns ORIG and the payload.
@@ -22,16 +21,7 @@ fn make_payload(b: &Built) -> (Elf, Elf) {
     let mut patch = read_elf(&out);
     undo_link(&orig, &mut patch).unwrap();
     write_elf(&out, &patch);
-    let readelf = Command::new("readelf")
-        .args(["-a", "-W"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        readelf.status.success() && readelf.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&readelf.stderr)
-    );
+    readelf_clean(&out);
     (orig, read_elf(&out))
 }
 

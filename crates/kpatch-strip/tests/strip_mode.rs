@@ -84,16 +84,7 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
     let data = file.section_by_name(".kpatch.data").unwrap();
     assert_eq!(data.file_range().unwrap().0 % 4096, 0);
     assert_eq!(file.segments().count(), 0);
-    let readelf = Command::new("readelf")
-        .args(["-a", "-W"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        readelf.status.success() && readelf.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&readelf.stderr)
-    );
+    readelf_clean(&path);
 }
 
 #[test]
@@ -160,17 +151,21 @@ fn a_new_function_is_not_too_small() {
 #[test]
 fn refuses_inputs_that_are_not_linked_patched_binaries() {
     let b = build(FOO_C, BAR_C, &["print_hello"], &["-O0"], false);
-    run(Command::new("gcc")
-        .current_dir(b.dir.path())
-        .args(["-c", "foobar.s", "-o", "foobar.o"]));
+    run_ok(
+        Command::new("gcc")
+            .current_dir(b.dir.path())
+            .args(["-c", "foobar.s", "-o", "foobar.o"]),
+    );
     let msg = strip(&read_elf(&b.path("foobar.o")))
         .unwrap_err()
         .to_string();
     assert!(msg.contains("-Wl,-q") && msg.contains("linked"), "{msg}");
 
-    run(Command::new("gcc")
-        .current_dir(b.dir.path())
-        .args(["foobar.s", "-o", "no_q"]));
+    run_ok(
+        Command::new("gcc")
+            .current_dir(b.dir.path())
+            .args(["foobar.s", "-o", "no_q"]),
+    );
     let msg = strip(&read_elf(&b.path("no_q"))).unwrap_err().to_string();
     assert!(
         msg.contains(".rela.kpatch.info") && msg.contains("-Wl,-q"),

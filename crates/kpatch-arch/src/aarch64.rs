@@ -2,7 +2,8 @@
 //! `brk #0`.
 
 use crate::{
-    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE,
+    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, StaticTls,
+    JUMP_TABLE_ENTRY_SIZE,
 };
 
 const NAME: &str = "aarch64";
@@ -42,6 +43,8 @@ pub const R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC: u32 = 542;
 pub const R_AARCH64_TLSLE_ADD_TPREL_HI12: u32 = 549;
 pub const R_AARCH64_TLSLE_ADD_TPREL_LO12: u32 = 550;
 pub const R_AARCH64_TLSLE_ADD_TPREL_LO12_NC: u32 = 551;
+/// Dynamic relocation filling a GOT slot with a thread-pointer offset.
+pub const R_AARCH64_TLS_TPREL64: u32 = 1030;
 
 /// glibc's `_IFUNC_ARG_HWCAP`: set in a resolver's first argument when the second one points
 /// to an `__ifunc_arg_t`.
@@ -415,6 +418,20 @@ impl Arch for Aarch64 {
                 r_type: other,
             }),
         }
+    }
+    fn static_tls(&self, r_type: u32) -> Option<StaticTls> {
+        match r_type {
+            R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21 | R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC => {
+                Some(StaticTls::InitialExec)
+            }
+            R_AARCH64_TLSLE_ADD_TPREL_HI12
+            | R_AARCH64_TLSLE_ADD_TPREL_LO12
+            | R_AARCH64_TLSLE_ADD_TPREL_LO12_NC => Some(StaticTls::LocalExec),
+            _ => None,
+        }
+    }
+    fn tls_offset_slot_reloc(&self) -> (u32, &'static str) {
+        (R_AARCH64_TLS_TPREL64, "R_AARCH64_TLS_TPREL64")
     }
     fn ifunc_call(&self, hwcap: u64, hwcap2: u64) -> IfuncCall {
         // resolver(hwcap | _IFUNC_ARG_HWCAP, const __ifunc_arg_t *), with __ifunc_arg_t

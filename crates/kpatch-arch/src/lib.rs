@@ -3,9 +3,14 @@
 //! `e_machine`. Nothing here depends on the host, so both are unit-tested on any machine.
 
 mod aarch64;
+mod got;
+mod static_tls;
 mod x86_64;
+mod x86_64_got;
 
 pub use aarch64::Aarch64;
+pub use got::{DirectReference, GotInstruction, GotRewriteError};
+pub use static_tls::StaticTls;
 pub use x86_64::X86_64;
 
 /// `EM_X86_64`.
@@ -161,6 +166,32 @@ pub trait Arch: Sync + Send + std::fmt::Debug {
     /// The arguments glibc's dynamic linker passes to an IFUNC resolver, given the process's
     /// `AT_HWCAP` and `AT_HWCAP2`.
     fn ifunc_call(&self, hwcap: u64, hwcap2: u64) -> IfuncCall;
+    /// Rewrites the instruction in `code` whose relocated field (of type `r_type`, at offset
+    /// `field` of `code`) reads a GOT slot, so that it uses the symbol's address directly
+    /// (see [`DirectReference`]). `Ok(None)`: references of this type are not rewritten
+    /// on this architecture (the default: they stay GOT-relative, resolved through a slot of
+    /// the patch's jump table).
+    fn make_got_reference_direct(
+        &self,
+        r_type: u32,
+        code: &mut [u8],
+        field: u64,
+    ) -> Result<Option<DirectReference>, GotRewriteError> {
+        let _ = (r_type, code, field);
+        Ok(None)
+    }
+    /// The static TLS model a code relocation of type `r_type` uses in a linked executable or
+    /// library, if it uses one.
+    fn static_tls(&self, r_type: u32) -> Option<StaticTls>;
+    /// The dynamic relocation that fills a GOT slot with a variable's thread-pointer offset,
+    /// and its name.
+    fn tls_offset_slot_reloc(&self) -> (u32, &'static str);
+    /// The type a relocation of type `r_type` becomes when calls reach imports through the
+    /// patch's jump table rather than a PLT (x86_64 `PLT32` becomes `PC32`); by default
+    /// `r_type` itself.
+    fn without_plt(&self, r_type: u32) -> u32 {
+        r_type
+    }
 }
 
 /// The architecture of ELF files with this `e_machine`, if supported.

@@ -1,7 +1,8 @@
 //! x86_64: `jmp rel32` hunks, `jmp *(%rip)` jump-table entries, `syscall`, `int3`.
 
 use crate::{
-    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE,
+    get, put, Arch, ArchError, DirectReference, GotRewriteError, IfuncCall, RegLayout, Reloc,
+    RelocNeed, StaticTls, JUMP_TABLE_ENTRY_SIZE,
 };
 
 const NAME: &str = "x86_64";
@@ -14,7 +15,12 @@ pub const R_X86_64_PLT32: u32 = 4;
 pub const R_X86_64_GOTPCREL: u32 = 9;
 pub const R_X86_64_32: u32 = 10;
 pub const R_X86_64_32S: u32 = 11;
+pub const R_X86_64_DTPMOD64: u32 = 16;
+pub const R_X86_64_DTPOFF64: u32 = 17;
 pub const R_X86_64_TPOFF64: u32 = 18;
+pub const R_X86_64_TLSGD: u32 = 19;
+pub const R_X86_64_TLSLD: u32 = 20;
+pub const R_X86_64_DTPOFF32: u32 = 21;
 pub const R_X86_64_GOTTPOFF: u32 = 22;
 pub const R_X86_64_TPOFF32: u32 = 23;
 pub const R_X86_64_PC64: u32 = 24;
@@ -151,6 +157,12 @@ impl Arch for X86_64 {
             R_X86_64_PC64 => "R_X86_64_PC64",
             R_X86_64_GOTPCRELX => "R_X86_64_GOTPCRELX",
             R_X86_64_REX_GOTPCRELX => "R_X86_64_REX_GOTPCRELX",
+            // Dynamic TLS models, named for the messages that refuse them.
+            R_X86_64_TLSGD => "R_X86_64_TLSGD",
+            R_X86_64_TLSLD => "R_X86_64_TLSLD",
+            R_X86_64_DTPOFF32 => "R_X86_64_DTPOFF32",
+            R_X86_64_DTPOFF64 => "R_X86_64_DTPOFF64",
+            R_X86_64_DTPMOD64 => "R_X86_64_DTPMOD64",
             _ => "unknown x86_64 relocation",
         }
     }
@@ -227,6 +239,31 @@ impl Arch for X86_64 {
     fn ifunc_call(&self, _hwcap: u64, _hwcap2: u64) -> IfuncCall {
         // x86_64 resolvers take no arguments (they read the CPU features themselves).
         IfuncCall::default()
+    }
+    fn make_got_reference_direct(
+        &self,
+        r_type: u32,
+        code: &mut [u8],
+        field: u64,
+    ) -> Result<Option<DirectReference>, GotRewriteError> {
+        crate::x86_64_got::make_direct(r_type, code, field)
+    }
+    fn static_tls(&self, r_type: u32) -> Option<StaticTls> {
+        match r_type {
+            R_X86_64_GOTTPOFF => Some(StaticTls::InitialExec),
+            R_X86_64_TPOFF32 => Some(StaticTls::LocalExec),
+            _ => None,
+        }
+    }
+    fn tls_offset_slot_reloc(&self) -> (u32, &'static str) {
+        (R_X86_64_TPOFF64, "R_X86_64_TPOFF64")
+    }
+    fn without_plt(&self, r_type: u32) -> u32 {
+        if r_type == R_X86_64_PLT32 {
+            R_X86_64_PC32
+        } else {
+            r_type
+        }
     }
 }
 

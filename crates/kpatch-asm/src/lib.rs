@@ -30,10 +30,7 @@ mod unpatchable;
 
 pub use dialect::{Arch, Dialect};
 pub use diff::{diff, Diff, DiffOptions, NewVariable, Note, PatchKind, PatchedFunction};
-pub use emit::{
-    emit, end_of_copy_label, end_of_original_label, name_label, KPATCH_DATA, KPATCH_INFO,
-    KPATCH_STRTAB, KPATCH_TEXT,
-};
+pub use emit::{emit, end_of_copy_label, end_of_original_label, name_label};
 pub use error::AsmError;
 pub use filter::{copy_through, debug_filter, FilterOptions};
 pub use index::{is_debug_label, is_hot_cold_label, Binding, Block, BlockKind, Common, DataObject};

@@ -4,6 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use kpatch_file::{build_id_hex, KPATCH_PREFIX};
 use object::{Object, ObjectSection};
 
 /// A file could not be read or inspected.
@@ -32,7 +33,8 @@ pub enum ElfInfoError {
 pub struct ElfInfo {
     /// The GNU build-id, lowercase hex, if the file has one.
     pub build_id: Option<String>,
-    /// Whether a section name contains `.kpatch` (`.kpatch.text`, `.rela.kpatch.info`...).
+    /// Whether a section name contains `.kpatch` ([`KPATCH_PREFIX`]: `.kpatch.text`,
+    /// `.rela.kpatch.info`...).
     pub has_kpatch: bool,
 }
 
@@ -50,13 +52,10 @@ pub fn inspect(path: &Path) -> Result<Option<ElfInfo>, ElfInfoError> {
         source,
     };
     let file = object::File::parse(&*data).map_err(parse_err)?;
-    let build_id = file
-        .build_id()
-        .map_err(parse_err)?
-        .map(|id| id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let build_id = file.build_id().map_err(parse_err)?.map(build_id_hex);
     let has_kpatch = file
         .sections()
-        .any(|s| s.name().is_ok_and(|n| n.contains(".kpatch")));
+        .any(|s| s.name().is_ok_and(|n| n.contains(KPATCH_PREFIX)));
     Ok(Some(ElfInfo {
         build_id,
         has_kpatch,

@@ -31,11 +31,12 @@ use crate::stash::{self, StashError};
 use crate::tools;
 use crate::tree_state::{self, ScanError, TreeState};
 
-/// A patch id: 1 to 7 bytes (it is stored NUL-terminated in 8 bytes of the header).
+/// A patch id: 1 to 7 printable ASCII characters, no space (it is stored NUL-terminated in 8
+/// bytes of the header; [`kpatch_file::validate_patch_id`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchId(String);
 
-/// The id is empty or too long.
+/// The id is not one a `.kpatch` header can hold.
 #[derive(Debug, thiserror::Error)]
 #[error("Invalid patch-id!")]
 pub struct InvalidPatchId;
@@ -43,9 +44,7 @@ pub struct InvalidPatchId;
 impl PatchId {
     /// Checks `id`.
     pub fn new(id: &str) -> Result<Self, InvalidPatchId> {
-        if id.is_empty() || id.len() > 7 || id.contains('\0') {
-            return Err(InvalidPatchId);
-        }
+        kpatch_file::validate_patch_id(id).map_err(|_| InvalidPatchId)?;
         Ok(PatchId(id.to_string()))
     }
 
@@ -843,6 +842,10 @@ mod tests {
         assert!(PatchId::new("1234567").is_ok());
         assert!(PatchId::new("12345678").is_err());
         assert!(PatchId::new("").is_err());
+        // What a .kpatch header cannot hold is refused before anything is built.
+        assert!(PatchId::new("a b").is_err());
+        assert!(PatchId::new("a\0").is_err());
+        assert!(PatchId::new("é").is_err());
         assert_eq!(InvalidPatchId.to_string(), "Invalid patch-id!");
     }
 

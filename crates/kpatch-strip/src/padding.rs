@@ -2,8 +2,8 @@
 //! (gcc aligns functions at -O2) is never executed, so a jump longer than the function may
 //! overwrite it.
 
-use elf_edit::consts::*;
 use elf_edit::{Elf, Symbol};
+use object::elf::{EM_X86_64, SHF_EXECINSTR, STT_SECTION};
 
 /// How many bytes from `addr` may be overwritten in `elf`: the function's own `len` bytes
 /// plus the padding after it, up to the next symbol or the end of its section. Padding is
@@ -15,7 +15,7 @@ pub(crate) fn room_at(elf: &Elf, symbols: &[Symbol], addr: u64, len: u32) -> u64
     }
     let Some((index, section)) = elf.sections.iter().enumerate().find(|(_, s)| {
         s.has_file_data()
-            && s.flags & SHF_EXECINSTR != 0
+            && s.flags.contains(SHF_EXECINSTR)
             && s.addr <= addr
             && addr < s.addr + s.sh_size()
     }) else {
@@ -25,7 +25,7 @@ pub(crate) fn room_at(elf: &Elf, symbols: &[Symbol], addr: u64, len: u32) -> u64
     let next = symbols
         .iter()
         .filter(|s| {
-            usize::from(s.shndx) == index
+            s.section_index() == Some(index)
                 && !s.name.is_empty()
                 && s.sym_type != STT_SECTION
                 && s.value > addr

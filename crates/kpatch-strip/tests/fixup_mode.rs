@@ -2,10 +2,9 @@
 
 mod support;
 
-use elf_edit::consts::*;
 use elf_edit::{Elf, Rela, Symbol};
-use kpatch_strip::reloc_types::*;
 use kpatch_strip::{rel_fixup, strip, BuildError};
+use object::elf::*;
 use std::process::Command;
 use support::*;
 
@@ -189,7 +188,7 @@ fn got_references_local_symbols_and_plt_calls_in_a_shared_library() {
     let syms = symbols(&patch);
     let before = relas_of(&patch, ".rela.kpatch.text");
     let name = |r: &Rela| syms[r.sym as usize].name.clone();
-    let types: Vec<(String, u32)> = before.iter().map(|r| (name(r), r.r_type)).collect();
+    let types: Vec<(String, RelocationType)> = before.iter().map(|r| (name(r), r.r_type)).collect();
     assert_eq!(
         types,
         [
@@ -217,7 +216,10 @@ fn got_references_local_symbols_and_plt_calls_in_a_shared_library() {
     let lc1 = &syms[before[0].sym as usize];
     let section_sym = &syms[after[0].sym as usize];
     assert_eq!(section_sym.sym_type, STT_SECTION);
-    assert_eq!(patch.sections[section_sym.shndx as usize].name, ".rodata");
+    assert_eq!(
+        patch.sections[usize::from(section_sym.shndx.0)].name,
+        ".rodata"
+    );
     assert_eq!(
         section_sym.value.wrapping_add(after[0].addend as u64),
         lc1.value.wrapping_add(before[0].addend as u64)
@@ -357,7 +359,7 @@ fn initial_exec_tls_in_a_shared_library_points_at_the_originals_got_slots() {
         let object::RelocationFlags::Elf { r_type } = r.flags() else {
             continue;
         };
-        if r_type.0 != R_X86_64_TPOFF64 {
+        if r_type != R_X86_64_TPOFF64 {
             continue;
         }
         let key = match r.target() {

@@ -285,11 +285,7 @@ fn add_none_relocation(path: &Path) {
     let mut relas = elf.relas(index).expect("relocations");
     relas.push(elf_edit::Rela::default());
     elf.set_relas(index, &relas).expect("set relocations");
-    let options = elf_edit::WriteOptions {
-        keep_program_headers: false,
-        file_alignment: vec![(".kpatch.data".into(), 4096)],
-    };
-    std::fs::write(path, elf.write_with(&options).expect("write ELF")).expect("write payload");
+    std::fs::write(path, kpatch_strip::write_payload(&elf)).expect("write payload");
 }
 
 #[test]

@@ -2,9 +2,10 @@
 //! land, once the payload is placed over the original, on the original's symbol.
 
 use crate::error::BuildError;
-use crate::sections::{is_kpatch_section, map_sections};
-use elf_edit::consts::*;
+use crate::section_map::map_sections;
 use elf_edit::{Elf, Symbol};
+use kpatch_file::is_kpatch_section;
+use object::elf::{SHT_RELA, STT_FUNC, STT_OBJECT, STT_TLS};
 use std::collections::{HashMap, HashSet};
 
 /// Checks every named `FUNC`/`OBJECT`/`TLS` symbol (local or global) defined in a
@@ -47,7 +48,7 @@ pub fn check_layout(orig: &Elf, patch: &Elf) -> Result<(), BuildError> {
         {
             continue;
         }
-        let shndx = sym.shndx as usize;
+        let shndx = usize::from(sym.shndx.0);
         let section = patch.section_at(shndx)?;
         if is_kpatch_section(&section.name) {
             continue;
@@ -139,7 +140,7 @@ fn describe(name: &str, place: &str, candidates: &[&Symbol], orig: Option<&Elf>)
     let theirs: Vec<String> = candidates
         .iter()
         .map(
-            |o| match orig.and_then(|e| e.sections.get(o.shndx as usize)) {
+            |o| match orig.and_then(|e| e.sections.get(usize::from(o.shndx.0))) {
                 Some(s) => format!(
                     "{}+{:#x} ({:#x})",
                     s.name,

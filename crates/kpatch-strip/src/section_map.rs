@@ -1,26 +1,7 @@
-//! Which sections belong to the patch, and how sections of two builds correspond.
+//! How the sections of two builds (the original and the patched one) correspond.
 
 use elf_edit::Elf;
 use std::collections::HashMap;
-
-/// Name of the section holding the 48-byte patch records.
-pub const KPATCH_INFO: &str = ".kpatch.info";
-/// Name of the section holding the patch's writable data, which must start a page.
-pub const KPATCH_DATA: &str = ".kpatch.data";
-/// Name of the section holding the names of the patched functions' copies.
-pub const KPATCH_STRTAB: &str = ".kpatch.strtab";
-
-/// Whether a section with this name carries the patch itself (`.kpatch*`).
-pub fn is_kpatch_section(name: &str) -> bool {
-    name.starts_with(".kpatch")
-}
-
-/// Whether a section with this name is the relocation section of a `.kpatch*` section.
-pub fn is_kpatch_rela(name: &str) -> bool {
-    name.strip_prefix(".rela")
-        .or_else(|| name.strip_prefix(".rel"))
-        .is_some_and(is_kpatch_section)
-}
 
 /// For each section of `patch`, the index of the section of `orig` with the same name (the
 /// k-th section of a name in `patch` maps to the k-th of that name in `orig`).
@@ -54,19 +35,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kpatch_names() {
-        assert!(is_kpatch_section(".kpatch.text"));
-        assert!(is_kpatch_section(".kpatch.info"));
-        assert!(!is_kpatch_section(".text.kpatch_helper"));
-        assert!(is_kpatch_rela(".rela.kpatch.text"));
-        assert!(!is_kpatch_rela(".rela.text"));
-        assert!(!is_kpatch_rela(".kpatch.text"));
-    }
-
-    #[test]
     fn same_named_sections_map_in_order() {
-        use elf_edit::consts::*;
         use elf_edit::Section;
+        use object::elf::*;
         let mut a = Elf::new(ET_EXEC, EM_X86_64);
         for n in [".text", ".note", ".note", ".data"] {
             a.add_section(Section::new(n, SHT_PROGBITS, SHF_ALLOC, vec![]));

@@ -97,9 +97,10 @@ impl InfoRecord {
         self.flags.get()
     }
 
-    /// Sets `flags`.
-    pub fn set_flags(&mut self, flags: u32) {
-        self.flags.set(flags);
+    /// Sets `dlen`: `kpatch_strip` lengthens a short function followed by padding to the
+    /// jump's length.
+    pub fn set_dlen(&mut self, dlen: u32) {
+        self.dlen.set(dlen);
     }
 
     /// The peer's end test: `daddr`, `dlen`, `saddr` and `slen` all zero.
@@ -159,6 +160,18 @@ pub fn parse_info_records(bytes: &[u8]) -> Result<Vec<InfoRecord>, InfoError> {
             Err(_) => return Err(InfoError::NoEndMarker { offset }),
         }
     }
+}
+
+/// The records of `.kpatch.info` as the linker leaves them in the patched binary, before
+/// `kpatch_strip` appends the end marker: `None` unless the section is a whole number of
+/// records.
+pub fn linked_info_records(section: &[u8]) -> Option<&[InfoRecord]> {
+    <[InfoRecord]>::ref_from_bytes(section).ok()
+}
+
+/// [`linked_info_records`], mutably.
+pub fn linked_info_records_mut(section: &mut [u8]) -> Option<&mut [InfoRecord]> {
+    <[InfoRecord]>::mut_from_bytes(section).ok()
 }
 
 /// The records of a `.kpatch.info` section as stored in a file: a whole number of records
@@ -239,6 +252,19 @@ mod tests {
             parse_info_records(&[]),
             Err(InfoError::NoEndMarker { offset: 0 })
         );
+    }
+
+    #[test]
+    fn linked_records_are_whole_records_and_editable_in_place() {
+        let a = InfoRecord::new(0x1000, 0x2000, 3, 32, 0x3000);
+        let mut bytes = bytes_of(&[a, a], &[]);
+        assert_eq!(linked_info_records(&bytes).map(<[_]>::len), Some(2));
+        assert_eq!(linked_info_records(&bytes[..95]), None);
+        assert_eq!(linked_info_records(&[]).map(<[_]>::len), Some(0));
+        let records = linked_info_records_mut(&mut bytes).expect("two records");
+        records[1].set_dlen(5);
+        assert_eq!(&bytes[48 + 16..48 + 20], &5u32.to_le_bytes());
+        assert_eq!(&bytes[16..20], &3u32.to_le_bytes());
     }
 
     #[test]

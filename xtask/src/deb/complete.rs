@@ -162,8 +162,9 @@ fn zsh_described(what: &str, entries: &[(String, &str)]) -> String {
         .iter()
         .map(|(name, desc)| quote(&format!("{}:{desc}", name.replace(':', "\\:"))))
         .collect();
+    // Not `options`: zsh's own parameter of that name must not be shadowed.
     format!(
-        "local -a {what}s=({}); _describe -t {what}s {what} {what}s",
+        "local -a described=({}); _describe -t {what}s {what} described",
         list.join(" ")
     )
 }

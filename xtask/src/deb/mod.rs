@@ -433,7 +433,7 @@ fn shlib_depends(work: &Path, stage: &Path) -> Result<String> {
             stage.join("usr/bin").join(b.name).display()
         ));
     }
-    let out = output(&mut cmd)?;
+    let out = output(&mut cmd).context("dpkg-shlibdeps is in the dpkg-dev package")?;
     let deps = out
         .lines()
         .find_map(|l| l.strip_prefix("shlibs:Depends="))

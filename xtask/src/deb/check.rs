@@ -346,8 +346,10 @@ fn units(unpacked: &Path) -> Result<String> {
         "libcare.socket is not 0600"
     );
     let start = unit_value(&service, "ExecStart")?;
+    // Options may come first; the socket and the storage are the last arguments.
     ensure!(
-        start == format!("/usr/bin/libcare-server &3 {STORAGE}")
+        start.starts_with("/usr/bin/libcare-server ")
+            && start.ends_with(&format!(" &3 {STORAGE}"))
             && STORAGE == kpatch_server::DEFAULT_STORAGE,
         "libcare.service runs {start:?}, not the server on the socket with the default storage"
     );

@@ -113,6 +113,9 @@ const SCRIPTS: &[&str] = &["postinst", "prerm", "postrm"];
 /// The default patch storage, an empty directory of the package.
 pub const STORAGE: &str = "/var/lib/libcare";
 
+/// Empty directories the package owns, with their modes.
+const DIRS: &[(&str, u32)] = &[(STORAGE, 0o755)];
+
 const MAN_SECTION: u8 = 1;
 
 /// `cargo xtask deb [--debug]`.
@@ -123,7 +126,7 @@ pub fn run_deb(root: &Path, args: &[String]) -> Result<()> {
         _ => bail!("usage: cargo xtask deb [--debug]"),
     };
     let deb = build(root, release)?;
-    println!("{}", deb.display());
+    println!("{}", deb.canonicalize().unwrap_or(deb).display());
     Ok(())
 }
 
@@ -369,7 +372,11 @@ pub fn build(root: &Path, release: bool) -> Result<PathBuf> {
         let text = std::fs::read(root.join(from)).with_context(|| from.to_string())?;
         put(&stage.join("usr/include").join(to), &text, 0o644)?;
     }
-    std::fs::create_dir_all(stage.join(STORAGE.trim_start_matches('/')))?;
+    for (dir, mode) in DIRS {
+        let dir = stage.join(dir.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))?;
+    }
 
     let doc = stage.join("usr/share/doc").join(PACKAGE);
     put(

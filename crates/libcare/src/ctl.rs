@@ -307,6 +307,10 @@ pub fn execute(cmd: &Command, verbose: bool, con: &mut dyn Console) -> bool {
             p.out(text.trim_end_matches('\n'));
             true
         }
+        Command::Version => {
+            p.out(&crate::version_line("libcare-ctl"));
+            true
+        }
         Command::Patch { target, path } => {
             let shown = match target {
                 Target::Pid(pid) => *pid,

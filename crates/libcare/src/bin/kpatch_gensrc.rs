@@ -35,14 +35,15 @@ enum ArchArg {
 #[derive(Debug, Parser)]
 #[command(
     name = "kpatch_gensrc",
+    version = libcare::VERSION,
     infer_long_args = true,
     about = "Compare two assembler files and write the original with a live patch added",
     long_about = "Compare the assembler output (gcc -S) of an original and a patched build of \
 one C file and write the original file, every line in place, plus the patch: copies of changed \
 and new functions in .kpatch.text, new variables and copied literals in .kpatch.data, and one \
-.kpatch.info record per patched function.\n\n\
-  kpatch_gensrc [--os=rhel6] -i ORIG.s -i PATCHED.s -o OUT.s\n\
-  kpatch_gensrc --dbg-filter [--dbg-filter-eh-frame ...] -i IN.s -o OUT.s\n\n\
+.kpatch.info record per patched function.\n\n  \
+kpatch_gensrc [--os=rhel6] -i ORIG.s -i PATCHED.s -o OUT.s\n  \
+kpatch_gensrc --dbg-filter [--dbg-filter-eh-frame ...] -i IN.s -o OUT.s\n\n\
 With one input file the file is copied to the output, filtered when --dbg-filter (or one of \
 its --dbg-filter-* refinements) is given.\n\n\
 FLIST is a comma-separated list of function names, each optionally prefixed with the source \

@@ -17,7 +17,7 @@ use object::elf::{
 #[derive(Debug, Parser)]
 #[command(
     name = "libcare-dump",
-    version,
+    version = libcare::VERSION,
     after_help = "Examples:\n  libcare-dump -H -i <input>\n  libcare-dump -c -i <input> -o <output>"
 )]
 struct Args {

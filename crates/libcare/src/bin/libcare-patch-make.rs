@@ -15,7 +15,7 @@ use kpatch_builder::patch_make::{self, Event, Options, PatchId, Paths};
 /// Run from inside the directory with make-able software; its Makefile must build C with
 /// $(CC) (or cc/gcc) and support `make install` with a destination directory variable.
 #[derive(Parser)]
-#[command(name = "libcare-patch-make", infer_long_args = true)]
+#[command(name = "libcare-patch-make", version = libcare::VERSION, infer_long_args = true)]
 struct Args {
     /// Do a clean build: `make clean` first, and remove the install trees.
     #[arg(short, long, conflicts_with = "update")]

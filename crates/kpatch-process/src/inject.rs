@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
-use crate::ptrace::{self, Event, NT_ARM_SYSTEM_CALL, NT_PRFPREG, NT_X86_XSTATE};
+use crate::ptrace::{self, Event};
 use crate::signals::{sigbit, SavedSignal};
 use crate::thread::ThreadHandle;
 
@@ -23,8 +23,9 @@ const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 /// Everything an injected operation changes and puts back.
 pub(crate) struct Saved {
     pub regs: Vec<u64>,
-    /// aarch64: the syscall number the kernel would restart.
-    pub syscall_no: Option<Vec<u8>>,
+    /// The syscall number the kernel would restart, where it is kept in a register set of its
+    /// own: (regset, bytes).
+    pub syscall_no: Option<(u32, Vec<u8>)>,
     /// Floating-point/vector state: (regset, bytes).
     pub vector: Option<(u32, Vec<u8>)>,
     /// The signal mask, when we had to change it.
@@ -101,19 +102,12 @@ impl ThreadHandle<'_> {
     /// Saves what an injected operation changes.
     pub(crate) fn save(&self, with_vector: bool) -> Result<Saved> {
         let regs = self.regs()?;
-        let syscall_no = if self.layout().orig_syscall.is_none() {
-            // aarch64 keeps the restartable syscall outside the general registers.
+        let syscall_no = self.process.arch().restart_regset().and_then(|regset| {
             let mut buf = vec![0u8; 4];
-            match ptrace::get_regset(self.tid(), NT_ARM_SYSTEM_CALL, &mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some(buf)
-                }
-                Err(_) => None,
-            }
-        } else {
-            None
-        };
+            let n = ptrace::get_regset(self.tid(), regset, &mut buf).ok()?;
+            buf.truncate(n);
+            Some((regset, buf))
+        });
         let vector = if with_vector {
             self.save_vector()?
         } else {
@@ -130,7 +124,7 @@ impl ThreadHandle<'_> {
     /// The richest floating-point/vector register set the kernel offers (x86 XSAVE area,
     /// else the classic FP regset), for calls: the called code may use any of them.
     pub(crate) fn save_vector(&self) -> Result<Option<(u32, Vec<u8>)>> {
-        for regset in [NT_X86_XSTATE, NT_PRFPREG] {
+        for &regset in self.process.arch().vector_regsets() {
             let mut buf = vec![0u8; XSTATE_MAX];
             match ptrace::get_regset(self.tid(), regset, &mut buf) {
                 Ok(n) if n > 0 => {
@@ -205,14 +199,10 @@ impl ThreadHandle<'_> {
             regs[orig] = u64::MAX;
         }
         self.set_regs(&regs)?;
-        if let Some(no) = &saved.syscall_no {
+        if let Some((regset, no)) = &saved.syscall_no {
             let minus_one = (-1i32).to_ne_bytes();
-            ptrace::set_regset(
-                self.tid(),
-                NT_ARM_SYSTEM_CALL,
-                &minus_one[..no.len().min(4)],
-            )
-            .map_err(|e| self.ptrace_err("SETREGSET(NT_ARM_SYSTEM_CALL)", e))?;
+            ptrace::set_regset(self.tid(), *regset, &minus_one[..no.len().min(4)])
+                .map_err(|e| self.ptrace_err("SETREGSET(NT_ARM_SYSTEM_CALL)", e))?;
         }
         Ok(())
     }
@@ -223,8 +213,8 @@ impl ThreadHandle<'_> {
             return Ok(());
         }
         let mut result = self.set_regs(&saved.regs);
-        if let Some(no) = &saved.syscall_no {
-            let r = ptrace::set_regset(self.tid(), NT_ARM_SYSTEM_CALL, no)
+        if let Some((regset, no)) = &saved.syscall_no {
+            let r = ptrace::set_regset(self.tid(), *regset, no)
                 .map_err(|e| self.ptrace_err("SETREGSET(NT_ARM_SYSTEM_CALL)", e));
             result = result.and(r);
         }

@@ -9,12 +9,6 @@ use nix::errno::Errno;
 
 /// `NT_PRSTATUS`: general-purpose registers.
 pub(crate) const NT_PRSTATUS: u32 = 1;
-/// `NT_PRFPREG`: floating-point/SIMD registers.
-pub(crate) const NT_PRFPREG: u32 = 2;
-/// `NT_X86_XSTATE`: the full x86 extended state (x87, SSE, AVX, AVX-512, ...).
-pub(crate) const NT_X86_XSTATE: u32 = 0x202;
-/// `NT_ARM_SYSTEM_CALL`: the aarch64 syscall number the kernel may restart.
-pub(crate) const NT_ARM_SYSTEM_CALL: u32 = 0x404;
 
 fn request(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<libc::c_long, Errno> {
     Errno::clear();

@@ -29,7 +29,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kpatch_arch::EM_X86_64;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
@@ -48,10 +47,6 @@ const MAX_STEP_STOPS: usize = 64;
 /// What the threads let run are traced for: threads and processes they create, and `exec`.
 const RUN_OPTIONS: libc::c_int =
     libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEEXEC;
-/// `si_code` of the trap an x86 `int3` raises.
-const SI_KERNEL: i32 = 0x80;
-/// `si_code` of the trap an aarch64 `brk` raises.
-const TRAP_BRKPT: i32 = 1;
 
 /// Where a thread is to be let run to: until it is about to execute the instruction at `addr`
 /// with its stack pointer at or above `sp`.
@@ -108,6 +103,8 @@ struct Breakpoints {
     insn: &'static [u8],
     /// How far the pc is past the breakpoint's address when its trap is reported.
     advance: u64,
+    /// `si_code` of its trap.
+    si_code: i32,
     originals: BTreeMap<u64, Vec<u8>>,
     /// Addresses where the breakpoint is in memory right now.
     inserted: BTreeSet<u64>,
@@ -137,11 +134,6 @@ impl StoppedProcess<'_> {
         let process = self.process();
         let arch = process.arch();
         let insn = arch.breakpoint_insn();
-        let advance = if arch.e_machine() == EM_X86_64 {
-            insn.len() as u64
-        } else {
-            0
-        };
         let mut report = RunReport::default();
         let mut runners: Vec<Runner> = Vec::new();
         for p in points {
@@ -171,7 +163,8 @@ impl StoppedProcess<'_> {
         }
         let mut bps = Breakpoints {
             insn,
-            advance,
+            advance: arch.breakpoint_pc_advance(),
+            si_code: arch.breakpoint_si_code(),
             originals: BTreeMap::new(),
             inserted: BTreeSet::new(),
         };
@@ -340,7 +333,7 @@ impl StoppedProcess<'_> {
             Err(Errno::ESRCH) => return Ok(None),
             Err(e) => return Err(ptrace_error(self.process(), tid, "GETSIGINFO", e)),
         };
-        if info.si_code != SI_KERNEL && info.si_code != TRAP_BRKPT {
+        if info.si_code != bps.si_code {
             return Ok(None);
         }
         let layout = self.process().arch().regs();

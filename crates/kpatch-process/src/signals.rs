@@ -6,8 +6,6 @@
 //! may not): the thread then receives each as if it had just arrived, with the same sender,
 //! code and value.
 
-use kpatch_arch::{Arch, EM_AARCH64, EM_X86_64};
-
 use crate::call::RED_ZONE;
 use crate::error::Result;
 use crate::memory::Memory;
@@ -41,15 +39,6 @@ impl SavedSignal {
             code: info.si_code,
             raw,
         }
-    }
-}
-
-/// The target's `rt_tgsigqueueinfo` syscall number.
-pub(crate) fn sys_rt_tgsigqueueinfo(arch: &dyn Arch) -> Option<u64> {
-    match arch.e_machine() {
-        EM_X86_64 => Some(297),
-        EM_AARCH64 => Some(240),
-        _ => None,
     }
 }
 
@@ -102,12 +91,7 @@ impl ThreadHandle<'_> {
     pub(crate) fn requeue_saved(&mut self) {
         let tgid = self.pid();
         let tid = self.tid();
-        let Some(nr) = sys_rt_tgsigqueueinfo(self.process.arch()) else {
-            for sig in std::mem::take(&mut self.tracee.saved) {
-                queue_from_here(tgid, tid, &sig);
-            }
-            return;
-        };
+        let nr = self.process.arch().sys_rt_tgsigqueueinfo();
         let mut real_mask: Option<u64> = None;
         let mut blocked: u64 = 0;
         // Signals that arrive meanwhile join the list; the budget keeps a flood finite.

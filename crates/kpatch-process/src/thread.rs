@@ -82,14 +82,20 @@ pub(crate) fn read_regs(process: &Process, tid: i32) -> Result<Vec<u64>> {
         unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
     let got = ptrace::get_regset(tid, NT_PRSTATUS, bytes)
         .map_err(|e| ptrace_error(process, tid, "GETREGSET", e))?;
-    let max_index = [layout.pc, layout.sp, layout.syscall_nr, layout.ret]
-        .into_iter()
-        .chain(layout.syscall_args)
-        .chain(layout.call_args)
-        .chain(layout.orig_syscall)
-        .chain(layout.link)
-        .max()
-        .unwrap_or(0);
+    let max_index = [
+        layout.pc,
+        layout.sp,
+        layout.fp,
+        layout.syscall_nr,
+        layout.ret,
+    ]
+    .into_iter()
+    .chain(layout.syscall_args)
+    .chain(layout.call_args)
+    .chain(layout.orig_syscall)
+    .chain(layout.link)
+    .max()
+    .unwrap_or(0);
     if got != layout.words * 8 || max_index >= layout.words {
         return Err(Error::RegisterSize {
             pid: process.pid(),

@@ -26,18 +26,9 @@ pub const R_AARCH64_TLSLE_ADD_TPREL_LO12_NC: u32 = 551;
 /// Dynamic relocation filling a GOT slot with a thread-pointer offset.
 pub const R_AARCH64_TLS_TPREL64: u32 = 1030;
 
-/// Name of a relocation type the architecture crate may not know (the TLS models this crate
-/// refuses), for messages.
+/// Name of a relocation type, for messages.
 pub fn name(machine: u16, r_type: u32) -> &'static str {
-    let known = match (machine, r_type) {
-        (elf_edit::consts::EM_X86_64, R_X86_64_TLSGD) => Some("R_X86_64_TLSGD"),
-        (elf_edit::consts::EM_X86_64, R_X86_64_TLSLD) => Some("R_X86_64_TLSLD"),
-        (elf_edit::consts::EM_X86_64, R_X86_64_DTPOFF32) => Some("R_X86_64_DTPOFF32"),
-        (elf_edit::consts::EM_X86_64, R_X86_64_DTPOFF64) => Some("R_X86_64_DTPOFF64"),
-        (elf_edit::consts::EM_X86_64, R_X86_64_DTPMOD64) => Some("R_X86_64_DTPMOD64"),
-        _ => None,
-    };
-    known
-        .or_else(|| kpatch_arch::for_machine(machine).map(|a| a.reloc_name(r_type)))
+    kpatch_arch::for_machine(machine)
+        .map(|a| a.reloc_name(r_type))
         .unwrap_or("unknown relocation")
 }

@@ -113,8 +113,8 @@ pub(crate) fn request(
         return None;
     }
     let mut reply = [0u8; 4];
-    // SAFETY: receives into a live 4-byte buffer.
     let n = loop {
+        // SAFETY: receives into a live 4-byte buffer.
         let n = unsafe { libc::recv(f.sock.as_raw_fd(), reply.as_mut_ptr().cast(), 4, 0) };
         if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;

@@ -11,6 +11,7 @@
 //! buffers).
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod auxv;
 mod call;

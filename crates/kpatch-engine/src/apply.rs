@@ -76,7 +76,7 @@ pub fn patch(
     }
     let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
     let proc = Process::open(pid)?;
-    let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
+    let mut guardian = Guardian::spawn(&proc, &[lock.fd()], opts.guardian_forker.as_deref())?;
     let arch = proc.arch();
     let page = proc.page_size();
     world::reclaim_pending(&proc, opts, &mut guardian, rep)?;

@@ -1,7 +1,10 @@
 //! Tunables of patch and unpatch runs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use kpatch_process::GuardianForker;
 
 /// How long to wait, and where to keep lock files.
 #[derive(Debug, Clone)]
@@ -17,6 +20,9 @@ pub struct Options {
     /// How long to wait for another tool working on the same process.
     pub lock_wait: Duration,
     pub lock_dir: PathBuf,
+    /// Forks the guardians, when set (a run over many processes: see [`GuardianForker`]);
+    /// otherwise this process forks them.
+    pub guardian_forker: Option<Arc<GuardianForker>>,
 }
 
 impl Default for Options {
@@ -34,6 +40,7 @@ impl Default for Options {
             stop_timeout: Duration::from_secs(5),
             lock_wait: secs("LIBCARE_LOCK_WAIT", 30),
             lock_dir: crate::lock::lock_dir(),
+            guardian_forker: None,
         }
     }
 }

@@ -271,7 +271,7 @@ pub fn unpatch(
     }
     let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
     let proc = Process::open(pid)?;
-    let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
+    let mut guardian = Guardian::spawn(&proc, &[lock.fd()], opts.guardian_forker.as_deref())?;
     world::reclaim_pending(&proc, opts, &mut guardian, rep)?;
     let maps = proc.maps()?;
     let objects = discover::objects(&proc, &maps)?;

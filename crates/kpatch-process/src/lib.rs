@@ -18,7 +18,6 @@ mod call;
 mod defer;
 mod error;
 mod guardian;
-mod guardian_forker;
 mod inject;
 mod maps;
 mod memory;
@@ -38,8 +37,7 @@ pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR,
 pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
 pub use defer::DeferTermination;
 pub use error::{Error, Result};
-pub use guardian::{Guardian, GUARDIAN_CAPACITY};
-pub use guardian_forker::GuardianForker;
+pub use guardian::{Guardian, GuardianForker, GUARDIAN_CAPACITY};
 pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};
 pub use memory::Memory;
 pub use process::Process;

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use kpatch_engine::{select, Options, Report, Storage};
 use kpatch_process::GuardianForker;
@@ -210,13 +211,17 @@ fn open_storage(path: &Path, p: &mut Printer<'_>) -> Option<Storage> {
 }
 
 /// `-p all`: one result line per process; the processes no patch applies to are not attached.
-/// For a run over several processes, a helper that forks their guardians: forking this
-/// process, grown by the images it has read, would copy its page tables each time (and
+/// `opts`, with a helper that forks the guardians for a run over several processes: forking
+/// this process, grown by the images it has read, would copy its page tables each time (and
 /// make every page it writes afterwards a copy-on-write fault).
-fn guardian_forker(processes: usize) -> Option<GuardianForker> {
-    (processes > 1)
+fn with_guardian_forker(opts: &Options, processes: usize) -> Options {
+    let forker = (processes > 1)
         .then(GuardianForker::start)
-        .and_then(Result::ok)
+        .and_then(Result::ok);
+    Options {
+        guardian_forker: forker.map(Arc::new),
+        ..opts.clone()
+    }
 }
 
 fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
@@ -227,7 +232,7 @@ fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
             return false;
         }
     };
-    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let opts = &with_guardian_forker(opts, candidates.iter().filter(|c| c.applies).count());
     let mut ok = true;
     for c in candidates {
         if c.applies {
@@ -247,7 +252,7 @@ fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Pri
             return false;
         }
     };
-    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let opts = &with_guardian_forker(opts, candidates.iter().filter(|c| c.applies).count());
     let mut ok = true;
     for c in candidates {
         if c.applies {

@@ -9,16 +9,13 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::ptrace::{self, Event};
-use crate::signals::{sigbit, SavedSignal};
 use crate::thread::ThreadHandle;
+use crate::tracee::{sigbit, SavedSignal, TraceeState};
 
 /// Grace period to stop a thread again after a timed-out operation.
 const RECOVER_GRACE: Duration = Duration::from_secs(1);
 /// Large enough for any x86 XSAVE layout the kernel exports (AMX included).
 const XSTATE_MAX: usize = 64 * 1024;
-
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 
 /// Everything an injected operation changes and puts back.
 pub(crate) struct Saved {
@@ -55,7 +52,7 @@ impl ThreadHandle<'_> {
         match event {
             Event::Running => Ok(None),
             Event::Exited(_) | Event::Killed(_) => {
-                self.tracee.gone = true;
+                self.tracee.state = TraceeState::Gone;
                 Err(Error::ThreadExited {
                     pid: self.pid(),
                     tid: self.tid(),
@@ -154,44 +151,22 @@ impl ThreadHandle<'_> {
 
     /// The blocked-signal mask; `None` on kernels without `PTRACE_GETSIGMASK` (before 3.11).
     pub(crate) fn sigmask(&self) -> Result<Option<u64>> {
-        let mut mask: u64 = 0;
-        // SAFETY: the kernel writes one 8-byte sigset into `mask`, whose size we pass.
-        let r = unsafe {
-            libc::ptrace(
-                PTRACE_GETSIGMASK,
-                self.tid(),
-                8usize as *mut libc::c_void,
-                &mut mask as *mut u64 as *mut libc::c_void,
-            )
-        };
-        match Errno::result(r) {
-            Ok(_) => Ok(Some(mask)),
+        match ptrace::sigmask(self.tid()) {
+            Ok(mask) => Ok(Some(mask)),
             Err(Errno::EINVAL) | Err(Errno::EIO) => Ok(None),
             Err(errno) => Err(self.ptrace_err("GETSIGMASK", errno)),
         }
     }
 
     pub(crate) fn set_sigmask(&self, mask: u64) -> Result<()> {
-        // SAFETY: the kernel reads one 8-byte sigset from `mask`, whose size we pass.
-        let r = unsafe {
-            libc::ptrace(
-                PTRACE_SETSIGMASK,
-                self.tid(),
-                8usize as *mut libc::c_void,
-                &mask as *const u64 as *mut libc::c_void,
-            )
-        };
-        Errno::result(r)
-            .map(drop)
-            .map_err(|e| self.ptrace_err("SETSIGMASK", e))
+        ptrace::set_sigmask(self.tid(), mask).map_err(|e| self.ptrace_err("SETSIGMASK", e))
     }
 
     /// Installs the registers of an injected operation, with syscall restarting cancelled.
     /// A thread the injected code creates is not followed (it would stay stopped, unknown).
     pub(crate) fn enter(&mut self, mut regs: Vec<u64>, saved: &Saved) -> Result<()> {
         if self.tracee.options != 0 {
-            crate::stop::set_options(self.tid(), 0)
-                .map_err(|e| self.ptrace_err("SETOPTIONS", e))?;
+            ptrace::set_options(self.tid(), 0).map_err(|e| self.ptrace_err("SETOPTIONS", e))?;
             self.tracee.options = 0;
         }
         let layout = self.layout();
@@ -209,7 +184,7 @@ impl ThreadHandle<'_> {
 
     /// Puts back everything [`ThreadHandle::save`] saved (nothing if the thread is gone).
     pub(crate) fn restore(&mut self, saved: &Saved) -> Result<()> {
-        if self.tracee.gone {
+        if self.tracee.is_gone() {
             return Ok(());
         }
         let mut result = self.set_regs(&saved.regs);

@@ -53,6 +53,28 @@ pub(crate) fn detach(tid: i32) -> Result<(), Errno> {
     request(libc::PTRACE_DETACH, tid, 0, 0).map(drop)
 }
 
+/// `PTRACE_SETOPTIONS`.
+pub(crate) fn set_options(tid: i32, options: libc::c_int) -> Result<(), Errno> {
+    request(libc::PTRACE_SETOPTIONS, tid, 0, options as usize).map(drop)
+}
+
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+
+/// `PTRACE_GETSIGMASK`: the blocked-signal mask.
+pub(crate) fn sigmask(tid: i32) -> Result<u64, Errno> {
+    let mut mask: u64 = 0;
+    // The kernel writes one 8-byte sigset into `mask`, whose size is passed.
+    request(PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)?;
+    Ok(mask)
+}
+
+/// `PTRACE_SETSIGMASK`.
+pub(crate) fn set_sigmask(tid: i32, mask: u64) -> Result<(), Errno> {
+    // The kernel reads one 8-byte sigset from `mask`, whose size is passed.
+    request(PTRACE_SETSIGMASK, tid, 8, &mask as *const u64 as usize).map(drop)
+}
+
 /// `PTRACE_GETEVENTMSG`.
 pub(crate) fn event_msg(tid: i32) -> Result<u64, Errno> {
     let mut msg: libc::c_ulong = 0;
@@ -142,7 +164,8 @@ pub(crate) fn decode(status: i32) -> Event {
     }
 }
 
-/// `waitpid(tid, __WALL | WNOHANG)`.
+/// `waitpid(tid, __WALL | WNOHANG)`. Not nix's `waitpid`: its `WaitStatus` holds a
+/// `Signal`, which fails for a real-time signal after the status was consumed.
 pub(crate) fn poll(tid: i32) -> Result<Event, Errno> {
     let mut status = 0;
     loop {

@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::memory::Memory;
 use crate::process::Process;
 use crate::procfs::{self, CurrentSyscall};
-use crate::thread::{read_regs, write_regs};
+use crate::regs::{read_regs, write_regs};
 
 const EINTR: u64 = (-(libc::EINTR as i64)) as u64;
 

@@ -185,6 +185,9 @@ pub trait Arch: Sync + Send + std::fmt::Debug + std::any::Any {
     /// Whether `before`, the bytes that end just before an address (at most [`CALL_WINDOW`]),
     /// end with a call instruction: the address is then a return address.
     fn follows_call(&self, before: &[u8]) -> bool;
+    /// Builds what the decoders build on first use (x86_64: iced-x86's tables, most of a
+    /// millisecond), so that no first use falls inside a stop of the target.
+    fn prepare_decoder(&self) {}
     /// Whether `bytes` are only the padding assemblers put between functions (never executed).
     fn is_padding(&self, bytes: &[u8]) -> bool;
     /// The signal trampolines of the C libraries and the vDSO.

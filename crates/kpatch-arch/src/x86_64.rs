@@ -50,22 +50,22 @@ const SIGRETURN: &[SigreturnCode] = &[
 #[derive(Debug, Clone, Copy, Default)]
 pub struct X86_64;
 
-/// Whether `before` ends with a near call (direct, or through a register or memory). Each
-/// suffix is decoded, shortest first, until one is a call that ends exactly at the end.
+/// Whether `before` ends with a near call (direct, or through a register or memory): a suffix
+/// of it decodes as a call that ends exactly at its end.
 fn follows_call(before: &[u8]) -> bool {
-    let n = before.len();
-    // Every near call is `e8 rel32` or has the opcode `ff`: most words are rejected unread.
-    let tail = &before[n.saturating_sub(crate::CALL_WINDOW)..];
-    let direct = tail.len() >= 5 && tail[tail.len() - 5] == 0xe8;
-    if !direct && !tail.contains(&0xff) {
-        return false;
-    }
-    (2..=tail.len()).any(|len| {
+    let tail = &before[before.len().saturating_sub(crate::CALL_WINDOW)..];
+    let is_call = |len: usize| {
         let insn = Decoder::new(64, &tail[tail.len() - len..], DecoderOptions::NONE).decode();
         !insn.is_invalid()
             && insn.len() == len
             && (insn.is_call_near() || insn.is_call_near_indirect())
-    })
+    };
+    // Every near call is `e8 rel32` (the most common, tried first) or has the opcode `ff`:
+    // most words are rejected without decoding.
+    if tail.len() >= 5 && tail[tail.len() - 5] == 0xe8 && is_call(5) {
+        return true;
+    }
+    tail.contains(&0xff) && (2..=tail.len()).any(is_call)
 }
 
 /// Whether `bytes` consist only of the no-operation instructions assemblers and linkers pad
@@ -199,6 +199,9 @@ impl Arch for X86_64 {
     }
     fn follows_call(&self, before: &[u8]) -> bool {
         follows_call(before)
+    }
+    fn prepare_decoder(&self) {
+        let _ = Decoder::new(64, &[0x90], DecoderOptions::NONE).decode();
     }
     fn is_padding(&self, bytes: &[u8]) -> bool {
         is_padding(bytes)

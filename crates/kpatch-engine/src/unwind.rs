@@ -126,8 +126,10 @@ fn section(
 }
 
 impl StackWalker {
-    /// A walker with no modules yet.
+    /// A walker with no modules yet. Made while the target runs: the decoder that tells return
+    /// addresses ([`follows_call`]) is made ready now.
     pub fn new(arch: &'static dyn Arch) -> StackWalker {
+        arch.prepare_decoder();
         // framehop has an unwinder type per instruction set: the one of this Arch value's type.
         let any: &dyn std::any::Any = arch;
         let inner = if any.is::<Aarch64>() {

@@ -400,7 +400,7 @@ impl Emitter<'_> {
         let p = self.patched;
         if !self.diff.force_gotpcrel
             || s.kind != StmtKind::Instruction
-            || p.dialect.arch != crate::dialect::Arch::X86_64
+            || p.dialect.arch != crate::dialect::AsmArch::X86_64
             || !p.section_of(s).is_code()
         {
             return Ok(None);

@@ -28,7 +28,7 @@ mod section;
 mod symlist;
 mod unpatchable;
 
-pub use dialect::{Arch, Dialect};
+pub use dialect::{AsmArch, Dialect};
 pub use diff::{diff, Diff, DiffOptions, NewVariable, Note, PatchKind, PatchedFunction};
 pub use emit::{emit, end_of_copy_label, end_of_original_label, name_label};
 pub use error::AsmError;

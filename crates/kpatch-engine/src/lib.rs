@@ -64,6 +64,11 @@ impl Engine {
         }
     }
 
+    /// The options it was made with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
     /// Applies the patches of `storage` that match objects of process `pid`.
     pub fn patch(&self, pid: i32, storage: &Storage, rep: &mut dyn Report) -> Result<PatchOutcome> {
         apply::patch(&self.options, &self.images, pid, storage, rep)

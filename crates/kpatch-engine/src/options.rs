@@ -2,7 +2,10 @@
 //! in (`libcare-ctl` from its `LIBCARE_*` variables).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use kpatch_process::GuardianForker;
 
 /// Where lock files go unless the caller says otherwise.
 const DEFAULT_LOCK_DIR: &str = "/run/libcare";
@@ -26,6 +29,9 @@ pub struct Options {
     /// Test-only: the step at which the tool kills itself (`LIBCARE_FAULT_STEP`; see
     /// `fault.rs`). `None` in production.
     pub fault_step: Option<String>,
+    /// Forks the guardians, when set (a run over many processes: see [`GuardianForker`]);
+    /// otherwise this process forks them.
+    pub guardian_forker: Option<Arc<GuardianForker>>,
 }
 
 impl Default for Options {
@@ -37,6 +43,7 @@ impl Default for Options {
             lock_wait: Duration::from_secs(30),
             lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
             fault_step: None,
+            guardian_forker: None,
         }
     }
 }

@@ -47,7 +47,7 @@ impl<'e> Session<'e> {
         }
         let lock = lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
         let proc = Process::open(pid)?;
-        let guardian = Guardian::spawn(&proc, &[lock.fd()])?;
+        let guardian = Guardian::spawn(&proc, &[lock.fd()], opts.guardian_forker.as_deref())?;
         let loaded = Loaded::read(&proc, images)?;
         let mut session = Session {
             guardian,

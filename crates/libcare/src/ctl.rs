@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kpatch_engine::{select, Engine, Options, Report, Storage};
@@ -236,13 +237,17 @@ fn open_storage(path: &Path, p: &mut Printer<'_>) -> Option<Storage> {
 }
 
 /// `-p all`: one result line per process; the processes no patch applies to are not attached.
-/// For a run over several processes, a helper that forks their guardians: forking this
-/// process, grown by the images it has read, would copy its page tables each time (and
+/// `opts`, with a helper that forks the guardians for a run over several processes: forking
+/// this process, grown by the images it has read, would copy its page tables each time (and
 /// make every page it writes afterwards a copy-on-write fault).
-fn guardian_forker(processes: usize) -> Option<GuardianForker> {
-    (processes > 1)
+fn with_guardian_forker(opts: &Options, processes: usize) -> Options {
+    let forker = (processes > 1)
         .then(GuardianForker::start)
-        .and_then(Result::ok)
+        .and_then(Result::ok);
+    Options {
+        guardian_forker: forker.map(Arc::new),
+        ..opts.clone()
+    }
 }
 
 fn patch_all(storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
@@ -253,7 +258,10 @@ fn patch_all(storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
             return false;
         }
     };
-    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let engine = &Engine::new(with_guardian_forker(
+        engine.options(),
+        candidates.iter().filter(|c| c.applies).count(),
+    ));
     let mut ok = true;
     for c in candidates {
         if c.applies {
@@ -273,7 +281,10 @@ fn unpatch_all(id: Option<&str>, objects: &[String], engine: &Engine, p: &mut Pr
             return false;
         }
     };
-    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let engine = &Engine::new(with_guardian_forker(
+        engine.options(),
+        candidates.iter().filter(|c| c.applies).count(),
+    ));
     let mut ok = true;
     for c in candidates {
         if c.applies {

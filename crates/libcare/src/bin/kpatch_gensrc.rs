@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use kpatch_asm::{
-    copy_through, debug_filter, gensrc, Arch, AsmFile, Dialect, Diff, DiffOptions, FilterOptions,
-    FunctionFilter, Note, PatchKind, SymbolList,
+    copy_through, debug_filter, gensrc, AsmArch, AsmFile, Dialect, Diff, DiffOptions,
+    FilterOptions, FunctionFilter, Note, PatchKind, SymbolList,
 };
 
 /// Default location of the function filter file.
@@ -181,13 +181,13 @@ fn run(cli: &Cli) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let arch = match cli.arch {
-        Some(ArchArg::X86_64) => Arch::X86_64,
-        Some(ArchArg::Aarch64) => Arch::Aarch64,
+        Some(ArchArg::X86_64) => AsmArch::X86_64,
+        Some(ArchArg::Aarch64) => AsmArch::Aarch64,
         Some(ArchArg::I686) => bail!("--arch=i686: 32-bit x86 is not supported"),
         None => texts
             .iter()
             .find_map(|t| Dialect::detect(t))
-            .or_else(Arch::host)
+            .or_else(AsmArch::host)
             .context("cannot tell the inputs' architecture; pass --arch")?,
     };
     let dialect = Dialect::for_arch(arch);

@@ -9,38 +9,30 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
+use nix::errno::Errno;
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::helper::{close_all_but, exit, guardian, quiet_and_alone, reap};
 use crate::error::{Error, Result};
-use crate::guardian::{close_all_but, helper, os_error, quiet_and_alone, reap};
 
 /// Most descriptors one request passes.
 const MAX_FDS: usize = 16;
 /// Control-message buffer, in 8-byte words (aligned for `cmsghdr`): room for `MAX_FDS`.
 const CMSG_WORDS: usize = 16;
 
-struct Forker {
-    sock: OwnedFd,
-    pid: libc::pid_t,
-}
-
-/// The forker of this run, if one was started.
-static FORKER: Mutex<Option<Forker>> = Mutex::new(None);
-
-/// While this lives, [`crate::Guardian::spawn`] has its guardians forked by a helper process
-/// started by [`GuardianForker::start`]. Dropping it ends the helper (guardians already
-/// started are not affected).
+/// A helper process that forks guardians: pass it to [`crate::Guardian::spawn`]. Dropping it
+/// ends the helper (guardians already started are not affected).
 #[derive(Debug)]
 pub struct GuardianForker {
-    owner: bool,
+    /// One request and its reply at a time; `None` once dropped.
+    sock: Mutex<Option<OwnedFd>>,
+    pid: Pid,
 }
 
 impl GuardianForker {
     /// Starts the forker (a fork of this process, made now: start it before this process
-    /// grows or starts threads). If one already runs, it is used and this does nothing.
+    /// grows or starts threads).
     pub fn start() -> Result<GuardianForker> {
-        let mut slot = FORKER.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_some() {
-            return Ok(GuardianForker { owner: false });
-        }
         let mut fds = [0 as RawFd; 2];
         // SAFETY: socketpair writes two descriptors into the array we pass.
         let r = unsafe {
@@ -52,87 +44,80 @@ impl GuardianForker {
             )
         };
         if r != 0 {
-            return Err(os_error("socketpair"));
+            return Err(Error::guardian("socketpair", Errno::last()));
         }
         // SAFETY: both descriptors were just created and are owned by nobody else.
         let (ours, theirs) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: the child only runs `forker`, which makes async-signal-safe system calls on
         // its own stack, and ends with _exit.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(os_error("fork"));
+        match unsafe { fork() }.map_err(|e| Error::guardian("fork", e))? {
+            ForkResult::Child => forker(theirs.as_raw_fd()),
+            ForkResult::Parent { child } => Ok(GuardianForker {
+                sock: Mutex::new(Some(ours)),
+                pid: child,
+            }),
         }
-        if pid == 0 {
-            forker(theirs.as_raw_fd());
+    }
+
+    /// Asks for a guardian waiting on `cmd`, writing through `mem` what the shared memory
+    /// `shm` holds, holding `done` open until it exits, and keeping `keep` open; returns its
+    /// pid. `None` when the forker is gone: the caller forks the guardian itself.
+    pub(super) fn request(
+        &self,
+        cmd: RawFd,
+        done: RawFd,
+        mem: RawFd,
+        shm: RawFd,
+        keep: &[RawFd],
+    ) -> Option<Result<Pid>> {
+        let fds: Vec<RawFd> = [cmd, done, mem, shm]
+            .into_iter()
+            .chain(keep.iter().copied())
+            .collect();
+        if fds.len() > MAX_FDS {
+            return Some(Err(Error::InvalidArgument(format!(
+                "guardian: {} descriptors to keep, at most {MAX_FDS}",
+                fds.len()
+            ))));
         }
-        drop(theirs);
-        *slot = Some(Forker { sock: ours, pid });
-        Ok(GuardianForker { owner: true })
+        let guard = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        let sock = guard.as_ref()?;
+        if send_fds(sock.as_raw_fd(), &fds).is_err() {
+            return None;
+        }
+        let mut reply = [0u8; 4];
+        let n = loop {
+            // SAFETY: receives into a live 4-byte buffer.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), reply.as_mut_ptr().cast(), 4, 0) };
+            if n < 0 && Errno::last() == Errno::EINTR {
+                continue;
+            }
+            break n;
+        };
+        if n != 4 {
+            return None;
+        }
+        let pid = i32::from_ne_bytes(reply);
+        Some(if pid > 0 {
+            Ok(Pid::from_raw(pid))
+        } else {
+            Err(Error::guardian("fork", Errno::from_raw(-pid)))
+        })
     }
 }
 
 impl Drop for GuardianForker {
     fn drop(&mut self) {
-        if !self.owner {
-            return;
-        }
-        let taken = FORKER.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(f) = taken {
-            // EOF on its socket ends it.
-            drop(f.sock);
-            reap(f.pid);
-        }
+        // EOF on its socket ends it.
+        drop(
+            self.sock
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        reap(self.pid);
     }
-}
-
-/// Asks the forker for a guardian waiting on `cmd`, writing through `mem` what the shared
-/// memory `shm` holds, holding `done` open until it exits, and keeping `keep` open; returns
-/// its pid. `None` when no forker
-/// runs (or it is gone): the caller forks the guardian itself.
-pub(crate) fn request(
-    cmd: RawFd,
-    done: RawFd,
-    mem: RawFd,
-    shm: RawFd,
-    keep: &[RawFd],
-) -> Option<Result<libc::pid_t>> {
-    let slot = FORKER.lock().unwrap_or_else(|e| e.into_inner());
-    let f = slot.as_ref()?;
-    let fds: Vec<RawFd> = [cmd, done, mem, shm]
-        .into_iter()
-        .chain(keep.iter().copied())
-        .collect();
-    if fds.len() > MAX_FDS {
-        return Some(Err(Error::InvalidArgument(format!(
-            "guardian: {} descriptors to keep, at most {MAX_FDS}",
-            fds.len()
-        ))));
-    }
-    if send_fds(f.sock.as_raw_fd(), &fds).is_err() {
-        return None;
-    }
-    let mut reply = [0u8; 4];
-    // SAFETY: receives into a live 4-byte buffer.
-    let n = loop {
-        let n = unsafe { libc::recv(f.sock.as_raw_fd(), reply.as_mut_ptr().cast(), 4, 0) };
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        break n;
-    };
-    if n != 4 {
-        return None;
-    }
-    let pid = i32::from_ne_bytes(reply);
-    Some(if pid > 0 {
-        Ok(pid)
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "guardian process: fork: {}",
-            std::io::Error::from_raw_os_error(-pid)
-        )))
-    })
 }
 
 /// Sends one byte with `fds` attached.
@@ -185,28 +170,24 @@ fn forker(sock: RawFd) -> ! {
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     loop {
         let mut fds = [-1 as RawFd; MAX_FDS];
-        let count = match receive_fds(sock, &mut fds) {
-            Some(n) => n,
-            // SAFETY: ends the forker without running anything of the forked state.
-            None => unsafe { libc::_exit(0) },
+        let Some(count) = receive_fds(sock, &mut fds) else {
+            exit(0)
         };
         let reply: i32 = if count < 4 {
             -libc::EINVAL
         } else {
-            // SAFETY: the child only runs `helper` (async-signal-safe calls, _exit).
-            match unsafe { libc::fork() } {
-                0 => {
+            // SAFETY: the child only runs `guardian` (async-signal-safe calls, _exit).
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
                     let mut keep = fds;
                     keep[..count].sort_unstable();
                     // Our socket is closed with every descriptor not kept (0-2 are closed
                     // already or were received).
                     close_all_but(&keep[..count]);
-                    helper(fds[0], fds[2], fds[3]);
+                    guardian(fds[0], fds[2], fds[3]);
                 }
-                pid if pid > 0 => pid,
-                _ => -std::io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EAGAIN),
+                Ok(ForkResult::Parent { child }) => child.as_raw(),
+                Err(errno) => -(errno as i32),
             }
         };
         for &fd in &fds[..count] {
@@ -237,7 +218,7 @@ fn receive_fds(sock: RawFd, fds: &mut [RawFd; MAX_FDS]) -> Option<usize> {
         msg.msg_controllen = std::mem::size_of_val(&control);
         let n = loop {
             let n = libc::recvmsg(sock, &mut msg, 0);
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
+            if n < 0 && Errno::last() == Errno::EINTR {
                 continue;
             }
             break n;

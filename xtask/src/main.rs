@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask demo | test | bench | test-aarch64`.
+//! Project tasks: `cargo xtask demo | test | bench | test-aarch64 | test-qemu`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -9,6 +9,7 @@ mod aarch64;
 mod bench;
 mod deb;
 mod demo;
+mod qemu;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -88,7 +89,7 @@ fn pall_inner(args: &[String]) -> Result<()> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall]...|test-aarch64 [SCENARIO...]>"
+        "usage: cargo xtask <demo|test|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
@@ -103,6 +104,10 @@ fn usage() -> ExitCode {
         "  test-aarch64  the end-to-end scenarios in an emulated aarch64 machine (qemu); scenarios: {}",
         aarch64::SCENARIOS.join(" ")
     );
+    eprintln!(
+        "  test-qemu  Debian's QEMU 7.2 built with libcare-patch-make, patched live under QMP and block-job load; scenarios: {}",
+        qemu::SCENARIOS.join(" ")
+    );
     ExitCode::from(2)
 }
 
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run_bench(&root(), &args[1..]),
         Some("bench-pall-inner") => pall_inner(&args[1..]),
         Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
+        Some("test-qemu") => qemu::test_qemu(&root(), &args[1..]),
         _ => return usage(),
     };
     match result {

@@ -27,6 +27,7 @@ mod parse;
 mod section;
 mod symlist;
 mod unpatchable;
+mod why;
 
 pub use dialect::{AsmArch, Dialect};
 pub use diff::{diff, Diff, DiffOptions, NewVariable, Note, PatchKind, PatchedFunction};
@@ -38,6 +39,7 @@ pub use matching::{pair_variables, VariablePairs};
 pub use parse::{AsmFile, Line, Stmt, StmtId, StmtKind};
 pub use section::{SecRef, SectionId, SectionInfo, Sections};
 pub use symlist::{human_name, FunctionFilter, SymbolEntry, SymbolList};
+pub use why::Why;
 
 /// Compares `orig` with `patched` and writes the combined file: [`diff`] then [`emit`].
 pub fn gensrc(

@@ -34,6 +34,7 @@ pub struct BuildEnv {
     vars: Vec<(String, OsString)>,
     append_args: Vec<String>,
     keep_list: Option<PathBuf>,
+    report: Option<PathBuf>,
 }
 
 impl BuildEnv {
@@ -91,6 +92,7 @@ impl BuildEnv {
             vars,
             append_args,
             keep_list: None,
+            report: None,
         })
     }
 
@@ -98,6 +100,12 @@ impl BuildEnv {
     /// in `list` (an absolute path; see [`crate::stash`]).
     pub fn keep_outputs_in(&mut self, list: PathBuf) {
         self.keep_list = Some(list);
+    }
+
+    /// Has the patched stage's `kpatch_gensrc` append why each function is in the patch to
+    /// `report` (an absolute path; see [`crate::report`]).
+    pub fn report_to(&mut self, report: PathBuf) {
+        self.report = Some(report);
     }
 
     /// Applies the environment of `stage` (none: `make clean`) to `cmd`.
@@ -115,12 +123,17 @@ impl BuildEnv {
                 cmd.env_remove(vars::KPATCH_STAGE);
             }
         }
-        match (&self.keep_list, stage) {
-            (Some(list), Some(Stage::Patched)) => {
-                cmd.env(vars::KPCC_KEEP_LIST, list);
-            }
-            _ => {
-                cmd.env_remove(vars::KPCC_KEEP_LIST);
+        for (var, file) in [
+            (vars::KPCC_KEEP_LIST, &self.keep_list),
+            (vars::KPCC_REPORT, &self.report),
+        ] {
+            match (file, stage) {
+                (Some(file), Some(Stage::Patched)) => {
+                    cmd.env(var, file);
+                }
+                _ => {
+                    cmd.env_remove(var);
+                }
             }
         }
         let mut append = self.append_args.clone();

@@ -36,6 +36,9 @@ pub struct ElfInfo {
     /// Whether a section name contains `.kpatch` ([`KPATCH_PREFIX`]: `.kpatch.text`,
     /// `.rela.kpatch.info`...).
     pub has_kpatch: bool,
+    /// The names in `.kpatch.strtab`: one per function the patch replaces (`f.kpatch`) or
+    /// adds (`f`), in order.
+    pub patch_functions: Vec<String>,
 }
 
 /// Inspects `path`; `Ok(None)` when it is not an object file (a script, a data file).
@@ -56,8 +59,19 @@ pub fn inspect(path: &Path) -> Result<Option<ElfInfo>, ElfInfoError> {
     let has_kpatch = file
         .sections()
         .any(|s| s.name().is_ok_and(|n| n.contains(KPATCH_PREFIX)));
+    let patch_functions = match file.section_by_name(kpatch_file::KPATCH_STRTAB) {
+        Some(sec) => sec
+            .data()
+            .map_err(parse_err)?
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(Some(ElfInfo {
         build_id,
         has_kpatch,
+        patch_functions,
     }))
 }

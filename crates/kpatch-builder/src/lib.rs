@@ -12,6 +12,7 @@
 //! - [`stash`]: the patched stage's `libcare-cc` moves each original output it overwrites
 //!   aside; the driver puts them back, so the original build survives a run.
 //! - [`tree_state`]: what else the patched stage rewrote, marked out of date.
+//! - [`report`]: what each patch replaces, and why.
 
 mod build_env;
 pub mod cc;
@@ -19,6 +20,7 @@ pub mod elfinfo;
 pub mod patch_make;
 mod patchfile;
 mod post;
+pub mod report;
 pub mod stash;
 mod tools;
 mod tree_state;

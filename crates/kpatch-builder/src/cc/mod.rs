@@ -478,6 +478,9 @@ impl Wrapper {
         let combined = self.naming.combined_asm(base)?;
         let tmp = TempOut::beside(&combined);
         let mut args = self.cfg.patch_args.clone();
+        if let Some(report) = &self.cfg.report {
+            args.push(format!("--report={}", report.display()));
+        }
         args.extend([
             "-i".into(),
             path_arg(original),

@@ -142,6 +142,12 @@ struct Cli {
     /// name would clash at link time.
     #[arg(long = "force-global")]
     force_global: bool,
+
+    /// Append one line per function in the patch to FILE: the source file, the function and
+    /// why it is in the patch (new; changed; changed code inlined into it; line moved), separated by
+    /// tabs. Not the peer's; libcare-cc passes it when libcare-patch-make asks.
+    #[arg(long = "report", value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 fn main() {
@@ -223,6 +229,9 @@ fn run(cli: &Cli) -> Result<()> {
             let opts = diff_options(cli)?;
             let (text, diff) = gensrc(&orig, &patched, &opts)?;
             report(&diff, verbose);
+            if let Some(file) = &cli.report {
+                append_report(file, orig.source_name().unwrap_or(&orig.name), &diff)?;
+            }
             text
         }
         n => bail!("{n} input files given; give one (to filter) or two (to compare)"),
@@ -267,6 +276,24 @@ fn diff_options(cli: &Cli) -> Result<DiffOptions> {
     })
 }
 
+/// `--report`: one line per function, appended in one write (several compilers may append to
+/// the file at once).
+fn append_report(file: &Path, source: &str, diff: &Diff) -> Result<()> {
+    let mut lines = String::new();
+    for f in &diff.functions {
+        lines.push_str(&format!("{source}\t{}\t{}\n", f.name, f.why));
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(lines.as_bytes()))
+        .with_context(|| format!("cannot append to the report {}", file.display()))
+}
+
 /// Tells the user what the patch holds (verbose) and what it leaves out (always).
 fn report(diff: &Diff, verbose: u32) {
     if verbose > 0 {
@@ -276,7 +303,12 @@ fn report(diff: &Diff, verbose: u32) {
                 PatchKind::New => "new function",
                 PatchKind::Unlinked => "unlinked copy of function",
             };
-            libcare::errln!("kpatch_gensrc: {what} {} (as {})", f.name, f.copy_name);
+            libcare::errln!(
+                "kpatch_gensrc: {what} {} (as {}): {}",
+                f.name,
+                f.copy_name,
+                f.why
+            );
         }
         for v in &diff.new_variables {
             libcare::errln!(

@@ -122,7 +122,15 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         Event::Stage(line) => println!("{}{line}{}", c.green, c.reset),
         Event::Applying(p) => println!("{}applying {}...{}", c.red, p.display(), c.reset),
         Event::PatchOutput(text) => print!("{text}"),
-        Event::Note(line) => println!("{line}"),
+        // The relocations kpatch_strip fixed up say little to a user; what the patch
+        // replaces does.
+        Event::Note(_) => {}
+        Event::Functions(entries) => {
+            for e in entries {
+                let verb = if e.new { "adds" } else { "replaces" };
+                println!("  {verb} {}: {}", e.function, e.why);
+            }
+        }
         Event::LeftoversRestored(files) => {
             for f in files {
                 libcare::errln!(

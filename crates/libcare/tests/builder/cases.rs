@@ -14,6 +14,7 @@
 //! - `program:` (make mode) the installed program, relative to `lpmake/`;
 //! - `cflags:`, `libs:` (manual mode) extra compiler flags and libraries;
 //! - `patched:` / `not_patched:` functions that must / must not be in the patch(es);
+//! - `min_functions:` how many functions the patch(es) must hold at least;
 //! - `objects:` how many objects the patch changes (default 1);
 //! - `refuse:` the step that must fail (`gensrc`, `strip`, `patch-make`), with one or more
 //!   `message:` texts its output must contain.
@@ -68,6 +69,7 @@ struct Manifest {
     libs: Vec<String>,
     patched: Vec<String>,
     not_patched: Vec<String>,
+    min_functions: usize,
     objects: usize,
     refuse: Option<String>,
     messages: Vec<String>,
@@ -89,6 +91,7 @@ impl Manifest {
             libs: Vec::new(),
             patched: Vec::new(),
             not_patched: Vec::new(),
+            min_functions: 0,
             objects: 1,
             refuse: None,
             messages: Vec::new(),
@@ -136,6 +139,9 @@ impl Manifest {
                 "patched" => m.patched.extend(words(value)),
                 "not_patched" => m.not_patched.extend(words(value)),
                 "objects" => m.objects = value.parse().expect("objects: a number"),
+                "min_functions" => {
+                    m.min_functions = value.parse().expect("min_functions: a number")
+                }
                 "refuse" => m.refuse = Some(value.into()),
                 "message" => m.messages.push(value.into()),
                 other => panic!("{}:{}: unknown key {other}", path.display(), n + 1),
@@ -463,7 +469,14 @@ fn run_case_in(case: &str, opt: Opt, w: Work, m: &Manifest) {
         m.objects,
         patch_dir.display()
     );
-    let names: BTreeSet<String> = files.iter().flat_map(|f| patched_functions(f)).collect();
+    let all: Vec<String> = files.iter().flat_map(|f| patched_functions(f)).collect();
+    assert!(
+        all.len() >= m.min_functions,
+        "{case}: {} functions in the patch, expected at least {}",
+        all.len(),
+        m.min_functions
+    );
+    let names: BTreeSet<String> = all.into_iter().collect();
     for f in &m.patched {
         assert!(
             names.contains(f),
@@ -588,6 +601,14 @@ cases! {
     function_filter,
     function_sections,
     non_pie,
+    recursive_function,
+    many_functions,
+    signature_change,
+    header_change,
+    two_libraries,
+    new_struct_variable,
+    refuse_assembler_source,
+    refuse_tls_general_dynamic,
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod options;
 mod payload;
 mod process_view;
 mod region_layout;
+mod region_mapping;
 mod relocate;
 mod removal;
 mod report;

@@ -58,6 +58,10 @@ pub mod vars {
     /// appended to this list and then moved aside (see `kpatch_builder::stash`);
     /// `libcare-patch-make` sets it and puts the files back afterwards.
     pub const KPCC_KEEP_LIST: &str = "KPCC_KEEP_LIST";
+    /// Ours: `0` (or `off`, `no`) keeps the wrapper from adding the options that make a build
+    /// safe to live-patch (`-flive-patching=inline-clone`), to rebuild a binary exactly as it
+    /// was built without them.
+    pub const KPCC_LIVE_PATCHING: &str = "KPCC_LIVE_PATCHING";
     /// Set by the wrapper in the environment of the compilers it runs, to detect a loop.
     pub const LIBCARE_CC_RUNNING: &str = "LIBCARE_CC_RUNNING";
 }
@@ -96,6 +100,8 @@ pub struct CcConfig {
     pub nested: bool,
     /// `KPCC_KEEP_LIST`.
     pub keep_list: Option<PathBuf>,
+    /// Whether to add the live-patching options (`KPCC_LIVE_PATCHING`, default on).
+    pub live_patching: bool,
 }
 
 /// Splits a `;`-separated list, dropping empty entries.
@@ -165,6 +171,7 @@ impl CcConfig {
             keep_list: get(vars::KPCC_KEEP_LIST)
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
+            live_patching: !matches!(get(vars::KPCC_LIVE_PATCHING), Some("0" | "off" | "no")),
         })
     }
 

@@ -9,6 +9,7 @@
 
 mod cmdline;
 mod config;
+mod live_patching;
 mod naming;
 mod outputs;
 
@@ -443,6 +444,7 @@ impl Wrapper {
                         .map(|f| f.to_string()),
                 );
                 args.extend(self.cfg.append_args.iter().cloned());
+                args.extend(self.live_patching_flags(&args));
                 self.run_compiler(&args, &format!("compiling {} to assembly", input.path))?;
             }
         }
@@ -524,6 +526,26 @@ impl Wrapper {
         }
         args.extend(self.cfg.append_args.iter().cloned());
         self.run_compiler(&args, what)
+    }
+
+    /// What makes this compile safe to live-patch (see [`live_patching`]), for both stages,
+    /// unless `KPCC_LIVE_PATCHING=0`; `args` is the compile command so far.
+    fn live_patching_flags(&self, args: &[String]) -> Vec<String> {
+        if !self.cfg.live_patching {
+            return Vec::new();
+        }
+        let version = Command::new(&self.real)
+            .arg("--version")
+            .env(vars::LIBCARE_CC_RUNNING, "1")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let (flags, why) =
+            live_patching::flags(&live_patching::Compiler::from_version(&version), args);
+        if let Some(why) = why {
+            eprintln!("libcare-cc: warning: {why}");
+        }
+        flags.into_iter().map(String::from).collect()
     }
 
     /// The real compiler's target triple (`gcc -dumpmachine`); empty if it cannot tell.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use crate::debug_types::{describe_change, layouts};
 use crate::error::AsmError;
 use crate::index::{Binding, BlockKind};
+use crate::line_shift::line_shift;
 use crate::matching::pair_variables;
 use crate::normalize::{ignored_in_compare, Normalizer};
 use crate::parse::{AsmFile, StmtKind};
@@ -84,6 +85,9 @@ pub enum Note {
     /// A function that differs only in numbers (a `__LINE__` shift, often): it is patched,
     /// but `--ignore-changes` could keep it out.
     OnlyNumbersDiffer { function: String },
+    /// A function whose only difference is that its lines moved (its `__LINE__` values): left
+    /// out of the patch, it keeps the original's numbers.
+    LineNumbersOnly { function: String, shift: i64 },
     /// Top-level statements outside functions and variables differ; they are not part of
     /// the patch (the original's stay in effect).
     OtherDiffers { line: usize, text: String },
@@ -220,6 +224,13 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
         let ob = &orig.blocks()[oi];
         let (a, c) = (norm_orig.block(ob), norm_patched.block(b));
         if a == c {
+            continue;
+        }
+        if let Some(shift) = line_shift(orig, ob, patched, b, &a, &c) {
+            d.notes.push(Note::LineNumbersOnly {
+                function: b.name.clone(),
+                shift,
+            });
             continue;
         }
         if opts.ignore_changes.contains(&b.name, &files) {

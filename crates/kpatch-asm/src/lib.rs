@@ -21,6 +21,7 @@ mod filter;
 mod gotpcrel;
 mod index;
 mod lex;
+mod line_shift;
 mod matching;
 mod normalize;
 mod parse;

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use crate::build_env::{stdout_stdio, BuildEnv, BuildEnvError};
 use crate::cc::Stage;
 use crate::elfinfo::{self, ElfInfoError};
+use crate::patchfile::line_keep;
 use crate::patchfile::{
-    apply_patch, backed_up_files, read_patch, restore_sources, ApplyError, RestoreError,
+    apply_patch, backed_up_files, originals, read_patch, restore_sources, ApplyError, RestoreError,
     RestoredTime,
 };
 use crate::post::{self, PostError};
@@ -72,6 +73,14 @@ pub struct Options {
     /// The patch files, applied in order (relative ones from [`Paths::workdir`]); messages
     /// name them as given here.
     pub patches: Vec<PathBuf>,
+    /// `-v`: say which line numbers were kept, and what `kpatch_gensrc` patches and leaves out.
+    pub verbose: bool,
+    /// `--strict-ipa`: `kpatch_gensrc` refuses, rather than warns about, a changed function
+    /// whose callers may depend on its old body (an original not built for live patching).
+    pub strict_ipa: bool,
+    /// `--no-live-patching-flags`: build without `-flive-patching=inline-clone`, as a binary
+    /// built without it was (`KPCC_LIVE_PATCHING=0`).
+    pub no_live_patching_flags: bool,
 }
 
 /// Where things are.
@@ -220,6 +229,8 @@ pub enum Step {
     InstallOriginal,
     /// Applying one patch file.
     Apply(PathBuf),
+    /// Keeping the line numbers of unchanged code in the patched files.
+    KeepLines,
     /// The patched build.
     BuildPatched,
     /// Its installation.
@@ -241,6 +252,7 @@ impl fmt::Display for Step {
             Step::BuildOriginal => write!(f, "building original code"),
             Step::InstallOriginal => write!(f, "installing original objects"),
             Step::Apply(p) => write!(f, "applying {}", p.display()),
+            Step::KeepLines => write!(f, "keeping line numbers of unchanged code"),
             Step::BuildPatched => write!(f, "building patched code"),
             Step::InstallPatched => write!(f, "installing patched objects"),
             Step::RestoreOutputs => write!(f, "putting back the original build's outputs"),
@@ -417,6 +429,7 @@ pub fn run(
         let mut env = BuildEnv::new(&paths.tools_dir.join(LIBCARE_CC), &paths.tools_dir)
             .map_err(at(Step::Setup))?;
         env.keep_outputs_in(paths.keep_list());
+        env.set_safety(opts.verbose, opts.strict_ipa, opts.no_live_patching_flags);
         let mut before = None;
         let built = r.build(&env, &mut before);
         let restored = r.put_back(before.as_ref());
@@ -648,6 +661,7 @@ impl Run<'_> {
             self.check_interrupt()
                 .map_err(at(Step::Apply(patch.clone())))?;
         }
+        self.keep_line_numbers().map_err(at(Step::KeepLines))?;
 
         (self.events)(Event::Stage(StageLine::BuildingPatched));
         self.make(env, Some(Stage::Patched), &[])
@@ -657,6 +671,36 @@ impl Run<'_> {
         )));
         self.install(env, Stage::Patched, &paths.patched_dir)
             .map_err(at(Step::InstallPatched))
+    }
+
+    /// `#line` directives in the patched files, so that the lines the patches did not change
+    /// keep their numbers (see [`line_keep`]).
+    fn keep_line_numbers(&mut self) -> Result<(), StepError> {
+        let files = originals(&self.paths.srcdir)?;
+        let kept = line_keep::keep_line_numbers(&files).map_err(|source| StepError::Io {
+            what: "cannot write #line directives into a patched file under",
+            path: self.paths.srcdir.clone(),
+            source,
+        })?;
+        if !self.opts.verbose {
+            return Ok(());
+        }
+        for k in kept {
+            let shown = k.file.strip_prefix(&self.paths.srcdir).unwrap_or(&k.file);
+            for (line, old) in &k.directives {
+                (self.events)(Event::Note(&format!(
+                    "{}: unchanged code from patched line {line} on keeps its original line numbers (#line {old})",
+                    shown.display()
+                )));
+            }
+            if let Some(from) = k.unkept_from {
+                (self.events)(Event::Note(&format!(
+                    "{}: lines from patched line {from} on keep the patched numbering (no place for a #line directive after the change)",
+                    shown.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn install(&self, env: &BuildEnv, stage: Stage, dir: &Path) -> Result<(), StepError> {

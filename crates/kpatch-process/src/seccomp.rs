@@ -70,7 +70,7 @@ pub struct SeccompData {
 impl SeccompData {
     /// The 32-bit word at byte `off` (little-endian layout of x86_64 and aarch64).
     fn word(&self, off: u32) -> Option<u32> {
-        if off % 4 != 0 || off >= DATA_LEN {
+        if !off.is_multiple_of(4) || off >= DATA_LEN {
             return None;
         }
         let lo = |v: u64| v as u32;
@@ -82,7 +82,7 @@ impl SeccompData {
             12 => hi(self.ip),
             _ => {
                 let i = ((off - 16) / 8) as usize;
-                if (off - 16) % 8 == 0 {
+                if (off - 16).is_multiple_of(8) {
                     lo(self.args[i])
                 } else {
                     hi(self.args[i])

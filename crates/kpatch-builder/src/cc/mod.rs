@@ -16,7 +16,7 @@ mod outputs;
 pub(crate) use cmdline::{
     expand_response_files, parse, CommandLine, DepOpt, Input, InputKind, Mode, Token,
 };
-pub(crate) use config::{split_list, vars, CcConfig, Stage};
+pub(crate) use config::{split_list, vars, CcConfig, Stage, DEFAULT_PATCH_ARGS};
 pub(crate) use naming::{default_output, AsmNaming};
 pub(crate) use outputs::{dep_file, written_files};
 

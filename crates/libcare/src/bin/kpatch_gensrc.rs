@@ -321,6 +321,10 @@ fn report(diff: &Diff, verbose: u32) {
                 "kpatch_gensrc: warning: {function} changed and never returns; patched anyway \
                  (--test-mode): libcare-ctl will refuse the patch while a thread is inside it"
             ),
+            Note::LineNumbersOnly { function, shift } if verbose > 0 => libcare::errln!(
+                "kpatch_gensrc: function {function} differs only in line numbers (its lines \
+                 moved by {shift}): left out of the patch, it keeps printing the old numbers"
+            ),
             Note::OnlyNumbersDiffer { function } if verbose > 0 => libcare::errln!(
                 "kpatch_gensrc: {function} differs only in numbers (a __LINE__ shift?); \
                  --ignore-changes={function} would keep it out of the patch"

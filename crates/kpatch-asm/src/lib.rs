@@ -20,6 +20,7 @@ mod error;
 mod filter;
 mod gotpcrel;
 mod index;
+mod ipa;
 mod lex;
 mod line_shift;
 mod matching;

@@ -1,8 +1,9 @@
 //! `libcare-cc`: a gcc-compatible wrapper that builds every C source through assembly.
 //!
 //! In the `original` stage each source is compiled with `-S` (all flags kept) into a kept
-//! assembly file, which is then assembled into the object: the object is byte-identical to a
-//! plain `gcc -c`. In the `patched` stage the patched source's assembly is combined with the
+//! assembly file, which is then assembled into the object: the object is byte-identical to
+//! `gcc -flive-patching=inline-clone -c` with the same options (see [`live_patching`]; plain
+//! `gcc -c` with `KPCC_LIVE_PATCHING=0`). In the `patched` stage the patched source's assembly is combined with the
 //! kept original by `kpatch_gensrc`, and the combined file is assembled instead; link steps get
 //! `-Wl,-q` so the linked binary keeps its relocations. Anything else — configure probes,
 //! preprocessing, version queries, an unset `KPATCH_STAGE` — runs the real compiler unchanged.
@@ -444,7 +445,10 @@ impl Wrapper {
                         .map(|f| f.to_string()),
                 );
                 args.extend(self.cfg.append_args.iter().cloned());
-                args.extend(self.live_patching_flags(&args));
+                // First, as `gcc -flive-patching=inline-clone ...` would have them: the
+                // debugging information records the options in order.
+                let live = self.live_patching_flags(&args);
+                args.splice(0..0, live);
                 self.run_compiler(&args, &format!("compiling {} to assembly", input.path))?;
             }
         }

@@ -17,6 +17,7 @@ mod error;
 #[cfg(test)]
 mod fake;
 mod fault;
+mod identity;
 mod listing;
 mod lock;
 mod options;

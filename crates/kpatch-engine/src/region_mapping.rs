@@ -168,8 +168,23 @@ pub(crate) fn stop_thread_for<'s>(
     Err(refusal.into())
 }
 
-/// Maps `r` in the stopped thread `way`'s way.
+/// Maps `r` in the stopped thread `way`'s way; a refusal by the kernel's memory policy says
+/// which policies refuse such memory.
 pub(crate) fn map(thread: &mut ThreadHandle<'_>, way: Way, r: Region) -> Result<()> {
+    map_region(thread, way, r).map_err(|e| match e {
+        crate::error::Error::Target(
+            ref t @ kpatch_process::Error::RemoteSyscall {
+                errno: nix::errno::Errno::EACCES | nix::errno::Errno::EPERM,
+                ..
+            },
+        ) => crate::error::Error::Unsupported(format!(
+            "{t}: the process may not have executable memory even mapped read-execute from the start (MDWE: prctl PR_SET_MDWE or systemd's MemoryDenyWriteExecute= on a kernel stricter than 6.3's rule, or an SELinux execmem denial); nothing is left mapped"
+        )),
+        other => other,
+    })
+}
+
+fn map_region(thread: &mut ThreadHandle<'_>, way: Way, r: Region) -> Result<()> {
     let data = r.total - r.rx_len;
     match way {
         Way::MapThenProtect => {

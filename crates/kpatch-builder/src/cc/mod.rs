@@ -442,6 +442,11 @@ impl Wrapper {
                         .iter()
                         .map(|f| f.to_string()),
                 );
+                // <libcare/livepatch.h>, after every directory of the build's own.
+                if let Some(dir) = tools::livepatch_include_dir(self.tools.as_deref()) {
+                    args.push("-idirafter".into());
+                    args.push(path_arg(&dir));
+                }
                 args.extend(self.cfg.append_args.iter().cloned());
                 self.run_compiler(&args, &format!("compiling {} to assembly", input.path))?;
             }

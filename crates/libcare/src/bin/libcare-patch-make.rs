@@ -38,6 +38,10 @@ struct Args {
     /// Number of make jobs (`make -j N`).
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     jobs: Option<u32>,
+    /// Make cumulative patches: each replaces, when applied, every earlier patch of its object
+    /// (their functions not changed again go back to the original) in one stop.
+    #[arg(long)]
+    replace: bool,
     /// Patch files (unified diffs), applied in order.
     #[arg(value_name = "PATCH")]
     patches: Vec<PathBuf>,
@@ -101,6 +105,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         id,
         build_id: args.buildid,
         jobs: args.jobs,
+        replace: args.replace,
         patches: args.patches,
     };
     let c = if std::io::stdout().is_terminal() {

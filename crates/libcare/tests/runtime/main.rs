@@ -4,6 +4,7 @@
 
 mod support;
 
+mod callbacks;
 mod coro;
 mod fault;
 mod input;

@@ -868,6 +868,27 @@ print_hello.kpatch:
     }
 
     #[test]
+    fn records_of_livepatch_h_stay_in_their_own_sections() {
+        // `LIBCARE_CALLBACKS` and `LIBCARE_STATE` put a variable nothing refers to in a
+        // `.kpatch.*` section; the runtime finds them there.
+        let patched = ORIG.to_string()
+            + "\t.section\t.kpatch.callbacks,\"aw\"\n\t.align 8\n\t.type\tcb, @object\n\t.size\tcb, 8\ncb:\n\t.quad\tgreet\n"
+            + "\t.section\t.kpatch.states,\"a\"\n\t.align 8\n\t.type\tst, @object\n\t.size\tst, 16\nst:\n\t.quad\t1\n\t.long\t2\n\t.long\t0\n";
+        let out = run(ORIG, &patched);
+        assert!(
+            out.contains("\t.pushsection\t.kpatch.callbacks,\"aw\",@progbits\n\t.align 8\n\t.type\tcb, @object"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "\t.pushsection\t.kpatch.states,\"a\",@progbits\n\t.align 8\n\t.type\tst, @object"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains(".kpatch.data"), "{out}");
+    }
+
+    #[test]
     fn out_of_line_code_goes_after_the_function_body() {
         let body = |msg: &str| {
             ORIG.replace(

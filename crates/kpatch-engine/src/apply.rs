@@ -796,18 +796,20 @@ fn fill_and_commit(
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        // One more look, not a wait: the new patch is in, and a run that finds the replaced
+        // regions unused later reclaims them (they are pending).
         if !old_unmapped
             && !checked_stop::unmap_when_unused(
                 proc,
                 &mut old_check,
                 &old_regions,
-                opts.safety_timeout,
+                Duration::ZERO,
                 opts,
                 rep,
             )?
         {
-            rep.info(&format!(
-                "warning: PID '{pid}': the replaced patches' memory is still in use; it stays mapped and a later run will free it"
+            rep.detail(&format!(
+                "PID '{pid}': the replaced patches' memory is still in use; a later run will free it"
             ));
         }
     }

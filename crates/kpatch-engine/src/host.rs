@@ -85,23 +85,25 @@ fn futex_waits(op: u64) -> bool {
 
 /// Whether syscall `nr` (on `machine`) only waits: libc calls it holding none of its locks.
 /// A futex wait counts when the futex is not libc's or the loader's own (`in_runtime`).
+/// `restart_syscall` counts: it resumes a `nanosleep`, `poll` or timed futex wait that a stop
+/// (ours among them) interrupted, and libc never waits with a timeout holding a lock.
 fn waits(machine: u16, nr: u64, args: &[u64], in_runtime: impl Fn(u64) -> bool) -> bool {
     let arg = |i: usize| args.get(i).copied().unwrap_or(0);
     let (futex, waiting): (u64, &[u64]) = if machine == EM_AARCH64 {
         (
             98,
             // nanosleep, clock_nanosleep, rt_sigsuspend, rt_sigtimedwait, pselect6, ppoll,
-            // epoll_pwait, epoll_pwait2, wait4, waitid, accept, accept4
-            &[101, 115, 133, 137, 72, 73, 22, 441, 260, 95, 202, 242],
+            // epoll_pwait, epoll_pwait2, wait4, waitid, accept, accept4, restart_syscall
+            &[101, 115, 133, 137, 72, 73, 22, 441, 260, 95, 202, 242, 128],
         )
     } else {
         (
             202,
             // nanosleep, clock_nanosleep, pause, rt_sigsuspend, rt_sigtimedwait, select,
             // pselect6, poll, ppoll, epoll_wait, epoll_pwait, epoll_pwait2, wait4, waitid,
-            // accept, accept4
+            // accept, accept4, restart_syscall
             &[
-                35, 230, 34, 130, 128, 23, 270, 7, 271, 232, 281, 441, 61, 247, 43, 288,
+                35, 230, 34, 130, 128, 23, 270, 7, 271, 232, 281, 441, 61, 247, 43, 288, 219,
             ],
         )
     };
@@ -342,6 +344,7 @@ mod tests {
     fn waiting_syscalls_are_those_that_hold_no_lock() {
         let nowhere = |_| false;
         assert!(waits(62, 230, &[], nowhere)); // clock_nanosleep
+        assert!(waits(62, 219, &[], nowhere)); // restart_syscall
         assert!(!waits(62, 1, &[], nowhere)); // write (fflush holds the FILE lock)
         assert!(!waits(62, 9, &[], nowhere)); // mmap (the allocator holds its lock)
                                               // A futex wait on the program's mutex, not on one of libc's.

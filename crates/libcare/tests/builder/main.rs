@@ -7,4 +7,5 @@ mod support;
 mod cases;
 mod cc;
 mod guide_live;
+mod livepatch_example;
 mod patch_make;

@@ -8,6 +8,7 @@ mod callbacks;
 mod coro;
 mod fault;
 mod input;
+mod livepatch;
 mod lock;
 mod objects;
 mod safety;

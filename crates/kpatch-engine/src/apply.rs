@@ -778,7 +778,7 @@ fn fill_and_commit(
         ));
     }
     if !old.patches.is_empty() {
-        if let Some(at) = registry::find(proc, &proc.maps()?) {
+        if let Some(at) = registry {
             let _ = registry::remove_states(proc, at, &held);
         }
         let loaded = &session.loaded;

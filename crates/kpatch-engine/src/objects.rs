@@ -24,6 +24,7 @@ use crate::report::Report;
 use crate::session::Session;
 use crate::storage::Storage;
 use crate::unapply::{self, RemovedPatch, UnpatchOutcome};
+use kpatch_process::Process;
 
 /// The index of the loaded object `object` names: its path, file name or soname.
 fn find_object(loaded: &Loaded, pid: i32, object: &str) -> Result<usize> {
@@ -41,6 +42,45 @@ fn find_object(loaded: &Loaded, pid: i32, object: &str) -> Result<usize> {
         })
 }
 
+/// Whether anything is to be done for `object` in process `pid`: `storage` has a patch for
+/// it, a patch is applied to it, or an applied patch has callbacks for it. Looked at without
+/// stopping or tracing the process, so that a service can report every library it sees at
+/// little cost.
+fn concerns(
+    images: &ImageCache,
+    pid: i32,
+    object: &str,
+    storage: Option<&Storage>,
+) -> Result<bool> {
+    let proc = Process::inspect(pid)?;
+    let loaded = Loaded::read(&proc, images)?;
+    let index = find_object(&loaded, pid, object)?;
+    let target = &loaded.objects[index];
+    let bid = target.build_id().unwrap_or_default();
+    if let Some(storage) = storage {
+        let has = match storage.file_bytes()? {
+            Some(f) => kpatch_file::KpatchFile::parse(&f.bytes)
+                .map(|k| k.build_id() == bid)
+                .unwrap_or(false),
+            None => !bid.is_empty() && storage.lookup_dir(bid)?.is_some(),
+        };
+        if has {
+            return Ok(true);
+        }
+    }
+    let applied = loaded.patches.iter().filter(|p| p.committed);
+    for p in applied {
+        if p.build_id == bid
+            || callbacks::of_applied(&proc, p, 0)
+                .iter()
+                .any(|c| c.is_for(target))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// `object` has just been loaded into process `pid`: applies `storage`'s patch for it, if any,
 /// and runs the callbacks due for it.
 pub fn loaded(
@@ -51,6 +91,9 @@ pub fn loaded(
     storage: Option<&Storage>,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
+    if !concerns(images, pid, object, storage)? {
+        return Ok(PatchOutcome::default());
+    }
     let mut session = Session::open(opts, images, pid, rep)?;
     let index = find_object(&session.loaded, pid, object)?;
     let jobs = match storage {
@@ -94,6 +137,9 @@ pub fn unloading(
     object: &str,
     rep: &mut dyn Report,
 ) -> Result<UnpatchOutcome> {
+    if !concerns(images, pid, object, None)? {
+        return Ok(UnpatchOutcome::default());
+    }
     let mut session = Session::open(opts, images, pid, rep)?;
     let index = find_object(&session.loaded, pid, object)?;
     let loaded = &session.loaded;

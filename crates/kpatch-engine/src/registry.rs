@@ -58,8 +58,8 @@ pub fn fill_slots(elf: &mut [u8], extras: &Extras, at: u64) {
     }
 }
 
-/// Adds the states of the patch in `region` (applied `seq`-th) to the registry `at`; states
-/// of that region already there are left as they are.
+/// Adds the states of the patch in `region` (applied `seq`-th) to the registry `at`, in place
+/// of any a patch that had the same region left (one an interrupted run left pending).
 pub fn add_states(
     mem: &dyn Memory,
     pid: i32,
@@ -68,12 +68,10 @@ pub fn add_states(
     region: Range<u64>,
     states: &[StateDecl],
 ) -> Result<()> {
+    remove_states(mem, at, std::slice::from_ref(&region))?;
     let page = mem.read_vec(at, registry::SIZE as usize)?;
     let slot_at = |i: u64| registry::SLOTS_OFFSET + i * registry::SLOT_SIZE;
     let slot = |i: u64| &page[slot_at(i) as usize..(slot_at(i) + registry::SLOT_SIZE) as usize];
-    if (0..registry::SLOTS).any(|i| registry::slot_region(slot(i)) == Some(region.clone())) {
-        return Ok(());
-    }
     let mut free = (0..registry::SLOTS).filter(|&i| registry::slot_region(slot(i)).is_none());
     for s in states {
         let i = free.next().ok_or(Error::RegistryFull {

@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::fault;
 use crate::lock::{self, PidLock};
 use crate::options::Options;
+use crate::registry;
 use crate::removal::{self, Removal};
 use crate::report::Report;
 use crate::runs;
@@ -88,7 +89,12 @@ impl<'e> Session<'e> {
                 all[i].kpta, all[i].id
             ));
         }
+        let regions: Vec<_> = pending.iter().map(|&i| all[i].range()).collect();
         self.remove(&pending, true, rep)?;
+        // Their states, if the run got as far as registering them.
+        if let Some(at) = registry::find(&self.proc, &self.loaded.maps) {
+            let _ = registry::remove_states(&self.proc, at, &regions);
+        }
         self.loaded = Loaded::read(&self.proc, self.images)?;
         Ok(())
     }

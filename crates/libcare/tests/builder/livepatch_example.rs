@@ -1,7 +1,8 @@
 //! The README's example for patch authors (tests/fixtures/builder/livepatch_example): a patch
 //! whose source includes `<libcare/livepatch.h>`, made by `libcare-patch-make` (through
 //! `libcare-cc`, which finds the header) and applied to the running program: its callbacks
-//! run, a shadow variable adds a field to live structures, `info` shows its state.
+//! run, a shadow variable adds a field to live structures, `info` shows its state; remade with
+//! `--replace`, it replaces the first.
 
 use std::process::Command;
 
@@ -36,6 +37,23 @@ fn the_readme_example_builds_with_libcare_patch_make_and_runs() {
     ] {
         assert!(info.contains(want), "{info}");
     }
+    // The same fix remade cumulative (`-u`: from the install trees, no build) replaces 0001:
+    // 0001's disable does not run, the counts it attached go on.
+    run_ok(
+        tool("libcare-patch-make", &dir)
+            .args(["-u", "--replace", "-i", "0002"])
+            .env_remove("MAKEFLAGS")
+            .env_remove("KPATCH_PATH"),
+    );
+    let out = ok(&ctl(&dir, &["patch", "-p", &pid, "patchroot"], &[]));
+    assert!(out.contains("patch(es) 0001 replaced by 0002"), "{out}");
+    p.wait_line("patch: counting requests since now");
+    let line = p.next_line();
+    assert!(
+        !line.ends_with(", 1 since the patch"),
+        "the counts go on: {line}"
+    );
+    assert_eq!(info_ids(&dir, p.pid()), ["0002"]);
     ok(&ctl(&dir, &["unpatch", "-p", &pid], &[]));
     p.wait_line("patch: counts freed");
     p.wait_for("an unpatched line", |l| l.ends_with(" requests"));

@@ -107,11 +107,20 @@ pub(crate) fn remove_with_callbacks(
         .map(|&i| session.loaded.patches[i].range())
         .collect();
     let registry = registry::find(&session.proc, &session.loaded.maps);
-    if cbs.is_empty() && registry.is_none() {
+    let unregister = |proc: &kpatch_process::Process, rep: &mut dyn Report| {
+        if let Some(at) = registry {
+            if let Err(e) = registry::remove_states(proc, at, &regions) {
+                rep.detail(&format!("the states stay in the registry: {e}"));
+            }
+        }
+    };
+    if cbs.is_empty() {
         if selected.is_empty() {
             return Ok(None);
         }
-        return session.remove(selected, false, rep);
+        let frozen = session.remove(selected, false, rep)?;
+        unregister(&session.proc, rep);
+        return Ok(frozen);
     }
     {
         let mut host = Host::new(
@@ -126,11 +135,7 @@ pub(crate) fn remove_with_callbacks(
     let mut after = |s: &Session<'_>, rep: &mut dyn Report| {
         let mut host = Host::new(&s.proc, &s.loaded, s.images(), &[], s.options());
         callbacks::post_unpatch(&mut host, &s.proc, &mut cbs, rep);
-        if let Some(at) = registry {
-            if let Err(e) = registry::remove_states(&s.proc, at, &regions) {
-                rep.detail(&format!("the states stay in the registry: {e}"));
-            }
-        }
+        unregister(&s.proc, rep);
     };
     let result = if selected.is_empty() {
         after(session, rep);

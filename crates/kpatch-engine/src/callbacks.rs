@@ -239,70 +239,71 @@ fn warn(rep: &mut dyn Report, e: Error) {
     rep.info(&format!("warning: {e}"));
 }
 
-/// Post-patch of each of `cbs` whose pre-patch succeeded, in order. A failure is reported:
-/// the switch is done.
+/// `stage` of each of `cbs` whose pre-patch succeeded, in order, its state then `next` of
+/// what it was; failures are reported (the switch, or the revert, is done).
+fn run_pre_patched(
+    host: &mut Host<'_>,
+    mem: &dyn Memory,
+    cbs: &mut [Callback],
+    stage: Stage,
+    next: impl Fn(u64) -> u64,
+    rep: &mut dyn Report,
+) {
+    for cb in cbs.iter_mut() {
+        if cb.state & callback_state::PRE_PATCHED == 0 {
+            continue;
+        }
+        if let Err(e) = run(host, cb, stage, rep) {
+            warn(rep, e);
+        }
+        if let Err(e) = set_state(mem, cb, next(cb.state)) {
+            warn(rep, e);
+        }
+    }
+}
+
+/// Post-patch of each of `cbs` whose pre-patch succeeded, in order, each then patched.
 pub fn post_patch(
     host: &mut Host<'_>,
     mem: &dyn Memory,
     cbs: &mut [Callback],
     rep: &mut dyn Report,
 ) {
-    for cb in cbs.iter_mut() {
-        if cb.state & callback_state::PRE_PATCHED == 0 {
-            continue;
-        }
-        if let Err(e) = run(host, cb, Stage::PostPatch, rep) {
-            warn(rep, e);
-        }
-        let state = cb.state | callback_state::PATCHED;
-        if let Err(e) = set_state(mem, cb, state) {
-            warn(rep, e);
+    let patched = |s| s | callback_state::PATCHED;
+    run_pre_patched(host, mem, cbs, Stage::PostPatch, patched, rep);
+}
+
+/// `stage` of each of `cbs` that is patched, in order; failures are reported.
+fn run_patched(host: &mut Host<'_>, cbs: &[Callback], stage: Stage, rep: &mut dyn Report) {
+    for cb in cbs {
+        if cb.state & callback_state::PATCHED != 0 {
+            if let Err(e) = run(host, cb, stage, rep) {
+                warn(rep, e);
+            }
         }
     }
 }
 
 /// Pre-unpatch of each of `cbs` that is patched, in order; failures are reported.
 pub fn pre_unpatch(host: &mut Host<'_>, cbs: &[Callback], rep: &mut dyn Report) {
-    for cb in cbs {
-        if cb.state & callback_state::PATCHED != 0 {
-            if let Err(e) = run(host, cb, Stage::PreUnpatch, rep) {
-                warn(rep, e);
-            }
-        }
-    }
+    run_patched(host, cbs, Stage::PreUnpatch, rep);
 }
 
 /// Post-unpatch of each of `cbs` whose pre-patch succeeded, in order, each left as never run
-/// (its object unpatched); failures are reported.
+/// (its object unpatched).
 pub fn post_unpatch(
     host: &mut Host<'_>,
     mem: &dyn Memory,
     cbs: &mut [Callback],
     rep: &mut dyn Report,
 ) {
-    for cb in cbs.iter_mut() {
-        if cb.state & callback_state::PRE_PATCHED == 0 {
-            continue;
-        }
-        if let Err(e) = run(host, cb, Stage::PostUnpatch, rep) {
-            warn(rep, e);
-        }
-        if let Err(e) = set_state(mem, cb, 0) {
-            warn(rep, e);
-        }
-    }
+    run_pre_patched(host, mem, cbs, Stage::PostUnpatch, |_| 0, rep);
 }
 
 /// Post-patch again for the patched ones of `cbs`, after a revert that failed once their
 /// pre-unpatch had run: they are patched still.
 pub fn revert_failed(host: &mut Host<'_>, cbs: &[Callback], rep: &mut dyn Report) {
-    for cb in cbs {
-        if cb.state & callback_state::PATCHED != 0 {
-            if let Err(e) = run(host, cb, Stage::PostPatch, rep) {
-                warn(rep, e);
-            }
-        }
-    }
+    run_patched(host, cbs, Stage::PostPatch, rep);
 }
 
 #[cfg(test)]

@@ -122,19 +122,9 @@ pub(crate) fn remove_with_callbacks(
         unregister(&session.proc, rep);
         return Ok(frozen);
     }
-    {
-        let mut host = Host::new(
-            &session.proc,
-            &session.loaded,
-            session.images(),
-            &[],
-            session.options(),
-        );
-        callbacks::pre_unpatch(&mut host, &cbs, rep);
-    }
+    callbacks::pre_unpatch(&mut host_of(session), &cbs, rep);
     let mut after = |s: &Session<'_>, rep: &mut dyn Report| {
-        let mut host = Host::new(&s.proc, &s.loaded, s.images(), &[], s.options());
-        callbacks::post_unpatch(&mut host, &s.proc, &mut cbs, rep);
+        callbacks::post_unpatch(&mut host_of(s), &s.proc, &mut cbs, rep);
         unregister(&s.proc, rep);
     };
     let result = if selected.is_empty() {
@@ -145,14 +135,12 @@ pub(crate) fn remove_with_callbacks(
     };
     if result.is_err() {
         let cbs = due(session, selected, objects);
-        let mut host = Host::new(
-            &session.proc,
-            &session.loaded,
-            session.images(),
-            &[],
-            session.options(),
-        );
-        callbacks::revert_failed(&mut host, &cbs, rep);
+        callbacks::revert_failed(&mut host_of(session), &cbs, rep);
     }
     result
+}
+
+/// Where the callbacks of a session's process run.
+fn host_of<'s>(s: &'s Session<'_>) -> Host<'s> {
+    Host::new(&s.proc, &s.loaded, s.images(), &[], s.options())
 }

@@ -259,31 +259,94 @@ impl Run {
     }
 }
 
+/// The seed's lines for recurring steps. The livepatch enabled, then disabled, with only
+/// vmlinux loaded:
+const PATCH_VMLINUX: &[&str] = &[
+    "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
+    "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
+];
+const UNPATCH_VMLINUX: &[&str] = &[
+    "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
+    "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
+];
+/// ... with the target loaded too:
+const PATCH_BOTH: &[&str] = &[
+    "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
+    "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
+    "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
+    "$MOD_LIVEPATCH: post_patch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
+];
+const UNPATCH_BOTH: &[&str] = &[
+    "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
+    "$MOD_LIVEPATCH: pre_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
+    "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
+    "$MOD_LIVEPATCH: post_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
+];
+/// The target loaded, and unloaded, while the livepatch is enabled:
+const TARGET_COMING: &[&str] = &[
+    "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
+    "$MOD_LIVEPATCH: post_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
+    "$MOD_TARGET: ${MOD_TARGET}_init",
+];
+const TARGET_GOING: &[&str] = &[
+    "$MOD_LIVEPATCH: pre_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_GOING] Going away",
+    "$MOD_LIVEPATCH: post_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_GOING] Going away",
+];
+
+impl Run {
+    /// insmod of the target before the livepatch.
+    fn insmod_target(&mut self) {
+        self.load(MOD);
+        self.send(&format!("init {MOD}"));
+        self.step(&["$MOD_TARGET: ${MOD_TARGET}_init"]);
+    }
+
+    /// rmmod of the target when no livepatch cares.
+    fn rmmod_target(&mut self) {
+        self.send(&format!("exit {MOD}"));
+        self.unload(MOD);
+        self.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
+    }
+
+    /// insmod of the target while the livepatch is enabled.
+    fn target_coming(&mut self) {
+        self.load(MOD);
+        assert_eq!(self.coming(MOD), None);
+        self.send(&format!("init {MOD}"));
+        self.step(TARGET_COMING);
+    }
+
+    /// rmmod of the target while the livepatch is enabled.
+    fn target_going(&mut self) {
+        self.send(&format!("exit {MOD}"));
+        self.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
+        self.going(MOD);
+        self.unload(MOD);
+        self.step(TARGET_GOING);
+    }
+
+    /// insmod of the livepatch `demo`.
+    fn patch_demo(&mut self, seed: &[&str]) {
+        self.patch(fixture().program.patch(1));
+        self.step(seed);
+    }
+
+    /// Disabling every livepatch.
+    fn unpatch_all(&mut self, seed: &[&str]) {
+        self.unpatch(None);
+        self.step(seed);
+    }
+}
+
 /// "target module before livepatch": load the target, then the livepatch; disable it, then
 /// unload the target.
 #[test]
 fn target_loaded_before_the_patch() {
     let mut r = Run::start();
-    r.load(MOD);
-    r.send(&format!("init {MOD}"));
-    r.step(&["$MOD_TARGET: ${MOD_TARGET}_init"]);
-    r.patch(fixture().program.patch(1));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
-        "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_patch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
-    ]);
-    r.unpatch(None);
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: pre_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
-        "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
-    ]);
-    r.send(&format!("exit {MOD}"));
-    r.unload(MOD);
-    r.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
+    r.insmod_target();
+    r.patch_demo(PATCH_BOTH);
+    r.unpatch_all(UNPATCH_BOTH);
+    r.rmmod_target();
 }
 
 /// "module_coming notifier": the livepatch first; the target loaded later gets its own
@@ -291,29 +354,10 @@ fn target_loaded_before_the_patch() {
 #[test]
 fn target_loaded_after_the_patch() {
     let mut r = Run::start();
-    r.patch(fixture().program.patch(1));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
-    ]);
-    r.load(MOD);
-    assert_eq!(r.coming(MOD), None);
-    r.send(&format!("init {MOD}"));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
-        "$MOD_LIVEPATCH: post_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
-        "$MOD_TARGET: ${MOD_TARGET}_init",
-    ]);
-    r.unpatch(None);
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: pre_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
-        "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
-    ]);
-    r.send(&format!("exit {MOD}"));
-    r.unload(MOD);
-    r.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
+    r.patch_demo(PATCH_VMLINUX);
+    r.target_coming();
+    r.unpatch_all(UNPATCH_BOTH);
+    r.rmmod_target();
 }
 
 /// "module_going notifier": the target unloaded while patched gets its pre/post-unpatch
@@ -321,77 +365,28 @@ fn target_loaded_after_the_patch() {
 #[test]
 fn target_unloaded_while_patched() {
     let mut r = Run::start();
-    r.load(MOD);
-    r.send(&format!("init {MOD}"));
-    r.step(&["$MOD_TARGET: ${MOD_TARGET}_init"]);
-    r.patch(fixture().program.patch(1));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
-        "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_patch_callback: $MOD_TARGET -> [MODULE_STATE_LIVE] Normal state",
-    ]);
-    r.send(&format!("exit {MOD}"));
-    r.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
-    r.going(MOD);
-    r.unload(MOD);
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_GOING] Going away",
-        "$MOD_LIVEPATCH: post_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_GOING] Going away",
-    ]);
-    r.unpatch(None);
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
-    ]);
+    r.insmod_target();
+    r.patch_demo(PATCH_BOTH);
+    r.target_going();
+    r.unpatch_all(UNPATCH_VMLINUX);
 }
 
 /// "module_coming and module_going notifiers": the target comes and goes while patched.
 #[test]
 fn target_loaded_and_unloaded_while_patched() {
     let mut r = Run::start();
-    r.patch(fixture().program.patch(1));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
-    ]);
-    r.load(MOD);
-    assert_eq!(r.coming(MOD), None);
-    r.send(&format!("init {MOD}"));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
-        "$MOD_LIVEPATCH: post_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
-        "$MOD_TARGET: ${MOD_TARGET}_init",
-    ]);
-    r.send(&format!("exit {MOD}"));
-    r.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
-    r.going(MOD);
-    r.unload(MOD);
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_GOING] Going away",
-        "$MOD_LIVEPATCH: post_unpatch_callback: $MOD_TARGET -> [MODULE_STATE_GOING] Going away",
-    ]);
-    r.unpatch(None);
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
-    ]);
+    r.patch_demo(PATCH_VMLINUX);
+    r.target_coming();
+    r.target_going();
+    r.unpatch_all(UNPATCH_VMLINUX);
 }
 
 /// "target module not present": only the program's callbacks run.
 #[test]
 fn target_never_loaded() {
     let mut r = Run::start();
-    r.patch(fixture().program.patch(1));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
-    ]);
-    r.unpatch(None);
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
-    ]);
+    r.patch_demo(PATCH_VMLINUX);
+    r.unpatch_all(UNPATCH_VMLINUX);
 }
 
 /// "pre-patch callback -ENODEV": the program's pre-patch fails; the patch is refused with its
@@ -399,9 +394,7 @@ fn target_never_loaded() {
 #[test]
 fn a_failing_pre_patch_refuses_the_patch() {
     let mut r = Run::start();
-    r.load(MOD);
-    r.send(&format!("init {MOD}"));
-    r.step(&["$MOD_TARGET: ${MOD_TARGET}_init"]);
+    r.insmod_target();
     r.send("ret -19");
     r.wait("ret -19");
     let before = maps(r.p.pid());
@@ -414,9 +407,7 @@ fn a_failing_pre_patch_refuses_the_patch() {
     r.step(&["$MOD_LIVEPATCH: pre_patch_callback: vmlinux"]);
     assert_eq!(maps(r.p.pid()), before);
     assert!(info_ids(&r.dir, r.p.pid()).is_empty());
-    r.send(&format!("exit {MOD}"));
-    r.unload(MOD);
-    r.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
+    r.rmmod_target();
 }
 
 /// "module_coming + pre-patch callback -ENODEV": the pre-patch of a library loaded later
@@ -425,11 +416,7 @@ fn a_failing_pre_patch_refuses_the_patch() {
 #[test]
 fn a_failing_pre_patch_leaves_a_library_loaded_later_unpatched() {
     let mut r = Run::start();
-    r.patch(fixture().program.patch(1));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
-    ]);
+    r.patch_demo(PATCH_VMLINUX);
     r.send("ret -19");
     r.wait("ret -19");
     r.load(MOD);
@@ -446,11 +433,7 @@ fn a_failing_pre_patch_leaves_a_library_loaded_later_unpatched() {
         info.contains("libcallbacks_mod.so: pre-patch failed (-19)"),
         "{info}"
     );
-    r.unpatch(None);
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
-    ]);
+    r.unpatch_all(UNPATCH_VMLINUX);
     r.unload(MOD);
 }
 
@@ -473,14 +456,7 @@ fn several_targets() {
         "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
         "$MOD_LIVEPATCH: post_patch_callback: $MOD_TARGET_BUSY -> [MODULE_STATE_LIVE] Normal state",
     ]);
-    r.load(MOD);
-    assert_eq!(r.coming(MOD), None);
-    r.send(&format!("init {MOD}"));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
-        "$MOD_LIVEPATCH: post_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
-        "$MOD_TARGET: ${MOD_TARGET}_init",
-    ]);
+    r.target_coming();
     r.unpatch(None);
     r.step(&[
         "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
@@ -541,11 +517,7 @@ fn a_busy_target_stalls_the_switch() {
 fn two_patches() {
     let f = fixture();
     let mut r = Run::start();
-    r.patch(f.program.patch(1));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
-    ]);
+    r.patch_demo(PATCH_VMLINUX);
     r.patch(f.program.patch(2));
     r.step(&[
         "$MOD_LIVEPATCH2: pre_patch_callback: vmlinux",
@@ -557,10 +529,7 @@ fn two_patches() {
         "$MOD_LIVEPATCH2: post_unpatch_callback: vmlinux",
     ]);
     r.unpatch(Some("0001"));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_unpatch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_unpatch_callback: vmlinux",
-    ]);
+    r.step(UNPATCH_VMLINUX);
 }
 
 /// "atomic replace": the second patch replaces the first; the first's unpatch callbacks never
@@ -569,11 +538,7 @@ fn two_patches() {
 fn an_atomic_replace_skips_the_replaced_patch_callbacks() {
     let f = fixture();
     let mut r = Run::start();
-    r.patch(f.program.patch(1));
-    r.step(&[
-        "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
-        "$MOD_LIVEPATCH: post_patch_callback: vmlinux",
-    ]);
+    r.patch_demo(PATCH_VMLINUX);
     r.patch(&f.demo2_replace);
     r.step(&[
         "$MOD_LIVEPATCH2: pre_patch_callback: vmlinux",

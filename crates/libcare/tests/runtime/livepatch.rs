@@ -40,6 +40,11 @@ fn replacing(dir: &Path, built: &Built, name: &str, version: u32) -> PathBuf {
     out
 }
 
+/// `libcare-ctl patch -p PID FILE` in `dir`.
+fn patch(dir: &Path, pid: &str, file: &Path) -> std::process::Output {
+    ctl(dir, &["patch", "-p", pid, file.to_str().unwrap()], &[])
+}
+
 /// Waits for the line "greeting=G farewell=F uses=..." and returns its use count.
 fn expect_state(p: &mut Proc, greeting: &str, farewell: &str) -> i64 {
     p.drain();
@@ -56,13 +61,9 @@ fn an_atomic_replace_takes_over_the_earlier_patches_and_their_shadow_data() {
     let v2 = replacing(dir, &built, "livepatch", 2);
     let mut p = built.start("greeting=v0 farewell=v0 uses=-1");
     let pid = p.pid_arg();
-    ok(&ctl(
-        dir,
-        &["patch", "-p", &pid, built.patch(1).to_str().unwrap()],
-        &[],
-    ));
+    ok(&patch(dir, &pid, built.patch(1)));
     expect_state(&mut p, "v1", "v1");
-    let out = ok(&ctl(dir, &["patch", "-p", &pid, v2.to_str().unwrap()], &[]));
+    let out = ok(&patch(dir, &pid, &v2));
     assert!(out.contains("patch(es) 0001 replaced by 0002"), "{out}");
     // 0002 changes greeting only: farewell, which only 0001 changed, is the original again;
     // the use count 0001's use_conn kept in a shadow variable is read by 0002's report.
@@ -98,27 +99,15 @@ fn a_patch_must_carry_the_states_of_the_applied_ones() {
     let built = build_with_header(dir, "livepatch", &[], &[1, 3, 4]);
     let mut p = built.start("greeting=v0 farewell=v0 uses=-1");
     let pid = p.pid_arg();
-    ok(&ctl(
-        dir,
-        &["patch", "-p", &pid, built.patch(1).to_str().unwrap()],
-        &[],
-    ));
+    ok(&patch(dir, &pid, built.patch(1)));
     expect_state(&mut p, "v1", "v1");
     let before = maps(p.pid());
-    let out = ctl(
-        dir,
-        &["patch", "-p", &pid, built.patch(3).to_str().unwrap()],
-        &[],
-    );
+    let out = patch(dir, &pid, built.patch(3));
     fails(
         &out,
         &["patch 0003 does not carry state 1 (version 1) that applied patch 0001 set"],
     );
-    let out = ctl(
-        dir,
-        &["patch", "-p", &pid, built.patch(4).to_str().unwrap()],
-        &[],
-    );
+    let out = patch(dir, &pid, built.patch(4));
     fails(
         &out,
         &["patch 0004 carries state 1 at version 0, lower than version 1 that applied patch 0001 set"],
@@ -127,11 +116,7 @@ fn a_patch_must_carry_the_states_of_the_applied_ones() {
     expect_state(&mut p, "v1", "v1");
     // Without 0001, nothing asks for the state.
     ok(&ctl(dir, &["unpatch", "-p", &pid], &[]));
-    ok(&ctl(
-        dir,
-        &["patch", "-p", &pid, built.patch(3).to_str().unwrap()],
-        &[],
-    ));
+    ok(&patch(dir, &pid, built.patch(3)));
     expect_state(&mut p, "v3", "v0");
 }
 

@@ -26,7 +26,7 @@ use kpatch_process::{MapEntry, MapName, Memory};
 use crate::discover::LoadedObject;
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
-use crate::unwind::follows_call_x86_64;
+use crate::unwind::follows_call;
 
 /// Functions a coroutine library creates or switches stacks with.
 const SWITCHERS: [&str; 2] = ["makecontext", "swapcontext"];
@@ -281,7 +281,7 @@ fn scan(view: &View<'_>, guard: u64) -> Vec<Context> {
                     if c.sp % 16 == 0
                         && in_writable(c.sp)
                         && in_code(c.pc)
-                        && follows_call_x86_64(c.pc, &mut read)
+                        && follows_call(&kpatch_arch::X86_64, c.pc, &mut read)
                     {
                         out.push(c);
                     }

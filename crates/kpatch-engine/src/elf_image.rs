@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
+use kpatch_file::build_id_hex;
 use object::elf;
 use object::read::elf::{Dyn, FileHeader, ProgramHeader, SectionHeader, Sym};
 use object::Endianness;
@@ -84,13 +85,12 @@ pub fn build_id_of(data: &[u8]) -> Result<Option<String>> {
 }
 
 fn find_build_id(header: &Header, endian: Endianness, data: &[u8]) -> Option<String> {
-    let hex = |id: &[u8]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
     if let Ok(phdrs) = header.program_headers(endian, data) {
         for ph in phdrs {
             if let Ok(Some(mut notes)) = ph.notes(endian, data) {
                 while let Ok(Some(note)) = notes.next() {
                     if note.name() == b"GNU" && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
-                        return Some(hex(note.desc()));
+                        return Some(build_id_hex(note.desc()));
                     }
                 }
             }
@@ -101,7 +101,7 @@ fn find_build_id(header: &Header, endian: Endianness, data: &[u8]) -> Option<Str
         if let Ok(Some(mut notes)) = s.notes(endian, data) {
             while let Ok(Some(note)) = notes.next() {
                 if note.name() == b"GNU" && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
-                    return Some(hex(note.desc()));
+                    return Some(build_id_hex(note.desc()));
                 }
             }
         }

@@ -2,7 +2,10 @@
 //! in (`libcare-ctl` from its `LIBCARE_*` variables).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use kpatch_process::GuardianForker;
 
 /// Where lock files go unless the caller says otherwise.
 const DEFAULT_LOCK_DIR: &str = "/run/libcare";
@@ -23,9 +26,15 @@ pub struct Options {
     pub lock_wait: Duration,
     /// Directory of the per-pid lock files (`LIBCARE_LOCK_DIR`).
     pub lock_dir: PathBuf,
+    /// How long a callback of `<libcare/livepatch.h>` may run, and how long to look for a
+    /// thread that may run it (`LIBCARE_CALLBACK_TIMEOUT`, seconds).
+    pub callback_timeout: Duration,
     /// Test-only: the step at which the tool kills itself (`LIBCARE_FAULT_STEP`; see
     /// `fault.rs`). `None` in production.
     pub fault_step: Option<String>,
+    /// Forks the guardians, when set (a run over many processes: see [`GuardianForker`]);
+    /// otherwise this process forks them.
+    pub guardian_forker: Option<Arc<GuardianForker>>,
 }
 
 impl Default for Options {
@@ -36,7 +45,9 @@ impl Default for Options {
             stop_timeout: Duration::from_secs(5),
             lock_wait: Duration::from_secs(30),
             lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
+            callback_timeout: Duration::from_secs(10),
             fault_step: None,
+            guardian_forker: None,
         }
     }
 }

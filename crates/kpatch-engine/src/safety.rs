@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
+use kpatch_arch::Arch;
 use kpatch_process::{MapEntry, Memory};
 
 use crate::coro;
@@ -297,7 +298,7 @@ pub fn threads(
 ) -> Result<Inspection> {
     let proc = world.process();
     let mem: &dyn Memory = proc.memory();
-    let machine = proc.arch().e_machine();
+    let arch = proc.arch();
     let mut reader = BlockReader::new(mem, &t.code);
     let mut out = Inspection::default();
     let layout = proc.arch().regs();
@@ -365,7 +366,7 @@ pub fn threads(
                     if !busy_found
                         && addr >= from
                         && contains_sorted(&t.ranges, value)
-                        && follows_call(machine, value, &mut reader)
+                        && follows_call(arch, value, &mut reader)
                     {
                         out.busy.push(Busy {
                             tid,
@@ -459,12 +460,7 @@ fn clear_without_walking(
     let reg = |i: usize| regs.get(i).copied().unwrap_or(0);
     let pc = reg(layout.pc);
     let lr = layout.link.map(reg);
-    // A thread stopped on a trampoline's second instruction (x86_64: 7 or 5 bytes in;
-    // aarch64: 4) is in a signal frame too.
-    let on_trampoline = [0u64, 4, 5, 7]
-        .iter()
-        .any(|&back| walker.may_lead_elsewhere(pc.wrapping_sub(back)));
-    if on_trampoline || contains_sorted(&t.ranges, pc) {
+    if walker.may_be_on_trampoline(pc) || contains_sorted(&t.ranges, pc) {
         return false;
     }
     if let Some(lr) = lr {
@@ -502,15 +498,8 @@ fn held_in(
 }
 
 /// Whether `addr` is a return address: the instruction before it is a call.
-fn follows_call(machine: u16, addr: u64, reader: &mut BlockReader<'_>) -> bool {
-    if machine == kpatch_arch::EM_AARCH64 {
-        // bl imm26, or blr xN.
-        return reader.word(addr.wrapping_sub(8)).is_some_and(|w| {
-            let insn = (w >> 32) as u32;
-            insn & 0xfc00_0000 == 0x9400_0000 || insn & 0xffff_fc1f == 0xd63f_0000
-        });
-    }
-    crate::unwind::follows_call_x86_64(addr, &mut |a| reader.word(a).ok_or(()))
+fn follows_call(arch: &dyn Arch, addr: u64, reader: &mut BlockReader<'_>) -> bool {
+    crate::unwind::follows_call(arch, addr, &mut |a| reader.word(a).ok_or(()))
 }
 
 /// The parts of the thread's stacks in use: from each stack pointer the walk went through (the
@@ -728,7 +717,7 @@ mod tests {
 
     #[test]
     fn a_thread_is_cleared_without_walking_only_when_nothing_could_hide_a_frame() {
-        let arch = kpatch_arch::for_machine(kpatch_arch::EM_X86_64).unwrap();
+        let arch: &'static dyn Arch = &kpatch_arch::X86_64;
         let layout = arch.regs();
         let mut walker = StackWalker::new(arch);
         // Searched text at 0x1000 with a trampoline at 0x1100; unsearched code at 0x5000.

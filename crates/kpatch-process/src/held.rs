@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
+use crate::park::{park, ptrace_error_for};
 use crate::process::Process;
 use crate::procfs;
 use crate::ptrace::{self, Event};
-use crate::signals::{self, SavedSignal};
-use crate::stop::{set_options, Tracee};
+use crate::signals;
 use crate::thread::ThreadHandle;
+use crate::tracee::{SavedSignal, Tracee, TraceeState};
 
 /// How long releasing waits for a running held thread to stop.
 const RELEASE_GRACE: Duration = Duration::from_millis(200);
@@ -138,7 +139,7 @@ impl HeldThread {
 
     /// Whether it is in a ptrace stop now.
     pub fn is_stopped(&self) -> bool {
-        self.tracee.stopped
+        self.tracee.is_stopped()
     }
 
     /// Asks it to stop ([`HeldEvent::Interrupted`]) as soon as it runs user code or is
@@ -152,7 +153,7 @@ impl HeldThread {
 
     /// Sets its ptrace options (`PTRACE_O_*`).
     pub fn set_options(&mut self, options: libc::c_int) -> Result<()> {
-        set_options(self.tid(), options).map_err(|e| self.err("SETOPTIONS", e))?;
+        ptrace::set_options(self.tid(), options).map_err(|e| self.err("SETOPTIONS", e))?;
         self.tracee.options = options;
         Ok(())
     }
@@ -163,7 +164,7 @@ impl HeldThread {
         self.tracee.regs = None;
         match ptrace::cont(self.tid(), sig) {
             Ok(()) | Err(Errno::ESRCH) => {
-                self.tracee.stopped = false;
+                self.tracee.state = TraceeState::Running;
                 Ok(())
             }
             Err(errno) => Err(self.err("CONT", errno)),
@@ -220,18 +221,17 @@ impl HeldThread {
             return None;
         }
         self.tracee.regs = None;
-        self.tracee.stopped = true;
+        self.tracee.reached_stop(false);
         Some(match event {
             Event::Running => return None,
             Event::Exited(_) | Event::Killed(_) => {
-                self.tracee.stopped = false;
-                self.tracee.gone = true;
+                self.tracee.state = TraceeState::Gone;
                 HeldEvent::Gone
             }
             Event::Signal(sig) => HeldEvent::Signal(sig),
             Event::Ptrace { event, .. } if event == libc::PTRACE_EVENT_EXEC => HeldEvent::Exec,
             Event::Ptrace { sig, event } if event == libc::PTRACE_EVENT_STOP => {
-                self.tracee.group_stop = sig != libc::SIGTRAP;
+                self.tracee.reached_stop(sig != libc::SIGTRAP);
                 if sig == libc::SIGTRAP {
                     HeldEvent::Interrupted
                 } else {
@@ -252,7 +252,7 @@ impl HeldThread {
                 self.tgid
             )));
         }
-        if !self.tracee.stopped || self.tracee.gone {
+        if !self.tracee.is_stopped() {
             return Err(Error::InvalidArgument(format!(
                 "pid {}: held thread {} is not stopped",
                 self.tgid,
@@ -311,17 +311,17 @@ impl HeldThread {
     /// Whether it is stopped by job control (a group-stop): it is then the user's to resume,
     /// and nothing may run in it.
     pub fn in_job_control(&self) -> bool {
-        self.tracee.stopped && self.tracee.group_stop
+        self.tracee.state == TraceeState::GroupStopped
     }
 
     /// Stops it if it runs: interrupts it and waits (up to a short grace period) for the stop;
     /// a signal that arrives first stops it too and is kept, to be sent back when it is
     /// released. Returns false if it is gone.
     pub fn stop(&mut self) -> Result<bool> {
-        if self.tracee.gone {
+        if self.tracee.is_gone() {
             return Ok(false);
         }
-        if self.tracee.stopped {
+        if self.tracee.is_stopped() {
             return Ok(true);
         }
         self.interrupt()?;
@@ -345,7 +345,7 @@ impl HeldThread {
     }
 
     fn release_now(&mut self) -> Result<()> {
-        if self.tracee.gone || self.tracee.tid == 0 {
+        if self.tracee.is_gone() || self.tracee.tid == 0 {
             return Ok(());
         }
         if !self.stop()? {
@@ -355,7 +355,7 @@ impl HeldThread {
         for sig in std::mem::take(&mut self.tracee.saved) {
             signals::queue_from_here(self.tgid, tid, &sig);
         }
-        self.tracee.gone = true;
+        self.tracee.state = TraceeState::Gone;
         match ptrace::detach(tid) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(errno) => Err(ptrace_error_for(self.tgid, tid, "DETACH", errno)),
@@ -370,85 +370,5 @@ impl HeldThread {
 impl Drop for HeldThread {
     fn drop(&mut self) {
         let _ = self.release_now();
-    }
-}
-
-fn ptrace_error_for(pid: i32, tid: i32, op: &'static str, errno: Errno) -> Error {
-    Error::Ptrace {
-        pid,
-        tid,
-        op,
-        errno,
-    }
-}
-
-/// Whether stopped thread `tid` is in a signal-delivery-stop (rather than an event stop:
-/// interrupt, exec, clone..., or a group-stop).
-fn in_signal_stop(tid: i32) -> bool {
-    match ptrace::siginfo(tid) {
-        // Event stops report SIGTRAP with the event in the high byte of si_code.
-        Ok(info) => !(info.si_signo == libc::SIGTRAP && info.si_code >> 8 != 0),
-        // A group-stop has no siginfo.
-        Err(_) => false,
-    }
-}
-
-/// See [`HeldThread::park`]; `pid` names the process in errors.
-pub(crate) fn park(pid: i32, t: &mut Tracee) -> Result<()> {
-    if t.gone || !t.stopped || !in_signal_stop(t.tid) {
-        return Ok(());
-    }
-    // The interrupt is taken before any signal is dequeued: the thread stops again before it
-    // runs an instruction.
-    let deadline = Instant::now() + RELEASE_GRACE;
-    match ptrace::interrupt(t.tid) {
-        Ok(()) | Err(Errno::ESRCH) => {}
-        Err(errno) => return Err(ptrace_error_for(pid, t.tid, "INTERRUPT", errno)),
-    }
-    t.regs = None;
-    match ptrace::cont(t.tid, 0) {
-        Ok(()) => {}
-        Err(Errno::ESRCH) => {}
-        Err(errno) => return Err(ptrace_error_for(pid, t.tid, "CONT", errno)),
-    }
-    loop {
-        let event = match ptrace::wait_event(t.tid, deadline) {
-            Ok(e) => e,
-            Err(Errno::ECHILD) => Event::Exited(0),
-            Err(errno) => {
-                return Err(Error::Wait {
-                    pid,
-                    tid: t.tid,
-                    errno,
-                })
-            }
-        };
-        match event {
-            Event::Running => {
-                t.stopped = false;
-                return Err(Error::StopTimeout {
-                    pid,
-                    tids: vec![t.tid],
-                    timeout: RELEASE_GRACE,
-                });
-            }
-            Event::Exited(_) | Event::Killed(_) => {
-                t.stopped = false;
-                t.gone = true;
-                return Ok(());
-            }
-            Event::Signal(_) => {
-                // A signal dequeued first after all: keep it for the release, stop again.
-                if let Ok(info) = ptrace::siginfo(t.tid) {
-                    t.saved.push(SavedSignal::new(&info));
-                }
-                let _ = ptrace::interrupt(t.tid);
-                let _ = ptrace::cont(t.tid, 0);
-            }
-            Event::Ptrace { sig, event } => {
-                t.group_stop = event == libc::PTRACE_EVENT_STOP && sig != libc::SIGTRAP;
-                return Ok(());
-            }
-        }
     }
 }

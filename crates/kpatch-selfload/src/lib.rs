@@ -1,5 +1,5 @@
 //! Start-up patching: a process that executes a program with a patch in the storage, or loads
-//! a library with one, is patched before that code runs (docs/internals.md section 5).
+//! a library with one, is patched before that code runs (docs/internals.md section 6).
 //!
 //! [`Context::patch_at_startup`] does the work on a thread held at the right moment;
 //! [`SelfLoad`] (`libcare-server --self-load`) finds such threads with fanotify, with nothing

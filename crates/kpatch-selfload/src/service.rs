@@ -1,6 +1,6 @@
 //! `libcare-server --self-load`: every process that executes a file with a patch in the storage,
 //! and every library with one that a process loads, is patched before its code runs
-//! (docs/internals.md section 5). Three kinds of threads:
+//! (docs/internals.md section 6). Three kinds of threads:
 //!
 //! - one reads the fanotify events; it answers at once those of our own threads and of files no
 //!   longer watched, and those of a process already being handled, and hands each other one to

@@ -15,7 +15,7 @@ pub const DEFAULT_STORAGE: &str = "/var/lib/libcare";
 /// Exit status reported for a failed request (the one `libcare-ctl` uses).
 pub const FAILURE: u8 = 255;
 
-/// LibcarePlus's start-up requests (docs/internals.md section 5).
+/// LibcarePlus's start-up requests (docs/internals.md section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartupRequest {
     /// `execve TID`: thread TID (of the client) is about to execute a program; it waits for

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kpatch_engine::{select, Engine, Options, Report, Storage};
@@ -11,8 +12,8 @@ use kpatch_process::GuardianForker;
 
 use crate::ctl_args::{Command, Target};
 
-/// The engine's options, with what the environment sets: `LIBCARE_SAFETY_TIMEOUT` and
-/// `LIBCARE_LOCK_WAIT` (seconds), `LIBCARE_LOCK_DIR`, and, for tests only,
+/// The engine's options, with what the environment sets: `LIBCARE_SAFETY_TIMEOUT`,
+/// `LIBCARE_CALLBACK_TIMEOUT` and `LIBCARE_LOCK_WAIT` (seconds), `LIBCARE_LOCK_DIR`, and, for tests only,
 /// `LIBCARE_FAULT_STEP` (see docs/internals.md section 4). A value that does not parse leaves
 /// the default.
 fn options_from_env() -> Options {
@@ -26,6 +27,9 @@ fn options_from_env() -> Options {
     if let Some(t) = secs("LIBCARE_SAFETY_TIMEOUT") {
         opts.safety_timeout = t;
     }
+    if let Some(t) = secs("LIBCARE_CALLBACK_TIMEOUT") {
+        opts.callback_timeout = t;
+    }
     if let Some(t) = secs("LIBCARE_LOCK_WAIT") {
         opts.lock_wait = t;
     }
@@ -37,9 +41,13 @@ fn options_from_env() -> Options {
 }
 
 /// An engine with the options the environment sets (see [`options_from_env`]), for callers
-/// that patch without a command line (the server's start-up patching).
-pub fn engine() -> Engine {
-    Engine::new(options_from_env())
+/// that patch without a command line (the server's start-up patching), forking its guardians
+/// from `guardian_forker` when given.
+pub fn engine(guardian_forker: Option<Arc<GuardianForker>>) -> Engine {
+    Engine::new(Options {
+        guardian_forker,
+        ..options_from_env()
+    })
 }
 
 /// Where a command's text goes.
@@ -223,6 +231,7 @@ fn info(pid: i32, json: bool, engine: &Engine, p: &mut Printer<'_>) -> bool {
                     if patch.at_startup {
                         p.out(&format!("{:<25} at start-up", "Applied:"));
                     }
+                    livepatch_lines(patch, p);
                 }
                 p.out("");
             }
@@ -232,6 +241,29 @@ fn info(pid: i32, json: bool, engine: &Engine, p: &mut Printer<'_>) -> bool {
             p.error(format_args!("pid {pid}: {e}"));
             false
         }
+    }
+}
+
+/// What `info` shows of a patch's `<libcare/livepatch.h>` features, after its id (nothing for
+/// a patch that uses none).
+fn livepatch_lines(patch: &kpatch_engine::PatchInfo, p: &mut Printer<'_>) {
+    if patch.replace {
+        p.out(&format!(
+            "{:<25} {}",
+            "Replace:", "yes (it replaced the earlier patches)"
+        ));
+    }
+    if !patch.states.is_empty() {
+        let states: Vec<String> = patch
+            .states
+            .iter()
+            .map(|(id, v)| format!("{id} (version {v})"))
+            .collect();
+        p.out(&format!("{:<25} {}", "States:", states.join(", ")));
+    }
+    for c in &patch.callbacks {
+        let object = c.object.as_deref().unwrap_or("(program)");
+        p.out(&format!("{:<25} {object}: {}", "Callbacks:", c.state));
     }
 }
 
@@ -247,13 +279,17 @@ fn open_storage(path: &Path, p: &mut Printer<'_>) -> Option<Storage> {
 }
 
 /// `-p all`: one result line per process; the processes no patch applies to are not attached.
-/// For a run over several processes, a helper that forks their guardians: forking this
-/// process, grown by the images it has read, would copy its page tables each time (and
+/// `opts`, with a helper that forks the guardians for a run over several processes: forking
+/// this process, grown by the images it has read, would copy its page tables each time (and
 /// make every page it writes afterwards a copy-on-write fault).
-fn guardian_forker(processes: usize) -> Option<GuardianForker> {
-    (processes > 1)
+fn with_guardian_forker(opts: &Options, processes: usize) -> Options {
+    let forker = (processes > 1)
         .then(GuardianForker::start)
-        .and_then(Result::ok)
+        .and_then(Result::ok);
+    Options {
+        guardian_forker: forker.map(Arc::new),
+        ..opts.clone()
+    }
 }
 
 fn patch_all(storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
@@ -264,7 +300,10 @@ fn patch_all(storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
             return false;
         }
     };
-    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let engine = &Engine::new(with_guardian_forker(
+        engine.options(),
+        candidates.iter().filter(|c| c.applies).count(),
+    ));
     let mut ok = true;
     for c in candidates {
         if c.applies {
@@ -284,7 +323,10 @@ fn unpatch_all(id: Option<&str>, objects: &[String], engine: &Engine, p: &mut Pr
             return false;
         }
     };
-    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let engine = &Engine::new(with_guardian_forker(
+        engine.options(),
+        candidates.iter().filter(|c| c.applies).count(),
+    ));
     let mut ok = true;
     for c in candidates {
         if c.applies {
@@ -316,6 +358,10 @@ pub fn execute(cmd: &Command, verbose: bool, con: &mut dyn Console) -> bool {
     match cmd {
         Command::Help(text) => {
             p.out(text.trim_end_matches('\n'));
+            true
+        }
+        Command::Version => {
+            p.out(&crate::version_line("libcare-ctl"));
             true
         }
         Command::Patch { target, path } => {

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
+use super::qemu::Series;
 use super::selfload::SelfLoadStats;
 use super::stats::Stats;
 
@@ -19,6 +20,8 @@ pub struct Report {
     build: Option<(Stats, Stats)>,
     pall: Option<(Stats, Stats)>,
     selfload: Option<SelfLoadStats>,
+    coro: Option<(Stats, Stats, Stats)>,
+    qemu: Vec<Series>,
     extra: Vec<(String, String)>,
 }
 
@@ -104,6 +107,14 @@ impl Report {
         self.pall = Some((*one, *hundred));
     }
 
+    pub fn coro(&mut self, on: &Stats, off: &Stats, frozen: &Stats) {
+        self.coro = Some((*on, *off, *frozen));
+    }
+
+    pub fn qemu(&mut self, series: Vec<Series>) {
+        self.qemu = series;
+    }
+
     pub fn selfload(&mut self, stats: SelfLoadStats) {
         self.selfload = Some(stats);
     }
@@ -132,6 +143,20 @@ impl Report {
                 s,
                 "| {t} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |",
                 f.median, f.p90, on.median, on.p90, off.median, off.p90, fr.median
+            )?;
+        }
+        if let Some((on, off, frozen)) = &self.coro {
+            writeln!(s, "\n## 1b. Pause with coroutines (3 threads)\n")?;
+            writeln!(s, "The probe built with `-DCORO`: 64 coroutines made with `makecontext`, each suspended in `swapcontext`, and a 128 MiB heap, as a QEMU holds them; the patch's safety check must find the coroutines' saved contexts.\n")?;
+            writeln!(
+                s,
+                "| patch median / p90 | unpatch median / p90 | libcare-ctl frozen_time median |"
+            )?;
+            writeln!(s, "|---|---|---|")?;
+            writeln!(
+                s,
+                "| {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |",
+                on.median, on.p90, off.median, off.p90, frozen.median
             )?;
         }
         writeln!(s, "\n## 3. Pause against patch size (3 threads)\n")?;
@@ -195,10 +220,35 @@ impl Report {
             writeln!(s, "| 1 | {:.1} / {:.1} |", one.median, one.p90)?;
             writeln!(s, "| 100 | {:.1} / {:.1} |", hundred.median, hundred.p90)?;
         }
+        if !self.qemu.is_empty() {
+            writeln!(
+                s,
+                "\n## 7. QEMU 7.2 (TCG, q35, no guest OS; the CVE-2023-3255 patch; ms)\n"
+            )?;
+            writeln!(s, "`cargo xtask test-qemu`'s build and patch; guest memory preallocated; a QMP client sends `query-status` back to back, and the stall is the longest any answer took during the command.\n")?;
+            writeln!(s, "| tool | guest | patch frozen_time median / p90 | QMP stall, patch | unpatch frozen_time | QMP stall, unpatch |")?;
+            writeln!(s, "|---|---|---|---|---|---|")?;
+            for q in &self.qemu {
+                writeln!(
+                    s,
+                    "| {} | {} GiB | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                    q.tool,
+                    q.mem_mib / 1024,
+                    q.frozen_on.median / 1000.0,
+                    q.frozen_on.p90 / 1000.0,
+                    q.stall_on.median,
+                    q.stall_on.p90,
+                    q.frozen_off.median / 1000.0,
+                    q.frozen_off.p90 / 1000.0,
+                    q.stall_off.median,
+                    q.stall_off.p90
+                )?;
+            }
+        }
         if let Some(sl) = &self.selfload {
             writeln!(
                 s,
-                "\n## 7. Start-up patching (`libcare-server --self-load`, in a private PID namespace)\n"
+                "\n## 8. Start-up patching (`libcare-server --self-load`, in a private PID namespace)\n"
             )?;
             writeln!(s, "Time from spawning a small program (one line printed, then exit) to its exit, {} runs each, ms; the service's own figures per start-up, µs.\n", sl.plain_off.n)?;
             writeln!(s, "| series | median / p90 |")?;

@@ -17,15 +17,21 @@ use libcare::ctl_args;
 const USAGE: &str =
     "usage: libcare-server [-v] [--self-load [--search DIR]...] <UNIX socket> [STORAGE ROOT]
 
+Arguments:
   <UNIX socket>   a path, @NAME for an abstract socket, or &FD for an inherited
-                  listening socket
+                  listening socket (libcare.service passes systemd's socket as &3)
   STORAGE ROOT    patches for the update, execve and startup commands
                   (default /var/lib/libcare)
+
+Options:
+  -v              print each request and its status
   --self-load     patch every process that executes a program, or loads a library,
                   with a patch in the storage before that code runs (needs root)
   --search DIR    where to look for the files that have patches (repeatable; default
                   the usual program and library directories); files mapped by running
                   processes are found anyway
+  -h              this message
+  --version       print the version and the git commit
 ";
 
 /// Exit status of every failure.
@@ -130,14 +136,15 @@ struct Args {
 fn run(args: Args) -> Result<()> {
     // Self-load forks a guardian for every process it patches: from a small helper, forked
     // now, rather than from the server, whose copy grows with the files it has read.
-    let _forker = if args.self_load {
-        Some(kpatch_process::GuardianForker::start().context("starting the guardian forker")?)
+    let forker = if args.self_load {
+        let f = kpatch_process::GuardianForker::start().context("starting the guardian forker")?;
+        Some(Arc::new(f))
     } else {
         None
     };
     let address = Address::parse(&args.socket)?;
     let startup = Arc::new(Context::new(
-        ctl::engine(),
+        ctl::engine(forker),
         args.storage.clone(),
         Arc::new(log_line),
     ));
@@ -195,6 +202,10 @@ fn main() -> ExitCode {
             },
             "-h" | "--help" => {
                 print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" => {
+                println!("{}", libcare::version_line("libcare-server"));
                 return ExitCode::SUCCESS;
             }
             other => match other.strip_prefix("--search=") {

@@ -1,0 +1,21 @@
+//! End-to-end tests of `libcare-ctl` on live processes built from tests/fixtures/runtime: one
+//! test binary, one module per area. Every process a test starts is killed when its guard
+//! drops, passed or not.
+
+mod support;
+
+mod busy_start;
+mod callbacks;
+mod coro;
+mod fault;
+mod hardened;
+mod input;
+mod layered;
+mod livepatch;
+mod lock;
+mod objects;
+mod recursion;
+mod safety;
+mod selfload;
+mod stacked;
+mod threads;

@@ -323,6 +323,35 @@ impl Arch for Aarch64 {
         // Six instructions: longer than a loader's `ret`; the function gets a page instead.
         None
     }
+    fn loader_watch_function(&self, r_state: u64, path: u64) -> Vec<u8> {
+        // movz xD, #imm
+        let mov = |d: u32, imm: u32| 0xd280_0000 | (imm << 5) | d;
+        let svc = 0xd400_0001;
+        // ldr xT, <literal `words` instructions ahead>
+        let ldr_literal = |t: u32, words: u32| 0x5800_0000 | (words << 5) | t;
+        const RET: u32 = 12;
+        const LITERALS: u32 = 14;
+        let words: [u32; 14] = [
+            ldr_literal(9, LITERALS),            // ldr x9, =r_state
+            0xb940_012a,                         // ldr w10, [x9]
+            0x3400_0000 | ((RET - 2) << 5) | 10, // cbz w10, ret
+            0x9280_0c60,                         // mov x0, #AT_FDCWD
+            ldr_literal(1, LITERALS + 2 - 4),    // ldr x1, =path
+            0xd2a0_0102,                         // mov x2, #(O_RDONLY | O_CLOEXEC)
+            mov(3, 0),                           // mov x3, #0
+            mov(8, 56),                          // mov x8, #SYS_openat
+            svc,                                 // svc #0
+            0x37f8_0000 | ((RET - 9) << 5),      // tbnz w0, #31, ret
+            mov(8, 57),                          // mov x8, #SYS_close
+            svc,                                 // svc #0
+            0xd65f_03c0,                         // ret
+            0xd503_201f,                         // nop: the literals 8-byte aligned
+        ];
+        let mut code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        code.extend_from_slice(&r_state.to_le_bytes());
+        code.extend_from_slice(&path.to_le_bytes());
+        code
+    }
     fn sys_rt_tgsigqueueinfo(&self) -> u64 {
         240
     }

@@ -224,6 +224,13 @@ pub trait Arch: Sync + Send + std::fmt::Debug + std::any::Any {
     /// of its own); and the offset of its return instruction. `None` where no such short form
     /// exists.
     fn thread_signal_function(&self, tid: u32, sig: u8) -> Option<(Vec<u8>, usize)>;
+    /// A function for the dynamic loader's debugger hook of a process the start-up service
+    /// follows: when the 32-bit `r_state` at address `r_state` is not 0 (`RT_CONSISTENT`: the
+    /// loader is about to add or remove objects) it opens the file whose NUL-terminated path
+    /// is at `path` (`openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC)`), whose opening the service
+    /// hears of (fanotify), closes it again if that succeeded, and returns. It touches only
+    /// registers a call may clobber, and nothing else of the process.
+    fn loader_watch_function(&self, r_state: u64, path: u64) -> Vec<u8>;
     fn sys_rt_tgsigqueueinfo(&self) -> u64;
     /// Whether syscall `nr` fails with `EINTR` when a ptrace stop interrupts it (rather than
     /// being restarted by the kernel), and may be called again with the same arguments.

@@ -285,6 +285,29 @@ impl Arch for X86_64 {
         let ret = code.len() - 1;
         Some((code, ret))
     }
+    fn loader_watch_function(&self, r_state: u64, path: u64) -> Vec<u8> {
+        let mut code = vec![0x48, 0xb8]; // movabs $r_state, %rax
+        code.extend_from_slice(&r_state.to_le_bytes());
+        code.extend_from_slice(&[
+            0x83, 0x38, 0x00, // cmpl $0, (%rax)
+            0x74, 40, // je ret
+            0xbf, 0x9c, 0xff, 0xff, 0xff, // mov $AT_FDCWD, %edi
+            0x48, 0xbe, // movabs $path, %rsi
+        ]);
+        code.extend_from_slice(&path.to_le_bytes());
+        code.extend_from_slice(&[
+            0xba, 0x00, 0x00, 0x08, 0x00, // mov $(O_RDONLY | O_CLOEXEC), %edx
+            0xb8, 0x01, 0x01, 0x00, 0x00, // mov $SYS_openat, %eax
+            0x0f, 0x05, // syscall
+            0x85, 0xc0, // test %eax, %eax
+            0x78, 9, // js ret
+            0x89, 0xc7, // mov %eax, %edi
+            0xb8, 0x03, 0x00, 0x00, 0x00, // mov $SYS_close, %eax
+            0x0f, 0x05, // syscall
+            0xc3, // ret
+        ]);
+        code
+    }
     fn sys_rt_tgsigqueueinfo(&self) -> u64 {
         297
     }

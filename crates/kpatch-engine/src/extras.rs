@@ -12,7 +12,7 @@ use kpatch_file::{
 use kpatch_process::Memory;
 
 use crate::discover::AppliedPatch;
-use crate::payload::Payload;
+use crate::payload::{PSymDef, Payload};
 
 /// Where the sections are (offsets inside the ELF image) and what they say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +71,52 @@ impl Extras {
             elf.get(r.start as usize..r.end as usize)
                 .map(<[u8]>::to_vec)
         })
+    }
+
+    /// The objects a payload's callbacks are for (their sonames or file names, as declared;
+    /// the program's callbacks left out). The names are read where the relocations of the
+    /// records' name fields point.
+    pub fn callback_objects(payload: &Payload, elf: &[u8]) -> Vec<String> {
+        let Some((index, section)) = payload.section(KPATCH_CALLBACKS) else {
+            return Vec::new();
+        };
+        let rec = CALLBACK_RECORD_SIZE as u64;
+        let mut out = Vec::new();
+        for record in 0..section.size / rec {
+            // The name is the record's first field.
+            let Some(r) = payload
+                .relocs
+                .iter()
+                .find(|r| r.target == index && r.offset == record * rec)
+            else {
+                continue;
+            };
+            let Some(sym) = payload.symbols.get(r.symbol) else {
+                continue;
+            };
+            let PSymDef::Section(k) = sym.def else {
+                continue;
+            };
+            let Some(target) = payload.sections.get(k) else {
+                continue;
+            };
+            // A section symbol stands for its section's start (see relocate.rs).
+            let value = if sym.st_type == object::elf::STT_SECTION {
+                0
+            } else {
+                sym.value
+            };
+            let at = target
+                .offset
+                .wrapping_add(value)
+                .wrapping_add(r.addend as u64) as usize;
+            let Some(bytes) = elf.get(at..) else { continue };
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            if end > 0 {
+                out.push(String::from_utf8_lossy(&bytes[..end]).into_owned());
+            }
+        }
+        out
     }
 
     /// The extras of an applied patch, read from its region (nothing for a region whose ELF

@@ -15,6 +15,12 @@
 //! qualifies, the threads run for a moment and are looked at again, until the patience runs
 //! out. The callback is called as IFUNC resolvers are (`ThreadHandle::call`): the thread's
 //! registers and signal state are put back afterwards and an interrupted syscall resumes.
+//!
+//! A process opened with a held thread ([`Process::open_held`]: start-up patching, a library
+//! being loaded or unloaded) runs its callbacks in that thread, as the kernel runs a module's
+//! notifiers in the task that loads or unloads it. It is stopped at a known point, the dynamic
+//! loader's debugger hook (or the loader's `munmap` of an object it unloads), where the loader
+//! holds only its own recursive lock, and no other lock of libc.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -151,6 +157,8 @@ pub struct Host<'p> {
     call_timeout: Duration,
     /// The thread that ran the last call: looked at first.
     last: Option<i32>,
+    /// The thread the caller holds, which runs every call (see the module's comment).
+    held: Option<i32>,
 }
 
 impl<'p> Host<'p> {
@@ -176,6 +184,7 @@ impl<'p> Host<'p> {
             patience: opts.callback_timeout,
             call_timeout: opts.callback_timeout,
             last: None,
+            held: proc.held_tid(),
         }
     }
 
@@ -269,6 +278,22 @@ impl<'p> Host<'p> {
     pub fn call(&mut self, func: u64, arg: u64, what: &str, rep: &mut dyn Report) -> Result<u64> {
         let proc = self.proc;
         let pid = proc.pid();
+        if let Some(tid) = self.held {
+            let _defer = DeferTermination::new();
+            let mut stopped = proc.stop_one(tid, self.stop_timeout)?;
+            rep.detail(&format!(
+                "{what}: running in thread {tid}, held in the loader"
+            ));
+            let result = stopped.thread().call(func, &[arg], self.call_timeout);
+            let resumed = stopped.resume();
+            let value = result.map_err(|source| Error::Callback {
+                what: what.to_owned(),
+                pid,
+                source,
+            })?;
+            resumed?;
+            return Ok(value);
+        }
         let start = Instant::now();
         let mut backoff = Duration::from_millis(1);
         loop {

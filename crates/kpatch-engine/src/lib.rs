@@ -109,8 +109,9 @@ impl Engine {
         unapply::unpatch(&self.options, &self.images, pid, id, targets, rep)
     }
 
-    /// `object` (a path, file name or soname) has just been loaded into process `pid` (mapped
-    /// and relocated, its initialisers not yet run): applies `storage`'s patch for it, if any,
+    /// `object` (a path, file name or soname) has just been loaded into process `pid` (mapped,
+    /// perhaps not relocated yet, its initialisers not yet run): applies `storage`'s patch for
+    /// it, if any,
     /// and runs the callbacks applied patches declared for it. For a service following the
     /// process's `dlopen` calls; a failing pre-patch leaves the object unpatched and is
     /// returned as [`Error::PrePatchFailed`].
@@ -121,7 +122,21 @@ impl Engine {
         storage: Option<&Storage>,
         rep: &mut dyn Report,
     ) -> Result<PatchOutcome> {
-        objects::loaded(&self.options, &self.images, pid, object, storage, rep)
+        self.object_loaded_with(pid, object, storage, &PatchRequest::default(), rep)
+    }
+
+    /// [`Engine::object_loaded`], as `req` asks: a thread the caller holds (the one loading,
+    /// stopped in the dynamic loader, which then runs the callbacks), the objects the loader
+    /// has mapped and not relocated yet (`only`), recorded as applied at start-up.
+    pub fn object_loaded_with(
+        &self,
+        pid: i32,
+        object: &str,
+        storage: Option<&Storage>,
+        req: &PatchRequest<'_>,
+        rep: &mut dyn Report,
+    ) -> Result<PatchOutcome> {
+        objects::loaded(&self.options, &self.images, pid, object, storage, req, rep)
     }
 
     /// `object` is about to be unloaded from process `pid` (its finalisers have run, it is
@@ -132,7 +147,19 @@ impl Engine {
         object: &str,
         rep: &mut dyn Report,
     ) -> Result<UnpatchOutcome> {
-        objects::unloading(&self.options, &self.images, pid, object, rep)
+        objects::unloading(&self.options, &self.images, pid, object, None, rep)
+    }
+
+    /// [`Engine::object_unloading`] with a thread of the process the caller holds (the one
+    /// unloading, stopped in the dynamic loader), which runs the callbacks.
+    pub fn object_unloading_with(
+        &self,
+        pid: i32,
+        object: &str,
+        held: &kpatch_process::HeldThread,
+        rep: &mut dyn Report,
+    ) -> Result<UnpatchOutcome> {
+        objects::unloading(&self.options, &self.images, pid, object, Some(held), rep)
     }
 
     /// The patches applied to process `pid`, grouped by object, each group in application

@@ -25,7 +25,7 @@ use crate::request::PatchRequest;
 use crate::session::Session;
 use crate::storage::Storage;
 use crate::unapply::{self, RemovedPatch, UnpatchOutcome};
-use kpatch_process::Process;
+use kpatch_process::{HeldThread, Process};
 
 /// The index of the loaded object `object` names: its path, file name or soname.
 fn find_object(loaded: &Loaded, pid: i32, object: &str) -> Result<usize> {
@@ -83,19 +83,22 @@ fn concerns(
 }
 
 /// `object` has just been loaded into process `pid`: applies `storage`'s patch for it, if any,
-/// and runs the callbacks due for it.
+/// and runs the callbacks due for it; `req` as for a patch (a held thread, the objects not
+/// relocated yet, start-up patching).
+#[allow(clippy::too_many_arguments)]
 pub fn loaded(
     opts: &Options,
     images: &ImageCache,
     pid: i32,
     object: &str,
     storage: Option<&Storage>,
+    req: &PatchRequest<'_>,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
     if !concerns(images, pid, object, storage)? {
         return Ok(PatchOutcome::default());
     }
-    let mut session = Session::open(opts, images, pid, rep)?;
+    let mut session = Session::open_with(opts, images, pid, req.held, rep)?;
     let index = find_object(&session.loaded, pid, object)?;
     let jobs = match storage {
         Some(s) => apply::jobs_for_object(&session, s, index)?,
@@ -116,15 +119,7 @@ pub fn loaded(
     if !jobs.is_empty() {
         // The new patch's callbacks run after those of the patches already applied.
         let rank = waiting.iter().map(|c| c.rank + 1).max().unwrap_or(0);
-        return apply::apply_jobs(
-            &mut session,
-            jobs,
-            storage,
-            waiting,
-            rank,
-            &PatchRequest::default(),
-            rep,
-        );
+        return apply::apply_jobs(&mut session, jobs, storage, waiting, rank, req, rep);
     }
     callbacks::sort(&mut waiting);
     if waiting.is_empty() {
@@ -138,18 +133,19 @@ pub fn loaded(
 }
 
 /// `object` is about to be unloaded from process `pid`: reverts its patches with the
-/// callbacks due for it.
+/// callbacks due for it; `held`: a thread of the process the caller holds (the one unloading).
 pub fn unloading(
     opts: &Options,
     images: &ImageCache,
     pid: i32,
     object: &str,
+    held: Option<&HeldThread>,
     rep: &mut dyn Report,
 ) -> Result<UnpatchOutcome> {
     if !concerns(images, pid, object, None)? {
         return Ok(UnpatchOutcome::default());
     }
-    let mut session = Session::open(opts, images, pid, rep)?;
+    let mut session = Session::open_with(opts, images, pid, held, rep)?;
     let index = find_object(&session.loaded, pid, object)?;
     let loaded = &session.loaded;
     let selected = match loaded.objects[index].build_id() {

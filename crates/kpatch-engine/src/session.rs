@@ -235,7 +235,10 @@ impl<'e> Session<'e> {
         let proc = &self.proc;
         if !unmapped {
             // Reclaiming a region left pending does not wait: it is tried again next time.
-            let patience = if tolerant {
+            // Nor does a process whose thread the caller holds in the dynamic loader (an
+            // object being unloaded): that thread does not run while we wait, and the load or
+            // unload it is in would wait for us.
+            let patience = if tolerant || proc.held_tid().is_some() {
                 Duration::ZERO
             } else {
                 opts.safety_timeout

@@ -156,6 +156,34 @@ impl Storage {
         Ok(out)
     }
 
+    /// The objects the callbacks of the storage's patches are for (libraries, by soname or
+    /// file name), those that are not the patched objects themselves: a service that follows
+    /// loads must hear of these libraries too. Patches that cannot be read are skipped.
+    pub fn callback_objects(&self) -> Result<HashSet<String>> {
+        let mut found = Vec::new();
+        match self {
+            Storage::File(_) => found.extend(self.file_bytes()?),
+            Storage::Dir(_) => {
+                for bid in self.build_ids()? {
+                    found.extend(self.lookup_dir(&bid)?);
+                }
+            }
+        }
+        let mut out = HashSet::new();
+        for f in found {
+            let Ok(file) = kpatch_file::KpatchFile::parse(&f.bytes) else {
+                continue;
+            };
+            let total = file.header().total_size() as usize;
+            let elf = f.bytes.get(kpatch_file::HEADER_SIZE..total).unwrap_or(&[]);
+            let Ok(payload) = crate::payload::Payload::parse(elf) else {
+                continue;
+            };
+            out.extend(crate::extras::Extras::callback_objects(&payload, elf));
+        }
+        Ok(out)
+    }
+
     /// An executable `before` or `after` script of a directory storage.
     pub(crate) fn script(&self, name: &str) -> Option<PathBuf> {
         let Storage::Dir(dir) = self else { return None };

@@ -72,7 +72,7 @@ impl Process {
     }
 
     /// The thread the caller holds, if opened with [`Process::open_held`].
-    pub(crate) fn held_tid(&self) -> Option<i32> {
+    pub fn held_tid(&self) -> Option<i32> {
         self.held
     }
 

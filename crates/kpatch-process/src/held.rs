@@ -45,6 +45,8 @@ pub enum HeldEvent {
     /// It is about to receive signal `sig` (a signal-delivery-stop); resume it with `sig` to
     /// deliver it, with 0 to discard it.
     Signal(i32),
+    /// A syscall-entry or syscall-exit stop, after [`HeldThread::resume_to_syscall`].
+    Syscall,
     /// Another ptrace event (`PTRACE_EVENT_*`).
     Other(i32),
     /// It exited or was killed.
@@ -171,6 +173,84 @@ impl HeldThread {
         }
     }
 
+    /// Resumes it like [`HeldThread::resume`], to stop again at its next syscall entry or exit
+    /// ([`HeldEvent::Syscall`]) if nothing stops it before.
+    pub fn resume_to_syscall(&mut self, sig: i32) -> Result<()> {
+        let want = self.tracee.options | libc::PTRACE_O_TRACESYSGOOD;
+        if self.tracee.options != want {
+            self.set_options(want)?;
+        }
+        self.tracee.regs = None;
+        match ptrace::syscall(self.tid(), sig) {
+            Ok(()) | Err(Errno::ESRCH) => {
+                self.tracee.state = TraceeState::Running;
+                Ok(())
+            }
+            Err(errno) => Err(self.err("SYSCALL", errno)),
+        }
+    }
+
+    /// The syscall it is stopped at the entry of (number and arguments); `None` when it is in
+    /// another stop.
+    pub fn syscall_entry(&self) -> Result<Option<(u64, [u64; 6])>> {
+        ptrace::syscall_entry(self.tid()).map_err(|e| self.err("GET_SYSCALL_INFO", e))
+    }
+
+    /// From a syscall-entry stop, takes it back to a stop in user mode on the syscall
+    /// instruction, the call not made: resumed, it makes the same call. In between the
+    /// kernel skips the call (its number set to -1) and the thread is rewound at the exit
+    /// stop. `process` must be its process, opened with [`Process::open_held`]. Returns false
+    /// if it is gone.
+    pub fn back_out_of_syscall(&mut self, process: &Process) -> Result<bool> {
+        let arch = process.arch();
+        let layout = arch.regs();
+        let saved = self.handle(process)?.regs()?;
+        let nr = match layout.orig_syscall {
+            Some(orig) => saved[orig],
+            None => saved[layout.syscall_nr],
+        };
+        let mut skip = saved.clone();
+        if let Some(orig) = layout.orig_syscall {
+            skip[orig] = u64::MAX;
+        }
+        self.handle(process)?.set_regs(&skip)?;
+        if let Some(regset) = arch.restart_regset() {
+            ptrace::set_regset(self.tid(), regset, &(-1i32).to_ne_bytes())
+                .map_err(|e| self.err("SETREGSET(NT_ARM_SYSTEM_CALL)", e))?;
+        }
+        self.resume_to_syscall(0)?;
+        let deadline = Instant::now() + RELEASE_GRACE;
+        loop {
+            match self.wait(deadline)? {
+                None => {
+                    return Err(Error::StopTimeout {
+                        pid: self.tgid,
+                        tids: vec![self.tid()],
+                        timeout: RELEASE_GRACE,
+                    })
+                }
+                Some(HeldEvent::Gone) => return Ok(false),
+                Some(HeldEvent::Syscall) => break,
+                Some(HeldEvent::Signal(_)) => {
+                    // Kept for its release; on to the exit stop.
+                    if let Ok(info) = ptrace::siginfo(self.tid()) {
+                        self.tracee.saved.push(SavedSignal::new(&info));
+                    }
+                    self.resume_to_syscall(0)?;
+                }
+                Some(_) => self.resume_to_syscall(0)?,
+            }
+        }
+        let mut back = saved;
+        back[layout.pc] = back[layout.pc].wrapping_sub(arch.syscall_insn().len() as u64);
+        back[layout.syscall_nr] = nr;
+        if let Some(orig) = layout.orig_syscall {
+            back[orig] = u64::MAX;
+        }
+        self.handle(process)?.set_regs(&back)?;
+        self.stop_in_user_mode()
+    }
+
     /// Waits for its next stop (or its end) until `deadline`; `None` if nothing happened by
     /// then.
     pub fn wait(&mut self, deadline: Instant) -> Result<Option<HeldEvent>> {
@@ -228,6 +308,8 @@ impl HeldThread {
                 self.tracee.state = TraceeState::Gone;
                 HeldEvent::Gone
             }
+            // PTRACE_O_TRACESYSGOOD marks syscall stops.
+            Event::Signal(sig) if sig == libc::SIGTRAP | 0x80 => HeldEvent::Syscall,
             Event::Signal(sig) => HeldEvent::Signal(sig),
             Event::Ptrace { event, .. } if event == libc::PTRACE_EVENT_EXEC => HeldEvent::Exec,
             Event::Ptrace { sig, event } if event == libc::PTRACE_EVENT_STOP => {

@@ -38,6 +38,36 @@ pub(crate) fn cont(tid: i32, sig: i32) -> Result<(), Errno> {
     request(libc::PTRACE_CONT, tid, 0, sig as usize).map(drop)
 }
 
+/// `PTRACE_SYSCALL`: resumes until the next syscall entry or exit (or another stop),
+/// delivering `sig` when stopped in a signal-delivery-stop (0: none).
+pub(crate) fn syscall(tid: i32, sig: i32) -> Result<(), Errno> {
+    request(libc::PTRACE_SYSCALL, tid, 0, sig as usize).map(drop)
+}
+
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+/// `ptrace_syscall_info.op` of a syscall-entry stop.
+const PTRACE_SYSCALL_INFO_ENTRY: u8 = 1;
+
+/// `PTRACE_GET_SYSCALL_INFO` (Linux 5.3): at a syscall-entry stop, the syscall's number and
+/// arguments; `None` at any other stop.
+pub(crate) fn syscall_entry(tid: i32) -> Result<Option<(u64, [u64; 6])>, Errno> {
+    // struct ptrace_syscall_info: op (1), pad (3), arch (4), instruction and stack pointers
+    // (8 each), then for an entry the number and six arguments (8 each): 88 bytes.
+    let mut info = [0u64; 11];
+    request(
+        PTRACE_GET_SYSCALL_INFO,
+        tid,
+        std::mem::size_of_val(&info),
+        info.as_mut_ptr() as usize,
+    )?;
+    if info[0].to_ne_bytes()[0] != PTRACE_SYSCALL_INFO_ENTRY {
+        return Ok(None);
+    }
+    let mut args = [0u64; 6];
+    args.copy_from_slice(&info[4..10]);
+    Ok(Some((info[3], args)))
+}
+
 /// `PTRACE_SINGLESTEP` without a signal.
 pub(crate) fn single_step(tid: i32) -> Result<(), Errno> {
     request(libc::PTRACE_SINGLESTEP, tid, 0, 0).map(drop)

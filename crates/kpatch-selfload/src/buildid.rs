@@ -33,52 +33,100 @@ pub(crate) fn of_file(file: File) -> Option<String> {
 }
 
 const ET_EXEC: u16 = 2;
+const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
+const DT_STRTAB: u64 = 5;
+const DT_SONAME: u64 = 14;
 const DT_FLAGS_1: u64 = 0x6fff_fffb;
 const DF_1_PIE: u64 = 0x0800_0000;
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], o: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+}
+
+/// What the program headers of a 64-bit little-endian ELF file say.
+struct Headers {
+    file: File,
+    e_type: u16,
+    interp: bool,
+    /// `PT_LOAD`s: virtual address, file offset, size in the file.
+    loads: Vec<(u64, u64, u64)>,
+    /// The dynamic section's entries (tag, value).
+    dynamic: Vec<(u64, u64)>,
+}
+
+fn headers(path: &Path) -> Option<Headers> {
+    let file = File::open(path).ok()?;
+    let mut h = [0u8; 64];
+    file.read_exact_at(&mut h, 0).ok()?;
+    if &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(&h, 32)?, u16_at(&h, 54)?, u16_at(&h, 56)?);
+    let mut phdrs = vec![0u8; usize::from(phentsize) * usize::from(phnum)];
+    file.read_exact_at(&mut phdrs, phoff).ok()?;
+    let mut out = Headers {
+        e_type: u16_at(&h, 16)?,
+        interp: false,
+        loads: Vec::new(),
+        dynamic: Vec::new(),
+        file,
+    };
+    let mut dynamic = None;
+    for ph in phdrs.chunks(usize::from(phentsize).max(1)) {
+        match u32_at(ph, 0)? {
+            PT_INTERP => out.interp = true,
+            PT_DYNAMIC => dynamic = Some((u64_at(ph, 8)?, u64_at(ph, 32)?)),
+            PT_LOAD => out
+                .loads
+                .push((u64_at(ph, 16)?, u64_at(ph, 8)?, u64_at(ph, 32)?)),
+            _ => {}
+        }
+    }
+    if let Some((off, len)) = dynamic {
+        let mut bytes = vec![0u8; usize::try_from(len.min(1 << 20)).ok()?];
+        out.file.read_exact_at(&mut bytes, off).ok()?;
+        out.dynamic = bytes
+            .chunks_exact(16)
+            .filter_map(|e| Some((u64_at(e, 0)?, u64_at(e, 8)?)))
+            .collect();
+    }
+    Some(out)
+}
 
 /// Whether the 64-bit little-endian ELF file `path` is a program: `ET_EXEC`, or a
 /// position-independent executable (`ET_DYN` with an interpreter and `DF_1_PIE`). A library
 /// (even one that can be run, like the C library) is not.
 pub(crate) fn is_program(path: &Path) -> bool {
-    program(path).unwrap_or(false)
+    let Some(h) = headers(path) else { return false };
+    h.e_type == ET_EXEC
+        || (h.interp
+            && h.dynamic
+                .iter()
+                .any(|&(tag, v)| tag == DT_FLAGS_1 && v & DF_1_PIE != 0))
 }
 
-fn program(path: &Path) -> Option<bool> {
-    let f = File::open(path).ok()?;
-    let mut h = [0u8; 64];
-    f.read_exact_at(&mut h, 0).ok()?;
-    if &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
-        return None;
-    }
-    let u16_at = |b: &[u8], o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
-    if u16_at(&h, 16)? == ET_EXEC {
-        return Some(true);
-    }
-    let (phoff, phentsize, phnum) = (u64_at(&h, 32)?, u16_at(&h, 54)?, u16_at(&h, 56)?);
-    let mut phdrs = vec![0u8; usize::from(phentsize) * usize::from(phnum)];
-    f.read_exact_at(&mut phdrs, phoff).ok()?;
-    let mut interp = false;
-    let mut dynamic = None;
-    for ph in phdrs.chunks(usize::from(phentsize).max(1)) {
-        match u32_at(ph, 0)? {
-            PT_INTERP => interp = true,
-            PT_DYNAMIC => dynamic = Some((u64_at(ph, 8)?, u64_at(ph, 32)?)),
-            _ => {}
-        }
-    }
-    let (off, len) = match dynamic {
-        Some(d) if interp => d,
-        _ => return Some(false),
-    };
-    let mut dynamic = vec![0u8; usize::try_from(len.min(1 << 20)).ok()?];
-    f.read_exact_at(&mut dynamic, off).ok()?;
-    Some(dynamic.chunks_exact(16).any(|e| {
-        u64_at(e, 0) == Some(DT_FLAGS_1) && u64_at(e, 8).is_some_and(|v| v & DF_1_PIE != 0)
-    }))
+/// The soname (`DT_SONAME`) of the 64-bit little-endian ELF file `path`.
+pub(crate) fn soname(path: &Path) -> Option<String> {
+    let h = headers(path)?;
+    let value = |want: u64| h.dynamic.iter().find(|&&(tag, _)| tag == want).map(|e| e.1);
+    let (strtab, name) = (value(DT_STRTAB)?, value(DT_SONAME)?);
+    let at = strtab.checked_add(name)?;
+    let &(vaddr, offset, _) = h
+        .loads
+        .iter()
+        .find(|&&(vaddr, _, size)| at >= vaddr && at - vaddr < size)?;
+    let mut bytes = [0u8; 256];
+    let n = h.file.read_at(&mut bytes, offset + (at - vaddr)).ok()?;
+    let end = bytes[..n].iter().position(|&b| b == 0)?;
+    Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
 #[cfg(test)]
@@ -115,5 +163,8 @@ mod tests {
             .expect("the C library is mapped");
         assert!(!is_program(Path::new(libc)), "{libc}");
         assert!(!is_program(Path::new("/nonexistent")));
+        // The C library's soname is libc.so.6 whatever its file is called.
+        assert_eq!(soname(Path::new(libc)).as_deref(), Some("libc.so.6"));
+        assert_eq!(soname(&std::env::current_exe().unwrap()), None);
     }
 }

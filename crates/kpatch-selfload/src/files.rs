@@ -57,10 +57,11 @@ pub struct Found {
     pub program: bool,
 }
 
-/// Build-ids of the files looked at so far.
+/// Build-ids (and sonames) of the files looked at so far.
 #[derive(Debug, Default)]
 pub struct FileIndex {
     ids: HashMap<FileKey, Option<String>>,
+    sonames: HashMap<FileKey, Option<String>>,
 }
 
 impl FileIndex {
@@ -77,6 +78,59 @@ impl FileIndex {
         };
         self.ids.insert(k, id.clone());
         id
+    }
+
+    /// The libraries directly in `dirs` (symbolic links followed) whose file name or soname is
+    /// in `names`: those the callbacks of the storage's patches are for.
+    pub fn locate_named(&mut self, names: &HashSet<String>, dirs: &[PathBuf]) -> Vec<Found> {
+        let mut out: Vec<Found> = Vec::new();
+        if names.is_empty() {
+            return out;
+        }
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for path in paths {
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if !meta.is_file() {
+                    continue;
+                }
+                let by_name = path
+                    .file_name()
+                    .is_some_and(|n| names.contains(n.to_string_lossy().as_ref()));
+                let named = by_name
+                    || self
+                        .sonames
+                        .entry(key(&meta))
+                        .or_insert_with(|| buildid::soname(&path))
+                        .as_ref()
+                        .is_some_and(|s| names.contains(s));
+                if !named
+                    || out
+                        .iter()
+                        .any(|f| (f.dev, f.ino) == (meta.dev(), meta.ino()))
+                {
+                    continue;
+                }
+                if buildid::is_program(&path) {
+                    continue;
+                }
+                out.push(Found {
+                    build_id: self.build_id(&path, &meta).unwrap_or_default(),
+                    open_path: path.clone(),
+                    path,
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    program: false,
+                });
+            }
+        }
+        out
     }
 
     /// Whether the file at `path` has a build-id in `wanted`; the file if so.

@@ -1,10 +1,16 @@
-//! One process patched at start-up. A thread is held (by the calling thread) either at the
-//! start of a new program (its `exec` stop: nothing of the program has run, the dynamic loader
-//! is about to) or inside the loader (it has just opened a file to load, at start-up or for
-//! `dlopen`). The loader's debugger hook is redirected ([`crate::ldso`]), the thread runs until
-//! the loader reports a consistent list of objects, the engine patches the process there (the
-//! new objects only, when loading into a running program), the hook is taken out and the thread
-//! let go. Nothing of ours is left in the process but the patches.
+//! One process patched at start-up, or one of its `dlopen` or `dlclose` calls. A thread is
+//! held (by the calling thread) at the start of a new program (its `exec` stop: nothing of
+//! the program has run, the dynamic loader is about to), inside the loader (it has just opened
+//! a file to load, at start-up or for `dlopen`), or in the watch function of a followed process
+//! (its loader is about to add or remove objects). The loader's debugger hook is redirected
+//! ([`crate::ldso`]) and the thread runs until the loader reports a consistent list of
+//! objects. A new program is patched there; each object a `dlopen` added is reported to the
+//! engine ([`Engine::object_loaded_with`]: its patch, the callbacks due for it), before its
+//! initialisers run. A `dlclose` is followed syscall by syscall: each object is reported
+//! ([`Engine::object_unloading_with`]) at the loader's `munmap` of it, while it is still
+//! mapped. Then the hook is taken out and, if the service has a marker, the process is
+//! followed from then on (its hook made to announce each change, [`crate::ldso::install_watch`]);
+//! the thread is let go.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -12,11 +18,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use kpatch_engine::{Engine, PatchOutcome, PatchRequest, Report, Storage};
-use kpatch_process::{HeldEvent, HeldThread, MapEntry, Process};
+use kpatch_process::{HeldEvent, HeldThread, Process};
 
 use crate::buildid;
 use crate::error::{Error, Result};
-use crate::ldso::{quiet_signal, Hook, Loader, LoaderCache, LoaderState};
+use crate::ldso::{install_watch, quiet_signal, Hook, LinkEntry, Loader, LoaderCache, LoaderState};
 
 /// Where the service's lines go (they are always shown: each one is about a process).
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
@@ -38,6 +44,9 @@ pub struct Context {
     hold_limit: Duration,
     /// Processes being patched at start-up now (by pid): what they open meanwhile is theirs.
     busy: Mutex<HashSet<i32>>,
+    /// The file whose opening announces a change of a followed process's objects; `None`:
+    /// processes are not followed.
+    marker: RwLock<Option<PathBuf>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -56,6 +65,9 @@ pub enum Start {
     Exec,
     /// Stopped in the dynamic loader, which is loading objects.
     Loading,
+    /// Stopped in the watch function of a followed process: its loader is about to add or
+    /// remove objects.
+    Watched,
 }
 
 /// What became of one process.
@@ -70,6 +82,8 @@ pub enum Outcome {
     },
     /// Nothing it loaded has a patch.
     Nothing { held: Duration },
+    /// A `dlclose` followed to its end (what each object's unloading did is logged apart).
+    Unloaded { held: Duration },
     /// It ended, or left our hands, before the loader was done: why.
     Left(String),
 }
@@ -103,7 +117,24 @@ impl Context {
             log,
             hold_limit: DEFAULT_HOLD_LIMIT,
             busy: Mutex::new(HashSet::new()),
+            marker: RwLock::new(None),
         }
+    }
+
+    /// Processes are followed from now on: `marker` is the file their watch function opens.
+    pub fn set_marker(&self, marker: PathBuf) {
+        match self.marker.write() {
+            Ok(mut m) => *m = Some(marker),
+            Err(e) => *e.into_inner() = Some(marker),
+        }
+    }
+
+    /// The marker, if processes are followed.
+    pub fn marker(&self) -> Option<PathBuf> {
+        self.marker
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Marks process `pid` as being patched at start-up; false if it already is.
@@ -178,7 +209,7 @@ impl Context {
                 let frozen = o.frozen.map(|f| f.as_micros()).unwrap_or(0);
                 let when = match start {
                     Start::Exec => "at start-up",
-                    Start::Loading => "when loaded",
+                    Start::Loading | Start::Watched => "when loaded",
                 };
                 self.log(&format!(
                     "start-up: pid {pid} ({shown}): patched {when}: {}; held {} us (patching {} us, all threads stopped {frozen} us)",
@@ -189,6 +220,10 @@ impl Context {
             }
             Outcome::Nothing { held } => self.log(&format!(
                 "start-up: pid {pid} ({shown}): nothing to patch; held {} us",
+                held.as_micros()
+            )),
+            Outcome::Unloaded { held } => self.log(&format!(
+                "start-up: pid {pid} ({shown}): objects unloaded; held {} us",
                 held.as_micros()
             )),
             Outcome::Left(why) => self.log(&format!("start-up: pid {pid} ({shown}): {why}")),
@@ -211,23 +246,34 @@ impl Context {
             }
             let proc = Process::open_held(&held)?;
             let maps = proc.maps()?;
-            let before: Option<HashSet<(u32, u32, u64)>> = match start {
-                Start::Exec => None,
-                Start::Loading => Some(files(&maps)),
-            };
             let Some(loader) = Loader::find(&proc, &maps, &self.loaders)? else {
                 return Ok(Outcome::Left(
                     "not patched at start-up: it has no dynamic loader with glibc's debugger interface (a static program?); it runs unpatched".into(),
                 ));
             };
+            // The objects already there; a new program has none yet that count.
+            let before = match start {
+                Start::Exec => None,
+                Start::Loading | Start::Watched => Some(loader.objects(&proc)?),
+            };
+            let unloading =
+                start == Start::Watched && loader.state(&proc)? == LoaderState::Deleting;
             let signal = quiet_signal(pid, held.tid()).ok_or_else(|| Error::Process {
                 pid,
                 what: "it blocks every signal the start-up stop could use".into(),
             })?;
             let hook = Hook::install(&proc, &mut held.handle(&proc)?, &loader, signal)?;
-            let reached = self.run_to_consistent(&mut held, &proc, &hook, deadline);
+            let reached = match &before {
+                Some(objects) if unloading => {
+                    self.run_unloading(&mut held, &proc, &hook, objects, deadline)
+                }
+                _ => self.run_to_consistent(&mut held, &proc, &hook, deadline),
+            };
             let result = match reached {
-                Ok(Reached::Consistent) => self.patch(&held, &proc, before.as_ref(), t0),
+                Ok(Reached::Consistent) if unloading => {
+                    Ok(Outcome::Unloaded { held: t0.elapsed() })
+                }
+                Ok(Reached::Consistent) => self.patch(&held, &proc, &loader, before.as_deref(), t0),
                 Ok(Reached::Exec) => {
                     // The hook left with the old program; start again with the new one.
                     drop(hook);
@@ -240,13 +286,17 @@ impl Context {
             // Whatever happened, take the hook out, unless the thread is gone with it or is
             // the user's (a job-control stop, in which nothing may run: the hook then stays,
             // and costs the program a signal it ignores at each later load).
-            let removed = if held.is_stopped() && !held.in_job_control() {
+            let usable = held.is_stopped() && !held.in_job_control();
+            let removed = if usable {
                 held.handle(&proc)
                     .map_err(Error::from)
                     .and_then(|mut thread| hook.remove(&proc, &mut thread))
             } else {
                 Ok(())
             };
+            if usable && removed.is_ok() {
+                self.follow(&mut held, &proc, &loader);
+            }
             // Once it runs again it may load more, which is another round.
             self.end(pid);
             held.release()?;
@@ -259,8 +309,125 @@ impl Context {
                     apply,
                 },
                 Outcome::Nothing { .. } => Outcome::Nothing { held: t0.elapsed() },
+                Outcome::Unloaded { .. } => Outcome::Unloaded { held: t0.elapsed() },
                 left => left,
             });
+        }
+    }
+
+    /// Makes the process announce its later loads and unloads, if the service follows
+    /// processes and it does not already; a failure is logged (the process is then not
+    /// followed).
+    fn follow(&self, held: &mut HeldThread, proc: &Process, loader: &Loader) {
+        let Some(marker) = self.marker() else { return };
+        if loader.watched(proc, &marker) {
+            return;
+        }
+        let installed = held
+            .handle(proc)
+            .map_err(Error::from)
+            .and_then(|mut thread| install_watch(proc, &mut thread, loader, &marker));
+        if let Err(e) = installed {
+            self.log(&format!(
+                "start-up: pid {}: its later loads and unloads are not followed: {e}",
+                proc.pid()
+            ));
+        }
+    }
+
+    /// Lets the thread run, syscall by syscall, until the loader calls the hook with a
+    /// consistent list of objects, reporting each of the `objects` the loader unmaps to the
+    /// engine first (at the `munmap`'s entry, backed out of and made again afterwards).
+    fn run_unloading(
+        &self,
+        held: &mut HeldThread,
+        proc: &Process,
+        hook: &Hook,
+        objects: &[LinkEntry],
+        deadline: Instant,
+    ) -> Result<Reached> {
+        let munmap = proc.arch().sys_munmap();
+        let mut done: HashSet<u64> = HashSet::new();
+        held.resume_to_syscall(0)?;
+        loop {
+            let Some(event) = held.wait(deadline)? else {
+                held.stop()?;
+                return Ok(Reached::Left(format!(
+                    "not followed: the dynamic loader did not finish unloading within {:?}",
+                    self.hold_limit
+                )));
+            };
+            match event {
+                HeldEvent::Syscall => {
+                    let going = match held.syscall_entry()? {
+                        Some((nr, args)) if nr == munmap => {
+                            let unmapped = args[0]..args[0].saturating_add(args[1]);
+                            objects
+                                .iter()
+                                .find(|o| unmapped.contains(&o.dynamic) && !done.contains(&o.map))
+                        }
+                        _ => None,
+                    };
+                    if let Some(object) = going {
+                        done.insert(object.map);
+                        if !held.back_out_of_syscall(proc)? {
+                            return Ok(Reached::Left("it ended while unloading".into()));
+                        }
+                        self.unloading(held, proc, object);
+                    }
+                    held.resume_to_syscall(0)?;
+                }
+                HeldEvent::Signal(sig) => {
+                    let pc = held.handle(proc)?.pc()?;
+                    if !hook.is_hook_stop(sig, pc) {
+                        held.resume_to_syscall(sig)?;
+                        continue;
+                    }
+                    match hook.loader().state(proc)? {
+                        LoaderState::Consistent => return Ok(Reached::Consistent),
+                        LoaderState::Adding | LoaderState::Deleting => held.resume_to_syscall(0)?,
+                    }
+                }
+                HeldEvent::Interrupted | HeldEvent::Other(_) => held.resume_to_syscall(0)?,
+                HeldEvent::Exec => return Ok(Reached::Exec),
+                HeldEvent::JobControl(sig) => {
+                    return Ok(Reached::Left(format!(
+                        "not followed: stopped by signal {sig} (job control) while unloading"
+                    )))
+                }
+                HeldEvent::Gone => return Ok(Reached::Left("it ended while unloading".into())),
+            }
+        }
+    }
+
+    /// Reports `object`, about to be unmapped, to the engine, and logs what it did.
+    fn unloading(&self, held: &HeldThread, proc: &Process, object: &LinkEntry) {
+        let pid = proc.pid();
+        let path = match proc.maps() {
+            Ok(maps) => object.path(&maps),
+            Err(_) => object.name.clone(),
+        };
+        let mut kept = Kept::default();
+        let result = self
+            .engine
+            .object_unloading_with(pid, &path, held, &mut kept);
+        for line in &kept.0 {
+            self.log(&format!("start-up: pid {pid}: {line}"));
+        }
+        match result {
+            Ok(o) if !o.removed.is_empty() => {
+                let ids: Vec<String> = o
+                    .removed
+                    .iter()
+                    .map(|r| format!("{} {}", r.object, r.id))
+                    .collect();
+                self.log(&format!(
+                    "start-up: pid {pid}: unloading {path}: removed {}",
+                    ids.join(", ")
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => self.log(&format!("start-up: pid {pid}: unloading {path}: {e}")),
         }
     }
 
@@ -302,7 +469,9 @@ impl Context {
                         LoaderState::Adding | LoaderState::Deleting => held.resume(0)?,
                     }
                 }
-                HeldEvent::Interrupted | HeldEvent::Other(_) => held.resume(0)?,
+                HeldEvent::Interrupted | HeldEvent::Syscall | HeldEvent::Other(_) => {
+                    held.resume(0)?
+                }
                 HeldEvent::Exec => return Ok(Reached::Exec),
                 HeldEvent::JobControl(sig) => {
                     return Ok(Reached::Left(format!(
@@ -316,38 +485,37 @@ impl Context {
         }
     }
 
-    /// Patches the process, its thread held at the loader's consistent state: the objects that
-    /// were not mapped `before` (every object when `None`).
+    /// Patches the process, its thread held at the loader's consistent state: every object
+    /// of a new program (`before` is `None`), or each object not in the list `before`.
     fn patch(
         &self,
         held: &HeldThread,
         proc: &Process,
-        before: Option<&HashSet<(u32, u32, u64)>>,
+        loader: &Loader,
+        before: Option<&[LinkEntry]>,
         t0: Instant,
     ) -> Result<Outcome> {
-        let only = match before {
-            Some(b) => Some(new_build_ids(proc, b)?),
-            None => None,
-        };
-        if only.as_ref().is_some_and(HashSet::is_empty) {
-            return Ok(Outcome::Nothing { held: t0.elapsed() });
-        }
         let storage = Storage::open(&self.storage())?;
-        let req = PatchRequest {
-            held: Some(held),
-            only: only.as_ref(),
-            at_startup: true,
-        };
         let start = Instant::now();
-        let mut kept = Kept::default();
-        let result = self
-            .engine
-            .patch_with(proc.pid(), &storage, &req, &mut kept);
+        let outcome = match before {
+            None => {
+                let req = PatchRequest {
+                    held: Some(held),
+                    only: None,
+                    at_startup: true,
+                };
+                let mut kept = Kept::default();
+                let result = self
+                    .engine
+                    .patch_with(proc.pid(), &storage, &req, &mut kept);
+                for line in &kept.0 {
+                    self.log(&format!("start-up: pid {}: {line}", proc.pid()));
+                }
+                result?
+            }
+            Some(before) => self.loaded(held, proc, loader, before, &storage)?,
+        };
         let apply = start.elapsed();
-        for line in &kept.0 {
-            self.log(&format!("start-up: pid {}: {line}", proc.pid()));
-        }
-        let outcome = result?;
         if outcome.applied.is_empty() {
             return Ok(Outcome::Nothing { held: t0.elapsed() });
         }
@@ -356,6 +524,64 @@ impl Context {
             held: t0.elapsed(),
             apply,
         })
+    }
+
+    /// Reports each object the loader added since `before` to the engine, in the loader's
+    /// order: its patch from `storage`, the callbacks due for it. A failing pre-patch callback
+    /// leaves that object unpatched (it loads all the same) and is logged.
+    fn loaded(
+        &self,
+        held: &HeldThread,
+        proc: &Process,
+        loader: &Loader,
+        before: &[LinkEntry],
+        storage: &Storage,
+    ) -> Result<PatchOutcome> {
+        let pid = proc.pid();
+        let new: Vec<LinkEntry> = loader
+            .objects(proc)?
+            .into_iter()
+            .filter(|o| !o.name.is_empty() && !before.iter().any(|b| b.map == o.map))
+            .collect();
+        let mut outcome = PatchOutcome::default();
+        if new.is_empty() {
+            return Ok(outcome);
+        }
+        let maps = proc.maps()?;
+        let paths: Vec<String> = new.iter().map(|o| o.path(&maps)).collect();
+        // Not relocated yet: a patch may not import their IFUNCs.
+        let only: HashSet<String> = paths
+            .iter()
+            .filter_map(|p| buildid::of_path(Path::new(p)))
+            .collect();
+        let req = PatchRequest {
+            held: Some(held),
+            only: Some(&only),
+            at_startup: true,
+        };
+        for path in &paths {
+            let mut kept = Kept::default();
+            let result = self
+                .engine
+                .object_loaded_with(pid, path, Some(storage), &req, &mut kept);
+            for line in &kept.0 {
+                self.log(&format!("start-up: pid {pid}: {line}"));
+            }
+            match result {
+                Ok(o) => {
+                    outcome.applied.extend(o.applied);
+                    outcome.replaced.extend(o.replaced);
+                    outcome.frozen = match (outcome.frozen, o.frozen) {
+                        (Some(a), Some(b)) => Some(a + b),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Err(e) => self.log(&format!(
+                    "start-up: pid {pid}: {path}: not patched when loaded: {e}; it loads unpatched"
+                )),
+            }
+        }
+        Ok(outcome)
     }
 }
 
@@ -366,29 +592,4 @@ pub(crate) fn tgid_of(tid: i32) -> Option<i32> {
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// The files (device, inode) mapped in `maps`.
-fn files(maps: &[MapEntry]) -> HashSet<(u32, u32, u64)> {
-    maps.iter()
-        .filter(|m| m.inode != 0)
-        .map(|m| (m.dev.0, m.dev.1, m.inode))
-        .collect()
-}
-
-/// Build-ids of the files `proc` maps now that are not in `before`.
-fn new_build_ids(proc: &Process, before: &HashSet<(u32, u32, u64)>) -> Result<HashSet<String>> {
-    let maps = proc.maps()?;
-    let mut seen = HashSet::new();
-    let mut out = HashSet::new();
-    for m in &maps {
-        let k = (m.dev.0, m.dev.1, m.inode);
-        if m.inode == 0 || before.contains(&k) || !seen.insert(k) {
-            continue;
-        }
-        if let Some(id) = proc.open_mapped_file(m).ok().and_then(buildid::of_file) {
-            out.insert(id);
-        }
-    }
-    Ok(out)
 }

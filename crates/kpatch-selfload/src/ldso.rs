@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use kpatch_process::{
@@ -22,6 +23,16 @@ use crate::error::{Error, Result};
 
 /// `struct r_debug`: `r_state` follows `int r_version` (padded to 8), `r_map` and `r_brk`.
 const R_STATE_OFFSET: u64 = 24;
+const R_MAP_OFFSET: u64 = 8;
+/// `struct link_map`: `l_addr`, `l_name`, `l_ld`, `l_next`, `l_prev`.
+const L_NAME_OFFSET: u64 = 8;
+const L_LD_OFFSET: u64 = 16;
+const L_NEXT_OFFSET: u64 = 24;
+/// More objects than any process has: a list longer than this is not a list.
+const MAX_OBJECTS: usize = 100_000;
+/// The watch page: the watch function, then at this offset a magic and the marker's path.
+const WATCH_TAG_OFFSET: u64 = 256;
+const WATCH_MAGIC: &[u8; 8] = b"LCWATCH1";
 /// Signals whose default action is to ignore them, in order of preference: the one chosen
 /// must not be blocked by the thread. `SIGCONT` comes last: sending it discards pending stop
 /// signals.
@@ -69,6 +80,29 @@ pub struct Loader {
     debug_state: u64,
     debug_state_room: u64,
     r_debug: u64,
+}
+
+/// One object of the loader's list (`struct link_map`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEntry {
+    /// Address of its `link_map`.
+    pub map: u64,
+    /// Address of its dynamic section (`l_ld`), inside its mappings.
+    pub dynamic: u64,
+    /// `l_name`: the path it was loaded from ("" for the program).
+    pub name: String,
+}
+
+impl LinkEntry {
+    /// The path of the file the object is mapped from (the mapping holding its dynamic
+    /// section), or its `l_name` when no mapping says.
+    pub fn path(&self, maps: &[MapEntry]) -> String {
+        maps.iter()
+            .find(|m| m.contains(self.dynamic) && m.inode != 0)
+            .and_then(|m| m.file_path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| self.name.clone())
+    }
 }
 
 impl Loader {
@@ -136,6 +170,170 @@ impl Loader {
             _ => LoaderState::Consistent,
         })
     }
+}
+
+impl Loader {
+    /// The objects in the loader's list, in its order (the program first).
+    pub fn objects(&self, mem: &dyn Memory) -> Result<Vec<LinkEntry>> {
+        let mut out = Vec::new();
+        let mut map = mem.read_u64(self.r_debug + R_MAP_OFFSET)?;
+        while map != 0 && out.len() < MAX_OBJECTS {
+            let name_at = mem.read_u64(map + L_NAME_OFFSET)?;
+            let name = if name_at == 0 {
+                String::new()
+            } else {
+                read_c_string(mem, name_at)
+            };
+            out.push(LinkEntry {
+                map,
+                dynamic: mem.read_u64(map + L_LD_OFFSET)?,
+                name,
+            });
+            map = mem.read_u64(map + L_NEXT_OFFSET)?;
+        }
+        Ok(out)
+    }
+
+    /// Whether `_dl_debug_state` jumps to a watch page for the marker `marker`
+    /// ([`install_watch`]).
+    pub fn watched(&self, proc: &Process, marker: &Path) -> bool {
+        let arch = proc.arch();
+        let Ok(code) = proc.read_vec(self.debug_state, arch.hunk_size()) else {
+            return false;
+        };
+        arch.decode_jump(self.debug_state, &code)
+            .is_some_and(|to| is_watch_page(proc, to & !(proc.page_size() - 1), marker))
+    }
+}
+
+/// A C string of the target, at most 4096 bytes (lossy UTF-8).
+fn read_c_string(mem: &dyn Memory, at: u64) -> String {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 64];
+    while out.len() < 4096 {
+        if mem.read(at + out.len() as u64, &mut chunk).is_err() {
+            break;
+        }
+        match chunk.iter().position(|&b| b == 0) {
+            Some(end) => {
+                out.extend_from_slice(&chunk[..end]);
+                break;
+            }
+            None => out.extend_from_slice(&chunk),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The tag of a watch page for `marker`: the magic, then the marker's path and a NUL.
+fn watch_tag(marker: &Path) -> Vec<u8> {
+    let mut tag = WATCH_MAGIC.to_vec();
+    tag.extend_from_slice(marker.as_os_str().as_encoded_bytes());
+    tag.push(0);
+    tag
+}
+
+/// Whether the page at `page` is a watch page for `marker`.
+fn is_watch_page(mem: &dyn Memory, page: u64, marker: &Path) -> bool {
+    let tag = watch_tag(marker);
+    mem.read_vec(page + WATCH_TAG_OFFSET, tag.len())
+        .is_ok_and(|b| b == tag)
+}
+
+/// Whether `pc` lies in a watch page for `marker` (a thread that opened the marker from
+/// there is a loader announcing a change).
+pub fn in_watch_page(proc: &Process, pc: u64, marker: &Path) -> bool {
+    is_watch_page(proc, pc & !(proc.page_size() - 1), marker)
+}
+
+/// A page for code next to the loader, within branch reach of `_dl_debug_state`, mapped
+/// read-execute by a syscall in `thread`; the jump from `_dl_debug_state` to `to` in it, and
+/// the bytes the jump replaces.
+fn page_near_loader(
+    proc: &Process,
+    thread: &mut ThreadHandle<'_>,
+    loader: &Loader,
+) -> Result<(u64, Vec<u8>, Vec<u8>)> {
+    let arch = proc.arch();
+    let pid = proc.pid();
+    let at = loader.debug_state;
+    let page = proc.page_size();
+    let maps = proc.maps()?;
+    let limits = proc.space_limits(&maps);
+    let stub = find_region(
+        &maps,
+        loader.range.clone(),
+        page,
+        arch.max_branch_distance(),
+        &limits,
+    )
+    .ok_or_else(|| Error::Process {
+        pid,
+        what: format!(
+            "no free page within reach of the dynamic loader {}",
+            loader.path
+        ),
+    })?;
+    let jump = arch
+        .encode_jump(at, stub)
+        .map_err(kpatch_engine::Error::from)?;
+    if loader.debug_state_room < jump.len() as u64 {
+        return Err(Error::Process {
+            pid,
+            what: format!(
+                "_dl_debug_state of {} is {} bytes long, too short for a {}-byte jump",
+                loader.path,
+                loader.debug_state_room,
+                jump.len()
+            ),
+        });
+    }
+    let original = proc.read_vec(at, jump.len())?;
+    thread.mmap(
+        Some(stub),
+        page,
+        libc::PROT_READ | libc::PROT_EXEC,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+    )?;
+    Ok((stub, jump, original))
+}
+
+/// Makes the process of `thread` (stopped) announce each change of its list of objects: a
+/// page next to the loader gets [`kpatch_arch::Arch::loader_watch_function`], which opens
+/// `marker` (a file the service watches) when `r_state` says objects are about to be added
+/// or removed, and `_dl_debug_state` jumps there. It stays for the life of the process (or
+/// until it executes another program); with nobody watching the marker it costs an `open`
+/// per `dlopen` or `dlclose`.
+pub fn install_watch(
+    proc: &Process,
+    thread: &mut ThreadHandle<'_>,
+    loader: &Loader,
+    marker: &Path,
+) -> Result<()> {
+    let (page, jump, original) = page_near_loader(proc, thread, loader)?;
+    let tag = watch_tag(marker);
+    let code = proc
+        .arch()
+        .loader_watch_function(loader.r_debug + R_STATE_OFFSET, page + WATCH_TAG_OFFSET + 8);
+    if code.len() as u64 > WATCH_TAG_OFFSET
+        || WATCH_TAG_OFFSET + tag.len() as u64 > proc.page_size()
+    {
+        let _ = thread.munmap(page, proc.page_size());
+        return Err(Error::Process {
+            pid: proc.pid(),
+            what: format!("the marker path {} is too long", marker.display()),
+        });
+    }
+    let written = proc
+        .write(page, &code)
+        .and_then(|()| proc.write(page + WATCH_TAG_OFFSET, &tag))
+        .and_then(|()| proc.write(loader.debug_state, &jump));
+    if let Err(e) = written {
+        let _ = proc.write(loader.debug_state, &original);
+        let _ = thread.munmap(page, proc.page_size());
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 impl LoaderCache {
@@ -266,60 +464,22 @@ impl Hook {
         loader: &Loader,
         signal: i32,
     ) -> Result<Hook> {
-        let arch = proc.arch();
-        let pid = proc.pid();
-        let at = loader.debug_state;
-        let (code, ret) = arch.self_signal_function(signal as u8);
-        let page = proc.page_size();
-        let maps = proc.maps()?;
-        let limits = proc.space_limits(&maps);
-        let stub = find_region(
-            &maps,
-            loader.range.clone(),
-            page,
-            arch.max_branch_distance(),
-            &limits,
-        )
-        .ok_or_else(|| Error::Process {
-            pid,
-            what: format!(
-                "no free page within reach of the dynamic loader {}",
-                loader.path
-            ),
-        })?;
-        let jump = arch
-            .encode_jump(at, stub)
-            .map_err(kpatch_engine::Error::from)?;
-        if loader.debug_state_room < jump.len() as u64 {
-            return Err(Error::Process {
-                pid,
-                what: format!(
-                    "_dl_debug_state of {} is {} bytes long, too short for a {}-byte jump",
-                    loader.path,
-                    loader.debug_state_room,
-                    jump.len()
-                ),
-            });
-        }
-        let original = proc.read_vec(at, jump.len())?;
-        thread.mmap(
-            Some(stub),
-            page,
-            libc::PROT_READ | libc::PROT_EXEC,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-        )?;
+        let (code, ret) = proc.arch().self_signal_function(signal as u8);
+        let (stub, jump, original) = page_near_loader(proc, thread, loader)?;
         let hook = Hook {
             loader: loader.clone(),
             original,
-            page: Some((stub, page)),
+            page: Some((stub, proc.page_size())),
             code: stub..stub + code.len() as u64,
             stop_pc: stub + ret as u64,
             signal,
         };
-        let written = proc.write(stub, &code).and_then(|()| proc.write(at, &jump));
+        let written = proc
+            .write(stub, &code)
+            .and_then(|()| proc.write(loader.debug_state, &jump));
         if let Err(e) = written {
-            let _ = proc.write(at, &hook.original);
-            let _ = thread.munmap(stub, page);
+            let _ = proc.write(loader.debug_state, &hook.original);
+            let _ = thread.munmap(stub, proc.page_size());
             return Err(e.into());
         }
         Ok(hook)

@@ -1,9 +1,11 @@
 //! Start-up patching: a process that executes a program with a patch in the storage, or loads
 //! a library with one, is patched before that code runs (docs/internals.md section 6).
 //!
-//! [`Context::patch_at_startup`] does the work on a thread held at the right moment;
-//! [`SelfLoad`] (`libcare-server --self-load`) finds such threads with fanotify, with nothing
-//! in the target's environment; [`serve_execve`] is LibcarePlus's `execve` wrapper protocol.
+//! [`Context::patch_at_startup`] does the work on a thread held at the right moment (and, in a
+//! process the service follows, reports the objects each `dlopen` and `dlclose` adds or
+//! removes to the engine); [`SelfLoad`] (`libcare-server --self-load`) finds such threads with
+//! fanotify, with nothing in the target's environment; [`serve_execve`] is LibcarePlus's
+//! `execve` wrapper protocol.
 
 mod buildid;
 mod error;

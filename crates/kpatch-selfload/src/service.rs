@@ -6,11 +6,12 @@
 //!   longer watched, and those of a process already being handled, and hands each other one to
 //!   a new thread;
 //! - that thread decides whether the process is executing the file (the kernel says so for a
-//!   program) or its dynamic loader is loading it (anything else, `cat` or a backup opening a
-//!   library, is let go at once), holds the thread, answers, and patches the process at
-//!   start-up ([`Context::patch_at_startup`]);
+//!   program), its dynamic loader is loading it, or the watch function of a followed process
+//!   opens the marker (anything else, `cat` or a backup opening a library, is let go at once),
+//!   holds the thread, answers, and patches the process at start-up or reports the objects
+//!   coming or going ([`Context::patch_at_startup`]);
 //! - one watches the storage (and the search directories) with inotify and, on a change, marks
-//!   the files that have patches now.
+//!   the files that have patches now, and the libraries their callbacks are for.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
@@ -28,7 +29,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use crate::error::{Error, Result};
 use crate::files::{FileIndex, DEFAULT_SEARCH_DIRS};
 use crate::flow::{tgid_of, Context, Start};
-use crate::ldso::Loader;
+use crate::ldso::{in_watch_page, Loader};
 use crate::watch::Watch;
 
 /// How long the opening of a watched file may take to complete once allowed (reading a large
@@ -36,6 +37,8 @@ use crate::watch::Watch;
 const OPEN_LIMIT: Duration = Duration::from_secs(10);
 /// Changes to the storage that come together are handled together.
 const SETTLE: Duration = Duration::from_millis(30);
+/// The marker's name in the lock directory.
+const MARKER: &str = "selfload.watch";
 
 /// What the service is given.
 #[derive(Debug)]
@@ -76,7 +79,16 @@ impl SelfLoad {
     pub fn start(ctx: Arc<Context>, config: Config) -> Result<SelfLoad> {
         let watch = Watch::open()?;
         if !watch.reports_tid {
-            ctx.log("self-load: this kernel's fanotify names processes, not threads (Linux < 4.20): a program executed by a thread other than its process's first one is not patched at start-up");
+            ctx.log("self-load: this kernel's fanotify names processes, not threads (Linux < 4.20): a program executed by a thread other than its process's first one is not patched at start-up, and the loads and unloads of processes are not followed");
+        } else {
+            let marker = ctx.engine().options().lock_dir.join(MARKER);
+            match watch.mark_marker(&marker) {
+                Ok(()) => ctx.set_marker(marker),
+                Err(e) => ctx.log(&format!(
+                    "self-load: cannot watch the marker {}: {e}; the loads and unloads of the processes patched at start-up are not followed",
+                    marker.display()
+                )),
+            }
         }
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(|e| {
             Error::Unavailable(format!(
@@ -115,6 +127,17 @@ impl SelfLoad {
         self.shared.ctx.set_storage(storage.to_owned());
         self.shared.reindex();
     }
+}
+
+/// What a thread was opening when the kernel told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// A program with a patch, for an `execve`.
+    Exec,
+    /// A file with a patch (or that a patch's callbacks are for), for anything.
+    File,
+    /// The marker, from the watch function of a followed process.
+    Marker,
 }
 
 /// Whether `tid` is a thread of this process.
@@ -189,10 +212,18 @@ impl Shared {
         let Ok(meta) = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())) else {
             return;
         };
-        let Some((path, _)) = self.watch.file(meta.dev(), meta.ino()) else {
-            return;
+        let (path, opening) = if self.watch.is_marker(meta.dev(), meta.ino()) {
+            let Some(marker) = self.ctx.marker() else {
+                return;
+            };
+            (marker, Opening::Marker)
+        } else {
+            let Some((path, _)) = self.watch.file(meta.dev(), meta.ino()) else {
+                return;
+            };
+            let exec = event.mask().contains(MaskFlags::FAN_OPEN_EXEC_PERM);
+            (path, if exec { Opening::Exec } else { Opening::File })
         };
-        let exec = event.mask().contains(MaskFlags::FAN_OPEN_EXEC_PERM);
         let Some(tgid) = tgid_of(tid) else { return };
         if !self.ctx.begin(tgid) {
             return;
@@ -204,7 +235,7 @@ impl Shared {
         let spawned = std::thread::Builder::new()
             .name(format!("selfload-{tgid}"))
             .spawn(move || {
-                me.handle(ev, tgid, tid, exec, &path);
+                me.handle(ev, tgid, tid, opening, &path);
                 me.ctx.end(tgid);
             });
         if let Err(e) = spawned {
@@ -215,19 +246,20 @@ impl Shared {
         }
     }
 
-    /// One opening of a watched file by thread `tid` of process `tgid`; `exec` when the kernel
-    /// said it is for an `execve`.
-    fn handle(&self, ev: FanotifyEvent, tgid: i32, tid: i32, exec: bool, path: &Path) {
+    /// One opening of a watched file by thread `tid` of process `tgid`.
+    fn handle(&self, ev: FanotifyEvent, tgid: i32, tid: i32, opening: Opening, path: &Path) {
         let mut pending = Pending {
             watch: &self.watch,
             event: Some(ev),
         };
-        let mut start = match exec {
-            true => Start::Exec,
-            false => match self.classify(tgid, tid) {
+        let mut start = match opening {
+            Opening::Exec => Start::Exec,
+            Opening::File => match self.classify(tgid, tid) {
                 Some(s) => s,
                 None => return,
             },
+            Opening::Marker if self.announces(tgid, tid, path) => Start::Watched,
+            Opening::Marker => return,
         };
         let mut held = match HeldThread::seize(tgid, tid, true) {
             Ok(h) => h,
@@ -259,17 +291,20 @@ impl Shared {
                 }
             };
             let resumed = match (event, start) {
-                (HeldEvent::Exec, Start::Exec) | (HeldEvent::Interrupted, Start::Loading) => break,
+                (HeldEvent::Exec, Start::Exec)
+                | (HeldEvent::Interrupted, Start::Loading | Start::Watched) => break,
                 // It executed another program (the library's loading is over): that one's
                 // start-up, then.
-                (HeldEvent::Exec, Start::Loading) => {
+                (HeldEvent::Exec, Start::Loading | Start::Watched) => {
                     start = Start::Exec;
                     break;
                 }
                 // The exec failed: the program goes on as it was.
                 (HeldEvent::Interrupted, Start::Exec) => return,
                 (HeldEvent::Signal(sig), _) => held.interrupt().and_then(|()| held.resume(sig)),
-                (HeldEvent::Other(_), _) => held.interrupt().and_then(|()| held.resume(0)),
+                (HeldEvent::Other(_) | HeldEvent::Syscall, _) => {
+                    held.interrupt().and_then(|()| held.resume(0))
+                }
                 (HeldEvent::JobControl(_), _) | (HeldEvent::Gone, _) => return,
             };
             if let Err(e) = resumed {
@@ -277,7 +312,21 @@ impl Shared {
                 return;
             }
         }
-        self.ctx.patch_at_startup(held, start, path);
+        let shown = match start {
+            // The program, in the log, rather than the marker.
+            Start::Watched => std::fs::read_link(format!("/proc/{tgid}/exe")).unwrap_or_default(),
+            _ => path.to_owned(),
+        };
+        self.ctx.patch_at_startup(held, start, &shown);
+    }
+
+    /// Whether thread `tid` of `tgid`, blocked opening the marker, does so from a watch
+    /// function: its loader is about to add or remove objects.
+    fn announces(&self, tgid: i32, tid: i32, marker: &Path) -> bool {
+        let Some(syscall) = blocked_syscall(tgid, tid) else {
+            return false;
+        };
+        Process::inspect(tgid).is_ok_and(|proc| in_watch_page(&proc, syscall.pc, marker))
     }
 
     /// Whether thread `tid` of `tgid`, blocked opening a watched file, is executing it or its
@@ -310,8 +359,19 @@ impl Shared {
                 HashSet::new()
             }
         };
+        // The libraries the patches' callbacks are for (a storage that cannot be read was
+        // reported above).
+        let names = Storage::open(&storage)
+            .ok()
+            .and_then(|s| s.callback_objects().ok())
+            .unwrap_or_default();
         let me = std::process::id() as i32;
-        let found = index.files.locate(&ids, &self.search, me);
+        let mut found = index.files.locate(&ids, &self.search, me);
+        for f in index.files.locate_named(&names, &self.search) {
+            if !found.iter().any(|g| (g.dev, g.ino) == (f.dev, f.ino)) {
+                found.push(f);
+            }
+        }
         let sync = self.watch.sync(&found);
         for (path, id) in &sync.removed {
             self.log(&format!(

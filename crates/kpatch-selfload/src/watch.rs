@@ -46,6 +46,9 @@ pub struct Sync {
 pub struct Watch {
     fan: Fanotify,
     marked: Mutex<HashMap<(u64, u64), Marked>>,
+    /// The marker followed processes open (see [`crate::ldso::install_watch`]): its identity,
+    /// and the file held open.
+    marker: Mutex<Option<((u64, u64), OwnedFd)>>,
     /// Events name the thread (`FAN_REPORT_TID`, Linux 4.20) rather than the process.
     pub reports_tid: bool,
     /// The kernel has `FAN_OPEN_EXEC_PERM` (Linux 5.0); without it programs are marked like
@@ -111,6 +114,7 @@ impl Watch {
         Ok(Watch {
             fan,
             marked: Mutex::new(HashMap::new()),
+            marker: Mutex::new(None),
             reports_tid,
             exec_events,
         })
@@ -197,6 +201,42 @@ impl Watch {
             self.fan.as_fd(),
             Some(&proc_fd_path(&m.fd)),
         );
+    }
+
+    /// Creates the marker file `path` (if missing, readable by everyone, in a directory
+    /// everyone may enter) and marks it for `FAN_OPEN_PERM`.
+    pub fn mark_marker(&self, path: &std::path::Path) -> std::result::Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        if !path.exists() {
+            std::fs::write(path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let fd = open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = std::fs::metadata(proc_fd_path(&fd)).map_err(|e| e.to_string())?;
+        self.fan
+            .mark(
+                MarkFlags::FAN_MARK_ADD,
+                MaskFlags::FAN_OPEN_PERM,
+                self.fan.as_fd(),
+                Some(&proc_fd_path(&fd)),
+            )
+            .map_err(mark_error)?;
+        if let Ok(mut m) = self.marker.lock() {
+            *m = Some(((meta.dev(), meta.ino()), fd));
+        }
+        Ok(())
+    }
+
+    /// Whether (`dev`, `ino`) is the marker.
+    pub fn is_marker(&self, dev: u64, ino: u64) -> bool {
+        self.marker
+            .lock()
+            .is_ok_and(|m| m.as_ref().is_some_and(|(k, _)| *k == (dev, ino)))
     }
 
     /// The marked file with identity (`dev`, `ino`): its path and build-id.

@@ -59,7 +59,7 @@ fn hold_through_exec(ctx: &Context, tgid: i32, tid: i32, reply: &mut dyn Write) 
             // The wrapper's breakpoint (that is what it is for).
             HeldEvent::Signal(libc::SIGTRAP) => held.resume(0)?,
             HeldEvent::Signal(sig) => held.resume(sig)?,
-            HeldEvent::Interrupted | HeldEvent::Other(_) => held.resume(0)?,
+            HeldEvent::Interrupted | HeldEvent::Syscall | HeldEvent::Other(_) => held.resume(0)?,
             HeldEvent::JobControl(sig) => {
                 return Ok(Outcome::Left(format!(
                     "execve: stopped by signal {sig} (job control) before its exec; let go"

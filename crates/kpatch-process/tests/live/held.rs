@@ -71,3 +71,43 @@ fn a_held_thread_interrupted_and_let_go_runs_on() {
     t.send("exec");
     t.expect("ready 2");
 }
+
+#[test]
+fn a_held_thread_backs_out_of_a_syscall_and_makes_it_again() {
+    let mut t = Target::spawn("execs", &[]);
+    let pid = t.pid;
+    t.send("map");
+    let addr = Target::field(&t.expect("mapped"), "addr");
+    let mut held = HeldThread::seize(pid, pid, false).unwrap();
+    held.interrupt().unwrap();
+    assert_eq!(next(&mut held), HeldEvent::Interrupted);
+    let proc = Process::open_held(&held).unwrap();
+    let munmap = proc.arch().sys_munmap();
+    // Syscall by syscall to the munmap of the page.
+    held.resume_to_syscall(0).unwrap();
+    t.send("unmap");
+    loop {
+        assert_eq!(next(&mut held), HeldEvent::Syscall);
+        match held.syscall_entry().unwrap() {
+            Some((nr, args)) if nr == munmap && args[0] == addr => break,
+            _ => held.resume_to_syscall(0).unwrap(),
+        }
+    }
+    assert!(held.back_out_of_syscall(&proc).unwrap());
+    // Not made yet: the page is there, the thread on the syscall instruction, and it can run
+    // syscalls of ours.
+    let mapped = |p: &Process| p.maps().unwrap().iter().any(|m| m.start == addr);
+    assert!(mapped(&proc));
+    {
+        let mut th = held.handle(&proc).unwrap();
+        let insn = proc.arch().syscall_insn();
+        assert_eq!(proc.read_vec(th.pc().unwrap(), insn.len()).unwrap(), insn);
+        let page = proc.page_size();
+        let a = th.mmap(None, page, RW, ANON).unwrap();
+        th.munmap(a, page).unwrap();
+    }
+    // Let go, it makes the call, which succeeds.
+    held.release().unwrap();
+    t.expect("unmapped 0");
+    assert!(!mapped(&proc));
+}

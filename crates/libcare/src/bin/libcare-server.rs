@@ -102,7 +102,11 @@ impl Handler for Ctl {
         match request {
             StartupRequest::Execve { tid } => {
                 match kpatch_selfload::serve_execve(&self.startup, tid, conn) {
-                    Ok(Outcome::Patched { .. } | Outcome::Nothing { .. }) => 0,
+                    Ok(
+                        Outcome::Patched { .. }
+                        | Outcome::Nothing { .. }
+                        | Outcome::Unloaded { .. },
+                    ) => 0,
                     Ok(Outcome::Left(_)) => FAILURE,
                     Err(e) => {
                         log_line(&format!("execve: thread {tid}: refused: {e}"));

@@ -121,6 +121,15 @@ fn started_and_loaded_code_runs_patched_inner() {
         2,
     );
     assert_eq!(loads.len(), 2, "{loads:?}");
+    // Each dlclose is followed: the patch goes with the library, while it is still mapped.
+    let unloads = service.wait_lines(
+        &[
+            &format!("pid {}: unloading ", loader.pid()),
+            "/libboth.so: removed libboth.so 0001",
+        ],
+        2,
+    );
+    assert_eq!(unloads.len(), 2, "{unloads:?}");
 
     // The patch removed from the storage: the next start runs the original.
     std::fs::remove_file(storage.join(format!("{}.kpatch", prog.build_id))).expect("rm");

@@ -25,7 +25,7 @@ pub use command::{assert_success, gcc, run, run_ok, stderr, stdout, Running};
 pub use ctl::{ctl, fails, info_ids, maps, ok, patch_regions, rx_anonymous_regions};
 pub use fixtures::{compiled, copy_fixture, copy_tree, fixtures};
 pub use handmade::{build_id, gensrc, kpatch_make, strip_steps};
-pub use namespace::{assert_pid_namespace_init, run_in_pid_namespace};
+pub use namespace::{assert_pid_namespace_init, run_in_pid_namespace, run_in_pid_namespace_with};
 pub use process::{Proc, Target};
 pub use readelf::{readelf_allowing, readelf_clean};
 pub use server::{OutFile, SelfLoadService, Server};

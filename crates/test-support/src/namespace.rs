@@ -10,6 +10,11 @@ use crate::tools::lock_dir;
 /// `all_processes::inner_patch_all`) as pid 1 of a new PID namespace with its own /proc.
 /// When it ends, the kernel kills whatever it left in the namespace.
 pub fn run_in_pid_namespace(inner: &str) {
+    run_in_pid_namespace_with(inner, &[]);
+}
+
+/// [`run_in_pid_namespace`], with `env` set for the inner test.
+pub fn run_in_pid_namespace_with(inner: &str, env: &[(&str, &std::ffi::OsStr)]) {
     let exe = std::env::current_exe().expect("test executable");
     let out = Command::new("unshare")
         .args(["--fork", "--pid", "--mount-proc", "--kill-child"])
@@ -22,6 +27,7 @@ pub fn run_in_pid_namespace(inner: &str) {
             "--test-threads=1",
         ])
         .env("LIBCARE_LOCK_DIR", lock_dir())
+        .envs(env.iter().copied())
         .output()
         .expect("run unshare (util-linux)");
     let (o, e) = (stdout(&out), stderr(&out));

@@ -175,20 +175,25 @@ impl OutFile {
     }
 }
 
-/// A `libcare-server --self-load` started by the test; killed (SIGKILL) when dropped.
+/// A `libcare-server --self-load` started by the test; killed (SIGKILL) when dropped. Its
+/// socket and log are in a directory of its own.
 pub struct SelfLoadService {
     pub child: Child,
     pub log: PathBuf,
     pub socket: PathBuf,
+    _files: tempfile::TempDir,
 }
 
 impl SelfLoadService {
     /// Starts the service on `storage`, searching `dir`, with `env` set; returns once it
     /// listens (its files are watched by then).
     pub fn start(dir: &Path, storage: &Path, env: &[(&str, &str)]) -> SelfLoadService {
-        let log = unique(&dir.join("service"));
-        let socket = dir.join("libcare.sock");
-        let _ = std::fs::remove_file(&socket);
+        let files = tempfile::Builder::new()
+            .prefix("service")
+            .tempdir_in(dir)
+            .expect("a directory for the service's files");
+        let log = files.path().join("service.log");
+        let socket = files.path().join("libcare.sock");
         let logf = std::fs::File::create(&log).expect("create service log");
         let mut cmd = Command::new(bin("libcare-server"));
         cmd.arg("--self-load")
@@ -204,7 +209,12 @@ impl SelfLoadService {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start libcare-server");
-        let mut s = SelfLoadService { child, log, socket };
+        let mut s = SelfLoadService {
+            child,
+            log,
+            socket,
+            _files: files,
+        };
         let start = Instant::now();
         while !s.socket.exists() {
             if let Ok(Some(status)) = s.child.try_wait() {
@@ -266,13 +276,8 @@ impl SelfLoadService {
 impl Drop for SelfLoadService {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- the self-load service's log\n{}", self.log_text());
+        }
     }
-}
-
-/// `base.N.log` for the first N that no file has yet.
-fn unique(base: &Path) -> PathBuf {
-    (0..)
-        .map(|i| base.with_extension(format!("{i}.log")))
-        .find(|p| !p.exists())
-        .expect("a free name")
 }

@@ -2,18 +2,19 @@
 //! ../shared/seeds/kernel-livepatch-callback-tests.txt) in user space: vmlinux is the program
 //! (tests/fixtures/runtime/callbacks.c), the target modules are libcallbacks_mod.so and
 //! libcallbacks_busy.so, insmod of the livepatch is `libcare-ctl patch`, its disable
-//! `libcare-ctl unpatch`. A library loaded or unloaded while a patch is applied is reported to
-//! the engine as the self-load service will ([`Engine::object_loaded`],
-//! [`Engine::object_unloading`]), between its loading and its initialiser, between its
-//! finaliser and its unloading.
+//! `libcare-ctl unpatch`. The scenarios in which a library is loaded or unloaded while a patch
+//! is applied run as pid 1 of a PID namespace of their own, with `libcare-server --self-load`
+//! following the program: its `dlopen` and `dlclose` are the module notifiers (the service
+//! reports each object to the engine from inside the loader, before the library's
+//! initialiser runs or once its finaliser has run, while it is still mapped). The library's
+//! initialiser and finaliser are commands of their own (`init`, `exit`) so that their lines
+//! can be told apart.
 //!
 //! Each test writes the seed's expected output (its callback and module lines, the livepatch
 //! core's own lines left out) and compares what the process prints with its transposition.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-use kpatch_engine::{Engine, Options, Report};
 
 use crate::support::*;
 
@@ -50,19 +51,31 @@ pub fn include_flag() -> String {
     format!("-I{}", dir.canonicalize().expect("include dir").display())
 }
 
+/// Hands the fixture's directory, built by the outer test, to an inner test (another
+/// process, in its own PID namespace).
+const FIXTURE_DIR: &str = "LIBCARE_TEST_CALLBACKS_DIR";
+
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let dir = bin_dir()
-            .join("test-fixtures")
-            .join(format!("callbacks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("fixture dir");
+        let given = std::env::var_os(FIXTURE_DIR).map(PathBuf::from);
+        let dir = given.clone().unwrap_or_else(|| {
+            bin_dir()
+                .join("test-fixtures")
+                .join(format!("callbacks-{}", std::process::id()))
+        });
+        if given.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("fixture dir");
+        }
+        let make = |r: &Recipe<'_>, versions: &[u32]| match given {
+            Some(_) => built(&dir, r, versions),
+            None => build(&dir, r, versions),
+        };
         let include = include_flag();
         let cflags = [include.as_str()];
         let gensrc_flags = ["--force-gotpcrel"];
-        let program = build(
-            &dir,
+        let program = make(
             &Recipe {
                 cflags: &cflags,
                 ldflags: &["-ldl"],
@@ -74,8 +87,7 @@ fn fixture() -> &'static Fixture {
         let lib = |name: &str, versions: &[u32]| {
             let soname = format!("-Wl,-soname,{name}.so");
             let ldflags = ["-pthread", soname.as_str()];
-            build(
-                &dir,
+            make(
                 &Recipe {
                     shared: true,
                     ldflags: &ldflags,
@@ -87,16 +99,18 @@ fn fixture() -> &'static Fixture {
         lib("libcallbacks_mod", &[]);
         let busy = lib("libcallbacks_busy", &[1]);
         let demo2_replace = dir.join("callbacks.v2.replace.kpatch");
-        run_ok(tool("kpatch_make", &dir).args([
-            "--replace",
-            "-b",
-            &program.build_id,
-            "-i",
-            "0002",
-            "callbacks.v2.stripped",
-            "-o",
-            demo2_replace.to_str().unwrap(),
-        ]));
+        if given.is_none() {
+            run_ok(tool("kpatch_make", &dir).args([
+                "--replace",
+                "-b",
+                &program.build_id,
+                "-i",
+                "0002",
+                "callbacks.v2.stripped",
+                "-o",
+                demo2_replace.to_str().unwrap(),
+            ]));
+        }
         Fixture {
             dir,
             program,
@@ -104,6 +118,25 @@ fn fixture() -> &'static Fixture {
             demo2_replace,
         }
     })
+}
+
+/// Runs the inner test `name` of this module as pid 1 of a PID namespace of its own, on the
+/// fixture built here.
+fn in_namespace(name: &str) {
+    let dir = fixture().dir.clone();
+    run_in_pid_namespace_with(
+        &format!("callbacks::{name}"),
+        &[(FIXTURE_DIR, dir.as_os_str())],
+    );
+}
+
+/// `libcare-server --self-load` on `storage`, searching the fixture's directory, once it
+/// watches the target library (a patch's callbacks are for it).
+fn service(storage: &Path) -> SelfLoadService {
+    assert_pid_namespace_init();
+    let s = SelfLoadService::start(&fixture().dir, storage, &[]);
+    s.wait_log(&["self-load: watching", &format!("/{MOD} ")]);
+    s
 }
 
 /// The seed's lines, transposed: the livepatch modules are the patches `demo` and `demo2`,
@@ -129,19 +162,6 @@ fn transpose(seed: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Engine progress, kept for failure messages.
-#[derive(Default)]
-struct Lines(Vec<String>);
-
-impl Report for Lines {
-    fn info(&mut self, msg: &str) {
-        self.0.push(msg.to_owned());
-    }
-    fn detail(&mut self, msg: &str) {
-        self.0.push(msg.to_owned());
-    }
-}
-
 /// The program running, and what drives it.
 struct Run {
     p: Proc,
@@ -149,7 +169,6 @@ struct Run {
     marks: u32,
     /// Lines of the callbacks and libraries read while waiting for something else.
     seen: Vec<String>,
-    engine: Engine,
 }
 
 /// Whether the callbacks or the libraries printed `line`.
@@ -158,21 +177,23 @@ fn relevant(line: &str) -> bool {
 }
 
 impl Run {
+    /// Starts the program; what the callbacks print before it is ready (patched at start-up
+    /// by the self-load service) is kept for the first step.
     fn start() -> Run {
         let f = fixture();
         let mut cmd = std::process::Command::new(&f.program.binary);
         cmd.current_dir(&f.dir).stdin(std::process::Stdio::piped());
         let mut p = Proc::start(&mut cmd);
-        p.wait_line("ready");
+        let seen = p
+            .wait_line("ready")
+            .into_iter()
+            .filter(|l| relevant(l))
+            .collect();
         Run {
             p,
             dir: f.dir.clone(),
             marks: 0,
-            seen: Vec::new(),
-            engine: Engine::new(Options {
-                lock_dir: lock_dir(),
-                ..Options::default()
-            }),
+            seen,
         }
     }
 
@@ -240,23 +261,6 @@ impl Run {
             None => ok(&self.ctl(&["unpatch"], &[])),
         };
     }
-
-    /// What the self-load service does when `lib` has been loaded; the error it reports.
-    fn coming(&mut self, lib: &str) -> Option<String> {
-        let mut lines = Lines::default();
-        let pid = self.p.pid() as i32;
-        let r = self.engine.object_loaded(pid, lib, None, &mut lines);
-        r.err().map(|e| e.to_string())
-    }
-
-    /// What the self-load service does when `lib` is about to be unloaded.
-    fn going(&mut self, lib: &str) {
-        let mut lines = Lines::default();
-        let pid = self.p.pid() as i32;
-        if let Err(e) = self.engine.object_unloading(pid, lib, &mut lines) {
-            panic!("object_unloading({lib}): {e}\n{}", lines.0.join("\n"));
-        }
-    }
 }
 
 /// The seed's lines for recurring steps. The livepatch enabled, then disabled, with only
@@ -308,19 +312,19 @@ impl Run {
         self.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
     }
 
-    /// insmod of the target while the livepatch is enabled.
+    /// insmod of the target while the livepatch is enabled: the service runs the callbacks
+    /// for it inside `dlopen`.
     fn target_coming(&mut self) {
         self.load(MOD);
-        assert_eq!(self.coming(MOD), None);
         self.send(&format!("init {MOD}"));
         self.step(TARGET_COMING);
     }
 
-    /// rmmod of the target while the livepatch is enabled.
+    /// rmmod of the target while the livepatch is enabled: the service runs the callbacks
+    /// for it inside `dlclose`.
     fn target_going(&mut self) {
         self.send(&format!("exit {MOD}"));
         self.step(&["$MOD_TARGET: ${MOD_TARGET}_exit"]);
-        self.going(MOD);
         self.unload(MOD);
         self.step(TARGET_GOING);
     }
@@ -349,33 +353,64 @@ fn target_loaded_before_the_patch() {
     r.rmmod_target();
 }
 
-/// "module_coming notifier": the livepatch first; the target loaded later gets its own
-/// pre/post-patch callbacks then.
+/// "module_coming notifier": the livepatch first (here applied at start-up by the self-load
+/// service, the program started after it); the target loaded later gets its own pre/post-patch
+/// callbacks then, inside its `dlopen`.
 #[test]
 fn target_loaded_after_the_patch() {
+    in_namespace("target_loaded_after_the_patch_inner");
+}
+
+#[test]
+#[ignore = "runs as pid 1 of its own PID namespace; started by its outer test"]
+fn target_loaded_after_the_patch_inner() {
+    let _service = service(&fixture().storage("coming", 1, false));
     let mut r = Run::start();
-    r.patch_demo(PATCH_VMLINUX);
+    r.step(PATCH_VMLINUX);
+    let info = ok(&r.ctl(&["info"], &[]));
+    assert!(
+        info.contains(&format!("{:<25} at start-up", "Applied:"))
+            && info.contains("(program): patched")
+            && info.contains(&format!("{MOD}: not loaded")),
+        "{info}"
+    );
     r.target_coming();
     r.unpatch_all(UNPATCH_BOTH);
     r.rmmod_target();
 }
 
 /// "module_going notifier": the target unloaded while patched gets its pre/post-unpatch
-/// callbacks then; disabling the livepatch later runs the program's.
+/// callbacks then, inside its `dlclose` (the service follows the program since the target's
+/// first loading); disabling the livepatch later runs the program's.
 #[test]
 fn target_unloaded_while_patched() {
+    in_namespace("target_unloaded_while_patched_inner");
+}
+
+#[test]
+#[ignore = "runs as pid 1 of its own PID namespace; started by its outer test"]
+fn target_unloaded_while_patched_inner() {
     let mut r = Run::start();
+    let _service = service(&fixture().storage("going", 1, false));
     r.insmod_target();
     r.patch_demo(PATCH_BOTH);
     r.target_going();
     r.unpatch_all(UNPATCH_VMLINUX);
 }
 
-/// "module_coming and module_going notifiers": the target comes and goes while patched.
+/// "module_coming and module_going notifiers": the target comes and goes while patched (at
+/// start-up).
 #[test]
 fn target_loaded_and_unloaded_while_patched() {
+    in_namespace("target_loaded_and_unloaded_while_patched_inner");
+}
+
+#[test]
+#[ignore = "runs as pid 1 of its own PID namespace; started by its outer test"]
+fn target_loaded_and_unloaded_while_patched_inner() {
+    let _service = service(&fixture().storage("both", 1, false));
     let mut r = Run::start();
-    r.patch_demo(PATCH_VMLINUX);
+    r.step(PATCH_VMLINUX);
     r.target_coming();
     r.target_going();
     r.unpatch_all(UNPATCH_VMLINUX);
@@ -415,16 +450,23 @@ fn a_failing_pre_patch_refuses_the_patch() {
 /// unpatched, and `info` shows why.
 #[test]
 fn a_failing_pre_patch_leaves_a_library_loaded_later_unpatched() {
+    in_namespace("a_failing_pre_patch_leaves_a_library_loaded_later_unpatched_inner");
+}
+
+#[test]
+#[ignore = "runs as pid 1 of its own PID namespace; started by its outer test"]
+fn a_failing_pre_patch_leaves_a_library_loaded_later_unpatched_inner() {
     let mut r = Run::start();
+    let service = service(&fixture().storage("failing", 1, false));
     r.patch_demo(PATCH_VMLINUX);
     r.send("ret -19");
     r.wait("ret -19");
     r.load(MOD);
-    let err = r.coming(MOD).expect("the pre-patch fails");
-    assert!(
-        err.contains("pre-patch callback of libcallbacks_mod.so (patch 0001) returned -19"),
-        "{err}"
-    );
+    service.wait_log(&[
+        &format!("pid {}: ", r.p.pid()),
+        "pre-patch callback of libcallbacks_mod.so (patch 0001) returned -19",
+        "it loads unpatched",
+    ]);
     r.step(&[
         "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET -> [MODULE_STATE_COMING] Full formed, running module_init",
     ]);
@@ -441,6 +483,12 @@ fn a_failing_pre_patch_leaves_a_library_loaded_later_unpatched() {
 /// once), the livepatch, then another target.
 #[test]
 fn several_targets() {
+    in_namespace("several_targets_inner");
+}
+
+#[test]
+#[ignore = "runs as pid 1 of its own PID namespace; started by its outer test"]
+fn several_targets_inner() {
     let f = fixture();
     let mut r = Run::start();
     r.send(&format!("busy {} 0", f.dir.join(BUSY).display()));
@@ -449,7 +497,9 @@ fn several_targets() {
         "$MOD_TARGET_BUSY: busymod_work_func enter",
         "$MOD_TARGET_BUSY: busymod_work_func exit",
     ]);
-    r.patch(&f.storage("several", 1, true));
+    let storage = f.storage("several", 1, true);
+    let _service = service(&storage);
+    r.patch(&storage);
     r.step(&[
         "$MOD_LIVEPATCH: pre_patch_callback: vmlinux",
         "$MOD_LIVEPATCH: pre_patch_callback: $MOD_TARGET_BUSY -> [MODULE_STATE_LIVE] Normal state",

@@ -104,21 +104,23 @@ fn link(dir: &Path, r: &Recipe<'_>, asm: &str, out: &str, with_relocs: bool) {
     gcc(dir, &args);
 }
 
+/// The patch file of `version` of the binary `out` (as [`build`] names it).
+fn patch_name(out: &str, version: u32) -> String {
+    format!("{out}.v{version}.kpatch")
+}
+
 /// Builds the fixture in `dir` and one patch per version (`-DPATCHED=<version>`), each with
 /// patch-id `<version>` on four digits, by the user guide's manual steps.
 pub fn build(dir: &Path, r: &Recipe<'_>, versions: &[u32]) -> Built {
     let out = r.output();
     compile_s(dir, r, None, &format!("{}.s", r.name));
     link(dir, r, &format!("{}.s", r.name), &out, false);
-    let binary = dir.join(&out);
-    let bid = build_id(&binary);
-    let mut patches = Vec::new();
+    let bid = build_id(&dir.join(&out));
     for &v in versions {
         let patched_s = format!("{}.v{v}.s", r.name);
         let combined = format!("{}.v{v}.combined.s", r.name);
         let patched_bin = format!("{out}.v{v}");
         let stripped = format!("{out}.v{v}.stripped");
-        let kpatch = format!("{out}.v{v}.kpatch");
         compile_s(dir, r, Some(v), &patched_s);
         gensrc(
             dir,
@@ -129,13 +131,28 @@ pub fn build(dir: &Path, r: &Recipe<'_>, versions: &[u32]) -> Built {
         );
         link(dir, r, &combined, &patched_bin, true);
         strip_steps(dir, &out, &patched_bin, &stripped);
-        kpatch_make(dir, &bid, &format!("{v:04}"), &stripped, &kpatch);
-        patches.push((v, dir.join(kpatch)));
+        kpatch_make(
+            dir,
+            &bid,
+            &format!("{v:04}"),
+            &stripped,
+            &patch_name(&out, v),
+        );
     }
+    built(dir, r, versions)
+}
+
+/// What [`build`] built in `dir` earlier (another test process built it).
+pub fn built(dir: &Path, r: &Recipe<'_>, versions: &[u32]) -> Built {
+    let out = r.output();
+    let binary = dir.join(&out);
     Built {
+        build_id: build_id(&binary),
         binary,
-        build_id: bid,
-        patches,
+        patches: versions
+            .iter()
+            .map(|&v| (v, dir.join(patch_name(&out, v))))
+            .collect(),
     }
 }
 

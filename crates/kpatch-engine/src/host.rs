@@ -273,6 +273,25 @@ impl<'p> Host<'p> {
         Ok(may_host(&code, waiting, exe_bottom))
     }
 
+    /// Calls the function at `func` with `arg` in `stopped`, then lets the thread go.
+    fn call_in(
+        &self,
+        mut stopped: StoppedThread<'_>,
+        func: u64,
+        arg: u64,
+        what: &str,
+    ) -> Result<u64> {
+        let result = stopped.thread().call(func, &[arg], self.call_timeout);
+        let resumed = stopped.resume();
+        let value = result.map_err(|source| Error::Callback {
+            what: what.to_owned(),
+            pid: self.proc.pid(),
+            source,
+        })?;
+        resumed?;
+        Ok(value)
+    }
+
     /// Calls the function at `func` with `arg` in a thread that may run it, the others
     /// running; returns its integer result. `what` names it in messages.
     pub fn call(&mut self, func: u64, arg: u64, what: &str, rep: &mut dyn Report) -> Result<u64> {
@@ -280,19 +299,11 @@ impl<'p> Host<'p> {
         let pid = proc.pid();
         if let Some(tid) = self.held {
             let _defer = DeferTermination::new();
-            let mut stopped = proc.stop_one(tid, self.stop_timeout)?;
+            let stopped = proc.stop_one(tid, self.stop_timeout)?;
             rep.detail(&format!(
                 "{what}: running in thread {tid}, held in the loader"
             ));
-            let result = stopped.thread().call(func, &[arg], self.call_timeout);
-            let resumed = stopped.resume();
-            let value = result.map_err(|source| Error::Callback {
-                what: what.to_owned(),
-                pid,
-                source,
-            })?;
-            resumed?;
-            return Ok(value);
+            return self.call_in(stopped, func, arg, what);
         }
         let start = Instant::now();
         let mut backoff = Duration::from_millis(1);
@@ -309,16 +320,8 @@ impl<'p> Host<'p> {
                     continue;
                 }
                 rep.detail(&format!("{what}: running in thread {tid}"));
-                let result = stopped.thread().call(func, &[arg], self.call_timeout);
-                let resumed = stopped.resume();
                 self.last = Some(tid);
-                let value = result.map_err(|source| Error::Callback {
-                    what: what.to_owned(),
-                    pid,
-                    source,
-                })?;
-                resumed?;
-                return Ok(value);
+                return self.call_in(stopped, func, arg, what);
             }
             if start.elapsed() >= self.patience {
                 return Err(Error::NoHost {

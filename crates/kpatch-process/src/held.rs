@@ -219,27 +219,12 @@ impl HeldThread {
                 .map_err(|e| self.err("SETREGSET(NT_ARM_SYSTEM_CALL)", e))?;
         }
         self.resume_to_syscall(0)?;
-        let deadline = Instant::now() + RELEASE_GRACE;
-        loop {
-            match self.wait(deadline)? {
-                None => {
-                    return Err(Error::StopTimeout {
-                        pid: self.tgid,
-                        tids: vec![self.tid()],
-                        timeout: RELEASE_GRACE,
-                    })
-                }
-                Some(HeldEvent::Gone) => return Ok(false),
-                Some(HeldEvent::Syscall) => break,
-                Some(HeldEvent::Signal(_)) => {
-                    // Kept for its release; on to the exit stop.
-                    if let Ok(info) = ptrace::siginfo(self.tid()) {
-                        self.tracee.saved.push(SavedSignal::new(&info));
-                    }
-                    self.resume_to_syscall(0)?;
-                }
-                Some(_) => self.resume_to_syscall(0)?,
-            }
+        let at_exit = self.wait_for_stop(
+            |e| e == HeldEvent::Syscall,
+            |held| held.resume_to_syscall(0),
+        )?;
+        if !at_exit {
+            return Ok(false);
         }
         let mut back = saved;
         back[layout.pc] = back[layout.pc].wrapping_sub(arch.syscall_insn().len() as u64);
@@ -362,6 +347,20 @@ impl HeldThread {
     pub fn stop_in_user_mode(&mut self) -> Result<bool> {
         self.interrupt()?;
         self.resume(0)?;
+        self.wait_for_stop(
+            |e| matches!(e, HeldEvent::Interrupted | HeldEvent::JobControl(_)),
+            |held| held.interrupt().and_then(|()| held.resume(0)),
+        )
+    }
+
+    /// Waits (up to a short grace period) for a stop that `wanted` accepts: true then, false
+    /// if it is gone. A signal that comes first is kept, to be sent back when it is released;
+    /// after it, and after any other stop, `again` lets it go on.
+    fn wait_for_stop(
+        &mut self,
+        wanted: fn(HeldEvent) -> bool,
+        again: fn(&mut HeldThread) -> Result<()>,
+    ) -> Result<bool> {
         let deadline = Instant::now() + RELEASE_GRACE;
         loop {
             match self.wait(deadline)? {
@@ -373,19 +372,14 @@ impl HeldThread {
                     })
                 }
                 Some(HeldEvent::Gone) => return Ok(false),
-                Some(HeldEvent::Interrupted) | Some(HeldEvent::JobControl(_)) => return Ok(true),
+                Some(e) if wanted(e) => return Ok(true),
                 Some(HeldEvent::Signal(_)) => {
-                    // Kept for its release; stop again.
                     if let Ok(info) = ptrace::siginfo(self.tid()) {
                         self.tracee.saved.push(SavedSignal::new(&info));
                     }
-                    self.interrupt()?;
-                    self.resume(0)?;
+                    again(self)?;
                 }
-                Some(_) => {
-                    self.interrupt()?;
-                    self.resume(0)?;
-                }
+                Some(_) => again(self)?,
             }
         }
     }

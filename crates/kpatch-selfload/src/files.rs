@@ -41,6 +41,16 @@ fn key(meta: &std::fs::Metadata) -> FileKey {
     )
 }
 
+/// The paths of what is directly in `dir`, sorted (none if it cannot be read).
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    paths
+}
+
 /// A file with a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -88,12 +98,7 @@ impl FileIndex {
             return out;
         }
         for dir in dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            paths.sort();
-            for path in paths {
+            for path in entries(dir) {
                 let Ok(meta) = std::fs::metadata(&path) else {
                     continue;
                 };
@@ -162,12 +167,7 @@ impl FileIndex {
             return out;
         }
         for dir in dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            paths.sort();
-            for path in paths {
+            for path in entries(dir) {
                 if let Some(f) = self.check(&path, wanted) {
                     if seen.insert((f.dev, f.ino)) {
                         out.push(f);

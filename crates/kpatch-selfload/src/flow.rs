@@ -263,12 +263,8 @@ impl Context {
                 what: "it blocks every signal the start-up stop could use".into(),
             })?;
             let hook = Hook::install(&proc, &mut held.handle(&proc)?, &loader, signal)?;
-            let reached = match &before {
-                Some(objects) if unloading => {
-                    self.run_unloading(&mut held, &proc, &hook, objects, deadline)
-                }
-                _ => self.run_to_consistent(&mut held, &proc, &hook, deadline),
-            };
+            let going = before.as_deref().filter(|_| unloading);
+            let reached = self.run_to_consistent(&mut held, &proc, &hook, going, deadline);
             let result = match reached {
                 Ok(Reached::Consistent) if unloading => {
                     Ok(Outcome::Unloaded { held: t0.elapsed() })
@@ -335,71 +331,6 @@ impl Context {
         }
     }
 
-    /// Lets the thread run, syscall by syscall, until the loader calls the hook with a
-    /// consistent list of objects, reporting each of the `objects` the loader unmaps to the
-    /// engine first (at the `munmap`'s entry, backed out of and made again afterwards).
-    fn run_unloading(
-        &self,
-        held: &mut HeldThread,
-        proc: &Process,
-        hook: &Hook,
-        objects: &[LinkEntry],
-        deadline: Instant,
-    ) -> Result<Reached> {
-        let munmap = proc.arch().sys_munmap();
-        let mut done: HashSet<u64> = HashSet::new();
-        held.resume_to_syscall(0)?;
-        loop {
-            let Some(event) = held.wait(deadline)? else {
-                held.stop()?;
-                return Ok(Reached::Left(format!(
-                    "not followed: the dynamic loader did not finish unloading within {:?}",
-                    self.hold_limit
-                )));
-            };
-            match event {
-                HeldEvent::Syscall => {
-                    let going = match held.syscall_entry()? {
-                        Some((nr, args)) if nr == munmap => {
-                            let unmapped = args[0]..args[0].saturating_add(args[1]);
-                            objects
-                                .iter()
-                                .find(|o| unmapped.contains(&o.dynamic) && !done.contains(&o.map))
-                        }
-                        _ => None,
-                    };
-                    if let Some(object) = going {
-                        done.insert(object.map);
-                        if !held.back_out_of_syscall(proc)? {
-                            return Ok(Reached::Left("it ended while unloading".into()));
-                        }
-                        self.unloading(held, proc, object);
-                    }
-                    held.resume_to_syscall(0)?;
-                }
-                HeldEvent::Signal(sig) => {
-                    let pc = held.handle(proc)?.pc()?;
-                    if !hook.is_hook_stop(sig, pc) {
-                        held.resume_to_syscall(sig)?;
-                        continue;
-                    }
-                    match hook.loader().state(proc)? {
-                        LoaderState::Consistent => return Ok(Reached::Consistent),
-                        LoaderState::Adding | LoaderState::Deleting => held.resume_to_syscall(0)?,
-                    }
-                }
-                HeldEvent::Interrupted | HeldEvent::Other(_) => held.resume_to_syscall(0)?,
-                HeldEvent::Exec => return Ok(Reached::Exec),
-                HeldEvent::JobControl(sig) => {
-                    return Ok(Reached::Left(format!(
-                        "not followed: stopped by signal {sig} (job control) while unloading"
-                    )))
-                }
-                HeldEvent::Gone => return Ok(Reached::Left("it ended while unloading".into())),
-            }
-        }
-    }
-
     /// Reports `object`, about to be unmapped, to the engine, and logs what it did.
     fn unloading(&self, held: &HeldThread, proc: &Process, object: &LinkEntry) {
         let pid = proc.pid();
@@ -432,27 +363,65 @@ impl Context {
     }
 
     /// Lets the thread run until the loader calls the hook with a consistent list of objects.
+    /// When `unloading`, it runs syscall by syscall, and each of those objects the loader
+    /// unmaps is reported to the engine first (at the `munmap`'s entry, backed out of and made
+    /// again afterwards).
     fn run_to_consistent(
         &self,
         held: &mut HeldThread,
         proc: &Process,
         hook: &Hook,
+        unloading: Option<&[LinkEntry]>,
         deadline: Instant,
     ) -> Result<Reached> {
-        held.resume(0)?;
+        let go = |held: &mut HeldThread, sig: i32| match unloading {
+            Some(_) => held.resume_to_syscall(sig),
+            None => held.resume(sig),
+        };
+        let (what, after) = match unloading {
+            Some(_) => ("its unloading is not followed", "it runs on"),
+            None => ("not patched at start-up", "it runs unpatched"),
+        };
+        let munmap = proc.arch().sys_munmap();
+        let mut done: HashSet<u64> = HashSet::new();
+        go(held, 0)?;
         loop {
             let Some(event) = held.wait(deadline)? else {
                 held.stop()?;
                 return Ok(Reached::Left(format!(
-                    "not patched at start-up: the dynamic loader did not finish within {:?}; it runs unpatched",
+                    "{what}: the dynamic loader did not finish within {:?}; {after}",
                     self.hold_limit
                 )));
             };
             match event {
+                HeldEvent::Syscall => {
+                    let entry = match unloading {
+                        Some(_) => held.syscall_entry()?,
+                        None => None,
+                    };
+                    let going = match entry {
+                        Some((nr, args)) if nr == munmap => {
+                            let unmapped = args[0]..args[0].saturating_add(args[1]);
+                            unloading
+                                .unwrap_or_default()
+                                .iter()
+                                .find(|o| unmapped.contains(&o.dynamic) && !done.contains(&o.map))
+                        }
+                        _ => None,
+                    };
+                    if let Some(object) = going {
+                        done.insert(object.map);
+                        if !held.back_out_of_syscall(proc)? {
+                            return Ok(Reached::Left("it ended while unloading".into()));
+                        }
+                        self.unloading(held, proc, object);
+                    }
+                    go(held, 0)?;
+                }
                 HeldEvent::Signal(sig) => {
                     let pc = held.handle(proc)?.pc()?;
                     if !hook.is_hook_stop(sig, pc) {
-                        held.resume(sig)?;
+                        go(held, sig)?;
                         continue;
                     }
                     if self.engine.options().fault_step.as_deref() == Some(HANG_STEP) {
@@ -466,20 +435,16 @@ impl Context {
                     }
                     match hook.loader().state(proc)? {
                         LoaderState::Consistent => return Ok(Reached::Consistent),
-                        LoaderState::Adding | LoaderState::Deleting => held.resume(0)?,
+                        LoaderState::Adding | LoaderState::Deleting => go(held, 0)?,
                     }
                 }
-                HeldEvent::Interrupted | HeldEvent::Syscall | HeldEvent::Other(_) => {
-                    held.resume(0)?
-                }
+                HeldEvent::Interrupted | HeldEvent::Other(_) => go(held, 0)?,
                 HeldEvent::Exec => return Ok(Reached::Exec),
-                HeldEvent::JobControl(sig) => {
-                    return Ok(Reached::Left(format!(
-                        "not patched at start-up: stopped by signal {sig} (job control) while loading; it runs unpatched"
-                    )))
-                }
+                HeldEvent::JobControl(sig) => return Ok(Reached::Left(format!(
+                    "{what}: stopped by signal {sig} (job control) in the dynamic loader; {after}"
+                ))),
                 HeldEvent::Gone => {
-                    return Ok(Reached::Left("it ended during start-up".into()));
+                    return Ok(Reached::Left("it ended in the dynamic loader".into()));
                 }
             }
         }

@@ -124,7 +124,7 @@ pub fn selfload_inner(bin: &Path, dir: &Path, patched: &Path, runs: usize) -> Re
         for _ in 0..per_round {
             println!("patched-off {}", exec_ms(patched)?);
         }
-        let mut service = Service::start(bin, dir, &log_path)?;
+        let mut service = Service::start(bin, dir, &dir.join("storage"), dir, &log_path)?;
         let result = (|| -> Result<()> {
             let line = first_line(patched)?;
             if line != "b: patched" {
@@ -158,12 +158,19 @@ pub fn selfload_inner(bin: &Path, dir: &Path, patched: &Path, runs: usize) -> Re
     Ok(())
 }
 
-/// `libcare-server --self-load` on `dir/storage`, logging to `log` (appended).
-struct Service(std::process::Child);
+/// `libcare-server --self-load` on `storage`, searching `search`, with its socket and lock
+/// directory in `dir`, logging to `log` (appended); killed when dropped.
+pub(crate) struct Service(std::process::Child);
 
 impl Service {
-    fn start(bin: &Path, dir: &Path, log: &Path) -> Result<Service> {
-        let socket = dir.join("bench.sock");
+    pub(crate) fn start(
+        bin: &Path,
+        search: &Path,
+        storage: &Path,
+        dir: &Path,
+        log: &Path,
+    ) -> Result<Service> {
+        let socket = dir.join("selfload.sock");
         let _ = std::fs::remove_file(&socket);
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -172,9 +179,9 @@ impl Service {
         let child = Command::new(bin.join("libcare-server"))
             .arg("--self-load")
             .arg("--search")
-            .arg(dir)
+            .arg(search)
             .arg(&socket)
-            .arg(dir.join("storage"))
+            .arg(storage)
             .env("LIBCARE_LOCK_DIR", dir.join("locks"))
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
@@ -194,7 +201,7 @@ impl Service {
         Ok(service)
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

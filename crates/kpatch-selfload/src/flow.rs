@@ -440,9 +440,11 @@ impl Context {
                 }
                 HeldEvent::Interrupted | HeldEvent::Other(_) => go(held, 0)?,
                 HeldEvent::Exec => return Ok(Reached::Exec),
-                HeldEvent::JobControl(sig) => return Ok(Reached::Left(format!(
+                HeldEvent::JobControl(sig) => {
+                    return Ok(Reached::Left(format!(
                     "{what}: stopped by signal {sig} (job control) in the dynamic loader; {after}"
-                ))),
+                )))
+                }
                 HeldEvent::Gone => {
                     return Ok(Reached::Left("it ended in the dynamic loader".into()));
                 }
@@ -514,10 +516,13 @@ impl Context {
         }
         let maps = proc.maps()?;
         let paths: Vec<String> = new.iter().map(|o| o.path(&maps)).collect();
-        // Not relocated yet: a patch may not import their IFUNCs.
-        let only: HashSet<String> = paths
+        // Not relocated yet: a patch may not import their IFUNCs. Read through the mappings
+        // (`map_files`), which also reach a file of another mount namespace.
+        let only: HashSet<String> = new
             .iter()
-            .filter_map(|p| buildid::of_path(Path::new(p)))
+            .filter_map(|o| maps.iter().find(|m| m.contains(o.dynamic) && m.inode != 0))
+            .filter_map(|m| proc.open_mapped_file(m).ok())
+            .filter_map(buildid::of_file)
             .collect();
         let req = PatchRequest {
             held: Some(held),

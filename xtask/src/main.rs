@@ -129,6 +129,7 @@ fn main() -> ExitCode {
         Some("bench-selfload-inner") => selfload_inner(&args[1..]),
         Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
         Some("test-qemu") => qemu::test_qemu(&root(), &args[1..]),
+        Some("test-qemu-selfload-inner") => qemu::scenario::selfload_inner(&args[1..]),
         _ => return usage(),
     };
     match result {

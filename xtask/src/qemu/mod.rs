@@ -1,12 +1,13 @@
 //! `cargo xtask test-qemu`: the headline user. Debian 12's QEMU 7.2, built with
 //! `libcare-patch-make` (`build`), runs a guest (`machine`) while a QMP client keeps querying
 //! (`qmp`); the scenarios (`scenario`) patch and unpatch it, check what QMP shows, send the
-//! CVE's trigger over VNC (`vnc`) and patch under block-job coroutines.
+//! CVE's trigger over VNC (`vnc`) and patch under block-job coroutines; and one starts QEMU
+//! with its patch already in the storage of `libcare-server --self-load`.
 
 pub mod build;
 pub mod machine;
 pub mod qmp;
-mod scenario;
+pub mod scenario;
 mod vnc;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use anyhow::{bail, Result};
 use crate::{cargo, run};
 
 /// The scenarios, in order.
-pub const SCENARIOS: &[&str] = &["rounds", "cve", "coroutines"];
+pub const SCENARIOS: &[&str] = &["rounds", "cve", "coroutines", "selfload"];
 
 /// Installs what is missing, builds QEMU and the patches (or finds them built) under
 /// `target/qemu/`; returns the build and the directory of our release binaries.
@@ -58,7 +59,8 @@ pub fn test_qemu(root: &Path, only: &[String]) -> Result<()> {
         let r = match *name {
             "rounds" => scenario::rounds(&env),
             "cve" => scenario::cve(&env),
-            _ => scenario::coroutines(&env),
+            "coroutines" => scenario::coroutines(&env),
+            _ => scenario::selfload(&env),
         };
         if let Err(e) = &r {
             println!("FAIL {name}: {e:#}");

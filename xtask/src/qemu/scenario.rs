@@ -93,6 +93,38 @@ impl Env {
         frozen_us(&out).with_context(|| format!("no frozen time in {out:?}"))
     }
 
+    /// What the inner half of [`selfload`] needs, as arguments.
+    fn args(&self) -> Vec<&std::ffi::OsStr> {
+        [
+            &self.exe,
+            &self.data,
+            &self.main,
+            &self.ctl,
+            &self.firmware,
+            &self.work,
+        ]
+        .into_iter()
+        .map(|p| p.as_os_str())
+        .collect()
+    }
+
+    /// [`Env::args`] read back.
+    fn from_args(args: &[String]) -> Result<Env> {
+        let [exe, data, main, ctl, firmware, work] = args else {
+            bail!("test-qemu-selfload-inner: wrong arguments");
+        };
+        Ok(Env {
+            exe: exe.into(),
+            data: data.into(),
+            main: main.into(),
+            // The self-load scenario does not use the mirror patch.
+            mirror: PathBuf::new(),
+            ctl: ctl.into(),
+            firmware: firmware.into(),
+            work: work.into(),
+        })
+    }
+
     /// The patch ids `libcare-ctl info` lists.
     fn applied(&self, pid: u32) -> Result<Vec<String>> {
         let out = self.ctl_ok(&["info", "-p", &pid.to_string()])?;
@@ -383,4 +415,116 @@ fn mirror_error(m: &mut Machine, id: &str) -> Result<String> {
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("job {id} ended without an error: {ev}"))
+}
+
+/// Start-up patching (issue 13): a QEMU started after its patch is in the storage of
+/// `libcare-server --self-load` runs patched from its start: the first `query-version`
+/// already shows the patch, and `info` says it was applied at start-up. The service and QEMU
+/// run in a PID namespace of their own (the service looks at every process), where this
+/// program runs again as `test-qemu-selfload-inner`.
+pub fn selfload(env: &Env) -> Result<()> {
+    let out = Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc", "--kill-child"])
+        .arg(std::env::current_exe()?)
+        .arg("test-qemu-selfload-inner")
+        .args(env.args())
+        .output()
+        .context("cannot run unshare")?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    ensure!(
+        out.status.success(),
+        "the self-load scenario failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// The half of [`selfload`] that runs as pid 1 of its PID namespace.
+pub fn selfload_inner(args: &[String]) -> Result<()> {
+    ensure!(
+        std::process::id() == 1,
+        "test-qemu-selfload-inner runs as pid 1 of a PID namespace of its own"
+    );
+    let env = Env::from_args(args)?;
+    let dir = env.work.join("selfload");
+    let storage = dir.join("storage");
+    std::fs::create_dir_all(&storage)?;
+    let bytes = std::fs::read(&env.main)?;
+    let patch = kpatch_file::KpatchFile::parse(&bytes)
+        .with_context(|| format!("{} is not a patch", env.main.display()))?;
+    std::fs::copy(
+        &env.main,
+        storage.join(format!("{}.kpatch", patch.build_id())),
+    )?;
+    let bin = env.ctl.parent().context("the tools' directory")?;
+    let search = env.exe.parent().context("QEMU's directory")?;
+    let log = dir.join("service.log");
+    let _ = std::fs::remove_file(&log);
+    // The service's socket and lock directory are those of `Env::ctl`: libcare-ctl waits for
+    // the service's engine should they meet.
+    let mut service =
+        crate::bench::selfload::Service::start(bin, search, &storage, &env.work, &log)?;
+    let result = (|| -> Result<()> {
+        wait_log(&log, &["self-load: watching", &env.exe.to_string_lossy()])?;
+        let t = Instant::now();
+        let mut m = Machine::start(&Config {
+            exe: &env.exe,
+            data: &env.data,
+            firmware: &env.firmware,
+            dir: &dir.join("qemu"),
+            mem_mib: GUEST_MIB,
+            prealloc: false,
+        })?;
+        let first = m.qmp.package()?;
+        ensure!(
+            first.contains(MARK),
+            "the first query-version of a QEMU started with its patch in the storage says {first:?}"
+        );
+        println!(
+            "QEMU started with the service running; its first query-version ({:.0} ms after the start): {first:?}",
+            ms(t.elapsed())
+        );
+        let line = wait_log(&log, &["patched at start-up:", "cve"])?;
+        println!("the service: {line}");
+        let pid = m.pid().to_string();
+        let info = env.ctl_ok(&["info", "-p", &pid])?;
+        ensure!(
+            info.contains("cve") && info.contains(&format!("{:<25} at start-up", "Applied:")),
+            "libcare-ctl info does not show the patch applied at start-up:\n{info}"
+        );
+        println!("libcare-ctl info: Applied: at start-up");
+        // Removed like a patch applied later.
+        env.ctl_ok(&["unpatch", "-p", &pid, "-i", "cve"])?;
+        let plain = m.qmp.package()?;
+        ensure!(
+            !plain.contains(MARK),
+            "query-version says {plain:?} once unpatched"
+        );
+        m.check_alive()
+    })();
+    service.stop();
+    if result.is_err() {
+        println!(
+            "the service's log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    result
+}
+
+/// Waits for a line of the log at `path` that holds every one of `words`; returns it.
+fn wait_log(path: &Path, words: &[&str]) -> Result<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| words.iter().all(|w| l.contains(w))) {
+            return Ok(l.to_owned());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no line with {words:?} in the service's log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -32,6 +32,7 @@ mod stop;
 mod syscall;
 mod syscall_insn;
 mod thread;
+mod written;
 
 pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
 pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
@@ -47,3 +48,4 @@ pub use run::{ReturnPoint, RunReport};
 pub use stop::{StoppedProcess, StoppedThread};
 pub use syscall::SYSCALL_TIMEOUT;
 pub use thread::ThreadHandle;
+pub use written::WriteWatch;

@@ -510,7 +510,7 @@ fn fill_and_commit(
     }
     let heads: Vec<u64> = jobs.iter().map(|j| j.kpta).collect();
     back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
-    let mut check = session.safety_check(replaced)?;
+    let mut check = session.safety_check(replaced)?.entered_at_starts();
     let guardian = &mut session.guardian;
     // Armed before the stop, the way back costs nothing inside it: until the commit it only
     // rewrites bytes with their current values.

@@ -11,6 +11,7 @@
 mod apply;
 mod checked_stop;
 mod coro;
+mod coro_search;
 mod discover;
 mod elf_image;
 mod error;

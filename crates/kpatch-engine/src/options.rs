@@ -26,6 +26,9 @@ pub struct Options {
     /// Test-only: the step at which the tool kills itself (`LIBCARE_FAULT_STEP`; see
     /// `fault.rs`). `None` in production.
     pub fault_step: Option<String>,
+    /// Test-only: the step at which the tool stops itself (`SIGSTOP`) until continued
+    /// (`LIBCARE_PAUSE_STEP`; see `fault.rs`). `None` in production.
+    pub pause_step: Option<String>,
 }
 
 impl Default for Options {
@@ -37,6 +40,7 @@ impl Default for Options {
             lock_wait: Duration::from_secs(30),
             lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
             fault_step: None,
+            pause_step: None,
         }
     }
 }

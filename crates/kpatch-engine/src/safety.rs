@@ -142,6 +142,9 @@ pub struct Inspection {
     /// A suspended coroutine with a frame in the ranges: (the code address, where its context
     /// is saved).
     pub coroutine: Option<(u64, u64)>,
+    /// Why the coroutines could not be checked in this stop (the process changed in a way the
+    /// search while it ran did not see); the next round searches again.
+    pub unsettled: Option<String>,
     pub stacks: Vec<LiveStack>,
     /// Threads holding pointers into [`Targets::held`] (one per thread).
     pub refs: Vec<Reference>,
@@ -159,6 +162,7 @@ impl Inspection {
         self.refs.extend(other.refs);
         self.segments.extend(other.segments);
         self.coroutine = self.coroutine.or(other.coroutine);
+        self.unsettled = self.unsettled.take().or(other.unsettled);
     }
 
     /// Allocates (and touches) the buffers [`Inspection::rescan_stacks`] will read into, so
@@ -271,6 +275,9 @@ pub struct Targets {
     pub code: Vec<Range<u64>>,
     /// The same, sorted and merged (see [`crate::unwind::merged`]).
     pub code_set: Vec<Range<u64>>,
+    /// Addresses in the ranges where execution may still enter once the change is made (the
+    /// start of a replaced function, which gets a jump to its new version), sorted.
+    pub entries: Vec<u64>,
     /// Where the suspended coroutines are to be found.
     pub coro: coro::Source,
 }
@@ -394,41 +401,90 @@ pub fn threads(
 }
 
 /// Completes an inspection of every thread (stopped and inspected into `out`) with the
-/// suspended coroutines' stacks.
+/// suspended coroutines' stacks, from their saved `contexts` (see [`crate::coro`]); `maps` are
+/// the mappings now. The first coroutine found with a frame in the ranges is recorded.
 pub fn coroutines(
     world: &mut dyn StoppedView<'_>,
     walker: &mut StackWalker,
     t: &Targets,
+    contexts: &[coro::Context],
+    maps: &[MapEntry],
     out: &mut Inspection,
 ) -> Result<()> {
-    if t.coro == coro::Source::None {
+    if contexts.is_empty() {
         return Ok(());
     }
+    let own = own_stacks(world, &out.stacks, maps);
     let proc = world.process();
     let mem: &dyn Memory = proc.memory();
     let mut reader = BlockReader::new(mem, &t.code);
-    let some_regs = world.any_regs();
-    let maps = world.maps()?;
-    let guard = some_regs
-        .as_deref()
-        .and_then(|r| coro::pointer_guard(mem, r));
-    let view = coro::View {
-        mem,
-        maps: &maps,
-        code: &t.code,
-        guard,
-    };
-    for c in coro::contexts(proc.arch(), &t.coro, &view)? {
-        if stale(&c, &out.stacks, &maps) {
+    for c in contexts {
+        if dead(c, &own) || stale(c, &out.stacks, &own) {
             continue;
         }
         let walk = walker.walk_from(c.pc, c.sp, c.fp, 0, &mut |a| reader.word(a));
-        if let Some(addr) = walk.hit(&t.ranges) {
-            out.coroutine = Some((addr, c.at));
+        // A context made by makecontext and never entered starts its function from the top:
+        // it goes through the entry, which stays valid (`entries`), so it is not inside.
+        let inside = walk.frames.iter().enumerate().find(|(i, f)| {
+            contains_sorted(&t.ranges, f.lookup)
+                && !(*i == 0 && t.entries.binary_search(&f.addr).is_ok())
+        });
+        if let Some((_, f)) = inside {
+            out.coroutine = Some((f.lookup, c.at));
             break;
         }
     }
     Ok(())
+}
+
+/// A thread's own stack: the mapping holding its thread control block (glibc puts it at the
+/// top of a thread's stack) or, for the main thread, `[stack]`; never `[heap]`, where other
+/// objects lie too.
+struct OwnStack {
+    mapping: Range<u64>,
+    /// The thread's stack pointer, when it runs on this stack.
+    sp: Option<u64>,
+    /// Its walk went to the thread's first frame.
+    complete: bool,
+}
+
+fn own_stacks(
+    world: &mut dyn StoppedView<'_>,
+    stacks: &[LiveStack],
+    maps: &[MapEntry],
+) -> Vec<OwnStack> {
+    let pid = world.process().pid();
+    let mapping = |a: u64| maps.iter().find(|m| m.contains(a));
+    let mut out = Vec::new();
+    for s in stacks {
+        let tcb = world
+            .regs(s.tid)
+            .and_then(|r| r.ok())
+            .and_then(|r| coro::thread_pointer(&r));
+        let m = if s.tid == pid {
+            maps.iter().find(|m| m.is_special("[stack]"))
+        } else {
+            tcb.and_then(mapping)
+        };
+        if let Some(m) = m.filter(|m| !m.is_special("[heap]")) {
+            out.push(OwnStack {
+                mapping: m.range(),
+                sp: m.contains(s.sp).then_some(s.sp),
+                complete: s.complete,
+            });
+        }
+    }
+    out
+}
+
+/// Whether a context lies below the stack pointer of a thread running on its own stack (red
+/// zone aside): memory that any call or signal of the thread overwrites, holding nothing the
+/// program can resume (the `ucontext_t` QEMU prepares for a new coroutine, once the function
+/// that made it returned).
+fn dead(c: &coro::Context, own: &[OwnStack]) -> bool {
+    own.iter().any(|o| {
+        o.sp.is_some_and(|sp| o.mapping.start <= c.at && c.at < sp.saturating_sub(RED_ZONE))
+    })
 }
 
 /// How much stack a thread may have in use for [`clear_without_walking`] to be tried: searching
@@ -589,22 +645,13 @@ fn words_of(base: u64, bytes: &[u8]) -> Vec<(u64, u64)> {
 }
 
 /// Whether a saved context belongs to a stack some thread runs on (see [`crate::coro`]): its
-/// stack pointer is in the used part of that stack, or anywhere in a stack mapping whose walk
-/// went to the end (a thread's own stack; its unused part holds only dead frames).
-fn stale(c: &coro::Context, stacks: &[LiveStack], maps: &[MapEntry]) -> bool {
-    let mapping = |a: u64| maps.iter().find(|m| m.contains(a));
-    stacks.iter().any(|s| {
-        if (s.sp..=s.top).contains(&c.sp) {
-            return true;
-        }
-        if !s.complete {
-            return false;
-        }
-        match (mapping(s.sp), mapping(c.sp)) {
-            (Some(a), Some(b)) => a == b && !a.is_special("[heap]") && mapping(s.top) == Some(a),
-            _ => false,
-        }
-    })
+/// stack pointer is in the used part of that stack, or anywhere in a thread's own stack it
+/// runs on, whose walk went to the end (its unused part holds only dead frames).
+fn stale(c: &coro::Context, stacks: &[LiveStack], own: &[OwnStack]) -> bool {
+    stacks.iter().any(|s| (s.sp..=s.top).contains(&c.sp))
+        || own
+            .iter()
+            .any(|o| o.sp.is_some() && o.complete && o.mapping.contains(&c.sp))
 }
 
 #[cfg(test)]
@@ -743,6 +790,7 @@ mod tests {
             mappings: Vec::new(),
             code: code.clone(),
             code_set: code,
+            entries: Vec::new(),
             coro: coro::Source::None,
         };
         let mut regs = vec![0u64; layout.words];

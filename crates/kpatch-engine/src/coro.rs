@@ -48,6 +48,10 @@ const JB_RBP: usize = 1;
 const JB_RSP: usize = 6;
 const JB_PC: usize = 7;
 const JMP_BUF_WORDS: usize = 8;
+/// Passes that search again, while the process runs, what it wrote during the search, and
+/// the written bytes under which one more pass is not worth it.
+const CATCH_UPS: usize = 3;
+const CAUGHT_UP: u64 = 64 << 10;
 /// A listed chain longer than this is taken as corrupt.
 const MAX_LISTED: usize = 1 << 20;
 
@@ -286,6 +290,21 @@ impl Coroutines {
             }
             let mut v = Validator::new(proc, &maps, guard);
             found = coro_search::search(proc, &pieces, &mut v);
+            // What was written during the search is searched again at once (the pages
+            // protected again as they are listed), so that the stop has only what is written
+            // from then on to search.
+            if let Some(w) = &mut self.watch {
+                for _ in 0..CATCH_UPS {
+                    let Some(written) = w.take_written(&watched)? else {
+                        break;
+                    };
+                    let dirty = merged(written);
+                    found = coro_search::refresh(proc, &found, &dirty, &domain, &mut v);
+                    if dirty.iter().map(|r| r.end - r.start).sum::<u64>() <= CAUGHT_UP {
+                        break;
+                    }
+                }
+            }
             calls = v.into_calls();
         }
         let bytes: u64 = pieces.iter().map(|p| p.end - p.start).sum();

@@ -153,7 +153,13 @@ impl<'a> Validator<'a> {
     /// Contexts demangled with `guard`, pointing into the executable and the writable
     /// mappings of `maps`, checked by reading `mem`.
     pub fn new(mem: &'a dyn Memory, maps: &[MapEntry], guard: u64) -> Self {
-        let code = merged(maps.iter().filter(|m| m.perms.exec).map(|m| m.range()));
+        // Not the legacy vsyscall page, at the top of the address space: the quick test of
+        // the bounds of all code would let half the values through.
+        let code = merged(
+            maps.iter()
+                .filter(|m| m.perms.exec && !m.is_special("[vsyscall]"))
+                .map(|m| m.range()),
+        );
         let writable = merged(maps.iter().filter(|m| m.perms.write).map(|m| m.range()));
         Validator {
             mem,
@@ -269,8 +275,36 @@ fn search_by(
 ) -> Vec<Found> {
     let mut out = Vec::new();
     let mut buf = Vec::new();
+    // Small pieces (pages written, a thread's used stack) are read many to a system call.
+    let mut small: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut batch = 0;
+    let flush = |small: &mut Vec<(u64, Vec<u8>)>, v: &mut Validator<'_>, out: &mut Vec<Found>| {
+        let mut parts: Vec<(u64, &mut [u8])> = small
+            .iter_mut()
+            .map(|(a, b)| (*a, b.as_mut_slice()))
+            .collect();
+        let read = mem.read_many(&mut parts);
+        for ((at, bytes), whole) in small.iter().zip(read) {
+            if whole {
+                scan(*at, bytes, at + bytes.len() as u64, v, out);
+            }
+        }
+        small.clear();
+    };
     for p in pieces {
         let (start, end) = (p.start & !7, p.end & !7);
+        if start >= end {
+            continue;
+        }
+        if end - start <= chunk {
+            small.push((start, vec![0; (end - start) as usize]));
+            batch += end - start;
+            if batch >= chunk {
+                flush(&mut small, v, &mut out);
+                batch = 0;
+            }
+            continue;
+        }
         let mut at = start;
         while at < end {
             let limit = (at + chunk).min(end);
@@ -283,6 +317,8 @@ fn search_by(
             at = limit;
         }
     }
+    flush(&mut small, v, &mut out);
+    out.sort_by_key(|f| f.ctx.at);
     out
 }
 

@@ -398,6 +398,27 @@ impl WriteWatch {
         }
     }
 
+    /// Like [`WriteWatch::written`], and starts again for those pages at once, each page
+    /// write-protected as it is listed (no write between can be missed): what the caller reads
+    /// of them afterwards is current until they are listed again. `None` with soft-dirty bits,
+    /// which are cleared for the whole process only.
+    pub fn take_written(&mut self, ranges: &[Range<u64>]) -> Result<Option<Vec<Range<u64>>>> {
+        let How::Uffd { pagemap, .. } = &self.how else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for r in ranges {
+            scan_pages(pagemap.as_raw_fd(), r, true, &mut out).map_err(|source| {
+                Error::WriteWatch {
+                    pid: self.pid,
+                    what: "PAGEMAP_SCAN",
+                    source,
+                }
+            })?;
+        }
+        Ok(Some(out))
+    }
+
     /// The pages of `ranges` (watched ones) written since [`WriteWatch::start`] and holding
     /// data, as merged ranges. A page of a mapping that replaced a watched one counts as
     /// written.
@@ -417,7 +438,7 @@ impl WriteWatch {
             }
             How::Uffd { pagemap, .. } => {
                 for r in ranges {
-                    scan_written(pagemap.as_raw_fd(), r, &mut out).map_err(|source| {
+                    scan_pages(pagemap.as_raw_fd(), r, false, &mut out).map_err(|source| {
                         Error::WriteWatch {
                             pid: self.pid,
                             what: "PAGEMAP_SCAN",
@@ -456,13 +477,20 @@ fn protect(pagemap: RawFd, m: &Range<u64>) -> std::io::Result<()> {
     ioctl(pagemap, PAGEMAP_SCAN, &mut arg).map(drop)
 }
 
-/// Appends the written pages of `r` that hold data, merged.
-fn scan_written(pagemap: RawFd, r: &Range<u64>, out: &mut Vec<Range<u64>>) -> std::io::Result<()> {
+/// Appends the written pages of `r` that hold data, merged; write-protects them again if
+/// `again`.
+fn scan_pages(
+    pagemap: RawFd,
+    r: &Range<u64>,
+    again: bool,
+    out: &mut Vec<Range<u64>>,
+) -> std::io::Result<()> {
     let mut regions = vec![PageRegion::default(); SCAN_REGIONS];
     let mut start = r.start;
     while start < r.end {
         let mut arg = PmScanArg {
             size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: if again { PM_SCAN_WP_MATCHING } else { 0 },
             start,
             end: r.end,
             vec: regions.as_mut_ptr() as u64,

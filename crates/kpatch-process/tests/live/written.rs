@@ -31,6 +31,13 @@ fn check(t: &mut Target, watch: &mut WriteWatch, buffer: Range<u64>, page: u64) 
         "{}",
         watch.name()
     );
+    // Taken: listed once, then forgotten (userfaultfd only).
+    if let Some(taken) = watch.take_written(&watched).unwrap() {
+        assert_eq!(taken, pages(&[5, 40]));
+        t.send("touch 7");
+        t.expect("touched 7");
+        assert_eq!(watch.written(&watched).unwrap(), pages(&[7]));
+    }
     // Started again: forgotten.
     watch.start(&watched).unwrap();
     assert_eq!(watch.written(&watched).unwrap(), vec![], "{}", watch.name());

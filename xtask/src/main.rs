@@ -67,7 +67,7 @@ fn pall_inner(args: &[String]) -> Result<()> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall]...|test-aarch64 [SCENARIO...]>"
+        "usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall|coro-memory]...|test-aarch64 [SCENARIO...]>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"

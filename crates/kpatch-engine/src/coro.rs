@@ -52,6 +52,9 @@ const JMP_BUF_WORDS: usize = 8;
 /// the written bytes under which one more pass is not worth it.
 const CATCH_UPS: usize = 3;
 const CAUGHT_UP: u64 = 64 << 10;
+/// The most memory, written or mapped since the search, that the stop searches (about 2 ms);
+/// more makes the round search again while the process runs.
+const STOP_BUDGET: u64 = 8 << 20;
 /// A listed chain longer than this is taken as corrupt.
 const MAX_LISTED: usize = 1 << 20;
 
@@ -404,6 +407,14 @@ impl Coroutines {
                     dirty.extend(proc.resident(r));
                 }
                 let dirty = merged(dirty);
+                let bytes: u64 = dirty.iter().map(|r| r.end - r.start).sum();
+                if self.watch.is_some() && bytes > STOP_BUDGET {
+                    // Searched while the process runs instead, keeping the stop short.
+                    return Ok(AtStop::Changed(format!(
+                        "{} MiB written or mapped",
+                        bytes >> 20
+                    )));
+                }
                 let mut v = Validator::new(mem, maps, guard).with_calls(s.calls.clone());
                 let now = coro_search::refresh(mem, &s.found, &dirty, &domain, &mut v);
                 let mapped = |a: u64| maps.iter().any(|m| m.contains(a));

@@ -110,7 +110,9 @@ pub fn compare(
         if !candidate(m) || dont_fork.contains(&r) {
             continue;
         }
-        if !searched.iter().any(|s| overlaps(s, &r)) {
+        // The heap grown by brk while searched mappings were watched is a mapping of its own
+        // (not merged with the registered one): brk memory is the program's, never a guest's.
+        if !searched.iter().any(|s| overlaps(s, &r)) && !m.is_special("[heap]") {
             return Err(format!("memory mapped at {:#x}-{:#x}", m.start, m.end));
         }
         out.push(r);
@@ -535,6 +537,19 @@ mod tests {
         assert_eq!(
             subtract(&to_search, &searched),
             vec![HEAP + 0x4000..HEAP + 0x8000]
+        );
+        // The heap grown as a mapping of its own is no change either.
+        let mut brk = now.clone();
+        let more = HEAP + 0x8000..HEAP + 0x9000;
+        brk.push(fake::mapping(
+            more.clone(),
+            true,
+            false,
+            MapName::Special("[heap]".into()),
+        ));
+        assert_eq!(
+            compare(&searched, &guest, &maps, &brk).unwrap().last(),
+            Some(&more)
         );
         let mut grown = now.clone();
         grown.push(fake::mapping(

@@ -18,6 +18,8 @@ pub struct Report {
     build: Option<(Stats, Stats)>,
     pall: Option<(Stats, Stats)>,
     extra: Vec<(String, String)>,
+    /// Sections rendered by their benchmarks, in order.
+    sections: Vec<String>,
 }
 
 fn machine() -> String {
@@ -108,6 +110,11 @@ impl Report {
         self.extra.push((name.to_owned(), value));
     }
 
+    /// A section of BENCHMARKS.md its benchmark rendered (markdown, from its heading on).
+    pub fn section(&mut self, markdown: String) {
+        self.sections.push(markdown);
+    }
+
     pub fn render(&self) -> Result<String> {
         let mut s = String::new();
         writeln!(s, "# Benchmarks\n")?;
@@ -191,6 +198,9 @@ impl Report {
         }
         for (k, v) in &self.extra {
             writeln!(s, "\n{k}: {v}")?;
+        }
+        for section in &self.sections {
+            s.push_str(section);
         }
         writeln!(s, "\n## Targets\n")?;
         let three = self.pause.iter().find(|p| p.0 == 3);

@@ -277,6 +277,9 @@ impl Coroutines {
             self.watch = self.make_watch(proc, stop_timeout)?;
         }
         let maps = proc.maps()?;
+        if let Some(line) = self.search_written(proc, &maps, t0)? {
+            return Ok(Some(line));
+        }
         let dont_fork = proc.dont_fork()?;
         let domain = coro_search::domain(&maps, &dont_fork);
         let watched = match &mut self.watch {
@@ -293,20 +296,8 @@ impl Coroutines {
             }
             let mut v = Validator::new(proc, &maps, guard);
             found = coro_search::search(proc, &pieces, &mut v);
-            // What was written during the search is searched again at once (the pages
-            // protected again as they are listed), so that the stop has only what is written
-            // from then on to search.
             if let Some(w) = &mut self.watch {
-                for _ in 0..CATCH_UPS {
-                    let Some(written) = w.take_written(&watched)? else {
-                        break;
-                    };
-                    let dirty = merged(written);
-                    found = coro_search::refresh(proc, &found, &dirty, &domain, &mut v);
-                    if dirty.iter().map(|r| r.end - r.start).sum::<u64>() <= CAUGHT_UP {
-                        break;
-                    }
-                }
+                found = catch_up(proc, w, &watched, &domain, found, &mut v)?;
             }
             calls = v.into_calls();
         }
@@ -332,6 +323,46 @@ impl Coroutines {
             calls,
         });
         Ok(Some(line))
+    }
+
+    /// A later round's search, when the mappings are as the last search saw them and the
+    /// pages written since can be taken (userfaultfd): only those are searched again.
+    fn search_written(
+        &mut self,
+        proc: &Process,
+        maps: &[MapEntry],
+        t0: Instant,
+    ) -> Result<Option<String>> {
+        let (Some(s), Some(w)) = (&mut self.searched, &mut self.watch) else {
+            return Ok(None);
+        };
+        let Some(guard) = s
+            .guard
+            .filter(|&g| self.guard.is_none_or(|known| known == g))
+        else {
+            return Ok(None);
+        };
+        if s.maps != maps {
+            return Ok(None);
+        }
+        let Some(written) = w.take_written(&s.watched)? else {
+            return Ok(None);
+        };
+        let mut dirty = written;
+        for r in coro_search::subtract(&s.domain, &merged(s.watched.iter().cloned())) {
+            dirty.extend(proc.resident(r)?);
+        }
+        let dirty = merged(dirty);
+        let mut v = Validator::new(proc, maps, guard).with_calls(std::mem::take(&mut s.calls));
+        let found = coro_search::refresh(proc, &s.found, &dirty, &s.domain, &mut v);
+        s.found = catch_up(proc, w, &s.watched, &s.domain, found, &mut v)?;
+        s.calls = v.into_calls();
+        Ok(Some(format!(
+            "coroutines: {} KiB written since the last search searched again in {} ms, {} saved context(s)",
+            dirty.iter().map(|r| r.end - r.start).sum::<u64>() >> 10,
+            t0.elapsed().as_millis(),
+            s.found.len()
+        )))
     }
 
     /// The way to watch the process's writes: userfaultfd (made in a thread stopped for the
@@ -424,6 +455,30 @@ impl Coroutines {
             }
         }
     }
+}
+
+/// `found` (from memory read since `watch` started) with what was written during the search
+/// searched again at once, the pages protected again as they are listed (userfaultfd), so that
+/// the stop has only what is written from then on to search.
+fn catch_up(
+    proc: &Process,
+    watch: &mut WriteWatch,
+    watched: &[Range<u64>],
+    domain: &[Range<u64>],
+    mut found: Vec<Found>,
+    v: &mut Validator<'_>,
+) -> Result<Vec<Found>> {
+    for _ in 0..CATCH_UPS {
+        let Some(written) = watch.take_written(watched)? else {
+            break;
+        };
+        let dirty = merged(written);
+        found = coro_search::refresh(proc, &found, &dirty, domain, v);
+        if dirty.iter().map(|r| r.end - r.start).sum::<u64>() <= CAUGHT_UP {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// The pointer guard glibc derives from `AT_RANDOM` (checked against a thread control block's

@@ -37,6 +37,12 @@ fn coroutines(cflags: &'static [&'static str], ldflags: &'static [&'static str],
         "coroutines not found the expected way ({how}):\n{}",
         stdout(&out)
     );
+    // Each round after the first searches only what was written since the one before.
+    assert!(
+        how.contains("lists") || stdout(&out).contains("written since the last search"),
+        "{}",
+        stdout(&out)
+    );
     p.drain();
     p.wait_line("co1 UNPATCHED");
     p.wait_line("tick UNPATCHED");

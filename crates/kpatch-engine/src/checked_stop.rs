@@ -29,6 +29,8 @@ pub struct SafetyCheck {
     targets: Targets,
     names: Vec<(Range<u64>, String)>,
     coro: Coroutines,
+    /// What the last stop did about coroutines, to report once the process runs again.
+    note: Option<String>,
 }
 
 impl SafetyCheck {
@@ -80,6 +82,7 @@ impl SafetyCheck {
             },
             names,
             coro: Coroutines::new(source),
+            note: None,
         })
     }
 
@@ -127,20 +130,36 @@ impl SafetyCheck {
         if *self.coro.source() == coro::Source::None {
             return Ok(());
         }
+        let t0 = Instant::now();
         let maps = world.maps()?;
         let arch = world.process().arch();
         match self.coro.at_stop(arch, world, &maps)? {
             AtStop::Changed(why) => found.unsettled = Some(why),
-            AtStop::Contexts(contexts) => safety::coroutines(
-                world,
-                &mut self.walker,
-                &self.targets,
-                &contexts,
-                &maps,
-                found,
-            )?,
+            AtStop::Contexts { contexts, searched } => {
+                safety::coroutines(
+                    world,
+                    &mut self.walker,
+                    &self.targets,
+                    &contexts,
+                    &maps,
+                    found,
+                )?;
+                self.note = Some(format!(
+                    "coroutines: {} saved context(s) checked in the stop in {} µs, {} KiB searched again",
+                    contexts.len(),
+                    t0.elapsed().as_micros(),
+                    searched >> 10
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// Reports what the last stop did about coroutines (called once the process runs again).
+    fn report_note(&mut self, rep: &mut dyn Report) {
+        if let Some(note) = self.note.take() {
+            rep.detail(&note);
+        }
     }
 
     /// What is done before each stop while the process runs: memory that coroutines'
@@ -327,6 +346,7 @@ pub fn with_safe_stop(
         let (mut stopped, mut found) = check.stop_and_inspect(proc, opts)?;
         if let Some(wait) = check.coroutines_in_the_way(&found) {
             stopped.resume()?;
+            check.report_note(rep);
             return Ok(Round::Wait(wait));
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -367,6 +387,7 @@ pub fn with_safe_stop(
         }
         if let Some(wait) = check.coroutines_in_the_way(&found) {
             stopped.resume()?;
+            check.report_note(rep);
             return Ok(Round::Wait(wait));
         }
         if found.busy.is_empty() {
@@ -384,11 +405,13 @@ pub fn with_safe_stop(
                 _ => stopped.resume(),
             };
             let frozen = t0.elapsed();
+            check.report_note(rep);
             result?;
             resumed?;
             return Ok(Round::Done(frozen));
         }
         stopped.resume()?;
+        check.report_note(rep);
         Ok(Round::Wait(Waiting::Threads(
             found
                 .busy
@@ -458,6 +481,7 @@ pub fn unmap_when_unused(
         let (mut stopped, found) = check.stop_and_inspect(proc, opts)?;
         if let Some(wait) = check.coroutines_in_the_way(&found) {
             stopped.resume()?;
+            check.report_note(rep);
             wait.report(rep);
             return Ok(Round::Wait(()));
         }
@@ -465,10 +489,12 @@ pub fn unmap_when_unused(
             let released = stopped.release_all_but_one();
             unmap_stopped(&mut stopped, regions, rep);
             stopped.resume()?;
+            check.report_note(rep);
             released?;
             return Ok(Round::Done(true));
         }
         stopped.resume()?;
+        check.report_note(rep);
         for b in &found.busy {
             rep.detail(&format!(
                 "thread {} is in {}; the region stays mapped meanwhile",

@@ -211,8 +211,11 @@ fn listed(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AtStop {
     /// The saved contexts of the suspended coroutines (some stale; see the module
-    /// documentation).
-    Contexts(Vec<Context>),
+    /// documentation), and how many bytes the stop searched for them.
+    Contexts {
+        contexts: Vec<Context>,
+        searched: u64,
+    },
     /// The process changed in a way the search did not see (why): the round cannot conclude,
     /// the next one searches again.
     Changed(String),
@@ -398,7 +401,10 @@ impl Coroutines {
         let mem = proc.memory();
         let guard = world.any_regs().and_then(|r| pointer_guard(mem, &r));
         match &self.source {
-            Source::None => Ok(AtStop::Contexts(Vec::new())),
+            Source::None => Ok(AtStop::Contexts {
+                contexts: Vec::new(),
+                searched: 0,
+            }),
             Source::Listed {
                 object,
                 head,
@@ -406,13 +412,10 @@ impl Coroutines {
                 env_offset,
             } => {
                 let guard = guard.ok_or_else(|| no_guard(object))?;
-                Ok(AtStop::Contexts(listed(
-                    mem,
-                    *head,
-                    *next_offset,
-                    *env_offset,
-                    guard,
-                )?))
+                Ok(AtStop::Contexts {
+                    contexts: listed(mem, *head, *next_offset, *env_offset, guard)?,
+                    searched: 0,
+                })
             }
             Source::Scan { why } => {
                 let guard = guard.ok_or_else(|| no_guard(why))?;
@@ -449,9 +452,10 @@ impl Coroutines {
                 let mut v = Validator::new(mem, maps, guard).with_calls(s.calls.clone());
                 let now = coro_search::refresh(mem, &s.found, &dirty, &domain, &mut v);
                 let mapped = |a: u64| maps.iter().any(|m| m.contains(a));
-                Ok(AtStop::Contexts(
-                    now.iter().map(|f| f.ctx).filter(|c| mapped(c.at)).collect(),
-                ))
+                Ok(AtStop::Contexts {
+                    contexts: now.iter().map(|f| f.ctx).filter(|c| mapped(c.at)).collect(),
+                    searched: bytes,
+                })
             }
         }
     }
@@ -536,7 +540,9 @@ mod tests {
             next_offset: 16,
             env_offset: 64,
         });
-        let AtStop::Contexts(found) = coros.at_stop(kpatch_arch::host(), &mut world, &[]).unwrap()
+        let AtStop::Contexts {
+            contexts: found, ..
+        } = coros.at_stop(kpatch_arch::host(), &mut world, &[]).unwrap()
         else {
             panic!("not listed")
         };

@@ -292,24 +292,34 @@ pub struct WriteWatch {
 
 impl WriteWatch {
     /// A watch by userfaultfd, made in the target through `thread` (stopped; its registers are
-    /// restored). `None` when the kernel does not offer it, or when a seccomp filter restricts
-    /// the target's syscalls (the injected `userfaultfd` could kill it).
+    /// restored). `None` when the kernel does not offer it, when a seccomp filter restricts the
+    /// target's syscalls (the injected `userfaultfd` could kill it), or when the target may not
+    /// make one or we may not take it.
     pub fn userfaultfd(thread: &mut ThreadHandle<'_>) -> Result<Option<WriteWatch>> {
         let proc = thread.process();
         if !uffd_async_supported() || proc.seccomp_filtered()? {
             return Ok(None);
         }
         let pid = proc.pid();
-        let err = |what: &'static str| move |source| Error::WriteWatch { pid, what, source };
-        let theirs = thread.syscall(libc::SYS_userfaultfd as u64, &[UFFD_FLAGS])?;
+        let theirs = match thread.syscall(libc::SYS_userfaultfd as u64, &[UFFD_FLAGS]) {
+            Ok(fd) => fd,
+            Err(Error::RemoteSyscall { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let ours = syscall3(libc::SYS_pidfd_open, pid as u64, 0, 0)
             .map(owned)
             .and_then(|pidfd| syscall3(libc::SYS_pidfd_getfd, pidfd.as_raw_fd() as u64, theirs, 0))
             .map(owned);
         // Closed in the target whatever happened: its descriptor table is left as it was.
         thread.syscall(libc::SYS_close as u64, &[theirs])?;
-        let uffd = ours.map_err(err("pidfd_getfd"))?;
-        handshake(uffd.as_raw_fd()).map_err(err("UFFDIO_API"))?;
+        let Ok(uffd) = ours else {
+            return Ok(None);
+        };
+        handshake(uffd.as_raw_fd()).map_err(|source| Error::WriteWatch {
+            pid,
+            what: "UFFDIO_API",
+            source,
+        })?;
         let pagemap_path = proc.proc_file("pagemap");
         let pagemap = File::open(&pagemap_path).map_err(|e| Error::proc(&pagemap_path, e))?;
         Ok(Some(WriteWatch {

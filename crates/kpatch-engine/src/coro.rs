@@ -496,6 +496,7 @@ fn random_guard(proc: &Process) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::fake::{self, FakeProcess, FakeStopped};
+    use kpatch_process::MapName;
     use std::collections::BTreeMap;
 
     fn put(buf: &mut [u8], off: usize, v: u64) {
@@ -531,7 +532,7 @@ mod tests {
                 NODES..NODES + 0x1000,
                 true,
                 false,
-                kpatch_process::MapName::Anonymous,
+                MapName::Anonymous,
             )],
         };
         let mut coros = Coroutines::new(Source::Listed {
@@ -573,6 +574,80 @@ mod tests {
         ));
         // The guard is known for the next search.
         assert_eq!(coros.guard, Some(5));
+    }
+
+    #[test]
+    fn without_a_watch_the_stop_searches_everything_again_and_new_memory_searches_anew() {
+        const CODE: u64 = 0x40_0000;
+        const HEAP: u64 = 0x80_0000;
+        const TCB: u64 = 0x20_0000;
+        let guard = 0x1234_5678;
+        let mangle = |p: u64| (p ^ guard).rotate_left(0x11);
+        let mem = FakeProcess::x86_64();
+        let mut code = vec![0x90u8; 0x1000];
+        code[0x100] = 0xe8;
+        mem.map(CODE, code);
+        mem.map(HEAP, vec![0; 0x2000]);
+        mem.map(TCB, vec![0; 0x100]);
+        mem.poke_words(TCB + TCB_POINTER_GUARD, &[guard]);
+        let maps = vec![
+            fake::mapping(CODE..CODE + 0x1000, false, true, MapName::Anonymous),
+            fake::mapping(HEAP..HEAP + 0x2000, true, false, MapName::Anonymous),
+        ];
+        let mut regs = vec![0u64; 27];
+        regs[FS_BASE_WORD] = TCB;
+        let mut world = FakeStopped {
+            proc: &mem,
+            threads: BTreeMap::from([(1, regs)]),
+            maps: maps.clone(),
+        };
+        // Searched when the heap held nothing; no watch since.
+        let mut coros = Coroutines::new(Source::Scan { why: "test".into() });
+        coros.searched = Some(Searched {
+            maps: maps.clone(),
+            domain: std::iter::once(HEAP..HEAP + 0x2000).collect(),
+            watched: Vec::new(),
+            dont_fork: Vec::new(),
+            guard: Some(guard),
+            found: Vec::new(),
+            calls: HashMap::new(),
+        });
+        // Then a coroutine saved its context.
+        mem.poke_words(
+            HEAP + 0x1800 + 48,
+            &[mangle(HEAP + 0x1000), mangle(CODE + 0x105)],
+        );
+        let at_stop = |coros: &mut Coroutines, world: &mut FakeStopped<'_>| {
+            let maps = world.maps.clone();
+            coros.at_stop(kpatch_arch::host(), world, &maps).unwrap()
+        };
+        let AtStop::Contexts { contexts, searched } = at_stop(&mut coros, &mut world) else {
+            panic!("the mappings did not change");
+        };
+        assert_eq!(searched, 0x2000);
+        assert_eq!(
+            contexts.iter().map(|c| (c.at, c.pc)).collect::<Vec<_>>(),
+            vec![(HEAP + 0x1800, CODE + 0x105)]
+        );
+        // Memory the search did not see: searched anew, not read in the stop.
+        world.maps.push(fake::mapping(
+            0x90_0000..0x90_1000,
+            true,
+            false,
+            MapName::Anonymous,
+        ));
+        assert_eq!(
+            at_stop(&mut coros, &mut world),
+            AtStop::Changed("memory mapped at 0x900000-0x901000".into())
+        );
+        // A guard other than the search's: searched anew, with the right one.
+        world.maps.pop();
+        mem.poke_words(TCB + TCB_POINTER_GUARD, &[guard + 1]);
+        assert!(matches!(
+            at_stop(&mut coros, &mut world),
+            AtStop::Changed(_)
+        ));
+        assert_eq!(coros.guard, Some(guard + 1));
     }
 
     #[test]

@@ -820,6 +820,106 @@ mod tests {
     }
 
     #[test]
+    fn suspended_coroutines_are_walked_unless_stale_dead_or_not_started() {
+        use crate::fake::{self, FakeProcess, FakeStopped, PID};
+        use kpatch_process::MapName;
+        const CODE: Range<u64> = 0x1000..0x9000;
+        const REPLACED: Range<u64> = 0x2000..0x2100;
+        const RETURN_INTO: u64 = 0x2058;
+        const STACK: u64 = 0x7000_0000; // the main thread's, [stack]
+        const CORO: u64 = 0x7100_0000; // a coroutine's, a mapping of its own
+        let proc = FakeProcess::x86_64();
+        let mut code = vec![0x90u8; (CODE.end - CODE.start) as usize];
+        let call = (RETURN_INTO - 5 - CODE.start) as usize;
+        code[call..call + 5].copy_from_slice(&[0xe8, 0, 0, 0, 0]);
+        proc.map(CODE.start, code);
+        proc.map(STACK, vec![0; 0x10000]);
+        proc.map(CORO, vec![0; 0x10000]);
+        let maps = vec![
+            fake::mapping(CODE, false, true, MapName::Anonymous),
+            fake::mapping(
+                STACK..STACK + 0x10000,
+                true,
+                false,
+                MapName::Special("[stack]".into()),
+            ),
+            fake::mapping(CORO..CORO + 0x10000, true, false, MapName::Anonymous),
+        ];
+        // A frame returning into the replaced function at `fp` on either stack.
+        let frame_into_replaced = |fp: u64| proc.poke_words(fp, &[0, RETURN_INTO]);
+        frame_into_replaced(CORO + 0xf020);
+        frame_into_replaced(STACK + 0xf020);
+        frame_into_replaced(STACK + 0xf820);
+        let arch = kpatch_arch::for_machine(kpatch_arch::EM_X86_64).unwrap();
+        let mut walker = StackWalker::new(arch);
+        walker.set_code(vec![CODE]);
+        let mut t = Targets {
+            ranges: vec![REPLACED],
+            held: Vec::new(),
+            mappings: Vec::new(),
+            code: vec![CODE],
+            code_set: vec![CODE],
+            entries: vec![REPLACED.start],
+            coro: coro::Source::Scan { why: "test".into() },
+        };
+        let mut world = FakeStopped {
+            proc: &proc,
+            threads: std::collections::BTreeMap::from([(PID, vec![0u64; 27])]),
+            maps: maps.clone(),
+        };
+        let context = |at, pc, sp, fp| coro::Context { at, pc, sp, fp };
+        // The main thread runs on its stack from +0xf000 to +0xf100.
+        let stacks = vec![LiveStack {
+            tid: PID,
+            sp: STACK + 0xf000,
+            top: STACK + 0xf100,
+            complete: true,
+        }];
+        let check = |world: &mut FakeStopped<'_>,
+                     walker: &mut StackWalker,
+                     t: &Targets,
+                     stacks: &[LiveStack],
+                     cs: &[coro::Context]| {
+            let mut out = Inspection {
+                stacks: stacks.to_vec(),
+                ..Default::default()
+            };
+            coroutines(world, walker, t, cs, &maps, &mut out).unwrap();
+            out.coroutine
+        };
+        let not_in_the_way = [
+            // Its stack pointer in the thread's used stack: the thread's walk covers it.
+            context(0x5000_0000, 0x3000, STACK + 0xf010, STACK + 0xf020),
+            // Anywhere else in the thread's own stack (dead frames below it).
+            context(0x5000_0000, 0x3000, STACK + 0xf800, STACK + 0xf820),
+            // Saved below the thread's stack pointer: dead memory.
+            context(STACK + 0x100, 0x3000, CORO + 0xf000, CORO + 0xf020),
+            // Made by makecontext, never entered: it starts the function from its entry.
+            context(0x5000_0000, REPLACED.start, CORO + 0xfff8, 0),
+        ];
+        assert_eq!(
+            check(&mut world, &mut walker, &t, &stacks, &not_in_the_way),
+            None
+        );
+        // A coroutine suspended with the replaced function on its stack.
+        let busy = context(0x5000_0100, 0x3000, CORO + 0xf000, CORO + 0xf020);
+        let mut all = not_in_the_way.to_vec();
+        all.push(busy);
+        assert_eq!(
+            check(&mut world, &mut walker, &t, &stacks, &all),
+            Some((RETURN_INTO - 1, busy.at))
+        );
+        // Each of the others is in the way once nothing tells it is not.
+        t.entries.clear();
+        for c in not_in_the_way {
+            assert!(
+                check(&mut world, &mut walker, &t, &[], &[c]).is_some(),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
     fn unreadable_pages_are_skipped() {
         let mem = Fake(vec![0x1000..0x2000, 0x3000..0x4000]);
         let words = stack_words(&mem, 0x1ff0..0x3010);

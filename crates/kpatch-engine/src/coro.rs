@@ -298,7 +298,7 @@ impl Coroutines {
                 pieces.extend(proc.resident(r.clone())?);
             }
             let mut v = Validator::new(proc, &maps, guard);
-            found = coro_search::search(proc, &pieces, &mut v);
+            found = coro_search::search(proc, &merged(pieces.iter().cloned()), &mut v);
             if let Some(w) = &mut self.watch {
                 found = catch_up(proc, w, &watched, &domain, found, &mut v)?;
             }

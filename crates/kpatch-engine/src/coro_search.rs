@@ -263,8 +263,9 @@ fn scan(base: u64, bytes: &[u8], limit: u64, v: &mut Validator<'_>, out: &mut Ve
     }
 }
 
-/// Searches `pieces` of memory (sorted; each within one mapping) for saved contexts, reading
-/// a chunk at a time. Memory that cannot be read (unmapped since) is skipped.
+/// Searches `pieces` of memory (sorted and merged: a context may straddle two adjacent
+/// mappings) for saved contexts, reading a chunk at a time. Memory that cannot be read
+/// (unmapped since) is skipped.
 pub fn search(mem: &dyn Memory, pieces: &[Range<u64>], v: &mut Validator<'_>) -> Vec<Found> {
     search_by(mem, pieces, v, CHUNK)
 }
@@ -327,7 +328,8 @@ fn search_by(
 /// The contexts of `found` (from memory read since the watch started), up to date: those
 /// whose bytes lie in `dirty` (sorted and merged: written since, or not watched) are dropped,
 /// and `dirty` is searched again, from [`SPAN`] bytes before each piece (a context starting
-/// there reaches into it) within its mapping of `mappings`.
+/// there reaches into it) within `mappings` (adjacent ones taken as one: a heap grown while
+/// watched is a mapping of its own, and an object may straddle the two).
 pub fn refresh(
     mem: &dyn Memory,
     found: &[Found],
@@ -344,6 +346,7 @@ pub fn refresh(
         .filter(|f| !touched(f.bytes()))
         .copied()
         .collect();
+    let mappings = merged(mappings.iter().cloned());
     let pieces: Vec<Range<u64>> = dirty
         .iter()
         .filter_map(|d| {
@@ -609,6 +612,20 @@ mod tests {
         }
         let dirty = just(HEAP + 0x1000..HEAP + 0x4000);
         let now = refresh(&p, &found, &dirty, &mappings, &mut v);
+        // The same with the heap as two mappings (grown while watched) and a context across
+        // them: only the second one's first page written.
+        for (off, w) in jmp_buf(0x1fe0, STACK + 0x1e00, CODE + 0x105) {
+            p.poke_words(HEAP + off, &[w]);
+        }
+        let two = [HEAP..HEAP + 0x2000, HEAP + 0x2000..HEAP + 0x4000];
+        let across = refresh(&p, &[], &just(HEAP + 0x2000..HEAP + 0x3000), &two, &mut v);
+        assert_eq!(
+            across.iter().map(|f| f.ctx.at - HEAP).collect::<Vec<_>>(),
+            [0x1fe0]
+        );
+        for (off, _) in jmp_buf(0x1fe0, 0, 0) {
+            p.poke_words(HEAP + off, &[0]);
+        }
         let got: Vec<(u64, u64)> = now
             .iter()
             .map(|f| (f.ctx.at - HEAP, f.ctx.sp - STACK))

@@ -418,15 +418,18 @@ impl WriteWatch {
         };
         let mut out = Vec::new();
         for r in ranges {
-            scan_pages(pagemap.as_raw_fd(), r, true, &mut out).map_err(|source| {
-                Error::WriteWatch {
-                    pid: self.pid,
-                    what: "PAGEMAP_SCAN",
-                    source,
-                }
-            })?;
+            scan_pages(pagemap.as_raw_fd(), r, true, &mut out).map_err(self.scan_error())?;
         }
         Ok(Some(out))
+    }
+
+    fn scan_error(&self) -> impl Fn(std::io::Error) -> Error {
+        let pid = self.pid;
+        move |source| Error::WriteWatch {
+            pid,
+            what: "PAGEMAP_SCAN",
+            source,
+        }
     }
 
     /// The pages of `ranges` (watched ones) written since [`WriteWatch::start`] and holding
@@ -448,13 +451,8 @@ impl WriteWatch {
             }
             How::Uffd { pagemap, .. } => {
                 for r in ranges {
-                    scan_pages(pagemap.as_raw_fd(), r, false, &mut out).map_err(|source| {
-                        Error::WriteWatch {
-                            pid: self.pid,
-                            what: "PAGEMAP_SCAN",
-                            source,
-                        }
-                    })?;
+                    scan_pages(pagemap.as_raw_fd(), r, false, &mut out)
+                        .map_err(self.scan_error())?;
                 }
             }
         }

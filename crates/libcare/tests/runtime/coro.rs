@@ -79,6 +79,15 @@ fn fail_coro_listed() {
     coroutines(&["-DLISTED"], &["-rdynamic"], "coro lists its coroutines");
 }
 
+/// The `-DIDLE` fixture and its patches of `versions`, built in `dir`.
+fn build_idle(dir: &std::path::Path, versions: &[u32]) -> Built {
+    let recipe = Recipe {
+        cflags: &["-DIDLE"],
+        ..Recipe::exe("coro", "-O2")
+    };
+    build(dir, &recipe, versions)
+}
+
 /// The `-DIDLE` fixture started with commands on stdin, once it ticks; and the address of its
 /// guest-like memory.
 fn start_idle(built: &Built) -> (Proc, u64) {
@@ -108,11 +117,7 @@ fn referenced_kb(pid: u32, start: u64) -> u64 {
 fn guest_memory_is_not_read_and_coroutines_elsewhere_do_not_hold_a_patch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
-    let recipe = Recipe {
-        cflags: &["-DIDLE"],
-        ..Recipe::exe("coro", "-O2")
-    };
-    let built = build(dir, &recipe, &[1, 3]);
+    let built = build_idle(dir, &[1, 3]);
     let (mut p, guest) = start_idle(&built);
     let pid = p.pid_arg();
     std::fs::write(format!("/proc/{pid}/clear_refs"), "1").expect("clear_refs");
@@ -151,11 +156,7 @@ fn state(pid: u32) -> Option<char> {
 fn coroutines_made_or_moved_between_the_search_and_the_stop_are_seen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
-    let recipe = Recipe {
-        cflags: &["-DIDLE"],
-        ..Recipe::exe("coro", "-O2")
-    };
-    let built = build(dir, &recipe, &[1]);
+    let built = build_idle(dir, &[1]);
     // A new coroutine that suspends in coro_body(), or co1 suspending in it from now on.
     for (command, line) in [("spawn", "co3 UNPATCHED"), ("dive", "co1 UNPATCHED")] {
         let (mut p, _) = start_idle(&built);

@@ -109,9 +109,14 @@ impl Dialect {
         None
     }
 
-    /// Whether `name` is an assembler-local label (`.L3`, `.LC0`).
+    /// Whether `name` is a label the compiler made up for its own use, numbered per file, so
+    /// that its name means nothing across builds: an assembler-local label (`.L3`, `.LC0`,
+    /// clang's `.LBB0_1`) or clang's `GCC_except_table<N>` (an exception table's label).
     pub fn is_local(&self, name: &str) -> bool {
         name.starts_with(self.local_prefix)
+            || name
+                .strip_prefix("GCC_except_table")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
     }
 
     /// `.type NAME, @KIND` in this dialect.

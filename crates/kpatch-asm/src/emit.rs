@@ -11,7 +11,7 @@ use crate::error::AsmError;
 use crate::index::{is_visibility_directive, Binding, Block};
 use crate::lex::{tokenize, unquote, TokKind};
 use crate::normalize::{defined_in, is_section_neutral, name_tokens, Normalizer};
-use crate::parse::{AsmFile, Stmt, StmtKind};
+use crate::parse::{AsmFile, Stmt, StmtId, StmtKind};
 use crate::section::SecRef;
 use crate::symlist::human_name;
 
@@ -103,19 +103,28 @@ pub(crate) fn emit_unchanged(file: &AsmFile) -> String {
     out
 }
 
-/// The line of the original's `.size f, .-f`, where the end label of `f` goes.
+/// The line of the original's `.size f, .-f` (clang: `.size f, .Lfunc_end0-f` right after
+/// `.Lfunc_end0:`), where the end label of `f` goes.
 fn original_size_line(orig: &AsmFile, f: &PatchedFunction) -> Result<usize, AsmError> {
     let block = f.orig_block.and_then(|i| orig.blocks().get(i));
     let line = block.and_then(|b| b.size_line);
-    let ok = line.and_then(|l| orig.lines.get(l)).is_some_and(|l| {
-        l.stmts.iter().any(|s| {
-            let a = s.arg_list();
-            s.is_directive(".size")
-                && a.first().map(|n| unquote(n)) == Some(f.name.as_str())
-                && a.get(1).map(|e| e.replace(char::is_whitespace, ""))
-                    == Some(format!(".-{}", f.name))
-        })
-    });
+    let ok = line
+        .and_then(|l| orig.lines.get(l).map(|x| (l, x)))
+        .is_some_and(|(l, x)| {
+            x.stmts.iter().enumerate().any(|(idx, s)| {
+                let a = s.arg_list();
+                let Some(end) = a
+                    .get(1)
+                    .map(|e| e.replace(char::is_whitespace, ""))
+                    .and_then(|e| e.strip_suffix(&format!("-{}", f.name)).map(str::to_string))
+                else {
+                    return false;
+                };
+                s.is_directive(".size")
+                    && a.first().map(|n| unquote(n)) == Some(f.name.as_str())
+                    && (end == "." || ends_here(orig, &end, StmtId { line: l, idx }))
+            })
+        });
     match (line, ok) {
         (Some(l), true) => Ok(l),
         _ => Err(AsmError::OriginalSizeUnknown {
@@ -124,6 +133,19 @@ fn original_size_line(orig: &AsmFile, f: &PatchedFunction) -> Result<usize, AsmE
             name: f.name.clone(),
         }),
     }
+}
+
+/// Whether local label `label` marks the same place as the statement `at`: only labels and
+/// debug directives come between them.
+fn ends_here(orig: &AsmFile, label: &str, at: StmtId) -> bool {
+    let Some(def) = orig.label(label).filter(|d| *d < at) else {
+        return false;
+    };
+    orig.dialect.is_local(label)
+        && orig
+            .stmts_after(def)
+            .take_while(|(id, _)| *id < at)
+            .all(|(_, s)| s.kind == StmtKind::Label || crate::index::is_debug_directive(s))
 }
 
 /// The original's lines, with `.Lkpatch_fe<N>:` before the `.size` lines in `fe`.

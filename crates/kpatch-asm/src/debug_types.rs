@@ -49,6 +49,10 @@ pub(crate) fn layouts(file: &AsmFile) -> Option<BTreeMap<String, Layout>> {
         debug_abbrev: gimli::DebugAbbrev::new(get(".debug_abbrev"), LittleEndian),
         debug_str: gimli::DebugStr::new(get(".debug_str"), LittleEndian),
         debug_line_str: gimli::DebugLineStr::new(get(".debug_line_str"), LittleEndian),
+        debug_str_offsets: gimli::DebugStrOffsets::from(EndianSlice::new(
+            get(".debug_str_offsets"),
+            LittleEndian,
+        )),
         ..Default::default()
     };
     read_types(&dwarf).ok()
@@ -64,6 +68,16 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
         let abbrevs = dwarf.abbreviations(&header)?;
         let mut tree = header.entries_tree(&abbrevs, None)?;
         let root = tree.root()?;
+        // DWARF 5 (clang) names things by index into `.debug_str_offsets`, from this base.
+        let str_base = match root.entry().attr_value(gimli::DW_AT_str_offsets_base) {
+            Some(AttributeValue::DebugStrOffsetsBase(b)) => b,
+            _ => gimli::DebugStrOffsetsBase(0),
+        };
+        let strings = Strings {
+            dwarf,
+            format: header.format(),
+            base: str_base,
+        };
         let mut anonymous: HashMap<gimli::UnitOffset, Layout> = HashMap::new();
         let mut typedefs: Vec<(String, gimli::UnitOffset)> = Vec::new();
         let mut children = root.children();
@@ -76,7 +90,7 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
                 gimli::DW_TAG_union_type => "union",
                 gimli::DW_TAG_class_type => "class",
                 gimli::DW_TAG_typedef => {
-                    let name = attr_string(dwarf, entry, gimli::DW_AT_name)?;
+                    let name = strings.get(entry, gimli::DW_AT_name)?;
                     if let (Some(name), Some(AttributeValue::UnitRef(to))) =
                         (name, entry.attr_value(gimli::DW_AT_type))
                     {
@@ -89,7 +103,7 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
             if entry.attr_value(gimli::DW_AT_declaration).is_some() {
                 continue;
             }
-            let name = attr_string(dwarf, entry, gimli::DW_AT_name)?;
+            let name = strings.get(entry, gimli::DW_AT_name)?;
             let size = entry
                 .attr_value(gimli::DW_AT_byte_size)
                 .and_then(|v| v.udata_value())
@@ -101,7 +115,8 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
                 if e.tag() != gimli::DW_TAG_member {
                     continue;
                 }
-                let name = attr_string(dwarf, e, gimli::DW_AT_name)?
+                let name = strings
+                    .get(e, gimli::DW_AT_name)?
                     .unwrap_or_else(|| format!("#{}", members.len()));
                 let bits = e
                     .attr_value(gimli::DW_AT_data_bit_offset)
@@ -143,18 +158,34 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
     Ok(out)
 }
 
-fn attr_string(
-    dwarf: &gimli::Dwarf<Slice<'_>>,
-    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
-    at: gimli::DwAt,
-) -> gimli::Result<Option<String>> {
-    let s = match entry.attr_value(at) {
-        Some(AttributeValue::String(s)) => s,
-        Some(AttributeValue::DebugStrRef(o)) => dwarf.debug_str.get_str(o)?,
-        Some(AttributeValue::DebugLineStrRef(o)) => dwarf.debug_line_str.get_str(o)?,
-        _ => return Ok(None),
-    };
-    Ok(Some(s.to_string_lossy().into_owned()))
+/// Reads the string attributes of one unit's entries.
+struct Strings<'a, 'd> {
+    dwarf: &'a gimli::Dwarf<Slice<'d>>,
+    format: gimli::Format,
+    base: gimli::DebugStrOffsetsBase<usize>,
+}
+
+impl<'d> Strings<'_, 'd> {
+    fn get(
+        &self,
+        entry: &gimli::DebuggingInformationEntry<Slice<'d>>,
+        at: gimli::DwAt,
+    ) -> gimli::Result<Option<String>> {
+        let dwarf = self.dwarf;
+        let s = match entry.attr_value(at) {
+            Some(AttributeValue::String(s)) => s,
+            Some(AttributeValue::DebugStrRef(o)) => dwarf.debug_str.get_str(o)?,
+            Some(AttributeValue::DebugLineStrRef(o)) => dwarf.debug_line_str.get_str(o)?,
+            Some(AttributeValue::DebugStrOffsetsIndex(i)) => {
+                let o = dwarf
+                    .debug_str_offsets
+                    .get_str_offset(self.format, self.base, i)?;
+                dwarf.debug_str.get_str(o)?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(s.to_string_lossy().into_owned()))
+    }
 }
 
 /// How the layout of a type changed, for a message (`None` if it did not).
@@ -206,6 +237,7 @@ fn assemble(file: &AsmFile) -> Option<HashMap<String, Vec<u8>>> {
         ".debug_abbrev",
         ".debug_str",
         ".debug_line_str",
+        ".debug_str_offsets",
     ];
     // Pass 1: sizes and label offsets. Pass 2: bytes.
     let mut labels: HashMap<&str, (String, u64)> = HashMap::new();

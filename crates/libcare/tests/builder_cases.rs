@@ -672,7 +672,9 @@ c_cases! {
     non_pie,
 }
 
-cxx_cases! {}
+cxx_cases! {
+    cxx_members,
+}
 
 #[test]
 fn every_case_directory_has_a_test() {

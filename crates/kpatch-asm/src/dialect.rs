@@ -128,4 +128,13 @@ impl Dialect {
     pub fn section_args(&self, name: &str, flags: &str) -> String {
         format!("{name},\"{flags}\",{}progbits", self.section_type_prefix)
     }
+
+    /// The argument list of a patch section with `flags` that belongs to the COMDAT group
+    /// `group`.
+    pub fn group_section_args(&self, name: &str, flags: &str, group: &str) -> String {
+        format!(
+            "{name},\"{flags}G\",{}progbits,{group},comdat",
+            self.section_type_prefix
+        )
+    }
 }

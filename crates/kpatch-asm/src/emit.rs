@@ -32,6 +32,11 @@ pub fn end_of_original_label(n: usize) -> String {
     format!(".Lkpatch_fe{n}")
 }
 
+/// `.Lkpatch_fs<N>`: the start of the original (weak) function `N`.
+pub fn start_of_original_label(n: usize) -> String {
+    format!(".Lkpatch_fs{n}")
+}
+
 /// `.Lkpatch_end<N>`: the end of the copy `N`.
 pub fn end_of_copy_label(n: usize) -> String {
     format!(".Lkpatch_end{n}")
@@ -46,15 +51,21 @@ pub fn name_label(n: usize) -> String {
 /// (apart from `.kpgensrc_flags` markers, which no assembler accepts).
 pub fn emit(orig: &AsmFile, patched: &AsmFile, diff: &Diff) -> Result<String, AsmError> {
     let mut fe: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut fs: HashMap<usize, Vec<usize>> = HashMap::new();
     for (n, f) in diff.functions.iter().enumerate() {
         if f.kind != PatchKind::Changed {
             continue;
         }
         let line = original_size_line(orig, f)?;
         fe.entry(line).or_default().push(n);
+        if start_of(orig, f, n) != f.name {
+            if let Some(l) = orig.label(&f.name) {
+                fs.entry(l.line).or_default().push(n);
+            }
+        }
     }
     let mut out = String::new();
-    write_original(orig, &fe, &mut out);
+    write_original(orig, &fe, &fs, &mut out);
     if diff.is_empty() {
         if !orig.ends_with_newline() {
             out.pop();
@@ -74,6 +85,7 @@ pub fn emit(orig: &AsmFile, patched: &AsmFile, diff: &Diff) -> Result<String, As
         copies: HashMap::new(),
         queue: Vec::new(),
         numeric_count: 0,
+        group: None,
     };
     e.comment("---------- kpatch_gensrc: patch ----------");
     for (n, f) in diff.functions.iter().enumerate() {
@@ -96,7 +108,7 @@ pub fn emit(orig: &AsmFile, patched: &AsmFile, diff: &Diff) -> Result<String, As
 /// The text of `file` with nothing added (`.kpgensrc_flags` markers commented out).
 pub(crate) fn emit_unchanged(file: &AsmFile) -> String {
     let mut out = String::new();
-    write_original(file, &HashMap::new(), &mut out);
+    write_original(file, &HashMap::new(), &HashMap::new(), &mut out);
     if !file.ends_with_newline() {
         out.pop();
     }
@@ -148,11 +160,20 @@ fn ends_here(orig: &AsmFile, label: &str, at: StmtId) -> bool {
             .all(|(_, s)| s.kind == StmtKind::Label || crate::index::is_debug_directive(s))
 }
 
-/// The original's lines, with `.Lkpatch_fe<N>:` before the `.size` lines in `fe`.
-fn write_original(orig: &AsmFile, fe: &HashMap<usize, Vec<usize>>, out: &mut String) {
+/// The original's lines, with `.Lkpatch_fe<N>:` before the `.size` lines in `fe` and
+/// `.Lkpatch_fs<N>:` before the label lines in `fs`.
+fn write_original(
+    orig: &AsmFile,
+    fe: &HashMap<usize, Vec<usize>>,
+    fs: &HashMap<usize, Vec<usize>>,
+    out: &mut String,
+) {
     for (i, line) in orig.lines.iter().enumerate() {
         for n in fe.get(&i).into_iter().flatten() {
             let _ = writeln!(out, "{}:", end_of_original_label(*n));
+        }
+        for n in fs.get(&i).into_iter().flatten() {
+            let _ = writeln!(out, "{}:", start_of_original_label(*n));
         }
         if line.stmts.iter().any(|s| s.is_directive(".kpgensrc_flags")) {
             let kept: Vec<&str> = line
@@ -171,6 +192,27 @@ fn write_original(orig: &AsmFile, fe: &HashMap<usize, Vec<usize>>, out: &mut Str
         } else {
             let _ = writeln!(out, "{}", line.text);
         }
+    }
+}
+
+/// Whether the function of `block` is defined in a COMDAT group (an inline function or a
+/// template instantiation that every file using it emits): its copy, with its records and
+/// data, then goes into a group of its own named after the copy, so that when several files
+/// of a program patch it the linker keeps one copy and one record.
+fn comdat_group(file: &AsmFile, block: &Block) -> bool {
+    file.label(&block.name)
+        .and_then(|id| file.stmt(id))
+        .is_some_and(|s| file.section_of(s).group.is_some())
+}
+
+/// How the `.kpatch.info` record of copy `n` names the start of the original function: by
+/// its name, or, when that is a weak symbol (whose difference with a label the assembler
+/// cannot resolve), by `.Lkpatch_fs<N>`, placed right after the function's label.
+fn start_of(orig: &AsmFile, f: &PatchedFunction, n: usize) -> String {
+    if orig.binding(&f.name) == Binding::Weak {
+        start_of_original_label(n)
+    } else {
+        f.name.clone()
     }
 }
 
@@ -235,6 +277,8 @@ struct Emitter<'a> {
     queue: Vec<String>,
     /// Numeric labels renamed so far (for unique names).
     numeric_count: usize,
+    /// The COMDAT group the function being copied goes into, if any (see [`comdat_group`]).
+    group: Option<String>,
 }
 
 impl Emitter<'_> {
@@ -250,32 +294,44 @@ impl Emitter<'_> {
 
     fn section_args(&self, t: Target) -> String {
         let d = &self.orig.dialect;
-        match t {
-            Target::Text => d.section_args(KPATCH_TEXT, "ax"),
-            Target::Data => d.section_args(KPATCH_DATA, "aw"),
+        let (name, flags) = match t {
+            Target::Text => (KPATCH_TEXT, "ax"),
+            Target::Data => (KPATCH_DATA, "aw"),
+        };
+        match &self.group {
+            Some(g) => d.group_section_args(name, flags, g),
+            None => d.section_args(name, flags),
         }
     }
 
     /// Starts a patch section with `.pushsection`.
     fn push(&mut self, t: Target) {
+        self.align_data(t);
         let a = self.section_args(t);
         self.line(&format!("\t.pushsection\t{a}"));
-        self.align_data(t);
+        if t == Target::Data && self.group.is_none() {
+            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
+        }
     }
 
+    /// Before the first use of `.kpatch.data`, aligns the file's own piece of it (outside any
+    /// group, which the linker may drop) to a page, so the linked section starts one.
     fn align_data(&mut self, t: Target) {
         if t == Target::Data && !self.data_aligned {
             self.data_aligned = true;
+            let a = self.orig.dialect.section_args(KPATCH_DATA, "aw");
+            self.line(&format!("\t.pushsection\t{a}"));
             self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
+            self.line("\t.popsection");
         }
     }
 
     /// Switches to `want` inside a pushed patch section, if `cur` is another.
     fn switch(&mut self, cur: &mut Target, want: Target) {
         if *cur != want {
+            self.align_data(want);
             let a = self.section_args(want);
             self.line(&format!("\t.section\t{a}"));
-            self.align_data(want);
             *cur = want;
         }
     }
@@ -323,6 +379,7 @@ impl Emitter<'_> {
             PatchKind::Unlinked => "unlinked",
         };
         self.comment(&format!("{what} function {}", f.name));
+        self.group = comdat_group(self.patched, block).then(|| f.copy_name.clone());
         self.push(Target::Text);
         let mut cur = Target::Text;
         match f.kind {
@@ -334,6 +391,7 @@ impl Emitter<'_> {
         self.switch(&mut cur, Target::Text);
         self.line(&format!("{}:", end_of_copy_label(n)));
         self.line("\t.popsection");
+        self.group = None;
         Ok(())
     }
 
@@ -708,25 +766,35 @@ impl Emitter<'_> {
     /// The `.kpatch.strtab` string and `.kpatch.info` record of copy `n`.
     fn records(&mut self, n: usize, f: &PatchedFunction) {
         let d = self.orig.dialect.clone();
-        self.line(&format!(
-            "\t.pushsection\t{}",
-            d.section_args(KPATCH_STRTAB, "a")
-        ));
+        let grouped = self
+            .patched
+            .blocks()
+            .get(f.patched_block)
+            .is_some_and(|b| comdat_group(self.patched, b));
+        let args = |name: &str, flags: &str| {
+            if grouped {
+                d.group_section_args(name, flags, &f.copy_name)
+            } else {
+                d.section_args(name, flags)
+            }
+        };
+        self.line(&format!("\t.pushsection\t{}", args(KPATCH_STRTAB, "a")));
         self.line(&format!("{}:", name_label(n)));
         self.line(&format!("\t.string\t\"{}\"", f.copy_name));
         self.line("\t.popsection");
-        self.line(&format!(
-            "\t.pushsection\t{}",
-            d.section_args(KPATCH_INFO, "aw")
-        ));
-        if !self.info_aligned {
-            self.info_aligned = true;
+        self.line(&format!("\t.pushsection\t{}", args(KPATCH_INFO, "aw")));
+        if !self.info_aligned || grouped {
+            self.info_aligned |= !grouped;
             self.line("\t.p2align\t3");
         }
         let (daddr, dlen) = match f.kind {
             PatchKind::Changed => (
                 f.name.clone(),
-                format!("{} - {}", end_of_original_label(n), f.name),
+                format!(
+                    "{} - {}",
+                    end_of_original_label(n),
+                    start_of(self.orig, f, n)
+                ),
             ),
             PatchKind::New | PatchKind::Unlinked => ("0".to_string(), "0".to_string()),
         };

@@ -674,6 +674,7 @@ c_cases! {
 
 cxx_cases! {
     cxx_members,
+    cxx_header_inline,
 }
 
 #[test]

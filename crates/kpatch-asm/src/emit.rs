@@ -197,12 +197,19 @@ fn write_original(
 
 /// Whether the function of `block` is defined in a COMDAT group (an inline function or a
 /// template instantiation that every file using it emits): its copy, with its records and
-/// data, then goes into a group of its own named after the copy, so that when several files
-/// of a program patch it the linker keeps one copy and one record.
+/// data, then goes into a group of its own ([`group_name`]), so that when several files of
+/// a program patch it the linker keeps one copy and one record.
 fn comdat_group(file: &AsmFile, block: &Block) -> bool {
     file.label(&block.name)
         .and_then(|id| file.stmt(id))
         .is_some_and(|s| file.section_of(s).group.is_some())
+}
+
+/// The COMDAT group of the copy of `f`: `NAME.kpatch`, for a new function too (its copy
+/// keeps its name, and a group of that name, which other files of the program may have for
+/// the original function, must not replace theirs).
+fn group_name(f: &PatchedFunction) -> String {
+    format!("{}.kpatch", f.name)
 }
 
 /// How the `.kpatch.info` record of copy `n` names the start of the original function: by
@@ -379,7 +386,7 @@ impl Emitter<'_> {
             PatchKind::Unlinked => "unlinked",
         };
         self.comment(&format!("{what} function {}", f.name));
-        self.group = comdat_group(self.patched, block).then(|| f.copy_name.clone());
+        self.group = comdat_group(self.patched, block).then(|| group_name(f));
         self.push(Target::Text);
         let mut cur = Target::Text;
         match f.kind {
@@ -773,7 +780,7 @@ impl Emitter<'_> {
             .is_some_and(|b| comdat_group(self.patched, b));
         let args = |name: &str, flags: &str| {
             if grouped {
-                d.group_section_args(name, flags, &f.copy_name)
+                d.group_section_args(name, flags, &group_name(f))
             } else {
                 d.section_args(name, flags)
             }

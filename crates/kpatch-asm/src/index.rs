@@ -503,7 +503,7 @@ fn clang_function_tail(f: &AsmFile, end: usize) -> usize {
                 taken = true;
             } else if s.is_section_switch() {
                 continue;
-            } else if f.section_of(s).name == ".gcc_except_table" {
+            } else if is_except_table(&f.section_of(s).name) {
                 taken = true;
             } else {
                 return new_end;
@@ -514,6 +514,12 @@ fn clang_function_tail(f: &AsmFile, end: usize) -> usize {
         }
     }
     new_end
+}
+
+/// Whether a section holds exception tables (`.gcc_except_table`, or `.gcc_except_table.NAME`
+/// for a function in its own section or COMDAT group).
+pub(crate) fn is_except_table(name: &str) -> bool {
+    name == ".gcc_except_table" || name.starts_with(".gcc_except_table.")
 }
 
 /// First line of the block whose introducing `.type`/`.comm` is on line `decl`: the

@@ -675,6 +675,7 @@ c_cases! {
 cxx_cases! {
     cxx_members,
     cxx_header_inline,
+    cxx_statics_string,
 }
 
 #[test]

@@ -313,33 +313,34 @@ impl Emitter<'_> {
 
     /// Starts a patch section with `.pushsection`.
     fn push(&mut self, t: Target) {
-        self.align_data(t);
         let a = self.section_args(t);
-        self.line(&format!("\t.pushsection\t{a}"));
-        if t == Target::Data && self.group.is_none() {
-            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
-        }
-    }
-
-    /// Before the first use of `.kpatch.data`, aligns the file's own piece of it (outside any
-    /// group, which the linker may drop) to a page, so the linked section starts one.
-    fn align_data(&mut self, t: Target) {
-        if t == Target::Data && !self.data_aligned {
-            self.data_aligned = true;
-            let a = self.orig.dialect.section_args(KPATCH_DATA, "aw");
-            self.line(&format!("\t.pushsection\t{a}"));
-            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
-            self.line("\t.popsection");
-        }
+        self.open_section(t, &format!("\t.pushsection\t{a}"));
     }
 
     /// Switches to `want` inside a pushed patch section, if `cur` is another.
     fn switch(&mut self, cur: &mut Target, want: Target) {
         if *cur != want {
-            self.align_data(want);
             let a = self.section_args(want);
-            self.line(&format!("\t.section\t{a}"));
+            self.open_section(want, &format!("\t.section\t{a}"));
             *cur = want;
+        }
+    }
+
+    /// Writes `directive`, which enters the patch section `t`. The first use of
+    /// `.kpatch.data` aligns the file's own piece of it (outside any group, which the linker
+    /// may drop) to a page, so that the linked section starts one.
+    fn open_section(&mut self, t: Target, directive: &str) {
+        let align = t == Target::Data && !self.data_aligned;
+        self.data_aligned |= align;
+        if align && self.group.is_some() {
+            let a = self.orig.dialect.section_args(KPATCH_DATA, "aw");
+            self.line(&format!("\t.pushsection\t{a}"));
+            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
+            self.line("\t.popsection");
+        }
+        self.line(directive);
+        if align && self.group.is_none() {
+            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
         }
     }
 

@@ -12,6 +12,7 @@ use kpatch_process::{
 };
 
 use crate::discover::{self, AppliedPatch, LoadedObject};
+use crate::eh_frames;
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
 use crate::fault;
@@ -89,6 +90,7 @@ pub fn patch(
         return Ok(PatchOutcome::default());
     }
     let scope = world::scope(&proc, &objects);
+    let unwinder = eh_frames::Unwinder::find(&scope);
     for job in &mut jobs {
         for (&sym, (name, version)) in &job.prepared.imports {
             let found =
@@ -117,6 +119,7 @@ pub fn patch(
             jobs: &jobs,
             resolved: &resolved,
             applied: &applied,
+            unwinder,
         },
         storage,
         arch,
@@ -131,6 +134,7 @@ pub fn patch(
         world::unmap_regions(
             &proc,
             jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)),
+            unwinder,
             opts,
         );
     }
@@ -368,6 +372,7 @@ struct Planned<'a, 'o> {
     jobs: &'a [Job<'o>],
     resolved: &'a [HashMap<usize, u64>],
     applied: &'a [AppliedPatch],
+    unwinder: Option<eh_frames::Unwinder>,
 }
 
 fn fill_and_commit(
@@ -385,6 +390,7 @@ fn fill_and_commit(
         jobs,
         resolved,
         applied,
+        unwinder,
     } = *plan;
     let hs = arch.hunk_size();
     let mut hunks: Vec<Hunk> = Vec::new();
@@ -465,6 +471,7 @@ fn fill_and_commit(
             hunks: nh,
         });
     }
+    register_unwind_tables(proc, jobs, unwinder, opts, rep)?;
     fault::point("after-write");
 
     // The original bytes are saved and the new code pages read while the target still runs;
@@ -563,6 +570,50 @@ fn fill_and_commit(
     }
     outcome.frozen = Some(frozen);
     Ok(outcome)
+}
+
+/// Registers the unwind tables of the patches that carry some, with one thread stopped, so
+/// that exceptions can go through the new code as soon as the jumps lead there.
+fn register_unwind_tables(
+    proc: &Process,
+    jobs: &[Job<'_>],
+    unwinder: Option<eh_frames::Unwinder>,
+    opts: &Options,
+    rep: &mut dyn Report,
+) -> Result<()> {
+    let tables: Vec<(&Job<'_>, u64)> = jobs
+        .iter()
+        .filter_map(|j| {
+            let at = j.prepared.eh_frame?;
+            Some((j, j.kpta + j.prepared.layout.elf_offset + at))
+        })
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let Some(unwinder) = unwinder else {
+        rep.detail(
+            "the process has no unwinder (__register_frame_info): the patch's unwind tables \
+             are not registered",
+        );
+        return Ok(());
+    };
+    let _defer = DeferTermination::new();
+    let mut stopped = world::stop_one(proc, opts)?;
+    let result = (|| -> Result<()> {
+        let mut thread = stopped.thread();
+        for (job, at) in &tables {
+            let total = job.prepared.layout.total;
+            eh_frames::register(&mut thread, proc, &unwinder, job.kpta, total, *at)?;
+            rep.detail(&format!(
+                "{}: unwind tables at {at:#x} registered with the process's unwinder",
+                job.id
+            ));
+        }
+        Ok(())
+    })();
+    stopped.resume()?;
+    result
 }
 
 /// Marks every region committed (`KPATCH1` in the header at each of `heads`). If a write

@@ -25,12 +25,17 @@ pub struct Layout {
     /// Bytes from the region start that are mapped read-execute (the rest is read-write).
     pub rx_len: u64,
     pub total: u64,
+    /// Whether the last [`crate::eh_frames::SLOT_SIZE`] bytes are reserved for registering
+    /// the patch's unwind tables.
+    pub eh_slot: bool,
 }
 
 impl Layout {
     /// Lays out a patch whose ELF image is `elf_len` bytes, with `jmp_entries` jump-table
     /// entries, `ninfo` info records of `hunk_size` undo bytes each, `.kpatch.info` at
-    /// `info_offset` and `.kpatch.data` (if any) at `data_offset` inside the ELF image.
+    /// `info_offset` and `.kpatch.data` (if any) at `data_offset` inside the ELF image, and
+    /// room for registering unwind tables when `eh_slot`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         elf_len: u64,
         jmp_entries: u64,
@@ -38,6 +43,7 @@ impl Layout {
         hunk_size: u64,
         info_offset: u64,
         data_offset: Option<u64>,
+        eh_slot: bool,
         page: u64,
     ) -> Layout {
         let mut sz = align(HEADER_SIZE, 8);
@@ -48,7 +54,12 @@ impl Layout {
         }
         let elf_offset = align(sz, page);
         let user_undo = align(elf_offset + elf_len, 128);
-        let total = align(align(user_undo + hunk_size * ninfo, 16), page);
+        let slot = if eh_slot {
+            crate::eh_frames::SLOT_SIZE
+        } else {
+            0
+        };
+        let total = align(align(user_undo + hunk_size * ninfo, 16) + slot, page);
         let rx_len = match data_offset {
             Some(d) => align(elf_offset + d, page),
             None => total,
@@ -62,6 +73,7 @@ impl Layout {
             user_info: elf_offset + info_offset,
             rx_len,
             total,
+            eh_slot,
         }
     }
 
@@ -78,7 +90,7 @@ mod tests {
     #[test]
     fn matches_the_peer_layout_rules() {
         // 2 imports, 3 records, x86 hunks, ELF of 0x1234 bytes with .kpatch.data at 0x1000.
-        let l = Layout::new(0x1234, 2, 3, 5, 0x800, Some(0x1000), 4096);
+        let l = Layout::new(0x1234, 2, 3, 5, 0x800, Some(0x1000), false, 4096);
         assert_eq!(l.jmp_offset, 504);
         assert_eq!(l.elf_offset, 4096);
         assert_eq!(l.user_undo, 4096 + 0x1280);
@@ -90,10 +102,18 @@ mod tests {
 
     #[test]
     fn no_jump_table_means_elf_on_the_first_page_boundary() {
-        let l = Layout::new(100, 0, 1, 5, 0, None, 4096);
+        let l = Layout::new(100, 0, 1, 5, 0, None, false, 4096);
         assert_eq!(l.jmp_offset, 0);
         assert_eq!(l.elf_offset, 4096);
         assert_eq!(l.total, 8192);
         assert_eq!(l.rx_len, l.total);
+    }
+
+    #[test]
+    fn the_unwind_slot_ends_the_region_after_the_undo_area() {
+        let l = Layout::new(4096 - 10, 0, 2, 5, 0, None, true, 4096);
+        assert_eq!(l.user_undo, 8192);
+        assert_eq!(l.total, 12288);
+        assert!(crate::eh_frames::slot(0, l.total) >= l.user_undo + 10);
     }
 }

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod coro;
 pub mod discover;
+pub mod eh_frames;
 pub mod elf_image;
 pub mod error;
 pub mod fault;

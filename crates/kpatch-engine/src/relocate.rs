@@ -35,6 +35,8 @@ pub struct Prepared {
     /// Undefined symbols to resolve, by payload symbol index.
     pub imports: BTreeMap<usize, (String, Option<String>)>,
     pub ninfo: usize,
+    /// Offset in the ELF image of the unwind tables to register (`.kpatch.eh_frame`).
+    pub eh_frame: Option<u64>,
 }
 
 /// The region contents of a relocated patch, minus the header.
@@ -111,6 +113,10 @@ impl Prepared {
                 RelocNeed::TlsGotSlot | RelocNeed::TlsOffset => {}
             }
         }
+        let eh_frame = payload
+            .section(crate::eh_frames::SECTION)
+            .filter(|(_, s)| s.size > 0)
+            .map(|(_, s)| s.offset);
         let layout = Layout::new(
             elf_len,
             slots.len() as u64,
@@ -118,6 +124,7 @@ impl Prepared {
             arch.hunk_size() as u64,
             info_offset,
             data_offset,
+            eh_frame.is_some(),
             page,
         );
         Ok(Prepared {
@@ -127,6 +134,7 @@ impl Prepared {
             slot_of,
             imports,
             ninfo,
+            eh_frame,
         })
     }
 

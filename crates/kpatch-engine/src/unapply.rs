@@ -171,6 +171,12 @@ pub fn remove(
         .iter()
         .map(|&(a, l)| a..a.saturating_add(l))
         .collect();
+    // Read while the process runs: which regions have unwind tables to deregister.
+    let regs = crate::eh_frames::registrations(
+        proc,
+        || crate::eh_frames::Unwinder::find(&world::scope(proc, objects)),
+        &regions,
+    );
     let mut safety = world::Safety::new(proc, maps, objects, all, names)?.holding(held);
     let mut frozen = None;
     let mut unmapped = false;
@@ -226,6 +232,7 @@ pub fn remove(
                     *unmapped = true;
                     return Ok(world::AfterCommit {
                         unmap: regions.clone(),
+                        registrations: regs.clone(),
                     });
                 }
                 for r in &found.refs {
@@ -244,7 +251,8 @@ pub fn remove(
         } else {
             opts.safety_timeout
         };
-        if !world::unmap_when_unused(proc, &mut safety, &regions, patience, opts, rep)? && !tolerant
+        if !world::unmap_when_unused(proc, &mut safety, &regions, &regs, patience, opts, rep)?
+            && !tolerant
         {
             rep.info(&format!(
                 "warning: PID '{}': the removed patch's memory is still in use; it stays mapped and a later run will free it",

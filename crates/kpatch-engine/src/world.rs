@@ -14,6 +14,7 @@ use kpatch_process::{
 
 use crate::coro;
 use crate::discover::{self, AppliedPatch, LoadedObject};
+use crate::eh_frames;
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::options::Options;
@@ -250,10 +251,12 @@ impl Safety {
 }
 
 /// What a commit leaves to do once the threads that were running are released: unmap these
-/// regions (with one thread still stopped to run the `munmap`).
+/// regions (with one thread still stopped to run the `munmap`), deregistering the unwind
+/// tables of those in `registrations` first.
 #[derive(Debug, Default)]
 pub struct AfterCommit {
     pub unmap: Vec<(u64, u64)>,
+    pub registrations: Vec<eh_frames::Registration>,
 }
 
 /// Stops every thread until none has a frame in the safety ranges, then runs `commit` with the
@@ -335,7 +338,7 @@ pub fn with_safe_stop(
                 Ok(then) if !then.unmap.is_empty() => {
                     // The threads that were running go first; one stays to run the munmap.
                     let released = stopped.release_all_but_one();
-                    unmap_stopped(&mut stopped, &then.unmap, rep);
+                    unmap_stopped(&mut stopped, &then.unmap, &then.registrations, rep);
                     released.and(stopped.resume())
                 }
                 _ => stopped.resume(),
@@ -367,28 +370,40 @@ pub fn with_safe_stop(
     }
 }
 
-/// Unmaps regions with one thread stopped; failures are ignored (the caller is already
-/// reporting an error, and an unreferenced region does no harm).
-pub fn unmap_regions(proc: &Process, regions: impl Iterator<Item = (u64, u64)>, opts: &Options) {
+/// Unmaps regions with one thread stopped, deregistering their unwind tables first (the
+/// unwinder `unwinder` of the process); failures are ignored (the caller is already
+/// reporting an error, and an unreferenced region does no harm; one whose tables could not be
+/// deregistered stays).
+pub fn unmap_regions(
+    proc: &Process,
+    regions: impl Iterator<Item = (u64, u64)>,
+    unwinder: Option<eh_frames::Unwinder>,
+    opts: &Options,
+) {
     let regions: Vec<(u64, u64)> = regions.filter(|&(a, l)| a != 0 && l != 0).collect();
     if regions.is_empty() {
         return;
     }
+    let regs = eh_frames::registrations(proc, || unwinder, &regions);
     let _defer = DeferTermination::new();
     if let Ok(mut stopped) = stop_one(proc, opts) {
         let mut thread = stopped.thread();
         for (a, l) in regions {
-            let _ = thread.munmap(a, l);
+            if eh_frames::before_unmap(&mut thread, &regs, a).is_ok() {
+                let _ = thread.munmap(a, l);
+            }
         }
         let _ = stopped.resume();
     }
 }
 
-/// Unmaps `regions` by syscalls in one of the stopped threads. A failure is reported and left
-/// for the next run to reclaim (the regions are marked pending).
+/// Unmaps `regions` by syscalls in one of the stopped threads, deregistering the unwind
+/// tables of those in `regs` first. A failure is reported and left for the next run to
+/// reclaim (the regions are marked pending).
 pub fn unmap_stopped(
     stopped: &mut StoppedProcess<'_>,
     regions: &[(u64, u64)],
+    regs: &[eh_frames::Registration],
     rep: &mut dyn Report,
 ) {
     let Some(mut thread) = stopped.runnable_thread() else {
@@ -396,6 +411,10 @@ pub fn unmap_stopped(
         return;
     };
     for &(a, l) in regions.iter().filter(|&&(a, l)| a != 0 && l != 0) {
+        if let Err(e) = eh_frames::before_unmap(&mut thread, regs, a) {
+            rep.detail(&format!("the region at {a:#x} stays mapped: {e}"));
+            continue;
+        }
         if let Err(e) = thread.munmap(a, l) {
             rep.detail(&format!(
                 "the region at {a:#x} stays for the next run to reclaim: {e}"
@@ -428,6 +447,7 @@ pub fn unmap_when_unused(
     proc: &Process,
     safety: &mut Safety,
     regions: &[(u64, u64)],
+    regs: &[eh_frames::Registration],
     patience: Duration,
     opts: &Options,
     rep: &mut dyn Report,
@@ -442,7 +462,7 @@ pub fn unmap_when_unused(
         let (mut stopped, found) = safety.stop_and_inspect(proc, opts)?;
         if found.busy.is_empty() && found.refs.is_empty() {
             let released = stopped.release_all_but_one();
-            unmap_stopped(&mut stopped, regions, rep);
+            unmap_stopped(&mut stopped, regions, regs, rep);
             stopped.resume()?;
             released?;
             return Ok(true);

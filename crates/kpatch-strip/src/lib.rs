@@ -2,6 +2,7 @@
 //! modes of `kpatch_strip` ([`strip`], [`rel_fixup`], [`undo_link`]) over [`elf_edit::Elf`].
 //! See docs/internals.md sections 1.3 and 2 for the contract.
 
+mod eh_frame;
 mod error;
 mod fixup;
 mod info;
@@ -13,6 +14,7 @@ mod strip;
 mod tls;
 mod undo;
 
+pub use eh_frame::KPATCH_EH_FRAME;
 pub use error::{BuildError, SmallFunction};
 pub use fixup::{rel_fixup, FixupNote};
 pub use info::{parse_records, InfoRecord, END_MARKER_SIZE, INFO_SIZE};

@@ -1,9 +1,11 @@
 //! Relocation and dynamic-relocation type numbers this crate rewrites or looks for.
 
 pub const R_X86_64_NONE: u32 = 0;
+pub const R_X86_64_64: u32 = 1;
 pub const R_X86_64_PC32: u32 = 2;
 pub const R_X86_64_PLT32: u32 = 4;
 pub const R_X86_64_GOTPCREL: u32 = 9;
+pub const R_X86_64_32: u32 = 10;
 pub const R_X86_64_DTPMOD64: u32 = 16;
 pub const R_X86_64_DTPOFF64: u32 = 17;
 pub const R_X86_64_TPOFF64: u32 = 18;
@@ -12,10 +14,15 @@ pub const R_X86_64_TLSLD: u32 = 20;
 pub const R_X86_64_DTPOFF32: u32 = 21;
 pub const R_X86_64_GOTTPOFF: u32 = 22;
 pub const R_X86_64_TPOFF32: u32 = 23;
+pub const R_X86_64_PC64: u32 = 24;
 pub const R_X86_64_GOTPCRELX: u32 = 41;
 pub const R_X86_64_REX_GOTPCRELX: u32 = 42;
 
 pub const R_AARCH64_NONE: u32 = 0;
+pub const R_AARCH64_ABS64: u32 = 257;
+pub const R_AARCH64_ABS32: u32 = 258;
+pub const R_AARCH64_PREL64: u32 = 260;
+pub const R_AARCH64_PREL32: u32 = 261;
 pub const R_AARCH64_ADR_GOT_PAGE: u32 = 311;
 pub const R_AARCH64_LD64_GOT_LO12_NC: u32 = 312;
 pub const R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21: u32 = 541;

@@ -676,6 +676,7 @@ cxx_cases! {
     cxx_members,
     cxx_header_inline,
     cxx_statics_string,
+    cxx_exceptions,
 }
 
 #[test]

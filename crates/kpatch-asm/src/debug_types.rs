@@ -60,6 +60,115 @@ pub(crate) fn layouts(file: &AsmFile) -> Option<BTreeMap<String, Layout>> {
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
+/// What one unit declares, at file scope and in namespaces.
+#[derive(Default)]
+struct Found {
+    named: Vec<(String, Layout)>,
+    anonymous: HashMap<gimli::UnitOffset, Layout>,
+    typedefs: Vec<(String, gimli::UnitOffset)>,
+}
+
+type Node<'a, 'b, 'd> = gimli::EntriesTreeNode<'a, 'b, Slice<'d>>;
+
+/// The types declared by the children of `node` (a unit, or a C++ namespace whose name,
+/// qualified, is `prefix`), named as C++ qualifies them (`shapes::Counter`).
+fn collect<'d>(
+    strings: &Strings<'_, 'd>,
+    node: Node<'_, '_, 'd>,
+    prefix: &str,
+    found: &mut Found,
+) -> gimli::Result<()> {
+    let qualify = |n: String| {
+        if prefix.is_empty() {
+            n
+        } else {
+            format!("{prefix}::{n}")
+        }
+    };
+    let mut children = node.children();
+    while let Some(child) = children.next()? {
+        let entry = child.entry();
+        let offset = entry.offset();
+        let tag = entry.tag();
+        let kind = match tag {
+            gimli::DW_TAG_namespace => {
+                let name = strings
+                    .get(entry, gimli::DW_AT_name)?
+                    .unwrap_or_else(|| "(anonymous namespace)".into());
+                collect(strings, child, &qualify(name), found)?;
+                continue;
+            }
+            gimli::DW_TAG_structure_type => "struct",
+            gimli::DW_TAG_union_type => "union",
+            gimli::DW_TAG_class_type => "class",
+            gimli::DW_TAG_typedef => {
+                let name = strings.get(entry, gimli::DW_AT_name)?;
+                if let (Some(name), Some(AttributeValue::UnitRef(to))) =
+                    (name, entry.attr_value(gimli::DW_AT_type))
+                {
+                    found.typedefs.push((qualify(name), to));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if entry.attr_value(gimli::DW_AT_declaration).is_some() {
+            continue;
+        }
+        let name = strings.get(entry, gimli::DW_AT_name)?;
+        let size = entry
+            .attr_value(gimli::DW_AT_byte_size)
+            .and_then(|v| v.udata_value())
+            .unwrap_or(0);
+        let mut members = Vec::new();
+        let mut fields = child.children();
+        while let Some(m) = fields.next()? {
+            let e = m.entry();
+            // Static data members are declarations (`DW_AT_external`), not part of the
+            // layout; C++ base classes occupy room like members.
+            let is_static = e.attr_value(gimli::DW_AT_external).is_some()
+                || e.attr_value(gimli::DW_AT_declaration).is_some();
+            if !matches!(e.tag(), gimli::DW_TAG_member | gimli::DW_TAG_inheritance) || is_static {
+                continue;
+            }
+            let name = match e.tag() {
+                gimli::DW_TAG_inheritance => format!("(base #{})", members.len()),
+                _ => strings
+                    .get(e, gimli::DW_AT_name)?
+                    .unwrap_or_else(|| format!("#{}", members.len())),
+            };
+            let bits = e
+                .attr_value(gimli::DW_AT_data_bit_offset)
+                .and_then(|v| v.udata_value());
+            let bytes = e
+                .attr_value(gimli::DW_AT_data_member_location)
+                .and_then(|v| v.udata_value());
+            let bit_offset = bits.or(bytes.map(|b| b * 8)).unwrap_or(0);
+            let bit_size = e
+                .attr_value(gimli::DW_AT_bit_size)
+                .and_then(|v| v.udata_value())
+                .unwrap_or(0);
+            members.push(Member {
+                name,
+                bit_offset,
+                bit_size,
+            });
+        }
+        let layout = Layout {
+            kind,
+            size,
+            members,
+        };
+        match name {
+            Some(n) => found.named.push((qualify(n), layout)),
+            None => {
+                found.anonymous.insert(offset, layout);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String, Layout>> {
     let mut out = BTreeMap::new();
     let mut units = dwarf.units();
@@ -78,76 +187,15 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
             format: header.format(),
             base: str_base,
         };
-        let mut anonymous: HashMap<gimli::UnitOffset, Layout> = HashMap::new();
-        let mut typedefs: Vec<(String, gimli::UnitOffset)> = Vec::new();
-        let mut children = root.children();
-        while let Some(child) = children.next()? {
-            let entry = child.entry();
-            let offset = entry.offset();
-            let tag = entry.tag();
-            let kind = match tag {
-                gimli::DW_TAG_structure_type => "struct",
-                gimli::DW_TAG_union_type => "union",
-                gimli::DW_TAG_class_type => "class",
-                gimli::DW_TAG_typedef => {
-                    let name = strings.get(entry, gimli::DW_AT_name)?;
-                    if let (Some(name), Some(AttributeValue::UnitRef(to))) =
-                        (name, entry.attr_value(gimli::DW_AT_type))
-                    {
-                        typedefs.push((name, to));
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            if entry.attr_value(gimli::DW_AT_declaration).is_some() {
-                continue;
-            }
-            let name = strings.get(entry, gimli::DW_AT_name)?;
-            let size = entry
-                .attr_value(gimli::DW_AT_byte_size)
-                .and_then(|v| v.udata_value())
-                .unwrap_or(0);
-            let mut members = Vec::new();
-            let mut fields = child.children();
-            while let Some(m) = fields.next()? {
-                let e = m.entry();
-                if e.tag() != gimli::DW_TAG_member {
-                    continue;
-                }
-                let name = strings
-                    .get(e, gimli::DW_AT_name)?
-                    .unwrap_or_else(|| format!("#{}", members.len()));
-                let bits = e
-                    .attr_value(gimli::DW_AT_data_bit_offset)
-                    .and_then(|v| v.udata_value());
-                let bytes = e
-                    .attr_value(gimli::DW_AT_data_member_location)
-                    .and_then(|v| v.udata_value());
-                let bit_offset = bits.or(bytes.map(|b| b * 8)).unwrap_or(0);
-                let bit_size = e
-                    .attr_value(gimli::DW_AT_bit_size)
-                    .and_then(|v| v.udata_value())
-                    .unwrap_or(0);
-                members.push(Member {
-                    name,
-                    bit_offset,
-                    bit_size,
-                });
-            }
-            let layout = Layout {
-                kind,
-                size,
-                members,
-            };
-            match name {
-                Some(n) => {
-                    out.entry(n).or_insert(layout);
-                }
-                None => {
-                    anonymous.insert(offset, layout);
-                }
-            }
+        let mut found = Found::default();
+        collect(&strings, root, "", &mut found)?;
+        let Found {
+            named,
+            anonymous,
+            typedefs,
+        } = found;
+        for (n, l) in named {
+            out.entry(n).or_insert(l);
         }
         for (name, to) in typedefs {
             if let Some(l) = anonymous.get(&to) {

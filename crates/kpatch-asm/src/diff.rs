@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use crate::debug_types::{describe_change, layouts};
 use crate::error::AsmError;
-use crate::index::{Binding, BlockKind};
+use crate::index::{Binding, Block, BlockKind};
 use crate::matching::pair_variables;
 use crate::normalize::{ignored_in_compare, Normalizer};
 use crate::parse::{AsmFile, StmtKind};
 use crate::symlist::{FunctionFilter, SymbolList};
-use crate::unpatchable::{never_returns, start_up_section};
+use crate::unpatchable::{never_returns, runs_at_start_up, StartUp};
 
 /// What the user asked for besides the two files.
 #[derive(Debug, Clone, Default)]
@@ -188,6 +188,16 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             });
             continue;
         }
+        if let Some(class) = kpatch_names::demangle(p)
+            .as_deref()
+            .and_then(|d| d.strip_prefix("vtable for "))
+        {
+            return Err(AsmError::VtableChanged {
+                file: patched.name.clone(),
+                class: class.to_string(),
+                vtable: p.clone(),
+            });
+        }
         return Err(AsmError::VariableChanged {
             name: p.clone(),
             orig_file: orig.name.clone(),
@@ -248,12 +258,8 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
         }
         let unlinked = opts.unlink.contains(&b.name, &files);
         if !unlinked {
-            if let Some(section) = start_up_section(orig, &b.name) {
-                return Err(AsmError::StartUpFunction {
-                    file: orig.name.clone(),
-                    name: b.name.clone(),
-                    section,
-                });
+            if let Some(start) = runs_at_start_up(orig, &b.name) {
+                return Err(start_up_error(orig, patched, b, start));
             }
             if never_returns(orig, ob) {
                 if !opts.keep_never_returning {
@@ -289,6 +295,57 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
         d.notes.push(n);
     }
     Ok(d)
+}
+
+/// The refusal of a changed function `b` (of `patched`) that runs only at start-up: a C++
+/// global object's initialisation (run from `_GLOBAL__sub_I_<file>`) names the objects it
+/// constructs; any other is a start-up function (a constructor function of C).
+fn start_up_error(orig: &AsmFile, patched: &AsmFile, b: &Block, start: StartUp) -> AsmError {
+    let mut objects: Vec<String> = Vec::new();
+    // The compilers' initialisation functions on the way; a helper they call (g++'s
+    // `measure.constprop.0`) only reads what it is given.
+    let is_init = |n: &str| {
+        n.starts_with("_GLOBAL__sub_I_")
+            || n.contains("__static_initialization_and_destruction_")
+            || n.starts_with("__cxx_global_var_init")
+    };
+    let blocks = start
+        .chain
+        .iter()
+        .filter(|n| is_init(n))
+        .filter_map(|n| patched.function(n));
+    for block in start
+        .root
+        .starts_with("_GLOBAL__sub_I_")
+        .then_some(blocks)
+        .into_iter()
+        .flatten()
+    {
+        for (_, s) in patched.stmts_in(block.lines.clone()) {
+            for t in crate::lex::tokenize(&s.text, &patched.dialect) {
+                let known = patched.variable(t.text).is_some()
+                    && !patched.is_readonly_local_object(t.text)
+                    && !t.text.starts_with("_ZGV");
+                let shown = kpatch_names::display(t.text);
+                if known && !objects.contains(&shown) {
+                    objects.push(shown);
+                }
+            }
+        }
+    }
+    if objects.is_empty() {
+        return AsmError::StartUpFunction {
+            file: orig.name.clone(),
+            name: b.name.clone(),
+            section: start.section,
+        };
+    }
+    AsmError::GlobalInitChanged {
+        file: orig.name.clone(),
+        function: b.name.clone(),
+        objects: objects.join(", "),
+        section: start.section,
+    }
 }
 
 /// Refuses a structure or union type that the patched build lays out differently (when both

@@ -54,15 +54,16 @@ impl Layout {
         }
         let elf_offset = align(sz, page);
         let user_undo = align(elf_offset + elf_len, 128);
-        let slot = if eh_slot {
-            crate::eh_frames::SLOT_SIZE
-        } else {
-            0
-        };
-        let total = align(align(user_undo + hunk_size * ninfo, 16) + slot, page);
-        let rx_len = match data_offset {
-            Some(d) => align(elf_offset + d, page),
-            None => total,
+        let undo_end = align(user_undo + hunk_size * ninfo, 16);
+        let (total, rx_len) = match (data_offset, eh_slot) {
+            (Some(d), false) => (align(undo_end, page), align(elf_offset + d, page)),
+            (None, false) => (align(undo_end, page), align(undo_end, page)),
+            // The slot is written by the process: it must be in the read-write part.
+            (Some(d), true) => (
+                align(undo_end + crate::eh_frames::SLOT_SIZE, page),
+                align(elf_offset + d, page),
+            ),
+            (None, true) => (align(undo_end, page) + page, align(undo_end, page)),
         };
         Layout {
             jmp_offset,
@@ -110,10 +111,14 @@ mod tests {
     }
 
     #[test]
-    fn the_unwind_slot_ends_the_region_after_the_undo_area() {
+    fn the_unwind_slot_ends_the_region_in_its_read_write_part() {
         let l = Layout::new(4096 - 10, 0, 2, 5, 0, None, true, 4096);
         assert_eq!(l.user_undo, 8192);
-        assert_eq!(l.total, 12288);
+        assert_eq!(l.total, 16384);
+        assert_eq!(l.rx_len, 12288);
+        let l = Layout::new(0x1234, 0, 2, 5, 0, Some(0x1000), true, 4096);
+        assert_eq!(l.rx_len, 8192);
         assert!(crate::eh_frames::slot(0, l.total) >= l.user_undo + 10);
+        assert!(crate::eh_frames::slot(0, l.total) >= l.rx_len);
     }
 }

@@ -677,6 +677,10 @@ cxx_cases! {
     cxx_header_inline,
     cxx_statics_string,
     cxx_exceptions,
+    cxx_refuse_class_layout,
+    cxx_refuse_vtable,
+    cxx_refuse_global_object,
+    cxx_refuse_inline_variable,
 }
 
 #[test]

@@ -209,7 +209,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
 
     let mut not_adapted = Vec::new();
     for (i, b) in patched.blocks().iter().enumerate() {
-        if b.kind != BlockKind::Function {
+        if b.kind != BlockKind::Function || patched.is_outlined_function(&b.name) {
             continue;
         }
         let Some(oi) = orig_function(orig, &b.name) else {
@@ -291,10 +291,79 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             names: not_adapted.join(", "),
         });
     }
-    if let Some(n) = other_difference(orig, patched, &norm_orig, &norm_patched) {
+    let outlined = outlined_pieces(orig, patched, &d, &norm_orig, &norm_patched);
+    let other = other_difference(orig, patched, &norm_orig, &norm_patched);
+    for (name, to) in outlined {
+        match to {
+            Some(o) => {
+                if o != name {
+                    d.rename.insert(name, o);
+                }
+            }
+            None => {
+                let copy = format!("{name}.kpatch");
+                d.rename.insert(name.clone(), copy.clone());
+                if let Some(&block) = patched.index.functions.get(&name) {
+                    d.functions.push(PatchedFunction {
+                        name,
+                        kind: PatchKind::New,
+                        copy_name: copy,
+                        orig_block: None,
+                        patched_block: block,
+                        global: false,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(n) = other {
         d.notes.push(n);
     }
     Ok(d)
+}
+
+/// The outlined functions (clang's `OUTLINED_FUNCTION_<N>`) the patched functions use, each
+/// with the original's outlined function of the same content, or `None` when the original has
+/// none and the patch needs a copy.
+fn outlined_pieces(
+    orig: &AsmFile,
+    patched: &AsmFile,
+    d: &Diff,
+    norm_orig: &Normalizer<'_>,
+    norm_patched: &Normalizer<'_>,
+) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    let mut users: Vec<usize> = d.functions.iter().map(|f| f.patched_block).collect();
+    while let Some(bi) = users.pop() {
+        let Some(b) = patched.blocks().get(bi) else {
+            continue;
+        };
+        for (_, s) in patched.stmts_in(b.lines.clone()) {
+            for t in crate::lex::tokenize(&s.text, &patched.dialect) {
+                let name = t.text;
+                if !patched.is_outlined_function(name) || out.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                let want = norm_patched.outlined_content(name);
+                let mut same: Vec<&String> = orig
+                    .index
+                    .functions
+                    .keys()
+                    .filter(|o| orig.is_outlined_function(o))
+                    .filter(|o| norm_orig.outlined_content(o) == want)
+                    .collect();
+                same.sort();
+                let to = same.first().map(|s| (*s).clone());
+                if to.is_none() {
+                    if let Some(&nb) = patched.index.functions.get(name) {
+                        users.push(nb);
+                    }
+                }
+                out.push((name.to_string(), to));
+            }
+        }
+    }
+    out
 }
 
 /// The refusal of a changed function `b` (of `patched`) that runs only at start-up: a C++
@@ -533,6 +602,49 @@ mod tests {
         );
         assert_eq!(d.functions[0].copy_name, "b.kpatch");
         assert_eq!(d.functions[1].copy_name, "c");
+    }
+
+    #[test]
+    fn outlined_functions_are_matched_by_content_and_copied_never_replaced() {
+        let outlined = |name: &str, body: &str| {
+            format!("\t.text\n\t.type\t{name}, @function\n{name}:\n{body}\tret\n\t.size\t{name}, .-{name}\n")
+        };
+        let shared = "\tmovl\t(%rdi), %eax\n\taddl\t4(%rdi), %eax\n";
+        let o = func("a", "\tcall\tOUTLINED_FUNCTION_0\n")
+            + &func(
+                "b",
+                "\tcall\tOUTLINED_FUNCTION_0\n\tcall\tOUTLINED_FUNCTION_1\n",
+            )
+            + &outlined("OUTLINED_FUNCTION_0", shared)
+            + &outlined("OUTLINED_FUNCTION_1", "\tnop\n");
+        // Renumbered: the same pieces under other numbers change nothing.
+        let renumbered = func("a", "\tcall\tOUTLINED_FUNCTION_1\n")
+            + &func(
+                "b",
+                "\tcall\tOUTLINED_FUNCTION_1\n\tcall\tOUTLINED_FUNCTION_0\n",
+            )
+            + &outlined("OUTLINED_FUNCTION_1", shared)
+            + &outlined("OUTLINED_FUNCTION_0", "\tnop\n");
+        let d = run(&o, &renumbered, &DiffOptions::default()).unwrap();
+        assert!(d.functions.is_empty(), "{:?}", names(&d));
+        // a's piece changes: a gets a copy of the new piece; b keeps the original one.
+        let p = func("a", "\tcall\tOUTLINED_FUNCTION_2\n")
+            + &func(
+                "b",
+                "\tcall\tOUTLINED_FUNCTION_1\n\tcall\tOUTLINED_FUNCTION_0\n",
+            )
+            + &outlined("OUTLINED_FUNCTION_1", shared)
+            + &outlined("OUTLINED_FUNCTION_0", "\tnop\n")
+            + &outlined("OUTLINED_FUNCTION_2", "\tmovl\t(%rdi), %eax\n");
+        let d = run(&o, &p, &DiffOptions::default()).unwrap();
+        assert_eq!(
+            names(&d),
+            [
+                ("a".into(), PatchKind::Changed),
+                ("OUTLINED_FUNCTION_2".into(), PatchKind::New)
+            ]
+        );
+        assert_eq!(d.functions[1].copy_name, "OUTLINED_FUNCTION_2.kpatch");
     }
 
     #[test]

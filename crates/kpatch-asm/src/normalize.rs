@@ -195,10 +195,35 @@ impl<'a> Normalizer<'a> {
                 return self.content(name, obj);
             }
         }
+        if let Some(c) = self.outlined_content(name) {
+            return c;
+        }
         self.rename
             .get(name)
             .cloned()
             .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The normal form of the outlined function `name` (see [`AsmFile::is_outlined_function`]):
+    /// its code, with its own name left out; `None` if `name` is not one.
+    pub fn outlined_content(&self, name: &str) -> Option<String> {
+        if !self.file.is_outlined_function(name) {
+            return None;
+        }
+        let key = format!("{name} (outlined)");
+        if let Some(c) = self.memo.borrow().get(&key) {
+            return Some(c.clone());
+        }
+        self.memo
+            .borrow_mut()
+            .insert(key.clone(), format!("{{cycle {name}}}"));
+        let block = self.file.function(name)?;
+        let c = format!(
+            "{{outlined {}}}",
+            self.block(block).join("; ").replace(name, "{self}")
+        );
+        self.memo.borrow_mut().insert(key, c.clone());
+        Some(c)
     }
 
     /// The normal form of a local label defined outside the block being normalised.
@@ -271,6 +296,18 @@ impl<'a> Normalizer<'a> {
 }
 
 impl AsmFile {
+    /// Whether `name` is a function clang's machine outliner made
+    /// (`OUTLINED_FUNCTION_<N>`, local): a piece of code shared by several functions and
+    /// numbered over the file, so compared by content wherever it is used. It is never
+    /// replaced in place (its other callers expect its code): a patched function whose
+    /// outlined piece changed gets a copy of the new one.
+    pub fn is_outlined_function(&self, name: &str) -> bool {
+        name.strip_prefix("OUTLINED_FUNCTION_")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            && self.binding(name) == crate::index::Binding::Local
+            && self.function(name).is_some_and(|b| b.name == name)
+    }
+
     /// Whether `name` is a named, file-local, read-only data object (a `static const`
     /// table, `CSWTCH.N`, `__func__.N`): it has no state, so it is compared by content and
     /// copied into a patch like a string literal when its content changes.

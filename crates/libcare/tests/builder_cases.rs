@@ -670,6 +670,7 @@ c_cases! {
     function_filter,
     function_sections,
     non_pie,
+    clang_outlined,
 }
 
 cxx_cases! {

@@ -361,7 +361,7 @@ fn record_name(job: &Job<'_>, relocated_elf: &[u8], symstr: u64) -> String {
     if name.is_empty() {
         format!("function at {symstr:#x}")
     } else {
-        name
+        kpatch_names::plain(&name)
     }
 }
 

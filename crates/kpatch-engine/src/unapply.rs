@@ -70,7 +70,7 @@ fn record_name(mem: &dyn Memory, symstr: u64, daddr: u64) -> String {
         .unwrap_or_default();
     match name.strip_suffix(".kpatch").unwrap_or(&name) {
         "" => format!("the function at {daddr:#x}"),
-        n => n.to_owned(),
+        n => kpatch_names::plain(n),
     }
 }
 

@@ -44,6 +44,15 @@ pub fn display(name: &str) -> String {
     }
 }
 
+/// `name` as plain text: `shapes::scale(int) (_ZN6shapes5scaleEi)` for a C++ name, `name`
+/// otherwise (for messages that do not quote names).
+pub fn plain(name: &str) -> String {
+    match demangle(name) {
+        Some(d) => format!("{d} ({name})"),
+        None => name.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +74,8 @@ mod tests {
         assert_eq!(demangle("compute"), None);
         assert_eq!(demangle("_Zfoo"), None);
         assert_eq!(display("compute"), "`compute`");
+        assert_eq!(plain("compute"), "compute");
+        assert_eq!(plain("_Z1fv"), "f() (_Z1fv)");
         assert_eq!(display("_ZN2ns5limitE"), "`ns::limit` (_ZN2ns5limitE)");
     }
 }

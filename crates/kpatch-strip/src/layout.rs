@@ -132,6 +132,8 @@ pub fn is_linker_built(name: &str) -> bool {
 }
 
 fn describe(name: &str, place: &str, candidates: &[&Symbol], orig: Option<&Elf>) -> String {
+    let shown = kpatch_names::plain(name);
+    let name = shown.as_str();
     if candidates.is_empty() {
         // A versioned name defined in the program is the linker's copy of a library variable.
         let hint = if name.contains('@') {

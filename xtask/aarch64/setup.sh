@@ -33,13 +33,8 @@ need_guest=""
 
 if [ -n "$need_cross$need_qemu$need_guest" ]; then
     mkdir -p "$P/lists/partial" "$P/archives/partial" "$P/debs"
-    # The machine's own mirrors: deb822 sources, else the one-line format.
-    uris=$(
-        { cat /etc/apt/sources.list.d/*.sources 2>/dev/null || :; } |
-            awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}'
-        { cat /etc/apt/sources.list 2>/dev/null || :; } |
-            awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; break}}'
-    )
+    . "$(dirname "$0")/../debian-mirrors.sh"
+    uris=$(debian_mirrors)
     main=$(echo "$uris" | grep -v security | head -n 1)
     sec=$(echo "$uris" | grep security | head -n 1)
     [ -n "$main" ] || { echo "setup: no Debian mirror in /etc/apt sources" >&2; exit 1; }

@@ -33,13 +33,8 @@ if [ -z "$(source_dir)" ] || [ ! -x "$(source_dir)configure" ]; then
     fi
     P=$CACHE/apt
     mkdir -p "$P/lists/partial" "$P/archives/partial" "$SRC"
-    main=$(
-        { cat /etc/apt/sources.list.d/*.sources 2>/dev/null || :; } |
-            awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}'
-        { cat /etc/apt/sources.list 2>/dev/null || :; } |
-            awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; break}}'
-    )
-    main=$(echo "$main" | grep -v security | head -n 1)
+    . "$HERE/../debian-mirrors.sh"
+    main=$(debian_mirrors | grep -v security | head -n 1)
     [ -n "$main" ] || fail "no Debian mirror in /etc/apt sources"
     cat > "$P/sources.list" <<EOS
 deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $main bookworm main

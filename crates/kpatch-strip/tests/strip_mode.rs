@@ -33,7 +33,11 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
     for s in out.sections.iter().skip(1) {
         let Some(before) = input.section(&s.name) else {
             // The unwind tables of the patch's code, made from `.eh_frame`.
-            assert!(s.name.ends_with(kpatch_strip::KPATCH_EH_FRAME), "{}", s.name);
+            assert!(
+                s.name.ends_with(kpatch_strip::KPATCH_EH_FRAME),
+                "{}",
+                s.name
+            );
             continue;
         };
         assert_eq!(s.addr, before.addr, "{}", s.name);
@@ -60,14 +64,16 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
     }
     // The patch's unwind tables: CIEs and FDEs ending with a terminator, every pointer in them
     // relocated.
-    let eh = out.section_index(kpatch_strip::KPATCH_EH_FRAME).expect(".kpatch.eh_frame");
+    let eh = out
+        .section_index(kpatch_strip::KPATCH_EH_FRAME)
+        .expect(".kpatch.eh_frame");
     assert!(out.sections[eh].data.ends_with(&[0; 4]));
     let rela = out
         .section_index(&format!(".rela{}", kpatch_strip::KPATCH_EH_FRAME))
         .expect(".rela.kpatch.eh_frame");
     assert_eq!(out.sections[rela].info as usize, eh);
     assert!(!out.relas(rela).unwrap().is_empty());
-        // Renumbering kept every symbol in its section and every relocation section on its target.
+    // Renumbering kept every symbol in its section and every relocation section on its target.
     let syms_in = input.symbols(input.symtab_index().unwrap()).unwrap();
     let syms_out = out.symbols(out.symtab_index().unwrap()).unwrap();
     assert_eq!(syms_in.len(), syms_out.len());

@@ -7,9 +7,10 @@
 #
 # usage: gnuchess.sh CACHE_DIR TOOLS_DIR
 #
-# The source package is downloaded once into CACHE_DIR/src through a private APT_CONFIG (a
-# deb-src line for the machine's own Debian mirror; /etc/apt is never touched) and unpacked
-# with dpkg-source (dpkg-dev is installed if missing). Each run builds in CACHE_DIR/work.
+# The source package is downloaded once into CACHE_DIR/src through a private APT_CONFIG
+# (xtask/apt-private.sh: a deb-src line for the machine's own Debian mirror; /etc/apt is never
+# touched) and unpacked with dpkg-source (dpkg-dev is installed if missing). Each run builds in
+# CACHE_DIR/work.
 set -eu
 CACHE=${1:?usage: gnuchess.sh CACHE_DIR TOOLS_DIR}
 TOOLS=${2:?usage: gnuchess.sh CACHE_DIR TOOLS_DIR}
@@ -31,24 +32,11 @@ if [ -z "$(source_dir)" ] || [ ! -x "$(source_dir)configure" ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev \
             >/dev/null
     fi
-    P=$CACHE/apt
-    mkdir -p "$P/lists/partial" "$P/archives/partial" "$SRC"
-    . "$HERE/../debian-mirrors.sh"
-    main=$(debian_mirrors | grep -v security | head -n 1)
-    [ -n "$main" ] || fail "no Debian mirror in /etc/apt sources"
-    cat > "$P/sources.list" <<EOS
-deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $main bookworm main
-EOS
-    cat > "$P/apt.conf" <<EOS
-Dir::Etc::sourcelist "$P/sources.list";
-Dir::Etc::sourceparts "-";
-Dir::State::lists "$P/lists";
-Dir::Cache::archives "$P/archives";
-APT::Sandbox::User "root";
-EOS
+    mkdir -p "$SRC"
+    . "$HERE/../apt-private.sh"
+    private_apt "$CACHE/apt" "deb-src bookworm"
     say "downloading the gnuchess source package"
-    APT_CONFIG=$P/apt.conf apt-get update -qq
-    (cd "$SRC" && APT_CONFIG=$P/apt.conf apt-get source -qq gnuchess >/dev/null)
+    (cd "$SRC" && apt-get source -qq gnuchess >/dev/null)
 fi
 DIR=$(source_dir)
 [ -x "${DIR}configure" ] || fail "no unpacked source under $SRC"

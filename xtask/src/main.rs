@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask demo | test | bench | test-aarch64 | test-debian-cxx`.
+//! Project tasks: `cargo xtask demo | test | deb | bench | test-aarch64 | test-qemu | test-debian-cxx`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 
 mod aarch64;
 mod bench;
+mod deb;
 mod demo;
+mod qemu;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -31,6 +33,26 @@ pub fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
+/// A fresh directory under the system's temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Makes `$TMPDIR/PREFIX-PID`, empty.
+pub fn temp_dir(prefix: &str) -> Result<TempDir> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(TempDir(dir))
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
@@ -48,7 +70,7 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
-    Ok(())
+    deb::check::check(&root())
 }
 
 /// A real C++ program from Debian's source packages (GNU Chess), built with
@@ -79,16 +101,24 @@ fn pall_inner(args: &[String]) -> Result<()> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall]...|test-aarch64 [SCENARIO...]|test-debian-cxx>"
+        "usage: cargo xtask <demo|test|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]|test-debian-cxx>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
     );
-    eprintln!("  test   formatting, lints, unit and end-to-end tests");
+    eprintln!("  test   formatting, lints, unit and end-to-end tests, the package's checks");
+    eprintln!(
+        "  deb    the Debian package, in target/deb/release/ (--debug: dev profile, target/deb/debug/)"
+    );
+    eprintln!("  deb-check  the package's checks alone (part of test)");
     eprintln!("  bench  measure pauses, patch size, call overhead; writes BENCHMARKS.md");
     eprintln!(
         "  test-aarch64  the end-to-end scenarios in an emulated aarch64 machine (qemu); scenarios: {}",
         aarch64::SCENARIOS.join(" ")
+    );
+    eprintln!(
+        "  test-qemu  Debian's QEMU 7.2 built with libcare-patch-make, patched live under QMP and block-job load; scenarios: {}",
+        qemu::SCENARIOS.join(" ")
     );
     eprintln!(
         "  test-debian-cxx  GNU Chess from Debian's source package, built with libcare-patch-make and patched live"
@@ -101,9 +131,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run_demo(&root()),
         Some("test") => test(),
+        Some("deb") => deb::run_deb(&root(), &args[1..]),
+        Some("deb-check") => deb::check::check(&root()),
         Some("bench") => bench::run_bench(&root(), &args[1..]),
         Some("bench-pall-inner") => pall_inner(&args[1..]),
         Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
+        Some("test-qemu") => qemu::test_qemu(&root(), &args[1..]),
         Some("test-debian-cxx") => test_debian_cxx(),
         _ => return usage(),
     };

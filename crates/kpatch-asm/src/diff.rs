@@ -11,6 +11,7 @@ use crate::normalize::{ignored_in_compare, Normalizer};
 use crate::parse::{AsmFile, StmtKind};
 use crate::symlist::{FunctionFilter, SymbolList};
 use crate::unpatchable::{never_returns, runs_at_start_up, StartUp};
+use crate::why::{why, Why};
 
 /// What the user asked for besides the two files.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +64,8 @@ pub struct PatchedFunction {
     pub patched_block: usize,
     /// Whether the copy of a changed function is a global symbol.
     pub global: bool,
+    /// Why it is in the patch.
+    pub why: Why,
 }
 
 /// A variable that exists only in the patched file.
@@ -224,11 +227,14 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
                 orig_block: None,
                 patched_block: i,
                 global: patched.binding(&b.name) != Binding::Local,
+                why: Why::New,
             });
             continue;
         };
         let ob = &orig.blocks()[oi];
-        let (a, c) = (norm_orig.block(ob), norm_patched.block(b));
+        let with_ids = norm_patched.block_with_ids(b);
+        let c: Vec<String> = with_ids.iter().map(|(s, _)| s.clone()).collect();
+        let a = norm_orig.block(ob);
         if a == c {
             continue;
         }
@@ -284,6 +290,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             orig_block: Some(oi),
             patched_block: i,
             global: opts.force_global || orig.binding(&b.name) != Binding::Local,
+            why: why(orig, ob, patched, b, &a, &with_ids),
         });
     }
     if !not_adapted.is_empty() {
@@ -311,6 +318,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
                         orig_block: None,
                         patched_block: block,
                         global: false,
+                        why: Why::New,
                     });
                 }
             }

@@ -29,10 +29,12 @@ const SHIM_NAMES: &[&str] = &["cc", "gcc", "c++", "g++"];
 
 /// The compiler environment for the builds.
 pub struct BuildEnv {
-    shim: tempfile::TempDir,
+    /// The private directory holding the compiler links, on `PATH`; removed when dropped.
+    _shim: tempfile::TempDir,
     vars: Vec<(String, OsString)>,
     append_args: Vec<String>,
     keep_list: Option<PathBuf>,
+    report: Option<PathBuf>,
 }
 
 impl BuildEnv {
@@ -86,10 +88,11 @@ impl BuildEnv {
             .map(|v| split_list(&v))
             .unwrap_or_default();
         Ok(BuildEnv {
-            shim,
+            _shim: shim,
             vars,
             append_args,
             keep_list: None,
+            report: None,
         })
     }
 
@@ -99,9 +102,10 @@ impl BuildEnv {
         self.keep_list = Some(list);
     }
 
-    /// The private directory holding the compiler links.
-    pub fn shim_dir(&self) -> &Path {
-        self.shim.path()
+    /// Has the patched stage's `kpatch_gensrc` append why each function is in the patch to
+    /// `report` (an absolute path; see [`crate::report`]).
+    pub fn report_to(&mut self, report: PathBuf) {
+        self.report = Some(report);
     }
 
     /// Applies the environment of `stage` (none: `make clean`) to `cmd`.
@@ -119,12 +123,17 @@ impl BuildEnv {
                 cmd.env_remove(vars::KPATCH_STAGE);
             }
         }
-        match (&self.keep_list, stage) {
-            (Some(list), Some(Stage::Patched)) => {
-                cmd.env(vars::KPCC_KEEP_LIST, list);
-            }
-            _ => {
-                cmd.env_remove(vars::KPCC_KEEP_LIST);
+        for (var, file) in [
+            (vars::KPCC_KEEP_LIST, &self.keep_list),
+            (vars::KPCC_REPORT, &self.report),
+        ] {
+            match (file, stage) {
+                (Some(file), Some(Stage::Patched)) => {
+                    cmd.env(var, file);
+                }
+                _ => {
+                    cmd.env_remove(var);
+                }
             }
         }
         let mut append = self.append_args.clone();

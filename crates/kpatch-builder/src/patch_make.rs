@@ -27,15 +27,17 @@ use crate::patchfile::{
     RestoredTime,
 };
 use crate::post::{self, PostError};
+use crate::report;
 use crate::stash::{self, StashError};
 use crate::tools;
 use crate::tree_state::{self, ScanError, TreeState};
 
-/// A patch id: 1 to 7 bytes (it is stored NUL-terminated in 8 bytes of the header).
+/// A patch id: 1 to 7 printable ASCII characters, no space (it is stored NUL-terminated in 8
+/// bytes of the header; [`kpatch_file::validate_patch_id`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchId(String);
 
-/// The id is empty or too long.
+/// The id is not one a `.kpatch` header can hold.
 #[derive(Debug, thiserror::Error)]
 #[error("Invalid patch-id!")]
 pub struct InvalidPatchId;
@@ -43,9 +45,7 @@ pub struct InvalidPatchId;
 impl PatchId {
     /// Checks `id`.
     pub fn new(id: &str) -> Result<Self, InvalidPatchId> {
-        if id.is_empty() || id.len() > 7 || id.contains('\0') {
-            return Err(InvalidPatchId);
-        }
+        kpatch_file::validate_patch_id(id).map_err(|_| InvalidPatchId)?;
         Ok(PatchId(id.to_string()))
     }
 
@@ -137,6 +137,11 @@ impl Paths {
     pub fn keep_list(&self) -> PathBuf {
         self.private_dir().join("kept-outputs")
     }
+
+    /// Why each function of the patched stage is in the patch (see [`crate::report`]).
+    pub fn report(&self) -> PathBuf {
+        self.private_dir().join("gensrc-report")
+    }
 }
 
 /// A stage line, printed as the peer prints it.
@@ -182,6 +187,8 @@ pub enum Event<'a> {
     /// A line the post-processing prints, as `kpatch_strip --rel-fixup` does
     /// (`Fixing up relocation f+0`).
     Note(&'a str),
+    /// What a patch just written replaces and adds, and why.
+    Functions(&'a [report::Entry]),
     /// Backups left by an interrupted earlier run were put back before starting.
     LeftoversRestored(&'a [PathBuf]),
     /// Something was skipped.
@@ -328,6 +335,14 @@ pub enum StepError {
     /// A signal asked us to stop.
     #[error("interrupted")]
     Interrupted,
+    /// A patch changes an assembler source, which would not be compared.
+    #[error("{} changes the assembler source {file}: kpatch_gensrc compares what the compiler writes, so that change would be left out of the patch; set KPATCH_GENSRC_ASM=1 to compare the file like compiler output (its functions need .type and .size), or leave the change out", patch.display())]
+    AssemblerSource {
+        /// The patch file.
+        patch: PathBuf,
+        /// The file it changes.
+        file: String,
+    },
 }
 
 /// A failed run: the step, the cause, and whether the tree could still be put back.
@@ -408,8 +423,20 @@ pub fn run(
         events,
     };
     if !opts.update {
+        let diff_asm = std::env::var_os(crate::cc::vars::KPATCH_GENSRC_ASM).is_some();
         for patch in &opts.patches {
-            read_patch(&paths.workdir.join(patch)).map_err(at(Step::Apply(patch.clone())))?;
+            let sections =
+                read_patch(&paths.workdir.join(patch)).map_err(at(Step::Apply(patch.clone())))?;
+            let asm = sections
+                .iter()
+                .filter_map(|s| s.new.as_deref().or(s.old.as_deref()))
+                .find(|f| is_assembler_source(f));
+            if let (Some(file), false) = (asm, diff_asm) {
+                return Err(at(Step::Apply(patch.clone()))(StepError::AssemblerSource {
+                    patch: patch.clone(),
+                    file: file.to_string(),
+                }));
+            }
         }
     }
     r.check_tools().map_err(at(Step::Setup))?;
@@ -418,6 +445,7 @@ pub fn run(
         let mut env = BuildEnv::new(&paths.tools_dir.join(LIBCARE_CC), &paths.tools_dir)
             .map_err(at(Step::Setup))?;
         env.keep_outputs_in(paths.keep_list());
+        env.report_to(paths.report());
         let mut before = None;
         let built = r.build(&env, &mut before);
         let restored = r.put_back(before.as_ref());
@@ -570,7 +598,7 @@ impl Run<'_> {
         let rewritten: Vec<PathBuf> = before
             .changed_in(&now)
             .into_iter()
-            .filter(|f| !patched.contains(f) && !own(f))
+            .filter(|f| !patched.contains(f) && !own(f) && !tree_state::is_build_tool_record(f))
             .collect();
         if rewritten.is_empty() {
             return true;
@@ -650,6 +678,16 @@ impl Run<'_> {
                 .map_err(at(Step::Apply(patch.clone())))?;
         }
 
+        match fs::remove_file(paths.report()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(at(Step::BuildPatched)(StepError::Io {
+                    what: "cannot remove the old report",
+                    path: paths.report(),
+                    source: e,
+                }))
+            }
+            _ => {}
+        }
         (self.events)(Event::Stage(StageLine::BuildingPatched));
         self.make(env, Some(Stage::Patched), &[])
             .map_err(at(Step::BuildPatched))?;
@@ -731,6 +769,13 @@ impl Run<'_> {
         })?;
         files.sort();
 
+        let why = report::read(&paths.report()).unwrap_or_else(|e| {
+            (self.events)(Event::Warning(format!(
+                "cannot read {}: {e}; the functions are listed without why",
+                paths.report().display()
+            )));
+            Vec::new()
+        });
         let mut made = Vec::new();
         for original in files {
             self.check_interrupt()?;
@@ -741,10 +786,10 @@ impl Run<'_> {
             if !patched.is_file() {
                 continue;
             }
-            match elfinfo::inspect(&patched)? {
-                Some(info) if info.has_kpatch => {}
+            let functions = match elfinfo::inspect(&patched)? {
+                Some(info) if info.has_kpatch => info.patch_functions,
                 _ => continue,
-            }
+            };
             let build_id = match &self.opts.build_id {
                 Some(b) => b.clone(),
                 None => match elfinfo::inspect(&original)?.and_then(|i| i.build_id) {
@@ -763,6 +808,7 @@ impl Run<'_> {
                 original: &original,
                 patch: &patch,
             });
+            (self.events)(Event::Functions(&report::explain(&functions, &why)));
             made.push(MadePatch {
                 original,
                 patch,
@@ -819,6 +865,13 @@ fn run_command(cmd: &mut Command, program: &str, described: String) -> Result<()
     }
 }
 
+/// Whether a file a patch changes is an assembler source (`.s`, `.S`, `.sx`).
+fn is_assembler_source(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e == "s" || e == "S" || e == "sx")
+}
+
 /// Regular files with an execute bit under `dir`, recursively, symlinks not followed.
 fn executables(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
@@ -843,6 +896,10 @@ mod tests {
         assert!(PatchId::new("1234567").is_ok());
         assert!(PatchId::new("12345678").is_err());
         assert!(PatchId::new("").is_err());
+        // What a .kpatch header cannot hold is refused before anything is built.
+        assert!(PatchId::new("a b").is_err());
+        assert!(PatchId::new("a\0").is_err());
+        assert!(PatchId::new("é").is_err());
         assert_eq!(InvalidPatchId.to_string(), "Invalid patch-id!");
     }
 

@@ -27,8 +27,6 @@ use crate::scope::Scope;
 
 /// Bytes reserved at the end of a region whose patch carries unwind tables.
 pub const SLOT_SIZE: u64 = 128;
-/// Name of the payload section holding the unwind tables.
-pub const SECTION: &str = ".kpatch.eh_frame";
 
 const REGISTERING: &[u8; 8] = b"KPEHREG0";
 const REGISTERED: &[u8; 8] = b"KPEHREG1";

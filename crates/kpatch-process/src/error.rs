@@ -184,6 +184,24 @@ impl Error {
         }
     }
 
+    /// A system call of the guardian machinery failed.
+    pub(crate) fn guardian(what: &str, errno: Errno) -> Self {
+        Error::InvalidArgument(format!(
+            "guardian process: {what}: {}",
+            std::io::Error::from(errno)
+        ))
+    }
+
+    /// A ptrace request on thread `tid` of process `pid` failed.
+    pub(crate) fn ptrace(pid: i32, tid: i32, op: &'static str, errno: Errno) -> Self {
+        Error::Ptrace {
+            pid,
+            tid,
+            op,
+            errno,
+        }
+    }
+
     pub(crate) fn format(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         Error::ProcFormat {
             path: path.into(),

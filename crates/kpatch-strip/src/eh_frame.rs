@@ -10,14 +10,15 @@
 //! its target, since the patch's sections move at run time.
 
 use crate::error::BuildError;
-use crate::reloc_types::*;
-use elf_edit::consts::*;
 use elf_edit::{Elf, Rela, Section};
+use kpatch_file::elf::RELA_SIZE;
+use kpatch_file::{rela_section_name, KPATCH_EH_FRAME, KPATCH_TEXT};
+use object::elf::{
+    RelocationType, SymbolSection, SHF_ALLOC, SHF_INFO_LINK, SHF_TLS, SHT_NOBITS, SHT_PROGBITS,
+    SHT_RELA, STT_SECTION,
+};
 use std::collections::HashMap;
 use std::ops::Range;
-
-/// Name of the section holding the patch's unwind tables.
-pub const KPATCH_EH_FRAME: &str = ".kpatch.eh_frame";
 
 /// A pointer field of the copied tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,26 +326,11 @@ fn push_pointer(
     Ok(())
 }
 
-/// The relocation type storing a pointer of this kind on `machine`.
-fn reloc_type(machine: u16, p: &Pointer) -> Option<u32> {
-    Some(match (machine, p.pcrel, p.size) {
-        (EM_X86_64, true, 4) => R_X86_64_PC32,
-        (EM_X86_64, true, 8) => R_X86_64_PC64,
-        (EM_X86_64, false, 4) => R_X86_64_32,
-        (EM_X86_64, false, 8) => R_X86_64_64,
-        (EM_AARCH64, true, 4) => R_AARCH64_PREL32,
-        (EM_AARCH64, true, 8) => R_AARCH64_PREL64,
-        (EM_AARCH64, false, 4) => R_AARCH64_ABS32,
-        (EM_AARCH64, false, 8) => R_AARCH64_ABS64,
-        _ => return None,
-    })
-}
-
 /// Adds `.kpatch.eh_frame` and its relocations to `out` (the patch being made from `input`,
 /// the linked patched binary), when `input`'s `.eh_frame` describes code of `.kpatch.text`.
 /// Section indices of `input` must still be valid in `out` (sections are only appended).
 pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
-    let (Some(eh), Some(text)) = (input.section(".eh_frame"), input.section(".kpatch.text")) else {
+    let (Some(eh), Some(text)) = (input.section(".eh_frame"), input.section(KPATCH_TEXT)) else {
         return Ok(());
     };
     if eh.sh_type == SHT_NOBITS || !eh.has_file_data() {
@@ -353,6 +339,8 @@ pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
     let Some(copy) = copy_for(&eh.data, eh.addr, text.addr..text.addr + text.sh_size())? else {
         return Ok(());
     };
+    let arch = kpatch_arch::for_machine(input.machine.0)
+        .ok_or(BuildError::UnsupportedMachine(input.machine.0))?;
     let symtab = input.symtab_index().ok_or(BuildError::MissingSection {
         what: "the patched binary",
         section: ".symtab".into(),
@@ -360,7 +348,7 @@ pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
     })?;
     let symbols = input.symbols(symtab)?;
     // The section symbol of every allocated section, to relocate against.
-    let section_symbol: HashMap<u16, u32> = symbols
+    let section_symbol: HashMap<SymbolSection, u32> = symbols
         .iter()
         .enumerate()
         .filter(|(_, s)| s.sym_type == STT_SECTION)
@@ -369,8 +357,8 @@ pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
     let mut relas = Vec::new();
     for p in &copy.pointers {
         let holder = input.sections.iter().enumerate().skip(1).find(|(_, s)| {
-            s.flags & SHF_ALLOC != 0
-                && s.flags & SHF_TLS == 0
+            s.flags.contains(SHF_ALLOC)
+                && !s.flags.contains(SHF_TLS)
                 && s.addr <= p.target
                 && p.target < s.addr + s.sh_size()
         });
@@ -383,14 +371,15 @@ pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
         let (index, section) = holder.ok_or_else(|| place("which no section holds"))?;
         let sym = u16::try_from(index)
             .ok()
-            .and_then(|i| section_symbol.get(&i))
+            .and_then(|i| section_symbol.get(&SymbolSection(i)))
             .ok_or_else(|| place(&format!("in {}, which has no section symbol", section.name)))?;
-        let r_type = reloc_type(input.machine, p)
+        let r_type = arch
+            .pointer_reloc(p.pcrel, p.size)
             .ok_or_else(|| place("with a pointer size this architecture does not relocate"))?;
         relas.push(Rela {
             offset: eh.addr + p.offset,
             sym: *sym,
-            r_type,
+            r_type: RelocationType(r_type),
             addend: (p.target - section.addr) as i64,
         });
     }
@@ -399,7 +388,7 @@ pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
     sec.addralign = 8;
     let index = out.add_section(sec);
     let mut rela = Section::new(
-        &format!(".rela{KPATCH_EH_FRAME}"),
+        &rela_section_name(KPATCH_EH_FRAME),
         SHT_RELA,
         SHF_INFO_LINK,
         Vec::new(),
@@ -407,7 +396,7 @@ pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
     rela.link = symtab as u32;
     rela.info = index as u32;
     rela.addralign = 8;
-    rela.entsize = 24;
+    rela.entsize = RELA_SIZE as u64;
     let rindex = out.add_section(rela);
     out.set_relas(rindex, &relas)?;
     Ok(())

@@ -59,6 +59,9 @@ pub mod vars {
     /// appended to this list and then moved aside (see `kpatch_builder::stash`);
     /// `libcare-patch-make` sets it and puts the files back afterwards.
     pub const KPCC_KEEP_LIST: &str = "KPCC_KEEP_LIST";
+    /// Ours, not the peer's: in the patched stage, `kpatch_gensrc --report` appends to this
+    /// file why each function is in the patch; `libcare-patch-make` sets it and prints it.
+    pub const KPCC_REPORT: &str = "KPCC_REPORT";
     /// Set by the wrapper in the environment of the compilers it runs, to detect a loop.
     pub const LIBCARE_CC_RUNNING: &str = "LIBCARE_CC_RUNNING";
 }
@@ -97,6 +100,8 @@ pub struct CcConfig {
     pub nested: bool,
     /// `KPCC_KEEP_LIST`.
     pub keep_list: Option<PathBuf>,
+    /// `KPCC_REPORT`.
+    pub report: Option<PathBuf>,
 }
 
 /// Splits a `;`-separated list, dropping empty entries.
@@ -165,6 +170,9 @@ impl CcConfig {
                 .map(PathBuf::from),
             nested: env.contains_key(vars::LIBCARE_CC_RUNNING),
             keep_list: get(vars::KPCC_KEEP_LIST)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            report: get(vars::KPCC_REPORT)
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
         })

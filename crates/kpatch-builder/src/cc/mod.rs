@@ -12,12 +12,12 @@ mod config;
 mod naming;
 mod outputs;
 
-pub use cmdline::{
-    expand_response_files, input_kind, parse, CommandLine, DepOpt, Input, InputKind, Mode, Token,
+pub(crate) use cmdline::{
+    expand_response_files, parse, CommandLine, DepOpt, Input, InputKind, Mode, Token,
 };
-pub use config::{split_list, vars, CcConfig, Stage, DEFAULT_PATCH_ARGS};
-pub use naming::{default_output, replace_ext, AsmNaming};
-pub use outputs::{dep_file, written_files};
+pub(crate) use config::{split_list, vars, CcConfig, Stage};
+pub(crate) use naming::{default_output, AsmNaming};
+pub(crate) use outputs::{dep_file, written_files};
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -478,6 +478,9 @@ impl Wrapper {
         let combined = self.naming.combined_asm(base)?;
         let tmp = TempOut::beside(&combined);
         let mut args = self.cfg.patch_args.clone();
+        if let Some(report) = &self.cfg.report {
+            args.push(format!("--report={}", report.display()));
+        }
         args.extend([
             "-i".into(),
             path_arg(original),

@@ -6,8 +6,6 @@ pub mod diff;
 pub mod target;
 
 pub use apply::{
-    apply_patch, backed_up_files, backup_path, read_patch, restore_sources, Applied, ApplyError,
-    RestoreError, RestoredTime,
+    apply_patch, backed_up_files, read_patch, restore_sources, ApplyError, RestoreError,
+    RestoredTime,
 };
-pub use diff::{DiffError, FileDiff, Hunk};
-pub use target::{find_target, strip_components, NoTarget, Target};

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use kpatch_asm::{
-    copy_through, debug_filter, gensrc, Arch, AsmFile, Dialect, Diff, DiffOptions, FilterOptions,
-    FunctionFilter, Note, PatchKind, SymbolList,
+    copy_through, debug_filter, gensrc, AsmArch, AsmFile, Dialect, Diff, DiffOptions,
+    FilterOptions, FunctionFilter, Note, PatchKind, SymbolList,
 };
 use kpatch_names::plain;
 
@@ -36,14 +36,15 @@ enum ArchArg {
 #[derive(Debug, Parser)]
 #[command(
     name = "kpatch_gensrc",
+    version = libcare::VERSION,
     infer_long_args = true,
     about = "Compare two assembler files and write the original with a live patch added",
     long_about = "Compare the assembler output (gcc -S) of an original and a patched build of \
 one C file and write the original file, every line in place, plus the patch: copies of changed \
 and new functions in .kpatch.text, new variables and copied literals in .kpatch.data, and one \
-.kpatch.info record per patched function.\n\n\
-  kpatch_gensrc [--os=rhel6] -i ORIG.s -i PATCHED.s -o OUT.s\n\
-  kpatch_gensrc --dbg-filter [--dbg-filter-eh-frame ...] -i IN.s -o OUT.s\n\n\
+.kpatch.info record per patched function.\n\n  \
+kpatch_gensrc [--os=rhel6] -i ORIG.s -i PATCHED.s -o OUT.s\n  \
+kpatch_gensrc --dbg-filter [--dbg-filter-eh-frame ...] -i IN.s -o OUT.s\n\n\
 With one input file the file is copied to the output, filtered when --dbg-filter (or one of \
 its --dbg-filter-* refinements) is given.\n\n\
 FLIST is a comma-separated list of function names, each optionally prefixed with the source \
@@ -142,6 +143,12 @@ struct Cli {
     /// name would clash at link time.
     #[arg(long = "force-global")]
     force_global: bool,
+
+    /// Append one line per function in the patch to FILE: the source file, the function and
+    /// why it is in the patch (new; changed; changed code inlined into it; line moved), separated by
+    /// tabs. Not the peer's; libcare-cc passes it when libcare-patch-make asks.
+    #[arg(long = "report", value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 fn main() {
@@ -181,13 +188,13 @@ fn run(cli: &Cli) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let arch = match cli.arch {
-        Some(ArchArg::X86_64) => Arch::X86_64,
-        Some(ArchArg::Aarch64) => Arch::Aarch64,
+        Some(ArchArg::X86_64) => AsmArch::X86_64,
+        Some(ArchArg::Aarch64) => AsmArch::Aarch64,
         Some(ArchArg::I686) => bail!("--arch=i686: 32-bit x86 is not supported"),
         None => texts
             .iter()
             .find_map(|t| Dialect::detect(t))
-            .or_else(Arch::host)
+            .or_else(AsmArch::host)
             .context("cannot tell the inputs' architecture; pass --arch")?,
     };
     let dialect = Dialect::for_arch(arch);
@@ -223,6 +230,9 @@ fn run(cli: &Cli) -> Result<()> {
             let opts = diff_options(cli)?;
             let (text, diff) = gensrc(&orig, &patched, &opts)?;
             report(&diff, verbose);
+            if let Some(file) = &cli.report {
+                append_report(file, orig.source_name().unwrap_or(&orig.name), &diff)?;
+            }
             text
         }
         n => bail!("{n} input files given; give one (to filter) or two (to compare)"),
@@ -267,6 +277,24 @@ fn diff_options(cli: &Cli) -> Result<DiffOptions> {
     })
 }
 
+/// `--report`: one line per function, appended in one write (several compilers may append to
+/// the file at once).
+fn append_report(file: &Path, source: &str, diff: &Diff) -> Result<()> {
+    let mut lines = String::new();
+    for f in &diff.functions {
+        lines.push_str(&format!("{source}\t{}\t{}\n", f.name, f.why));
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(lines.as_bytes()))
+        .with_context(|| format!("cannot append to the report {}", file.display()))
+}
+
 /// Tells the user what the patch holds (verbose) and what it leaves out (always).
 fn report(diff: &Diff, verbose: u32) {
     if verbose > 0 {
@@ -277,9 +305,10 @@ fn report(diff: &Diff, verbose: u32) {
                 PatchKind::Unlinked => "unlinked copy of function",
             };
             libcare::errln!(
-                "kpatch_gensrc: {what} {} (as {})",
+                "kpatch_gensrc: {what} {} (as {}): {}",
                 plain(&f.name),
-                f.copy_name
+                f.copy_name,
+                f.why
             );
         }
         for v in &diff.new_variables {

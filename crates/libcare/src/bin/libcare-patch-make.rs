@@ -15,7 +15,7 @@ use kpatch_builder::patch_make::{self, Event, Options, PatchId, Paths};
 /// Run from inside the directory with make-able software; its Makefile must build C with
 /// $(CC) (or cc/gcc) and support `make install` with a destination directory variable.
 #[derive(Parser)]
-#[command(name = "libcare-patch-make", infer_long_args = true)]
+#[command(name = "libcare-patch-make", version = libcare::VERSION, infer_long_args = true)]
 struct Args {
     /// Do a clean build: `make clean` first, and remove the install trees.
     #[arg(short, long, conflicts_with = "update")]
@@ -122,7 +122,15 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         Event::Stage(line) => println!("{}{line}{}", c.green, c.reset),
         Event::Applying(p) => println!("{}applying {}...{}", c.red, p.display(), c.reset),
         Event::PatchOutput(text) => print!("{text}"),
-        Event::Note(line) => println!("{line}"),
+        // The relocations kpatch_strip fixed up say little to a user; what the patch
+        // replaces does.
+        Event::Note(_) => {}
+        Event::Functions(entries) => {
+            for e in entries {
+                let verb = if e.new { "adds" } else { "replaces" };
+                println!("  {verb} {}: {}", e.function, e.why);
+            }
+        }
         Event::LeftoversRestored(files) => {
             for f in files {
                 libcare::errln!(

@@ -13,9 +13,15 @@ use libcare::ctl_args;
 
 const USAGE: &str = "usage: libcare-server [-v] <UNIX socket> [STORAGE ROOT]
 
+Arguments:
   <UNIX socket>   a path, @NAME for an abstract socket, or &FD for an inherited
-                  listening socket
+                  listening socket (libcare.service passes systemd's socket as &3)
   STORAGE ROOT    patches for the update command (default /var/lib/libcare)
+
+Options:
+  -v              print each request and its status
+  -h              this message
+  --version       print the version and the git commit
 ";
 
 /// Exit status of every failure.
@@ -106,6 +112,10 @@ fn main() -> ExitCode {
             "-v" => verbose = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--version" => {
+                println!("{}", libcare::version_line("libcare-server"));
                 return ExitCode::SUCCESS;
             }
             other => return usage_error(&format!("unknown option '{other}'")),

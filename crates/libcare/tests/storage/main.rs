@@ -1,0 +1,12 @@
+//! End-to-end tests of patch storages, `-p all`, `libcare-server` and the peer's in-process
+//! layout, on live `greet` processes: one test binary, one module per area. `-p all` tests run
+//! as pid 1 of a PID namespace of their own.
+
+mod server;
+mod support;
+
+mod all_processes;
+mod dir;
+mod layout_interop;
+mod server_commands;
+mod server_protocol;

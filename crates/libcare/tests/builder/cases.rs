@@ -496,6 +496,8 @@ fn run_case(case: &str, b: Build) {
 
 /// Runs `case` in `w`, expecting what `m` says.
 fn run_case_in(case: &str, b: Build, w: Work, m: &Manifest) {
+    // What libcare-patch-make says each patch replaces or adds (make mode).
+    let mut listed = None;
     let (patch_dir, program) = match m.mode {
         Mode::Manual => {
             copy_case(case, &w.path("orig"));
@@ -509,10 +511,14 @@ fn run_case_in(case: &str, b: Build, w: Work, m: &Manifest) {
         }
         Mode::Make => {
             copy_case(case, &w.path("project"));
-            let built = make_build(&w, b);
-            if finish_refusal(case, m, built.err()) {
+            let (out, failure) = match make_build(&w, b) {
+                Ok(out) => (Some(out), None),
+                Err(f) => (None, Some(f)),
+            };
+            if finish_refusal(case, m, failure) {
                 return;
             }
+            listed = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
             (
                 w.path("project/patchroot"),
                 w.path("project/lpmake").join(&m.program),
@@ -547,6 +553,18 @@ fn run_case_in(case: &str, b: Build, w: Work, m: &Manifest) {
             !names.contains(f),
             "{case}: {f} must not be in the patch: {names:?}"
         );
+    }
+    // Listed by the names people read: C++ names demangled, with the mangled one.
+    if let Some(listed) = &listed {
+        for f in &m.patched {
+            let shown = kpatch_names::plain(f);
+            assert!(
+                ["replaces", "adds"]
+                    .iter()
+                    .any(|verb| listed.contains(&format!("  {verb} {shown}: "))),
+                "{case}: libcare-patch-make does not list {shown}:\n{listed}"
+            );
+        }
     }
 
     patch_live(&w, case, &program, &patch_dir, m);

@@ -39,13 +39,17 @@ pub(crate) struct Layout {
 /// debugging information, or none this reader understands.
 pub(crate) fn layouts(file: &AsmFile) -> Option<BTreeMap<String, Layout>> {
     let sections = assemble(file)?;
-    let get = |name: &str| sections.get(name).map(Vec::as_slice).unwrap_or(&[]);
-    let info = get(".debug_info");
-    if info.is_empty() {
+    if sections.get(".debug_info").is_none_or(Vec::is_empty) {
         return None;
     }
-    let dwarf = gimli::Dwarf {
-        debug_info: gimli::DebugInfo::new(info, LittleEndian),
+    read_types(&dwarf_of(&sections)).ok()
+}
+
+/// The debugging information of the assembled `sections`.
+fn dwarf_of(sections: &HashMap<String, Vec<u8>>) -> gimli::Dwarf<Slice<'_>> {
+    let get = |name: &str| sections.get(name).map(Vec::as_slice).unwrap_or(&[]);
+    gimli::Dwarf {
+        debug_info: gimli::DebugInfo::new(get(".debug_info"), LittleEndian),
         debug_abbrev: gimli::DebugAbbrev::new(get(".debug_abbrev"), LittleEndian),
         debug_str: gimli::DebugStr::new(get(".debug_str"), LittleEndian),
         debug_line_str: gimli::DebugLineStr::new(get(".debug_line_str"), LittleEndian),
@@ -54,8 +58,7 @@ pub(crate) fn layouts(file: &AsmFile) -> Option<BTreeMap<String, Layout>> {
             LittleEndian,
         )),
         ..Default::default()
-    };
-    read_types(&dwarf).ok()
+    }
 }
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
@@ -169,6 +172,32 @@ fn collect<'d>(
     Ok(())
 }
 
+/// The `DW_AT_producer` of every compilation unit of `file`'s debugging information (the
+/// compiler and, for gcc, the options it was run with).
+pub(crate) fn producers(file: &AsmFile) -> Vec<String> {
+    let Some(sections) = assemble(file) else {
+        return Vec::new();
+    };
+    let dwarf = dwarf_of(&sections);
+    let mut out = Vec::new();
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(abbrevs) = dwarf.abbreviations(&header) else {
+            break;
+        };
+        let Ok(mut tree) = header.entries_tree(&abbrevs, None) else {
+            break;
+        };
+        if let Ok(root) = tree.root() {
+            let strings = Strings::of_unit(&dwarf, &header, root.entry());
+            if let Ok(Some(p)) = strings.get(root.entry(), gimli::DW_AT_producer) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String, Layout>> {
     let mut out = BTreeMap::new();
     let mut units = dwarf.units();
@@ -177,16 +206,7 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
         let abbrevs = dwarf.abbreviations(&header)?;
         let mut tree = header.entries_tree(&abbrevs, None)?;
         let root = tree.root()?;
-        // DWARF 5 (clang) names things by index into `.debug_str_offsets`, from this base.
-        let str_base = match root.entry().attr_value(gimli::DW_AT_str_offsets_base) {
-            Some(AttributeValue::DebugStrOffsetsBase(b)) => b,
-            _ => gimli::DebugStrOffsetsBase(0),
-        };
-        let strings = Strings {
-            dwarf,
-            format: header.format(),
-            base: str_base,
-        };
+        let strings = Strings::of_unit(dwarf, &header, root.entry());
         let mut found = Found::default();
         collect(&strings, root, "", &mut found)?;
         let Found {
@@ -213,7 +233,25 @@ struct Strings<'a, 'd> {
     base: gimli::DebugStrOffsetsBase<usize>,
 }
 
-impl<'d> Strings<'_, 'd> {
+impl<'a, 'd> Strings<'a, 'd> {
+    /// The strings of the unit with this header and root entry.
+    fn of_unit(
+        dwarf: &'a gimli::Dwarf<Slice<'d>>,
+        header: &gimli::UnitHeader<Slice<'d>>,
+        root: &gimli::DebuggingInformationEntry<Slice<'d>>,
+    ) -> Strings<'a, 'd> {
+        // DWARF 5 (clang) names things by index into `.debug_str_offsets`, from this base.
+        let base = match root.attr_value(gimli::DW_AT_str_offsets_base) {
+            Some(AttributeValue::DebugStrOffsetsBase(b)) => b,
+            _ => gimli::DebugStrOffsetsBase(0),
+        };
+        Strings {
+            dwarf,
+            format: header.format(),
+            base,
+        }
+    }
+
     fn get(
         &self,
         entry: &gimli::DebuggingInformationEntry<Slice<'d>>,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use crate::debug_types::{describe_change, layouts};
 use crate::error::AsmError;
 use crate::index::{Binding, Block, BlockKind};
+use crate::line_shift::line_shift;
 use crate::matching::pair_variables;
 use crate::normalize::{ignored_in_compare, Normalizer};
 use crate::parse::{AsmFile, StmtKind};
@@ -37,6 +38,9 @@ pub struct DiffOptions {
     /// as long as a thread is inside it. For test suites that check exactly that
     /// (`--test-mode`).
     pub keep_never_returning: bool,
+    /// Refuse, rather than note, changed functions whose callers in the file may depend on
+    /// their old bodies (an original built with interprocedural optimisation).
+    pub strict_ipa: bool,
 }
 
 /// Why a function enters the patch.
@@ -87,6 +91,16 @@ pub enum Note {
     /// A function that differs only in numbers (a `__LINE__` shift, often): it is patched,
     /// but `--ignore-changes` could keep it out.
     OnlyNumbersDiffer { function: String },
+    /// The original was built with interprocedural optimisation: `callers`, in the same file,
+    /// may depend on the old body of changed `function` (see `--strict-ipa`).
+    CallersMayDepend {
+        function: String,
+        callers: Vec<String>,
+        producer: String,
+    },
+    /// A function whose only difference is that its lines moved (its `__LINE__` values): left
+    /// out of the patch, it keeps the original's numbers.
+    LineNumbersOnly { function: String, shift: i64 },
     /// Top-level statements outside functions and variables differ; they are not part of
     /// the patch (the original's stay in effect).
     OtherDiffers { line: usize, text: String },
@@ -238,6 +252,13 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
         if a == c {
             continue;
         }
+        if let Some(shift) = line_shift(orig, ob, patched, b, &a, &c) {
+            d.notes.push(Note::LineNumbersOnly {
+                function: b.name.clone(),
+                shift,
+            });
+            continue;
+        }
         if opts.ignore_changes.contains(&b.name, &files) {
             d.notes.push(Note::Ignored {
                 function: b.name.clone(),
@@ -327,6 +348,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
     if let Some(n) = other {
         d.notes.push(n);
     }
+    crate::ipa::check(orig, patched, opts.strict_ipa, &mut d)?;
     Ok(d)
 }
 

@@ -108,6 +108,31 @@ impl BuildEnv {
         self.report = Some(report);
     }
 
+    /// What the builds check and say: `verbose` has `kpatch_gensrc` list what it patches and
+    /// leaves out (`-d 1`), `strict_ipa` has it refuse changes that callers may depend on
+    /// (`--strict-ipa`), `no_flags` keeps `libcare-cc` from adding the live-patching options.
+    pub fn set_safety(&mut self, verbose: bool, strict_ipa: bool, no_flags: bool) {
+        let mut gensrc: Vec<String> = match std::env::var(vars::KPCC_PATCH_ARGS) {
+            Ok(v) => split_list(&v),
+            Err(_) => crate::cc::DEFAULT_PATCH_ARGS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        if verbose {
+            gensrc.extend(["-d".into(), "1".into()]);
+        }
+        if strict_ipa {
+            gensrc.push("--strict-ipa".into());
+        }
+        self.vars
+            .push((vars::KPCC_PATCH_ARGS.into(), gensrc.join(";").into()));
+        if no_flags {
+            self.vars
+                .push((vars::KPCC_LIVE_PATCHING.into(), "0".into()));
+        }
+    }
+
     /// Applies the environment of `stage` (none: `make clean`) to `cmd`.
     pub fn apply(&self, cmd: &mut Command, stage: Option<Stage>) {
         // A driver started from a make recipe must not join that make's jobserver.

@@ -17,6 +17,8 @@
 mod build_env;
 pub mod cc;
 pub mod elfinfo;
+mod install_guard;
+mod patch_check;
 pub mod patch_make;
 mod patchfile;
 mod post;

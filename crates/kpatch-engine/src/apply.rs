@@ -21,6 +21,7 @@ use crate::fault;
 use crate::options::Options;
 use crate::payload::Payload;
 use crate::region_layout::function_name;
+use crate::region_mapping::{self, Region};
 use crate::relocate::{Prepared, Relocated};
 use crate::report::Report;
 use crate::runs;
@@ -295,20 +296,24 @@ fn allocate(
     let proc = &session.proc;
     let arch = proc.arch();
     let _defer = DeferTermination::new();
-    let mut stopped = session.stop_one()?;
+    let regions: Vec<Region> = jobs
+        .iter()
+        .map(|j| Region {
+            kpta: j.kpta,
+            total: j.prepared.layout.total,
+            rx_len: j.prepared.layout.rx_len,
+        })
+        .collect();
+    // Chosen before the first syscall: what the target's seccomp filter lets through.
+    let (mut stopped, way) = region_mapping::stop_thread_for(session, &regions)?;
     let mut mapped: Vec<(u64, u64)> = Vec::new();
     let mut out = Vec::new();
     let mut ifunc_call: Option<IfuncCall> = None;
     let result = (|| -> Result<()> {
         let mut thread = stopped.thread();
-        for job in jobs {
+        for (job, region) in jobs.iter().zip(&regions) {
             let l = job.prepared.layout;
-            thread.mmap(
-                Some(job.kpta),
-                l.total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            )?;
+            region_mapping::map(&mut thread, way, *region)?;
             mapped.push((job.kpta, l.total));
             // The header is what identifies the region; put a pending one there at once so an
             // interrupted run leaves something the next run can recognise and reclaim.
@@ -316,7 +321,6 @@ fn allocate(
             header.set_magic(MAGIC_PENDING);
             header.set_kpatch_total_mem_sz(l.total);
             proc.write(job.kpta, header.as_bytes())?;
-            thread.mprotect(job.kpta, l.rx_len, libc::PROT_READ | libc::PROT_EXEC)?;
             rep.detail(&format!(
                 "{}: region {:#x}+{:#x} for {}",
                 job.id, job.kpta, l.total, job.object.name

@@ -168,7 +168,13 @@ impl Loaded {
 /// archives, fonts, ...) are skipped.
 fn objects(proc: &Process, maps: &[MapEntry], images: &ImageCache) -> Result<Vec<LoadedObject>> {
     let page = proc.page_size();
-    let exe = std::fs::canonicalize(proc.exe_path()).unwrap_or_else(|_| proc.exe_path().to_owned());
+    // The running executable's file, by identity rather than path: in another mount namespace
+    // or chroot the path names a file of the target's root.
+    let file_id = |f: &std::fs::File| {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().ok().map(|m| (m.dev(), m.ino()))
+    };
+    let exe = proc.open_exe().ok().and_then(|f| file_id(&f));
     // Group the mappings of each file by (device, inode), keeping address order.
     let mut groups: BTreeMap<(u32, u32, u64), Vec<&MapEntry>> = BTreeMap::new();
     for m in maps {
@@ -206,12 +212,16 @@ fn objects(proc: &Process, maps: &[MapEntry], images: &ImageCache) -> Result<Vec
             continue;
         };
         let load_bias = first.start.wrapping_sub(seg.vaddr & !(page - 1));
+        if crate::identity::build_id_in_memory(proc, &image, load_bias) == Some(false) {
+            // Not the file the process mapped (changed in place since): never patched.
+            continue;
+        }
         let start = group.iter().map(|m| m.start).min().unwrap_or(first.start);
         let end = group.iter().map(|m| m.end).max().unwrap_or(first.end);
-        let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let is_exe = exe.is_some() && file_id(&file) == exe;
         out.push(LoadedObject {
             name: basename(&path),
-            is_exe: canon == exe,
+            is_exe,
             range: start..end,
             load_bias,
             image,

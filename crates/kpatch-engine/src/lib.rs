@@ -18,12 +18,14 @@ mod error;
 #[cfg(test)]
 mod fake;
 mod fault;
+mod identity;
 mod listing;
 mod lock;
 mod options;
 mod payload;
 mod process_view;
 mod region_layout;
+mod region_mapping;
 mod relocate;
 mod removal;
 mod report;

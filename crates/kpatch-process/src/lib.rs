@@ -37,6 +37,7 @@ mod region;
 mod regs;
 mod restart;
 mod run;
+mod seccomp;
 mod signals;
 mod stop;
 mod syscall;
@@ -54,6 +55,9 @@ pub use memory::Memory;
 pub use process::Process;
 pub use region::{find_region, user_space_end, SpaceLimits, MIN_STACK_RESERVE, STACK_GUARD_GAP};
 pub use run::{ReturnPoint, RunReport};
+pub use seccomp::{
+    Action as SeccompAction, Filter as SeccompFilter, Insn as BpfInsn, SeccompData, SeccompState,
+};
 pub use stop::{StoppedProcess, StoppedThread};
 pub use syscall::SYSCALL_TIMEOUT;
 pub use thread::ThreadHandle;

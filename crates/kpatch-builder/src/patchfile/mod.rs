@@ -3,9 +3,10 @@
 
 pub mod apply;
 pub mod diff;
+pub mod line_keep;
 pub mod target;
 
 pub use apply::{
-    apply_patch, backed_up_files, read_patch, restore_sources, ApplyError, RestoreError,
+    apply_patch, backed_up_files, originals, read_patch, restore_sources, ApplyError, RestoreError,
     RestoredTime,
 };

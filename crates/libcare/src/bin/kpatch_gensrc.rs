@@ -149,6 +149,12 @@ struct Cli {
     /// tabs. Not the peer's; libcare-cc passes it when libcare-patch-make asks.
     #[arg(long = "report", value_name = "FILE")]
     report: Option<PathBuf>,
+
+    /// Refuse a changed function whose callers in the file may depend on its old body (the
+    /// original compiled with optimisation but without -flive-patching=inline-clone, as its
+    /// debugging information records), instead of warning.
+    #[arg(long = "strict-ipa")]
+    strict_ipa: bool,
 }
 
 fn main() {
@@ -274,6 +280,7 @@ fn diff_options(cli: &Cli) -> Result<DiffOptions> {
         force_global: cli.force_global,
         force_gotpcrel: cli.force_gotpcrel,
         keep_never_returning: cli.test_mode,
+        strict_ipa: cli.strict_ipa,
     })
 }
 
@@ -359,6 +366,22 @@ fn report(diff: &Diff, verbose: u32) {
                 "kpatch_gensrc: warning: {} changed and never returns; patched anyway \
                  (--test-mode): libcare-ctl will refuse the patch while a thread is inside it",
                 plain(function)
+            ),
+            Note::CallersMayDepend {
+                function,
+                callers,
+                producer,
+            } => libcare::errln!(
+                "kpatch_gensrc: warning: `{function}` changed, and the original was compiled by \
+                 `{producer}` without -flive-patching=inline-clone: its callers {} may depend on \
+                 its old body (a const/pure call hoisted or dropped, values kept in registers \
+                 across it) and keep doing the old thing; build with libcare-cc, or pass \
+                 --strict-ipa to refuse",
+                callers.join(", ")
+            ),
+            Note::LineNumbersOnly { function, shift } if verbose > 0 => libcare::errln!(
+                "kpatch_gensrc: function {function} differs only in line numbers (its lines \
+                 moved by {shift}): left out of the patch, it keeps printing the old numbers"
             ),
             Note::OnlyNumbersDiffer { function } if verbose > 0 => libcare::errln!(
                 "kpatch_gensrc: {} differs only in numbers (a __LINE__ shift?); \

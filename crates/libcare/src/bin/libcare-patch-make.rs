@@ -38,6 +38,17 @@ struct Args {
     /// Number of make jobs (`make -j N`).
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     jobs: Option<u32>,
+    /// Say which line numbers were kept and what kpatch_gensrc patches and leaves out.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Refuse, rather than warn about, a changed function whose callers may depend on its old
+    /// body (the original was compiled without -flive-patching=inline-clone).
+    #[arg(long)]
+    strict_ipa: bool,
+    /// Build without the live-patching options libcare-cc adds (-flive-patching=inline-clone),
+    /// to rebuild exactly a binary that was built without them.
+    #[arg(long)]
+    no_live_patching_flags: bool,
     /// Patch files (unified diffs), applied in order.
     #[arg(value_name = "PATCH")]
     patches: Vec<PathBuf>,
@@ -102,6 +113,9 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         build_id: args.buildid,
         jobs: args.jobs,
         patches: args.patches,
+        verbose: args.verbose,
+        strict_ipa: args.strict_ipa,
+        no_live_patching_flags: args.no_live_patching_flags,
     };
     let c = if std::io::stdout().is_terminal() {
         Colors {

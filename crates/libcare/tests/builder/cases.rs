@@ -441,7 +441,7 @@ fn make_build(w: &Work, b: Build) -> Result<Output, Failure> {
 
 /// The names of the functions a `.kpatch` file patches or adds (its `.kpatch.strtab`, with
 /// the `.kpatch` suffix of changed functions' copies removed).
-fn patched_functions(kpatch: &Path) -> Vec<String> {
+pub(crate) fn patched_functions(kpatch: &Path) -> Vec<String> {
     let data = std::fs::read(kpatch).expect("read patch");
     let elf =
         object::File::parse(data.get(504..).expect("patch has a payload")).expect("payload ELF");

@@ -25,10 +25,35 @@ fn original_stage_object_and_binary_are_those_of_plain_gcc() {
         120,
     );
 
-    gcc(dir, &["-O2", "-g", "-c", "foo.c", "-o", "plain.o"]);
+    // gcc with the option libcare-cc adds for live patching (and without it, when told).
+    gcc(
+        dir,
+        &[
+            "-flive-patching=inline-clone",
+            "-O2",
+            "-g",
+            "-c",
+            "foo.c",
+            "-o",
+            "plain.o",
+        ],
+    );
     gcc(dir, &["-o", "plain", "plain.o"]);
     assert_eq!(read(&dir.join("obj/foo.o")), read(&dir.join("plain.o")));
     assert_eq!(read(&dir.join("foo")), read(&dir.join("plain")));
+    run_ok(
+        cc(dir, Some("original"))
+            .env("KPCC_LIVE_PATCHING", "0")
+            .args(["-O2", "-g", "-c", "foo.c", "-o", "plain.o"]),
+        120,
+    );
+    gcc(dir, &["-O2", "-g", "-c", "foo.c", "-o", "obj/foo.o"]);
+    assert_eq!(read(&dir.join("obj/foo.o")), read(&dir.join("plain.o")));
+    std::fs::remove_file(dir.join(".kpatch_plain.o.original.s")).unwrap();
+    run_ok(
+        cc(dir, Some("original")).args(["-O2", "-g", "-c", "foo.c", "-o", "obj/foo.o"]),
+        120,
+    );
 
     let kept = dir.join("obj/.kpatch_foo.o.original.s");
     let asm = String::from_utf8(read(&kept)).unwrap();

@@ -7,4 +7,6 @@ mod support;
 mod cases;
 mod cc;
 mod guide_live;
+mod install_guard;
+mod ipa;
 mod patch_make;

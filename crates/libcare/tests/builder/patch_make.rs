@@ -395,7 +395,9 @@ fn versions(dir: &Path, files: &[&str]) -> Vec<(String, Version)> {
 
 /// `make clean` and a plain `make` (the real compiler, none of our variables) in `dir`.
 fn plain_rebuild(dir: &Path) {
-    for args in [&["clean"][..], &[][..]] {
+    // With the option libcare-cc adds, where libcare-cc puts it.
+    let cc = "CC=gcc -flive-patching=inline-clone";
+    for args in [&["clean", cc][..], &[cc][..]] {
         let mut c = Command::new("make");
         c.args(args).current_dir(dir);
         for v in [

@@ -6,6 +6,7 @@ mod support;
 
 mod coro;
 mod fault;
+mod hardened;
 mod input;
 mod layered;
 mod lock;

@@ -74,6 +74,8 @@ pub struct Options {
     pub build_id: Option<String>,
     /// `-j`.
     pub jobs: Option<u32>,
+    /// `--replace`: cumulative patches, each replacing every earlier patch of its object.
+    pub replace: bool,
     /// The patch files, applied in order (relative ones from [`Paths::workdir`]); messages
     /// name them as given here.
     pub patches: Vec<PathBuf>,
@@ -1012,6 +1014,7 @@ impl Run<'_> {
         let header = post::Header {
             build_id,
             patch_id: self.opts.id.as_str(),
+            replace: self.opts.replace,
         };
         let events = &mut *self.events;
         let kpatch = post::make_kpatch(original, patched, header, &mut |note| {

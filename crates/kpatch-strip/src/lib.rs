@@ -9,6 +9,7 @@ mod error;
 mod fixup;
 mod layout_contract;
 mod padding;
+mod replace;
 mod section_map;
 mod strip;
 mod tls;
@@ -17,6 +18,7 @@ mod undo;
 pub use error::{BuildError, SmallFunction};
 pub use fixup::{rel_fixup, FixupNote};
 pub use layout_contract::check_layout;
+pub use replace::mark_replace;
 pub use strip::strip;
 pub use undo::undo_link;
 

@@ -49,6 +49,10 @@ struct Args {
     /// to rebuild exactly a binary that was built without them.
     #[arg(long)]
     no_live_patching_flags: bool,
+    /// Make cumulative patches: each replaces, when applied, every earlier patch of its object
+    /// (their functions not changed again go back to the original) in one stop.
+    #[arg(long)]
+    replace: bool,
     /// Patch files (unified diffs), applied in order.
     #[arg(value_name = "PATCH")]
     patches: Vec<PathBuf>,
@@ -112,6 +116,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         id,
         build_id: args.buildid,
         jobs: args.jobs,
+        replace: args.replace,
         patches: args.patches,
         verbose: args.verbose,
         strict_ipa: args.strict_ipa,

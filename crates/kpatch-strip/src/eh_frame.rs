@@ -10,7 +10,8 @@
 //! its target, since the patch's sections move at run time.
 
 use crate::error::BuildError;
-use elf_edit::{Elf, Rela, Section};
+use elf_edit::{Elf, Rela, Section, Symbol};
+use kpatch_arch::Arch;
 use kpatch_file::elf::RELA_SIZE;
 use kpatch_file::{rela_section_name, KPATCH_EH_FRAME, KPATCH_TEXT};
 use object::elf::{
@@ -327,9 +328,16 @@ fn push_pointer(
 }
 
 /// Adds `.kpatch.eh_frame` and its relocations to `out` (the patch being made from `input`,
-/// the linked patched binary), when `input`'s `.eh_frame` describes code of `.kpatch.text`.
-/// Section indices of `input` must still be valid in `out` (sections are only appended).
-pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
+/// the linked patched binary for `arch`, whose symbol table is section `symtab` holding
+/// `symbols`), when `input`'s `.eh_frame` describes code of `.kpatch.text`. Section indices of
+/// `input` must still be valid in `out` (sections are only appended).
+pub fn add_to(
+    input: &Elf,
+    arch: &dyn Arch,
+    symtab: usize,
+    symbols: &[Symbol],
+    out: &mut Elf,
+) -> Result<(), BuildError> {
     let (Some(eh), Some(text)) = (input.section(".eh_frame"), input.section(KPATCH_TEXT)) else {
         return Ok(());
     };
@@ -339,14 +347,6 @@ pub fn add_to(input: &Elf, out: &mut Elf) -> Result<(), BuildError> {
     let Some(copy) = copy_for(&eh.data, eh.addr, text.addr..text.addr + text.sh_size())? else {
         return Ok(());
     };
-    let arch = kpatch_arch::for_machine(input.machine.0)
-        .ok_or(BuildError::UnsupportedMachine(input.machine.0))?;
-    let symtab = input.symtab_index().ok_or(BuildError::MissingSection {
-        what: "the patched binary",
-        section: ".symtab".into(),
-        hint: "",
-    })?;
-    let symbols = input.symbols(symtab)?;
     // The section symbol of every allocated section, to relocate against.
     let section_symbol: HashMap<SymbolSection, u32> = symbols
         .iter()

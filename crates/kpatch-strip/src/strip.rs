@@ -127,7 +127,7 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
     }
     data.extend_from_slice(&INFO_END_MARKER);
     info.set_data(data);
-    crate::eh_frame::add_to(input, &mut out)?;
+    crate::eh_frame::add_to(input, arch, symtab, &symbols, &mut out)?;
     out.remove_sections(&drop)?;
     Ok(out)
 }

@@ -650,29 +650,21 @@ macro_rules! builds {
     };
 }
 
-/// The C cases, run with gcc and clang.
-macro_rules! c_cases {
-    ($($name:ident),* $(,)?) => {
-        macro_rules! c_tests {
+/// A group of cases: a test of each case `$name` in each build (see [`builds`]), made by the
+/// macro `$tests`, and the list of their names, `$list`.
+macro_rules! cases {
+    ($list:ident, $tests:ident: $($module:ident = $cc:ident $opt:ident),*; $($name:ident),* $(,)?) => {
+        macro_rules! $tests {
             ($b:ident) => { $(#[test] fn $name() { super::run_case(stringify!($name), $b) })* };
         }
-        builds!(c_tests: at_o0 = Gcc O0, at_o2 = Gcc O2, clang_o0 = Clang O0, clang_o2 = Clang O2);
-        const C_CASES: &[&str] = &[$(stringify!($name)),*];
+        builds!($tests: $($module = $cc $opt),*);
+        const $list: &[&str] = &[$(stringify!($name)),*];
     };
 }
 
-/// The C++ cases, run with g++ and clang++.
-macro_rules! cxx_cases {
-    ($($name:ident),* $(,)?) => {
-        macro_rules! cxx_tests {
-            ($b:ident) => { $(#[test] fn $name() { super::run_case(stringify!($name), $b) })* };
-        }
-        builds!(cxx_tests: gxx_o0 = Gcc O0, gxx_o2 = Gcc O2, clangxx_o0 = Clang O0, clangxx_o2 = Clang O2);
-        const CXX_CASES: &[&str] = &[$(stringify!($name)),*];
-    };
-}
-
-c_cases! {
+// The C cases, run with gcc and clang.
+cases! {
+    C_CASES, c_tests: at_o0 = Gcc O0, at_o2 = Gcc O2, clang_o0 = Clang O0, clang_o2 = Clang O2;
     changed_body,
     several_files,
     program_and_library,
@@ -710,7 +702,9 @@ c_cases! {
     clang_outlined,
 }
 
-cxx_cases! {
+// The C++ cases, run with g++ and clang++.
+cases! {
+    CXX_CASES, cxx_tests: gxx_o0 = Gcc O0, gxx_o2 = Gcc O2, clangxx_o0 = Clang O0, clangxx_o2 = Clang O2;
     cxx_members,
     cxx_header_inline,
     cxx_statics_string,

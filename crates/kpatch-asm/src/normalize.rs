@@ -219,20 +219,27 @@ impl<'a> Normalizer<'a> {
         if !self.file.is_outlined_function(name) {
             return None;
         }
-        let key = format!("{name} (outlined)");
+        let block = self.file.function(name)?;
+        Some(self.memoized(format!("{name} (outlined)"), name, || {
+            format!(
+                "{{outlined {}}}",
+                self.block(block).join("; ").replace(name, "{self}")
+            )
+        }))
+    }
+
+    /// The normal form memoised under `key`, made by `make` the first time. While it is being
+    /// made, a reference back to `name` (a self-referencing object) normalises to a marker.
+    fn memoized(&self, key: String, name: &str, make: impl FnOnce() -> String) -> String {
         if let Some(c) = self.memo.borrow().get(&key) {
-            return Some(c.clone());
+            return c.clone();
         }
         self.memo
             .borrow_mut()
             .insert(key.clone(), format!("{{cycle {name}}}"));
-        let block = self.file.function(name)?;
-        let c = format!(
-            "{{outlined {}}}",
-            self.block(block).join("; ").replace(name, "{self}")
-        );
+        let c = make();
         self.memo.borrow_mut().insert(key, c.clone());
-        Some(c)
+        c
     }
 
     /// The normal form of a local label defined outside the block being normalised.
@@ -255,52 +262,38 @@ impl<'a> Normalizer<'a> {
         if !obj.data.is_empty() {
             return None;
         }
-        let key = format!("{name} (anchor)");
-        if let Some(c) = self.memo.borrow().get(&key) {
-            return Some(c.clone());
-        }
-        self.memo
-            .borrow_mut()
-            .insert(key.clone(), format!("{{cycle {name}}}"));
-        let sec = self.file.sections.get(obj.section.id);
-        let mut parts = vec![format!("{{anchor {}", sec.name)];
-        let none = HashSet::new();
-        let mut numbering = HashMap::new();
-        for (_, s) in self.file.stmts_after(obj.label) {
-            if s.is_section_switch() {
-                break;
+        Some(self.memoized(format!("{name} (anchor)"), name, || {
+            let sec = self.file.sections.get(obj.section.id);
+            let mut parts = vec![format!("{{anchor {}", sec.name)];
+            let none = HashSet::new();
+            let mut numbering = HashMap::new();
+            for (_, s) in self.file.stmts_after(obj.label) {
+                if s.is_section_switch() {
+                    break;
+                }
+                if is_section_neutral(s) {
+                    continue;
+                }
+                parts.push(self.stmt(s, &none, &mut numbering));
             }
-            if is_section_neutral(s) {
-                continue;
-            }
-            parts.push(self.stmt(s, &none, &mut numbering));
-        }
-        let c = parts.join("; ") + "}";
-        self.memo.borrow_mut().insert(key, c.clone());
-        Some(c)
+            parts.join("; ") + "}"
+        }))
     }
 
     /// The normal form of a read-only data object: its section, alignment and data.
     fn content(&self, name: &str, obj: &DataObject) -> String {
-        if let Some(c) = self.memo.borrow().get(name) {
-            return c.clone();
-        }
-        // A self-referencing object normalises its inner references to this marker.
-        self.memo
-            .borrow_mut()
-            .insert(name.to_string(), format!("{{cycle {name}}}"));
-        let sec = self.file.sections.get(obj.section.id);
-        let mut parts = vec![format!("{{data {}", sec.name)];
-        let none = HashSet::new();
-        let mut numbering = HashMap::new();
-        for id in obj.aligns.iter().chain(&obj.data) {
-            if let Some(s) = self.file.stmt(*id) {
-                parts.push(self.stmt(s, &none, &mut numbering));
+        self.memoized(name.to_string(), name, || {
+            let sec = self.file.sections.get(obj.section.id);
+            let mut parts = vec![format!("{{data {}", sec.name)];
+            let none = HashSet::new();
+            let mut numbering = HashMap::new();
+            for id in obj.aligns.iter().chain(&obj.data) {
+                if let Some(s) = self.file.stmt(*id) {
+                    parts.push(self.stmt(s, &none, &mut numbering));
+                }
             }
-        }
-        let c = parts.join("; ") + "}";
-        self.memo.borrow_mut().insert(name.to_string(), c.clone());
-        c
+            parts.join("; ") + "}"
+        })
     }
 }
 

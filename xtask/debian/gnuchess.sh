@@ -53,6 +53,9 @@ cd src
 say "building the original and the patched program with libcare-patch-make"
 PATH=$TOOLS:$PATH libcare-patch-make -s .. -i 0001 -j 2 "$HERE/gnuchess-version.diff" \
     >"$WORK/patch-make.log" 2>&1 || { cat "$WORK/patch-make.log" >&2; fail "libcare-patch-make"; }
+# What the patch replaces, named demangled.
+grep -qxF "  replaces cmd_version() (_Z11cmd_versionv): cmd.cc: changed" "$WORK/patch-make.log" ||
+    { cat "$WORK/patch-make.log" >&2; fail "libcare-patch-make does not list cmd_version()"; }
 PROG=$WORK/src/lpmake/usr/local/bin/gnuchess
 [ -x "$PROG" ] || fail "no installed program at $PROG"
 

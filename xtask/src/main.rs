@@ -101,7 +101,7 @@ fn pall_inner(args: &[String]) -> Result<()> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]|test-debian-cxx>"
+        "usage: cargo xtask <demo|test|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|coro-memory|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]|test-debian-cxx>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"

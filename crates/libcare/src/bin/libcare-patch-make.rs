@@ -144,7 +144,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         // The relocations kpatch_strip fixed up say little to a user; what the patch
         // replaces does.
         Event::Note(_) => {}
-        Event::Verbose(line) => println!("{line}"),
+        Event::Detail(line) => println!("{line}"),
         Event::Functions(entries) => {
             for e in entries {
                 let verb = if e.new { "adds" } else { "replaces" };

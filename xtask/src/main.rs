@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask demo | test | bench | test-aarch64 | test-qemu`.
+//! Project tasks: `cargo xtask demo | test | deb | bench | test-aarch64 | test-qemu | test-debian-cxx`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -73,6 +73,18 @@ fn test() -> Result<()> {
     deb::check::check(&root())
 }
 
+/// A real C++ program from Debian's source packages (GNU Chess), built with
+/// libcare-patch-make, patched and unpatched live (`xtask/debian/gnuchess.sh`).
+fn test_debian_cxx() -> Result<()> {
+    run(cargo().args(["build", "--bins"]))?;
+    let root = root();
+    let target = target_dir(&root);
+    run(Command::new("sh")
+        .arg(root.join("xtask/debian/gnuchess.sh"))
+        .arg(target.join("debian-cxx"))
+        .arg(target.join("debug")))
+}
+
 /// `bench-pall-inner BIN EXE PATCHES N TRIALS`, run by the bench inside a new PID namespace.
 fn pall_inner(args: &[String]) -> Result<()> {
     let [bin, exe, patches, n, trials] = args else {
@@ -89,7 +101,7 @@ fn pall_inner(args: &[String]) -> Result<()> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|coro-memory|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]>"
+        "usage: cargo xtask <demo|test|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|coro-memory|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]|test-debian-cxx>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
@@ -108,6 +120,9 @@ fn usage() -> ExitCode {
         "  test-qemu  Debian's QEMU 7.2 built with libcare-patch-make, patched live under QMP and block-job load; scenarios: {}",
         qemu::SCENARIOS.join(" ")
     );
+    eprintln!(
+        "  test-debian-cxx  GNU Chess from Debian's source package, built with libcare-patch-make and patched live"
+    );
     ExitCode::from(2)
 }
 
@@ -122,6 +137,7 @@ fn main() -> ExitCode {
         Some("bench-pall-inner") => pall_inner(&args[1..]),
         Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
         Some("test-qemu") => qemu::test_qemu(&root(), &args[1..]),
+        Some("test-debian-cxx") => test_debian_cxx(),
         _ => return usage(),
     };
     match result {

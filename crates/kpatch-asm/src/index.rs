@@ -156,10 +156,12 @@ pub(crate) fn is_debug_directive(s: &Stmt) -> bool {
                     .starts_with(|c: char| c.is_ascii_digit())))
 }
 
+/// Whether `name` is one of `prefixes` followed by a number (`.LBB12`, not clang's basic
+/// block label `.LBB0_1`).
 fn has_numbered_prefix(name: &str, prefixes: &[&str]) -> bool {
     prefixes.iter().any(|p| {
         name.strip_prefix(p)
-            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit()))
     })
 }
 
@@ -282,6 +284,11 @@ impl Index {
             let mut found = None;
             for s in &line.stmts {
                 if let Some((name, kind)) = type_decl(s) {
+                    // clang types its string literals (`.type .L.str,@object`): they are
+                    // local data like gcc's `.LC0`, not variables.
+                    if f.dialect.is_local(name) {
+                        break;
+                    }
                     let defined_here_or_later = self.label_line(name).is_some_and(|l| l >= i);
                     if kind == "function" && defined_here_or_later {
                         found = Some((BlockKind::Function, name.to_string()));
@@ -408,6 +415,7 @@ impl Index {
             }
             j += 1;
         }
+        let end = clang_function_tail(f, end);
         Ok(Block {
             kind: BlockKind::Function,
             name: name.to_string(),
@@ -472,6 +480,46 @@ impl Index {
             self.data_labels.insert(name.clone(), data_object(f, id));
         }
     }
+}
+
+/// The end of a function block that ends at `end` (after its `.size`) with what clang writes
+/// after the `.size`: `.cfi_endproc`, then the function's exception table (its
+/// `.gcc_except_table` part, which refers to labels inside the function).
+fn clang_function_tail(f: &AsmFile, end: usize) -> usize {
+    let first = f.lines[end.min(f.lines.len())..]
+        .iter()
+        .flat_map(|l| &l.stmts)
+        .next();
+    if !first.is_some_and(|s| s.is_directive(".cfi_endproc")) {
+        return end;
+    }
+    let mut new_end = end;
+    let mut endproc_seen = false;
+    for (j, line) in f.lines.iter().enumerate().skip(end) {
+        let mut taken = false;
+        for s in &line.stmts {
+            if s.is_directive(".cfi_endproc") && !endproc_seen {
+                endproc_seen = true;
+                taken = true;
+            } else if s.is_section_switch() {
+                continue;
+            } else if is_except_table(&f.section_of(s).name) {
+                taken = true;
+            } else {
+                return new_end;
+            }
+        }
+        if taken {
+            new_end = j + 1;
+        }
+    }
+    new_end
+}
+
+/// Whether a section holds exception tables (`.gcc_except_table`, or `.gcc_except_table.NAME`
+/// for a function in its own section or COMDAT group).
+pub(crate) fn is_except_table(name: &str) -> bool {
+    name == ".gcc_except_table" || name.starts_with(".gcc_except_table.")
 }
 
 /// First line of the block whose introducing `.type`/`.comm` is on line `decl`: the

@@ -15,6 +15,7 @@ use kpatch_process::{
 use crate::callbacks::{self, Callback};
 use crate::checked_stop::{self, AfterCommit};
 use crate::discover::{AppliedPatch, ImageCache, Loaded, LoadedObject};
+use crate::eh_frames::{self, Unwinder};
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
 use crate::extras::Extras;
@@ -143,6 +144,7 @@ pub(crate) fn apply_jobs(
         replaced.names.extend(r.names);
     }
     let scope = Scope::of(&session.proc, &session.loaded.objects);
+    let unwinder = Unwinder::find(&scope);
     for job in &mut jobs {
         for (&sym, (name, version)) in &job.prepared.imports {
             let found =
@@ -191,14 +193,17 @@ pub(crate) fn apply_jobs(
             }
         }
         fill_and_commit(
-            session, &jobs, &resolved, registry, storage, &replaced, waiting, rank, rep,
+            session, &jobs, &resolved, registry, unwinder, storage, &replaced, waiting, rank, rep,
         )
     })();
     // Nothing points into the regions yet (or the commit rolled its hunks back). Unless the
     // guardian still has writes to do (breakpoints that could not be removed, performed when it
     // is dropped): their regions then stay, pending, for the next run to reclaim.
     if result.is_err() && session.guardian.armed() == 0 {
-        session.unmap_regions(jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)));
+        session.unmap_regions(
+            jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)),
+            unwinder,
+        );
     }
     result
 }
@@ -551,6 +556,7 @@ fn fill_and_commit(
     jobs: &[Job],
     resolved: &[HashMap<usize, u64>],
     registry: Option<u64>,
+    unwinder: Option<Unwinder>,
     storage: Option<&Storage>,
     old: &Replaced,
     waiting: Vec<Callback>,
@@ -607,6 +613,7 @@ fn fill_and_commit(
             hunks: nh,
         });
     }
+    register_unwind_tables(session, jobs, unwinder, rep)?;
     fault::point(opts, "after-write");
 
     // The original bytes are saved and the new code pages read while the target still runs;
@@ -653,6 +660,8 @@ fn fill_and_commit(
         .iter()
         .map(|&i| (all[i].kpta, all[i].len))
         .collect();
+    // Read while the process runs: which replaced regions have unwind tables to deregister.
+    let old_regs = eh_frames::registrations(proc, || unwinder, &old_regions);
     let mut heads: Vec<(u64, [u8; 8])> = jobs.iter().map(|j| (j.kpta, MAGIC)).collect();
     back.extend(jobs.iter().map(|j| (j.kpta, MAGIC_PENDING.to_vec())));
     // The regions replaced are marked pending in the same stop (and put back as they are if
@@ -746,6 +755,7 @@ fn fill_and_commit(
                 old_unmapped = true;
                 return Ok(AfterCommit {
                     unmap: old_regions.clone(),
+                    registrations: old_regs.clone(),
                 });
             }
             Ok(AfterCommit::default())
@@ -810,6 +820,7 @@ fn fill_and_commit(
                 proc,
                 &mut old_check,
                 &old_regions,
+                &old_regs,
                 Duration::ZERO,
                 opts,
                 rep,
@@ -823,6 +834,49 @@ fn fill_and_commit(
     callbacks::post_patch(&mut host, proc, &mut cbs, rep);
     outcome.frozen = Some(frozen);
     Ok(outcome)
+}
+
+/// Registers the unwind tables of the patches that carry some, with one thread stopped, so
+/// that exceptions can go through the new code as soon as the jumps lead there.
+fn register_unwind_tables(
+    session: &Session<'_>,
+    jobs: &[Job],
+    unwinder: Option<Unwinder>,
+    rep: &mut dyn Report,
+) -> Result<()> {
+    let tables: Vec<(&Job, u64)> = jobs
+        .iter()
+        .filter_map(|j| {
+            let at = j.prepared.eh_frame?;
+            Some((j, j.kpta + j.prepared.layout.elf_offset + at))
+        })
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let Some(unwinder) = unwinder else {
+        rep.detail(
+            "the process has no unwinder (__register_frame_info): the patch's unwind tables \
+             are not registered",
+        );
+        return Ok(());
+    };
+    let _defer = DeferTermination::new();
+    let mut stopped = session.stop_one()?;
+    let result = (|| -> Result<()> {
+        let mut thread = stopped.thread();
+        for (job, at) in &tables {
+            let total = job.prepared.layout.total;
+            eh_frames::register(&mut thread, &session.proc, &unwinder, job.kpta, total, *at)?;
+            rep.detail(&format!(
+                "{}: unwind tables at {at:#x} registered with the process's unwinder",
+                job.id
+            ));
+        }
+        Ok(())
+    })();
+    stopped.resume()?;
+    result
 }
 
 /// Marks every region committed (`KPATCH1` in the header at each of `heads`) and every region

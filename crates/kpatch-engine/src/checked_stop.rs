@@ -11,6 +11,7 @@ use kpatch_process::{DeferTermination, Guardian, MapEntry, Process, ReturnPoint,
 
 use crate::coro::{self, AtStop, Coroutines};
 use crate::discover::{AppliedPatch, LoadedObject};
+use crate::eh_frames::{self, Registration};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::options::Options;
@@ -212,10 +213,12 @@ impl SafetyCheck {
 }
 
 /// What a commit leaves to do once the threads that were running are released: unmap these
-/// regions (with one thread still stopped to run the `munmap`).
+/// regions (with one thread still stopped to run the `munmap`), deregistering the unwind
+/// tables of those in `registrations` first.
 #[derive(Debug, Default)]
 pub struct AfterCommit {
     pub unmap: Vec<(u64, u64)>,
+    pub registrations: Vec<Registration>,
 }
 
 /// Why a round could not conclude.
@@ -399,7 +402,7 @@ pub fn with_safe_stop(
                 Ok(then) if !then.unmap.is_empty() => {
                     // The threads that were running go first; one stays to run the munmap.
                     let released = stopped.release_all_but_one();
-                    unmap_stopped(&mut stopped, &then.unmap, rep);
+                    unmap_stopped(&mut stopped, &then.unmap, &then.registrations, rep);
                     released.and(stopped.resume())
                 }
                 _ => stopped.resume(),
@@ -429,14 +432,24 @@ pub fn with_safe_stop(
     )
 }
 
-/// Unmaps `regions` by syscalls in one of the stopped threads. A failure is reported and left
-/// for the next run to reclaim (the regions are marked pending).
-fn unmap_stopped(stopped: &mut StoppedProcess<'_>, regions: &[(u64, u64)], rep: &mut dyn Report) {
+/// Unmaps `regions` by syscalls in one of the stopped threads, deregistering the unwind
+/// tables of those in `regs` first. A failure is reported and left for the next run to
+/// reclaim (the regions are marked pending).
+fn unmap_stopped(
+    stopped: &mut StoppedProcess<'_>,
+    regions: &[(u64, u64)],
+    regs: &[Registration],
+    rep: &mut dyn Report,
+) {
     let Some(mut thread) = stopped.runnable_thread() else {
         rep.detail("no thread can run the munmap; the regions stay for the next run to reclaim");
         return;
     };
     for &(a, l) in regions.iter().filter(|&&(a, l)| a != 0 && l != 0) {
+        if let Err(e) = eh_frames::before_unmap(&mut thread, regs, a) {
+            rep.detail(&format!("the region at {a:#x} stays mapped: {e}"));
+            continue;
+        }
         if let Err(e) = thread.munmap(a, l) {
             rep.detail(&format!(
                 "the region at {a:#x} stays for the next run to reclaim: {e}"
@@ -464,11 +477,13 @@ pub fn describe_reference(r: &safety::Reference) -> String {
 /// function that code in a region reached by a tail call may still be reading the region's
 /// data). Each round stops every thread and checks; between rounds the process runs for a
 /// back-off, for at most `patience` (one round if zero). A region still in use then stays
-/// mapped, pending: a later run reclaims it. Returns whether the regions were unmapped.
+/// mapped, pending: a later run reclaims it. The unwind tables of the regions in `regs` are
+/// deregistered first. Returns whether the regions were unmapped.
 pub fn unmap_when_unused(
     proc: &Process,
     check: &mut SafetyCheck,
     regions: &[(u64, u64)],
+    regs: &[Registration],
     patience: Duration,
     opts: &Options,
     rep: &mut dyn Report,
@@ -487,7 +502,7 @@ pub fn unmap_when_unused(
         }
         if found.busy.is_empty() && found.refs.is_empty() {
             let released = stopped.release_all_but_one();
-            unmap_stopped(&mut stopped, regions, rep);
+            unmap_stopped(&mut stopped, regions, regs, rep);
             stopped.resume()?;
             check.report_note(rep);
             released?;

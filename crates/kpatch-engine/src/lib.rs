@@ -14,6 +14,7 @@ mod checked_stop;
 mod coro;
 mod coro_search;
 mod discover;
+mod eh_frames;
 mod elf_image;
 mod error;
 mod extras;

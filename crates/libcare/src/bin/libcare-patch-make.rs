@@ -148,7 +148,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         Event::Functions(entries) => {
             for e in entries {
                 let verb = if e.new { "adds" } else { "replaces" };
-                println!("  {verb} {}: {}", e.function, e.why);
+                println!("  {verb} {}: {}", kpatch_names::plain(&e.function), e.why);
             }
         }
         Event::LeftoversRestored(files) => {

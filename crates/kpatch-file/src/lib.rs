@@ -37,6 +37,7 @@ mod header;
 mod info;
 mod payload;
 mod read;
+mod trailer;
 mod write;
 
 pub use error::{ElfError, FormatError, InfoError};
@@ -49,4 +50,5 @@ pub use info::{
 };
 pub use payload::{PayloadElf, Section, INFO_SECTION};
 pub use read::{KpatchFile, PAYLOAD_ALIGN};
+pub use trailer::split_trailer;
 pub use write::{normalize_build_id, validate_patch_id, write_kpatch};

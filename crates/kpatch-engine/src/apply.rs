@@ -84,7 +84,7 @@ pub fn patch(
     let objects = discover::objects(&proc, &maps)?;
     let applied = discover::applied_patches(&proc, &maps)?;
 
-    let mut jobs = find_jobs(pid, storage, &objects, &applied, arch, page)?;
+    let mut jobs = find_jobs(pid, storage, &objects, &applied, arch, page, opts)?;
     if jobs.is_empty() {
         return Ok(PatchOutcome::default());
     }
@@ -163,6 +163,7 @@ fn find_jobs<'a>(
     applied: &[AppliedPatch],
     arch: &'static dyn Arch,
     page: u64,
+    opts: &Options,
 ) -> Result<Vec<Job<'a>>> {
     let mut found = Vec::new();
     if let Some(f) = storage.file_bytes()? {
@@ -186,6 +187,9 @@ fn find_jobs<'a>(
     }
     let mut jobs = Vec::new();
     for (object, f) in found {
+        if let Some(check) = &opts.check {
+            (check.0)(&f.path, &f.bytes).map_err(Error::Refused)?;
+        }
         let (header, id, elf) = read_patch(&f.path, &f.bytes)?;
         if applied
             .iter()

@@ -29,7 +29,7 @@ pub mod world;
 pub use apply::{patch, AppliedObject, PatchOutcome};
 pub use error::{Error, Result};
 pub use info::{info, ObjectInfo, PatchInfo};
-pub use options::Options;
+pub use options::{Options, PatchCheck};
 pub use report::{Quiet, Report};
 pub use storage::Storage;
 pub use unapply::{unpatch, RemovedPatch, UnpatchOutcome};

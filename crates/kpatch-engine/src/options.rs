@@ -1,7 +1,23 @@
 //! Tunables of patch and unpatch runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A check each patch file must pass when the storage is searched (its signature, who could
+/// have written it): the path and the bytes read, which are the bytes then used. `Err` holds
+/// why the file is refused.
+#[derive(Clone)]
+pub struct PatchCheck(pub Arc<CheckFn>);
+
+/// The function of a [`PatchCheck`].
+pub type CheckFn = dyn Fn(&Path, &[u8]) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for PatchCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PatchCheck")
+    }
+}
 
 /// How long to wait, and where to keep lock files.
 #[derive(Debug, Clone)]
@@ -17,6 +33,8 @@ pub struct Options {
     /// How long to wait for another tool working on the same process.
     pub lock_wait: Duration,
     pub lock_dir: PathBuf,
+    /// Run on every patch file found, before it is parsed.
+    pub check: Option<PatchCheck>,
 }
 
 impl Default for Options {
@@ -34,6 +52,7 @@ impl Default for Options {
             stop_timeout: Duration::from_secs(5),
             lock_wait: secs("LIBCARE_LOCK_WAIT", 30),
             lock_dir: crate::lock::lock_dir(),
+            check: None,
         }
     }
 }

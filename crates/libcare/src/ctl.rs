@@ -7,8 +7,18 @@ use std::path::Path;
 
 use kpatch_engine::{select, Options, Report, Storage};
 use kpatch_process::GuardianForker;
+use kpatch_trust::{Event, Outcome, Requester, TrustError};
 
 use crate::ctl_args::{Command, Target};
+use crate::trust::Trust;
+
+/// Who runs a command, and what is trusted for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub trust: &'a Trust,
+    /// Who asked: this process for `libcare-ctl`, the client for `libcare-server`.
+    pub by: Requester,
+}
 
 /// Where a command's text goes.
 pub trait Console {
@@ -33,10 +43,11 @@ impl Console for StdConsole {
     }
 }
 
-/// Engine progress for a console: steps always, details with `-v`.
+/// Engine progress for a console: steps always, details with `-v`; and the audit trail.
 struct Printer<'a> {
     con: &'a mut dyn Console,
     verbose: bool,
+    caller: Caller<'a>,
 }
 
 impl Report for Printer<'_> {
@@ -57,6 +68,75 @@ impl Printer<'_> {
     fn error(&mut self, msg: impl std::fmt::Display) {
         self.con.err(&format!("libcare-ctl: error: {msg}"));
     }
+
+    /// Records an audited action of the caller (a write failure is shown, not fatal).
+    fn audit(&mut self, action: &str, outcome: Outcome, at: Audited<'_>) {
+        let event = Event {
+            action,
+            outcome,
+            by: self.caller.by,
+            target_pid: at.pid,
+            patch_id: at.patch_id,
+            file: at.file,
+            detail: at.detail,
+        };
+        if let Some(warning) = self.caller.trust.record(&event) {
+            self.con.err(&format!("libcare-ctl: warning: {warning}"));
+        }
+    }
+}
+
+/// What an audited action concerned.
+#[derive(Debug, Default, Clone, Copy)]
+struct Audited<'a> {
+    pid: Option<i32>,
+    patch_id: Option<&'a str>,
+    file: Option<&'a Path>,
+    detail: Option<&'a str>,
+}
+
+/// The run options, with the caller's checks of each patch file read.
+fn options(caller: &Caller<'_>) -> Options {
+    Options {
+        check: Some(caller.trust.engine_check()),
+        ..Options::default()
+    }
+}
+
+fn pid_of(target: &Target) -> Option<i32> {
+    match target {
+        Target::Pid(pid) => Some(*pid),
+        Target::All => None,
+    }
+}
+
+/// Checks everything a storage would load or run before any process is touched.
+fn check_storage(path: &Path, target: &Target, p: &mut Printer<'_>) -> bool {
+    let Err(e) = p.caller.trust.policy.check_storage(path) else {
+        return true;
+    };
+    let file = match &e {
+        TrustError::Refused { path, .. } | TrustError::Io { path, .. } => path.clone(),
+        _ => path.to_owned(),
+    };
+    let msg = e.to_string();
+    p.out(&format!("Failed to apply patch '{}'", path.display()));
+    p.error(&msg);
+    let outcome = match e {
+        TrustError::Refused { .. } => Outcome::Refused,
+        _ => Outcome::Failed,
+    };
+    p.audit(
+        "patch",
+        outcome,
+        Audited {
+            pid: pid_of(target),
+            file: Some(&file),
+            detail: Some(&msg),
+            ..Audited::default()
+        },
+    );
+    false
 }
 
 /// `/proc/PID/cmdline` as LibcarePlus shows it: printable bytes as they are, everything else
@@ -96,6 +176,19 @@ fn patch_one(pid: i32, storage: &Storage, opts: &Options, p: &mut Printer<'_>) -
             true
         }
         Ok(o) => {
+            for a in &o.applied {
+                let detail = format!("object {}", a.object);
+                p.audit(
+                    "patch",
+                    Outcome::Done,
+                    Audited {
+                        pid: Some(pid),
+                        patch_id: Some(&a.id),
+                        file: Some(storage.path()),
+                        detail: Some(&detail),
+                    },
+                );
+            }
             if let Some(f) = o.frozen {
                 p.out(&format!(
                     "PID '{pid}' process patch frozen_time is {} microsecond",
@@ -110,6 +203,21 @@ fn patch_one(pid: i32, storage: &Storage, opts: &Options, p: &mut Printer<'_>) -
             true
         }
         Err(e) => {
+            let outcome = match e {
+                kpatch_engine::Error::Refused(_) => Outcome::Refused,
+                _ => Outcome::Failed,
+            };
+            let msg = e.to_string();
+            p.audit(
+                "patch",
+                outcome,
+                Audited {
+                    pid: Some(pid),
+                    file: Some(storage.path()),
+                    detail: Some(&msg),
+                    ..Audited::default()
+                },
+            );
             p.out(&format!(
                 "Failed to apply patch '{}'",
                 storage.path().display()
@@ -128,7 +236,38 @@ fn unpatch_one(
     p: &mut Printer<'_>,
 ) -> bool {
     targeting(p, pid);
-    match kpatch_engine::unpatch(pid, id, objects, opts, p) {
+    let result = kpatch_engine::unpatch(pid, id, objects, opts, p);
+    match &result {
+        Ok(o) => {
+            for r in &o.removed {
+                let detail = format!("object {}", r.object);
+                p.audit(
+                    "unpatch",
+                    Outcome::Done,
+                    Audited {
+                        pid: Some(pid),
+                        patch_id: Some(&r.id),
+                        detail: Some(&detail),
+                        ..Audited::default()
+                    },
+                );
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            p.audit(
+                "unpatch",
+                Outcome::Failed,
+                Audited {
+                    pid: Some(pid),
+                    patch_id: id,
+                    detail: Some(&msg),
+                    ..Audited::default()
+                },
+            );
+        }
+    }
+    match result {
         Ok(o) if o.removed.is_empty() => {
             p.out(&not_cancellable_line(pid));
             true
@@ -198,10 +337,24 @@ fn info(pid: i32, json: bool, p: &mut Printer<'_>) -> bool {
     }
 }
 
-fn open_storage(path: &Path, p: &mut Printer<'_>) -> Option<Storage> {
+fn open_storage(path: &Path, target: &Target, p: &mut Printer<'_>) -> Option<Storage> {
+    if !check_storage(path, target, p) {
+        return None;
+    }
     match Storage::open(path) {
         Ok(s) => Some(s),
         Err(e) => {
+            let msg = e.to_string();
+            p.audit(
+                "patch",
+                Outcome::Failed,
+                Audited {
+                    pid: pid_of(target),
+                    file: Some(path),
+                    detail: Some(&msg),
+                    ..Audited::default()
+                },
+            );
             p.out(&format!("Failed to apply patch '{}'", path.display()));
             p.error(e);
             None
@@ -223,6 +376,16 @@ fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
     let candidates = match select::for_patch(storage) {
         Ok(c) => c,
         Err(e) => {
+            let msg = e.to_string();
+            p.audit(
+                "patch",
+                Outcome::Failed,
+                Audited {
+                    file: Some(storage.path()),
+                    detail: Some(&msg),
+                    ..Audited::default()
+                },
+            );
             p.error(e);
             return false;
         }
@@ -243,6 +406,16 @@ fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Pri
     let candidates = match select::for_unpatch(id) {
         Ok(c) => c,
         Err(e) => {
+            let msg = e.to_string();
+            p.audit(
+                "unpatch",
+                Outcome::Failed,
+                Audited {
+                    patch_id: id,
+                    detail: Some(&msg),
+                    ..Audited::default()
+                },
+            );
             p.error(e);
             return false;
         }
@@ -261,36 +434,41 @@ fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Pri
 
 /// Applies every patch of the storage at `path` to every process it applies to (`patch -p all
 /// PATH`); the server's `update`. Returns whether every process was patched.
-pub fn update(path: &Path, verbose: bool, con: &mut dyn Console) -> bool {
-    let opts = Options::default();
-    let mut p = Printer { con, verbose };
+pub fn update(path: &Path, verbose: bool, caller: Caller<'_>, con: &mut dyn Console) -> bool {
+    let opts = options(&caller);
+    let mut p = Printer {
+        con,
+        verbose,
+        caller,
+    };
     // LibcarePlus shows "all" as pid -1.
     p.out(&format!("Applying patch for -1 with {}", path.display()));
-    match open_storage(path, &mut p) {
+    match open_storage(path, &Target::All, &mut p) {
         Some(storage) => patch_all(&storage, &opts, &mut p),
         None => false,
     }
 }
 
-/// Runs a parsed command; returns whether it succeeded.
-pub fn execute(cmd: &Command, verbose: bool, con: &mut dyn Console) -> bool {
-    let opts = Options::default();
-    let mut p = Printer { con, verbose };
+/// Runs a parsed command for `caller`; returns whether it succeeded.
+pub fn execute(cmd: &Command, verbose: bool, caller: Caller<'_>, con: &mut dyn Console) -> bool {
+    let opts = options(&caller);
+    let mut p = Printer {
+        con,
+        verbose,
+        caller,
+    };
     match cmd {
         Command::Help(text) => {
             p.out(text.trim_end_matches('\n'));
             true
         }
         Command::Patch { target, path } => {
-            let shown = match target {
-                Target::Pid(pid) => *pid,
-                Target::All => -1,
-            };
+            let shown = pid_of(target).unwrap_or(-1);
             p.out(&format!(
                 "Applying patch for {shown} with {}",
                 path.display()
             ));
-            let Some(storage) = open_storage(path, &mut p) else {
+            let Some(storage) = open_storage(path, target, &mut p) else {
                 return false;
             };
             match target {
@@ -303,10 +481,7 @@ pub fn execute(cmd: &Command, verbose: bool, con: &mut dyn Console) -> bool {
             id,
             objects,
         } => {
-            let shown = match target {
-                Target::Pid(pid) => *pid,
-                Target::All => -1,
-            };
+            let shown = pid_of(target).unwrap_or(-1);
             p.out(&format!(
                 "Unpplying patch for {shown} with patch id '{}'",
                 id.as_deref().unwrap_or("(all)")
@@ -355,7 +530,12 @@ mod tests {
             target: Target::Pid(std::process::id() as i32),
             path: "/nonexistent/storage".into(),
         };
-        assert!(!execute(&cmd, false, &mut c));
+        let trust = Trust::none();
+        let caller = Caller {
+            trust: &trust,
+            by: Requester::this_process(),
+        };
+        assert!(!execute(&cmd, false, caller, &mut c));
         assert_eq!(
             c.out,
             [

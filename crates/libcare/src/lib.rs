@@ -2,6 +2,8 @@
 
 pub mod ctl;
 pub mod ctl_args;
+pub mod server_args;
+pub mod trust;
 
 /// `eprintln!` that writes the whole line with one `write`: tools run side by side under
 /// `make -j` would otherwise interleave their messages piece by piece on a shared stderr.

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask demo | test | bench | test-aarch64`.
+//! Project tasks: `cargo xtask demo | test | fuzz | bench | test-aarch64`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 mod aarch64;
 mod bench;
 mod demo;
+mod fuzz;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -48,6 +49,7 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
+    fuzz::smoke(&root())?;
     Ok(())
 }
 
@@ -67,12 +69,18 @@ fn pall_inner(args: &[String]) -> Result<()> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|bench [pause|size|overhead|build|pall]...|test-aarch64 [SCENARIO...]>"
+        "usage: cargo xtask <demo|test|fuzz|bench [pause|size|overhead|build|pall]...|test-aarch64 [SCENARIO...]>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
     );
-    eprintln!("  test   formatting, lints, unit and end-to-end tests");
+    eprintln!(
+        "  test   formatting, lints, unit and end-to-end tests, a short run of each fuzz target"
+    );
+    eprintln!(
+        "  fuzz [TARGET...] [--runs N|--seconds S]  long fuzz runs (default 10^6 executions each); targets: {}",
+        fuzz::TARGETS.join(" ")
+    );
     eprintln!("  bench  measure pauses, patch size, call overhead; writes BENCHMARKS.md");
     eprintln!(
         "  test-aarch64  the end-to-end scenarios in an emulated aarch64 machine (qemu); scenarios: {}",
@@ -89,6 +97,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run_bench(&root(), &args[1..]),
         Some("bench-pall-inner") => pall_inner(&args[1..]),
         Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
+        Some("fuzz") => fuzz::long(&root(), &args[1..]),
         _ => return usage(),
     };
     match result {

@@ -153,6 +153,13 @@ pub fn parse(data: &[u8]) -> Result<Elf, ElfError> {
             name_offset: le_u32(h, 0),
             ..Section::default()
         };
+        // Section 0 is reserved: were it to hold data, writing the file would lose it.
+        if i == 0 && s.sh_type != SHT_NULL {
+            return Err(ElfError::BadSection {
+                section: "[0]".into(),
+                reason: format!("has type {}; section 0 must be SHT_NULL", s.sh_type),
+            });
+        }
         if s.has_file_data() {
             let bytes = slice(data, s.offset, s.size, &|| {
                 format!("the data of section [{i}]")

@@ -174,6 +174,16 @@ fn every_truncation_of_a_small_file_is_an_error_naming_what_is_missing() {
 }
 
 #[test]
+fn a_section_0_that_is_not_null_is_refused() {
+    // Found by the fuzz target `elf`: such a section's data did not survive writing.
+    let mut bytes = synthetic();
+    let shoff = u64::from_le_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    bytes[shoff + 4..shoff + 8].copy_from_slice(&SHT_NOTE.to_le_bytes());
+    let msg = elf_edit::parse(&bytes).unwrap_err().to_string();
+    assert!(msg.contains("[0]") && msg.contains("SHT_NULL"), "{msg}");
+}
+
+#[test]
 fn errors_name_the_field_or_section() {
     let base = synthetic();
     let mut bad_magic = base.clone();

@@ -105,10 +105,22 @@ impl Keyring {
             .map_err(|_| Refusal::Mismatch { fingerprint })?;
         Ok(Some(trusted))
     }
+
+    /// The keys of `text`, lines as in a `*.pub` file; `source` names it in messages.
+    pub fn from_text(text: &str, source: &Path) -> Result<Keyring, TrustError> {
+        Ok(Keyring {
+            dir: source.to_owned(),
+            keys: parse_keys(text, source)?,
+        })
+    }
 }
 
 fn read_keys(file: &Path) -> Result<Vec<TrustedKey>, TrustError> {
     let text = std::fs::read_to_string(file).map_err(TrustError::io(file))?;
+    parse_keys(&text, file)
+}
+
+fn parse_keys(text: &str, file: &Path) -> Result<Vec<TrustedKey>, TrustError> {
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();

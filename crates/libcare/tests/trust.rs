@@ -264,15 +264,25 @@ fn client_as_nobody(socket: &str, args: &[&str]) -> Output {
 }
 
 #[test]
-fn the_server_refuses_an_unprivileged_client_for_every_command() {
+fn the_server_refuses_an_unprivileged_client_for_every_command_and_unsigned_patches() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    build_target(dir, "greet", ORIGINAL);
+    let (_, bid) = build_target(dir, "greet", ORIGINAL);
     build_patch(dir, "greet", "level 1", "0001");
+    let key = keygen(dir, "release");
+    let keys = dir.join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy(dir.join("release.pub"), keys.join("release.pub")).unwrap();
     let audit = dir.join("audit.log");
     // An abstract socket has no file permissions: the credential check is all there is.
     let socket = format!("@libcare-rs-trust-{}", std::process::id());
-    let mut server = Server::start_with(dir, &socket, dir, &[], &[("LIBCARE_AUDIT_LOG", &audit)]);
+    let mut server = Server::start_with(
+        dir,
+        &socket,
+        dir,
+        &["--keys", keys.to_str().unwrap()],
+        &[("LIBCARE_AUDIT_LOG", &audit)],
+    );
     let pid = server.run("exec ./greet s >s.out 2>&1");
     let mut out = OutFile::new(dir.join("s.out"));
     out.wait_line("s: original");
@@ -306,10 +316,27 @@ fn the_server_refuses_an_unprivileged_client_for_every_command() {
     out.drain();
     out.wait_line("s: original");
 
-    // Root is served, and the server went on.
+    // Root is served, and the server went on; it verifies what root asks it to load.
     let r = server.client(&["info", "-p", &pid]);
     assert_status(&r, 0);
     assert_eq!(stdout(&r), "", "no patch applied");
+    let r = server.client(&["patch", "-p", &pid, "greet-0001.kpatch"]);
+    assert_status(&r, 255);
+    assert!(
+        stdout(&r).contains("greet-0001.kpatch: refused: it is not signed"),
+        "{}",
+        stdout(&r)
+    );
+    out.drain();
+    out.wait_line("s: original");
+    run_ok(
+        tool("kpatch_make", dir)
+            .args(["-b", &bid, "-i", "0001", "greet-0001.stripped", "--sign"])
+            .arg(&key)
+            .args(["-o", "signed.kpatch"]),
+    );
+    assert_status(&server.client(&["patch", "-p", &pid, "signed.kpatch"]), 0);
+    out.wait_line("s: level 1");
     let log = server.log_text();
     assert_eq!(
         log.matches("refused: uid 65534 (nobody)").count(),
@@ -323,6 +350,11 @@ fn the_server_refuses_an_unprivileged_client_for_every_command() {
         .collect();
     assert_eq!(refusals.len(), 8, "{audited}");
     assert!(audited.contains("action=run result=ok"), "{audited}");
+    assert!(
+        audited.contains("action=patch result=refused")
+            && audited.contains("action=patch result=ok"),
+        "{audited}"
+    );
     assert_status(&server.client(&["stop"]), 0);
     assert!(server.wait_exit().success());
 }

@@ -70,29 +70,52 @@ impl Printer<'_> {
     }
 
     /// Records an audited action of the caller (a write failure is shown, not fatal).
-    fn audit(&mut self, action: &str, outcome: Outcome, at: Audited<'_>) {
-        let event = Event {
-            action,
-            outcome,
-            by: self.caller.by,
-            target_pid: at.pid,
-            patch_id: at.patch_id,
-            file: at.file,
-            detail: at.detail,
-        };
+    fn audit(&mut self, event: Event<'_>) {
         if let Some(warning) = self.caller.trust.record(&event) {
             self.con.err(&format!("libcare-ctl: warning: {warning}"));
         }
     }
-}
 
-/// What an audited action concerned.
-#[derive(Debug, Default, Clone, Copy)]
-struct Audited<'a> {
-    pid: Option<i32>,
-    patch_id: Option<&'a str>,
-    file: Option<&'a Path>,
-    detail: Option<&'a str>,
+    /// A patch applied to, or removed from, `object` of process `pid`.
+    fn audit_done(
+        &mut self,
+        action: &str,
+        pid: i32,
+        patch_id: &str,
+        file: Option<&Path>,
+        object: &str,
+    ) {
+        let detail = format!("object {object}");
+        self.audit(Event {
+            action,
+            outcome: Outcome::Done,
+            by: self.caller.by,
+            target_pid: Some(pid),
+            patch_id: Some(patch_id),
+            file,
+            detail: Some(&detail),
+        });
+    }
+
+    /// A refusal or failure, with the message shown for it.
+    fn audit_error(
+        &mut self,
+        action: &str,
+        outcome: Outcome,
+        (pid, patch_id, file): (Option<i32>, Option<&str>, Option<&Path>),
+        error: &dyn std::fmt::Display,
+    ) {
+        let detail = error.to_string();
+        self.audit(Event {
+            action,
+            outcome,
+            by: self.caller.by,
+            target_pid: pid,
+            patch_id,
+            file,
+            detail: Some(&detail),
+        });
+    }
 }
 
 /// The run options, with the caller's checks of each patch file read.
@@ -119,23 +142,13 @@ fn check_storage(path: &Path, target: &Target, p: &mut Printer<'_>) -> bool {
         TrustError::Refused { path, .. } | TrustError::Io { path, .. } => path.clone(),
         _ => path.to_owned(),
     };
-    let msg = e.to_string();
     p.out(&format!("Failed to apply patch '{}'", path.display()));
-    p.error(&msg);
+    p.error(&e);
     let outcome = match e {
         TrustError::Refused { .. } => Outcome::Refused,
         _ => Outcome::Failed,
     };
-    p.audit(
-        "patch",
-        outcome,
-        Audited {
-            pid: pid_of(target),
-            file: Some(&file),
-            detail: Some(&msg),
-            ..Audited::default()
-        },
-    );
+    p.audit_error("patch", outcome, (pid_of(target), None, Some(&file)), &e);
     false
 }
 
@@ -177,17 +190,7 @@ fn patch_one(pid: i32, storage: &Storage, opts: &Options, p: &mut Printer<'_>) -
         }
         Ok(o) => {
             for a in &o.applied {
-                let detail = format!("object {}", a.object);
-                p.audit(
-                    "patch",
-                    Outcome::Done,
-                    Audited {
-                        pid: Some(pid),
-                        patch_id: Some(&a.id),
-                        file: Some(storage.path()),
-                        detail: Some(&detail),
-                    },
-                );
+                p.audit_done("patch", pid, &a.id, Some(storage.path()), &a.object);
             }
             if let Some(f) = o.frozen {
                 p.out(&format!(
@@ -207,16 +210,11 @@ fn patch_one(pid: i32, storage: &Storage, opts: &Options, p: &mut Printer<'_>) -
                 kpatch_engine::Error::Refused(_) => Outcome::Refused,
                 _ => Outcome::Failed,
             };
-            let msg = e.to_string();
-            p.audit(
+            p.audit_error(
                 "patch",
                 outcome,
-                Audited {
-                    pid: Some(pid),
-                    file: Some(storage.path()),
-                    detail: Some(&msg),
-                    ..Audited::default()
-                },
+                (Some(pid), None, Some(storage.path())),
+                &e,
             );
             p.out(&format!(
                 "Failed to apply patch '{}'",
@@ -240,32 +238,10 @@ fn unpatch_one(
     match &result {
         Ok(o) => {
             for r in &o.removed {
-                let detail = format!("object {}", r.object);
-                p.audit(
-                    "unpatch",
-                    Outcome::Done,
-                    Audited {
-                        pid: Some(pid),
-                        patch_id: Some(&r.id),
-                        detail: Some(&detail),
-                        ..Audited::default()
-                    },
-                );
+                p.audit_done("unpatch", pid, &r.id, None, &r.object);
             }
         }
-        Err(e) => {
-            let msg = e.to_string();
-            p.audit(
-                "unpatch",
-                Outcome::Failed,
-                Audited {
-                    pid: Some(pid),
-                    patch_id: id,
-                    detail: Some(&msg),
-                    ..Audited::default()
-                },
-            );
-        }
+        Err(e) => p.audit_error("unpatch", Outcome::Failed, (Some(pid), id, None), e),
     }
     match result {
         Ok(o) if o.removed.is_empty() => {
@@ -344,16 +320,11 @@ fn open_storage(path: &Path, target: &Target, p: &mut Printer<'_>) -> Option<Sto
     match Storage::open(path) {
         Ok(s) => Some(s),
         Err(e) => {
-            let msg = e.to_string();
-            p.audit(
+            p.audit_error(
                 "patch",
                 Outcome::Failed,
-                Audited {
-                    pid: pid_of(target),
-                    file: Some(path),
-                    detail: Some(&msg),
-                    ..Audited::default()
-                },
+                (pid_of(target), None, Some(path)),
+                &e,
             );
             p.out(&format!("Failed to apply patch '{}'", path.display()));
             p.error(e);
@@ -376,15 +347,11 @@ fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
     let candidates = match select::for_patch(storage) {
         Ok(c) => c,
         Err(e) => {
-            let msg = e.to_string();
-            p.audit(
+            p.audit_error(
                 "patch",
                 Outcome::Failed,
-                Audited {
-                    file: Some(storage.path()),
-                    detail: Some(&msg),
-                    ..Audited::default()
-                },
+                (None, None, Some(storage.path())),
+                &e,
             );
             p.error(e);
             return false;
@@ -406,16 +373,7 @@ fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Pri
     let candidates = match select::for_unpatch(id) {
         Ok(c) => c,
         Err(e) => {
-            let msg = e.to_string();
-            p.audit(
-                "unpatch",
-                Outcome::Failed,
-                Audited {
-                    patch_id: id,
-                    detail: Some(&msg),
-                    ..Audited::default()
-                },
-            );
+            p.audit_error("unpatch", Outcome::Failed, (None, id, None), &e);
             p.error(e);
             return false;
         }

@@ -75,6 +75,8 @@ impl Policy {
         if !self.strict() && self.keys.is_empty() {
             return Ok(());
         }
+        // A storage that is not there is that, not an unsafe one.
+        std::fs::metadata(path).map_err(TrustError::io(path))?;
         self.check_path(path)?;
         let files = storage::files(path)?;
         for script in &files.scripts {
@@ -90,5 +92,25 @@ impl Policy {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_storage_is_reported_as_missing() {
+        let strict = Policy {
+            keys: Keyring::default(),
+            strict: Some(0),
+        };
+        let err = strict
+            .check_storage(Path::new("/nonexistent/storage"))
+            .unwrap_err();
+        assert!(matches!(err, TrustError::Io { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .starts_with("/nonexistent/storage: No such file"));
     }
 }

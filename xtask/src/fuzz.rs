@@ -249,11 +249,72 @@ fn seeds(root: &Path) -> Result<()> {
         "cc",
         b"-c\0-O2\0-MD\0-MF\0x.d\0-x\0c\0foo.c\0-o\0foo.o\0-Wl,-q",
     )?;
-    put("kpatch_file", "empty", b"")?;
+    let kpatch = make_kpatch(root, &work, src)?;
+    put("kpatch_file", "greet.kpatch", &kpatch)?;
+    // As LibcarePlus writes it, without a checksum: mutations then reach the payload.
+    let mut peer = kpatch;
+    peer[144..148].fill(0);
+    put("kpatch_file", "greet-peer.kpatch", &peer)?;
     put(
         "signature",
         "sig",
         b"-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n",
     )?;
     Ok(())
+}
+
+/// A real patch of the fixture, made with our tools the way the user guide does.
+fn make_kpatch(root: &Path, work: &Path, src: &str) -> Result<Vec<u8>> {
+    run(crate::cargo().args(["build", "-q", "-p", "libcare", "--bins"]))?;
+    let bin = |name: &str| target_dir(root).join("debug").join(name);
+    let step = |program: &Path, args: &[&str]| -> Result<()> {
+        run(Command::new(program).args(args).current_dir(work))
+    };
+    let gcc = Path::new("gcc");
+    step(gcc, &["-O2", "-S", src, "-o", "orig.s"])?;
+    step(
+        gcc,
+        &[
+            "-O2",
+            "-S",
+            "-DGREETING=\"patched\"",
+            src,
+            "-o",
+            "patched.s",
+        ],
+    )?;
+    step(gcc, &["-o", "orig", "orig.s"])?;
+    step(
+        &bin("kpatch_gensrc"),
+        &[
+            "--os=rhel6",
+            "-i",
+            "orig.s",
+            "-i",
+            "patched.s",
+            "-o",
+            "both.s",
+            "--force-global",
+        ],
+    )?;
+    step(gcc, &["-o", "both", "both.s", "-Wl,-q"])?;
+    let strip = bin("kpatch_strip");
+    step(&strip, &["--strip", "both", "both.stripped"])?;
+    step(&strip, &["--rel-fixup", "orig", "both.stripped"])?;
+    step(Path::new("strip"), &["--strip-unneeded", "both.stripped"])?;
+    step(&strip, &["--undo-link", "orig", "both.stripped"])?;
+    let id = "0123456789abcdef0123456789abcdef01234567";
+    step(
+        &bin("kpatch_make"),
+        &[
+            "-b",
+            id,
+            "-i",
+            "0001",
+            "both.stripped",
+            "-o",
+            "greet.kpatch",
+        ],
+    )?;
+    std::fs::read(work.join("greet.kpatch")).context("the seed patch")
 }

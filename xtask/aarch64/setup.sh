@@ -9,18 +9,15 @@
 # - guest files: Debian's arm64 kernel Image and busybox-static, downloaded (not installed)
 #   and unpacked into CACHE_DIR.
 #
-# /etc/apt is never touched: a private APT_CONFIG under CACHE_DIR has its own sources list
-# (the machine's own mirrors plus bookworm-backports), state and archive directories, and
-# knows the arm64 architecture for downloads only.
+# /etc/apt is never touched: a private APT_CONFIG under CACHE_DIR (xtask/apt-private.sh) has
+# its own sources list (the machine's own mirrors plus bookworm-backports), state and archive
+# directories, and knows the arm64 architecture for downloads only.
 set -eu
+. "$(dirname "$0")/../apt-private.sh"
 CACHE=${1:?usage: setup.sh CACHE_DIR}
 mkdir -p "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)
 P=$CACHE/apt
-
-installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
-}
 
 need_cross=""
 for pkg in gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu; do
@@ -32,39 +29,10 @@ need_guest=""
 [ -s "$CACHE/Image" ] && [ -x "$CACHE/busybox" ] || need_guest=yes
 
 if [ -n "$need_cross$need_qemu$need_guest" ]; then
-    mkdir -p "$P/lists/partial" "$P/archives/partial" "$P/debs"
-    # The machine's own mirrors: deb822 sources, else the one-line format.
-    uris=$(
-        { cat /etc/apt/sources.list.d/*.sources 2>/dev/null || :; } |
-            awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}'
-        { cat /etc/apt/sources.list 2>/dev/null || :; } |
-            awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; break}}'
-    )
-    main=$(echo "$uris" | grep -v security | head -n 1)
-    sec=$(echo "$uris" | grep security | head -n 1)
-    [ -n "$main" ] || { echo "setup: no Debian mirror in /etc/apt sources" >&2; exit 1; }
-    [ -n "$sec" ] || sec=$main-security
-    key=signed-by=/usr/share/keyrings/debian-archive-keyring.gpg
-    cat > "$P/sources.list" <<EOS
-deb [$key] $main bookworm main
-deb [$key] $main bookworm-updates main
-deb [$key] $sec bookworm-security main
-deb [$key] $main bookworm-backports main
-EOS
-    cat > "$P/apt.conf" <<EOS
-Dir::Etc::sourcelist "$P/sources.list";
-Dir::Etc::sourceparts "-";
-Dir::State::lists "$P/lists";
-Dir::Cache::archives "$P/archives";
-APT::Sandbox::User "root";
-APT::Architectures { "amd64"; "arm64"; };
-EOS
-    export APT_CONFIG="$P/apt.conf" DEBIAN_FRONTEND=noninteractive
-    # Package lists older than a day are refreshed.
-    if [ -z "$(find "$P/lists" -maxdepth 1 -name '*_Packages*' -mtime -1 2>/dev/null | head -n 1)" ]; then
-        echo "setup: downloading package lists" >&2
-        apt-get update -qq
-    fi
+    mkdir -p "$P/debs"
+    PRIVATE_APT_EXTRA='APT::Architectures { "amd64"; "arm64"; };'
+    private_apt "$P" "deb bookworm" "deb bookworm-updates" "deb bookworm-security" \
+        "deb bookworm-backports"
     if [ -n "$need_cross" ]; then
         echo "setup: installing$need_cross" >&2
         # shellcheck disable=SC2086

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::{cargo, run};
 
@@ -27,7 +27,8 @@ pub fn run_demo(root: &Path) -> Result<()> {
     say("building the toolkit (release)");
     run(cargo().args(["build", "--release", "--bins", "--quiet"]))?;
     let bin = crate::target_dir(root).join("release");
-    let work = tempfile_dir()?;
+    let work = crate::temp_dir("libcare-demo")?;
+    let work = &work.0;
     let guide = root.join("tests/fixtures/guide");
     for f in ["foo.c", "bar.c", "Makefile"] {
         std::fs::copy(guide.join(f), work.join(f)).with_context(|| format!("copy {f}"))?;
@@ -42,7 +43,7 @@ pub fn run_demo(root: &Path) -> Result<()> {
         run(Command::new("sh")
             .arg("-c")
             .arg(script)
-            .current_dir(&work)
+            .current_dir(work)
             .env("PATH", &path))
     };
     println!("working in {}", work.display());
@@ -52,7 +53,7 @@ pub fn run_demo(root: &Path) -> Result<()> {
     println!("$ diff -up foo.c bar.c > foo.patch");
     let diff = Command::new("diff")
         .args(["-up", "foo.c", "bar.c"])
-        .current_dir(&work)
+        .current_dir(work)
         .output()?;
     std::fs::write(work.join("foo.patch"), &diff.stdout)?;
     print!("{}", String::from_utf8_lossy(&diff.stdout));
@@ -82,18 +83,5 @@ pub fn run_demo(root: &Path) -> Result<()> {
 
     drop(target);
     say("done: the process ran unpatched, patched, then unpatched again without restarting");
-    let _ = std::fs::remove_dir_all(&work);
     Ok(())
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let base = std::env::temp_dir().join(format!("libcare-demo-{}", std::process::id()));
-    if base.exists() {
-        std::fs::remove_dir_all(&base)?;
-    }
-    std::fs::create_dir_all(&base)?;
-    if !base.is_dir() {
-        bail!("cannot create {}", base.display());
-    }
-    Ok(base)
 }

@@ -33,10 +33,6 @@ pub enum ElfError {
     },
     #[error("section {section}: {reason}")]
     BadSection { section: String, reason: String },
-    #[error("no section named {0}")]
-    NoSuchSection(String),
     #[error("section index {index} is out of range (the file has {count} sections)")]
     NoSuchIndex { index: usize, count: usize },
-    #[error("cannot lay out the file: {0}")]
-    Layout(String),
 }

@@ -1,14 +1,19 @@
 //! The owned model: file header fields, program headers and sections.
 
-use crate::consts::*;
+use object::elf::{
+    FileFlags, FileType, Machine, OsAbi, ProgramFlags, ProgramType, SectionFlags, SectionType,
+    SymbolSection, SHF_INFO_LINK, SHN_XINDEX, SHT_DYNSYM, SHT_NOBITS, SHT_NULL, SHT_REL, SHT_RELA,
+    SHT_STRTAB, SHT_SYMTAB,
+};
+
 use crate::error::ElfError;
 use crate::strtab::StringTable;
 
-/// One program header, as read (only written back with [`crate::WriteOptions::keep_program_headers`]).
+/// One program header, as read. The writer drops program headers: it lays sections out anew.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ProgramHeader {
-    pub p_type: u32,
-    pub flags: u32,
+    pub p_type: ProgramType,
+    pub flags: ProgramFlags,
     pub offset: u64,
     pub vaddr: u64,
     pub paddr: u64,
@@ -21,8 +26,8 @@ pub struct ProgramHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Section {
     pub name: String,
-    pub sh_type: u32,
-    pub flags: u64,
+    pub sh_type: SectionType,
+    pub flags: SectionFlags,
     pub addr: u64,
     /// File offset as read; [`crate::Elf::write`] computes a new one.
     pub offset: u64,
@@ -42,7 +47,7 @@ pub struct Section {
 
 impl Section {
     /// A section of type `sh_type` holding `data`.
-    pub fn new(name: &str, sh_type: u32, flags: u64, data: Vec<u8>) -> Self {
+    pub fn new(name: &str, sh_type: SectionType, flags: SectionFlags, data: Vec<u8>) -> Self {
         Self {
             name: name.to_string(),
             sh_type,
@@ -89,22 +94,21 @@ impl Section {
 
     /// Whether `sh_info` holds a section index (relocation sections, or `SHF_INFO_LINK`).
     pub fn info_is_section(&self) -> bool {
-        matches!(self.sh_type, SHT_REL | SHT_RELA) || self.flags & SHF_INFO_LINK != 0
+        matches!(self.sh_type, SHT_REL | SHT_RELA) || self.flags.contains(SHF_INFO_LINK)
     }
 }
 
 /// An ELF file: 64-bit, little-endian, of any type (`ET_REL`, `ET_EXEC`, `ET_DYN`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Elf {
-    pub osabi: u8,
+    pub osabi: OsAbi,
     pub abiversion: u8,
-    pub e_type: u16,
-    pub machine: u16,
+    pub e_type: FileType,
+    pub machine: Machine,
     pub version: u32,
     pub entry: u64,
-    pub flags: u32,
-    /// `e_phoff` as read; used only when the program headers are kept.
-    pub phoff: u64,
+    pub flags: FileFlags,
+    /// As read; never written (see [`ProgramHeader`]).
     pub program_headers: Vec<ProgramHeader>,
     /// All sections, index 0 (the null section) included.
     pub sections: Vec<Section>,
@@ -114,8 +118,8 @@ pub struct Elf {
 
 impl Elf {
     /// An empty file of this type and machine: the null section and a `.shstrtab`.
-    pub fn new(e_type: u16, machine: u16) -> Self {
-        let mut shstrtab = Section::new(".shstrtab", SHT_STRTAB, 0, vec![0]);
+    pub fn new(e_type: FileType, machine: Machine) -> Self {
+        let mut shstrtab = Section::new(".shstrtab", SHT_STRTAB, SectionFlags(0), vec![0]);
         shstrtab.name_offset = u32::MAX;
         Self {
             e_type,
@@ -159,7 +163,7 @@ impl Elf {
     }
 
     /// Index of the first section of type `sh_type`.
-    pub fn section_index_by_type(&self, sh_type: u32) -> Option<usize> {
+    pub fn section_index_by_type(&self, sh_type: SectionType) -> Option<usize> {
         self.sections.iter().position(|s| s.sh_type == sh_type)
     }
 
@@ -268,10 +272,10 @@ impl Elf {
             }
             let mut syms = self.symbols(i)?;
             for sym in &mut syms {
-                if sym.shndx != SHN_UNDEF && sym.shndx < SHN_LORESERVE {
+                if sym.is_defined_in_section() {
                     let user = format!("symbol {} in {}", sym.name, self.describe_section(i));
-                    let n = map(sym.shndx as usize, &user)?;
-                    sym.shndx = u16::try_from(n).unwrap_or(SHN_XINDEX);
+                    let n = map(usize::from(sym.shndx.0), &user)?;
+                    sym.shndx = SymbolSection(u16::try_from(n).unwrap_or(SHN_XINDEX.0));
                 }
             }
             sym_edits.push((i, syms));

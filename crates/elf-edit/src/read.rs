@@ -1,26 +1,12 @@
 //! Parsing: every offset and size is checked against the input before it is used.
 
-use crate::consts::*;
+use object::elf::{ELFCLASS64, ELFDATA2LSB, ELFMAG, EV_CURRENT, SHN_XINDEX, SHT_NULL};
+use object::pod::Pod;
+
 use crate::error::ElfError;
 use crate::model::{Elf, ProgramHeader, Section};
+use crate::raw::{Ehdr, Phdr, Shdr, EHDR_SIZE, LE, PHDR_SIZE, SHDR_SIZE};
 use crate::strtab::read_cstr;
-
-fn field<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
-    // Callers pass fixed-size records whose length was checked; a short slice reads as zeros.
-    b.get(off..off.saturating_add(N))
-        .and_then(|s| s.try_into().ok())
-        .unwrap_or([0; N])
-}
-
-pub(crate) fn le_u16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes(field(b, off))
-}
-pub(crate) fn le_u32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(field(b, off))
-}
-pub(crate) fn le_u64(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(field(b, off))
-}
 
 /// The `size` bytes at `offset`, or an error naming `what`.
 fn slice<'a>(
@@ -43,45 +29,68 @@ fn slice<'a>(
     data.get(start..end).ok_or_else(truncated)
 }
 
+/// The records filling `bytes` (whose length the caller made a whole number of them).
+fn records<'a, T: Pod>(bytes: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a [T], ElfError> {
+    object::pod::slice_from_all_bytes(bytes).map_err(|()| ElfError::Truncated {
+        what: what(),
+        offset: 0,
+        size: bytes.len() as u64,
+        file_len: bytes.len() as u64,
+    })
+}
+
+/// The record at the start of `bytes` (which the caller made long enough).
+fn record<'a, T: Pod>(bytes: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a T, ElfError> {
+    object::pod::from_bytes(bytes)
+        .map(|(record, _)| record)
+        .map_err(|()| ElfError::Truncated {
+            what: what(),
+            offset: 0,
+            size: bytes.len() as u64,
+            file_len: bytes.len() as u64,
+        })
+}
+
 /// Parses a 64-bit little-endian ELF file.
 pub fn parse(data: &[u8]) -> Result<Elf, ElfError> {
     if data.get(..4) != Some(&ELFMAG[..]) {
         return Err(ElfError::BadMagic);
     }
-    let ehdr = slice(data, 0, EHDR_SIZE as u64, &|| "the ELF header".into())?;
+    let what = || "the ELF header".to_string();
+    let ehdr: &Ehdr = record(slice(data, 0, EHDR_SIZE as u64, &what)?, &what)?;
     let unsupported = |field, value: u8, expected| ElfError::Unsupported {
         field,
         value: value as u64,
         expected,
     };
-    let [class, encoding, ident_version, osabi, abiversion] = field::<5>(ehdr, 4);
-    if class != ELFCLASS64 {
-        return Err(unsupported("EI_CLASS", class, "ELFCLASS64 (2)"));
+    let ident = &ehdr.e_ident;
+    if ident.class != ELFCLASS64 {
+        return Err(unsupported("EI_CLASS", ident.class.0, "ELFCLASS64 (2)"));
     }
-    if encoding != ELFDATA2LSB {
-        return Err(unsupported("EI_DATA", encoding, "ELFDATA2LSB (1)"));
+    if ident.data != ELFDATA2LSB {
+        return Err(unsupported("EI_DATA", ident.data.0, "ELFDATA2LSB (1)"));
     }
-    if ident_version != EV_CURRENT {
-        return Err(unsupported("EI_VERSION", ident_version, "EV_CURRENT (1)"));
+    if ident.version != EV_CURRENT {
+        return Err(unsupported("EI_VERSION", ident.version.0, "EV_CURRENT (1)"));
     }
     let mut elf = Elf {
-        osabi,
-        abiversion,
-        e_type: le_u16(ehdr, 16),
-        machine: le_u16(ehdr, 18),
-        version: le_u32(ehdr, 20),
-        entry: le_u64(ehdr, 24),
-        phoff: le_u64(ehdr, 32),
-        flags: le_u32(ehdr, 48),
+        osabi: ident.os_abi,
+        abiversion: ident.abi_version,
+        e_type: ehdr.e_type.get(LE),
+        machine: ehdr.e_machine.get(LE),
+        version: ehdr.e_version.get(LE),
+        entry: ehdr.e_entry.get(LE),
+        flags: ehdr.e_flags.get(LE),
         ..Elf::default()
     };
-    let shoff = le_u64(ehdr, 40);
-    let ehsize = le_u16(ehdr, 52);
-    let phentsize = le_u16(ehdr, 54);
-    let phnum = le_u16(ehdr, 56);
-    let shentsize = le_u16(ehdr, 58);
-    let shnum = le_u16(ehdr, 60);
-    let shstrndx = le_u16(ehdr, 62);
+    let phoff = ehdr.e_phoff.get(LE);
+    let shoff = ehdr.e_shoff.get(LE);
+    let ehsize = ehdr.e_ehsize.get(LE);
+    let phentsize = ehdr.e_phentsize.get(LE);
+    let phnum = ehdr.e_phnum.get(LE);
+    let shentsize = ehdr.e_shentsize.get(LE);
+    let shnum = ehdr.e_shnum.get(LE);
+    let shstrndx = ehdr.e_shstrndx.get(LE);
     if (ehsize as usize) < EHDR_SIZE {
         return Err(bad(
             "e_ehsize",
@@ -98,10 +107,12 @@ pub fn parse(data: &[u8]) -> Result<Elf, ElfError> {
                 "a 64-bit program header is 56 bytes",
             ));
         }
-        let table = slice(data, elf.phoff, phnum as u64 * PHDR_SIZE as u64, &|| {
-            format!("the program header table ({phnum} entries)")
-        })?;
-        elf.program_headers = table.chunks_exact(PHDR_SIZE).map(program_header).collect();
+        let what = || format!("the program header table ({phnum} entries)");
+        let table = slice(data, phoff, phnum as u64 * PHDR_SIZE as u64, &what)?;
+        elf.program_headers = records::<Phdr>(table, &what)?
+            .iter()
+            .map(program_header)
+            .collect();
     }
 
     if shoff == 0 {
@@ -117,40 +128,40 @@ pub fn parse(data: &[u8]) -> Result<Elf, ElfError> {
             "a 64-bit section header is 64 bytes",
         ));
     }
-    let first = slice(data, shoff, SHDR_SIZE as u64, &|| "section header 0".into())?;
+    let what = || "section header 0".to_string();
+    let first: &Shdr = record(slice(data, shoff, SHDR_SIZE as u64, &what)?, &what)?;
     // Extended numbering: a count or string-table index too large for the ELF header lives in
     // section 0's sh_size and sh_link.
     let count = if shnum == 0 {
-        le_u64(first, 32)
+        first.sh_size.get(LE)
     } else {
         shnum as u64
     };
     let names_index = if shstrndx == SHN_XINDEX {
-        le_u32(first, 40) as u64
+        first.sh_link.get(LE) as u64
     } else {
-        shstrndx as u64
+        shstrndx.0 as u64
     };
-    let table = slice(data, shoff, count.saturating_mul(SHDR_SIZE as u64), &|| {
-        format!("the section header table ({count} entries)")
-    })?;
+    let what = || format!("the section header table ({count} entries)");
+    let table = slice(data, shoff, count.saturating_mul(SHDR_SIZE as u64), &what)?;
     // Sections may overlap (old linkers nest .rela.plt in .rela.dyn), but copying one range
     // into thousands of sections would exhaust memory: cap the total copied.
     let copy_budget = (data.len() as u64)
         .saturating_mul(2)
         .saturating_add(1 << 16);
     let mut copied = 0u64;
-    for (i, h) in table.chunks_exact(SHDR_SIZE).enumerate() {
+    for (i, h) in records::<Shdr>(table, &what)?.iter().enumerate() {
         let mut s = Section {
-            sh_type: le_u32(h, 4),
-            flags: le_u64(h, 8),
-            addr: le_u64(h, 16),
-            offset: le_u64(h, 24),
-            size: le_u64(h, 32),
-            link: le_u32(h, 40),
-            info: le_u32(h, 44),
-            addralign: le_u64(h, 48),
-            entsize: le_u64(h, 56),
-            name_offset: le_u32(h, 0),
+            sh_type: h.sh_type.get(LE),
+            flags: h.sh_flags.get(LE),
+            addr: h.sh_addr.get(LE),
+            offset: h.sh_offset.get(LE),
+            size: h.sh_size.get(LE),
+            link: h.sh_link.get(LE),
+            info: h.sh_info.get(LE),
+            addralign: h.sh_addralign.get(LE),
+            entsize: h.sh_entsize.get(LE),
+            name_offset: h.sh_name.get(LE),
             ..Section::default()
         };
         // Section 0 is reserved: were it to hold data, writing the file would lose it.
@@ -211,15 +222,15 @@ fn bad(field: &str, value: u64, reason: &'static str) -> ElfError {
     }
 }
 
-fn program_header(h: &[u8]) -> ProgramHeader {
+fn program_header(h: &Phdr) -> ProgramHeader {
     ProgramHeader {
-        p_type: le_u32(h, 0),
-        flags: le_u32(h, 4),
-        offset: le_u64(h, 8),
-        vaddr: le_u64(h, 16),
-        paddr: le_u64(h, 24),
-        filesz: le_u64(h, 32),
-        memsz: le_u64(h, 40),
-        align: le_u64(h, 48),
+        p_type: h.p_type.get(LE),
+        flags: h.p_flags.get(LE),
+        offset: h.p_offset.get(LE),
+        vaddr: h.p_vaddr.get(LE),
+        paddr: h.p_paddr.get(LE),
+        filesz: h.p_filesz.get(LE),
+        memsz: h.p_memsz.get(LE),
+        align: h.p_align.get(LE),
     }
 }

@@ -1,9 +1,11 @@
 //! Relocation sections with addends (`SHT_RELA`).
 
-use crate::consts::*;
+use object::elf::{RelocationType, SHT_RELA};
+use object::endian::{I64, U64};
+
 use crate::error::ElfError;
 use crate::model::Elf;
-use crate::read::le_u64;
+use crate::raw::{Rela as RawRela, LE, RELA_SIZE};
 
 /// One `Elf64_Rela`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -13,14 +15,14 @@ pub struct Rela {
     /// Symbol-table index (`ELF64_R_SYM`).
     pub sym: u32,
     /// Relocation type (`ELF64_R_TYPE`).
-    pub r_type: u32,
+    pub r_type: RelocationType,
     pub addend: i64,
 }
 
 impl Rela {
     /// `r_info`.
     pub fn info(&self) -> u64 {
-        ((self.sym as u64) << 32) | self.r_type as u64
+        RawRela::r_info(LE, false, self.sym, self.r_type).get(LE)
     }
 }
 
@@ -29,17 +31,15 @@ impl Elf {
     pub fn relas(&self, index: usize) -> Result<Vec<Rela>, ElfError> {
         self.check_rela(index)?;
         let sec = self.section_at(index)?;
-        Ok(sec
-            .data
-            .chunks_exact(RELA_SIZE)
-            .map(|e| {
-                let info = le_u64(e, 8);
-                Rela {
-                    offset: le_u64(e, 0),
-                    sym: (info >> 32) as u32,
-                    r_type: info as u32,
-                    addend: le_u64(e, 16) as i64,
-                }
+        // check_rela made the size a whole number of entries.
+        let entries: &[RawRela] = object::pod::slice_from_all_bytes(&sec.data).unwrap_or_default();
+        Ok(entries
+            .iter()
+            .map(|e| Rela {
+                offset: e.r_offset.get(LE),
+                sym: e.r_sym(LE, false),
+                r_type: e.r_type(LE, false),
+                addend: e.r_addend.get(LE),
             })
             .collect())
     }
@@ -49,9 +49,12 @@ impl Elf {
         self.check_rela(index)?;
         let mut data = Vec::with_capacity(relas.len() * RELA_SIZE);
         for r in relas {
-            data.extend_from_slice(&r.offset.to_le_bytes());
-            data.extend_from_slice(&r.info().to_le_bytes());
-            data.extend_from_slice(&r.addend.to_le_bytes());
+            let entry = RawRela {
+                r_offset: U64::new(LE, r.offset),
+                r_info: RawRela::r_info(LE, false, r.sym, r.r_type),
+                r_addend: I64::new(LE, r.addend),
+            };
+            data.extend_from_slice(object::pod::bytes_of(&entry));
         }
         let sec = self.section_at_mut(index)?;
         sec.set_data(data);

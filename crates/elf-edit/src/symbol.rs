@@ -1,9 +1,14 @@
 //! Symbol tables (`SHT_SYMTAB`, `SHT_DYNSYM`): decode to [`Symbol`]s and encode them back.
 
-use crate::consts::*;
+use object::elf::{
+    SectionType, SymbolBind, SymbolInfo, SymbolOther, SymbolSection, SymbolType, SymbolVisibility,
+    SHT_DYNSYM, SHT_STRTAB, SHT_SYMTAB, STB_LOCAL,
+};
+use object::endian::{U16, U32, U64};
+
 use crate::error::ElfError;
 use crate::model::Elf;
-use crate::read::{le_u16, le_u32, le_u64};
+use crate::raw::{Sym, LE, SYM_SIZE};
 use crate::strtab::StringTable;
 
 /// One `Elf64_Sym`, its name resolved through the linked string table.
@@ -16,30 +21,35 @@ pub struct Symbol {
     pub value: u64,
     pub size: u64,
     /// `STT_*`.
-    pub sym_type: u8,
+    pub sym_type: SymbolType,
     /// `STB_*`.
-    pub bind: u8,
+    pub bind: SymbolBind,
     /// `st_other`: the visibility in its low two bits, processor flags above.
-    pub other: u8,
+    pub other: SymbolOther,
     /// `st_shndx` (`SHN_UNDEF`, a section index, or a reserved index such as `SHN_ABS`).
-    pub shndx: u16,
+    pub shndx: SymbolSection,
 }
 
 impl Symbol {
     /// `STV_*`.
-    pub fn visibility(&self) -> u8 {
-        self.other & 3
+    pub fn visibility(&self) -> SymbolVisibility {
+        self.other.visibility()
     }
 
     /// `st_info`.
-    pub fn info(&self) -> u8 {
-        (self.bind << 4) | (self.sym_type & 0xf)
+    pub fn info(&self) -> SymbolInfo {
+        SymbolInfo::new(self.bind, self.sym_type)
     }
 
     /// Whether the symbol is defined in a section of this file (not undefined, absolute or
     /// common).
     pub fn is_defined_in_section(&self) -> bool {
-        self.shndx != SHN_UNDEF && self.shndx < SHN_LORESERVE
+        !self.shndx.is_special()
+    }
+
+    /// The index of the section defining the symbol, if it is defined in one.
+    pub fn section_index(&self) -> Option<usize> {
+        self.shndx.index().map(usize::from)
     }
 
     /// The name without a `@VERSION` or `@@VERSION` suffix.
@@ -49,7 +59,7 @@ impl Symbol {
 }
 
 impl Elf {
-    fn check_table(&self, index: usize, what: &str, types: &[u32]) -> Result<(), ElfError> {
+    fn check_table(&self, index: usize, what: &str, types: &[SectionType]) -> Result<(), ElfError> {
         let s = self.section_at(index)?;
         let section = self.describe_section(index);
         if !types.contains(&s.sh_type) {
@@ -58,7 +68,7 @@ impl Elf {
                 reason: format!("is not a {what} (sh_type {})", s.sh_type),
             });
         }
-        if s.data.len() % 24 != 0 {
+        if s.data.len() % SYM_SIZE != 0 {
             return Err(ElfError::BadSection {
                 section,
                 reason: format!(
@@ -67,7 +77,7 @@ impl Elf {
                 ),
             });
         }
-        if s.entsize != 24 && !(s.entsize == 0 && s.data.is_empty()) {
+        if s.entsize != SYM_SIZE as u64 && !(s.entsize == 0 && s.data.is_empty()) {
             return Err(ElfError::BadSection {
                 section,
                 reason: format!("sh_entsize is {}, a {what} entry is 24 bytes", s.entsize),
@@ -90,9 +100,11 @@ impl Elf {
                 })
             }
         };
-        let mut out = Vec::with_capacity(sec.data.len() / SYM_SIZE);
-        for (i, e) in sec.data.chunks_exact(SYM_SIZE).enumerate() {
-            let name_offset = le_u32(e, 0);
+        // check_table made the size a whole number of entries.
+        let entries: &[Sym] = object::pod::slice_from_all_bytes(&sec.data).unwrap_or_default();
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let name_offset = e.st_name.get(LE);
             let name =
                 crate::strtab::read_cstr(&strtab.data, name_offset as u64).ok_or_else(|| {
                     ElfError::BadString {
@@ -101,16 +113,15 @@ impl Elf {
                         user: format!("symbol {i} of {}", self.describe_section(index)),
                     }
                 })?;
-            let info = e[4];
             out.push(Symbol {
                 name: String::from_utf8_lossy(name).into_owned(),
                 name_offset,
-                sym_type: info & 0xf,
-                bind: info >> 4,
-                other: e[5],
-                shndx: le_u16(e, 6),
-                value: le_u64(e, 8),
-                size: le_u64(e, 16),
+                sym_type: e.st_info.st_type(),
+                bind: e.st_info.st_bind(),
+                other: e.st_other,
+                shndx: e.st_shndx.get(LE),
+                value: e.st_value.get(LE),
+                size: e.st_size.get(LE),
             });
         }
         Ok(out)
@@ -135,12 +146,15 @@ impl Elf {
             if s.bind != STB_LOCAL && first_global == symbols.len() {
                 first_global = i;
             }
-            data.extend_from_slice(&name_offset.to_le_bytes());
-            data.push(s.info());
-            data.push(s.other);
-            data.extend_from_slice(&s.shndx.to_le_bytes());
-            data.extend_from_slice(&s.value.to_le_bytes());
-            data.extend_from_slice(&s.size.to_le_bytes());
+            let entry = Sym {
+                st_name: U32::new(LE, name_offset),
+                st_info: s.info(),
+                st_other: s.other,
+                st_shndx: U16::new(LE, s.shndx),
+                st_value: U64::new(LE, s.value),
+                st_size: U64::new(LE, s.size),
+            };
+            data.extend_from_slice(object::pod::bytes_of(&entry));
         }
         self.set_string_table(strtab_index, strtab)?;
         let sec = self.section_at_mut(index)?;

@@ -5,9 +5,9 @@ mod common;
 // Shared with the fuzz target `elf` (fuzz/fuzz_targets/elf.rs).
 mod exercise;
 
-use elf_edit::consts::*;
 use elf_edit::{Elf, Rela, Section, Symbol};
 use exercise::exercise;
+use object::elf::*;
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -34,11 +34,16 @@ fn synthetic() -> Vec<u8> {
         size: 64,
         ..Section::new(".bss", SHT_NOBITS, SHF_ALLOC | SHF_WRITE, Vec::new())
     });
-    let strtab = elf.add_section(Section::new(".strtab", SHT_STRTAB, 0, vec![0]));
+    let strtab = elf.add_section(Section::new(
+        ".strtab",
+        SHT_STRTAB,
+        SectionFlags(0),
+        vec![0],
+    ));
     let symtab = elf.add_section(Section {
         link: strtab as u32,
         entsize: 24,
-        ..Section::new(".symtab", SHT_SYMTAB, 0, Vec::new())
+        ..Section::new(".symtab", SHT_SYMTAB, SectionFlags(0), Vec::new())
     });
     let syms = [
         Symbol::default(),
@@ -46,7 +51,7 @@ fn synthetic() -> Vec<u8> {
             name: "f".into(),
             sym_type: STT_FUNC,
             bind: STB_GLOBAL,
-            shndx: text as u16,
+            shndx: SymbolSection(text as u16),
             size: 6,
             ..Symbol::default()
         },
@@ -69,7 +74,7 @@ fn synthetic() -> Vec<u8> {
         &[Rela {
             offset: 1,
             sym: 2,
-            r_type: 4,
+            r_type: R_X86_64_PLT32,
             addend: -4,
         }],
     )
@@ -151,7 +156,7 @@ fn a_section_0_that_is_not_null_is_refused() {
     // Found by the fuzz target `elf`: such a section's data did not survive writing.
     let mut bytes = synthetic();
     let shoff = u64::from_le_bytes(bytes[40..48].try_into().unwrap()) as usize;
-    bytes[shoff + 4..shoff + 8].copy_from_slice(&SHT_NOTE.to_le_bytes());
+    bytes[shoff + 4..shoff + 8].copy_from_slice(&SHT_NOTE.0.to_le_bytes());
     let msg = elf_edit::parse(&bytes).unwrap_err().to_string();
     assert!(msg.contains("[0]") && msg.contains("SHT_NULL"), "{msg}");
 }

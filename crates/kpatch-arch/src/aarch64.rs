@@ -2,7 +2,8 @@
 //! `brk #0`.
 
 use crate::{
-    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE,
+    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, SignalFrame, SigreturnCode,
+    StaticTls, JUMP_TABLE_ENTRY_SIZE, NT_PRFPREG,
 };
 
 const NAME: &str = "aarch64";
@@ -42,12 +43,25 @@ pub const R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC: u32 = 542;
 pub const R_AARCH64_TLSLE_ADD_TPREL_HI12: u32 = 549;
 pub const R_AARCH64_TLSLE_ADD_TPREL_LO12: u32 = 550;
 pub const R_AARCH64_TLSLE_ADD_TPREL_LO12_NC: u32 = 551;
+/// Dynamic relocation filling a GOT slot with a thread-pointer offset.
+pub const R_AARCH64_TLS_TPREL64: u32 = 1030;
 
 /// glibc's `_IFUNC_ARG_HWCAP`: set in a resolver's first argument when the second one points
 /// to an `__ifunc_arg_t`.
 pub const IFUNC_ARG_HWCAP: u64 = 1 << 62;
 /// `sizeof(__ifunc_arg_t)` as glibc 2.30..2.40 define it (`_size`, `_hwcap`, `_hwcap2`).
 const IFUNC_ARG_SIZE: usize = 24;
+
+/// `NT_ARM_SYSTEM_CALL`: the syscall number the kernel may restart.
+pub const NT_ARM_SYSTEM_CALL: u32 = 0x404;
+/// `si_code` of the trap `brk` raises.
+const TRAP_BRKPT: i32 = 1;
+
+/// The vDSO's `__kernel_rt_sigreturn`: `mov x8, #139; svc #0`.
+const SIGRETURN: &[SigreturnCode] = &[SigreturnCode {
+    bytes: &[0x68, 0x11, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4],
+    syscall_at: 4,
+}];
 
 /// The aarch64 instruction set.
 #[derive(Debug, Clone, Copy, Default)]
@@ -219,6 +233,44 @@ impl Arch for Aarch64 {
         // brk #0
         &[0x00, 0x00, 0x20, 0xd4]
     }
+    fn breakpoint_pc_advance(&self) -> u64 {
+        0
+    }
+    fn breakpoint_si_code(&self) -> i32 {
+        TRAP_BRKPT
+    }
+    fn follows_call(&self, before: &[u8]) -> bool {
+        // bl imm26, or blr xN.
+        let Some(last) = before.len().checked_sub(4).and_then(|at| before.get(at..)) else {
+            return false;
+        };
+        let insn = u32::from_le_bytes([last[0], last[1], last[2], last[3]]);
+        insn & 0xfc00_0000 == 0x9400_0000 || insn & 0xffff_fc1f == 0xd63f_0000
+    }
+    fn is_padding(&self, _bytes: &[u8]) -> bool {
+        // Not recognised: a hunk is one instruction, and every function has room for it.
+        false
+    }
+    fn sigreturn_code(&self) -> &'static [SigreturnCode] {
+        SIGRETURN
+    }
+    fn signal_frame(&self) -> SignalFrame {
+        // The siginfo (128 bytes) comes first, then the ucontext, whose uc_mcontext (at 176)
+        // holds the fault address, then x0..x30, sp and pc.
+        let regs = 128 + 176 + 8;
+        SignalFrame {
+            pc: regs + 32 * 8,
+            sp: regs + 31 * 8,
+            fp: regs + 29 * 8,
+            lr: Some(regs + 30 * 8),
+        }
+    }
+    fn restart_regset(&self) -> Option<u32> {
+        Some(NT_ARM_SYSTEM_CALL)
+    }
+    fn vector_regsets(&self) -> &'static [u32] {
+        &[NT_PRFPREG]
+    }
     fn regs(&self) -> RegLayout {
         // struct user_pt_regs: x0..x30, sp, pc, pstate
         RegLayout {
@@ -230,6 +282,7 @@ impl Arch for Aarch64 {
             call_args: [0, 1, 2, 3, 4, 5],
             ret: 0,
             orig_syscall: None,
+            fp: 29,
             link: Some(30),
         }
     }
@@ -241,6 +294,14 @@ impl Arch for Aarch64 {
     }
     fn sys_mprotect(&self) -> u64 {
         226
+    }
+    fn sys_rt_tgsigqueueinfo(&self) -> u64 {
+        240
+    }
+    fn sys_eintr_on_stop(&self, nr: u64) -> bool {
+        // epoll_pwait, epoll_pwait2, semop, semtimedop, io_getevents, io_pgetevents,
+        // rt_sigtimedwait
+        matches!(nr, 22 | 441 | 193 | 192 | 4 | 292 | 137)
     }
     fn reloc_name(&self, r_type: u32) -> &'static str {
         match r_type {
@@ -416,6 +477,20 @@ impl Arch for Aarch64 {
             }),
         }
     }
+    fn static_tls(&self, r_type: u32) -> Option<StaticTls> {
+        match r_type {
+            R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21 | R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC => {
+                Some(StaticTls::InitialExec)
+            }
+            R_AARCH64_TLSLE_ADD_TPREL_HI12
+            | R_AARCH64_TLSLE_ADD_TPREL_LO12
+            | R_AARCH64_TLSLE_ADD_TPREL_LO12_NC => Some(StaticTls::LocalExec),
+            _ => None,
+        }
+    }
+    fn tls_offset_slot_reloc(&self) -> (u32, &'static str) {
+        (R_AARCH64_TLS_TPREL64, "R_AARCH64_TLS_TPREL64")
+    }
     fn ifunc_call(&self, hwcap: u64, hwcap2: u64) -> IfuncCall {
         // resolver(hwcap | _IFUNC_ARG_HWCAP, const __ifunc_arg_t *), with __ifunc_arg_t
         // = { size_t _size; uint64_t _hwcap; uint64_t _hwcap2; } (glibc's <sys/ifunc.h>).
@@ -462,6 +537,35 @@ mod tests {
             .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
             .collect();
         assert_eq!(words, [24, 0x8ff, 0x2]);
+    }
+
+    #[test]
+    fn return_addresses_follow_bl_and_blr() {
+        let before = |insn: u32| {
+            let mut b = [0u8; 8];
+            b[4..].copy_from_slice(&insn.to_le_bytes());
+            b
+        };
+        assert!(Aarch64.follows_call(&before(0x9400_0010)), "bl");
+        assert!(Aarch64.follows_call(&before(0xd63f_0200)), "blr x16");
+        assert!(!Aarch64.follows_call(&before(0x1400_0010)), "b");
+        assert!(!Aarch64.follows_call(&before(0xd61f_0200)), "br x16");
+        assert!(!Aarch64.follows_call(&[0x10, 0, 0]));
+    }
+
+    #[test]
+    fn kernel_facts() {
+        let a = Aarch64;
+        assert_eq!(a.sys_rt_tgsigqueueinfo(), 240);
+        assert!(a.sys_eintr_on_stop(22), "epoll_pwait");
+        assert!(!a.sys_eintr_on_stop(63), "read restarts");
+        assert_eq!((a.breakpoint_pc_advance(), a.breakpoint_si_code()), (0, 1));
+        assert_eq!(a.restart_regset(), Some(0x404));
+        assert_eq!(a.vector_regsets(), [NT_PRFPREG]);
+        let f = a.signal_frame();
+        assert_eq!((f.pc, f.sp, f.fp, f.lr), (568, 560, 544, Some(552)));
+        assert_eq!(a.regs().fp, 29);
+        assert!(!a.is_padding(&[0x1f, 0x20, 0x03, 0xd5]));
     }
 
     #[test]

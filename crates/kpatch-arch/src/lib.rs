@@ -1,17 +1,35 @@
 //! Architecture as data: everything the toolkit needs to know about an instruction set, behind
 //! one [`Arch`] trait with an [`X86_64`] and an [`Aarch64`] value, chosen from the target ELF's
 //! `e_machine`. Nothing here depends on the host, so both are unit-tested on any machine.
+//!
+//! Each architecture is one file implementing [`Arch`], listed in [`ALL`]: instruction
+//! encodings and decoders, relocations, registers and register sets, syscall numbers, the
+//! kernel's signal frame. Code elsewhere asks the trait and never compares `e_machine` values.
 
 mod aarch64;
+mod got;
+mod static_tls;
 mod x86_64;
+mod x86_64_got;
 
 pub use aarch64::Aarch64;
+pub use got::{DirectReference, GotInstruction, GotRewriteError};
+pub use static_tls::StaticTls;
 pub use x86_64::X86_64;
 
 /// `EM_X86_64`.
 pub const EM_X86_64: u16 = 62;
 /// `EM_AARCH64`.
 pub const EM_AARCH64: u16 = 183;
+
+/// Every supported architecture.
+pub const ALL: &[&dyn Arch] = &[&X86_64, &Aarch64];
+
+/// `NT_PRFPREG`: the floating-point/SIMD register set.
+pub const NT_PRFPREG: u32 = 2;
+
+/// How many bytes before an address [`Arch::follows_call`] looks at.
+pub const CALL_WINDOW: usize = 8;
 
 /// Size of one jump-table entry (code that jumps through the 8-byte slot that follows it).
 pub const JUMP_TABLE_ENTRY_SIZE: usize = 16;
@@ -78,6 +96,8 @@ pub struct RegLayout {
     pub ret: usize,
     /// x86_64 `orig_rax`: the syscall the kernel may restart. `None` on aarch64.
     pub orig_syscall: Option<usize>,
+    /// The frame pointer (`rbp`, `x29`).
+    pub fp: usize,
     /// Register holding the return address of a call (aarch64 `x30`); `None` when the return
     /// address lives on the stack (x86_64).
     pub link: Option<usize>,
@@ -120,8 +140,29 @@ pub struct IfuncCall {
     pub block: Vec<u8>,
 }
 
+/// Code a signal handler returns into (the C library's or the vDSO's call of `rt_sigreturn`),
+/// as the bytes that identify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigreturnCode {
+    /// The instructions, at most 16 bytes, ending with the syscall instruction.
+    pub bytes: &'static [u8],
+    /// Offset of the syscall instruction in `bytes` (a thread may be stopped on it).
+    pub syscall_at: usize,
+}
+
+/// Where the registers of the context a signal interrupted are saved, as offsets from the
+/// stack pointer a signal handler returns with (on the trampoline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalFrame {
+    pub pc: u64,
+    pub sp: u64,
+    pub fp: u64,
+    /// The link register, where calls keep the return address in one.
+    pub lr: Option<u64>,
+}
+
 /// An instruction set.
-pub trait Arch: Sync + Send + std::fmt::Debug {
+pub trait Arch: Sync + Send + std::fmt::Debug + std::any::Any {
     /// Name as `uname -m` prints it.
     fn name(&self) -> &'static str;
     /// `e_machine` of ELF files for this architecture.
@@ -142,12 +183,37 @@ pub trait Arch: Sync + Send + std::fmt::Debug {
     fn insn_alignment(&self) -> u64;
     /// The software-breakpoint instruction.
     fn breakpoint_insn(&self) -> &'static [u8];
+    /// How far past a breakpoint instruction the program counter is when its trap is reported.
+    fn breakpoint_pc_advance(&self) -> u64;
+    /// `si_code` of the `SIGTRAP` a breakpoint instruction raises.
+    fn breakpoint_si_code(&self) -> i32;
+    /// Whether `before`, the bytes that end just before an address (at most [`CALL_WINDOW`]),
+    /// end with a call instruction: the address is then a return address.
+    fn follows_call(&self, before: &[u8]) -> bool;
+    /// Builds what the decoders build on first use (x86_64: iced-x86's tables, most of a
+    /// millisecond), so that no first use falls inside a stop of the target.
+    fn prepare_decoder(&self) {}
+    /// Whether `bytes` are only the padding assemblers put between functions (never executed).
+    fn is_padding(&self, bytes: &[u8]) -> bool;
+    /// The signal trampolines of the C libraries and the vDSO.
+    fn sigreturn_code(&self) -> &'static [SigreturnCode];
+    /// Where a signal handler's return finds the interrupted context.
+    fn signal_frame(&self) -> SignalFrame;
+    /// The register set holding the syscall number the kernel restarts, when it is kept
+    /// outside the general registers (aarch64's `NT_ARM_SYSTEM_CALL`).
+    fn restart_regset(&self) -> Option<u32>;
+    /// The floating-point/vector register sets, richest first.
+    fn vector_regsets(&self) -> &'static [u32];
     /// Register layout of the `NT_PRSTATUS` register set.
     fn regs(&self) -> RegLayout;
     /// Syscall numbers.
     fn sys_mmap(&self) -> u64;
     fn sys_munmap(&self) -> u64;
     fn sys_mprotect(&self) -> u64;
+    fn sys_rt_tgsigqueueinfo(&self) -> u64;
+    /// Whether syscall `nr` fails with `EINTR` when a ptrace stop interrupts it (rather than
+    /// being restarted by the kernel), and may be called again with the same arguments.
+    fn sys_eintr_on_stop(&self, nr: u64) -> bool;
     /// Name of a relocation type, for messages.
     fn reloc_name(&self, r_type: u32) -> &'static str;
     /// What resolving a relocation of this type needs, or an error if the type is unsupported.
@@ -161,24 +227,45 @@ pub trait Arch: Sync + Send + std::fmt::Debug {
     /// The arguments glibc's dynamic linker passes to an IFUNC resolver, given the process's
     /// `AT_HWCAP` and `AT_HWCAP2`.
     fn ifunc_call(&self, hwcap: u64, hwcap2: u64) -> IfuncCall;
+    /// Rewrites the instruction in `code` whose relocated field (of type `r_type`, at offset
+    /// `field` of `code`) reads a GOT slot, so that it uses the symbol's address directly
+    /// (see [`DirectReference`]). `Ok(None)`: references of this type are not rewritten
+    /// on this architecture (the default: they stay GOT-relative, resolved through a slot of
+    /// the patch's jump table).
+    fn make_got_reference_direct(
+        &self,
+        r_type: u32,
+        code: &mut [u8],
+        field: u64,
+    ) -> Result<Option<DirectReference>, GotRewriteError> {
+        let _ = (r_type, code, field);
+        Ok(None)
+    }
+    /// The static TLS model a code relocation of type `r_type` uses in a linked executable or
+    /// library, if it uses one.
+    fn static_tls(&self, r_type: u32) -> Option<StaticTls>;
+    /// The dynamic relocation that fills a GOT slot with a variable's thread-pointer offset,
+    /// and its name.
+    fn tls_offset_slot_reloc(&self) -> (u32, &'static str);
+    /// The type a relocation of type `r_type` becomes when calls reach imports through the
+    /// patch's jump table rather than a PLT (x86_64 `PLT32` becomes `PC32`); by default
+    /// `r_type` itself.
+    fn without_plt(&self, r_type: u32) -> u32 {
+        r_type
+    }
 }
 
 /// The architecture of ELF files with this `e_machine`, if supported.
 pub fn for_machine(e_machine: u16) -> Option<&'static dyn Arch> {
-    match e_machine {
-        EM_X86_64 => Some(&X86_64),
-        EM_AARCH64 => Some(&Aarch64),
-        _ => None,
-    }
+    ALL.iter().copied().find(|a| a.e_machine() == e_machine)
 }
 
 /// The architecture this program was built for.
 pub fn host() -> &'static dyn Arch {
-    if cfg!(target_arch = "aarch64") {
-        &Aarch64
-    } else {
-        &X86_64
-    }
+    ALL.iter()
+        .copied()
+        .find(|a| a.name() == std::env::consts::ARCH)
+        .unwrap_or(&X86_64)
 }
 
 pub(crate) fn put<const N: usize>(
@@ -217,4 +304,29 @@ pub(crate) fn get<const N: usize>(
             need: N,
             have,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_architecture_is_found_by_its_machine() {
+        for a in ALL {
+            assert_eq!(for_machine(a.e_machine()).map(|b| b.name()), Some(a.name()));
+        }
+        assert!(for_machine(3).is_none(), "EM_386");
+        assert_eq!(host().name(), std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn sigreturn_code_ends_with_the_syscall_instruction() {
+        for a in ALL {
+            assert!(!a.sigreturn_code().is_empty());
+            for c in a.sigreturn_code() {
+                assert!(c.bytes.len() <= 16, "{}: read as two words", a.name());
+                assert_eq!(&c.bytes[c.syscall_at..], a.syscall_insn(), "{}", a.name());
+            }
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! x86_64: `jmp rel32` hunks, `jmp *(%rip)` jump-table entries, `syscall`, `int3`.
 
+use iced_x86::{Decoder, DecoderOptions};
+
 use crate::{
-    get, put, Arch, ArchError, IfuncCall, RegLayout, Reloc, RelocNeed, JUMP_TABLE_ENTRY_SIZE,
+    get, put, Arch, ArchError, DirectReference, GotRewriteError, IfuncCall, RegLayout, Reloc,
+    RelocNeed, SignalFrame, SigreturnCode, StaticTls, JUMP_TABLE_ENTRY_SIZE, NT_PRFPREG,
 };
 
 const NAME: &str = "x86_64";
@@ -14,16 +17,93 @@ pub const R_X86_64_PLT32: u32 = 4;
 pub const R_X86_64_GOTPCREL: u32 = 9;
 pub const R_X86_64_32: u32 = 10;
 pub const R_X86_64_32S: u32 = 11;
+pub const R_X86_64_DTPMOD64: u32 = 16;
+pub const R_X86_64_DTPOFF64: u32 = 17;
 pub const R_X86_64_TPOFF64: u32 = 18;
+pub const R_X86_64_TLSGD: u32 = 19;
+pub const R_X86_64_TLSLD: u32 = 20;
+pub const R_X86_64_DTPOFF32: u32 = 21;
 pub const R_X86_64_GOTTPOFF: u32 = 22;
 pub const R_X86_64_TPOFF32: u32 = 23;
 pub const R_X86_64_PC64: u32 = 24;
 pub const R_X86_64_GOTPCRELX: u32 = 41;
 pub const R_X86_64_REX_GOTPCRELX: u32 = 42;
 
+/// `NT_X86_XSTATE`: the full x86 extended state (x87, SSE, AVX, AVX-512, ...).
+pub const NT_X86_XSTATE: u32 = 0x202;
+/// `si_code` of the trap `int3` raises (`SI_KERNEL`).
+const SI_KERNEL: i32 = 0x80;
+
+/// glibc's `__restore_rt` (`mov $15,%rax; syscall`) and musl's (`mov $15,%eax; syscall`).
+const SIGRETURN: &[SigreturnCode] = &[
+    SigreturnCode {
+        bytes: &[0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+        syscall_at: 7,
+    },
+    SigreturnCode {
+        bytes: &[0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+        syscall_at: 5,
+    },
+];
+
 /// The x86_64 instruction set.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct X86_64;
+
+/// Whether `before` ends with a near call (direct, or through a register or memory): a suffix
+/// of it decodes as a call that ends exactly at its end.
+fn follows_call(before: &[u8]) -> bool {
+    let tail = &before[before.len().saturating_sub(crate::CALL_WINDOW)..];
+    let is_call = |len: usize| {
+        let insn = Decoder::new(64, &tail[tail.len() - len..], DecoderOptions::NONE).decode();
+        !insn.is_invalid()
+            && insn.len() == len
+            && (insn.is_call_near() || insn.is_call_near_indirect())
+    };
+    // Every near call is `e8 rel32` (the most common, tried first) or has the opcode `ff`:
+    // most words are rejected without decoding.
+    if tail.len() >= 5 && tail[tail.len() - 5] == 0xe8 && is_call(5) {
+        return true;
+    }
+    tail.contains(&0xff) && (2..=tail.len()).any(is_call)
+}
+
+/// Whether `bytes` consist only of the no-operation instructions assemblers and linkers pad
+/// code with, or `int3`.
+fn is_padding(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match nop_len(bytes) {
+            Some(n) => bytes = &bytes[n..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Length of the padding instruction at the start of `b`.
+fn nop_len(b: &[u8]) -> Option<usize> {
+    match b.first()? {
+        0x90 | 0xcc => return Some(1),
+        _ => {}
+    }
+    let prefixes = b.iter().take_while(|&&x| x == 0x66).count();
+    let mut rest = &b[prefixes..];
+    if prefixes > 0 && rest.first() == Some(&0x90) {
+        return Some(prefixes + 1);
+    }
+    let cs = usize::from(rest.first() == Some(&0x2e));
+    rest = &rest[cs..];
+    let body: &[&[u8]] = &[
+        &[0x0f, 0x1f, 0x00],
+        &[0x0f, 0x1f, 0x40, 0x00],
+        &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+        &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+        &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+    ];
+    body.iter()
+        .find(|form| rest.starts_with(form))
+        .map(|form| prefixes + cs + form.len())
+}
 
 fn fits_i32(v: i128) -> bool {
     v >= i32::MIN as i128 && v <= i32::MAX as i128
@@ -111,6 +191,40 @@ impl Arch for X86_64 {
     fn breakpoint_insn(&self) -> &'static [u8] {
         &[0xcc]
     }
+    fn breakpoint_pc_advance(&self) -> u64 {
+        1
+    }
+    fn breakpoint_si_code(&self) -> i32 {
+        SI_KERNEL
+    }
+    fn follows_call(&self, before: &[u8]) -> bool {
+        follows_call(before)
+    }
+    fn prepare_decoder(&self) {
+        let _ = Decoder::new(64, &[0x90], DecoderOptions::NONE).decode();
+    }
+    fn is_padding(&self, bytes: &[u8]) -> bool {
+        is_padding(bytes)
+    }
+    fn sigreturn_code(&self) -> &'static [SigreturnCode] {
+        SIGRETURN
+    }
+    fn signal_frame(&self) -> SignalFrame {
+        // The trampoline's address was popped: the stack pointer is on the ucontext, whose
+        // uc_mcontext (at 40) holds rbp as word 10, rsp as 15, rip as 16.
+        SignalFrame {
+            pc: 40 + 16 * 8,
+            sp: 40 + 15 * 8,
+            fp: 40 + 10 * 8,
+            lr: None,
+        }
+    }
+    fn restart_regset(&self) -> Option<u32> {
+        None
+    }
+    fn vector_regsets(&self) -> &'static [u32] {
+        &[NT_X86_XSTATE, NT_PRFPREG]
+    }
     fn regs(&self) -> RegLayout {
         // struct user_regs_struct: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi
         // orig_rax rip cs eflags rsp ss fs_base gs_base ds es fs gs
@@ -123,6 +237,7 @@ impl Arch for X86_64 {
             call_args: [14, 13, 12, 11, 9, 8],
             ret: 10,
             orig_syscall: Some(15),
+            fp: 4,
             link: None,
         }
     }
@@ -135,6 +250,14 @@ impl Arch for X86_64 {
     fn sys_mprotect(&self) -> u64 {
         10
     }
+    fn sys_rt_tgsigqueueinfo(&self) -> u64 {
+        297
+    }
+    fn sys_eintr_on_stop(&self, nr: u64) -> bool {
+        // epoll_wait, epoll_pwait, epoll_pwait2, semop, semtimedop, io_getevents,
+        // io_pgetevents, rt_sigtimedwait
+        matches!(nr, 232 | 281 | 441 | 65 | 220 | 208 | 333 | 128)
+    }
     fn reloc_name(&self, r_type: u32) -> &'static str {
         match r_type {
             R_X86_64_NONE => "R_X86_64_NONE",
@@ -145,7 +268,12 @@ impl Arch for X86_64 {
             R_X86_64_GOTPCREL => "R_X86_64_GOTPCREL",
             R_X86_64_32 => "R_X86_64_32",
             R_X86_64_32S => "R_X86_64_32S",
+            R_X86_64_DTPMOD64 => "R_X86_64_DTPMOD64",
+            R_X86_64_DTPOFF64 => "R_X86_64_DTPOFF64",
             R_X86_64_TPOFF64 => "R_X86_64_TPOFF64",
+            R_X86_64_TLSGD => "R_X86_64_TLSGD",
+            R_X86_64_TLSLD => "R_X86_64_TLSLD",
+            R_X86_64_DTPOFF32 => "R_X86_64_DTPOFF32",
             R_X86_64_GOTTPOFF => "R_X86_64_GOTTPOFF",
             R_X86_64_TPOFF32 => "R_X86_64_TPOFF32",
             R_X86_64_PC64 => "R_X86_64_PC64",
@@ -228,6 +356,31 @@ impl Arch for X86_64 {
         // x86_64 resolvers take no arguments (they read the CPU features themselves).
         IfuncCall::default()
     }
+    fn make_got_reference_direct(
+        &self,
+        r_type: u32,
+        code: &mut [u8],
+        field: u64,
+    ) -> Result<Option<DirectReference>, GotRewriteError> {
+        crate::x86_64_got::make_direct(r_type, code, field)
+    }
+    fn static_tls(&self, r_type: u32) -> Option<StaticTls> {
+        match r_type {
+            R_X86_64_GOTTPOFF => Some(StaticTls::InitialExec),
+            R_X86_64_TPOFF32 => Some(StaticTls::LocalExec),
+            _ => None,
+        }
+    }
+    fn tls_offset_slot_reloc(&self) -> (u32, &'static str) {
+        (R_X86_64_TPOFF64, "R_X86_64_TPOFF64")
+    }
+    fn without_plt(&self, r_type: u32) -> u32 {
+        if r_type == R_X86_64_PLT32 {
+            R_X86_64_PC32
+        } else {
+            r_type
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +397,67 @@ mod tests {
         assert_eq!(a.decode_jump(0x2000, &back), Some(0x1000));
         assert!(a.encode_jump(0, 1 << 32).is_err());
         assert_eq!(a.decode_jump(0, &[0x90; 5]), None);
+    }
+
+    #[test]
+    fn return_addresses_follow_call_instructions() {
+        // Eight bytes of padding, then the code: offsets below are from its start.
+        let mut code = vec![0x90u8; 8];
+        code.extend([
+            0xe8, 1, 2, 3, 4, // call rel32 at 8, returns to 13
+            0x41, 0xff, 0xd3, // call *%r11, returns to 16
+            0xff, 0x55, 0x08, // call *8(%rbp), returns to 19
+            0xff, 0x15, 1, 2, 3, 4, // call *disp32(%rip), returns to 25
+            0xff, 0x14, 0x24, // call *(%rsp), returns to 28
+            0xff, 0x94, 0x24, 1, 2, 3, 4, // call *disp32(%rsp), returns to 35
+            0x90, 0x90,
+        ]);
+        let at = |ret: usize| X86_64.follows_call(&code[ret - crate::CALL_WINDOW..ret]);
+        assert!(at(13));
+        assert!(at(16));
+        assert!(at(19));
+        assert!(at(25));
+        assert!(at(28));
+        assert!(at(35));
+        assert!(!at(12));
+        assert!(!at(26));
+        assert!(!at(36));
+        // Jumps through the same operands are not calls.
+        assert!(!X86_64.follows_call(&[0x90, 0x90, 0x90, 0x90, 0x90, 0xff, 0x24, 0x24]));
+        assert!(!X86_64.follows_call(&[0x90, 0x90, 0x90, 0xe9, 1, 2, 3, 4]));
+        assert!(!X86_64.follows_call(&[0xff]));
+    }
+
+    #[test]
+    fn assembler_padding_is_recognised() {
+        // What gas writes after a 4-byte function aligned to 16: 12 bytes of NOPs.
+        let gas = [
+            0x66, 0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00, 0x90,
+        ];
+        assert!(X86_64.is_padding(&gas));
+        assert!(X86_64.is_padding(&[0x0f, 0x1f, 0x40, 0x00, 0x66, 0x90, 0xcc]));
+        assert!(!X86_64.is_padding(&[0x00, 0x00]));
+        assert!(X86_64.is_padding(&[]));
+        // Real code is not padding.
+        assert!(!X86_64.is_padding(&[0x55, 0x48, 0x89, 0xe5]));
+        assert!(!X86_64.is_padding(&[0x0f, 0x1f, 0x44, 0x00]));
+    }
+
+    #[test]
+    fn kernel_facts() {
+        let a = X86_64;
+        assert_eq!(a.sys_rt_tgsigqueueinfo(), 297);
+        assert!(a.sys_eintr_on_stop(232), "epoll_wait");
+        assert!(!a.sys_eintr_on_stop(0), "read restarts");
+        assert_eq!(
+            (a.breakpoint_pc_advance(), a.breakpoint_si_code()),
+            (1, 0x80)
+        );
+        assert_eq!(a.restart_regset(), None);
+        assert_eq!(a.vector_regsets(), [NT_X86_XSTATE, NT_PRFPREG]);
+        let f = a.signal_frame();
+        assert_eq!((f.pc, f.sp, f.fp, f.lr), (168, 160, 120, None));
+        assert_eq!(a.regs().fp, 4);
     }
 
     #[test]

@@ -56,6 +56,38 @@ pub(crate) fn layouts(file: &AsmFile) -> Option<BTreeMap<String, Layout>> {
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
+/// The `DW_AT_producer` of every compilation unit of `file`'s debugging information (the
+/// compiler and, for gcc, the options it was run with).
+pub(crate) fn producers(file: &AsmFile) -> Vec<String> {
+    let Some(sections) = assemble(file) else {
+        return Vec::new();
+    };
+    let get = |name: &str| sections.get(name).map(Vec::as_slice).unwrap_or(&[]);
+    let dwarf = gimli::Dwarf {
+        debug_info: gimli::DebugInfo::new(get(".debug_info"), LittleEndian),
+        debug_abbrev: gimli::DebugAbbrev::new(get(".debug_abbrev"), LittleEndian),
+        debug_str: gimli::DebugStr::new(get(".debug_str"), LittleEndian),
+        debug_line_str: gimli::DebugLineStr::new(get(".debug_line_str"), LittleEndian),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let mut units = dwarf.units();
+    while let Ok(Some(header)) = units.next() {
+        let Ok(abbrevs) = dwarf.abbreviations(&header) else {
+            break;
+        };
+        let Ok(mut tree) = header.entries_tree(&abbrevs, None) else {
+            break;
+        };
+        if let Ok(root) = tree.root() {
+            if let Ok(Some(p)) = attr_string(&dwarf, root.entry(), gimli::DW_AT_producer) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String, Layout>> {
     let mut out = BTreeMap::new();
     let mut units = dwarf.units();

@@ -2,31 +2,32 @@
 
 use std::fmt;
 
-/// An instruction set whose gcc assembler output we read and write.
+/// An instruction set whose gcc assembler output we read and write (its assembly dialect;
+/// the machine-code facts are `kpatch_arch::Arch`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Arch {
+pub enum AsmArch {
     X86_64,
     Aarch64,
 }
 
-impl Arch {
+impl AsmArch {
     /// The architecture of the machine this program runs on, if it is one we know.
-    pub fn host() -> Option<Arch> {
+    pub fn host() -> Option<AsmArch> {
         if cfg!(target_arch = "x86_64") {
-            Some(Arch::X86_64)
+            Some(AsmArch::X86_64)
         } else if cfg!(target_arch = "aarch64") {
-            Some(Arch::Aarch64)
+            Some(AsmArch::Aarch64)
         } else {
             None
         }
     }
 }
 
-impl fmt::Display for Arch {
+impl fmt::Display for AsmArch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
+            AsmArch::X86_64 => "x86_64",
+            AsmArch::Aarch64 => "aarch64",
         })
     }
 }
@@ -34,7 +35,7 @@ impl fmt::Display for Arch {
 /// Lexical and spelling conventions of one assembler dialect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dialect {
-    pub arch: Arch,
+    pub arch: AsmArch,
     /// Starts a comment anywhere outside a string (`#` on x86_64, `//` on aarch64).
     pub comment: &'static str,
     /// Start a comment when they are the first non-blank characters of a line (gcc writes
@@ -56,7 +57,7 @@ impl Dialect {
     /// The x86_64 (AT&T syntax) dialect.
     pub fn x86_64() -> Dialect {
         Dialect {
-            arch: Arch::X86_64,
+            arch: AsmArch::X86_64,
             comment: "#",
             line_comments: &["#", "/"],
             separator: b';',
@@ -71,7 +72,7 @@ impl Dialect {
     /// `:lo12:sym` operands.
     pub fn aarch64() -> Dialect {
         Dialect {
-            arch: Arch::Aarch64,
+            arch: AsmArch::Aarch64,
             comment: "//",
             line_comments: &["#"],
             separator: b';',
@@ -83,27 +84,27 @@ impl Dialect {
     }
 
     /// The dialect of `arch`.
-    pub fn for_arch(arch: Arch) -> Dialect {
+    pub fn for_arch(arch: AsmArch) -> Dialect {
         match arch {
-            Arch::X86_64 => Dialect::x86_64(),
-            Arch::Aarch64 => Dialect::aarch64(),
+            AsmArch::X86_64 => Dialect::x86_64(),
+            AsmArch::Aarch64 => Dialect::aarch64(),
         }
     }
 
     /// Guesses the architecture gcc wrote `text` for, from markers only one dialect uses.
-    pub fn detect(text: &str) -> Option<Arch> {
+    pub fn detect(text: &str) -> Option<AsmArch> {
         for line in text.lines() {
             let t = line.trim_start();
             if t.starts_with(".type") {
                 if t.contains("%function") || t.contains("%object") {
-                    return Some(Arch::Aarch64);
+                    return Some(AsmArch::Aarch64);
                 }
                 if t.contains("@function") || t.contains("@object") {
-                    return Some(Arch::X86_64);
+                    return Some(AsmArch::X86_64);
                 }
             }
             if t.starts_with(".arch ") && t.contains("armv") {
-                return Some(Arch::Aarch64);
+                return Some(AsmArch::Aarch64);
             }
         }
         None

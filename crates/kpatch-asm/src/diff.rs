@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use crate::debug_types::{describe_change, layouts};
 use crate::error::AsmError;
 use crate::index::{Binding, BlockKind};
+use crate::line_shift::line_shift;
 use crate::matching::pair_variables;
 use crate::normalize::{ignored_in_compare, Normalizer};
 use crate::parse::{AsmFile, StmtKind};
 use crate::symlist::{FunctionFilter, SymbolList};
 use crate::unpatchable::{never_returns, start_up_section};
+use crate::why::{why, Why};
 
 /// What the user asked for besides the two files.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +38,9 @@ pub struct DiffOptions {
     /// as long as a thread is inside it. For test suites that check exactly that
     /// (`--test-mode`).
     pub keep_never_returning: bool,
+    /// Refuse, rather than note, changed functions whose callers in the file may depend on
+    /// their old bodies (an original built with interprocedural optimisation).
+    pub strict_ipa: bool,
 }
 
 /// Why a function enters the patch.
@@ -63,6 +68,8 @@ pub struct PatchedFunction {
     pub patched_block: usize,
     /// Whether the copy of a changed function is a global symbol.
     pub global: bool,
+    /// Why it is in the patch.
+    pub why: Why,
 }
 
 /// A variable that exists only in the patched file.
@@ -84,6 +91,16 @@ pub enum Note {
     /// A function that differs only in numbers (a `__LINE__` shift, often): it is patched,
     /// but `--ignore-changes` could keep it out.
     OnlyNumbersDiffer { function: String },
+    /// The original was built with interprocedural optimisation: `callers`, in the same file,
+    /// may depend on the old body of changed `function` (see `--strict-ipa`).
+    CallersMayDepend {
+        function: String,
+        callers: Vec<String>,
+        producer: String,
+    },
+    /// A function whose only difference is that its lines moved (its `__LINE__` values): left
+    /// out of the patch, it keeps the original's numbers.
+    LineNumbersOnly { function: String, shift: i64 },
     /// Top-level statements outside functions and variables differ; they are not part of
     /// the patch (the original's stay in effect).
     OtherDiffers { line: usize, text: String },
@@ -214,12 +231,22 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
                 orig_block: None,
                 patched_block: i,
                 global: patched.binding(&b.name) != Binding::Local,
+                why: Why::New,
             });
             continue;
         };
         let ob = &orig.blocks()[oi];
-        let (a, c) = (norm_orig.block(ob), norm_patched.block(b));
+        let with_ids = norm_patched.block_with_ids(b);
+        let c: Vec<String> = with_ids.iter().map(|(s, _)| s.clone()).collect();
+        let a = norm_orig.block(ob);
         if a == c {
+            continue;
+        }
+        if let Some(shift) = line_shift(orig, ob, patched, b, &a, &c) {
+            d.notes.push(Note::LineNumbersOnly {
+                function: b.name.clone(),
+                shift,
+            });
             continue;
         }
         if opts.ignore_changes.contains(&b.name, &files) {
@@ -278,6 +305,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             orig_block: Some(oi),
             patched_block: i,
             global: opts.force_global || orig.binding(&b.name) != Binding::Local,
+            why: why(orig, ob, patched, b, &a, &with_ids),
         });
     }
     if !not_adapted.is_empty() {
@@ -288,6 +316,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
     if let Some(n) = other_difference(orig, patched, &norm_orig, &norm_patched) {
         d.notes.push(n);
     }
+    crate::ipa::check(orig, patched, opts.strict_ipa, &mut d)?;
     Ok(d)
 }
 

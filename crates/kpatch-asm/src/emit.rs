@@ -6,6 +6,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
+use kpatch_file::{
+    COPY_SUFFIX, KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_INFO, KPATCH_STRTAB, KPATCH_TEXT,
+};
+
 use crate::diff::{Diff, PatchKind, PatchedFunction};
 use crate::error::AsmError;
 use crate::index::{is_visibility_directive, Binding, Block};
@@ -15,17 +19,8 @@ use crate::parse::{AsmFile, Stmt, StmtKind};
 use crate::section::SecRef;
 use crate::symlist::human_name;
 
-/// Name of the patch's code section.
-pub const KPATCH_TEXT: &str = ".kpatch.text";
-/// Name of the patch's data section.
-pub const KPATCH_DATA: &str = ".kpatch.data";
-/// Name of the section holding the copies' names.
-pub const KPATCH_STRTAB: &str = ".kpatch.strtab";
-/// Name of the section holding one 48-byte record per patched function.
-pub const KPATCH_INFO: &str = ".kpatch.info";
-
 /// Alignment (log2) of `.kpatch.data`, so it can start a page of its own.
-const DATA_ALIGN_LOG2: u32 = 12;
+const DATA_ALIGN_LOG2: u32 = KPATCH_DATA_ALIGN.trailing_zeros();
 
 /// `.Lkpatch_fe<N>`: the end of the original function `N`.
 pub fn end_of_original_label(n: usize) -> String {
@@ -285,7 +280,7 @@ impl Emitter<'_> {
         // Numeric labels (`1:`, referred to as `1b`/`1f`) are local to their neighbourhood.
         for name in defined.iter().filter(|n| !is_numeric_label(n)) {
             let new = if self.patched.dialect.is_local(name) || f.kind != PatchKind::New {
-                format!("{name}.kpatch")
+                format!("{name}{COPY_SUFFIX}")
             } else {
                 self.diff
                     .rename
@@ -405,7 +400,7 @@ impl Emitter<'_> {
         let p = self.patched;
         if !self.diff.force_gotpcrel
             || s.kind != StmtKind::Instruction
-            || p.dialect.arch != crate::dialect::Arch::X86_64
+            || p.dialect.arch != crate::dialect::AsmArch::X86_64
             || !p.section_of(s).is_code()
         {
             return Ok(None);
@@ -446,7 +441,7 @@ impl Emitter<'_> {
         let mut renames: HashMap<String, String> = defined
             .iter()
             .filter(|n| !is_numeric_label(n))
-            .map(|d| (d.clone(), format!("{d}.kpatch")))
+            .map(|d| (d.clone(), format!("{d}{COPY_SUFFIX}")))
             .collect();
         renames.insert(name.to_string(), copy.to_string());
         self.comment(&format!("new variable {name}"));
@@ -629,7 +624,7 @@ impl Emitter<'_> {
         if let Some(c) = self.copies.get(name) {
             return c.clone();
         }
-        let c = format!("{name}.kpatch");
+        let c = format!("{name}{COPY_SUFFIX}");
         self.copies.insert(name.to_string(), c.clone());
         self.queue.push(name.to_string());
         c

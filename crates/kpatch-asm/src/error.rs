@@ -114,6 +114,31 @@ pub enum AsmError {
     NeverReturns { file: String, name: String },
 
     #[error(
+        "{file}: function `{name}` changed, but gcc folded `{folded}` into it (identical code \
+         folding: `{folded}` is an alias of `{name}` in the original build): patching `{name}` \
+         would change `{folded}` too. Build the original with libcare-cc (it adds \
+         -flive-patching=inline-clone) or -fno-ipa-icf"
+    )]
+    FoldedFunction {
+        file: String,
+        name: String,
+        folded: String,
+    },
+
+    #[error(
+        "{file} was compiled by `{producer}`, without -flive-patching=inline-clone: callers may \
+         depend on the old bodies of {functions} (calls of a const/pure function hoisted or \
+         dropped, values kept in registers across a leaf call, ranges propagated), so the \
+         patch could leave them doing the old thing (--strict-ipa). Build the original with \
+         libcare-cc, which adds the option, or leave out --strict-ipa to patch with a warning"
+    )]
+    CallersMayDepend {
+        file: String,
+        producer: String,
+        functions: String,
+    },
+
+    #[error(
         "{file}: {kind} `{name}` has a different layout in the patched build ({change}): \
          objects of this type in the running process keep the old layout, which the patched \
          code would misread and the unchanged code would keep using. Keep the layout (put new \

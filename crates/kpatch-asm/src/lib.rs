@@ -20,20 +20,20 @@ mod error;
 mod filter;
 mod gotpcrel;
 mod index;
+mod ipa;
 mod lex;
+mod line_shift;
 mod matching;
 mod normalize;
 mod parse;
 mod section;
 mod symlist;
 mod unpatchable;
+mod why;
 
-pub use dialect::{Arch, Dialect};
+pub use dialect::{AsmArch, Dialect};
 pub use diff::{diff, Diff, DiffOptions, NewVariable, Note, PatchKind, PatchedFunction};
-pub use emit::{
-    emit, end_of_copy_label, end_of_original_label, name_label, KPATCH_DATA, KPATCH_INFO,
-    KPATCH_STRTAB, KPATCH_TEXT,
-};
+pub use emit::{emit, end_of_copy_label, end_of_original_label, name_label};
 pub use error::AsmError;
 pub use filter::{copy_through, debug_filter, FilterOptions};
 pub use index::{is_debug_label, is_hot_cold_label, Binding, Block, BlockKind, Common, DataObject};
@@ -41,6 +41,7 @@ pub use matching::{pair_variables, VariablePairs};
 pub use parse::{AsmFile, Line, Stmt, StmtId, StmtKind};
 pub use section::{SecRef, SectionId, SectionInfo, Sections};
 pub use symlist::{human_name, FunctionFilter, SymbolEntry, SymbolList};
+pub use why::Why;
 
 /// Compares `orig` with `patched` and writes the combined file: [`diff`] then [`emit`].
 pub fn gensrc(

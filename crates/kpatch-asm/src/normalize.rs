@@ -9,7 +9,7 @@ use crate::index::{
     is_debug_directive, is_debug_label, is_visibility_directive, Block, DataObject,
 };
 use crate::lex::{tokenize, unquote, Tok, TokKind};
-use crate::parse::{AsmFile, Stmt, StmtKind};
+use crate::parse::{AsmFile, Stmt, StmtId, StmtKind};
 
 /// Symbols a block defines: labels and `.set NAME, .` positions.
 pub(crate) fn defined_in(file: &AsmFile, block: &Block) -> HashSet<String> {
@@ -93,20 +93,29 @@ impl<'a> Normalizer<'a> {
     /// The normal form of `block`: one string per significant statement, with a section
     /// marker whenever the section of the following statements changes.
     pub fn block(&self, block: &Block) -> Vec<String> {
+        self.block_with_ids(block)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    /// [`Normalizer::block`], each string with the statement it comes from (a section
+    /// marker: the statement in the new section).
+    pub fn block_with_ids(&self, block: &Block) -> Vec<(String, StmtId)> {
         let defined = defined_in(self.file, block);
         let mut numbering = HashMap::new();
         let mut out = Vec::new();
         let mut last_section = None;
-        for (_, s) in self.file.stmts_in(block.lines.clone()) {
+        for (id, s) in self.file.stmts_in(block.lines.clone()) {
             if ignored_in_compare(s, &defined) {
                 continue;
             }
             if !is_section_neutral(s) && last_section != Some(s.section) {
                 last_section = Some(s.section);
                 let sec = self.file.sections.get(s.section.id);
-                out.push(format!("[section {} {}]", sec.name, s.section.sub));
+                out.push((format!("[section {} {}]", sec.name, s.section.sub), id));
             }
-            out.push(self.stmt(s, &defined, &mut numbering));
+            out.push((self.stmt(s, &defined, &mut numbering), id));
         }
         out
     }

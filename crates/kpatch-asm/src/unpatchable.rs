@@ -2,7 +2,7 @@
 //! start-up functions (the process ran them before it could be patched) and functions that
 //! never return (a thread is always inside them, so the patch could never be applied safely).
 
-use crate::dialect::Arch;
+use crate::dialect::AsmArch;
 use crate::index::Block;
 use crate::lex::{tokenize, TokKind};
 use crate::parse::{AsmFile, Stmt, StmtKind};
@@ -63,17 +63,17 @@ fn words(s: &Stmt) -> impl Iterator<Item = &str> {
     s.text.split(|c: char| c.is_whitespace() || c == ',')
 }
 
-fn is_return(arch: Arch, s: &Stmt) -> bool {
+fn is_return(arch: AsmArch, s: &Stmt) -> bool {
     match arch {
-        Arch::X86_64 => words(s).any(|w| matches!(w, "ret" | "retq" | "retl" | "iretq")),
-        Arch::Aarch64 => matches!(s.name.as_str(), "ret" | "eret"),
+        AsmArch::X86_64 => words(s).any(|w| matches!(w, "ret" | "retq" | "retl" | "iretq")),
+        AsmArch::Aarch64 => matches!(s.name.as_str(), "ret" | "eret"),
     }
 }
 
-fn is_branch(arch: Arch, m: &str) -> bool {
+fn is_branch(arch: AsmArch, m: &str) -> bool {
     match arch {
-        Arch::X86_64 => m.starts_with('j') || m == "loop" || m.starts_with("loop"),
-        Arch::Aarch64 => {
+        AsmArch::X86_64 => m.starts_with('j') || m == "loop" || m.starts_with("loop"),
+        AsmArch::Aarch64 => {
             m == "b"
                 || m == "br"
                 || m.starts_with("b.")
@@ -82,16 +82,16 @@ fn is_branch(arch: Arch, m: &str) -> bool {
     }
 }
 
-fn is_unconditional_jump(arch: Arch, m: &str) -> bool {
+fn is_unconditional_jump(arch: AsmArch, m: &str) -> bool {
     match arch {
-        Arch::X86_64 => matches!(m, "jmp" | "jmpq"),
-        Arch::Aarch64 => m == "b",
+        AsmArch::X86_64 => matches!(m, "jmp" | "jmpq"),
+        AsmArch::Aarch64 => m == "b",
     }
 }
 
 /// Whether branch `s` may go somewhere else than a label of this function: a named symbol
 /// (a tail call) or a computed address.
-fn leaves(file: &AsmFile, arch: Arch, s: &Stmt) -> bool {
+fn leaves(file: &AsmFile, arch: AsmArch, s: &Stmt) -> bool {
     // `notrack jmp *%rax` (-fcf-protection), `bnd jmp`: the branch follows its prefix.
     let (mnemonic, operands) = match s.name.as_str() {
         "notrack" | "bnd" => {
@@ -108,7 +108,7 @@ fn leaves(file: &AsmFile, arch: Arch, s: &Stmt) -> bool {
         .last()
         .map(|t| t.trim().to_string());
     let Some(target) = target else { return true };
-    if target.starts_with('*') || (arch == Arch::Aarch64 && mnemonic == "br") {
+    if target.starts_with('*') || (arch == AsmArch::Aarch64 && mnemonic == "br") {
         return true;
     }
     let local = file.dialect.is_local(&target)

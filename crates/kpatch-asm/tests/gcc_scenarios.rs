@@ -472,3 +472,53 @@ fn changed_type_layouts_are_refused_with_debug_information() {
     let p = TYPES.replace("struct conn { int id;", "struct conn { int id; int flags;");
     assert!(run_scenario(TYPES, &p, "-O0").is_ok());
 }
+
+#[test]
+fn a_function_whose_only_change_is_its_line_numbers_is_left_out() {
+    const SRC: &str = r#"#include <stdio.h>
+__attribute__((noinline)) int first(void)
+{
+    return 1;
+}
+
+__attribute__((noinline)) void report(void)
+{
+    printf("%s:%d\n", __func__, __LINE__);
+}
+
+__attribute__((noinline)) int after(int x)
+{
+    return x + 31;
+}
+"#;
+    // Two lines added in first(); report() only moves. after()'s constant changes along
+    // with the shift: it must stay patched (31 is not one of its line numbers).
+    let edited = SRC
+        .replace(
+            "    return 1;\n",
+            "    /* one */\n    /* two */\n    return 2;\n",
+        )
+        .replace("x + 31", "x + 33");
+    for flags in ["-O0 -g", "-O2 -g"] {
+        let run = run_scenario(SRC, &edited, flags).unwrap_or_else(|e| panic!("{flags}: {e}"));
+        assert_eq!(
+            patched_names(&run.diff, PatchKind::Changed),
+            ["after", "first"],
+            "[{flags}]"
+        );
+        assert!(
+            run.diff.notes.contains(&kpatch_asm::Note::LineNumbersOnly {
+                function: "report".into(),
+                shift: 2
+            }),
+            "[{flags}] {:?}",
+            run.diff.notes
+        );
+    }
+    // Without line information nothing tells a line number from any other: patched.
+    let run = run_scenario(SRC, &edited, "-O2").unwrap();
+    assert_eq!(
+        patched_names(&run.diff, PatchKind::Changed),
+        ["after", "first", "report"]
+    );
+}

@@ -29,10 +29,12 @@ const SHIM_NAMES: &[&str] = &["cc", "gcc", "c++", "g++"];
 
 /// The compiler environment for the builds.
 pub struct BuildEnv {
-    shim: tempfile::TempDir,
+    /// The private directory holding the compiler links, on `PATH`; removed when dropped.
+    _shim: tempfile::TempDir,
     vars: Vec<(String, OsString)>,
     append_args: Vec<String>,
     keep_list: Option<PathBuf>,
+    report: Option<PathBuf>,
 }
 
 impl BuildEnv {
@@ -86,10 +88,11 @@ impl BuildEnv {
             .map(|v| split_list(&v))
             .unwrap_or_default();
         Ok(BuildEnv {
-            shim,
+            _shim: shim,
             vars,
             append_args,
             keep_list: None,
+            report: None,
         })
     }
 
@@ -99,9 +102,35 @@ impl BuildEnv {
         self.keep_list = Some(list);
     }
 
-    /// The private directory holding the compiler links.
-    pub fn shim_dir(&self) -> &Path {
-        self.shim.path()
+    /// Has the patched stage's `kpatch_gensrc` append why each function is in the patch to
+    /// `report` (an absolute path; see [`crate::report`]).
+    pub fn report_to(&mut self, report: PathBuf) {
+        self.report = Some(report);
+    }
+
+    /// What the builds check and say: `verbose` has `kpatch_gensrc` list what it patches and
+    /// leaves out (`-d 1`), `strict_ipa` has it refuse changes that callers may depend on
+    /// (`--strict-ipa`), `no_flags` keeps `libcare-cc` from adding the live-patching options.
+    pub fn set_safety(&mut self, verbose: bool, strict_ipa: bool, no_flags: bool) {
+        let mut gensrc: Vec<String> = match std::env::var(vars::KPCC_PATCH_ARGS) {
+            Ok(v) => split_list(&v),
+            Err(_) => crate::cc::DEFAULT_PATCH_ARGS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        if verbose {
+            gensrc.extend(["-d".into(), "1".into()]);
+        }
+        if strict_ipa {
+            gensrc.push("--strict-ipa".into());
+        }
+        self.vars
+            .push((vars::KPCC_PATCH_ARGS.into(), gensrc.join(";").into()));
+        if no_flags {
+            self.vars
+                .push((vars::KPCC_LIVE_PATCHING.into(), "0".into()));
+        }
     }
 
     /// Applies the environment of `stage` (none: `make clean`) to `cmd`.
@@ -119,12 +148,17 @@ impl BuildEnv {
                 cmd.env_remove(vars::KPATCH_STAGE);
             }
         }
-        match (&self.keep_list, stage) {
-            (Some(list), Some(Stage::Patched)) => {
-                cmd.env(vars::KPCC_KEEP_LIST, list);
-            }
-            _ => {
-                cmd.env_remove(vars::KPCC_KEEP_LIST);
+        for (var, file) in [
+            (vars::KPCC_KEEP_LIST, &self.keep_list),
+            (vars::KPCC_REPORT, &self.report),
+        ] {
+            match (file, stage) {
+                (Some(file), Some(Stage::Patched)) => {
+                    cmd.env(var, file);
+                }
+                _ => {
+                    cmd.env_remove(var);
+                }
             }
         }
         let mut append = self.append_args.clone();

@@ -4,6 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use kpatch_file::{build_id_hex, KPATCH_PREFIX};
 use object::{Object, ObjectSection};
 
 /// A file could not be read or inspected.
@@ -32,8 +33,12 @@ pub enum ElfInfoError {
 pub struct ElfInfo {
     /// The GNU build-id, lowercase hex, if the file has one.
     pub build_id: Option<String>,
-    /// Whether a section name contains `.kpatch` (`.kpatch.text`, `.rela.kpatch.info`...).
+    /// Whether a section name contains `.kpatch` ([`KPATCH_PREFIX`]: `.kpatch.text`,
+    /// `.rela.kpatch.info`...).
     pub has_kpatch: bool,
+    /// The names in `.kpatch.strtab`: one per function the patch replaces (`f.kpatch`) or
+    /// adds (`f`), in order.
+    pub patch_functions: Vec<String>,
 }
 
 /// Inspects `path`; `Ok(None)` when it is not an object file (a script, a data file).
@@ -50,15 +55,23 @@ pub fn inspect(path: &Path) -> Result<Option<ElfInfo>, ElfInfoError> {
         source,
     };
     let file = object::File::parse(&*data).map_err(parse_err)?;
-    let build_id = file
-        .build_id()
-        .map_err(parse_err)?
-        .map(|id| id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let build_id = file.build_id().map_err(parse_err)?.map(build_id_hex);
     let has_kpatch = file
         .sections()
-        .any(|s| s.name().is_ok_and(|n| n.contains(".kpatch")));
+        .any(|s| s.name().is_ok_and(|n| n.contains(KPATCH_PREFIX)));
+    let patch_functions = match file.section_by_name(kpatch_file::KPATCH_STRTAB) {
+        Some(sec) => sec
+            .data()
+            .map_err(parse_err)?
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(Some(ElfInfo {
         build_id,
         has_kpatch,
+        patch_functions,
     }))
 }

@@ -12,13 +12,17 @@
 //! - [`stash`]: the patched stage's `libcare-cc` moves each original output it overwrites
 //!   aside; the driver puts them back, so the original build survives a run.
 //! - [`tree_state`]: what else the patched stage rewrote, marked out of date.
+//! - [`report`]: what each patch replaces, and why.
 
-pub mod build_env;
+mod build_env;
 pub mod cc;
 pub mod elfinfo;
+mod install_guard;
+mod patch_check;
 pub mod patch_make;
-pub mod patchfile;
-pub mod post;
+mod patchfile;
+mod post;
+pub mod report;
 pub mod stash;
-pub mod tools;
-pub mod tree_state;
+mod tools;
+mod tree_state;

@@ -9,7 +9,7 @@
 //! build rewrote is marked out of date ([`crate::tree_state`]). So the next run's original
 //! build redoes nothing that a plain `make` would not redo.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -18,24 +18,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::build_env::{stdout_stdio, BuildEnv, BuildEnvError};
 use crate::cc::Stage;
 use crate::elfinfo::{self, ElfInfoError};
+use crate::install_guard;
+use crate::patch_check;
+use crate::patchfile::line_keep;
 use crate::patchfile::{
-    apply_patch, backed_up_files, read_patch, restore_sources, ApplyError, RestoreError,
+    apply_patch, backed_up_files, originals, read_patch, restore_sources, ApplyError, RestoreError,
     RestoredTime,
 };
 use crate::post::{self, PostError};
+use crate::report;
 use crate::stash::{self, StashError};
 use crate::tools;
 use crate::tree_state::{self, ScanError, TreeState};
 
-/// A patch id: 1 to 7 bytes (it is stored NUL-terminated in 8 bytes of the header).
+/// A patch id: 1 to 7 printable ASCII characters, no space (it is stored NUL-terminated in 8
+/// bytes of the header; [`kpatch_file::validate_patch_id`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchId(String);
 
-/// The id is empty or too long.
+/// The id is not one a `.kpatch` header can hold.
 #[derive(Debug, thiserror::Error)]
 #[error("Invalid patch-id!")]
 pub struct InvalidPatchId;
@@ -43,9 +49,7 @@ pub struct InvalidPatchId;
 impl PatchId {
     /// Checks `id`.
     pub fn new(id: &str) -> Result<Self, InvalidPatchId> {
-        if id.is_empty() || id.len() > 7 || id.contains('\0') {
-            return Err(InvalidPatchId);
-        }
+        kpatch_file::validate_patch_id(id).map_err(|_| InvalidPatchId)?;
         Ok(PatchId(id.to_string()))
     }
 
@@ -73,6 +77,14 @@ pub struct Options {
     /// The patch files, applied in order (relative ones from [`Paths::workdir`]); messages
     /// name them as given here.
     pub patches: Vec<PathBuf>,
+    /// `-v`: say which line numbers were kept, and what `kpatch_gensrc` patches and leaves out.
+    pub verbose: bool,
+    /// `--strict-ipa`: `kpatch_gensrc` refuses, rather than warns about, a changed function
+    /// whose callers may depend on its old body (an original not built for live patching).
+    pub strict_ipa: bool,
+    /// `--no-live-patching-flags`: build without `-flive-patching=inline-clone`, as a binary
+    /// built without it was (`KPCC_LIVE_PATCHING=0`).
+    pub no_live_patching_flags: bool,
 }
 
 /// Where things are.
@@ -137,6 +149,11 @@ impl Paths {
     pub fn keep_list(&self) -> PathBuf {
         self.private_dir().join("kept-outputs")
     }
+
+    /// Why each function of the patched stage is in the patch (see [`crate::report`]).
+    pub fn report(&self) -> PathBuf {
+        self.private_dir().join("gensrc-report")
+    }
 }
 
 /// A stage line, printed as the peer prints it.
@@ -182,6 +199,8 @@ pub enum Event<'a> {
     /// A line the post-processing prints, as `kpatch_strip --rel-fixup` does
     /// (`Fixing up relocation f+0`).
     Note(&'a str),
+    /// What a patch just written replaces and adds, and why.
+    Functions(&'a [report::Entry]),
     /// Backups left by an interrupted earlier run were put back before starting.
     LeftoversRestored(&'a [PathBuf]),
     /// Something was skipped.
@@ -221,6 +240,8 @@ pub enum Step {
     InstallOriginal,
     /// Applying one patch file.
     Apply(PathBuf),
+    /// Keeping the line numbers of unchanged code in the patched files.
+    KeepLines,
     /// The patched build.
     BuildPatched,
     /// Its installation.
@@ -242,6 +263,7 @@ impl fmt::Display for Step {
             Step::BuildOriginal => write!(f, "building original code"),
             Step::InstallOriginal => write!(f, "installing original objects"),
             Step::Apply(p) => write!(f, "applying {}", p.display()),
+            Step::KeepLines => write!(f, "keeping line numbers of unchanged code"),
             Step::BuildPatched => write!(f, "building patched code"),
             Step::InstallPatched => write!(f, "installing patched objects"),
             Step::RestoreOutputs => write!(f, "putting back the original build's outputs"),
@@ -315,6 +337,38 @@ pub enum StepError {
     /// A `LPMAKE_*` directory that `--clean` must not remove.
     #[error("refusing to remove {0}: it contains the working or source directory; fix LPMAKE_ORIGINAL_DIR / LPMAKE_PATCHED_DIR")]
     UnsafeRemove(PathBuf),
+    /// `make install` wrote outside the work tree (refused by the read-only file systems
+    /// around it).
+    #[error("`{command}` tried to write outside the work tree, where libcare-patch-make lets nothing be written ({}): the project's install target does not install under ${destdir_var}; give the make variable it installs under, e.g. `-d PREFIX`", lines.join("; "))]
+    InstallOutside {
+        /// The command line.
+        command: String,
+        /// Its messages about the read-only file systems.
+        lines: Vec<String>,
+        /// The make variable used for installing.
+        destdir_var: String,
+    },
+    /// `make install` put no file into the install tree.
+    #[error("`{command}` installed nothing under {}: the project's install target does not install under ${destdir_var} (it may have installed somewhere else); give the make variable it installs under, e.g. `-d PREFIX`", dir.display())]
+    InstalledNothing {
+        /// The command line.
+        command: String,
+        /// The install tree.
+        dir: PathBuf,
+        /// The make variable used for installing.
+        destdir_var: String,
+    },
+    /// A patch holds functions this run did not patch: made from something else than this
+    /// build (an earlier run's install, a program installed from elsewhere).
+    #[error("the patch made from {} (patched: {}) holds {}, which this run's build did not patch: the installed program is not the one just built (an install tree left by an earlier run, or an install step that takes it from elsewhere); no patch was written", original.display(), patched.display(), names.join(", "))]
+    ForeignFunctions {
+        /// The installed original.
+        original: PathBuf,
+        /// The installed patched program.
+        patched: PathBuf,
+        /// The functions no combined assembly of this run names.
+        names: Vec<String>,
+    },
     /// No installed executable changed.
     #[error("no executable installed under {original} has .kpatch sections in its patched build under {patched}: the patches change no function of an installed program (or the Makefile does not build with $(CC) / install with ${destdir_var})")]
     NothingToPatch {
@@ -328,6 +382,14 @@ pub enum StepError {
     /// A signal asked us to stop.
     #[error("interrupted")]
     Interrupted,
+    /// A patch changes an assembler source, which would not be compared.
+    #[error("{} changes the assembler source {file}: kpatch_gensrc compares what the compiler writes, so that change would be left out of the patch; set KPATCH_GENSRC_ASM=1 to compare the file like compiler output (its functions need .type and .size), or leave the change out", patch.display())]
+    AssemblerSource {
+        /// The patch file.
+        patch: PathBuf,
+        /// The file it changes.
+        file: String,
+    },
 }
 
 /// A failed run: the step, the cause, and whether the tree could still be put back.
@@ -391,6 +453,8 @@ struct Run<'a> {
     paths: &'a Paths,
     interrupted: &'a AtomicBool,
     events: &'a mut dyn FnMut(Event<'_>),
+    /// When the patched build started (its combined assembly is newer).
+    patched_since: Option<SystemTime>,
 }
 
 /// Runs the driver. Stage lines and progress go to `events`; the output of `make`, `patch`
@@ -406,10 +470,23 @@ pub fn run(
         paths,
         interrupted,
         events,
+        patched_since: None,
     };
     if !opts.update {
+        let diff_asm = std::env::var_os(crate::cc::vars::KPATCH_GENSRC_ASM).is_some();
         for patch in &opts.patches {
-            read_patch(&paths.workdir.join(patch)).map_err(at(Step::Apply(patch.clone())))?;
+            let sections =
+                read_patch(&paths.workdir.join(patch)).map_err(at(Step::Apply(patch.clone())))?;
+            let asm = sections
+                .iter()
+                .filter_map(|s| s.new.as_deref().or(s.old.as_deref()))
+                .find(|f| is_assembler_source(f));
+            if let (Some(file), false) = (asm, diff_asm) {
+                return Err(at(Step::Apply(patch.clone()))(StepError::AssemblerSource {
+                    patch: patch.clone(),
+                    file: file.to_string(),
+                }));
+            }
         }
     }
     r.check_tools().map_err(at(Step::Setup))?;
@@ -418,6 +495,8 @@ pub fn run(
         let mut env = BuildEnv::new(&paths.tools_dir.join(LIBCARE_CC), &paths.tools_dir)
             .map_err(at(Step::Setup))?;
         env.keep_outputs_in(paths.keep_list());
+        env.report_to(paths.report());
+        env.set_safety(opts.verbose, opts.strict_ipa, opts.no_live_patching_flags);
         let mut before = None;
         let built = r.build(&env, &mut before);
         let restored = r.put_back(before.as_ref());
@@ -570,7 +649,7 @@ impl Run<'_> {
         let rewritten: Vec<PathBuf> = before
             .changed_in(&now)
             .into_iter()
-            .filter(|f| !patched.contains(f) && !own(f))
+            .filter(|f| !patched.contains(f) && !own(f) && !tree_state::is_build_tool_record(f))
             .collect();
         if rewritten.is_empty() {
             return true;
@@ -649,7 +728,20 @@ impl Run<'_> {
             self.check_interrupt()
                 .map_err(at(Step::Apply(patch.clone())))?;
         }
+        self.keep_line_numbers().map_err(at(Step::KeepLines))?;
 
+        match fs::remove_file(paths.report()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(at(Step::BuildPatched)(StepError::Io {
+                    what: "cannot remove the old report",
+                    path: paths.report(),
+                    source: e,
+                }))
+            }
+            _ => {}
+        }
+        // Less a margin: file times come from a coarser clock.
+        self.patched_since = SystemTime::now().checked_sub(Duration::from_secs(2));
         (self.events)(Event::Stage(StageLine::BuildingPatched));
         self.make(env, Some(Stage::Patched), &[])
             .map_err(at(Step::BuildPatched))?;
@@ -660,13 +752,100 @@ impl Run<'_> {
             .map_err(at(Step::InstallPatched))
     }
 
-    fn install(&self, env: &BuildEnv, stage: Stage, dir: &Path) -> Result<(), StepError> {
-        let var = format!("{}={}", self.opts.destdir_var, dir.display());
-        self.make(env, Some(stage), &["install".into(), var])
+    /// `#line` directives in the patched files, so that the lines the patches did not change
+    /// keep their numbers (see [`line_keep`]).
+    fn keep_line_numbers(&mut self) -> Result<(), StepError> {
+        let files = originals(&self.paths.srcdir)?;
+        let kept = line_keep::keep_line_numbers(&files).map_err(|source| StepError::Io {
+            what: "cannot write #line directives into a patched file under",
+            path: self.paths.srcdir.clone(),
+            source,
+        })?;
+        if !self.opts.verbose {
+            return Ok(());
+        }
+        for k in kept {
+            let shown = k.file.strip_prefix(&self.paths.srcdir).unwrap_or(&k.file);
+            for (line, old) in &k.directives {
+                (self.events)(Event::Note(&format!(
+                    "{}: unchanged code from patched line {line} on keeps its original line numbers (#line {old})",
+                    shown.display()
+                )));
+            }
+            if let Some(from) = k.unkept_from {
+                (self.events)(Event::Note(&format!(
+                    "{}: lines from patched line {from} on keep the patched numbering (no place for a #line directive after the change)",
+                    shown.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
-    /// Runs `make [-f lpmakefile] [-j N] ARGS` with its output on our standard output.
-    fn make(&self, env: &BuildEnv, stage: Option<Stage>, args: &[String]) -> Result<(), StepError> {
+    /// `make install` into `dir`, emptied first (a patch is never made from what an earlier
+    /// run installed), where nothing outside the work tree can be written (see
+    /// [`install_guard`]); an install that wrote elsewhere, or put nothing into `dir`, is
+    /// refused.
+    fn install(&self, env: &BuildEnv, stage: Stage, dir: &Path) -> Result<(), StepError> {
+        self.remove_tree(dir)?;
+        // As the peer: the root exists unless --clean, when the install rule makes it.
+        if !self.opts.clean {
+            fs::create_dir_all(dir).map_err(|source| StepError::Io {
+                what: "cannot create",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let tmp = self.paths.private_dir().join("tmp");
+        fs::create_dir_all(&tmp).map_err(|source| StepError::Io {
+            what: "cannot create",
+            path: tmp.clone(),
+            source,
+        })?;
+        let var = format!("{}={}", self.opts.destdir_var, dir.display());
+        let args = self.make_args(&["install".into(), var]);
+        let p = self.paths;
+        let writable = [
+            p.workdir.clone(),
+            p.srcdir.clone(),
+            p.original_dir.clone(),
+            p.patched_dir.clone(),
+            p.patchroot.clone(),
+        ];
+        let mut cmd = install_guard::confined("make", &args, &writable);
+        cmd.current_dir(&p.workdir).env("TMPDIR", &tmp);
+        env.apply(&mut cmd, Some(stage));
+        let described = format!("make {}", args.join(" "));
+        let watched = install_guard::run_watched(&mut cmd).map_err(|source| StepError::Spawn {
+            program: "make".into(),
+            source,
+        })?;
+        if !watched.outside.is_empty() {
+            return Err(StepError::InstallOutside {
+                command: described,
+                lines: watched.outside,
+                destdir_var: self.opts.destdir_var.clone(),
+            });
+        }
+        if !watched.status.success() {
+            return Err(StepError::Failed {
+                command: described,
+                status: watched.status,
+            });
+        }
+        self.check_interrupt()?;
+        if install_guard::holds_no_file(dir) {
+            return Err(StepError::InstalledNothing {
+                command: described,
+                dir: dir.to_path_buf(),
+                destdir_var: self.opts.destdir_var.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `[-f lpmakefile] [-j N] ARGS`.
+    fn make_args(&self, args: &[String]) -> Vec<String> {
         let mut all = Vec::new();
         if self.paths.workdir.join("lpmakefile").is_file() {
             all.extend(["-f".to_string(), "lpmakefile".to_string()]);
@@ -675,6 +854,12 @@ impl Run<'_> {
             all.extend(["-j".to_string(), j.to_string()]);
         }
         all.extend(args.iter().cloned());
+        all
+    }
+
+    /// Runs `make [-f lpmakefile] [-j N] ARGS` with its output on our standard output.
+    fn make(&self, env: &BuildEnv, stage: Option<Stage>, args: &[String]) -> Result<(), StepError> {
+        let all = self.make_args(args);
         let mut cmd = Command::new("make");
         cmd.args(&all).current_dir(&self.paths.workdir);
         env.apply(&mut cmd, stage);
@@ -731,7 +916,19 @@ impl Run<'_> {
         })?;
         files.sort();
 
+        let why = report::read(&paths.report()).unwrap_or_else(|e| {
+            (self.events)(Event::Warning(format!(
+                "cannot read {}: {e}; the functions are listed without why",
+                paths.report().display()
+            )));
+            Vec::new()
+        });
+        let expected = self.patched_since.and_then(|since| {
+            let (roots, skip) = self.tree_roots();
+            patch_check::patched_in_run(&roots, &skip, &paths.kept_prefix, since)
+        });
         let mut made = Vec::new();
+        let mut in_patches = BTreeSet::new();
         for original in files {
             self.check_interrupt()?;
             let Ok(rel) = original.strip_prefix(&paths.original_dir) else {
@@ -741,10 +938,10 @@ impl Run<'_> {
             if !patched.is_file() {
                 continue;
             }
-            match elfinfo::inspect(&patched)? {
-                Some(info) if info.has_kpatch => {}
+            let functions = match elfinfo::inspect(&patched)? {
+                Some(info) if info.has_kpatch => info.patch_functions,
                 _ => continue,
-            }
+            };
             let build_id = match &self.opts.build_id {
                 Some(b) => b.clone(),
                 None => match elfinfo::inspect(&original)?.and_then(|i| i.build_id) {
@@ -759,15 +956,39 @@ impl Run<'_> {
                 },
             };
             let patch = self.make_one(&original, &patched, &build_id)?;
+            let holds = patch_check::kpatch_functions(&patch);
+            if let Some(expected) = &expected {
+                let foreign: Vec<String> = holds.difference(expected).cloned().collect();
+                if !foreign.is_empty() {
+                    let _ = fs::remove_file(&patch);
+                    return Err(StepError::ForeignFunctions {
+                        original: original.clone(),
+                        patched,
+                        names: foreign,
+                    });
+                }
+            }
+            in_patches.extend(holds);
             (self.events)(Event::PatchWritten {
                 original: &original,
                 patch: &patch,
             });
+            (self.events)(Event::Functions(&report::explain(&functions, &why)));
             made.push(MadePatch {
                 original,
                 patch,
                 build_id,
             });
+        }
+        if let Some(expected) = &expected {
+            let missing: Vec<String> = expected.difference(&in_patches).cloned().collect();
+            if !made.is_empty() && !missing.is_empty() {
+                (self.events)(Event::Warning(format!(
+                    "kpatch_gensrc patched {} in this build, but no installed program's patch holds {}: the program that uses it is not installed",
+                    missing.join(", "),
+                    if missing.len() == 1 { "it" } else { "them" }
+                )));
+            }
         }
         if made.is_empty() {
             return Err(StepError::NothingToPatch {
@@ -819,6 +1040,13 @@ fn run_command(cmd: &mut Command, program: &str, described: String) -> Result<()
     }
 }
 
+/// Whether a file a patch changes is an assembler source (`.s`, `.S`, `.sx`).
+fn is_assembler_source(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e == "s" || e == "S" || e == "sx")
+}
+
 /// Regular files with an execute bit under `dir`, recursively, symlinks not followed.
 fn executables(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
@@ -843,6 +1071,10 @@ mod tests {
         assert!(PatchId::new("1234567").is_ok());
         assert!(PatchId::new("12345678").is_err());
         assert!(PatchId::new("").is_err());
+        // What a .kpatch header cannot hold is refused before anything is built.
+        assert!(PatchId::new("a b").is_err());
+        assert!(PatchId::new("a\0").is_err());
+        assert!(PatchId::new("é").is_err());
         assert_eq!(InvalidPatchId.to_string(), "Invalid patch-id!");
     }
 

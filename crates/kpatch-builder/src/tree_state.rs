@@ -130,16 +130,21 @@ impl TreeState {
     pub fn forget(&mut self, path: &Path) {
         self.files.remove(path);
     }
+}
 
-    /// How many files were recorded.
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    /// Whether no file was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
+/// Whether `path` is a build tool's record of its own runs rather than something the build
+/// makes: ninja's `.ninja_log` (the command and time of each output) and `.ninja_deps` (the
+/// headers each object read), rewritten by every ninja run, and meson's logs (`meson-logs/`,
+/// which `meson install` rewrites). No tool judges them by their modification times, and
+/// what the patched stage wrote in ninja's holds for the original outputs put back (the same
+/// commands, the same headers), so they are left as they are.
+pub fn is_build_tool_record(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n == ".ninja_log" || n == ".ninja_deps")
+        || path
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "meson-logs")
 }
 
 /// Gives `path` the oldest modification time there is, so that `make` takes it as older than
@@ -162,7 +167,7 @@ mod tests {
             fs::write(&p, f).unwrap();
         }
         let before = TreeState::scan(&[root, &root.join("sub")], &[&root.join("out")]).unwrap();
-        assert_eq!(before.len(), 3);
+        assert_eq!(before.files.len(), 3);
 
         // Moved aside and back: unchanged. Rewritten: changed. New: not reported.
         fs::rename(root.join("a.o"), root.join("kept")).unwrap();
@@ -179,6 +184,13 @@ mod tests {
             now.files_named(|n| n.to_string_lossy().ends_with(".o")),
             [root.join("a.o"), root.join("sub/b.o")]
         );
+
+        assert!(is_build_tool_record(&root.join("build/.ninja_log")));
+        assert!(is_build_tool_record(Path::new(".ninja_deps")));
+        assert!(is_build_tool_record(Path::new(
+            "build/meson-logs/install-log.txt"
+        )));
+        assert!(!is_build_tool_record(&root.join("lib.a")));
 
         make_stale(&root.join("lib.a")).unwrap();
         let m = fs::metadata(root.join("lib.a")).unwrap();

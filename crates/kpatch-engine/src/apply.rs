@@ -3,26 +3,31 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kpatch_arch::{Arch, IfuncCall};
 use kpatch_file::{Header, KpatchFile, HEADER_SIZE, MAGIC, MAGIC_PENDING};
 use kpatch_process::{
-    DeferTermination, Guardian, MapEntry, MapName, Memory, Perms, Process, AT_HWCAP, AT_HWCAP2,
+    DeferTermination, MapEntry, MapName, Memory, Perms, SpaceLimits, AT_HWCAP, AT_HWCAP2,
 };
 
-use crate::discover::{self, AppliedPatch, LoadedObject};
+use crate::checked_stop::{self, AfterCommit};
+use crate::discover::{AppliedPatch, ImageCache, Loaded, LoadedObject};
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::options::Options;
+use crate::options::{Options, PatchCheck};
 use crate::payload::Payload;
-use crate::relocate::Prepared;
+use crate::region_layout::function_name;
+use crate::region_mapping::{self, Region};
+use crate::relocate::{Prepared, Relocated};
 use crate::report::Report;
 use crate::runs;
-use crate::scope::Found;
-use crate::storage::Storage;
-use crate::world;
+use crate::scope::{Found, Scope};
+use crate::scripts::{self, Scripts};
+use crate::session::Session;
+use crate::storage::{self, Storage};
 
 /// One object patched by a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +47,19 @@ pub struct PatchOutcome {
     pub frozen: Option<Duration>,
 }
 
+/// A patch file, read and parsed once.
+struct PatchFile {
+    path: PathBuf,
+    header: Header,
+    id: String,
+    /// The ELF image after the header.
+    elf: Vec<u8>,
+    level: Option<u32>,
+}
+
 /// A patch matched to an object, on its way into the target.
-struct Job<'a> {
-    object: &'a LoadedObject,
+struct Job {
+    object: LoadedObject,
     header: Header,
     id: String,
     level: Option<u32>,
@@ -55,8 +70,11 @@ struct Job<'a> {
 }
 
 /// A redirect to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Hunk {
     daddr: u64,
+    /// Length of the function replaced.
+    dlen: u32,
     jump: Vec<u8>,
     undo_at: u64,
     name: String,
@@ -64,31 +82,26 @@ struct Hunk {
 
 /// Applies the patches of `storage` that match objects of process `pid`.
 pub fn patch(
+    opts: &Options,
+    images: &ImageCache,
     pid: i32,
     storage: &Storage,
-    opts: &Options,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
-    // The lock comes first: another run holding it also traces the process, which opening
-    // it would refuse.
-    if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(kpatch_process::Error::NoSuchProcess { pid }.into());
-    }
-    let lock = crate::lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
-    let proc = Process::open(pid)?;
-    let mut guardian = Guardian::spawn(&proc, &[lock.fd()])?;
-    let arch = proc.arch();
-    let page = proc.page_size();
-    world::reclaim_pending(&proc, opts, &mut guardian, rep)?;
-    let maps = proc.maps()?;
-    let objects = discover::objects(&proc, &maps)?;
-    let applied = discover::applied_patches(&proc, &maps)?;
-
-    let mut jobs = find_jobs(pid, storage, &objects, &applied, arch, page, opts)?;
+    let mut session = Session::open(opts, images, pid, rep)?;
+    let arch = session.proc.arch();
+    let mut jobs = find_jobs(
+        pid,
+        storage,
+        &session.loaded,
+        arch,
+        session.proc.page_size(),
+        opts.check.as_ref(),
+    )?;
     if jobs.is_empty() {
         return Ok(PatchOutcome::default());
     }
-    let scope = world::scope(&proc, &objects);
+    let scope = Scope::of(&session.proc, &session.loaded.objects);
     for job in &mut jobs {
         for (&sym, (name, version)) in &job.prepared.imports {
             let found =
@@ -104,35 +117,32 @@ pub fn patch(
             job.imports.push((sym, found));
         }
     }
-    choose_regions(&proc, &maps, &mut jobs, arch)?;
+    let maps = &session.loaded.maps;
+    let wants: Vec<(Range<u64>, u64)> = jobs
+        .iter()
+        .map(|j| (j.object.range.clone(), j.prepared.layout.total))
+        .collect();
+    let limits = session.proc.space_limits(maps);
+    let kptas = choose_regions(maps, &limits, &wants, arch.max_branch_distance()).map_err(|i| {
+        Error::NoRegion {
+            object: jobs[i].object.name.clone(),
+            size: wants[i].1,
+            pid,
+        }
+    })?;
+    for (job, kpta) in jobs.iter_mut().zip(kptas) {
+        job.kpta = kpta;
+    }
 
     // Allocate (and run IFUNC resolvers) with one thread stopped while the others run.
-    let resolved = allocate(&proc, &mut jobs, arch, opts, rep)?;
-    fault::point("after-mmap");
-    let result = fill_and_commit(
-        &proc,
-        &Planned {
-            maps: &maps,
-            objects: &objects,
-            jobs: &jobs,
-            resolved: &resolved,
-            applied: &applied,
-        },
-        storage,
-        arch,
-        opts,
-        &mut guardian,
-        rep,
-    );
+    let resolved = allocate(&session, &jobs, rep)?;
+    fault::point(session.options(), "after-mmap");
+    let result = fill_and_commit(&mut session, &jobs, &resolved, storage, rep);
     // Nothing points into the regions yet (or the commit rolled its hunks back). Unless the
     // guardian still has writes to do (breakpoints that could not be removed, performed when it
     // is dropped): their regions then stay, pending, for the next run to reclaim.
-    if result.is_err() && guardian.armed() == 0 {
-        world::unmap_regions(
-            &proc,
-            jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)),
-            opts,
-        );
+    if result.is_err() && session.guardian.armed() == 0 {
+        session.unmap_regions(jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)));
     }
     result
 }
@@ -144,113 +154,121 @@ fn with_version(name: &str, version: Option<&str>) -> String {
     }
 }
 
-fn read_patch(path: &std::path::Path, bytes: &[u8]) -> Result<(Header, String, Vec<u8>)> {
-    let file = KpatchFile::parse(bytes).map_err(|source| Error::Format {
-        path: path.to_owned(),
+/// Parses a patch file found in the storage, once it has passed the caller's `check`.
+fn read_patch(f: storage::Found, check: Option<&PatchCheck>) -> Result<PatchFile> {
+    if let Some(check) = check {
+        (check.0)(&f.path, &f.bytes).map_err(Error::Refused)?;
+    }
+    let file = KpatchFile::parse(&f.bytes).map_err(|source| Error::Format {
+        path: f.path.clone(),
         source,
     })?;
     let header = *file.header();
     let id = file.patch_id().to_owned();
     let total = header.total_size() as usize;
-    let elf = bytes.get(HEADER_SIZE..total).unwrap_or(&[]).to_vec();
-    Ok((header, id, elf))
+    let elf = f.bytes.get(HEADER_SIZE..total).unwrap_or(&[]).to_vec();
+    Ok(PatchFile {
+        path: f.path,
+        header,
+        id,
+        elf,
+        level: f.level,
+    })
 }
 
-fn find_jobs<'a>(
+/// The patches of `storage` for objects of the process: a file storage's one patch must match
+/// an object; a directory storage is searched for every object's build-id.
+fn find_jobs(
     pid: i32,
     storage: &Storage,
-    objects: &'a [LoadedObject],
-    applied: &[AppliedPatch],
+    loaded: &Loaded,
     arch: &'static dyn Arch,
     page: u64,
-    opts: &Options,
-) -> Result<Vec<Job<'a>>> {
-    let mut found = Vec::new();
+    check: Option<&PatchCheck>,
+) -> Result<Vec<Job>> {
+    let objects = &loaded.objects;
+    let job =
+        |object: &LoadedObject, patch: PatchFile| -> Result<Job> {
+            let PatchFile {
+                path,
+                header,
+                id,
+                elf,
+                level,
+            } = patch;
+            if loaded.patches.iter().any(|a| {
+                a.committed && a.id == id && Some(a.build_id.as_str()) == object.build_id()
+            }) {
+                return Err(Error::AlreadyApplied {
+                    id,
+                    object: object.name.clone(),
+                    pid,
+                });
+            }
+            let payload = Payload::parse(&elf)?;
+            if payload.machine != arch.e_machine() {
+                let patch_arch = kpatch_arch::for_machine(payload.machine)
+                    .map(|a| a.name().to_owned())
+                    .unwrap_or_else(|| format!("e_machine {}", payload.machine));
+                return Err(Error::WrongArch {
+                    path,
+                    patch_arch,
+                    target_arch: arch.name().into(),
+                    pid,
+                });
+            }
+            let prepared = Prepared::new(arch, payload, &elf, page)?;
+            Ok(Job {
+                object: object.clone(),
+                header,
+                id,
+                level,
+                elf,
+                prepared,
+                imports: Vec::new(),
+                kpta: 0,
+            })
+        };
     if let Some(f) = storage.file_bytes()? {
-        let (header, _, _) = read_patch(&f.path, &f.bytes)?;
-        let bid = header.build_id().unwrap_or_default().to_owned();
+        let patch = read_patch(f, check)?;
+        let bid = patch.header.build_id().unwrap_or_default().to_owned();
         let Some(obj) = objects.iter().find(|o| o.build_id() == Some(bid.as_str())) else {
             return Err(Error::NotApplicable {
-                path: f.path,
+                path: patch.path,
                 build_id: bid,
                 pid,
             });
         };
-        found.push((obj, f));
-    } else {
-        for obj in objects {
-            let Some(bid) = obj.build_id() else { continue };
-            if let Some(f) = storage.lookup_dir(bid)? {
-                found.push((obj, f));
-            }
+        return Ok(vec![job(obj, patch)?]);
+    }
+    let mut found = Vec::new();
+    for obj in objects {
+        let Some(bid) = obj.build_id() else { continue };
+        if let Some(f) = storage.lookup_dir(bid)? {
+            found.push((obj, f));
         }
     }
-    let mut jobs = Vec::new();
-    for (object, f) in found {
-        if let Some(check) = &opts.check {
-            (check.0)(&f.path, &f.bytes).map_err(Error::Refused)?;
-        }
-        let (header, id, elf) = read_patch(&f.path, &f.bytes)?;
-        if applied
-            .iter()
-            .any(|a| a.committed && a.id == id && Some(a.build_id.as_str()) == object.build_id())
-        {
-            return Err(Error::AlreadyApplied {
-                id,
-                object: object.name.clone(),
-                pid,
-            });
-        }
-        let payload = Payload::parse(&elf)?;
-        if payload.machine != arch.e_machine() {
-            let patch_arch = kpatch_arch::for_machine(payload.machine)
-                .map(|a| a.name().to_owned())
-                .unwrap_or_else(|| format!("e_machine {}", payload.machine));
-            return Err(Error::WrongArch {
-                path: f.path,
-                patch_arch,
-                target_arch: arch.name().into(),
-                pid,
-            });
-        }
-        let prepared = Prepared::new(arch, payload, &elf, page)?;
-        jobs.push(Job {
-            object,
-            header,
-            id,
-            level: f.level,
-            elf,
-            prepared,
-            imports: Vec::new(),
-            kpta: 0,
-        });
-    }
-    Ok(jobs)
+    found
+        .into_iter()
+        .map(|(obj, f)| job(obj, read_patch(f, check)?))
+        .collect()
 }
 
+/// A region for each of `wants` (an object's range, a region size), in order: within
+/// `max_distance` of its object, clear of the mappings and of the regions chosen before it
+/// (see [`kpatch_process::find_region`]). Fails with the index of the first that fits nowhere.
 fn choose_regions(
-    proc: &Process,
     maps: &[MapEntry],
-    jobs: &mut [Job<'_>],
-    arch: &dyn Arch,
-) -> Result<()> {
-    let limits = proc.space_limits(maps);
+    limits: &SpaceLimits,
+    wants: &[(Range<u64>, u64)],
+    max_distance: u64,
+) -> std::result::Result<Vec<u64>, usize> {
     let mut taken: Vec<MapEntry> = maps.to_vec();
-    for job in jobs.iter_mut() {
-        let size = job.prepared.layout.total;
-        let kpta = kpatch_process::find_region(
-            &taken,
-            job.object.range.clone(),
-            size,
-            arch.max_branch_distance(),
-            &limits,
-        )
-        .ok_or_else(|| Error::NoRegion {
-            object: job.object.name.clone(),
-            size,
-            pid: proc.pid(),
-        })?;
-        job.kpta = kpta;
+    let mut out = Vec::with_capacity(wants.len());
+    for (i, (object, size)) in wants.iter().enumerate() {
+        let kpta = kpatch_process::find_region(&taken, object.clone(), *size, max_distance, limits)
+            .ok_or(i)?;
+        out.push(kpta);
         taken.push(MapEntry {
             start: kpta,
             end: kpta + size,
@@ -266,33 +284,37 @@ fn choose_regions(
             name: MapName::Anonymous,
         });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Maps every region and resolves IFUNC imports, with one thread stopped. Returns the final
 /// address of every import, by job and payload symbol index.
 fn allocate(
-    proc: &Process,
-    jobs: &mut [Job<'_>],
-    arch: &dyn Arch,
-    opts: &Options,
+    session: &Session<'_>,
+    jobs: &[Job],
     rep: &mut dyn Report,
 ) -> Result<Vec<HashMap<usize, u64>>> {
+    let proc = &session.proc;
+    let arch = proc.arch();
     let _defer = DeferTermination::new();
-    let mut stopped = world::stop_one(proc, opts)?;
+    let regions: Vec<Region> = jobs
+        .iter()
+        .map(|j| Region {
+            kpta: j.kpta,
+            total: j.prepared.layout.total,
+            rx_len: j.prepared.layout.rx_len,
+        })
+        .collect();
+    // Chosen before the first syscall: what the target's seccomp filter lets through.
+    let (mut stopped, way) = region_mapping::stop_thread_for(session, &regions)?;
     let mut mapped: Vec<(u64, u64)> = Vec::new();
     let mut out = Vec::new();
     let mut ifunc_call: Option<IfuncCall> = None;
     let result = (|| -> Result<()> {
         let mut thread = stopped.thread();
-        for job in jobs.iter() {
+        for (job, region) in jobs.iter().zip(&regions) {
             let l = job.prepared.layout;
-            thread.mmap(
-                Some(job.kpta),
-                l.total,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            )?;
+            region_mapping::map(&mut thread, way, *region)?;
             mapped.push((job.kpta, l.total));
             // The header is what identifies the region; put a pending one there at once so an
             // interrupted run leaves something the next run can recognise and reclaim.
@@ -300,7 +322,6 @@ fn allocate(
             header.set_magic(MAGIC_PENDING);
             header.set_kpatch_total_mem_sz(l.total);
             proc.write(job.kpta, header.as_bytes())?;
-            thread.mprotect(job.kpta, l.rx_len, libc::PROT_READ | libc::PROT_EXEC)?;
             rep.detail(&format!(
                 "{}: region {:#x}+{:#x} for {}",
                 job.id, job.kpta, l.total, job.object.name
@@ -348,112 +369,109 @@ fn allocate(
     Ok(out)
 }
 
-/// Names the function an info record replaces, from the patch's string table.
-fn record_name(job: &Job<'_>, relocated_elf: &[u8], symstr: u64) -> String {
-    let base = job.kpta + job.prepared.layout.elf_offset;
-    let name = symstr
-        .checked_sub(base)
-        .and_then(|off| relocated_elf.get(off as usize..))
-        .and_then(|s| s.split(|&b| b == 0).next())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .unwrap_or_default();
-    let name = name.strip_suffix(".kpatch").unwrap_or(&name).to_owned();
-    if name.is_empty() {
-        format!("function at {symstr:#x}")
-    } else {
-        name
-    }
-}
-
-/// What the run found and decided while the target ran.
-struct Planned<'a, 'o> {
-    maps: &'a [MapEntry],
-    objects: &'o [LoadedObject],
-    jobs: &'a [Job<'o>],
-    resolved: &'a [HashMap<usize, u64>],
-    applied: &'a [AppliedPatch],
-}
-
-fn fill_and_commit(
-    proc: &Process,
-    plan: &Planned<'_, '_>,
-    storage: &Storage,
-    arch: &'static dyn Arch,
-    opts: &Options,
-    guardian: &mut Guardian,
-    rep: &mut dyn Report,
-) -> Result<PatchOutcome> {
-    let Planned {
-        maps,
-        objects,
-        jobs,
-        resolved,
-        applied,
-    } = *plan;
+/// The redirects of a relocated patch, one per function it replaces (new functions need none):
+/// each replaced function must be long enough for the jump and lie in the patched object. The
+/// original bytes of record `i` go to the undo area's slot `i`.
+fn plan_hunks(job: &Job, rel: &Relocated, arch: &dyn Arch) -> Result<Vec<Hunk>> {
     let hs = arch.hunk_size();
-    let mut hunks: Vec<Hunk> = Vec::new();
-    let mut replaced: Vec<(Range<u64>, String)> = Vec::new();
-    let mut outcome = PatchOutcome::default();
-    let mut next_seq = applied
+    let l = job.prepared.layout;
+    let base = job.kpta + l.elf_offset;
+    let mut hunks = Vec::new();
+    for (i, r) in rel.records.iter().enumerate() {
+        if r.is_new_function() {
+            continue;
+        }
+        let name = function_name(
+            r.symstr()
+                .checked_sub(base)
+                .and_then(|off| rel.elf.get(off as usize..)),
+            r.daddr(),
+        );
+        if (r.dlen() as usize) < hs {
+            return Err(Error::Unpatchable {
+                function: name,
+                object: job.object.name.clone(),
+                reason: format!(
+                    "it is {} bytes long, shorter than the {hs}-byte jump",
+                    r.dlen()
+                ),
+            });
+        }
+        if !job.object.range.contains(&r.daddr()) {
+            return Err(Error::Payload(format!(
+                "{name} would be patched at {:#x}, outside {} ({:#x}-{:#x}): the patch does not match this object",
+                r.daddr(),
+                job.object.name,
+                job.object.range.start,
+                job.object.range.end
+            )));
+        }
+        hunks.push(Hunk {
+            daddr: r.daddr(),
+            dlen: r.dlen(),
+            jump: arch.encode_jump(r.daddr(), r.saddr())?,
+            undo_at: job.kpta + l.user_undo + (i * hs) as u64,
+            name,
+        });
+    }
+    Ok(hunks)
+}
+
+/// The header of a job's region with the runtime fields filled in, still pending.
+fn region_header(job: &Job, seq: u64) -> Header {
+    let l = job.prepared.layout;
+    let mut header = job.header;
+    header.set_magic(MAGIC_PENDING);
+    header.set_jmp_offset(l.jmp_offset as u32);
+    header.set_elf_offset(l.elf_offset as u32);
+    header.set_user_undo(l.user_undo as u32);
+    header.set_user_info(l.user_info as u32);
+    header.set_user_level(job.level.unwrap_or(0));
+    header.set_kpatch_total_mem_sz(l.total);
+    header.set_applied_seq(seq);
+    header
+}
+
+/// The sequence number of the next patch applied to a process with `applied` patches.
+fn next_seq(applied: &[AppliedPatch]) -> u64 {
+    applied
         .iter()
         .map(|a| a.header.applied_seq())
         .max()
         .unwrap_or(0)
-        + 1;
-    for (job, imports) in jobs.iter().zip(resolved) {
+        + 1
+}
+
+fn fill_and_commit(
+    session: &mut Session<'_>,
+    jobs: &[Job],
+    resolved: &[HashMap<usize, u64>],
+    storage: &Storage,
+    rep: &mut dyn Report,
+) -> Result<PatchOutcome> {
+    let opts = session.options();
+    let proc = &session.proc;
+    let arch = proc.arch();
+    let hs = arch.hunk_size();
+    let mut hunks: Vec<Hunk> = Vec::new();
+    let mut replaced: Vec<(Range<u64>, String)> = Vec::new();
+    let mut outcome = PatchOutcome::default();
+    let first_seq = next_seq(&session.loaded.patches);
+    for (seq, (job, imports)) in (first_seq..).zip(jobs.iter().zip(resolved)) {
         let l = job.prepared.layout;
         let rel = job
             .prepared
             .relocate(arch, &job.elf, job.kpta, job.object.load_bias, imports)?;
-        let mut nh = 0;
-        for (i, r) in rel.records.iter().enumerate() {
-            if r.is_new_function() {
-                continue;
-            }
-            let name = record_name(job, &rel.elf, r.symstr());
-            if (r.dlen() as usize) < hs {
-                return Err(Error::Unpatchable {
-                    function: name,
-                    object: job.object.name.clone(),
-                    reason: format!(
-                        "it is {} bytes long, shorter than the {hs}-byte jump",
-                        r.dlen()
-                    ),
-                });
-            }
-            if !job.object.range.contains(&r.daddr()) {
-                return Err(Error::Payload(format!(
-                    "{name} would be patched at {:#x}, outside {} ({:#x}-{:#x}): the patch does not match this object",
-                    r.daddr(),
-                    job.object.name,
-                    job.object.range.start,
-                    job.object.range.end
-                )));
-            }
-            let jump = arch.encode_jump(r.daddr(), r.saddr())?;
-            replaced.push((
-                r.daddr()..r.daddr() + u64::from(r.dlen()),
-                format!("{name} ({})", job.object.name),
-            ));
-            hunks.push(Hunk {
-                daddr: r.daddr(),
-                jump,
-                undo_at: job.kpta + l.user_undo + (i * hs) as u64,
-                name,
-            });
-            nh += 1;
-        }
-        let mut header = job.header;
-        header.set_magic(MAGIC_PENDING);
-        header.set_jmp_offset(l.jmp_offset as u32);
-        header.set_elf_offset(l.elf_offset as u32);
-        header.set_user_undo(l.user_undo as u32);
-        header.set_user_info(l.user_info as u32);
-        header.set_user_level(job.level.unwrap_or(0));
-        header.set_kpatch_total_mem_sz(l.total);
-        header.set_applied_seq(next_seq);
-        next_seq += 1;
-        proc.write(job.kpta, header.as_bytes())?;
+        let planned = plan_hunks(job, &rel, arch)?;
+        let nh = planned.len();
+        replaced.extend(planned.iter().map(|h| {
+            (
+                h.daddr..h.daddr + u64::from(h.dlen),
+                format!("{} ({})", h.name, job.object.name),
+            )
+        }));
+        hunks.extend(planned);
+        proc.write(job.kpta, region_header(job, seq).as_bytes())?;
         if !rel.jump_table.is_empty() {
             proc.write(job.kpta + l.jmp_offset, &rel.jump_table)?;
         }
@@ -469,7 +487,7 @@ fn fill_and_commit(
             hunks: nh,
         });
     }
-    fault::point("after-write");
+    fault::point(opts, "after-write");
 
     // The original bytes are saved and the new code pages read while the target still runs;
     // the stop only checks them and writes each run of pages once.
@@ -490,7 +508,9 @@ fn fill_and_commit(
     // between our read and our write.
     for r in &runs {
         let end = r.addr + r.old.len() as u64;
-        let read_only = maps
+        let read_only = session
+            .loaded
+            .maps
             .iter()
             .filter(|m| m.start < end && r.addr < m.end)
             .all(|m| !m.perms.write);
@@ -500,32 +520,33 @@ fn fill_and_commit(
     }
     let heads: Vec<u64> = jobs.iter().map(|j| j.kpta).collect();
     back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
-    let mut safety = world::Safety::new(proc, maps, objects, applied, replaced)?;
+    let mut check = session.safety_check(replaced)?;
+    let guardian = &mut session.guardian;
     // Armed before the stop, the way back costs nothing inside it: until the commit it only
     // rewrites bytes with their current values.
     let below = guardian.armed();
     guardian.arm(&back)?;
     let mut after_failed = None;
     // Looked up now: the stop only runs them.
-    let (before, after) = (storage.script("before"), storage.script("after"));
+    let Scripts { before, after } = Scripts::of(storage);
     // Set once the threads that were running go on before the headers are marked.
     let mut released_early = false;
-    let frozen = world::with_safe_stop(
+    let frozen = checked_stop::with_safe_stop(
         proc,
         opts,
-        &mut safety,
+        &mut check,
         guardian,
         rep,
         |stopped, _guardian, _found, _rep| {
             if let Some(script) = &before {
-                world::run_script(script, proc.pid())?;
+                scripts::run(script, proc.pid())?;
             }
-            fault::point("stopped");
+            fault::point(opts, "stopped");
             // The guardian holds `back`, the way back (original bytes, pending magic): a tool
             // dying at any point of the series leaves the target unpatched rather than half
             // patched. A run write that fails puts back the runs already written.
-            runs::commit(proc, &runs, &|| fault::point("first-hunk"))?;
-            fault::point("after-hunks");
+            runs::commit(proc, &runs, &|| fault::point(opts, "first-hunk"))?;
+            fault::point(opts, "after-hunks");
             // The jumps are in: the threads that were running need not wait for the headers.
             // An `after` script runs with every thread stopped, as the peer's does.
             if after.is_none() {
@@ -533,13 +554,13 @@ fn fill_and_commit(
                 stopped.release_running(false)?;
             }
             commit_headers(proc, &heads, &back, released_early)?;
-            fault::point("after-commit");
+            fault::point(opts, "after-commit");
             // The jumps are in: failing now would unmap code they lead to. LibcarePlus, too,
             // only reports a failed `after` script.
             if let Some(script) = &after {
-                after_failed = world::run_script(script, proc.pid()).err();
+                after_failed = scripts::run(script, proc.pid()).err();
             }
-            Ok(world::AfterCommit::default())
+            Ok(AfterCommit::default())
         },
     );
     // Nothing was committed: our batch is not needed. A batch left above it (breakpoints that
@@ -555,7 +576,7 @@ fn fill_and_commit(
     // target unpatched (the guardian puts the original bytes back; the region, pending, is
     // reclaimed by the next run).
     let _ = guardian.disarm();
-    fault::point("committed");
+    fault::point(opts, "committed");
     if let Some(e) = after_failed {
         rep.info(&format!("warning: {e}; the patch stays applied"));
     }
@@ -589,4 +610,262 @@ fn commit_headers(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{self, FakeProcess};
+    use crate::process_view::ProcessView;
+    use object::write::{Object, Relocation, Symbol, SymbolSection};
+    use object::{elf, RelocationFlags, SectionFlags, SectionKind, SymbolFlags, SymbolKind};
+    use object::{Architecture, BinaryFormat, Endianness, SymbolScope};
+
+    const APP: &str = "0123456789abcdef0123456789abcdef01234567";
+    /// The object the patch is for, loaded with bias `APP_RANGE.start`.
+    const APP_RANGE: Range<u64> = 0x40_0000..0x40_1000;
+    /// Link-time address of the function the patch replaces.
+    const GREET: u64 = 0x40;
+    /// The replacement: `call puts; ret`.
+    const NEW_CODE: [u8; 6] = [0xe8, 0, 0, 0, 0, 0xc3];
+
+    /// A payload shaped like `kpatch_strip` output: a placeholder for the original `.text`,
+    /// `greet.kpatch` (calling the import `puts`), its name in `.kpatch.strtab`, and one
+    /// `.kpatch.info` record replacing `greet` (`dlen` bytes long).
+    fn payload(arch: Architecture, dlen: u32) -> Vec<u8> {
+        let (call, abs) = match arch {
+            Architecture::Aarch64 => (elf::R_AARCH64_CALL26, elf::R_AARCH64_ABS64),
+            _ => (elf::R_X86_64_PLT32, elf::R_X86_64_64),
+        };
+        let mut obj = Object::new(BinaryFormat::Elf, arch, Endianness::Little);
+        let text = obj.add_section(
+            Vec::new(),
+            b".text".to_vec(),
+            SectionKind::UninitializedData,
+        );
+        obj.append_section_bss(text, 0x200, 16);
+        obj.section_mut(text).flags = SectionFlags::Elf {
+            sh_type: elf::SHT_NOBITS,
+            sh_flags: elf::SHF_ALLOC | elf::SHF_EXECINSTR,
+        };
+        let ktext = obj.add_section(Vec::new(), b".kpatch.text".to_vec(), SectionKind::Text);
+        obj.append_section_data(ktext, &NEW_CODE, 16);
+        let kstr = obj.add_section(Vec::new(), b".kpatch.strtab".to_vec(), SectionKind::Data);
+        obj.append_section_data(kstr, b"greet.kpatch\0", 1);
+        let info = obj.add_section(Vec::new(), b".kpatch.info".to_vec(), SectionKind::Data);
+        let record = kpatch_file::InfoRecord::new(0, 0, dlen, NEW_CODE.len() as u32, 0);
+        let mut records = record.as_bytes().to_vec();
+        records.extend(kpatch_file::INFO_END_MARKER);
+        obj.append_section_data(info, &records, 8);
+        let symbol = |obj: &mut Object, name: &str, value, section| {
+            obj.add_symbol(Symbol {
+                name: name.as_bytes().to_vec(),
+                value,
+                size: 0,
+                kind: SymbolKind::Text,
+                scope: SymbolScope::Compilation,
+                weak: false,
+                section,
+                flags: SymbolFlags::None,
+            })
+        };
+        let greet = symbol(&mut obj, "greet", GREET, SymbolSection::Section(text));
+        let kgreet = symbol(&mut obj, "greet.kpatch", 0, SymbolSection::Section(ktext));
+        let puts = symbol(&mut obj, "puts", 0, SymbolSection::Undefined);
+        let name = obj.section_symbol(kstr);
+        let mut reloc = |section, offset, symbol, r_type, addend| {
+            obj.add_relocation(
+                section,
+                Relocation {
+                    offset,
+                    symbol,
+                    addend,
+                    flags: RelocationFlags::Elf { r_type },
+                },
+            )
+            .unwrap()
+        };
+        reloc(ktext, 1, puts, call, -4);
+        reloc(info, 0, greet, abs, 0);
+        reloc(info, 8, kgreet, abs, 0);
+        reloc(info, 24, name, abs, 0);
+        obj.write().unwrap()
+    }
+
+    /// A storage holding one patch file with patch-id 0001 for build-id `bid`.
+    fn storage(dir: &tempfile::TempDir, bid: &str, elf: &[u8]) -> Storage {
+        let path = dir.path().join("patch.kpatch");
+        std::fs::write(
+            &path,
+            kpatch_file::write_kpatch(bid, "0001", 0, elf).unwrap(),
+        )
+        .unwrap();
+        Storage::open(&path).unwrap()
+    }
+
+    fn app_loaded(range: Range<u64>) -> Loaded {
+        Loaded {
+            maps: Vec::new(),
+            objects: vec![fake::object("app", range, fake::image(APP, &[]), true)],
+            patches: Vec::new(),
+        }
+    }
+
+    fn jobs_for(loaded: &Loaded, elf: &[u8]) -> Result<Vec<Job>> {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = FakeProcess::x86_64().arch();
+        find_jobs(
+            fake::PID,
+            &storage(&dir, APP, elf),
+            loaded,
+            arch,
+            4096,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_patch_is_relocated_for_its_region_and_redirects_its_function() {
+        let arch = FakeProcess::x86_64().arch();
+        let mut job = jobs_for(&app_loaded(APP_RANGE), &payload(Architecture::X86_64, 0x20))
+            .unwrap()
+            .remove(0);
+        assert_eq!((job.id.as_str(), job.object.name.as_str()), ("0001", "app"));
+        let imports: Vec<_> = job.prepared.imports.iter().collect();
+        assert_eq!(imports.len(), 1);
+        let (&puts, (name, version)) = imports[0];
+        assert_eq!((name.as_str(), version), ("puts", &None));
+        job.kpta = 0x50_0000;
+        let l = job.prepared.layout;
+        let in_elf = |addr: u64| (addr - (job.kpta + l.elf_offset)) as usize;
+        for (puts_addr, through_table) in [(0x7f12_3456_0000u64, true), (0x40_0800, false)] {
+            let resolved = HashMap::from([(puts, puts_addr)]);
+            let rel = job
+                .prepared
+                .relocate(arch, &job.elf, job.kpta, APP_RANGE.start, &resolved)
+                .unwrap();
+            assert_eq!(rel.records.len(), 1);
+            let r = rel.records[0];
+            let saddr = r.saddr();
+            let code = &rel.elf[in_elf(saddr)..][..NEW_CODE.len()];
+            assert_eq!((code[0], code[5]), (0xe8, 0xc3));
+            // The call reaches puts directly when it can, else through its jump-table entry.
+            let disp = i32::from_le_bytes(code[1..5].try_into().unwrap());
+            let target = (saddr + 5).wrapping_add_signed(i64::from(disp));
+            let entry = l.jump_entry(job.kpta, 0);
+            assert_eq!(target, if through_table { entry } else { puts_addr });
+            assert_eq!(rel.jump_table, arch.jump_table_entry(puts_addr));
+            let hunks = plan_hunks(&job, &rel, arch).unwrap();
+            assert_eq!(
+                hunks,
+                vec![Hunk {
+                    daddr: APP_RANGE.start + GREET,
+                    dlen: 0x20,
+                    jump: arch.encode_jump(APP_RANGE.start + GREET, saddr).unwrap(),
+                    undo_at: job.kpta + l.user_undo,
+                    name: "greet".into(),
+                }]
+            );
+        }
+    }
+
+    /// The hunks of a patch of a `dlen`-byte `greet` for an object mapped at `range`.
+    fn hunks_for(range: Range<u64>, dlen: u32) -> Result<Vec<Hunk>> {
+        let arch = FakeProcess::x86_64().arch();
+        let mut job = jobs_for(&app_loaded(range), &payload(Architecture::X86_64, dlen))?.remove(0);
+        job.kpta = 0x50_0000;
+        let puts = *job.prepared.imports.keys().next().unwrap();
+        let resolved = HashMap::from([(puts, 0x40_0800)]);
+        let rel = job
+            .prepared
+            .relocate(arch, &job.elf, job.kpta, APP_RANGE.start, &resolved)?;
+        plan_hunks(&job, &rel, arch)
+    }
+
+    #[test]
+    fn functions_the_jump_does_not_fit_are_refused() {
+        assert_eq!(hunks_for(APP_RANGE, 5).unwrap().len(), 1);
+        let err = hunks_for(APP_RANGE, 4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "greet in app cannot be patched: it is 4 bytes long, shorter than the 5-byte jump"
+        );
+        // Outside the object the build-id names.
+        let err = hunks_for(APP_RANGE.start..APP_RANGE.start + 0x20, 0x20).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("greet would be patched at 0x400040, outside app (0x400000-0x400020)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_patch_file_must_match_an_object_once() {
+        let x86 = payload(Architecture::X86_64, 0x20);
+        let dir = tempfile::tempdir().unwrap();
+        let arch = FakeProcess::x86_64().arch();
+        let other = storage(&dir, &"ab".repeat(20), &x86);
+        let err = find_jobs(fake::PID, &other, &app_loaded(APP_RANGE), arch, 4096, None)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, Error::NotApplicable { pid: fake::PID, .. }),
+            "{err}"
+        );
+
+        let mut loaded = app_loaded(APP_RANGE);
+        let mut header = *Header::from_bytes(&[0u8; HEADER_SIZE]).unwrap();
+        header.set_magic(MAGIC);
+        loaded.patches.push(AppliedPatch {
+            kpta: 0x50_0000,
+            header,
+            id: "0001".into(),
+            build_id: APP.into(),
+            committed: true,
+            records: Vec::new(),
+            len: 0x1000,
+        });
+        let err = jobs_for(&loaded, &x86).err().unwrap();
+        assert!(
+            matches!(&err, Error::AlreadyApplied { id, object, .. } if id == "0001" && object == "app"),
+            "{err}"
+        );
+        // Left pending by an interrupted run, it does not count.
+        loaded.patches[0].committed = false;
+        assert_eq!(jobs_for(&loaded, &x86).unwrap().len(), 1);
+
+        let err = jobs_for(
+            &app_loaded(APP_RANGE),
+            &payload(Architecture::Aarch64, 0x20),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(&err, Error::WrongArch { patch_arch, target_arch, .. } if patch_arch == "aarch64" && target_arch == "x86_64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn each_region_is_chosen_near_its_object_and_clear_of_the_others() {
+        let limits = SpaceLimits {
+            min_addr: 0x1_0000,
+            max_addr: 0x7fff_ffff_f000,
+            page_size: 0x1000,
+            stack_reserve: 0,
+        };
+        let maps = vec![
+            fake::mapping(0x40_0000..0x40_2000, false, true, MapName::Anonymous),
+            fake::mapping(0x40_3000..0x40_4000, true, false, MapName::Anonymous),
+        ];
+        let object = 0x40_0000..0x40_2000;
+        let wants = [(object.clone(), 0x3000), (object.clone(), 0x3000)];
+        let kptas = choose_regions(&maps, &limits, &wants, 1 << 31).unwrap();
+        // Below the object, a guard page away; the second, clear of the first, where it is
+        // nearest: above the mapping that follows the object, a guard page away.
+        assert_eq!(kptas, [0x3f_c000, 0x40_5000]);
+        // Nothing fits within reach for the second one.
+        let wants = [(object.clone(), 0x1000), (object, 0x10_0000)];
+        assert_eq!(choose_regions(&maps, &limits, &wants, 0x4_0000), Err(1));
+    }
 }

@@ -26,7 +26,7 @@ use kpatch_process::{MapEntry, MapName, Memory};
 use crate::discover::LoadedObject;
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
-use crate::unwind::follows_call_x86_64;
+use crate::unwind::follows_call;
 
 /// Functions a coroutine library creates or switches stacks with.
 const SWITCHERS: [&str; 2] = ["makecontext", "swapcontext"];
@@ -281,7 +281,7 @@ fn scan(view: &View<'_>, guard: u64) -> Vec<Context> {
                     if c.sp % 16 == 0
                         && in_writable(c.sp)
                         && in_code(c.pc)
-                        && follows_call_x86_64(c.pc, &mut read)
+                        && follows_call(&kpatch_arch::X86_64, c.pc, &mut read)
                     {
                         out.push(c);
                     }
@@ -307,45 +307,7 @@ fn scan(view: &View<'_>, guard: u64) -> Vec<Context> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpatch_process::Perms;
-
-    /// Memory made of a few byte arrays.
-    struct Fake(Vec<(u64, Vec<u8>)>);
-
-    impl Memory for Fake {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> kpatch_process::Result<()> {
-            for (base, bytes) in &self.0 {
-                if addr >= *base && addr + buf.len() as u64 <= base + bytes.len() as u64 {
-                    let off = (addr - base) as usize;
-                    buf.copy_from_slice(&bytes[off..off + buf.len()]);
-                    return Ok(());
-                }
-            }
-            Err(kpatch_process::Error::InvalidArgument(format!(
-                "{addr:#x} unmapped"
-            )))
-        }
-        fn write(&self, _: u64, _: &[u8]) -> kpatch_process::Result<()> {
-            unreachable!()
-        }
-    }
-
-    fn map(start: u64, len: u64, write: bool, exec: bool, name: MapName) -> MapEntry {
-        MapEntry {
-            start,
-            end: start + len,
-            perms: Perms {
-                read: true,
-                write,
-                exec,
-                shared: false,
-            },
-            offset: 0,
-            dev: (0, 0),
-            inode: 0,
-            name,
-        }
-    }
+    use crate::fake::{self, FakeProcess};
 
     fn put(buf: &mut [u8], off: usize, v: u64) {
         buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
@@ -380,10 +342,17 @@ mod tests {
         put(&mut heap, uc + UC_RIP * 8, CODE + 0x200);
         put(&mut heap, uc + UC_RSP * 8, HEAP + 0x3800);
         put(&mut heap, uc + UC_RBP * 8, 7);
-        let mem = Fake(vec![(CODE, code), (HEAP, heap)]);
+        let mem = FakeProcess::x86_64();
+        mem.map(CODE, code);
+        mem.map(HEAP, heap);
         let maps = vec![
-            map(CODE, 0x1000, false, true, MapName::Anonymous),
-            map(HEAP, 0x4000, true, false, MapName::Special("[heap]".into())),
+            fake::mapping(CODE..CODE + 0x1000, false, true, MapName::Anonymous),
+            fake::mapping(
+                HEAP..HEAP + 0x4000,
+                true,
+                false,
+                MapName::Special("[heap]".into()),
+            ),
         ];
         let code_ranges: Vec<Range<u64>> = std::iter::once(CODE..CODE + 0x1000).collect();
         let view = View {
@@ -434,7 +403,8 @@ mod tests {
             put(&mut nodes, n + 64 + 56, mangle(pc));
             put(&mut nodes, n + 64 + 48, mangle(0x9000));
         }
-        let mem = Fake(vec![(NODES, nodes)]);
+        let mem = FakeProcess::x86_64();
+        mem.map(NODES, nodes);
         let view = View {
             mem: &mem,
             maps: &[],

@@ -4,21 +4,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::ops::Range;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use kpatch_file::{parse_info_records, Header, InfoRecord, HEADER_SIZE, MAGIC, MAGIC_PENDING};
 use kpatch_process::{MapEntry, MapName, Memory, Process};
 
 use crate::elf_image::ElfImage;
 use crate::error::{Error, Result};
+use crate::unwind::TrampolineCache;
 
 /// An ELF object mapped in the target.
 #[derive(Debug, Clone)]
 pub struct LoadedObject {
     /// File name without directories, as `info` prints it.
     pub name: String,
-    pub path: PathBuf,
     /// From the lowest to the highest address of its mappings.
     pub range: Range<u64>,
     /// Run-time address minus link-time address.
@@ -73,50 +72,109 @@ fn basename(path: &std::path::Path) -> String {
 /// Identity of a file's contents: device, inode, size and modification time.
 type FileKey = (u64, u64, u64, i64, i64);
 
-/// Analysed ELF files, shared by every process one run looks at (with `-p all` they mostly map
-/// the same executable and libraries). `None` records a file that is not a usable ELF object.
-fn image_cache() -> &'static Mutex<HashMap<FileKey, Option<Arc<ElfImage>>>> {
-    static CACHE: OnceLock<Mutex<HashMap<FileKey, Option<Arc<ElfImage>>>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+/// Analysed ELF files, kept for every process one run of a tool looks at (with `-p all` they
+/// mostly map the same executable and libraries), and the signal trampolines found in their
+/// text. Made by the caller and passed in: nothing outlives the run.
+#[derive(Default)]
+pub struct ImageCache {
+    /// `None` records a file that is not a usable ELF object.
+    images: Mutex<HashMap<FileKey, Option<Arc<ElfImage>>>>,
+    pub trampolines: TrampolineCache,
 }
 
-/// The analysed image of an open mapped file, from the cache or read now.
-fn cached_image(file: &mut std::fs::File, path: &std::path::Path) -> Result<Option<Arc<ElfImage>>> {
-    use std::os::unix::fs::MetadataExt;
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let meta = file.metadata().map_err(io)?;
-    let key = (
-        meta.dev(),
-        meta.ino(),
-        meta.size(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-    );
-    if let Some(hit) = image_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(hit);
+impl std::fmt::Debug for ImageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.images.lock().map(|c| c.len()).unwrap_or(0);
+        f.debug_struct("ImageCache").field("images", &n).finish()
     }
-    let mut magic = [0u8; 4];
-    let image = if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
-        None
-    } else {
-        let mut data = magic.to_vec();
-        file.read_to_end(&mut data).map_err(io)?;
-        ElfImage::parse(data).ok().map(Arc::new)
-    };
-    if let Ok(mut c) = image_cache().lock() {
-        c.insert(key, image.clone());
+}
+
+impl ImageCache {
+    /// The analysed image of an open mapped file, from the cache or read now.
+    fn image(
+        &self,
+        file: &mut std::fs::File,
+        path: &std::path::Path,
+    ) -> Result<Option<Arc<ElfImage>>> {
+        use std::os::unix::fs::MetadataExt;
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = file.metadata().map_err(io)?;
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        if let Some(hit) = self.images.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let mut magic = [0u8; 4];
+        let image = if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
+            None
+        } else {
+            let mut data = magic.to_vec();
+            file.read_to_end(&mut data).map_err(io)?;
+            ElfImage::parse(data).ok().map(Arc::new)
+        };
+        if let Ok(mut c) = self.images.lock() {
+            c.insert(key, image.clone());
+        }
+        Ok(image)
     }
-    Ok(image)
+}
+
+/// What is loaded in a process at one moment: its mappings, the ELF objects among them and the
+/// patch regions (committed or left pending).
+#[derive(Debug)]
+pub struct Loaded {
+    pub maps: Vec<MapEntry>,
+    pub objects: Vec<LoadedObject>,
+    pub patches: Vec<AppliedPatch>,
+}
+
+impl Loaded {
+    /// Reads the maps of `proc`, then its objects and patch regions.
+    pub fn read(proc: &Process, images: &ImageCache) -> Result<Loaded> {
+        let maps = proc.maps()?;
+        let objects = objects(proc, &maps, images)?;
+        let patches = applied_patches(proc, &maps)?;
+        Ok(Loaded {
+            maps,
+            objects,
+            patches,
+        })
+    }
+
+    /// The name of the object a patch is for (its build-id when no object has it).
+    pub fn object_name(&self, p: &AppliedPatch) -> String {
+        self.object_of(p)
+            .map(|o| o.name.clone())
+            .unwrap_or_else(|| p.build_id.clone())
+    }
+
+    /// The object a patch is for.
+    pub fn object_of(&self, p: &AppliedPatch) -> Option<&LoadedObject> {
+        self.objects
+            .iter()
+            .find(|o| o.build_id() == Some(p.build_id.as_str()))
+    }
 }
 
 /// The ELF objects mapped by `proc`, in address order. Files that are not ELF (locale
 /// archives, fonts, ...) are skipped.
-pub fn objects(proc: &Process, maps: &[MapEntry]) -> Result<Vec<LoadedObject>> {
+fn objects(proc: &Process, maps: &[MapEntry], images: &ImageCache) -> Result<Vec<LoadedObject>> {
     let page = proc.page_size();
-    let exe = std::fs::canonicalize(proc.exe_path()).unwrap_or_else(|_| proc.exe_path().to_owned());
+    // The running executable's file, by identity rather than path: in another mount namespace
+    // or chroot the path names a file of the target's root.
+    let file_id = |f: &std::fs::File| {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().ok().map(|m| (m.dev(), m.ino()))
+    };
+    let exe = proc.open_exe().ok().and_then(|f| file_id(&f));
     // Group the mappings of each file by (device, inode), keeping address order.
     let mut groups: BTreeMap<(u32, u32, u64), Vec<&MapEntry>> = BTreeMap::new();
     for m in maps {
@@ -141,7 +199,7 @@ pub fn objects(proc: &Process, maps: &[MapEntry]) -> Result<Vec<LoadedObject>> {
             Ok(f) => f,
             Err(_) => continue,
         };
-        let image = match cached_image(&mut file, &path)? {
+        let image = match images.image(&mut file, &path)? {
             Some(i) => i,
             None => continue,
         };
@@ -154,13 +212,16 @@ pub fn objects(proc: &Process, maps: &[MapEntry]) -> Result<Vec<LoadedObject>> {
             continue;
         };
         let load_bias = first.start.wrapping_sub(seg.vaddr & !(page - 1));
+        if crate::identity::build_id_in_memory(proc, &image, load_bias) == Some(false) {
+            // Not the file the process mapped (changed in place since): never patched.
+            continue;
+        }
         let start = group.iter().map(|m| m.start).min().unwrap_or(first.start);
         let end = group.iter().map(|m| m.end).max().unwrap_or(first.end);
-        let canon = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        let is_exe = exe.is_some() && file_id(&file) == exe;
         out.push(LoadedObject {
             name: basename(&path),
-            is_exe: canon == exe,
-            path,
+            is_exe,
             range: start..end,
             load_bias,
             image,

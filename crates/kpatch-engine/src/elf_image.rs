@@ -1,10 +1,11 @@
 //! What the engine needs to know about one ELF file mapped in the target: its build-id, load
-//! segments, dynamic symbols (with versions), TLS segment and unwind tables. Read once from the
-//! file that is actually mapped (`/proc/PID/map_files/...`), while the target runs.
+//! segments, dynamic symbols (with versions), `DT_DEBUG` slot and unwind tables. Read once from
+//! the file that is actually mapped (`/proc/PID/map_files/...`), while the target runs.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
+use kpatch_file::build_id_hex;
 use object::elf;
 use object::read::elf::{Dyn, FileHeader, ProgramHeader, SectionHeader, Sym};
 use object::Endianness;
@@ -47,14 +48,6 @@ pub struct LoadSegment {
     pub flags: u32,
 }
 
-/// The `PT_TLS` segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TlsSegment {
-    pub vaddr: u64,
-    pub memsz: u64,
-    pub align: u64,
-}
-
 /// A section's link-time address range and its bytes' range in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionData {
@@ -66,11 +59,8 @@ pub struct SectionData {
 #[derive(Debug)]
 pub struct ElfImage {
     pub data: Vec<u8>,
-    pub machine: u16,
-    pub is_dyn: bool,
     pub build_id: Option<String>,
     pub loads: Vec<LoadSegment>,
-    pub tls: Option<TlsSegment>,
     /// Address (link-time) of the `DT_DEBUG` entry's value, where ld.so stores `&_r_debug`.
     pub dt_debug: Option<u64>,
     pub dynsyms: HashMap<String, Vec<DynSym>>,
@@ -95,13 +85,12 @@ pub fn build_id_of(data: &[u8]) -> Result<Option<String>> {
 }
 
 fn find_build_id(header: &Header, endian: Endianness, data: &[u8]) -> Option<String> {
-    let hex = |id: &[u8]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
     if let Ok(phdrs) = header.program_headers(endian, data) {
         for ph in phdrs {
             if let Ok(Some(mut notes)) = ph.notes(endian, data) {
                 while let Ok(Some(note)) = notes.next() {
                     if note.name() == b"GNU" && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
-                        return Some(hex(note.desc()));
+                        return Some(build_id_hex(note.desc()));
                     }
                 }
             }
@@ -112,7 +101,7 @@ fn find_build_id(header: &Header, endian: Endianness, data: &[u8]) -> Option<Str
         if let Ok(Some(mut notes)) = s.notes(endian, data) {
             while let Ok(Some(note)) = notes.next() {
                 if note.name() == b"GNU" && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
-                    return Some(hex(note.desc()));
+                    return Some(build_id_hex(note.desc()));
                 }
             }
         }
@@ -125,11 +114,8 @@ impl ElfImage {
     pub fn parse(data: Vec<u8>) -> Result<ElfImage> {
         let header = Header::parse(&*data).map_err(|e| bad("ELF header", e))?;
         let endian = header.endian().map_err(|e| bad("ELF header", e))?;
-        let machine = header.e_machine(endian).0;
-        let is_dyn = header.e_type(endian) == elf::ET_DYN;
         let build_id = find_build_id(header, endian, &data);
         let mut loads = Vec::new();
-        let mut tls = None;
         let mut dynamic_vaddr = None;
         for ph in header
             .program_headers(endian, &*data)
@@ -143,13 +129,6 @@ impl ElfImage {
                     filesz: ph.p_filesz(endian),
                     flags: ph.p_flags(endian).0,
                 }),
-                elf::PT_TLS => {
-                    tls = Some(TlsSegment {
-                        vaddr: ph.p_vaddr(endian),
-                        memsz: ph.p_memsz(endian),
-                        align: ph.p_align(endian).max(1),
-                    })
-                }
                 elf::PT_DYNAMIC => dynamic_vaddr = Some(ph.p_vaddr(endian)),
                 _ => {}
             }
@@ -242,11 +221,8 @@ impl ElfImage {
         }
         Ok(ElfImage {
             data,
-            machine,
-            is_dyn,
             build_id,
             loads,
-            tls,
             dt_debug,
             dynsyms,
             imports,
@@ -255,11 +231,6 @@ impl ElfImage {
             text,
             got,
         })
-    }
-
-    /// The lowest link-time address of a `PT_LOAD` segment, page-aligned down.
-    pub fn first_load_vaddr(&self, page: u64) -> Option<u64> {
-        self.loads.iter().map(|l| l.vaddr & !(page - 1)).min()
     }
 
     /// Looks up a defined dynamic symbol. With a version, only that version matches; without

@@ -3,33 +3,94 @@
 //! Data flows one way: a `.kpatch` file and a view of the target become a plan (addresses,
 //! relocated bytes, hunks), computed while the target runs; a short commit then writes the
 //! jumps with every thread stopped. See docs/internals.md sections 2-4.
+//!
+//! An [`Engine`] is made once per command with its [`Options`]; patch and unpatch open a
+//! session on each process (lock, ptrace, guardian, what is loaded), plan, and commit in a
+//! checked stop.
 
-pub mod apply;
-pub mod coro;
-pub mod discover;
-pub mod elf_image;
-pub mod error;
-pub mod fault;
-pub mod info;
-pub mod layout;
-pub mod lock;
-pub mod options;
-pub mod payload;
-pub mod relocate;
-pub mod report;
-pub mod runs;
-pub mod safety;
-pub mod scope;
+mod apply;
+mod checked_stop;
+mod coro;
+mod discover;
+mod elf_image;
+mod error;
+#[cfg(test)]
+mod fake;
+mod fault;
+mod identity;
+mod listing;
+mod lock;
+mod options;
+mod payload;
+mod process_view;
+mod region_layout;
+mod region_mapping;
+mod relocate;
+mod removal;
+mod report;
+mod runs;
+mod safety;
+mod scope;
+mod scripts;
 pub mod select;
-pub mod storage;
-pub mod unapply;
-pub mod unwind;
-pub mod world;
+mod session;
+mod storage;
+mod unapply;
+mod unwind;
 
-pub use apply::{patch, AppliedObject, PatchOutcome};
+pub use apply::{AppliedObject, PatchOutcome};
+pub use elf_image::build_id_of;
 pub use error::{Error, Result};
-pub use info::{info, ObjectInfo, PatchInfo};
+pub use listing::{ObjectInfo, PatchInfo};
 pub use options::{Options, PatchCheck};
-pub use report::{Quiet, Report};
+pub use report::Report;
 pub use storage::Storage;
-pub use unapply::{unpatch, RemovedPatch, UnpatchOutcome};
+pub use unapply::{RemovedPatch, UnpatchOutcome};
+
+use discover::ImageCache;
+
+/// One command's worth of engine: its options, and what it reads once for every process it
+/// works on (the ELF images of mapped files, kept until it is dropped).
+#[derive(Debug)]
+pub struct Engine {
+    options: Options,
+    images: ImageCache,
+}
+
+impl Engine {
+    /// An engine with these options and nothing read yet.
+    pub fn new(options: Options) -> Engine {
+        Engine {
+            options,
+            images: ImageCache::default(),
+        }
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Applies the patches of `storage` that match objects of process `pid`.
+    pub fn patch(&self, pid: i32, storage: &Storage, rep: &mut dyn Report) -> Result<PatchOutcome> {
+        apply::patch(&self.options, &self.images, pid, storage, rep)
+    }
+
+    /// Removes the patch with `id` (or every patch, newest first, without one) from process
+    /// `pid`; `targets` limits it to objects named by build-id or file name.
+    pub fn unpatch(
+        &self,
+        pid: i32,
+        id: Option<&str>,
+        targets: &[String],
+        rep: &mut dyn Report,
+    ) -> Result<UnpatchOutcome> {
+        unapply::unpatch(&self.options, &self.images, pid, id, targets, rep)
+    }
+
+    /// The patches applied to process `pid`, grouped by object, each group in application
+    /// order. Needs no ptrace.
+    pub fn info(&self, pid: i32) -> Result<Vec<ObjectInfo>> {
+        listing::info(&self.images, pid)
+    }
+}

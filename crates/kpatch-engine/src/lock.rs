@@ -3,20 +3,10 @@
 //! interleaving with the first.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-
-/// Default directory for lock files; `LIBCARE_LOCK_DIR` overrides it.
-pub const DEFAULT_LOCK_DIR: &str = "/run/libcare";
-
-/// The directory lock files live in.
-pub fn lock_dir() -> PathBuf {
-    std::env::var_os("LIBCARE_LOCK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCK_DIR))
-}
 
 /// A held lock; released on drop (or when the process dies, and every process it was handed
 /// to, see [`PidLock::fd`]).

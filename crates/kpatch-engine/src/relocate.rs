@@ -5,16 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kpatch_arch::{Arch, ArchError, Reloc, RelocNeed, JUMP_TABLE_SLOT_OFFSET};
-use kpatch_file::{parse_info_records, InfoRecord};
+use kpatch_file::{parse_info_records, InfoRecord, KPATCH_DATA, KPATCH_INFO};
 use object::elf;
 
 use crate::error::{Error, Result};
 
-/// `R_X86_64_NONE` and `R_AARCH64_NONE`: nothing to do. `kpatch_strip --rel-fixup` (ours and
-/// LibcarePlus's) turns a checked local-exec TLS reference into one, with no symbol.
-const R_NONE: u32 = 0;
-use crate::layout::Layout;
+/// Nothing to do (see [`kpatch_file::elf::R_NONE`]).
+const R_NONE: u32 = kpatch_file::elf::R_NONE.0;
 use crate::payload::{PSymDef, Payload};
+use crate::region_layout::Layout;
 
 /// What a jump-table entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,7 +33,6 @@ pub struct Prepared {
     slot_of: HashMap<Slot, usize>,
     /// Undefined symbols to resolve, by payload symbol index.
     pub imports: BTreeMap<usize, (String, Option<String>)>,
-    pub ninfo: usize,
 }
 
 /// The region contents of a relocated patch, minus the header.
@@ -49,7 +47,11 @@ pub struct Relocated {
 
 /// Info records up to the end marker; a payload without a complete one is malformed.
 fn records(bytes: &[u8]) -> Result<Vec<InfoRecord>> {
-    parse_info_records(bytes).map_err(|e| Error::Payload(format!(".kpatch.info: {e}")))
+    parse_info_records(bytes).map_err(|e| Error::Payload(format!("{KPATCH_INFO}: {e}")))
+}
+
+fn no_info() -> Error {
+    Error::Payload(format!("the payload has no {KPATCH_INFO} section"))
 }
 
 impl Prepared {
@@ -57,9 +59,7 @@ impl Prepared {
     /// stored in the file (the `total_size - 504` bytes after the header).
     pub fn new(arch: &dyn Arch, payload: Payload, elf_image: &[u8], page: u64) -> Result<Prepared> {
         let elf_len = elf_image.len() as u64;
-        let (_, info) = payload
-            .section(".kpatch.info")
-            .ok_or_else(|| Error::Payload("the payload has no .kpatch.info section".into()))?;
+        let (_, info) = payload.section(KPATCH_INFO).ok_or_else(no_info)?;
         let info_offset = info.offset;
         // Records are counted before relocation: the end marker is all zeros in the file, real
         // records carry link-time values or at least non-zero lengths.
@@ -68,11 +68,11 @@ impl Prepared {
             .saturating_add(info.size as usize)
             .min(elf_image.len());
         let ninfo = records(elf_image.get(start..end).unwrap_or(&[]))?.len();
-        let data_offset = payload.section(".kpatch.data").map(|(_, s)| s.offset);
+        let data_offset = payload.section(KPATCH_DATA).map(|(_, s)| s.offset);
         if let Some(d) = data_offset {
             if d % page != 0 {
                 return Err(Error::Payload(format!(
-                    ".kpatch.data is at offset {d:#x} of the payload, not page-aligned: rebuild the patch with a compatible kpatch_strip"
+                    "{KPATCH_DATA} is at offset {d:#x} of the payload, not page-aligned: rebuild the patch with a compatible kpatch_strip"
                 )));
             }
         }
@@ -126,7 +126,6 @@ impl Prepared {
             slots,
             slot_of,
             imports,
-            ninfo,
         })
     }
 
@@ -139,7 +138,7 @@ impl Prepared {
             .map(|s| {
                 if s.is_kpatch() {
                     kpta + self.layout.elf_offset + s.offset
-                } else if s.flags & elf::SHF_ALLOC.0 != 0 {
+                } else if s.flags.contains(elf::SHF_ALLOC) {
                     s.addr.wrapping_add(load_bias)
                 } else {
                     0
@@ -168,7 +167,7 @@ impl Prepared {
                 PSymDef::Absolute => Ok(s.value),
                 // A section symbol stands for its section's start whatever its value:
                 // LibcarePlus's kpatch_strip leaves the link-time address there.
-                PSymDef::Section(k) if s.st_type == elf::STT_SECTION.0 => Ok(secaddr[k]),
+                PSymDef::Section(k) if s.st_type == elf::STT_SECTION => Ok(secaddr[k]),
                 PSymDef::Section(k) => Ok(secaddr[k].wrapping_add(s.value)),
             }
         };
@@ -225,7 +224,7 @@ impl Prepared {
             let result = match result {
                 Err(ArchError::RelocationOverflow { .. }) if sym.def == PSymDef::Undefined && need == RelocNeed::Address => {
                     match slot_addr(Slot::Address(r.symbol)) {
-                        Some(slot) if sym.st_type != elf::STT_OBJECT.0 => {
+                        Some(slot) if sym.st_type != elf::STT_OBJECT => {
                             reloc.symbol = slot - JUMP_TABLE_SLOT_OFFSET;
                             arch.apply_reloc(&reloc, bytes)
                         }
@@ -245,10 +244,7 @@ impl Prepared {
                 source: e,
             })?;
         }
-        let (_, info) = self
-            .payload
-            .section(".kpatch.info")
-            .ok_or_else(|| Error::Payload("the payload has no .kpatch.info section".into()))?;
+        let (_, info) = self.payload.section(KPATCH_INFO).ok_or_else(no_info)?;
         let start = info.offset as usize;
         let end = start.saturating_add(info.size as usize).min(elf.len());
         let records = records(elf.get(start..end).unwrap_or(&[]))?;
@@ -272,8 +268,8 @@ mod tests {
     fn section(name: &str, offset: u64, size: u64) -> PSection {
         PSection {
             name: name.into(),
-            sh_type: elf::SHT_PROGBITS.0,
-            flags: elf::SHF_ALLOC.0,
+            sh_type: elf::SHT_PROGBITS,
+            flags: elf::SHF_ALLOC,
             addr: 0,
             offset,
             size,
@@ -292,16 +288,16 @@ mod tests {
             version: None,
             value: 0,
             size: 0,
-            st_type: 0,
-            bind: 0,
+            st_type: elf::STT_NOTYPE,
+            bind: elf::STB_LOCAL,
             def: PSymDef::Undefined,
         };
         let payload = Payload {
             machine: kpatch_arch::EM_AARCH64,
             sections: vec![
                 section("", 0, 0),
-                section(".kpatch.text", TEXT, 8),
-                section(".kpatch.info", INFO, 48 + 24),
+                section(kpatch_file::KPATCH_TEXT, TEXT, 8),
+                section(KPATCH_INFO, INFO, 48 + 24),
             ],
             symbols: vec![null],
             relocs: vec![PReloc {

@@ -7,12 +7,3 @@ pub trait Report {
     /// Detail for verbose mode.
     fn detail(&mut self, msg: &str);
 }
-
-/// Discards everything.
-#[derive(Debug, Default)]
-pub struct Quiet;
-
-impl Report for Quiet {
-    fn info(&mut self, _: &str) {}
-    fn detail(&mut self, _: &str) {}
-}

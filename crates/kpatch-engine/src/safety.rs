@@ -5,10 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use kpatch_process::{MapEntry, Memory, StoppedProcess};
+use kpatch_arch::Arch;
+use kpatch_process::{MapEntry, Memory};
 
 use crate::coro;
 use crate::error::Result;
+use crate::process_view::StoppedView;
 use crate::unwind::{contains_sorted, Frame, StackWalker};
 
 /// A thread found inside a range being changed.
@@ -255,22 +257,23 @@ impl Inspection {
     }
 }
 
-/// What an inspection looks for, and what it knows of the process.
-#[derive(Debug, Clone, Copy)]
-pub struct Targets<'a> {
+/// What an inspection looks for, and what it knows of the process; prepared while it runs.
+#[derive(Debug, Clone)]
+pub struct Targets {
     /// Code no thread may have a frame in, sorted and merged (see [`crate::unwind::merged`]).
-    pub ranges: &'a [Range<u64>],
+    pub ranges: Vec<Range<u64>>,
     /// Memory about to be unmapped, sorted and merged: no thread may hold a pointer into it,
     /// in a register or in the used part of its stack (a function reached by a tail call from
     /// code in it holds no frame there, yet may still read its data).
-    pub held: &'a [Range<u64>],
+    pub held: Vec<Range<u64>>,
     /// The mappings as read before the stop, sorted: where each thread's stack ends.
-    pub mappings: &'a [Range<u64>],
+    pub mappings: Vec<Range<u64>>,
     /// Executable ranges of the process.
-    pub code: &'a [Range<u64>],
+    pub code: Vec<Range<u64>>,
     /// The same, sorted and merged (see [`crate::unwind::merged`]).
-    pub code_set: &'a [Range<u64>],
-    pub coro: &'a coro::Source,
+    pub code_set: Vec<Range<u64>>,
+    /// Where the suspended coroutines are to be found.
+    pub coro: coro::Source,
 }
 
 /// How far above its stack pointer a thread's stack is searched at most.
@@ -281,44 +284,32 @@ const UNKNOWN_STACK_SCAN: u64 = 64 << 10;
 /// Bytes below the stack pointer that a leaf function may use (the x86_64 red zone).
 const RED_ZONE: u64 = kpatch_process::RED_ZONE;
 
-/// Walks every stopped thread's stack (and, with a coroutine source, every suspended
-/// coroutine's) and reports those with a frame in `ranges`. A walk that ends before the
-/// stack's first frame (code it cannot step through) does not clear its thread: the rest of
-/// the stack is searched for return addresses into `ranges`, and one found makes the thread
-/// busy (with no known way out). With `held` ranges, every thread's registers and used stack
-/// are searched for pointers into them.
-pub fn inspect(
-    world: &mut StoppedProcess<'_>,
-    walker: &mut StackWalker,
-    t: &Targets<'_>,
-) -> Result<Inspection> {
-    let tids = world.tids();
-    let mut out = threads(world, walker, t, &tids)?;
-    coroutines(world, walker, t, &mut out)?;
-    Ok(out)
-}
-
-/// The thread part of [`inspect`], for the threads `tids` only (the others may still run).
+/// Walks the stacks of the stopped threads `tids` (the others may still run) and reports those
+/// with a frame in the ranges. A walk that ends before the stack's first frame (code it cannot
+/// step through) does not clear its thread: the rest of the stack is searched for return
+/// addresses into the ranges, and one found makes the thread busy (with no known way out).
+/// With `held` ranges, every thread's registers and used stack are searched for pointers into
+/// them.
 pub fn threads(
-    world: &mut StoppedProcess<'_>,
+    world: &mut dyn StoppedView<'_>,
     walker: &mut StackWalker,
-    t: &Targets<'_>,
+    t: &Targets,
     tids: &[i32],
 ) -> Result<Inspection> {
     let proc = world.process();
-    let mem: &dyn Memory = proc;
-    let machine = proc.arch().e_machine();
-    let mut reader = BlockReader::new(mem, t.code);
+    let mem: &dyn Memory = proc.memory();
+    let arch = proc.arch();
+    let mut reader = BlockReader::new(mem, &t.code);
     let mut out = Inspection::default();
     let layout = proc.arch().regs();
     for &tid in tids {
-        let regs = match world.thread(tid) {
-            Ok(th) => th.regs()?,
-            Err(_) => continue,
+        let regs = match world.regs(tid) {
+            Some(regs) => regs?,
+            None => continue,
         };
-        if *t.coro == coro::Source::None {
+        if t.coro == coro::Source::None {
             let sp = regs.get(layout.sp).copied().unwrap_or(0);
-            if let Some(seg) = quick_segment(sp, t.mappings) {
+            if let Some(seg) = quick_segment(sp, &t.mappings) {
                 // One buffer, read in one call: this runs while the target is stopped.
                 let base = seg.start & !7;
                 let mut stack = vec![0u8; ((seg.end & !7).saturating_sub(base)) as usize];
@@ -326,7 +317,7 @@ pub fn threads(
                     && clear_without_walking(&regs, layout, &stack, walker, t)
                 {
                     if !t.held.is_empty() {
-                        held_in(tid, &regs, base, &stack, t.held, &mut out.refs);
+                        held_in(tid, &regs, base, &stack, &t.held, &mut out.refs);
                         out.segments.push((tid, vec![seg.clone()]));
                     }
                     out.stacks.push(LiveStack {
@@ -340,17 +331,17 @@ pub fn threads(
             }
         }
         let walk = walker.walk(&regs, &mut |a| reader.word(a));
-        let hit = walk.hit(t.ranges);
+        let hit = walk.hit(&t.ranges);
         if let Some(addr) = hit {
             out.busy.push(Busy {
                 tid,
                 addr,
-                exit: walk.exit_point(t.ranges),
+                exit: walk.exit_point(&t.ranges),
             });
         }
         let unsure = hit.is_none() && !walk.complete && !t.ranges.is_empty();
         if unsure || !t.held.is_empty() {
-            let held_reg = regs.iter().position(|&v| contains_sorted(t.held, v));
+            let held_reg = regs.iter().position(|&v| contains_sorted(&t.held, v));
             if let Some(i) = held_reg {
                 out.refs.push(Reference {
                     tid,
@@ -359,12 +350,12 @@ pub fn threads(
                 });
             }
             let from = walk.frames.last().map(|f| f.sp).unwrap_or(0);
-            let segments = stack_segments(&walk, t.mappings);
+            let segments = stack_segments(&walk, &t.mappings);
             let mut held_found = held_reg.is_some();
             let mut busy_found = !unsure;
             for seg in &segments {
                 for (addr, value) in stack_words(mem, seg.clone()) {
-                    if !held_found && contains_sorted(t.held, value) {
+                    if !held_found && contains_sorted(&t.held, value) {
                         out.refs.push(Reference {
                             tid,
                             value,
@@ -374,8 +365,8 @@ pub fn threads(
                     }
                     if !busy_found
                         && addr >= from
-                        && contains_sorted(t.ranges, value)
-                        && follows_call(machine, value, &mut reader)
+                        && contains_sorted(&t.ranges, value)
+                        && follows_call(arch, value, &mut reader)
                     {
                         out.busy.push(Busy {
                             tid,
@@ -403,37 +394,37 @@ pub fn threads(
     Ok(out)
 }
 
-/// The coroutine part of [`inspect`], every thread stopped and inspected into `out`: walks
-/// the suspended coroutines' stacks.
+/// Completes an inspection of every thread (stopped and inspected into `out`) with the
+/// suspended coroutines' stacks.
 pub fn coroutines(
-    world: &mut StoppedProcess<'_>,
+    world: &mut dyn StoppedView<'_>,
     walker: &mut StackWalker,
-    t: &Targets<'_>,
+    t: &Targets,
     out: &mut Inspection,
 ) -> Result<()> {
-    if *t.coro == coro::Source::None {
+    if t.coro == coro::Source::None {
         return Ok(());
     }
     let proc = world.process();
-    let mem: &dyn Memory = proc;
-    let mut reader = BlockReader::new(mem, t.code);
-    let some_regs = world.threads().find_map(|th| th.regs().ok());
-    let maps = proc.maps()?;
+    let mem: &dyn Memory = proc.memory();
+    let mut reader = BlockReader::new(mem, &t.code);
+    let some_regs = world.any_regs();
+    let maps = world.maps()?;
     let guard = some_regs
         .as_deref()
         .and_then(|r| coro::pointer_guard(mem, r));
     let view = coro::View {
         mem,
         maps: &maps,
-        code: t.code,
+        code: &t.code,
         guard,
     };
-    for c in coro::contexts(proc.arch(), t.coro, &view)? {
+    for c in coro::contexts(proc.arch(), &t.coro, &view)? {
         if stale(&c, &out.stacks, &maps) {
             continue;
         }
         let walk = walker.walk_from(c.pc, c.sp, c.fp, 0, &mut |a| reader.word(a));
-        if let Some(addr) = walk.hit(t.ranges) {
+        if let Some(addr) = walk.hit(&t.ranges) {
             out.coroutine = Some((addr, c.at));
             break;
         }
@@ -464,21 +455,16 @@ fn clear_without_walking(
     layout: kpatch_arch::RegLayout,
     stack: &[u8],
     walker: &StackWalker,
-    t: &Targets<'_>,
+    t: &Targets,
 ) -> bool {
     let reg = |i: usize| regs.get(i).copied().unwrap_or(0);
     let pc = reg(layout.pc);
     let lr = layout.link.map(reg);
-    // A thread stopped on a trampoline's second instruction (x86_64: 7 or 5 bytes in;
-    // aarch64: 4) is in a signal frame too.
-    let on_trampoline = [0u64, 4, 5, 7]
-        .iter()
-        .any(|&back| walker.may_lead_elsewhere(pc.wrapping_sub(back)));
-    if on_trampoline || contains_sorted(t.ranges, pc) {
+    if walker.may_be_on_trampoline(pc) || contains_sorted(&t.ranges, pc) {
         return false;
     }
     if let Some(lr) = lr {
-        if contains_sorted(t.ranges, lr) || walker.may_lead_elsewhere(lr) {
+        if contains_sorted(&t.ranges, lr) || walker.may_lead_elsewhere(lr) {
             return false;
         }
     }
@@ -486,8 +472,8 @@ fn clear_without_walking(
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
         let w = u64::from_le_bytes(b);
-        contains_sorted(t.code_set, w)
-            && (contains_sorted(t.ranges, w) || walker.may_lead_elsewhere(w))
+        contains_sorted(&t.code_set, w)
+            && (contains_sorted(&t.ranges, w) || walker.may_lead_elsewhere(w))
     })
 }
 
@@ -512,15 +498,8 @@ fn held_in(
 }
 
 /// Whether `addr` is a return address: the instruction before it is a call.
-fn follows_call(machine: u16, addr: u64, reader: &mut BlockReader<'_>) -> bool {
-    if machine == kpatch_arch::EM_AARCH64 {
-        // bl imm26, or blr xN.
-        return reader.word(addr.wrapping_sub(8)).is_some_and(|w| {
-            let insn = (w >> 32) as u32;
-            insn & 0xfc00_0000 == 0x9400_0000 || insn & 0xffff_fc1f == 0xd63f_0000
-        });
-    }
-    crate::unwind::follows_call_x86_64(addr, &mut |a| reader.word(a).ok_or(()))
+fn follows_call(arch: &dyn Arch, addr: u64, reader: &mut BlockReader<'_>) -> bool {
+    crate::unwind::follows_call(arch, addr, &mut |a| reader.word(a).ok_or(()))
 }
 
 /// The parts of the thread's stacks in use: from each stack pointer the walk went through (the
@@ -738,24 +717,22 @@ mod tests {
 
     #[test]
     fn a_thread_is_cleared_without_walking_only_when_nothing_could_hide_a_frame() {
-        let arch = kpatch_arch::for_machine(kpatch_arch::EM_X86_64).unwrap();
+        let arch: &'static dyn Arch = &kpatch_arch::X86_64;
         let layout = arch.regs();
         let mut walker = StackWalker::new(arch);
         // Searched text at 0x1000 with a trampoline at 0x1100; unsearched code at 0x5000.
         let mut text = vec![0x90u8; 0x1000];
         text[0x100..0x109].copy_from_slice(&[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05]);
-        walker.search_text(0x1000, &text);
+        walker.search_text(0x1000, &text, &Default::default());
         let code = crate::unwind::merged([0x1000..0x2000, 0x5000..0x6000]);
         walker.set_code(code.clone());
-        let ranges = crate::unwind::merged(std::iter::once(0x1800..0x1900));
-        let none = coro::Source::None;
         let t = Targets {
-            ranges: &ranges,
-            held: &[],
-            mappings: &[],
-            code: &code,
-            code_set: &code,
-            coro: &none,
+            ranges: crate::unwind::merged(std::iter::once(0x1800..0x1900)),
+            held: Vec::new(),
+            mappings: Vec::new(),
+            code: code.clone(),
+            code_set: code,
+            coro: coro::Source::None,
         };
         let mut regs = vec![0u64; layout.words];
         regs[layout.pc] = 0x1200;

@@ -73,7 +73,7 @@ impl Storage {
     }
 
     /// Reads the single patch file of a file storage.
-    pub fn file_bytes(&self) -> Result<Option<Found>> {
+    pub(crate) fn file_bytes(&self) -> Result<Option<Found>> {
         match self {
             Storage::File(p) => Ok(Some(Found {
                 path: p.clone(),
@@ -86,7 +86,7 @@ impl Storage {
 
     /// Looks a build-id up in a directory storage: `<bid>/latest/kpatch.bin` first, then
     /// `<bid>.kpatch`. A file storage is not searched here (its header names its build-id).
-    pub fn lookup_dir(&self, build_id: &str) -> Result<Option<Found>> {
+    pub(crate) fn lookup_dir(&self, build_id: &str) -> Result<Option<Found>> {
         let Storage::Dir(dir) = self else {
             return Ok(None);
         };
@@ -118,7 +118,7 @@ impl Storage {
     }
 
     /// An executable `before` or `after` script of a directory storage.
-    pub fn script(&self, name: &str) -> Option<PathBuf> {
+    pub(crate) fn script(&self, name: &str) -> Option<PathBuf> {
         let Storage::Dir(dir) = self else { return None };
         let p = dir.join(name);
         let meta = std::fs::metadata(&p).ok()?;

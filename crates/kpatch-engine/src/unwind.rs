@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use framehop::aarch64::{CacheAarch64, UnwindRegsAarch64, UnwinderAarch64};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _};
-use kpatch_arch::{Arch, EM_AARCH64, EM_X86_64};
+use kpatch_arch::{Aarch64, Arch, CALL_WINDOW};
 
 use crate::elf_image::ElfImage;
 
@@ -61,47 +61,46 @@ struct Trampolines {
 /// of mapped files are cached and shared for the whole run), how many, and a sample of them.
 type TextKey = (usize, usize, u16, [u8; 32]);
 
+/// The signal trampolines found in text sections, kept for a whole run of the tool (in the
+/// run's image cache, with the images the texts belong to).
+#[derive(Default)]
+pub struct TrampolineCache(Mutex<Vec<(TextKey, Arc<Vec<usize>>)>>);
+
 /// Offsets of the signal trampolines in a text section's bytes, each text searched once per
 /// run of the tool.
-fn trampolines_in(machine: u16, text: &[u8]) -> Arc<Vec<usize>> {
-    static CACHE: Mutex<Vec<(TextKey, Arc<Vec<usize>>)>> = Mutex::new(Vec::new());
+fn trampolines_in(arch: &dyn Arch, text: &[u8], known: &TrampolineCache) -> Arc<Vec<usize>> {
+    let cache = &known.0;
     let mut sample = [0u8; 32];
     for (i, b) in sample.iter_mut().enumerate() {
         *b = text.get(i * text.len() / 32).copied().unwrap_or(0);
     }
-    let key = (text.as_ptr() as usize, text.len(), machine, sample);
+    let key = (text.as_ptr() as usize, text.len(), arch.e_machine(), sample);
     let cached = |c: &Vec<(TextKey, Arc<Vec<usize>>)>| {
         c.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
     };
-    if let Some(v) = CACHE.lock().ok().and_then(|c| cached(&c)) {
+    if let Some(v) = cache.lock().ok().and_then(|c| cached(&c)) {
         return v;
     }
     let mut out = Vec::new();
-    if machine == EM_AARCH64 {
-        let pattern = AARCH64_SIGRETURN.to_le_bytes();
-        for (i, w) in text.windows(8).enumerate().step_by(4) {
-            if w == pattern {
-                out.push(i);
+    let syscall = arch.syscall_insn();
+    let codes = arch.sigreturn_code();
+    // Every syscall instruction, then what precedes it.
+    let step = (arch.insn_alignment() as usize).max(1);
+    let mut i = 0;
+    while i + syscall.len() <= text.len() {
+        if text[i..i + syscall.len()] == *syscall {
+            for c in codes {
+                if let Some(start) = i.checked_sub(c.syscall_at) {
+                    if text[start..].starts_with(c.bytes) {
+                        out.push(start);
+                    }
+                }
             }
         }
-    } else {
-        let long = X86_64_SIGRETURN.0.to_le_bytes();
-        let short = X86_64_SIGRETURN_SHORT.to_le_bytes();
-        // Every `syscall` instruction, then what precedes it.
-        for i in 0..text.len().saturating_sub(1) {
-            if text[i] != 0x0f || text[i + 1] != 0x05 {
-                continue;
-            }
-            if i >= 7 && text[i - 7..i] == long[..7] {
-                out.push(i - 7);
-            }
-            if i >= 5 && text[i - 5..i] == short[..5] {
-                out.push(i - 5);
-            }
-        }
+        i += step;
     }
     let v = Arc::new(out);
-    if let Ok(mut c) = CACHE.lock() {
+    if let Ok(mut c) = cache.lock() {
         c.push((key, v.clone()));
     }
     v
@@ -132,9 +131,13 @@ fn section(
 }
 
 impl StackWalker {
-    /// A walker with no modules yet.
+    /// A walker with no modules yet. Made while the target runs: the decoder that tells return
+    /// addresses ([`follows_call`]) is made ready now.
     pub fn new(arch: &'static dyn Arch) -> StackWalker {
-        let inner = if arch.e_machine() == EM_AARCH64 {
+        arch.prepare_decoder();
+        // framehop has an unwinder type per instruction set: the one of this Arch value's type.
+        let any: &dyn std::any::Any = arch;
+        let inner = if any.is::<Aarch64>() {
             Inner::Aarch64(UnwinderAarch64::new(), CacheAarch64::new())
         } else {
             Inner::X86_64(UnwinderX86_64::new(), CacheX86_64::new())
@@ -148,8 +151,16 @@ impl StackWalker {
         }
     }
 
-    /// Adds an object mapped at `avma` with load bias `bias`.
-    pub fn add_object(&mut self, name: &str, avma: Range<u64>, bias: u64, image: &Arc<ElfImage>) {
+    /// Adds an object mapped at `avma` with load bias `bias`; its text is searched for signal
+    /// trampolines, unless `cache` knows them.
+    pub fn add_object(
+        &mut self,
+        name: &str,
+        avma: Range<u64>,
+        bias: u64,
+        image: &Arc<ElfImage>,
+        cache: &TrampolineCache,
+    ) {
         let (eh_frame_svma, eh_frame) = section(image, &image.eh_frame);
         let (eh_frame_hdr_svma, eh_frame_hdr) = section(image, &image.eh_frame_hdr);
         let (text_svma, text) = section(image, &image.text);
@@ -171,7 +182,7 @@ impl StackWalker {
         };
         if let Some(t) = &image.text {
             if let Some(bytes) = image.data.get(t.file.clone()) {
-                self.search_text(t.svma.start.wrapping_add(bias), bytes);
+                self.search_text(t.svma.start.wrapping_add(bias), bytes, cache);
             }
         }
         let module = Module::new(name.to_owned(), avma, bias, info);
@@ -183,12 +194,12 @@ impl StackWalker {
 
     /// Notes the signal trampolines in code at `start` (its bytes): the walk then reads none
     /// of that code to recognise them.
-    pub fn search_text(&mut self, start: u64, bytes: &[u8]) {
+    pub fn search_text(&mut self, start: u64, bytes: &[u8], cache: &TrampolineCache) {
         let at = &mut self.trampolines;
         at.searched
             .push(start..start.wrapping_add(bytes.len() as u64));
         at.found.extend(
-            trampolines_in(self.arch.e_machine(), bytes)
+            trampolines_in(self.arch, bytes, cache)
                 .iter()
                 .map(|&off| start.wrapping_add(off as u64)),
         );
@@ -202,6 +213,20 @@ impl StackWalker {
         t.found.contains(&value)
             || (contains_sorted(&self.code, value)
                 && !t.searched.iter().any(|r| r.contains(&value)))
+    }
+
+    /// Whether a thread with program counter `pc` is in a signal frame as far as
+    /// [`StackWalker::may_lead_elsewhere`] can tell: on a trampoline, or on its syscall
+    /// instruction.
+    pub fn may_be_on_trampoline(&self, pc: u64) -> bool {
+        std::iter::once(0)
+            .chain(
+                self.arch
+                    .sigreturn_code()
+                    .iter()
+                    .map(|c| c.syscall_at as u64),
+            )
+            .any(|back| self.may_lead_elsewhere(pc.wrapping_sub(back)))
     }
 
     /// Marks `range` as code without unwind tables (the text of applied patches): frames there
@@ -222,13 +247,7 @@ impl StackWalker {
     pub fn walk(&mut self, regs: &[u64], read: &mut dyn FnMut(u64) -> Option<u64>) -> Walk {
         let layout = self.arch.regs();
         let reg = |i: usize| regs.get(i).copied().unwrap_or(0);
-        let (pc, sp) = (reg(layout.pc), reg(layout.sp));
-        // rbp is word 4 of user_regs_struct; x29 is aarch64's frame pointer.
-        let fp = if self.arch.e_machine() == EM_AARCH64 {
-            reg(29)
-        } else {
-            reg(4)
-        };
+        let (pc, sp, fp) = (reg(layout.pc), reg(layout.sp), reg(layout.fp));
         let lr = layout.link.map(reg).unwrap_or(0);
         self.walk_from(pc, sp, fp, lr, read)
     }
@@ -249,6 +268,7 @@ impl StackWalker {
             sp,
         }];
         let mut complete = false;
+        let arch = self.arch;
         let opaque = &self.opaque;
         let code = &self.code;
         let memo = &mut self.trampolines;
@@ -257,7 +277,7 @@ impl StackWalker {
                 let mut regs = UnwindRegsX86_64::new(pc, sp, fp);
                 let mut address = FrameAddress::InstructionPointer(pc);
                 while frames.len() < MAX_FRAMES {
-                    if let Some(ctx) = signal_context(EM_X86_64, address, regs.sp(), read, memo) {
+                    if let Some(ctx) = signal_context(arch, address, regs.sp(), read, memo) {
                         regs = UnwindRegsX86_64::new(ctx.pc, ctx.sp, ctx.fp);
                         address = interrupted(ctx, &mut frames);
                         continue;
@@ -265,7 +285,7 @@ impl StackWalker {
                     let lookup = address.address_for_lookup();
                     let mut read_stack = |addr: u64| read(addr).ok_or(());
                     let step = if opaque.iter().any(|r| r.contains(&lookup)) {
-                        scan_x86_64(&mut regs, code, &mut read_stack)
+                        scan_x86_64(arch, &mut regs, code, &mut read_stack)
                     } else {
                         u.unwind_frame(address, &mut regs, cache, &mut read_stack)
                             .map_err(drop)
@@ -280,7 +300,7 @@ impl StackWalker {
                 let mut regs = UnwindRegsAarch64::new(lr, sp, fp);
                 let mut address = FrameAddress::InstructionPointer(pc);
                 while frames.len() < MAX_FRAMES {
-                    if let Some(ctx) = signal_context(EM_AARCH64, address, regs.sp(), read, memo) {
+                    if let Some(ctx) = signal_context(arch, address, regs.sp(), read, memo) {
                         regs = UnwindRegsAarch64::new(ctx.lr, ctx.sp, ctx.fp);
                         address = interrupted(ctx, &mut frames);
                         continue;
@@ -309,30 +329,27 @@ struct SignalContext {
     lr: u64,
 }
 
-/// x86_64: `mov $15,%rax; syscall` (glibc's `__restore_rt`), as the first 8 bytes and the 9th.
-const X86_64_SIGRETURN: (u64, u8) = (0x0f00_0000_0fc0_c748, 0x05);
-/// x86_64: `mov $15,%eax; syscall` (musl), 7 bytes.
-const X86_64_SIGRETURN_SHORT: u64 = 0x0005_0f00_0000_0fb8;
-/// aarch64: `mov x8, #139; svc #0` (the vDSO's `__kernel_rt_sigreturn`).
-const AARCH64_SIGRETURN: u64 = 0xd400_0001_d280_1168;
-
-/// Where the `ucontext_t` a handler returns through lies, relative to the stack pointer at the
-/// trampoline, and the offsets in it of the saved (pc, sp, fp, lr), per architecture: x86_64
-/// pops the trampoline's address, leaving the stack pointer on the context (`uc_mcontext` at
-/// 40: `rbp` is word 10, `rsp` 15, `rip` 16); aarch64 keeps the `siginfo` (128 bytes) first
-/// (`uc_mcontext` at 176 in the context: x29, x30, sp and pc after the fault address).
-fn context_offsets(machine: u16) -> (u64, u64, u64, Option<u64>) {
-    if machine == EM_AARCH64 {
-        let regs = 128 + 176 + 8;
-        (
-            regs + 32 * 8,
-            regs + 31 * 8,
-            regs + 29 * 8,
-            Some(regs + 30 * 8),
-        )
-    } else {
-        (40 + 16 * 8, 40 + 15 * 8, 40 + 10 * 8, None)
-    }
+/// Whether the code at `start` is one of `codes`, read a word at a time (the second word only
+/// when the first matches).
+fn code_at(
+    start: u64,
+    codes: &[kpatch_arch::SigreturnCode],
+    read: &mut dyn FnMut(u64) -> Option<u64>,
+) -> bool {
+    let Some(first) = read(start) else {
+        return false;
+    };
+    let first = first.to_le_bytes();
+    let mut second: Option<Option<[u8; 8]>> = None;
+    codes.iter().any(|c| {
+        c.bytes.iter().enumerate().all(|(i, &b)| match i {
+            0..8 => first[i] == b,
+            8..16 => second
+                .get_or_insert_with(|| read(start + 8).map(u64::to_le_bytes))
+                .is_some_and(|w| w[i - 8] == b),
+            _ => false,
+        })
+    })
 }
 
 /// If the frame at `address` is a signal trampoline (a handler returns into it; a thread may
@@ -340,7 +357,7 @@ fn context_offsets(machine: u16) -> (u64, u64, u64, Option<u64>) {
 /// (glibc describes `__restore_rt` with a CFA expression, the vDSO's trampoline is in no module)
 /// and would fall back to a frame-pointer guess that skips the interrupted function's own frame.
 fn signal_context(
-    machine: u16,
+    arch: &dyn Arch,
     address: FrameAddress,
     sp: u64,
     read: &mut dyn FnMut(u64) -> Option<u64>,
@@ -350,6 +367,7 @@ fn signal_context(
         FrameAddress::ReturnAddress(ra) => ra.get(),
         FrameAddress::InstructionPointer(pc) => pc,
     };
+    let codes = arch.sigreturn_code();
     let mut is_trampoline = |start: u64, read: &mut dyn FnMut(u64) -> Option<u64>| -> bool {
         if known.searched.iter().any(|r| r.contains(&start)) {
             return known.found.contains(&start);
@@ -357,37 +375,25 @@ fn signal_context(
         if let Some(&yes) = known.checked.get(&start) {
             return yes;
         }
-        let Some(word) = read(start) else {
-            return false;
-        };
-        let yes = if machine == EM_AARCH64 {
-            word == AARCH64_SIGRETURN
-        } else {
-            (word == X86_64_SIGRETURN.0
-                && read(start + 8).is_some_and(|w| w as u8 == X86_64_SIGRETURN.1))
-                || word & 0x00ff_ffff_ffff_ffff == X86_64_SIGRETURN_SHORT
-        };
+        let yes = code_at(start, codes, read);
         known.checked.insert(start, yes);
         yes
     };
-    // A thread stopped between the trampoline's two instructions has the same stack.
-    let starts: &[u64] = match (address, machine) {
-        (FrameAddress::InstructionPointer(_), EM_X86_64) => &[0, 7, 5],
-        (FrameAddress::InstructionPointer(_), _) => &[0, 4],
-        _ => &[0],
+    // A thread stopped on the trampoline's syscall instruction has the same stack.
+    let on_syscall: &[kpatch_arch::SigreturnCode] = match address {
+        FrameAddress::InstructionPointer(_) => codes,
+        _ => &[],
     };
-    if !starts
-        .iter()
-        .any(|&back| is_trampoline(at.wrapping_sub(back), read))
-    {
+    let mut starts = std::iter::once(0).chain(on_syscall.iter().map(|c| c.syscall_at as u64));
+    if !starts.any(|back| is_trampoline(at.wrapping_sub(back), read)) {
         return None;
     }
-    let (pc_at, sp_at, fp_at, lr_at) = context_offsets(machine);
+    let frame = arch.signal_frame();
     Some(SignalContext {
-        pc: read(sp.checked_add(pc_at)?)?,
-        sp: read(sp.checked_add(sp_at)?)?,
-        fp: read(sp.checked_add(fp_at)?)?,
-        lr: match lr_at {
+        pc: read(sp.checked_add(frame.pc)?)?,
+        sp: read(sp.checked_add(frame.sp)?)?,
+        fp: read(sp.checked_add(frame.fp)?)?,
+        lr: match frame.lr {
             Some(off) => read(sp.checked_add(off)?)?,
             None => 0,
         },
@@ -468,6 +474,7 @@ const SCAN_LIMIT: u64 = 64 * 1024;
 /// pointer that is a return address (it points into executable code, just after a call
 /// instruction) is taken as the frame's; the caller's stack pointer is just above it.
 fn scan_x86_64(
+    arch: &dyn Arch,
     regs: &mut UnwindRegsX86_64,
     code: &[Range<u64>],
     read: &mut dyn FnMut(u64) -> Result<u64, ()>,
@@ -476,7 +483,7 @@ fn scan_x86_64(
     let mut slot = sp;
     while slot < sp.saturating_add(SCAN_LIMIT) {
         let w = read(slot)?;
-        if code.iter().any(|r| r.contains(&w)) && follows_call_x86_64(w, read) {
+        if code.iter().any(|r| r.contains(&w)) && follows_call(arch, w, read) {
             // Code built with frame pointers saved the caller's just below the return
             // address and points at it: restore it, the caller's unwind rule may need it.
             if regs.bp() == slot.wrapping_sub(8) {
@@ -493,27 +500,15 @@ fn scan_x86_64(
     Err(())
 }
 
-/// Whether the bytes just before `addr` encode a call instruction (direct, through a
-/// register, or through memory) that returns to `addr`.
-pub fn follows_call_x86_64(addr: u64, read: &mut dyn FnMut(u64) -> Result<u64, ()>) -> bool {
-    let Ok(word) = read(addr.wrapping_sub(8)) else {
-        return false;
-    };
-    let b = word.to_le_bytes();
-    let modrm_call = |m: u8, md: u8| (m & 0x38) == 0x10 && (m >> 6) == md;
-    // e8 rel32
-    b[3] == 0xe8
-        // ff 15 disp32: call *disp32(%rip)
-        || (b[2] == 0xff && b[3] == 0x15)
-        // ff /2 mod=11: call *%reg (with a REX prefix for r8-r15)
-        || (b[6] == 0xff && modrm_call(b[7], 3))
-        // ff /2 mod=01 disp8, without and with a SIB byte
-        || (b[5] == 0xff && modrm_call(b[6], 1) && b[6] & 7 != 4)
-        || (b[4] == 0xff && modrm_call(b[5], 1) && b[5] & 7 == 4)
-        // ff /2 mod=00 register indirect
-        || (b[6] == 0xff && modrm_call(b[7], 0) && b[7] & 7 != 4 && b[7] & 7 != 5)
-        // ff /2 mod=10 disp32
-        || (b[2] == 0xff && modrm_call(b[3], 2) && b[3] & 7 != 4)
+/// Whether `addr` is a return address: the instruction before it is a call
+/// ([`Arch::follows_call`] on the word before it).
+pub fn follows_call(
+    arch: &dyn Arch,
+    addr: u64,
+    read: &mut dyn FnMut(u64) -> Result<u64, ()>,
+) -> bool {
+    const _: () = assert!(CALL_WINDOW == 8, "one word is read");
+    read(addr.wrapping_sub(8)).is_ok_and(|word| arch.follows_call(&word.to_le_bytes()))
 }
 
 /// One frame of a walk.
@@ -564,6 +559,14 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kpatch_arch::X86_64;
+
+    /// glibc's x86_64 `__restore_rt`, its first 8 bytes and the 9th.
+    const X86_64_SIGRETURN: (u64, u8) = (0x0f00_0000_0fc0_c748, 0x05);
+    /// musl's x86_64 trampoline, 7 bytes.
+    const X86_64_SIGRETURN_SHORT: u64 = 0x0005_0f00_0000_0fb8;
+    /// The aarch64 vDSO's `__kernel_rt_sigreturn`.
+    const AARCH64_SIGRETURN: u64 = 0xd400_0001_d280_1168;
 
     fn frame(addr: u64, sp: u64) -> Frame {
         Frame {
@@ -612,14 +615,14 @@ mod tests {
 
     #[test]
     fn signal_frames_lead_to_the_interrupted_code() {
-        let arch = kpatch_arch::for_machine(EM_X86_64).unwrap();
-        let mut walker = StackWalker::new(arch);
+        let mut walker = StackWalker::new(&X86_64);
         let tramp = 0x7000u64;
         // Handler frame (frame pointers, no unwind tables) at 0x9000 returning into the
         // trampoline; the context right above its return address; the interrupted function's
         // frame on another stack (an alternate signal stack below it, say), returning to 0x5010.
         let uc = 0x9010u64;
-        let (pc_at, sp_at, fp_at, _) = context_offsets(EM_X86_64);
+        let f = X86_64.signal_frame();
+        let (pc_at, sp_at, fp_at) = (f.pc, f.sp, f.fp);
         let words = [
             (tramp, X86_64_SIGRETURN.0),
             (tramp + 8, 0x9090_9090_9090_9005),
@@ -676,20 +679,21 @@ mod tests {
         text[30..37].copy_from_slice(&[0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05]);
         // A syscall after some other number is no trampoline.
         text[45..52].copy_from_slice(&[0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05]);
-        assert_eq!(*trampolines_in(EM_X86_64, &text), vec![10, 30]);
+        let cache = TrampolineCache::default();
+        assert_eq!(*trampolines_in(&X86_64, &text, &cache), vec![10, 30]);
         let mut arm = vec![0u8; 32];
         arm[8..16].copy_from_slice(&AARCH64_SIGRETURN.to_le_bytes());
         arm[18..26].copy_from_slice(&AARCH64_SIGRETURN.to_le_bytes()); // misaligned
-        assert_eq!(*trampolines_in(EM_AARCH64, &arm), vec![8]);
+        assert_eq!(*trampolines_in(&Aarch64, &arm, &cache), vec![8]);
     }
 
     #[test]
     fn aarch64_signal_frames_lead_to_the_interrupted_code() {
-        let arch = kpatch_arch::for_machine(EM_AARCH64).unwrap();
-        let mut walker = StackWalker::new(arch);
+        let mut walker = StackWalker::new(&Aarch64);
         let tramp = 0x7000u64;
         let frame = 0x9000u64;
-        let (pc_at, sp_at, fp_at, lr_at) = context_offsets(EM_AARCH64);
+        let f = Aarch64.signal_frame();
+        let (pc_at, sp_at, fp_at, lr_at) = (f.pc, f.sp, f.fp, f.lr);
         let words = [
             (tramp, AARCH64_SIGRETURN),
             (frame + pc_at, 0x1234),
@@ -704,28 +708,25 @@ mod tests {
     }
 
     #[test]
-    fn return_addresses_follow_call_instructions() {
-        // Eight bytes of padding, then the code: offsets below are from `base`.
-        let mut code = vec![0x90u8; 8];
-        code.extend([
-            0xe8, 1, 2, 3, 4, // call rel32 at 8, returns to 13
-            0x41, 0xff, 0xd3, // call *%r11, returns to 16
-            0xff, 0x55, 0x08, // call *8(%rbp), returns to 19
-            0xff, 0x15, 1, 2, 3, 4, // call *disp32(%rip), returns to 25
-            0x90, 0x90,
-        ]);
+    fn return_addresses_are_checked_on_the_word_before_them() {
+        // Every form of call is decoded by kpatch_arch; here, what is read: the 8 bytes
+        // before the address, both architectures.
+        let code: Vec<u8> = [0x90u8; 7]
+            .into_iter()
+            .chain([0xff, 0x14, 0x24]) // call *(%rsp), returns to 10
+            .chain(0x9400_0010u32.to_le_bytes()) // bl, returns to 14
+            .collect();
         let base = 0x1000u64;
         let mut read = |a: u64| -> Result<u64, ()> {
             let off = a.checked_sub(base).ok_or(())? as usize;
             let bytes = code.get(off..off + 8).ok_or(())?;
             Ok(u64::from_le_bytes(bytes.try_into().map_err(drop)?))
         };
-        let mut at = |ret: u64| follows_call_x86_64(base + ret, &mut read);
-        assert!(at(13));
-        assert!(at(16));
-        assert!(at(19));
-        assert!(at(25));
-        assert!(!at(12));
-        assert!(!at(26));
+        assert!(follows_call(&X86_64, base + 10, &mut read));
+        assert!(!follows_call(&X86_64, base + 9, &mut read));
+        assert!(follows_call(&Aarch64, base + 14, &mut read));
+        assert!(!follows_call(&Aarch64, base + 10, &mut read));
+        // Unreadable memory is no return address.
+        assert!(!follows_call(&X86_64, base + 4, &mut read));
     }
 }

@@ -1,88 +1,40 @@
-//! The ELF64 little-endian on-disk structures the payload's framing is made of.
+//! The ELF structures of a payload: `object`'s 64-bit little-endian [`object::elf`] types,
+//! which the whole toolkit reads and writes ELF with, and the few facts `object` does not name.
 
 use core::mem::size_of;
 
-use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+use object::elf;
+use object::LittleEndian;
 
-/// `\x7fELF`.
-pub const ELFMAG: [u8; 4] = *b"\x7fELF";
-/// Index of the class byte in `e_ident`.
-pub const EI_CLASS: usize = 4;
-/// Index of the data-encoding byte in `e_ident`.
-pub const EI_DATA: usize = 5;
-/// Index of the version byte in `e_ident`.
-pub const EI_VERSION: usize = 6;
-/// 64-bit objects.
-pub const ELFCLASS64: u8 = 2;
-/// Little-endian objects.
-pub const ELFDATA2LSB: u8 = 1;
-/// The only ELF version.
-pub const EV_CURRENT: u8 = 1;
-/// Relocatable file.
-pub const ET_REL: u16 = 1;
-
-/// Inactive section header.
-pub const SHT_NULL: u32 = 0;
-/// Program-defined bytes.
-pub const SHT_PROGBITS: u32 = 1;
-/// Symbol table.
-pub const SHT_SYMTAB: u32 = 2;
-/// String table.
-pub const SHT_STRTAB: u32 = 3;
-/// Relocations with addends.
-pub const SHT_RELA: u32 = 4;
-/// Occupies no bytes in the file.
-pub const SHT_NOBITS: u32 = 8;
-
-/// Size of [`FileHeader64`].
-pub const FILE_HEADER_SIZE: usize = 64;
-/// Size of [`SectionHeader64`].
-pub const SECTION_HEADER_SIZE: usize = 64;
-/// Size of an `Elf64_Sym`.
-pub const SYM_SIZE: usize = 24;
-/// Size of an `Elf64_Rela`.
-pub const RELA_SIZE: usize = 24;
+/// The byte order of every payload (and of every architecture the toolkit supports).
+pub const ENDIAN: LittleEndian = LittleEndian;
 
 /// `Elf64_Ehdr`, little-endian.
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-#[allow(missing_docs)]
-pub struct FileHeader64 {
-    pub e_ident: [u8; 16],
-    pub e_type: U16,
-    pub e_machine: U16,
-    pub e_version: U32,
-    pub e_entry: U64,
-    pub e_phoff: U64,
-    pub e_shoff: U64,
-    pub e_flags: U32,
-    pub e_ehsize: U16,
-    pub e_phentsize: U16,
-    pub e_phnum: U16,
-    pub e_shentsize: U16,
-    pub e_shnum: U16,
-    pub e_shstrndx: U16,
-}
-
+pub type FileHeader = elf::FileHeader64<LittleEndian>;
 /// `Elf64_Shdr`, little-endian.
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-#[allow(missing_docs)]
-pub struct SectionHeader64 {
-    pub sh_name: U32,
-    pub sh_type: U32,
-    pub sh_flags: U64,
-    pub sh_addr: U64,
-    pub sh_offset: U64,
-    pub sh_size: U64,
-    pub sh_link: U32,
-    pub sh_info: U32,
-    pub sh_addralign: U64,
-    pub sh_entsize: U64,
-}
+pub type SectionHeader = elf::SectionHeader64<LittleEndian>;
+/// `Elf64_Sym`, little-endian.
+pub type Sym = elf::Sym64<LittleEndian>;
+/// `Elf64_Rela`, little-endian.
+pub type Rela = elf::Rela64<LittleEndian>;
+
+/// Size of [`FileHeader`].
+pub const FILE_HEADER_SIZE: usize = size_of::<FileHeader>();
+/// Size of [`SectionHeader`].
+pub const SECTION_HEADER_SIZE: usize = size_of::<SectionHeader>();
+/// Size of [`Sym`].
+pub const SYM_SIZE: usize = size_of::<Sym>();
+/// Size of [`Rela`].
+pub const RELA_SIZE: usize = size_of::<Rela>();
+
+/// Relocation type 0, "no relocation" in every psABI (`R_X86_64_NONE`, `R_AARCH64_NONE`).
+/// `kpatch_strip --rel-fixup` (ours and LibcarePlus's) turns a checked local-exec TLS
+/// reference into one, with no symbol.
+pub const R_NONE: elf::RelocationType = elf::RelocationType(0);
 
 const _: () = {
-    assert!(size_of::<FileHeader64>() == FILE_HEADER_SIZE);
-    assert!(size_of::<SectionHeader64>() == SECTION_HEADER_SIZE);
+    assert!(FILE_HEADER_SIZE == 64);
+    assert!(SECTION_HEADER_SIZE == 64);
+    assert!(SYM_SIZE == 24);
+    assert!(RELA_SIZE == 24);
 };

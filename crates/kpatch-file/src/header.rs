@@ -345,6 +345,12 @@ pub(crate) fn is_build_id(id: &str) -> bool {
     id.len() == BUILD_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// A GNU build-id note's bytes (`NT_GNU_BUILD_ID`) as headers store build-ids and the
+/// runtime prints them: lowercase hexadecimal.
+pub fn build_id_hex(note: &[u8]) -> String {
+    note.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Printable form of bytes read from a file.
 pub(crate) fn escape(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
@@ -461,6 +467,14 @@ mod tests {
         bytes[8..16].copy_from_slice(&[0; 8]);
         let header = Header::from_bytes(&bytes).expect("504 bytes");
         assert!(header.id().is_err());
+    }
+
+    #[test]
+    fn a_build_id_note_prints_as_headers_store_it() {
+        let note: Vec<u8> = (0..20).map(|i| i * 13).collect();
+        let hex = build_id_hex(&note);
+        assert!(is_build_id(&hex), "{hex}");
+        assert_eq!(&hex[..6], "000d1a");
     }
 
     #[test]

@@ -2,8 +2,13 @@
 //! `ET_REL` ELF (padded to 16 bytes) whose `.kpatch.info` section holds one 48-byte
 //! [`InfoRecord`] per patched function, then a 24-byte end marker.
 //!
+//! This crate is also the toolkit's one definition of the payload: the names of its sections
+//! ([`KPATCH_TEXT`], [`KPATCH_INFO`]...), its info records and the ELF structures it is made
+//! of ([`elf`], `object`'s types). `kpatch_gensrc` emits those sections, `kpatch_strip`
+//! keeps them, the runtime loads them, all through these definitions.
+//!
 //! On-disk structures are plain old data viewed in place ([`Header`], [`InfoRecord`],
-//! [`elf::FileHeader64`], [`elf::SectionHeader64`]); a file is validated once by
+//! [`elf::FileHeader`], [`elf::SectionHeader`]); a file is validated once by
 //! [`KpatchFile::parse`], which then hands out borrowed views. Writing is separate:
 //! [`write_kpatch`].
 //!
@@ -34,21 +39,27 @@ mod checksum;
 pub mod elf;
 mod error;
 mod header;
-mod info;
+mod info_record;
 mod payload;
 mod read;
+mod sections;
 mod trailer;
 mod write;
 
 pub use error::{ElfError, FormatError, InfoError};
 pub use header::{
-    Header, BUILD_ID_LEN, HEADER_SIZE, MAGIC, MAGIC_PENDING, MAX_PATCH_ID_LEN, NR_ENTRIES,
+    build_id_hex, Header, BUILD_ID_LEN, HEADER_SIZE, MAGIC, MAGIC_PENDING, MAX_PATCH_ID_LEN,
+    NR_ENTRIES,
 };
-pub use info::{
-    info_section_records, parse_info_records, InfoRecord, INFO_END_MARKER, INFO_END_MARKER_SIZE,
-    INFO_SIZE,
+pub use info_record::{
+    info_section_records, linked_info_records, linked_info_records_mut, parse_info_records,
+    InfoRecord, INFO_END_MARKER, INFO_END_MARKER_SIZE, INFO_SIZE,
 };
-pub use payload::{PayloadElf, Section, INFO_SECTION};
+pub use payload::{PayloadElf, Section};
 pub use read::{KpatchFile, PAYLOAD_ALIGN};
+pub use sections::{
+    is_kpatch_rela, is_kpatch_section, rela_section_name, COPY_SUFFIX, KPATCH_DATA,
+    KPATCH_DATA_ALIGN, KPATCH_INFO, KPATCH_PREFIX, KPATCH_STRTAB, KPATCH_TEXT,
+};
 pub use trailer::split_trailer;
 pub use write::{normalize_build_id, validate_patch_id, write_kpatch};

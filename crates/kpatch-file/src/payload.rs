@@ -1,18 +1,21 @@
 //! Validation of the payload's ELF framing: the file header, the section header table,
-//! section names and the extents of every section's bytes.
+//! section names and the extents of every section's bytes. The structures are `object`'s;
+//! symbols are read with `object`'s reader once the framing is known to be sound.
 
-use zerocopy::FromBytes;
+use object::elf::{
+    SectionFlags, SectionType, ELFCLASS64, ELFDATA2LSB, ELFMAG, ET_REL, EV_CURRENT, SHT_NOBITS,
+    SHT_NULL, SHT_RELA, SHT_STRTAB, SHT_SYMTAB,
+};
+use object::read::elf::{SectionTable, SymbolTable};
+use object::read::StringTable;
 
 use crate::elf::{
-    FileHeader64, SectionHeader64, EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS64, ELFDATA2LSB, ELFMAG,
-    ET_REL, EV_CURRENT, FILE_HEADER_SIZE, RELA_SIZE, SECTION_HEADER_SIZE, SHT_NOBITS, SHT_NULL,
-    SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SYM_SIZE,
+    FileHeader, Rela, SectionHeader, ENDIAN, FILE_HEADER_SIZE, RELA_SIZE, SECTION_HEADER_SIZE,
+    SYM_SIZE,
 };
 use crate::error::{ElfError, FormatError, InfoError};
-use crate::info::{info_section_records, InfoRecord};
-
-/// Name of the section holding the info records.
-pub const INFO_SECTION: &str = ".kpatch.info";
+use crate::info_record::{info_section_records, InfoRecord};
+use crate::sections::KPATCH_INFO;
 
 /// One section of the payload, with its bytes (empty for `SHT_NOBITS` and `SHT_NULL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +25,9 @@ pub struct Section<'a> {
     /// Name from `.shstrtab`.
     pub name: &'a str,
     /// `sh_type`.
-    pub sh_type: u32,
+    pub sh_type: SectionType,
     /// `sh_flags`.
-    pub flags: u64,
+    pub flags: SectionFlags,
     /// `sh_addr`.
     pub addr: u64,
     /// `sh_offset`, from the start of the ELF.
@@ -55,7 +58,8 @@ impl Section<'_> {
 #[derive(Debug, Clone)]
 pub struct PayloadElf<'a> {
     bytes: &'a [u8],
-    header: &'a FileHeader64,
+    header: &'a FileHeader,
+    table: SectionTable<'a, FileHeader>,
     sections: Vec<Section<'a>>,
 }
 
@@ -64,7 +68,7 @@ impl<'a> PayloadElf<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<PayloadElf<'a>, ElfError> {
         let header = parse_file_header(bytes)?;
         let headers = section_headers(bytes, header)?;
-        let shstrtab = shstrtab(bytes, header, headers)?;
+        let (shstrtab, names) = shstrtab(bytes, header, headers)?;
         let mut sections = Vec::with_capacity(headers.len());
         for (index, sh) in headers.iter().enumerate() {
             sections.push(section(bytes, shstrtab, index, sh)?);
@@ -75,6 +79,7 @@ impl<'a> PayloadElf<'a> {
         Ok(PayloadElf {
             bytes,
             header,
+            table: SectionTable::new(headers, names),
             sections,
         })
     }
@@ -85,13 +90,13 @@ impl<'a> PayloadElf<'a> {
     }
 
     /// The ELF file header.
-    pub fn header(&self) -> &'a FileHeader64 {
+    pub fn header(&self) -> &'a FileHeader {
         self.header
     }
 
-    /// `e_machine` (62 = x86_64, 183 = aarch64).
-    pub fn machine(&self) -> u16 {
-        self.header.e_machine.get()
+    /// `e_machine` (`EM_X86_64`, `EM_AARCH64`).
+    pub fn machine(&self) -> object::elf::Machine {
+        self.header.e_machine.get(ENDIAN)
     }
 
     /// Every section, in section header table order (index 0 included).
@@ -109,9 +114,24 @@ impl<'a> PayloadElf<'a> {
         self.section(name).map(|s| s.data)
     }
 
+    /// The symbol table (the first `SHT_SYMTAB` section; empty if there is none), read with
+    /// `object`: its names are checked when they are looked up.
+    pub fn symbols(&self) -> Result<SymbolTable<'a, FileHeader>, object::read::Error> {
+        self.table.symbols(ENDIAN, self.bytes, SHT_SYMTAB)
+    }
+
+    /// The relocations of an `SHT_RELA` section (none for any other section).
+    pub fn relas(&self, section: &Section<'a>) -> &'a [Rela] {
+        if section.sh_type != SHT_RELA {
+            return &[];
+        }
+        // The framing check made the size a whole number of entries.
+        object::pod::slice_from_all_bytes(section.data).unwrap_or_default()
+    }
+
     /// The `.kpatch.info` section and its records, checked as `kpatch_strip` writes them.
     pub fn info(&self) -> Result<(&Section<'a>, &'a [InfoRecord]), FormatError> {
-        let mut found = self.sections.iter().filter(|s| s.name == INFO_SECTION);
+        let mut found = self.sections.iter().filter(|s| s.name == KPATCH_INFO);
         let section = found.next().ok_or(InfoError::Missing)?;
         if let Some(second) = found.next() {
             return Err(InfoError::Duplicate {
@@ -127,7 +147,7 @@ impl<'a> PayloadElf<'a> {
     }
 }
 
-fn has_data(sh_type: u32) -> bool {
+fn has_data(sh_type: SectionType) -> bool {
     sh_type != SHT_NOBITS && sh_type != SHT_NULL
 }
 
@@ -139,41 +159,41 @@ fn unsupported(field: &'static str, value: u64, expected: &'static str) -> ElfEr
     }
 }
 
-fn parse_file_header(bytes: &[u8]) -> Result<&FileHeader64, ElfError> {
+fn parse_file_header(bytes: &[u8]) -> Result<&FileHeader, ElfError> {
     if bytes
         .get(..ELFMAG.len())
         .is_some_and(|magic| magic != ELFMAG)
     {
         return Err(ElfError::BadMagic);
     }
-    let (header, _) = FileHeader64::ref_from_prefix(bytes)
+    let (header, _) = object::pod::from_bytes::<FileHeader>(bytes)
         .map_err(|_| ElfError::TooShort { len: bytes.len() })?;
     let ident = &header.e_ident;
-    if ident[EI_CLASS] != ELFCLASS64 {
-        let value = ident[EI_CLASS].into();
+    if ident.class != ELFCLASS64 {
+        let value = ident.class.0.into();
         return Err(unsupported("e_ident[EI_CLASS]", value, "2 (ELFCLASS64)"));
     }
-    if ident[EI_DATA] != ELFDATA2LSB {
-        let value = ident[EI_DATA].into();
+    if ident.data != ELFDATA2LSB {
+        let value = ident.data.0.into();
         return Err(unsupported("e_ident[EI_DATA]", value, "1 (little-endian)"));
     }
-    if ident[EI_VERSION] != EV_CURRENT {
-        let value = ident[EI_VERSION].into();
+    if ident.version != EV_CURRENT {
+        let value = ident.version.0.into();
         return Err(unsupported("e_ident[EI_VERSION]", value, "1 (EV_CURRENT)"));
     }
-    if header.e_version.get() != u32::from(EV_CURRENT) {
-        let value = header.e_version.get().into();
+    if header.e_version.get(ENDIAN) != u32::from(EV_CURRENT.0) {
+        let value = header.e_version.get(ENDIAN).into();
         return Err(unsupported("e_version", value, "1 (EV_CURRENT)"));
     }
-    if header.e_type.get() != ET_REL {
+    if header.e_type.get(ENDIAN) != ET_REL {
         return Err(unsupported(
             "e_type",
-            header.e_type.get().into(),
+            header.e_type.get(ENDIAN).0.into(),
             "1 (ET_REL): pass the output of `kpatch_strip --undo-link`",
         ));
     }
-    if usize::from(header.e_shentsize.get()) != SECTION_HEADER_SIZE {
-        let value = header.e_shentsize.get().into();
+    if usize::from(header.e_shentsize.get(ENDIAN)) != SECTION_HEADER_SIZE {
+        let value = header.e_shentsize.get(ENDIAN).into();
         return Err(unsupported("e_shentsize", value, "64"));
     }
     Ok(header)
@@ -181,10 +201,10 @@ fn parse_file_header(bytes: &[u8]) -> Result<&FileHeader64, ElfError> {
 
 fn section_headers<'a>(
     bytes: &'a [u8],
-    header: &FileHeader64,
-) -> Result<&'a [SectionHeader64], ElfError> {
-    let shoff = header.e_shoff.get();
-    let shnum = header.e_shnum.get();
+    header: &FileHeader,
+) -> Result<&'a [SectionHeader], ElfError> {
+    let shoff = header.e_shoff.get(ENDIAN);
+    let shnum = header.e_shnum.get(ENDIAN);
     if shnum == 0 {
         // Also rules out extended numbering (count in section 0's sh_size): far more
         // sections than a patch can have.
@@ -206,24 +226,25 @@ fn section_headers<'a>(
         .ok()
         .and_then(|start| bytes.get(start..))
         .ok_or_else(out_of_bounds)?;
-    <[SectionHeader64]>::ref_from_prefix_with_elems(table, usize::from(shnum))
+    object::pod::slice_from_bytes::<SectionHeader>(table, usize::from(shnum))
         .map(|(headers, _)| headers)
         .map_err(|_| out_of_bounds())
 }
 
 /// The bytes of `sh` in `bytes`, or `None` if they do not fit.
-fn extent<'a>(bytes: &'a [u8], sh: &SectionHeader64) -> Option<&'a [u8]> {
-    let start = usize::try_from(sh.sh_offset.get()).ok()?;
-    let size = usize::try_from(sh.sh_size.get()).ok()?;
+fn extent<'a>(bytes: &'a [u8], sh: &SectionHeader) -> Option<&'a [u8]> {
+    let start = usize::try_from(sh.sh_offset.get(ENDIAN)).ok()?;
+    let size = usize::try_from(sh.sh_size.get(ENDIAN)).ok()?;
     bytes.get(start..start.checked_add(size)?)
 }
 
+/// The bytes of `.shstrtab`, and the same as `object`'s string table.
 fn shstrtab<'a>(
     bytes: &'a [u8],
-    header: &FileHeader64,
-    headers: &[SectionHeader64],
-) -> Result<&'a [u8], ElfError> {
-    let shstrndx = header.e_shstrndx.get();
+    header: &FileHeader,
+    headers: &[SectionHeader],
+) -> Result<(&'a [u8], StringTable<'a>), ElfError> {
+    let shstrndx = header.e_shstrndx.get(ENDIAN).0;
     let bad = |problem| ElfError::BadShstrndx { shstrndx, problem };
     if shstrndx == 0 {
         return Err(bad("is SHN_UNDEF: the payload has no section names"));
@@ -231,15 +252,16 @@ fn shstrtab<'a>(
     let sh = headers
         .get(usize::from(shstrndx))
         .ok_or_else(|| bad("is not below e_shnum"))?;
-    if sh.sh_type.get() != SHT_STRTAB {
+    if sh.sh_type.get(ENDIAN) != SHT_STRTAB {
         return Err(bad("does not index an SHT_STRTAB section"));
     }
-    extent(bytes, sh).ok_or_else(|| ElfError::SectionOutOfBounds {
+    let data = extent(bytes, sh).ok_or_else(|| ElfError::SectionOutOfBounds {
         section: format!("{shstrndx} (.shstrtab)"),
-        offset: sh.sh_offset.get(),
-        size: sh.sh_size.get(),
+        offset: sh.sh_offset.get(ENDIAN),
+        size: sh.sh_size.get(ENDIAN),
         len: bytes.len(),
-    })
+    })?;
+    Ok((data, StringTable::new(data, 0, data.len() as u64)))
 }
 
 fn section_name(shstrtab: &[u8], index: usize, sh_name: u32) -> Result<&str, ElfError> {
@@ -264,15 +286,15 @@ fn section<'a>(
     bytes: &'a [u8],
     shstrtab: &'a [u8],
     index: usize,
-    sh: &SectionHeader64,
+    sh: &SectionHeader,
 ) -> Result<Section<'a>, ElfError> {
-    let name = section_name(shstrtab, index, sh.sh_name.get())?;
-    let sh_type = sh.sh_type.get();
+    let name = section_name(shstrtab, index, sh.sh_name.get(ENDIAN))?;
+    let sh_type = sh.sh_type.get(ENDIAN);
     let data = if has_data(sh_type) {
         extent(bytes, sh).ok_or_else(|| ElfError::SectionOutOfBounds {
             section: format!("{index} ({name})"),
-            offset: sh.sh_offset.get(),
-            size: sh.sh_size.get(),
+            offset: sh.sh_offset.get(ENDIAN),
+            size: sh.sh_size.get(ENDIAN),
             len: bytes.len(),
         })?
     } else {
@@ -282,14 +304,14 @@ fn section<'a>(
         index,
         name,
         sh_type,
-        flags: sh.sh_flags.get(),
-        addr: sh.sh_addr.get(),
-        offset: sh.sh_offset.get(),
-        size: sh.sh_size.get(),
-        link: sh.sh_link.get(),
-        info: sh.sh_info.get(),
-        addralign: sh.sh_addralign.get(),
-        entsize: sh.sh_entsize.get(),
+        flags: sh.sh_flags.get(ENDIAN),
+        addr: sh.sh_addr.get(ENDIAN),
+        offset: sh.sh_offset.get(ENDIAN),
+        size: sh.sh_size.get(ENDIAN),
+        link: sh.sh_link.get(ENDIAN),
+        info: sh.sh_info.get(ENDIAN),
+        addralign: sh.sh_addralign.get(ENDIAN),
+        entsize: sh.sh_entsize.get(ENDIAN),
         data,
     })
 }

@@ -4,7 +4,7 @@ use crate::checksum::file_crc;
 use crate::elf::FILE_HEADER_SIZE;
 use crate::error::FormatError;
 use crate::header::{escape, Header, HEADER_SIZE, MAGIC, MAGIC_PENDING};
-use crate::info::InfoRecord;
+use crate::info_record::InfoRecord;
 use crate::payload::{PayloadElf, Section};
 
 /// Alignment of the payload's length in a file (`total_size - HEADER_SIZE`).

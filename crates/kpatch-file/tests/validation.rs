@@ -3,11 +3,11 @@
 mod common;
 
 use common::*;
-use kpatch_file::elf::{SHT_NOBITS, SHT_PROGBITS, SHT_STRTAB, SHT_SYMTAB};
+use kpatch_file::elf::ENDIAN as LE;
 use kpatch_file::{
     write_kpatch, ElfError, FormatError, InfoError, KpatchFile, HEADER_SIZE, INFO_END_MARKER,
 };
-use zerocopy::little_endian::{U16, U32, U64};
+use object::elf::{DataEncoding, FileClass, FileType, FileVersion};
 
 const TIME: u64 = 1_700_000_000;
 
@@ -92,7 +92,42 @@ fn our_file_has_the_documented_layout_and_parses() {
         .collect();
     assert_eq!(records, [(16, 21, false), (8, 9, false), (0, 7, true)]);
     assert!(parsed.info_records().iter().all(|r| r.daddr() == 0));
-    assert_eq!(parsed.elf().machine(), 62);
+    assert_eq!(parsed.elf().machine(), object::elf::Machine(62));
+}
+
+#[test]
+fn symbols_and_relocations_are_read_through_the_payload_layer() {
+    use object::read::elf::{Rela as _, Sym as _};
+    let elf = sample_elf();
+    let file = our_file(&elf);
+    let parsed = KpatchFile::parse(&file).expect("valid");
+    let payload = parsed.elf();
+    let symbols = payload.symbols().expect("a symbol table");
+    let described: Vec<(&[u8], u8, u16, u64)> = symbols
+        .iter()
+        .map(|s| {
+            (
+                symbols.symbol_name(LE, s).expect("a name"),
+                s.st_info.0,
+                s.st_shndx(LE).0,
+                s.st_value(LE),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [(&b""[..], 0, 0, 0), (b"", 3, 1, 0), (b"f", 0x12, 1, 0x10)]
+    );
+
+    let rela = &parsed.sections()[RELA_INDEX];
+    let relas: Vec<(u64, u32)> = payload
+        .relas(rela)
+        .iter()
+        .map(|r| (r.r_offset(LE), r.r_sym(LE, false)))
+        .collect();
+    assert_eq!(relas, [(0, 2), (8, 1), (48, 2), (56, 1), (96, 2), (104, 1)]);
+    // Only relocation sections have relocations.
+    assert!(payload.relas(&parsed.sections()[INFO_INDEX]).is_empty());
 }
 
 #[test]
@@ -286,26 +321,26 @@ fn non_elf_payload_is_rejected() {
 #[test]
 fn elf_identification_is_checked() {
     let mut elf = sample_elf();
-    elf_header_mut(&mut elf).e_ident[4] = 1;
+    elf_header_mut(&mut elf).e_ident.class = FileClass(1);
     assert_elf_rejected(&elf, unsupported("e_ident[EI_CLASS]"));
 
     let mut elf = sample_elf();
-    elf_header_mut(&mut elf).e_ident[5] = 2;
+    elf_header_mut(&mut elf).e_ident.data = DataEncoding(2);
     assert_elf_rejected(&elf, unsupported("e_ident[EI_DATA]"));
 
     let mut elf = sample_elf();
-    elf_header_mut(&mut elf).e_ident[6] = 0;
+    elf_header_mut(&mut elf).e_ident.version = FileVersion(0);
     assert_elf_rejected(&elf, unsupported("e_ident[EI_VERSION]"));
 
     let mut elf = sample_elf();
-    elf_header_mut(&mut elf).e_version = U32::new(2);
+    elf_header_mut(&mut elf).e_version = U32::new(LE, 2);
     assert_elf_rejected(&elf, unsupported("e_version"));
 }
 
 #[test]
 fn non_relocatable_elf_is_rejected() {
     let mut elf = sample_elf();
-    elf_header_mut(&mut elf).e_type = U16::new(2);
+    elf_header_mut(&mut elf).e_type = U16::new(LE, FileType(2));
     let err = parse_err(&peer_file(&elf));
     assert!(unsupported("e_type")(&err), "{err}");
     assert!(err.to_string().contains("ET_REL"), "{err}");
@@ -314,18 +349,18 @@ fn non_relocatable_elf_is_rejected() {
 #[test]
 fn section_header_size_is_checked() {
     let mut elf = sample_elf();
-    elf_header_mut(&mut elf).e_shentsize = U16::new(40);
+    elf_header_mut(&mut elf).e_shentsize = U16::new(LE, 40);
     assert_elf_rejected(&elf, unsupported("e_shentsize"));
 }
 
 #[test]
 fn empty_or_misplaced_section_table_is_rejected() {
     let mut elf = sample_elf();
-    elf_header_mut(&mut elf).e_shnum = U16::new(0);
+    elf_header_mut(&mut elf).e_shnum = U16::new(LE, 0);
     assert_elf_rejected(&elf, unsupported("e_shnum"));
 
     let mut elf = sample_elf();
-    elf_header_mut(&mut elf).e_shoff = U64::new(8);
+    elf_header_mut(&mut elf).e_shoff = U64::new(LE, 8);
     assert_elf_rejected(&elf, unsupported("e_shoff"));
 }
 
@@ -335,9 +370,9 @@ fn section_table_past_the_end_is_rejected() {
         let mut elf = sample_elf();
         let eh = elf_header_mut(&mut elf);
         if let Some(shoff) = shoff {
-            eh.e_shoff = U64::new(shoff);
+            eh.e_shoff = U64::new(LE, shoff);
         }
-        eh.e_shnum = U16::new(shnum);
+        eh.e_shnum = U16::new(LE, shnum);
         assert_elf_rejected(&elf, |e| {
             matches!(
                 e,
@@ -351,7 +386,7 @@ fn section_table_past_the_end_is_rejected() {
 fn bad_shstrndx_is_rejected() {
     for shstrndx in [0u16, 9, 0xffff, 1, SYMTAB_INDEX as u16] {
         let mut elf = sample_elf();
-        elf_header_mut(&mut elf).e_shstrndx = U16::new(shstrndx);
+        elf_header_mut(&mut elf).e_shstrndx = U16::new(LE, SymbolSection(shstrndx));
         assert_elf_rejected(
             &elf,
             |e| matches!(e, FormatError::Elf(ElfError::BadShstrndx { shstrndx: s, .. }) if *s == shstrndx),
@@ -363,12 +398,12 @@ fn bad_shstrndx_is_rejected() {
 fn section_bytes_past_the_end_are_rejected() {
     for index in [2, SHSTRTAB_INDEX] {
         let mut elf = sample_elf();
-        section_header_mut(&mut elf, index).sh_size = U64::new(1 << 20);
+        section_header_mut(&mut elf, index).sh_size = U64::new(LE, 1 << 20);
         assert_elf_rejected(&elf, |e| {
             matches!(e, FormatError::Elf(ElfError::SectionOutOfBounds { .. }))
         });
         let mut elf = sample_elf();
-        section_header_mut(&mut elf, index).sh_offset = U64::new(u64::MAX - 2);
+        section_header_mut(&mut elf, index).sh_offset = U64::new(LE, u64::MAX - 2);
         assert_elf_rejected(&elf, |e| {
             matches!(e, FormatError::Elf(ElfError::SectionOutOfBounds { .. }))
         });
@@ -379,8 +414,8 @@ fn section_bytes_past_the_end_are_rejected() {
 fn nobits_section_may_point_anywhere() {
     let mut elf = sample_elf();
     let sh = section_header_mut(&mut elf, 1);
-    sh.sh_offset = U64::new(u64::MAX);
-    sh.sh_size = U64::new(u64::MAX);
+    sh.sh_offset = U64::new(LE, u64::MAX);
+    sh.sh_size = U64::new(LE, u64::MAX);
     assert!(KpatchFile::parse(&peer_file(&elf)).is_ok());
     assert!(write_kpatch(&build_id(), "0001", TIME, &elf).is_ok());
 }
@@ -388,7 +423,7 @@ fn nobits_section_may_point_anywhere() {
 #[test]
 fn bad_section_name_is_rejected() {
     let mut elf = sample_elf();
-    section_header_mut(&mut elf, 3).sh_name = U32::new(10_000);
+    section_header_mut(&mut elf, 3).sh_name = U32::new(LE, 10_000);
     assert_elf_rejected(&elf, |e| {
         matches!(
             e,
@@ -398,8 +433,8 @@ fn bad_section_name_is_rejected() {
 
     // A name that runs to the end of .shstrtab without a NUL.
     let mut elf = sample_elf();
-    let shstrtab_size = section_header_mut(&mut elf, SHSTRTAB_INDEX).sh_size.get();
-    section_header_mut(&mut elf, SHSTRTAB_INDEX).sh_size = U64::new(shstrtab_size - 1);
+    let shstrtab_size = section_header_mut(&mut elf, SHSTRTAB_INDEX).sh_size.get(LE);
+    section_header_mut(&mut elf, SHSTRTAB_INDEX).sh_size = U64::new(LE, shstrtab_size - 1);
     assert_elf_rejected(&elf, |e| {
         matches!(e, FormatError::Elf(ElfError::BadSectionName { .. }))
     });
@@ -409,12 +444,12 @@ fn bad_section_name_is_rejected() {
 fn symtab_and_rela_entry_sizes_are_checked() {
     for index in [SYMTAB_INDEX, RELA_INDEX] {
         let mut elf = sample_elf();
-        section_header_mut(&mut elf, index).sh_entsize = U64::new(16);
+        section_header_mut(&mut elf, index).sh_entsize = U64::new(LE, 16);
         assert_elf_rejected(&elf, bad_field("sh_entsize"));
 
         let mut elf = sample_elf();
         let sh = section_header_mut(&mut elf, index);
-        sh.sh_size = U64::new(sh.sh_size.get() - 8);
+        sh.sh_size = U64::new(LE, sh.sh_size.get(LE) - 8);
         assert_elf_rejected(&elf, bad_field("sh_size"));
     }
 }
@@ -424,27 +459,27 @@ fn symtab_and_rela_links_are_checked() {
     for index in [SYMTAB_INDEX, RELA_INDEX] {
         for link in [0, 9, 1000] {
             let mut elf = sample_elf();
-            section_header_mut(&mut elf, index).sh_link = U32::new(link);
+            section_header_mut(&mut elf, index).sh_link = U32::new(LE, link);
             assert_elf_rejected(&elf, bad_field("sh_link"));
         }
     }
     // Wrong kinds: a symtab linked to a non-string table, a rela linked to a non-symtab.
     let mut elf = sample_elf();
-    section_header_mut(&mut elf, SYMTAB_INDEX).sh_link = U32::new(INFO_INDEX as u32);
+    section_header_mut(&mut elf, SYMTAB_INDEX).sh_link = U32::new(LE, INFO_INDEX as u32);
     assert_elf_rejected(&elf, bad_field("sh_link"));
     let mut elf = sample_elf();
-    section_header_mut(&mut elf, RELA_INDEX).sh_link = U32::new(STRTAB_INDEX as u32);
+    section_header_mut(&mut elf, RELA_INDEX).sh_link = U32::new(LE, STRTAB_INDEX as u32);
     assert_elf_rejected(&elf, bad_field("sh_link"));
 }
 
 #[test]
 fn symtab_and_rela_info_are_checked() {
     let mut elf = sample_elf();
-    section_header_mut(&mut elf, SYMTAB_INDEX).sh_info = U32::new(4);
+    section_header_mut(&mut elf, SYMTAB_INDEX).sh_info = U32::new(LE, 4);
     assert_elf_rejected(&elf, bad_field("sh_info"));
     for info in [0, 9, 70_000] {
         let mut elf = sample_elf();
-        section_header_mut(&mut elf, RELA_INDEX).sh_info = U32::new(info);
+        section_header_mut(&mut elf, RELA_INDEX).sh_info = U32::new(LE, info);
         assert_elf_rejected(&elf, bad_field("sh_info"));
     }
 }
@@ -474,7 +509,7 @@ fn duplicate_kpatch_info_is_rejected() {
 #[test]
 fn nobits_kpatch_info_is_rejected() {
     let mut elf = sample_elf();
-    section_header_mut(&mut elf, INFO_INDEX).sh_type = U32::new(SHT_NOBITS);
+    section_header_mut(&mut elf, INFO_INDEX).sh_type = U32::new(LE, SHT_NOBITS);
     assert_elf_rejected(&elf, |e| *e == FormatError::Info(InfoError::NoBits));
 }
 
@@ -484,8 +519,8 @@ fn kpatch_info_size_is_checked() {
     for delta in [24u64, 1] {
         let mut elf = sample_elf();
         let sh = section_header_mut(&mut elf, INFO_INDEX);
-        let size = sh.sh_size.get() - delta;
-        sh.sh_size = U64::new(size);
+        let size = sh.sh_size.get(LE) - delta;
+        sh.sh_size = U64::new(LE, size);
         assert_elf_rejected(&elf, |e| {
             *e == FormatError::Info(InfoError::BadSize { size })
         });
@@ -541,7 +576,7 @@ fn writer_checks_the_patch_id() {
 #[test]
 fn other_section_types_are_not_constrained() {
     let mut spec = TestElf::kpatch(&[0xc3], &[(8, 1)]);
-    let mut extra = TestSection::new(".note.extra", 7, vec![1, 2, 3]);
+    let mut extra = TestSection::new(".note.extra", SectionType(7), vec![1, 2, 3]);
     extra.link = 999;
     spec.sections.push(extra);
     let mut data = TestSection::new(".kpatch.data", SHT_PROGBITS, vec![0; 10]);

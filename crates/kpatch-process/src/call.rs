@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::maps::MapEntry;
 use crate::memory::Memory;
 use crate::ptrace::{self, Event};
-use crate::signals::SavedSignal;
 use crate::thread::ThreadHandle;
+use crate::tracee::SavedSignal;
 
 /// Bytes below the stack pointer left untouched: the x86_64 ABI's red zone (other ABIs have
 /// none and lose nothing).

@@ -122,6 +122,18 @@ pub enum Error {
         syscall: String,
         errno: Errno,
     },
+    /// The thread's seccomp filter would not let an injected syscall through: it was not run.
+    #[error("pid {pid}: thread {tid} runs under {filter}, which would {action} on the {syscall} we need; nothing was injected")]
+    SeccompRefuses {
+        pid: i32,
+        tid: i32,
+        syscall: String,
+        filter: String,
+        action: String,
+    },
+    /// A thread's seccomp filter could not be read, so no syscall may be injected into it.
+    #[error("pid {pid}: thread {tid} runs under a seccomp filter that cannot be read (PTRACE_SECCOMP_GET_FILTER: {errno}; it needs CAP_SYS_ADMIN): not injecting a syscall it might punish")]
+    SeccompUnreadable { pid: i32, tid: i32, errno: Errno },
     /// `mmap` with `MAP_FIXED_NOREPLACE` answered with another address (old kernels ignore the
     /// flag and treat the address as a hint).
     #[error("pid {pid}: remote mmap of {len:#x} bytes at {want:#x} returned {got:#x}; the range was unmapped again, pick another address")]
@@ -181,6 +193,24 @@ impl Error {
         Error::Proc {
             path: path.into(),
             source,
+        }
+    }
+
+    /// A system call of the guardian machinery failed.
+    pub(crate) fn guardian(what: &str, errno: Errno) -> Self {
+        Error::InvalidArgument(format!(
+            "guardian process: {what}: {}",
+            std::io::Error::from(errno)
+        ))
+    }
+
+    /// A ptrace request on thread `tid` of process `pid` failed.
+    pub(crate) fn ptrace(pid: i32, tid: i32, op: &'static str, errno: Errno) -> Self {
+        Error::Ptrace {
+            pid,
+            tid,
+            op,
+            errno,
         }
     }
 

@@ -8,23 +8,21 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
-use crate::ptrace::{self, Event, NT_ARM_SYSTEM_CALL, NT_PRFPREG, NT_X86_XSTATE};
-use crate::signals::{sigbit, SavedSignal};
+use crate::ptrace::{self, Event};
 use crate::thread::ThreadHandle;
+use crate::tracee::{sigbit, SavedSignal, TraceeState};
 
 /// Grace period to stop a thread again after a timed-out operation.
 const RECOVER_GRACE: Duration = Duration::from_secs(1);
 /// Large enough for any x86 XSAVE layout the kernel exports (AMX included).
 const XSTATE_MAX: usize = 64 * 1024;
 
-const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
-const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
-
 /// Everything an injected operation changes and puts back.
 pub(crate) struct Saved {
     pub regs: Vec<u64>,
-    /// aarch64: the syscall number the kernel would restart.
-    pub syscall_no: Option<Vec<u8>>,
+    /// The syscall number the kernel would restart, where it is kept in a register set of its
+    /// own: (regset, bytes).
+    pub syscall_no: Option<(u32, Vec<u8>)>,
     /// Floating-point/vector state: (regset, bytes).
     pub vector: Option<(u32, Vec<u8>)>,
     /// The signal mask, when we had to change it.
@@ -54,7 +52,7 @@ impl ThreadHandle<'_> {
         match event {
             Event::Running => Ok(None),
             Event::Exited(_) | Event::Killed(_) => {
-                self.tracee.gone = true;
+                self.tracee.state = TraceeState::Gone;
                 Err(Error::ThreadExited {
                     pid: self.pid(),
                     tid: self.tid(),
@@ -101,19 +99,12 @@ impl ThreadHandle<'_> {
     /// Saves what an injected operation changes.
     pub(crate) fn save(&self, with_vector: bool) -> Result<Saved> {
         let regs = self.regs()?;
-        let syscall_no = if self.layout().orig_syscall.is_none() {
-            // aarch64 keeps the restartable syscall outside the general registers.
+        let syscall_no = self.process.arch().restart_regset().and_then(|regset| {
             let mut buf = vec![0u8; 4];
-            match ptrace::get_regset(self.tid(), NT_ARM_SYSTEM_CALL, &mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some(buf)
-                }
-                Err(_) => None,
-            }
-        } else {
-            None
-        };
+            let n = ptrace::get_regset(self.tid(), regset, &mut buf).ok()?;
+            buf.truncate(n);
+            Some((regset, buf))
+        });
         let vector = if with_vector {
             self.save_vector()?
         } else {
@@ -130,7 +121,7 @@ impl ThreadHandle<'_> {
     /// The richest floating-point/vector register set the kernel offers (x86 XSAVE area,
     /// else the classic FP regset), for calls: the called code may use any of them.
     pub(crate) fn save_vector(&self) -> Result<Option<(u32, Vec<u8>)>> {
-        for regset in [NT_X86_XSTATE, NT_PRFPREG] {
+        for &regset in self.process.arch().vector_regsets() {
             let mut buf = vec![0u8; XSTATE_MAX];
             match ptrace::get_regset(self.tid(), regset, &mut buf) {
                 Ok(n) if n > 0 => {
@@ -160,44 +151,22 @@ impl ThreadHandle<'_> {
 
     /// The blocked-signal mask; `None` on kernels without `PTRACE_GETSIGMASK` (before 3.11).
     pub(crate) fn sigmask(&self) -> Result<Option<u64>> {
-        let mut mask: u64 = 0;
-        // SAFETY: the kernel writes one 8-byte sigset into `mask`, whose size we pass.
-        let r = unsafe {
-            libc::ptrace(
-                PTRACE_GETSIGMASK,
-                self.tid(),
-                8usize as *mut libc::c_void,
-                &mut mask as *mut u64 as *mut libc::c_void,
-            )
-        };
-        match Errno::result(r) {
-            Ok(_) => Ok(Some(mask)),
+        match ptrace::sigmask(self.tid()) {
+            Ok(mask) => Ok(Some(mask)),
             Err(Errno::EINVAL) | Err(Errno::EIO) => Ok(None),
             Err(errno) => Err(self.ptrace_err("GETSIGMASK", errno)),
         }
     }
 
     pub(crate) fn set_sigmask(&self, mask: u64) -> Result<()> {
-        // SAFETY: the kernel reads one 8-byte sigset from `mask`, whose size we pass.
-        let r = unsafe {
-            libc::ptrace(
-                PTRACE_SETSIGMASK,
-                self.tid(),
-                8usize as *mut libc::c_void,
-                &mask as *const u64 as *mut libc::c_void,
-            )
-        };
-        Errno::result(r)
-            .map(drop)
-            .map_err(|e| self.ptrace_err("SETSIGMASK", e))
+        ptrace::set_sigmask(self.tid(), mask).map_err(|e| self.ptrace_err("SETSIGMASK", e))
     }
 
     /// Installs the registers of an injected operation, with syscall restarting cancelled.
     /// A thread the injected code creates is not followed (it would stay stopped, unknown).
     pub(crate) fn enter(&mut self, mut regs: Vec<u64>, saved: &Saved) -> Result<()> {
         if self.tracee.options != 0 {
-            crate::stop::set_options(self.tid(), 0)
-                .map_err(|e| self.ptrace_err("SETOPTIONS", e))?;
+            ptrace::set_options(self.tid(), 0).map_err(|e| self.ptrace_err("SETOPTIONS", e))?;
             self.tracee.options = 0;
         }
         let layout = self.layout();
@@ -205,26 +174,22 @@ impl ThreadHandle<'_> {
             regs[orig] = u64::MAX;
         }
         self.set_regs(&regs)?;
-        if let Some(no) = &saved.syscall_no {
+        if let Some((regset, no)) = &saved.syscall_no {
             let minus_one = (-1i32).to_ne_bytes();
-            ptrace::set_regset(
-                self.tid(),
-                NT_ARM_SYSTEM_CALL,
-                &minus_one[..no.len().min(4)],
-            )
-            .map_err(|e| self.ptrace_err("SETREGSET(NT_ARM_SYSTEM_CALL)", e))?;
+            ptrace::set_regset(self.tid(), *regset, &minus_one[..no.len().min(4)])
+                .map_err(|e| self.ptrace_err("SETREGSET(NT_ARM_SYSTEM_CALL)", e))?;
         }
         Ok(())
     }
 
     /// Puts back everything [`ThreadHandle::save`] saved (nothing if the thread is gone).
     pub(crate) fn restore(&mut self, saved: &Saved) -> Result<()> {
-        if self.tracee.gone {
+        if self.tracee.is_gone() {
             return Ok(());
         }
         let mut result = self.set_regs(&saved.regs);
-        if let Some(no) = &saved.syscall_no {
-            let r = ptrace::set_regset(self.tid(), NT_ARM_SYSTEM_CALL, no)
+        if let Some((regset, no)) = &saved.syscall_no {
+            let r = ptrace::set_regset(self.tid(), *regset, no)
                 .map_err(|e| self.ptrace_err("SETREGSET(NT_ARM_SYSTEM_CALL)", e));
             result = result.and(r);
         }

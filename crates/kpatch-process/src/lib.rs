@@ -7,17 +7,26 @@
 //! instruction and numbers); registers travel as `NT_PRSTATUS` word vectors, so the same code
 //! serves x86_64 and aarch64.
 //!
-//! This is the only crate of the workspace that uses `unsafe` (ptrace, siginfo and register
-//! buffers).
+//! This is the only crate of the workspace that uses `unsafe` (ptrace, fork, siginfo, shared
+//! memory and register buffers), each block with a `// SAFETY:` line.
+//!
+//! Modules, each using only those before it: `ptrace` (the raw requests and `waitpid`),
+//! `procfs`, `maps`, `auxv`, `region`, `process` (a process opened: identity, maps, memory),
+//! `tracee` (what we know of a seized thread), `regs` (its registers), `restart` (undoing the
+//! `EINTR` our stop causes), `thread` ([`ThreadHandle`]), then what a stopped thread can run,
+//! each an `impl ThreadHandle`: `inject` (saving and restoring around injected code),
+//! `syscall`, `call`, `signals` (re-queueing the signals it swallowed); `stop` (stopping and
+//! releasing threads: [`StoppedProcess`], [`StoppedThread`]), `run` (letting some run to a
+//! return point) and `guardian` (undoing writes if the tool dies).
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod auxv;
 mod call;
 mod defer;
 mod error;
 mod guardian;
-mod guardian_forker;
 mod inherited_fd;
 mod inject;
 mod maps;
@@ -26,26 +35,31 @@ mod process;
 mod procfs;
 mod ptrace;
 mod region;
+mod regs;
 mod restart;
 mod run;
+mod seccomp;
 mod signals;
 mod stop;
 mod syscall;
 mod syscall_insn;
 mod thread;
+mod tracee;
 
 pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
 pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
 pub use defer::DeferTermination;
 pub use error::{Error, Result};
-pub use guardian::{Guardian, GUARDIAN_CAPACITY};
-pub use guardian_forker::GuardianForker;
+pub use guardian::{Guardian, GuardianForker, GUARDIAN_CAPACITY};
 pub use inherited_fd::adopt_inherited_fd;
 pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};
 pub use memory::Memory;
 pub use process::Process;
 pub use region::{find_region, user_space_end, SpaceLimits, MIN_STACK_RESERVE, STACK_GUARD_GAP};
 pub use run::{ReturnPoint, RunReport};
+pub use seccomp::{
+    Action as SeccompAction, Filter as SeccompFilter, Insn as BpfInsn, SeccompData, SeccompState,
+};
 pub use stop::{StoppedProcess, StoppedThread};
 pub use syscall::SYSCALL_TIMEOUT;
 pub use thread::ThreadHandle;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use kpatch_arch::Arch;
+use object::elf::{FileHeader64, Ident, ELFCLASS64, ELFDATA2LSB, ELFMAG};
+use object::LittleEndian;
 
 use crate::auxv::Auxv;
 use crate::error::{Error, Result};
@@ -230,25 +232,32 @@ fn live_thread(pid: i32) -> Result<Option<i32>> {
 
 /// The architecture from the running executable's ELF header.
 fn identify(pid: i32, exe: &Path, link: &Path) -> Result<&'static dyn Arch> {
-    let mut header = [0u8; 20];
+    // The identification bytes and e_type, e_machine: all that is needed.
+    const PREFIX: usize = size_of::<Ident>() + 4;
+    let mut header = [0u8; size_of::<FileHeader64<LittleEndian>>()];
     File::open(link)
-        .and_then(|mut f| f.read_exact(&mut header))
+        .and_then(|mut f| f.read_exact(&mut header[..PREFIX]))
         .map_err(|e| Error::proc(link, e))?;
     let unsupported = |what: String| Error::Unsupported {
         pid,
         exe: exe.to_owned(),
         what,
     };
-    if header[..4] != *b"\x7fELF" {
+    // The buffer is exactly one header: the view cannot fail.
+    let Ok((header, _)) = object::pod::from_bytes::<FileHeader64<LittleEndian>>(&header) else {
+        return Err(unsupported("not an ELF file".into()));
+    };
+    let ident = &header.e_ident;
+    if ident.magic != ELFMAG {
         return Err(unsupported("not an ELF file".into()));
     }
-    if header[4] != 2 {
+    if ident.class != ELFCLASS64 {
         return Err(unsupported("a 32-bit program".into()));
     }
-    if header[5] != 1 {
+    if ident.data != ELFDATA2LSB {
         return Err(unsupported("a big-endian program".into()));
     }
-    let machine = u16::from_le_bytes([header[18], header[19]]);
+    let machine = header.e_machine.get(LittleEndian).0;
     kpatch_arch::for_machine(machine)
         .ok_or_else(|| unsupported(format!("a program for ELF machine {machine}")))
 }

@@ -9,12 +9,6 @@ use nix::errno::Errno;
 
 /// `NT_PRSTATUS`: general-purpose registers.
 pub(crate) const NT_PRSTATUS: u32 = 1;
-/// `NT_PRFPREG`: floating-point/SIMD registers.
-pub(crate) const NT_PRFPREG: u32 = 2;
-/// `NT_X86_XSTATE`: the full x86 extended state (x87, SSE, AVX, AVX-512, ...).
-pub(crate) const NT_X86_XSTATE: u32 = 0x202;
-/// `NT_ARM_SYSTEM_CALL`: the aarch64 syscall number the kernel may restart.
-pub(crate) const NT_ARM_SYSTEM_CALL: u32 = 0x404;
 
 fn request(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<libc::c_long, Errno> {
     Errno::clear();
@@ -57,6 +51,28 @@ pub(crate) fn single_step_with(tid: i32, sig: i32) -> Result<(), Errno> {
 /// `PTRACE_DETACH` without a signal.
 pub(crate) fn detach(tid: i32) -> Result<(), Errno> {
     request(libc::PTRACE_DETACH, tid, 0, 0).map(drop)
+}
+
+/// `PTRACE_SETOPTIONS`.
+pub(crate) fn set_options(tid: i32, options: libc::c_int) -> Result<(), Errno> {
+    request(libc::PTRACE_SETOPTIONS, tid, 0, options as usize).map(drop)
+}
+
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+
+/// `PTRACE_GETSIGMASK`: the blocked-signal mask.
+pub(crate) fn sigmask(tid: i32) -> Result<u64, Errno> {
+    let mut mask: u64 = 0;
+    // The kernel writes one 8-byte sigset into `mask`, whose size is passed.
+    request(PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)?;
+    Ok(mask)
+}
+
+/// `PTRACE_SETSIGMASK`.
+pub(crate) fn set_sigmask(tid: i32, mask: u64) -> Result<(), Errno> {
+    // The kernel reads one 8-byte sigset from `mask`, whose size is passed.
+    request(PTRACE_SETSIGMASK, tid, 8, &mask as *const u64 as usize).map(drop)
 }
 
 /// `PTRACE_GETEVENTMSG`.
@@ -148,7 +164,8 @@ pub(crate) fn decode(status: i32) -> Event {
     }
 }
 
-/// `waitpid(tid, __WALL | WNOHANG)`.
+/// `waitpid(tid, __WALL | WNOHANG)`. Not nix's `waitpid`: its `WaitStatus` holds a
+/// `Signal`, which fails for a real-time signal after the status was consumed.
 pub(crate) fn poll(tid: i32) -> Result<Event, Errno> {
     let mut status = 0;
     loop {

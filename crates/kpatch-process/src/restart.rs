@@ -16,29 +16,13 @@
 
 use std::path::PathBuf;
 
-use kpatch_arch::{Arch, EM_AARCH64, EM_X86_64};
-
 use crate::error::Result;
 use crate::memory::Memory;
 use crate::process::Process;
 use crate::procfs::{self, CurrentSyscall};
-use crate::thread::{read_regs, write_regs};
+use crate::regs::{read_regs, write_regs};
 
 const EINTR: u64 = (-(libc::EINTR as i64)) as u64;
-
-/// Syscalls that fail with `EINTR` when a ptrace stop interrupts them, and that may be called
-/// again with the same arguments.
-fn eintr_on_stop(arch: &dyn Arch, nr: u64) -> bool {
-    match arch.e_machine() {
-        // epoll_wait, epoll_pwait, epoll_pwait2, semop, semtimedop, io_getevents,
-        // io_pgetevents, rt_sigtimedwait
-        EM_X86_64 => matches!(nr, 232 | 281 | 441 | 65 | 220 | 208 | 333 | 128),
-        // epoll_pwait, epoll_pwait2, semop, semtimedop, io_getevents, io_pgetevents,
-        // rt_sigtimedwait
-        EM_AARCH64 => matches!(nr, 22 | 441 | 193 | 192 | 4 | 292 | 137),
-        _ => false,
-    }
-}
 
 /// Where a syscall's return value overwrites its first argument (aarch64), what thread `tid`
 /// is blocked in when it is one of those syscalls; read after seizing it and before
@@ -49,7 +33,7 @@ pub(crate) fn blocked_syscall(process: &Process, tid: i32) -> Option<CurrentSysc
         return None;
     }
     let dir = PathBuf::from(format!("/proc/{}/task/{tid}", process.pid()));
-    procfs::current_syscall(&dir).filter(|s| eintr_on_stop(arch, s.nr))
+    procfs::current_syscall(&dir).filter(|s| arch.sys_eintr_on_stop(s.nr))
 }
 
 /// If thread `tid`, just stopped by our interrupt, returned `EINTR` from such a syscall
@@ -80,7 +64,7 @@ pub(crate) fn undo_stop_eintr(
             _ => return Ok(regs),
         },
     };
-    if !eintr_on_stop(arch, nr) {
+    if !arch.sys_eintr_on_stop(nr) {
         return Ok(regs);
     }
     let insn = arch.syscall_insn();

@@ -29,17 +29,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use kpatch_arch::EM_X86_64;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::guardian::Guardian;
 use crate::memory::Memory;
+use crate::process::Process;
 use crate::procfs;
 use crate::ptrace::{self, Backoff, Event};
-use crate::signals::sigbit;
-use crate::stop::{adopt, interrupt, ptrace_error, set_options, settle, StoppedProcess, Tracee};
-use crate::thread::{read_regs, write_regs, ThreadHandle};
+use crate::regs::{read_regs, write_regs};
+use crate::stop::{adopt, interrupt, settle, StoppedProcess};
+use crate::thread::ThreadHandle;
+use crate::tracee::{sigbit, Tracee, TraceeState};
 
 /// How long stopping a running thread again (or collecting a newborn one) may take.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -48,10 +49,6 @@ const MAX_STEP_STOPS: usize = 64;
 /// What the threads let run are traced for: threads and processes they create, and `exec`.
 const RUN_OPTIONS: libc::c_int =
     libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEEXEC;
-/// `si_code` of the trap an x86 `int3` raises.
-const SI_KERNEL: i32 = 0x80;
-/// `si_code` of the trap an aarch64 `brk` raises.
-const TRAP_BRKPT: i32 = 1;
 
 /// Where a thread is to be let run to: until it is about to execute the instruction at `addr`
 /// with its stack pointer at or above `sp`.
@@ -108,6 +105,8 @@ struct Breakpoints {
     insn: &'static [u8],
     /// How far the pc is past the breakpoint's address when its trap is reported.
     advance: u64,
+    /// `si_code` of its trap.
+    si_code: i32,
     originals: BTreeMap<u64, Vec<u8>>,
     /// Addresses where the breakpoint is in memory right now.
     inserted: BTreeSet<u64>,
@@ -120,6 +119,20 @@ enum Hold {
     Brief,
     /// For good: signals are kept and re-queued when the thread is released.
     Final,
+}
+
+/// One [`StoppedProcess::run_to`] under way: the stopped set, the threads let run, the
+/// breakpoints, the threads born meanwhile.
+struct Run<'w, 'p> {
+    world: &'w mut StoppedProcess<'p>,
+    runners: Vec<Runner>,
+    bps: Breakpoints,
+    /// Threads created meanwhile by the running ones, stopped.
+    born: Vec<Tracee>,
+    /// The process executed a new program: the breakpoints went away with the old one.
+    execed: bool,
+    /// When the runners stop waiting for their return points.
+    deadline: Instant,
 }
 
 impl StoppedProcess<'_> {
@@ -137,11 +150,6 @@ impl StoppedProcess<'_> {
         let process = self.process();
         let arch = process.arch();
         let insn = arch.breakpoint_insn();
-        let advance = if arch.e_machine() == EM_X86_64 {
-            insn.len() as u64
-        } else {
-            0
-        };
         let mut report = RunReport::default();
         let mut runners: Vec<Runner> = Vec::new();
         for p in points {
@@ -151,12 +159,12 @@ impl StoppedProcess<'_> {
             let t = self
                 .tracees
                 .iter()
-                .find(|t| t.tid == p.tid && !t.gone)
+                .find(|t| t.tid == p.tid && !t.is_gone())
                 .ok_or(Error::UnknownThread {
                     pid: process.pid(),
                     tid: p.tid,
                 })?;
-            if t.group_stop {
+            if t.state == TraceeState::GroupStopped {
                 report.late.push(p.tid);
                 continue;
             }
@@ -171,7 +179,8 @@ impl StoppedProcess<'_> {
         }
         let mut bps = Breakpoints {
             insn,
-            advance,
+            advance: arch.breakpoint_pc_advance(),
+            si_code: arch.breakpoint_si_code(),
             originals: BTreeMap::new(),
             inserted: BTreeSet::new(),
         };
@@ -204,24 +213,28 @@ impl StoppedProcess<'_> {
             }
             bps.inserted.insert(addr);
         }
-        let mut born: Vec<Tracee> = Vec::new();
-        let mut execed = false;
         if result.is_ok() {
             on_inserted();
-            let deadline = Instant::now() + timeout;
-            result = self.drive(&mut runners, &mut bps, &mut born, &mut execed, deadline);
         }
-        let quiesced = if execed {
-            Ok(())
-        } else {
-            self.quiesce(&mut runners, &mut bps, &mut born)
+        let mut run = Run {
+            world: self,
+            runners,
+            bps,
+            born: Vec::new(),
+            execed: false,
+            deadline: Instant::now() + timeout,
         };
+        if result.is_ok() {
+            result = run.drive();
+        }
+        let quiesced = if run.execed { Ok(()) } else { run.quiesce() };
         // After an exec the addresses belong to another program: nothing of ours is left.
-        let restored = if execed {
+        let restored = if run.execed {
             Ok(())
         } else {
-            let r = restore_all(self, &mut bps);
-            let alive = self.tracees.iter().any(|t| !t.gone) || born.iter().any(|t| !t.gone);
+            let r = run.restore_breakpoints();
+            let alive = run.world.tracees.iter().any(|t| !t.is_gone())
+                || run.born.iter().any(|t| !t.is_gone());
             if alive {
                 r
             } else {
@@ -233,6 +246,9 @@ impl StoppedProcess<'_> {
                 let _ = g.disarm();
             }
         }
+        let Run {
+            runners, mut born, ..
+        } = run;
         for t in &born {
             report.born.push(t.tid);
         }
@@ -244,15 +260,15 @@ impl StoppedProcess<'_> {
                 State::Gone => report.exited.push(tid),
                 _ => report.late.push(tid),
             }
-            if r.state != State::Gone && set_options(tid, 0).is_ok() {
-                if let Some(t) = self.tracee(tid) {
+            if r.state != State::Gone && ptrace::set_options(tid, 0).is_ok() {
+                if let Some(t) = self.tracees.iter_mut().find(|t| t.tid == tid) {
                     t.options = 0;
                 }
             }
         }
         for &tid in &report.born {
-            if set_options(tid, 0).is_ok() {
-                if let Some(t) = self.tracee(tid) {
+            if ptrace::set_options(tid, 0).is_ok() {
+                if let Some(t) = self.tracees.iter_mut().find(|t| t.tid == tid) {
                     t.options = 0;
                 }
             }
@@ -262,22 +278,40 @@ impl StoppedProcess<'_> {
         restored?;
         Ok(report)
     }
+}
 
-    fn tracee(&mut self, tid: i32) -> Option<&mut Tracee> {
-        self.tracees.iter_mut().find(|t| t.tid == tid)
+impl Run<'_, '_> {
+    fn process(&self) -> &Process {
+        self.world.process()
     }
 
+    fn tracee(&mut self, tid: i32) -> Option<&mut Tracee> {
+        self.world.tracees.iter_mut().find(|t| t.tid == tid)
+    }
+
+    /// Notes that `tid` stopped (a group-stop stays one) or runs; its registers are stale.
     fn set_stopped(&mut self, tid: i32, stopped: bool) {
         if let Some(t) = self.tracee(tid) {
-            t.stopped = stopped;
+            t.state = match (t.state, stopped) {
+                (TraceeState::Gone | TraceeState::GroupStopped, true) => t.state,
+                (_, true) => TraceeState::Stopped,
+                (TraceeState::Gone, false) => TraceeState::Gone,
+                (_, false) => TraceeState::Running,
+            };
             t.regs = None;
+        }
+    }
+
+    /// Notes that `tid` stopped for job control.
+    fn set_group_stopped(&mut self, tid: i32) {
+        if let Some(t) = self.tracee(tid) {
+            t.state = TraceeState::GroupStopped;
         }
     }
 
     fn set_gone(&mut self, tid: i32) {
         if let Some(t) = self.tracee(tid) {
-            t.gone = true;
-            t.stopped = false;
+            t.state = TraceeState::Gone;
         }
     }
 
@@ -285,47 +319,40 @@ impl StoppedProcess<'_> {
         self.set_stopped(tid, false);
         match ptrace::cont(tid, sig) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(errno) => Err(ptrace_error(self.process(), tid, "CONT", errno)),
+            Err(errno) => Err(Error::ptrace(self.process().pid(), tid, "CONT", errno)),
         }
     }
 
-    fn drive(
-        &mut self,
-        runners: &mut [Runner],
-        bps: &mut Breakpoints,
-        born: &mut Vec<Tracee>,
-        execed: &mut bool,
-        deadline: Instant,
-    ) -> Result<()> {
-        for r in runners.iter_mut() {
-            let tid = r.point.tid;
-            set_options(tid, RUN_OPTIONS)
-                .map_err(|e| ptrace_error(self.process(), tid, "SETOPTIONS", e))?;
+    fn drive(&mut self) -> Result<()> {
+        for i in 0..self.runners.len() {
+            let tid = self.runners[i].point.tid;
+            ptrace::set_options(tid, RUN_OPTIONS)
+                .map_err(|e| Error::ptrace(self.process().pid(), tid, "SETOPTIONS", e))?;
             if let Some(t) = self.tracee(tid) {
                 t.options = RUN_OPTIONS;
             }
             self.cont(tid, 0)?;
-            r.state = State::Running;
+            self.runners[i].state = State::Running;
         }
-        let mut backoff = Backoff::new(deadline);
+        let mut backoff = Backoff::new(self.deadline);
         loop {
             let mut events = false;
-            for i in 0..runners.len() {
-                if runners[i].state != State::Running {
+            for i in 0..self.runners.len() {
+                if self.runners[i].state != State::Running {
                     continue;
                 }
-                let event = poll(runners[i].point.tid);
+                let event = poll(self.runners[i].point.tid);
                 if event == Event::Running {
                     continue;
                 }
                 events = true;
-                self.on_run_event(i, event, runners, bps, born, execed, deadline)?;
+                self.on_run_event(i, event)?;
             }
-            if runners.iter().all(|r| r.state != State::Running) {
+            if self.runners.iter().all(|r| r.state != State::Running) {
                 return Ok(());
             }
             if events {
-                backoff = Backoff::new(deadline);
+                backoff = Backoff::new(self.deadline);
             }
             if !backoff.wait() {
                 return Ok(());
@@ -334,19 +361,19 @@ impl StoppedProcess<'_> {
     }
 
     /// Whether the stop of `tid` is the trap of one of our breakpoints; returns its address.
-    fn our_trap(&self, tid: i32, bps: &Breakpoints) -> Result<Option<u64>> {
+    fn our_trap(&self, tid: i32) -> Result<Option<u64>> {
         let info = match ptrace::siginfo(tid) {
             Ok(i) => i,
             Err(Errno::ESRCH) => return Ok(None),
-            Err(e) => return Err(ptrace_error(self.process(), tid, "GETSIGINFO", e)),
+            Err(e) => return Err(Error::ptrace(self.process().pid(), tid, "GETSIGINFO", e)),
         };
-        if info.si_code != SI_KERNEL && info.si_code != TRAP_BRKPT {
+        if info.si_code != self.bps.si_code {
             return Ok(None);
         }
         let layout = self.process().arch().regs();
         let regs = read_regs(self.process(), tid)?;
-        let addr = regs[layout.pc].wrapping_sub(bps.advance);
-        Ok(bps.originals.contains_key(&addr).then_some(addr))
+        let addr = regs[layout.pc].wrapping_sub(self.bps.advance);
+        Ok(self.bps.originals.contains_key(&addr).then_some(addr))
     }
 
     /// Puts the pc of `tid` back on the breakpoint at `addr` and says whether its stack
@@ -362,34 +389,30 @@ impl StoppedProcess<'_> {
         Ok(regs[layout.sp] >= sp)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_run_event(
-        &mut self,
-        i: usize,
-        event: Event,
-        runners: &mut [Runner],
-        bps: &mut Breakpoints,
-        born: &mut Vec<Tracee>,
-        execed: &mut bool,
-        deadline: Instant,
-    ) -> Result<()> {
-        let tid = runners[i].point.tid;
+    /// Whether runner `i`, stopped on the breakpoint at `addr`, has arrived: its own return
+    /// point, with its own stack pointer (the pc is put back on the breakpoint either way).
+    fn arrived(&mut self, i: usize, addr: u64) -> Result<bool> {
+        let point = self.runners[i].point;
+        let right_frame = self.rewind(point.tid, addr, point.sp)?;
+        Ok(addr == point.addr && right_frame)
+    }
+
+    fn on_run_event(&mut self, i: usize, event: Event) -> Result<()> {
+        let tid = self.runners[i].point.tid;
         match event {
             Event::Running => {}
             Event::Exited(_) | Event::Killed(_) => {
-                runners[i].state = State::Gone;
+                self.runners[i].state = State::Gone;
                 self.set_gone(tid);
             }
-            Event::Signal(sig) if sig == libc::SIGTRAP => match self.our_trap(tid, bps)? {
+            Event::Signal(sig) if sig == libc::SIGTRAP => match self.our_trap(tid)? {
                 Some(addr) => {
                     self.set_stopped(tid, true);
-                    let point = runners[i].point;
-                    let right_frame = self.rewind(tid, addr, point.sp)?;
-                    if addr == point.addr && right_frame {
-                        runners[i].state = State::Arrived;
+                    if self.arrived(i, addr)? {
+                        self.runners[i].state = State::Arrived;
                     } else {
-                        runners[i].state = State::Held;
-                        self.step_over(i, addr, runners, bps, born, execed, deadline)?;
+                        self.runners[i].state = State::Held;
+                        self.step_over(i, addr)?;
                     }
                 }
                 None => self.cont(tid, sig)?,
@@ -400,16 +423,13 @@ impl StoppedProcess<'_> {
                     self.cont(tid, 0)?;
                 } else {
                     // Job control stopped the process: it is not ours to resume.
-                    runners[i].state = State::Stopped;
-                    if let Some(t) = self.tracee(tid) {
-                        t.stopped = true;
-                        t.group_stop = true;
-                    }
+                    self.runners[i].state = State::Stopped;
+                    self.set_group_stopped(tid);
                 }
             }
             Event::Ptrace { event, .. } => {
                 self.set_stopped(tid, true);
-                self.on_birth_or_exec(tid, event, bps, born, execed)?;
+                self.on_birth_or_exec(tid, event)?;
                 self.cont(tid, 0)?;
             }
         }
@@ -417,36 +437,28 @@ impl StoppedProcess<'_> {
     }
 
     /// Handles a `PTRACE_EVENT_CLONE`, `_FORK` or `_EXEC` stop of `tid`.
-    fn on_birth_or_exec(
-        &mut self,
-        tid: i32,
-        event: i32,
-        bps: &Breakpoints,
-        born: &mut Vec<Tracee>,
-        execed: &mut bool,
-    ) -> Result<()> {
-        let process = self.process();
+    fn on_birth_or_exec(&mut self, tid: i32, event: i32) -> Result<()> {
         match event {
             e if e == libc::PTRACE_EVENT_CLONE => {
                 if let Ok(child) = ptrace::event_msg(tid) {
                     let child = child as i32;
-                    if born.iter().all(|t| t.tid != child) {
-                        let t = adopt(process, child, RUN_OPTIONS);
-                        if !t.gone {
-                            born.push(t);
+                    if self.born.iter().all(|t| t.tid != child) {
+                        let t = adopt(self.process(), child, RUN_OPTIONS);
+                        if !t.is_gone() {
+                            self.born.push(t);
                         }
                     }
                 }
             }
             e if e == libc::PTRACE_EVENT_FORK => {
                 if let Ok(child) = ptrace::event_msg(tid) {
-                    clean_fork_child(child as i32, bps);
+                    clean_fork_child(child as i32, &self.bps);
                 }
             }
             e if e == libc::PTRACE_EVENT_EXEC => {
-                *execed = true;
+                self.execed = true;
                 return Err(Error::UnexpectedStop {
-                    pid: process.pid(),
+                    pid: self.process().pid(),
                     tid,
                     detail: "the process executed a new program while we waited for it".into(),
                 });
@@ -458,77 +470,58 @@ impl StoppedProcess<'_> {
 
     /// Steps runner `i`, stopped on the breakpoint at `addr` that is not its arrival, over the
     /// original instruction, with every other thread stopped meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    fn step_over(
-        &mut self,
-        i: usize,
-        addr: u64,
-        runners: &mut [Runner],
-        bps: &mut Breakpoints,
-        born: &mut Vec<Tracee>,
-        execed: &mut bool,
-        deadline: Instant,
-    ) -> Result<()> {
-        for j in 0..runners.len() {
-            if j != i && runners[j].state == State::Running {
-                self.hold(j, runners, bps, born, execed, Hold::Brief)?;
+    fn step_over(&mut self, i: usize, addr: u64) -> Result<()> {
+        for j in 0..self.runners.len() {
+            if j != i && self.runners[j].state == State::Running {
+                self.hold(j, Hold::Brief)?;
             }
         }
-        let process = self.process();
-        let tid = runners[i].point.tid;
-        let orig = bps.originals.get(&addr).cloned().unwrap_or_default();
-        process.write(addr, &orig)?;
-        bps.inserted.remove(&addr);
-        let stepped = self.single_step(i, runners, bps, born, execed, deadline);
-        let reinserted = process.write(addr, bps.insn);
+        let tid = self.runners[i].point.tid;
+        let orig = self.bps.originals.get(&addr).cloned().unwrap_or_default();
+        self.process().write(addr, &orig)?;
+        self.bps.inserted.remove(&addr);
+        let stepped = self.single_step(i);
+        let reinserted = self.process().write(addr, self.bps.insn);
         if reinserted.is_ok() {
-            bps.inserted.insert(addr);
+            self.bps.inserted.insert(addr);
         }
         stepped?;
         reinserted?;
-        for r in runners.iter_mut() {
-            if r.state == State::Held {
-                let sig = r.pending.take().unwrap_or(0);
-                r.state = State::Running;
-                self.cont(r.point.tid, sig)?;
+        for j in 0..self.runners.len() {
+            if self.runners[j].state == State::Held {
+                let sig = self.runners[j].pending.take().unwrap_or(0);
+                self.runners[j].state = State::Running;
+                self.cont(self.runners[j].point.tid, sig)?;
             }
         }
-        if runners[i].state == State::Held {
-            runners[i].state = State::Running;
+        if self.runners[i].state == State::Held {
+            self.runners[i].state = State::Running;
             self.cont(tid, 0)?;
         }
         Ok(())
     }
 
     /// Single-steps runner `i` once (delivering a signal that gets in the way).
-    fn single_step(
-        &mut self,
-        i: usize,
-        runners: &mut [Runner],
-        bps: &Breakpoints,
-        born: &mut Vec<Tracee>,
-        execed: &mut bool,
-        deadline: Instant,
-    ) -> Result<()> {
-        let tid = runners[i].point.tid;
+    fn single_step(&mut self, i: usize) -> Result<()> {
+        let tid = self.runners[i].point.tid;
         let mut sig = 0;
         for _ in 0..MAX_STEP_STOPS {
             self.set_stopped(tid, false);
             match step(tid, sig) {
                 Ok(()) => {}
                 Err(Errno::ESRCH) => {}
-                Err(e) => return Err(ptrace_error(self.process(), tid, "SINGLESTEP", e)),
+                Err(e) => return Err(Error::ptrace(self.process().pid(), tid, "SINGLESTEP", e)),
             }
             sig = 0;
-            let grace = deadline.max(Instant::now() + STOP_GRACE);
+            let grace = self.deadline.max(Instant::now() + STOP_GRACE);
             let event = wait(tid, grace);
             match event {
                 Event::Running => {
                     // Stuck in a blocking system call: take it back like the others.
-                    return self.hold(i, runners, bps, born, execed, Hold::Brief);
+                    return self.hold(i, Hold::Brief);
                 }
                 Event::Exited(_) | Event::Killed(_) => {
-                    runners[i].state = State::Gone;
+                    self.runners[i].state = State::Gone;
                     self.set_gone(tid);
                     return Ok(());
                 }
@@ -540,16 +533,14 @@ impl StoppedProcess<'_> {
                 Event::Ptrace { sig: s, event } if event == libc::PTRACE_EVENT_STOP => {
                     if s != libc::SIGTRAP {
                         self.set_stopped(tid, true);
-                        if let Some(t) = self.tracee(tid) {
-                            t.group_stop = true;
-                        }
-                        runners[i].state = State::Stopped;
+                        self.set_group_stopped(tid);
+                        self.runners[i].state = State::Stopped;
                         return Ok(());
                     }
                 }
                 Event::Ptrace { event, .. } => {
                     self.set_stopped(tid, true);
-                    self.on_birth_or_exec(tid, event, bps, born, execed)?;
+                    self.on_birth_or_exec(tid, event)?;
                 }
             }
         }
@@ -563,41 +554,31 @@ impl StoppedProcess<'_> {
     }
 
     /// Stops running runner `j` and waits for it; its stop is sorted out as `how` says.
-    fn hold(
-        &mut self,
-        j: usize,
-        runners: &mut [Runner],
-        bps: &Breakpoints,
-        born: &mut Vec<Tracee>,
-        execed: &mut bool,
-        how: Hold,
-    ) -> Result<()> {
-        let process = self.process();
-        let tid = runners[j].point.tid;
-        interrupt(process, tid)?;
+    fn hold(&mut self, j: usize, how: Hold) -> Result<()> {
+        let pid = self.process().pid();
+        let tid = self.runners[j].point.tid;
+        interrupt(self.process(), tid)?;
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             let event = wait(tid, deadline);
             match event {
                 Event::Running => {
                     return Err(Error::StopTimeout {
-                        pid: process.pid(),
+                        pid,
                         tids: vec![tid],
                         timeout: STOP_GRACE,
                     })
                 }
                 Event::Exited(_) | Event::Killed(_) => {
-                    runners[j].state = State::Gone;
+                    self.runners[j].state = State::Gone;
                     self.set_gone(tid);
                     return Ok(());
                 }
                 Event::Signal(sig) => {
                     self.set_stopped(tid, true);
                     if sig == libc::SIGTRAP {
-                        if let Some(addr) = self.our_trap(tid, bps)? {
-                            let point = runners[j].point;
-                            let right_frame = self.rewind(tid, addr, point.sp)?;
-                            runners[j].state = if addr == point.addr && right_frame {
+                        if let Some(addr) = self.our_trap(tid)? {
+                            self.runners[j].state = if self.arrived(j, addr)? {
                                 State::Arrived
                             } else {
                                 held(how)
@@ -605,9 +586,9 @@ impl StoppedProcess<'_> {
                             return Ok(());
                         }
                     }
-                    runners[j].state = held(how);
+                    self.runners[j].state = held(how);
                     match how {
-                        Hold::Brief => runners[j].pending = Some(sig),
+                        Hold::Brief => self.runners[j].pending = Some(sig),
                         Hold::Final => self.keep(tid)?,
                     }
                     return Ok(());
@@ -615,77 +596,97 @@ impl StoppedProcess<'_> {
                 Event::Ptrace { sig, event } if event == libc::PTRACE_EVENT_STOP => {
                     self.set_stopped(tid, true);
                     if sig != libc::SIGTRAP {
-                        if let Some(t) = self.tracee(tid) {
-                            t.group_stop = true;
-                        }
-                        runners[j].state = State::Stopped;
+                        self.set_group_stopped(tid);
+                        self.runners[j].state = State::Stopped;
                         return Ok(());
                     }
                     // Our interrupt. The kernel reports it before any pending signal, so a
                     // thread that had just executed a breakpoint has its SIGTRAP still queued:
                     // let it come (a thread left stopped with it would die of it when released).
-                    if trap_pending(process.pid(), tid) {
+                    if trap_pending(pid, tid) {
                         self.cont(tid, 0)?;
                         continue;
                     }
-                    runners[j].state = held(how);
+                    self.runners[j].state = held(how);
                     return Ok(());
                 }
                 Event::Ptrace { event, .. } => {
                     self.set_stopped(tid, true);
-                    self.on_birth_or_exec(tid, event, bps, born, execed)?;
+                    self.on_birth_or_exec(tid, event)?;
                     // Any ptrace stop cancels a pending interrupt: ask again, then go on.
-                    interrupt(process, tid)?;
+                    interrupt(self.process(), tid)?;
                     self.cont(tid, 0)?;
                 }
             }
         }
     }
 
+    /// Keeps the signal `tid` is stopped with, to re-queue it when the thread is released.
     fn keep(&mut self, tid: i32) -> Result<()> {
-        let process = self.process();
-        if let Some(t) = self.tracees.iter_mut().find(|t| t.tid == tid) {
+        let process = self.world.process();
+        if let Some(t) = self.world.tracees.iter_mut().find(|t| t.tid == tid) {
             ThreadHandle::new(process, t).keep_signal()?;
         }
         Ok(())
     }
 
     /// Stops every runner still running (and collects the threads born meanwhile), for good.
-    fn quiesce(
-        &mut self,
-        runners: &mut [Runner],
-        bps: &mut Breakpoints,
-        born: &mut Vec<Tracee>,
-    ) -> Result<()> {
+    fn quiesce(&mut self) -> Result<()> {
         let mut first_error = None;
-        let mut execed = false;
-        for j in 0..runners.len() {
-            if execed {
+        for j in 0..self.runners.len() {
+            if self.execed {
                 break;
             }
-            match runners[j].state {
+            match self.runners[j].state {
                 State::Running => {
-                    if let Err(e) = self.hold(j, runners, bps, born, &mut execed, Hold::Final) {
+                    if let Err(e) = self.hold(j, Hold::Final) {
                         first_error.get_or_insert(e);
                     }
                 }
                 State::Held => {
                     // Left by an error in the middle of a step-over: its signal is kept.
-                    if runners[j].pending.take().is_some() {
-                        if let Err(e) = self.keep(runners[j].point.tid) {
+                    if self.runners[j].pending.take().is_some() {
+                        if let Err(e) = self.keep(self.runners[j].point.tid) {
                             first_error.get_or_insert(e);
                         }
                     }
-                    runners[j].state = State::Stopped;
+                    self.runners[j].state = State::Stopped;
                 }
                 _ => {}
             }
         }
-        if !born.is_empty() {
-            let process = self.process();
+        if !self.born.is_empty() {
             let deadline = Instant::now() + STOP_GRACE;
-            if let Err(e) = settle(process, born, deadline, STOP_GRACE) {
+            let process = self.world.process();
+            if let Err(e) = settle(process, &mut self.born, deadline, STOP_GRACE) {
                 first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Puts the original bytes back under every breakpoint still in memory.
+    fn restore_breakpoints(&mut self) -> Result<()> {
+        let process = self.world.process();
+        let bps = &mut self.bps;
+        let mut first_error = None;
+        let inserted: Vec<u64> = bps.inserted.iter().copied().collect();
+        for addr in inserted {
+            let Some(orig) = bps.originals.get(&addr) else {
+                continue;
+            };
+            // One retry: a write that fails once (a transient fault) must not leave a trap
+            // behind.
+            let r = process
+                .write(addr, orig)
+                .or_else(|_| process.write(addr, orig));
+            match r {
+                Ok(()) => {
+                    bps.inserted.remove(&addr);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -697,31 +698,6 @@ fn held(how: Hold) -> State {
         Hold::Brief => State::Held,
         Hold::Final => State::Stopped,
     }
-}
-
-/// Puts the original bytes back under every breakpoint still in memory.
-fn restore_all(world: &StoppedProcess<'_>, bps: &mut Breakpoints) -> Result<()> {
-    let process = world.process();
-    let mut first_error = None;
-    let inserted: Vec<u64> = bps.inserted.iter().copied().collect();
-    for addr in inserted {
-        let Some(orig) = bps.originals.get(&addr) else {
-            continue;
-        };
-        // One retry: a write that fails once (a transient fault) must not leave a trap behind.
-        let r = process
-            .write(addr, orig)
-            .or_else(|_| process.write(addr, orig));
-        match r {
-            Ok(()) => {
-                bps.inserted.remove(&addr);
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }
 
 /// A process forked by a running thread inherited our breakpoints: put the original bytes back

@@ -6,52 +6,13 @@
 //! may not): the thread then receives each as if it had just arrived, with the same sender,
 //! code and value.
 
-use kpatch_arch::{Arch, EM_AARCH64, EM_X86_64};
-
 use crate::call::RED_ZONE;
 use crate::error::Result;
 use crate::memory::Memory;
 use crate::process::Process;
-use crate::stop::Tracee;
 use crate::syscall::MAX_STEPS;
 use crate::thread::ThreadHandle;
-
-/// Size of the kernel's `siginfo_t`.
-pub(crate) const SIGINFO_SIZE: usize = 128;
-
-/// A dequeued signal with its siginfo, bytes as the kernel reported them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SavedSignal {
-    pub signo: i32,
-    pub code: i32,
-    pub raw: [u8; SIGINFO_SIZE],
-}
-
-impl SavedSignal {
-    pub(crate) fn new(info: &libc::siginfo_t) -> Self {
-        let mut raw = [0u8; SIGINFO_SIZE];
-        let size = std::mem::size_of::<libc::siginfo_t>().min(SIGINFO_SIZE);
-        // SAFETY: siginfo_t is plain old data of at least `size` bytes, borrowed for the copy.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(info as *const libc::siginfo_t as *const u8, size)
-        };
-        raw[..size].copy_from_slice(bytes);
-        SavedSignal {
-            signo: info.si_signo,
-            code: info.si_code,
-            raw,
-        }
-    }
-}
-
-/// The target's `rt_tgsigqueueinfo` syscall number.
-pub(crate) fn sys_rt_tgsigqueueinfo(arch: &dyn Arch) -> Option<u64> {
-    match arch.e_machine() {
-        EM_X86_64 => Some(297),
-        EM_AARCH64 => Some(240),
-        _ => None,
-    }
-}
+use crate::tracee::{sigbit, SavedSignal, Tracee, SIGINFO_SIZE};
 
 /// Queues every saved signal of `t` back to it (the thread must be stopped).
 pub(crate) fn requeue(process: &Process, t: &mut Tracee) {
@@ -84,15 +45,6 @@ pub(crate) fn queue_from_here(tgid: i32, tid: i32, sig: &SavedSignal) {
     }
 }
 
-/// Bit of `sig` in a kernel signal set.
-pub(crate) fn sigbit(sig: i32) -> u64 {
-    if (1..=64).contains(&sig) {
-        1u64 << (sig - 1)
-    } else {
-        0
-    }
-}
-
 impl ThreadHandle<'_> {
     /// Queues the kept signals back to the thread (see [`crate::signals`]). Once one
     /// injected syscall has run, the kernel has put back any temporary mask of an interrupted
@@ -102,18 +54,13 @@ impl ThreadHandle<'_> {
     pub(crate) fn requeue_saved(&mut self) {
         let tgid = self.pid();
         let tid = self.tid();
-        let Some(nr) = sys_rt_tgsigqueueinfo(self.process.arch()) else {
-            for sig in std::mem::take(&mut self.tracee.saved) {
-                queue_from_here(tgid, tid, &sig);
-            }
-            return;
-        };
+        let nr = self.process.arch().sys_rt_tgsigqueueinfo();
         let mut real_mask: Option<u64> = None;
         let mut blocked: u64 = 0;
         // Signals that arrive meanwhile join the list; the budget keeps a flood finite.
         let budget = self.tracee.saved.len() + MAX_STEPS;
         for _ in 0..budget {
-            if self.tracee.saved.is_empty() || self.tracee.gone {
+            if self.tracee.saved.is_empty() || self.tracee.is_gone() {
                 break;
             }
             // A kept SIGTRAP goes last: it cannot be blocked and would merge with the trap of
@@ -128,7 +75,7 @@ impl ThreadHandle<'_> {
             if self.queue_to_self(nr, &sig).is_err() {
                 queue_from_here(tgid, tid, &sig);
             }
-            if self.tracee.gone {
+            if self.tracee.is_gone() {
                 break;
             }
             let wanted = self

@@ -20,65 +20,17 @@ use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 use crate::process::Process;
-use crate::procfs::{self, CurrentSyscall};
+use crate::procfs;
 use crate::ptrace::{self, Backoff, Event};
 use crate::restart;
-use crate::signals::{self, SavedSignal};
+use crate::signals;
 use crate::thread::ThreadHandle;
+use crate::tracee::{Tracee, TraceeState};
 
 /// How many sleeping threads are woken to stop at a time.
 const WAKE_BATCH: usize = 16;
 /// How long releasing waits for a thread that has not reached its stop yet.
 const RELEASE_GRACE: Duration = Duration::from_millis(200);
-
-/// One seized thread.
-#[derive(Debug)]
-pub(crate) struct Tracee {
-    pub tid: i32,
-    /// It reported the stop we asked for (or a group-stop) and has not been resumed since,
-    /// except by our own injected operations.
-    pub stopped: bool,
-    /// It exited; nothing to release.
-    pub gone: bool,
-    /// Its stop is a group-stop (job control): it must not be resumed by us except to detach.
-    pub group_stop: bool,
-    /// Signals dequeued while it ran our injected code; sent back to it when released.
-    pub saved: Vec<SavedSignal>,
-    /// It was asleep (or stopped by job control) when we stopped it: it is released after the
-    /// threads that were running.
-    pub asleep: bool,
-    /// Its ptrace options now (`PTRACE_O_*`).
-    pub options: libc::c_int,
-    /// Its registers as read when it reached its stop, while nothing changed them since: set
-    /// by the stop, dropped by anything that writes them or lets the thread run.
-    pub regs: Option<Vec<u64>>,
-    /// The syscall it was blocked in before we interrupted it, where the stop may lose an
-    /// argument (see [`restart`]).
-    pub blocked: Option<CurrentSyscall>,
-}
-
-impl Tracee {
-    pub(crate) fn new(tid: i32, options: libc::c_int) -> Self {
-        Tracee {
-            tid,
-            stopped: false,
-            gone: false,
-            group_stop: false,
-            saved: Vec::new(),
-            asleep: false,
-            options,
-            regs: None,
-            blocked: None,
-        }
-    }
-
-    fn gone(tid: i32) -> Self {
-        Tracee {
-            gone: true,
-            ..Tracee::new(tid, 0)
-        }
-    }
-}
 
 /// Every thread of a process, stopped. Dropping it (or [`StoppedProcess::resume`]) lets every
 /// thread continue exactly where it was, with any signal that arrived meanwhile delivered.
@@ -212,7 +164,11 @@ impl Process {
         // list costs page faults.
         all.tracees.append(&mut early.tracees);
         let mut stopping = Ok(());
-        for t in all.tracees.iter().filter(|t| !t.stopped) {
+        for t in all
+            .tracees
+            .iter()
+            .filter(|t| t.state == TraceeState::Running)
+        {
             stopping = stopping.and(interrupt(self, t.tid));
         }
         let settled = stopping.and_then(|()| settle(self, &mut all.tracees, deadline, timeout));
@@ -222,7 +178,7 @@ impl Process {
             all.tracees.sort_by_key(|t| t.asleep);
         }
         settled?;
-        if all.tracees.iter().all(|t| t.gone) {
+        if all.tracees.iter().all(Tracee::is_gone) {
             return Err(Error::ProcessExited { pid: self.pid() });
         }
         Ok((all, result))
@@ -265,7 +221,7 @@ impl Process {
             guard.tracee = t;
         }
         result?;
-        if guard.tracee.gone {
+        if guard.tracee.is_gone() {
             return Err(Error::ThreadExited {
                 pid: self.pid(),
                 tid,
@@ -287,7 +243,7 @@ impl<'p> StoppedProcess<'p> {
         let mut tids: Vec<i32> = self
             .tracees
             .iter()
-            .filter(|t| !t.gone)
+            .filter(|t| !t.is_gone())
             .map(|t| t.tid)
             .collect();
         tids.sort_unstable();
@@ -300,7 +256,7 @@ impl<'p> StoppedProcess<'p> {
         let tracee = self
             .tracees
             .iter_mut()
-            .find(|t| t.tid == tid && !t.gone)
+            .find(|t| t.tid == tid && !t.is_gone())
             .ok_or(Error::UnknownThread {
                 pid: process.pid(),
                 tid,
@@ -313,12 +269,11 @@ impl<'p> StoppedProcess<'p> {
     pub fn runnable_thread(&mut self) -> Option<ThreadHandle<'_>> {
         let process = self.process;
         let pid = process.pid();
-        let usable = |t: &Tracee| !t.gone && t.stopped && !t.group_stop;
         let i = self
             .tracees
             .iter()
-            .position(|t| t.tid == pid && usable(t))
-            .or_else(|| self.tracees.iter().position(usable))?;
+            .position(|t| t.tid == pid && t.can_run_code())
+            .or_else(|| self.tracees.iter().position(Tracee::can_run_code))?;
         self.tracees
             .get_mut(i)
             .map(|t| ThreadHandle::new(process, t))
@@ -329,7 +284,7 @@ impl<'p> StoppedProcess<'p> {
         let process = self.process;
         self.tracees
             .iter_mut()
-            .filter(|t| !t.gone)
+            .filter(|t| !t.is_gone())
             .map(move |t| ThreadHandle::new(process, t))
     }
 
@@ -342,7 +297,7 @@ impl<'p> StoppedProcess<'p> {
         let keep = self
             .tracees
             .iter()
-            .filter(|t| !t.gone && t.stopped && !t.group_stop)
+            .filter(|t| t.can_run_code())
             .min_by_key(|t| (!t.asleep, t.tid != pid))
             .map(|t| t.tid);
         let (kept, others): (Vec<Tracee>, Vec<Tracee>) = std::mem::take(&mut self.tracees)
@@ -358,14 +313,18 @@ impl<'p> StoppedProcess<'p> {
     /// kept can run injected code (see [`StoppedProcess::release_all_but_one`]). Returns
     /// whether it released them.
     pub fn release_running(&mut self, keep_runnable: bool) -> Result<bool> {
-        let runnable = |t: &Tracee| t.asleep && !t.gone && t.stopped && !t.group_stop;
+        let runnable = |t: &Tracee| t.asleep && t.can_run_code();
         if keep_runnable && !self.tracees.iter().any(runnable) {
             return Ok(false);
         }
         // Released in place (their slots left as gone): with many threads, building new
         // lists would cost page faults while the running ones wait.
         let mut first_error = None;
-        for t in self.tracees.iter_mut().filter(|t| !t.asleep && !t.gone) {
+        for t in self
+            .tracees
+            .iter_mut()
+            .filter(|t| !t.asleep && !t.is_gone())
+        {
             let tid = t.tid;
             if let Err(e) = release(self.process, std::mem::replace(t, Tracee::gone(tid))) {
                 first_error.get_or_insert(e);
@@ -420,31 +379,6 @@ impl Drop for StoppedThread<'_> {
     }
 }
 
-pub(crate) fn ptrace_error(process: &Process, tid: i32, op: &'static str, errno: Errno) -> Error {
-    Error::Ptrace {
-        pid: process.pid(),
-        tid,
-        op,
-        errno,
-    }
-}
-
-pub(crate) fn set_options(tid: i32, options: libc::c_int) -> std::result::Result<(), Errno> {
-    Errno::result(
-        // SAFETY: PTRACE_SETOPTIONS takes the options as an integer in `data`; no memory is
-        // passed.
-        unsafe {
-            libc::ptrace(
-                libc::PTRACE_SETOPTIONS,
-                tid,
-                std::ptr::null_mut::<libc::c_void>(),
-                options as usize as *mut libc::c_void,
-            )
-        },
-    )
-    .map(drop)
-}
-
 /// What seizing a thread found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seize {
@@ -480,9 +414,9 @@ fn seize(process: &Process, tid: i32, options: libc::c_int) -> Result<Seize> {
                     });
                 }
             }
-            Err(ptrace_error(process, tid, "SEIZE", Errno::EPERM))
+            Err(Error::ptrace(process.pid(), tid, "SEIZE", Errno::EPERM))
         }
-        Err(errno) => Err(ptrace_error(process, tid, "SEIZE", errno)),
+        Err(errno) => Err(Error::ptrace(process.pid(), tid, "SEIZE", errno)),
     }
 }
 
@@ -497,7 +431,7 @@ pub(crate) fn interrupt(process: &Process, tid: i32) -> Result<()> {
     match ptrace::interrupt(tid) {
         // Exiting: waitpid will report it.
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
-        Err(errno) => Err(ptrace_error(process, tid, "INTERRUPT", errno)),
+        Err(errno) => Err(Error::ptrace(process.pid(), tid, "INTERRUPT", errno)),
     }
 }
 
@@ -508,7 +442,7 @@ pub(crate) fn pass(process: &Process, tid: i32, sig: i32) -> Result<()> {
     interrupt(process, tid)?;
     match ptrace::cont(tid, sig) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
-        Err(errno) => Err(ptrace_error(process, tid, "CONT", errno)),
+        Err(errno) => Err(Error::ptrace(process.pid(), tid, "CONT", errno)),
     }
 }
 
@@ -536,7 +470,10 @@ fn settle_known(
     let mut backoff = Backoff::new(deadline);
     loop {
         let mut born = Vec::new();
-        for t in tracees.iter_mut().filter(|t| !t.stopped && !t.gone) {
+        for t in tracees
+            .iter_mut()
+            .filter(|t| t.state == TraceeState::Running)
+        {
             loop {
                 let event = match ptrace::poll(t.tid) {
                     Ok(e) => e,
@@ -553,13 +490,12 @@ fn settle_known(
                 match event {
                     Event::Running => break,
                     Event::Exited(_) | Event::Killed(_) => {
-                        t.gone = true;
+                        t.state = TraceeState::Gone;
                         break;
                     }
                     Event::Ptrace { sig, event } if event == libc::PTRACE_EVENT_STOP => {
                         // Our interrupt, or a group-stop: either way it is stopped.
-                        t.stopped = true;
-                        t.group_stop = sig != libc::SIGTRAP;
+                        t.reached_stop(sig != libc::SIGTRAP);
                         if sig == libc::SIGTRAP {
                             t.regs = Some(restart::undo_stop_eintr(
                                 process,
@@ -585,8 +521,8 @@ fn settle_known(
                 tracees.push(adopt(process, child, options));
             }
         }
-        tracees.retain(|t| !t.gone);
-        if tracees.iter().all(|t| t.stopped) {
+        tracees.retain(|t| !t.is_gone());
+        if tracees.iter().all(Tracee::is_stopped) {
             return Ok(());
         }
         if !backoff.wait() {
@@ -594,7 +530,7 @@ fn settle_known(
                 pid: process.pid(),
                 tids: tracees
                     .iter()
-                    .filter(|t| !t.stopped)
+                    .filter(|t| !t.is_stopped())
                     .map(|t| t.tid)
                     .collect(),
                 timeout,
@@ -614,7 +550,7 @@ pub(crate) fn adopt(process: &Process, tid: i32, options: libc::c_int) -> Tracee
         let grace = Instant::now() + RELEASE_GRACE;
         let _ = settle(process, &mut one, grace, RELEASE_GRACE);
         if let Some(t) = one.pop() {
-            if t.stopped {
+            if t.is_stopped() {
                 let _ = ptrace::detach(tid);
             }
         }
@@ -635,10 +571,10 @@ fn release_all(process: &Process, tracees: Vec<Tracee>) -> Result<()> {
 
 /// Sends back the signals a thread swallowed while running our code, then detaches it.
 fn release(process: &Process, mut t: Tracee) -> Result<()> {
-    if t.gone {
+    if t.is_gone() {
         return Ok(());
     }
-    if !t.stopped {
+    if !t.is_stopped() {
         // Detaching needs the thread stopped: ask (again; a pending interrupt stays one) and
         // wait for the stop.
         interrupt(process, t.tid)?;
@@ -653,7 +589,7 @@ fn release(process: &Process, mut t: Tracee) -> Result<()> {
     if !t.saved.is_empty() {
         signals::requeue(process, &mut t);
     }
-    if t.gone {
+    if t.is_gone() {
         return Ok(());
     }
     match ptrace::detach(t.tid) {
@@ -663,6 +599,6 @@ fn release(process: &Process, mut t: Tracee) -> Result<()> {
             let _ = ptrace::wait_event(t.tid, Instant::now() + RELEASE_GRACE);
             Ok(())
         }
-        Err(errno) => Err(ptrace_error(process, t.tid, "DETACH", errno)),
+        Err(errno) => Err(Error::ptrace(process.pid(), t.tid, "DETACH", errno)),
     }
 }

@@ -100,6 +100,8 @@ impl ThreadHandle<'_> {
                 args.len()
             )));
         }
+        // Never run what the thread's seccomp filter would refuse or punish.
+        self.check_seccomp(name, nr, args)?;
         let layout = self.layout();
         let at = self.process.syscall_instruction()?;
         let end = at + self.process.arch().syscall_insn().len() as u64;

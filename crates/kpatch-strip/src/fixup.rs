@@ -1,12 +1,17 @@
 //! `kpatch_strip --rel-fixup`: make the patch's relocations resolvable against the original.
 
 use crate::error::BuildError;
-use crate::layout::check_layout;
-use crate::reloc_types::*;
-use crate::sections::is_kpatch_section;
+use crate::layout_contract::check_layout;
 use crate::tls;
-use elf_edit::consts::*;
 use elf_edit::{Elf, Rela, Symbol};
+use kpatch_arch::{Arch, GotInstruction, GotRewriteError, RelocNeed, StaticTls};
+use kpatch_file::elf::R_NONE;
+use kpatch_file::is_kpatch_section;
+use object::elf::{
+    RelocationType, SymbolOther, SymbolSection, ET_DYN, ET_REL, SHN_ABS, SHN_UNDEF, SHT_RELA,
+    STB_GLOBAL, STB_LOCAL, STB_WEAK, STT_FUNC, STT_NOTYPE, STT_OBJECT, STT_SECTION, STT_TLS,
+    STV_DEFAULT,
+};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -115,11 +120,12 @@ impl fmt::Display for FixupNote {
 ///
 /// Before any change, checks the layout contract ([`crate::check_layout`]).
 pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildError> {
-    kpatch_arch::for_machine(patch.machine).ok_or(BuildError::UnsupportedMachine(patch.machine))?;
+    let arch = kpatch_arch::for_machine(patch.machine.0)
+        .ok_or(BuildError::UnsupportedMachine(patch.machine.0))?;
     if orig.machine != patch.machine {
         return Err(BuildError::MachineMismatch {
-            orig: orig.machine,
-            patch: patch.machine,
+            orig: orig.machine.0,
+            patch: patch.machine.0,
         });
     }
     if patch.e_type == ET_REL {
@@ -138,7 +144,7 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         Some(i) => orig.symbols(i)?,
         None => Vec::new(),
     };
-    let section_symbols: HashMap<u16, usize> = syms
+    let section_symbols: HashMap<SymbolSection, usize> = syms
         .iter()
         .enumerate()
         .filter(|(_, s)| s.sym_type == STT_SECTION && s.is_defined_in_section())
@@ -172,6 +178,7 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         let target_section = patch.section_at(target)?;
         let mut relas = patch.relas(ri)?;
         let mut cx = Cx {
+            arch,
             orig,
             patch,
             syms: &syms,
@@ -189,12 +196,7 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         for (index, r) in relas.iter_mut().enumerate() {
             cx.fix(index, r)?;
         }
-        let none = if patch.machine == EM_X86_64 {
-            R_X86_64_NONE
-        } else {
-            R_AARCH64_NONE
-        };
-        relas.retain(|r| !(r.r_type == none && r.sym == 0));
+        relas.retain(|r| !(r.r_type == R_NONE && r.sym == 0));
         changes.push((ri, relas, target, cx.bytes));
     }
     // Applied only once every relocation was fixed, so a refusal leaves `patch` untouched.
@@ -214,11 +216,12 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
 }
 
 struct Cx<'a> {
+    arch: &'static dyn Arch,
     orig: &'a Elf,
     patch: &'a Elf,
     syms: &'a [Symbol],
     orig_syms: &'a [Symbol],
-    section_symbols: &'a HashMap<u16, usize>,
+    section_symbols: &'a HashMap<SymbolSection, usize>,
     kpatch: &'a HashSet<usize>,
     rela_section: String,
     target_name: String,
@@ -249,7 +252,7 @@ impl Imports {
             size: 0,
             sym_type: like.sym_type,
             bind: STB_GLOBAL,
-            other: STV_DEFAULT,
+            other: SymbolOther::from(STV_DEFAULT),
             shndx: SHN_UNDEF,
         });
         self.first + self.symbols.len() - 1
@@ -280,15 +283,8 @@ fn interposable_symbols(orig: &Elf) -> Result<HashSet<String>, BuildError> {
 }
 
 /// Whether `r_type` asks for the address of a GOT slot holding the symbol's address.
-fn is_got_reference(machine: u16, r_type: u32) -> bool {
-    if machine == EM_X86_64 {
-        matches!(
-            r_type,
-            R_X86_64_GOTPCREL | R_X86_64_GOTPCRELX | R_X86_64_REX_GOTPCRELX
-        )
-    } else {
-        matches!(r_type, R_AARCH64_ADR_GOT_PAGE | R_AARCH64_LD64_GOT_LO12_NC)
-    }
+fn is_got_reference(arch: &dyn Arch, r_type: RelocationType) -> bool {
+    arch.reloc_need(r_type.0) == Ok(RelocNeed::GotSlot)
 }
 
 impl Cx<'_> {
@@ -299,10 +295,6 @@ impl Cx<'_> {
             symbol: symbol.to_string(),
             reason: reason.into(),
         }
-    }
-
-    fn x86(&self) -> bool {
-        self.patch.machine == EM_X86_64
     }
 
     fn fix(&mut self, index: usize, r: &mut Rela) -> Result<(), BuildError> {
@@ -319,12 +311,13 @@ impl Cx<'_> {
         if sym.sym_type == STT_TLS {
             return self.fix_tls(index, r, sym);
         }
-        let in_patch = self.kpatch.contains(&(sym.shndx as usize)) && sym.is_defined_in_section();
+        let in_patch =
+            self.kpatch.contains(&usize::from(sym.shndx.0)) && sym.is_defined_in_section();
         if !in_patch
             && sym.is_defined_in_section()
             && sym.bind != STB_LOCAL
             && sym.visibility() == STV_DEFAULT
-            && is_got_reference(self.patch.machine, r.r_type)
+            && is_got_reference(self.arch, r.r_type)
             && self.interposable.contains(sym.unversioned_name())
         {
             r.sym = self.imports.index_of(sym) as u32;
@@ -339,7 +332,7 @@ impl Cx<'_> {
                 return Err(self.fail(
                     index,
                     &sym.name,
-                    format!("unsupported symbol type {} (only functions, objects and untyped symbols can be referenced)", sym.sym_type),
+                    format!("unsupported symbol type {} (only functions, objects and untyped symbols can be referenced)", sym.sym_type.0),
                 ));
             }
             self.notes.push(FixupNote::FixingUp {
@@ -350,14 +343,10 @@ impl Cx<'_> {
                 self.redo_against_section(r, sym);
             }
         }
-        if self.x86() {
-            if sym.shndx != SHN_UNDEF && sym.shndx != SHN_ABS {
-                self.direct_got_reference(index, r, sym)?;
-            }
-            if r.r_type == R_X86_64_PLT32 {
-                r.r_type = R_X86_64_PC32;
-            }
+        if sym.shndx != SHN_UNDEF && sym.shndx != SHN_ABS {
+            self.direct_got_reference(index, r, sym)?;
         }
+        r.r_type = RelocationType(self.arch.without_plt(r.r_type.0));
         Ok(())
     }
 
@@ -377,7 +366,7 @@ impl Cx<'_> {
         let section = self
             .patch
             .sections
-            .get(sym.shndx as usize)
+            .get(usize::from(sym.shndx.0))
             .map(|s| s.name.clone())
             .unwrap_or_default();
         self.notes.push(FixupNote::RelocatingTo {
@@ -387,127 +376,94 @@ impl Cx<'_> {
     }
 
     /// A GOT-relative reference to a symbol with a known address becomes a direct
-    /// PC-relative one, rewriting the instruction in place.
+    /// PC-relative one, the architecture rewriting the instruction in place.
     fn direct_got_reference(
         &mut self,
         index: usize,
         r: &mut Rela,
         sym: &Symbol,
     ) -> Result<(), BuildError> {
-        if !matches!(
-            r.r_type,
-            R_X86_64_GOTPCREL | R_X86_64_GOTPCRELX | R_X86_64_REX_GOTPCRELX
-        ) {
-            return Ok(());
-        }
-        let name = sym.name.clone();
-        let at = r
-            .offset
-            .checked_sub(self.target_addr)
-            .and_then(|o| usize::try_from(o).ok())
-            .filter(|&o| o >= 2 && o.checked_add(4).is_some_and(|e| e <= self.bytes.len()))
-            .ok_or_else(|| {
-                self.fail(
+        let field = r.offset.wrapping_sub(self.target_addr);
+        let direct = match self
+            .arch
+            .make_got_reference_direct(r.r_type.0, &mut self.bytes, field)
+        {
+            Ok(Some(direct)) => direct,
+            Ok(None) => return Ok(()),
+            Err(GotRewriteError::OutOfBounds) => {
+                return Err(self.fail(
                     index,
-                    &name,
+                    &sym.name,
                     format!(
                         "offset {:#x} is not inside the bytes of {}",
                         r.offset, self.target_name
                     ),
-                )
-            })?;
-        let offset = (at - 2) as u64;
-        let section = self.target_name.clone();
-        match (self.bytes[at - 2], self.bytes[at - 1]) {
-            (0x8b, modrm) if modrm & 0xc7 == 0x05 => {
-                self.bytes[at - 2] = 0x8d;
-                self.notes.push(FixupNote::GotLoadToLea { section, offset });
+                ))
             }
-            (0x8d, modrm) if modrm & 0xc7 == 0x05 => {}
-            (0xff, 0x15) => {
-                self.bytes[at - 2] = 0x67;
-                self.bytes[at - 1] = 0xe8;
-                self.notes
-                    .push(FixupNote::GotBranchToDirect { section, offset });
-            }
-            (0xff, 0x25) => {
-                self.bytes[at - 2] = 0xe9;
-                self.bytes.copy_within(at..at + 4, at - 1);
-                self.bytes[at + 3] = 0x90;
-                r.offset -= 1;
-                self.notes
-                    .push(FixupNote::GotBranchToDirect { section, offset });
-            }
-            (op, modrm) => {
+            Err(GotRewriteError::Unsupported {
+                insn_start,
+                bytes: [op, modrm],
+            }) => {
                 return Err(self.fail(
                     index,
-                    &name,
+                    &sym.name,
                     format!(
-                        "GOT-relative reference at {section}+{offset:#x} by an instruction \
+                        "GOT-relative reference at {}+{insn_start:#x} by an instruction \
                          ({op:02x} {modrm:02x}) that cannot be made direct; only mov, lea, call \
-                         and jmp can"
+                         and jmp can",
+                        self.target_name
                     ),
                 ))
             }
+        };
+        let section = self.target_name.clone();
+        let offset = direct.insn_start as u64;
+        match direct.insn {
+            GotInstruction::Load => self.notes.push(FixupNote::GotLoadToLea { section, offset }),
+            GotInstruction::Address => {}
+            GotInstruction::Branch => self
+                .notes
+                .push(FixupNote::GotBranchToDirect { section, offset }),
         }
-        r.r_type = R_X86_64_PC32;
+        r.offset = r.offset.wrapping_add_signed(direct.field_moved);
+        r.r_type = RelocationType(direct.r_type);
         Ok(())
     }
 
     fn fix_tls(&mut self, index: usize, r: &mut Rela, sym: &Symbol) -> Result<(), BuildError> {
-        let (ie, le, tpoff_dyn, none) = if self.x86() {
-            (
-                r.r_type == R_X86_64_GOTTPOFF,
-                r.r_type == R_X86_64_TPOFF32,
-                (R_X86_64_TPOFF64, "R_X86_64_TPOFF64"),
-                R_X86_64_NONE,
-            )
-        } else {
-            (
-                matches!(
-                    r.r_type,
-                    R_AARCH64_TLSIE_ADR_GOTTPREL_PAGE21 | R_AARCH64_TLSIE_LD64_GOTTPREL_LO12_NC
-                ),
-                matches!(
-                    r.r_type,
-                    R_AARCH64_TLSLE_ADD_TPREL_HI12
-                        | R_AARCH64_TLSLE_ADD_TPREL_LO12
-                        | R_AARCH64_TLSLE_ADD_TPREL_LO12_NC
-                ),
-                (R_AARCH64_TLS_TPREL64, "R_AARCH64_TLS_TPREL64"),
-                R_AARCH64_NONE,
-            )
-        };
+        let model = self.arch.static_tls(r.r_type.0);
+        let (slot_reloc, slot_reloc_name) = self.arch.tls_offset_slot_reloc();
         let orig_offset = self
             .orig_syms
             .iter()
             .find(|o| o.sym_type == STT_TLS && o.is_defined_in_section() && o.name == sym.name)
             .map(|o| o.value);
-        if ie {
+        if model == Some(StaticTls::InitialExec) {
             let offset = if sym.is_defined_in_section() {
                 Some(orig_offset.unwrap_or(sym.value))
             } else {
                 None
             };
-            let slot = tls::got_slot(self.orig, &sym.name, offset, tpoff_dyn)
+            let slot_reloc = (RelocationType(slot_reloc), slot_reloc_name);
+            let slot = tls::got_slot(self.orig, &sym.name, offset, slot_reloc)
                 .map_err(|e| self.fail(index, &sym.name, e))?;
             self.notes.push(FixupNote::TlsGotSlot {
                 symbol: sym.unversioned_name().to_string(),
                 from: r.addend,
                 to: slot,
-                gottpoff: self.x86(),
+                gottpoff: self.arch.reloc_name(r.r_type.0) == "R_X86_64_GOTTPOFF",
             });
             r.addend = slot as i64;
             return Ok(());
         }
-        if le {
+        if model == Some(StaticTls::LocalExec) {
             match orig_offset {
                 Some(o) if o == sym.value => {
                     self.notes.push(FixupNote::TlsOffsetKept {
                         symbol: sym.name.clone(),
                         offset: o,
                     });
-                    r.r_type = none;
+                    r.r_type = R_NONE;
                     r.sym = 0;
                     Ok(())
                 }
@@ -519,14 +475,14 @@ impl Cx<'_> {
                 None => Err(self.fail(index, &sym.name, "the original binary defines no such TLS variable")),
             }
         } else {
-            let name = crate::reloc_types::name(self.patch.machine, r.r_type);
+            let name = self.arch.reloc_name(r.r_type.0);
             Err(self.fail(
                 index,
                 &sym.name,
                 format!(
                     "TLS relocation type {} ({name}) is not supported: only the initial-exec and \
                      local-exec models are (build with -ftls-model=initial-exec)",
-                    r.r_type
+                    r.r_type.0
                 ),
             ))
         }

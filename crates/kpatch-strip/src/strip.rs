@@ -1,11 +1,16 @@
 //! `kpatch_strip --strip`: reduce the linked patched binary to the patch and placeholders.
 
 use crate::error::{BuildError, SmallFunction};
-use crate::info::{parse_records, InfoRecord, DLEN_OFFSET, END_MARKER_SIZE, INFO_SIZE};
 use crate::padding::room_at;
-use crate::sections::{is_kpatch_rela, is_kpatch_section, KPATCH_INFO, KPATCH_STRTAB};
-use elf_edit::consts::*;
 use elf_edit::Elf;
+use kpatch_file::{
+    is_kpatch_rela, is_kpatch_section, linked_info_records, linked_info_records_mut,
+    rela_section_name, InfoRecord, COPY_SUFFIX, INFO_END_MARKER, INFO_SIZE, KPATCH_INFO,
+    KPATCH_STRTAB,
+};
+use object::elf::{
+    SymbolSection, ET_DYN, ET_EXEC, SHF_INFO_LINK, SHT_REL, SHT_RELA, SHT_SYMTAB_SHNDX, STT_FUNC,
+};
 use std::collections::HashSet;
 
 /// Keeps the `.kpatch*` sections, their relocation sections, `.symtab`, `.strtab` and
@@ -20,8 +25,8 @@ use std::collections::HashSet;
 /// overwrites padding only. One without that room is refused, naming every such function. Write the result with [`crate::write_payload`] so that `.kpatch.data`
 /// starts a page.
 pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
-    let arch = kpatch_arch::for_machine(input.machine)
-        .ok_or(BuildError::UnsupportedMachine(input.machine))?;
+    let arch = kpatch_arch::for_machine(input.machine.0)
+        .ok_or(BuildError::UnsupportedMachine(input.machine.0))?;
     if !matches!(input.e_type, ET_EXEC | ET_DYN) {
         return Err(BuildError::Input(format!(
             "e_type is {}, not a linked executable or shared library: --strip takes the patched \
@@ -41,32 +46,39 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
         section: ".symtab".into(),
         hint: ": it must not be stripped before kpatch_strip",
     })?;
-    if input.section(&format!(".rela{KPATCH_INFO}")).is_none() {
+    let rela_info = rela_section_name(KPATCH_INFO);
+    if input.section(&rela_info).is_none() {
         return Err(BuildError::MissingSection {
             what: "the patched binary",
-            section: format!(".rela{KPATCH_INFO}"),
+            section: rela_info,
             hint: ": link it with -Wl,-q (--emit-relocs) so the patch keeps its relocations",
         });
     }
 
     let info = input.section_at(info_index)?;
-    let records = parse_records(&info.data)?;
+    let records = linked_info_records(&info.data).ok_or_else(|| {
+        BuildError::BadInfo(format!(
+            "its size {:#x} is not a multiple of the {INFO_SIZE}-byte record (was it already \
+             stripped, or not produced by kpatch_gensrc?)",
+            info.data.len()
+        ))
+    })?;
     let hunk = arch.hunk_size();
     let symbols = input.symbols(symtab)?;
     let mut small = Vec::new();
     // Short functions followed by alignment padding get a length covering the jump.
     let mut lengthened = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        if r.is_new_function() || (r.dlen as usize) >= hunk {
+        if r.is_new_function() || (r.dlen() as usize) >= hunk {
             continue;
         }
-        if room_at(input, &symbols, r.daddr, r.dlen) >= hunk as u64 {
+        if room_at(input, &symbols, r.daddr(), r.dlen()) >= hunk as u64 {
             lengthened.push((i, hunk as u32));
         } else {
             small.push(SmallFunction {
                 name: original_name(input, symtab, r),
-                daddr: r.daddr,
-                dlen: r.dlen,
+                daddr: r.daddr(),
+                dlen: r.dlen(),
             });
         }
     }
@@ -76,9 +88,8 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
 
     let mut out = input.clone();
     out.program_headers.clear();
-    out.phoff = 0;
     let strtab = input.section_at(symtab)?.link as usize;
-    let used: HashSet<u16> = input.symbols(symtab)?.iter().map(|s| s.shndx).collect();
+    let used: HashSet<SymbolSection> = input.symbols(symtab)?.iter().map(|s| s.shndx).collect();
     let mut drop = Vec::new();
     for (i, s) in out.sections.iter_mut().enumerate().skip(1) {
         let keep = is_kpatch_section(&s.name)
@@ -91,7 +102,7 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
             continue;
         }
         let is_reloc = matches!(s.sh_type, SHT_REL | SHT_RELA);
-        if is_reloc && !u16::try_from(i).is_ok_and(|i| used.contains(&i)) {
+        if is_reloc && !u16::try_from(i).is_ok_and(|i| used.contains(&SymbolSection(i))) {
             drop.push(i);
             continue;
         }
@@ -99,21 +110,21 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
         if is_reloc {
             // A placeholder of .rela.dyn or .rela.plt (kept for its section symbol) must not
             // claim to relocate anything.
-            s.flags &= !SHF_INFO_LINK;
+            s.flags.remove(SHF_INFO_LINK);
             s.link = 0;
             s.info = 0;
         }
     }
     let info = out.section_at_mut(info_index)?;
     let mut data = std::mem::take(&mut info.data);
-    for (i, dlen) in lengthened {
-        if let Some(field) =
-            data.get_mut(i * INFO_SIZE + DLEN_OFFSET..i * INFO_SIZE + DLEN_OFFSET + 4)
-        {
-            field.copy_from_slice(&dlen.to_le_bytes());
+    if let Some(records) = linked_info_records_mut(&mut data) {
+        for (i, dlen) in lengthened {
+            if let Some(record) = records.get_mut(i) {
+                record.set_dlen(dlen);
+            }
         }
     }
-    data.extend_from_slice(&[0; END_MARKER_SIZE]);
+    data.extend_from_slice(&INFO_END_MARKER);
     info.set_data(data);
     out.remove_sections(&drop)?;
     Ok(out)
@@ -123,12 +134,12 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
 /// else the function symbol at `daddr`, else the address.
 fn original_name(elf: &Elf, symtab: usize, r: &InfoRecord) -> String {
     let from_strtab = elf.section(KPATCH_STRTAB).and_then(|s| {
-        let at = usize::try_from(r.symstr.checked_sub(s.addr)?).ok()?;
+        let at = usize::try_from(r.symstr().checked_sub(s.addr)?).ok()?;
         let rest = s.data.get(at..)?;
         let name = rest.get(..rest.iter().position(|&b| b == 0)?)?;
         let name = String::from_utf8_lossy(name).into_owned();
         Some(
-            name.strip_suffix(".kpatch")
+            name.strip_suffix(COPY_SUFFIX)
                 .map(str::to_string)
                 .unwrap_or(name),
         )
@@ -140,8 +151,8 @@ fn original_name(elf: &Elf, symtab: usize, r: &InfoRecord) -> String {
         .ok()
         .and_then(|syms| {
             syms.into_iter()
-                .find(|s| s.value == r.daddr && s.sym_type == STT_FUNC && !s.name.is_empty())
+                .find(|s| s.value == r.daddr() && s.sym_type == STT_FUNC && !s.name.is_empty())
         })
         .map(|s| s.name)
-        .unwrap_or_else(|| format!("the function at {:#x}", r.daddr))
+        .unwrap_or_else(|| format!("the function at {:#x}", r.daddr()))
 }

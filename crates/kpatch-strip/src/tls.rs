@@ -1,6 +1,7 @@
 //! Thread-local variables: the original's GOT slots holding their thread-pointer offsets.
 
 use elf_edit::{Elf, Symbol};
+use object::elf::RelocationType;
 
 /// The link-time address of the GOT slot of `orig` that the dynamic linker fills with the
 /// thread-pointer offset of the variable `name` (a `tpoff_type` dynamic relocation in
@@ -13,7 +14,7 @@ pub(crate) fn got_slot(
     orig: &Elf,
     name: &str,
     offset: Option<u64>,
-    (tpoff_type, tpoff_name): (u32, &str),
+    (tpoff_type, tpoff_name): (RelocationType, &str),
 ) -> Result<u64, String> {
     let index = orig.section_index(".rela.dyn").ok_or(
         "the original binary has no .rela.dyn, so no GOT slot is filled with a TLS offset",

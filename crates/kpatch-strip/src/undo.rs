@@ -2,9 +2,10 @@
 //! whose addresses are relative to its sections.
 
 use crate::error::BuildError;
-use crate::sections::{is_kpatch_section, map_sections};
-use elf_edit::consts::*;
+use crate::section_map::map_sections;
 use elf_edit::Elf;
+use kpatch_file::is_kpatch_section;
+use object::elf::{ET_REL, SHT_RELA, STT_TLS};
 use std::collections::HashSet;
 
 /// Makes every symbol value (but thread-local ones, which are TLS-block offsets) and every
@@ -30,8 +31,8 @@ fn undo_link_in(orig: &Elf, patch: &mut Elf) -> Result<(), BuildError> {
     }
     if orig.machine != patch.machine {
         return Err(BuildError::MachineMismatch {
-            orig: orig.machine,
-            patch: patch.machine,
+            orig: orig.machine.0,
+            patch: patch.machine.0,
         });
     }
     let map = map_sections(orig, patch);
@@ -68,13 +69,13 @@ fn undo_link_in(orig: &Elf, patch: &mut Elf) -> Result<(), BuildError> {
     }
 
     if let Some(symtab) = patch.symtab_index() {
-        let referenced = crate::layout::referenced_symbols(patch, symtab)?;
+        let referenced = crate::layout_contract::referenced_symbols(patch, symtab)?;
         let mut syms = patch.symbols(symtab)?;
         for (index, s) in syms.iter_mut().enumerate() {
             if !s.is_defined_in_section() || s.sym_type == STT_TLS {
                 continue;
             }
-            let shndx = s.shndx as usize;
+            let shndx = usize::from(s.shndx.0);
             let section = patch.section_at(shndx).map_err(|_| BuildError::Symbol {
                 symbol: s.name.clone(),
                 index,
@@ -108,6 +109,5 @@ fn undo_link_in(orig: &Elf, patch: &mut Elf) -> Result<(), BuildError> {
     patch.e_type = ET_REL;
     patch.entry = 0;
     patch.program_headers.clear();
-    patch.phoff = 0;
     Ok(())
 }

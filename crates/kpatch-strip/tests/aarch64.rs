@@ -1,16 +1,17 @@
 //! The architecture-generic parts on aarch64 inputs, built with elf-edit (no cross compiler
 //! needed): the 4-byte hunk, relocations left alone, TLS GOT slots, undo-link.
 
-use elf_edit::consts::*;
 use elf_edit::{Elf, Rela, Section, Symbol};
-use kpatch_strip::reloc_types::*;
 use kpatch_strip::{rel_fixup, strip, undo_link, BuildError};
+use object::elf::*;
 
-const R_AARCH64_ABS64: u32 = 257;
-const R_AARCH64_ADR_PREL_PG_HI21: u32 = 275;
-const R_AARCH64_CALL26: u32 = 283;
-
-fn section(name: &str, sh_type: u32, flags: u64, addr: u64, data: Vec<u8>) -> Section {
+fn section(
+    name: &str,
+    sh_type: SectionType,
+    flags: SectionFlags,
+    addr: u64,
+    data: Vec<u8>,
+) -> Section {
     Section {
         addr,
         addralign: 8,
@@ -18,13 +19,20 @@ fn section(name: &str, sh_type: u32, flags: u64, addr: u64, data: Vec<u8>) -> Se
     }
 }
 
-fn sym(name: &str, sym_type: u8, bind: u8, shndx: usize, value: u64, size: u64) -> Symbol {
+fn sym(
+    name: &str,
+    sym_type: SymbolType,
+    bind: SymbolBind,
+    shndx: usize,
+    value: u64,
+    size: u64,
+) -> Symbol {
     Symbol {
         name: name.into(),
         name_offset: u32::MAX,
         sym_type,
         bind,
-        shndx: shndx as u16,
+        shndx: SymbolSection(shndx as u16),
         value,
         size,
         ..Symbol::default()
@@ -38,12 +46,12 @@ fn add_symbols(elf: &mut Elf, dynamic: bool, syms: &[Symbol]) -> usize {
     } else {
         (".symtab", ".strtab", SHT_SYMTAB)
     };
-    let strtab = elf.add_section(Section::new(s, SHT_STRTAB, 0, vec![0]));
+    let strtab = elf.add_section(Section::new(s, SHT_STRTAB, SectionFlags(0), vec![0]));
     let table = elf.add_section(Section {
         link: strtab as u32,
         entsize: 24,
         addralign: 8,
-        ..Section::new(t, ty, 0, Vec::new())
+        ..Section::new(t, ty, SectionFlags(0), Vec::new())
     });
     elf.set_symbols(table, syms).unwrap();
     table
@@ -103,7 +111,7 @@ fn original() -> Elf {
         &[Rela {
             offset: TLS_SLOT,
             sym: 1,
-            r_type: R_AARCH64_TLS_TPREL64,
+            r_type: R_AARCH64_TLS_TPREL,
             addend: 0,
         }],
     );
@@ -375,7 +383,9 @@ mod support;
 
 /// The user guide's program built by the aarch64 cross compiler, through all four steps.
 fn cross_pipeline(cflags: &[&str], shared: bool) {
-    let b = support::build_with(
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, patched) = support::build_in(
+        dir.path(),
         "aarch64-linux-gnu-gcc",
         support::FOO_C,
         support::BAR_C,
@@ -383,10 +393,10 @@ fn cross_pipeline(cflags: &[&str], shared: bool) {
         cflags,
         shared,
     );
-    let orig = support::read_elf(&b.orig);
+    let orig = support::read_elf(&orig);
     assert_eq!(orig.machine, EM_AARCH64);
-    let out = b.path("foobar.stripped");
-    support::write_elf(&out, &strip(&support::read_elf(&b.patched)).unwrap());
+    let out = dir.path().join("foobar.stripped");
+    support::write_elf(&out, &strip(&support::read_elf(&patched)).unwrap());
     let mut patch = support::read_elf(&out);
     let before = patch
         .relas(patch.section_index(".rela.kpatch.text").unwrap())
@@ -407,7 +417,7 @@ fn cross_pipeline(cflags: &[&str], shared: bool) {
         .unwrap();
     let syms = patch.symbols(patch.symtab_index().unwrap()).unwrap();
     for (a, b) in before.iter().zip(&after) {
-        if a.r_type == R_AARCH64_CALL26 || a.r_type == 282 {
+        if a.r_type == R_AARCH64_CALL26 || a.r_type == R_AARCH64_JUMP26 {
             // Calls to imports reach the jump table: nothing to change.
             if syms[a.sym as usize].shndx == SHN_UNDEF {
                 assert_eq!(a, b);
@@ -433,7 +443,7 @@ fn cross_pipeline(cflags: &[&str], shared: bool) {
         .unwrap();
     let daddr = info.iter().find(|r| r.offset == 0).unwrap();
     let s = &syms[daddr.sym as usize];
-    let resolved = payload.sections[s.shndx as usize].addr + s.value + daddr.addend as u64;
+    let resolved = payload.sections[usize::from(s.shndx.0)].addr + s.value + daddr.addend as u64;
     let orig_syms = orig.symbols(orig.symtab_index().unwrap()).unwrap();
     let hello = orig_syms.iter().find(|s| s.name == "print_hello").unwrap();
     assert_eq!(resolved, hello.value);

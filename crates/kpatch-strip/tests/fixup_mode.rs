@@ -2,10 +2,9 @@
 
 mod support;
 
-use elf_edit::consts::*;
 use elf_edit::{Elf, Rela, Symbol};
-use kpatch_strip::reloc_types::*;
 use kpatch_strip::{rel_fixup, strip, BuildError};
+use object::elf::*;
 use std::process::Command;
 use support::*;
 
@@ -59,9 +58,11 @@ fn refuses_an_original_from_a_different_build_naming_the_symbols() {
         "int extra(int x) { return x + 1; }\nstatic int helper",
     );
     std::fs::write(b.path("other.c"), other).unwrap();
-    run(Command::new("gcc")
-        .current_dir(b.dir.path())
-        .args(["-O0", "-o", "other", "other.c"]));
+    run_ok(
+        Command::new("gcc")
+            .current_dir(b.dir.path())
+            .args(["-O0", "-o", "other", "other.c"]),
+    );
     let mut patch = stripped(&b);
     let untouched = patch.clone();
     let err = rel_fixup(&read_elf(&b.path("other")), &mut patch).unwrap_err();
@@ -86,10 +87,12 @@ fn refuses_an_original_from_a_different_build_naming_the_symbols() {
 #[test]
 fn refuses_an_original_without_symbols() {
     let b = build(FOO_C, BAR_C, &["print_hello"], &["-O0"], false);
-    run(Command::new("strip")
-        .arg("-o")
-        .arg(b.path("foo.stripped"))
-        .arg(&b.orig));
+    run_ok(
+        Command::new("strip")
+            .arg("-o")
+            .arg(b.path("foo.stripped"))
+            .arg(&b.orig),
+    );
     let msg = rel_fixup(&read_elf(&b.path("foo.stripped")), &mut stripped(&b))
         .unwrap_err()
         .to_string();
@@ -135,10 +138,12 @@ fn got_orig_hidden() -> String {
 fn build_got_libs(d: &std::path::Path, orig: &str, patch: &str) {
     std::fs::write(d.join("orig.s"), orig).unwrap();
     std::fs::write(d.join("patch.s"), format!("{orig}{patch}")).unwrap();
-    run(Command::new("gcc")
-        .current_dir(d)
-        .args(["-shared", "-o", "liborig.so", "orig.s"]));
-    run(Command::new("gcc").current_dir(d).args([
+    run_ok(
+        Command::new("gcc")
+            .current_dir(d)
+            .args(["-shared", "-o", "liborig.so", "orig.s"]),
+    );
+    run_ok(Command::new("gcc").current_dir(d).args([
         "-shared",
         "-Wl,-q",
         "-Wl,--no-relax",
@@ -183,7 +188,7 @@ fn got_references_local_symbols_and_plt_calls_in_a_shared_library() {
     let syms = symbols(&patch);
     let before = relas_of(&patch, ".rela.kpatch.text");
     let name = |r: &Rela| syms[r.sym as usize].name.clone();
-    let types: Vec<(String, u32)> = before.iter().map(|r| (name(r), r.r_type)).collect();
+    let types: Vec<(String, RelocationType)> = before.iter().map(|r| (name(r), r.r_type)).collect();
     assert_eq!(
         types,
         [
@@ -211,7 +216,10 @@ fn got_references_local_symbols_and_plt_calls_in_a_shared_library() {
     let lc1 = &syms[before[0].sym as usize];
     let section_sym = &syms[after[0].sym as usize];
     assert_eq!(section_sym.sym_type, STT_SECTION);
-    assert_eq!(patch.sections[section_sym.shndx as usize].name, ".rodata");
+    assert_eq!(
+        patch.sections[usize::from(section_sym.shndx.0)].name,
+        ".rodata"
+    );
     assert_eq!(
         section_sym.value.wrapping_add(after[0].addend as u64),
         lc1.value.wrapping_add(before[0].addend as u64)
@@ -351,7 +359,7 @@ fn initial_exec_tls_in_a_shared_library_points_at_the_originals_got_slots() {
         let object::RelocationFlags::Elf { r_type } = r.flags() else {
             continue;
         };
-        if r_type.0 != R_X86_64_TPOFF64 {
+        if r_type != R_X86_64_TPOFF64 {
             continue;
         }
         let key = match r.target() {
@@ -479,9 +487,11 @@ int main(void) { return use(1); }
         "__thread long pad = 1;\n__thread int tls_var = 5;",
     );
     std::fs::write(b.path("other.c"), other).unwrap();
-    run(Command::new("gcc")
-        .current_dir(b.dir.path())
-        .args(["-O0", "-o", "other", "other.c"]));
+    run_ok(
+        Command::new("gcc")
+            .current_dir(b.dir.path())
+            .args(["-O0", "-o", "other", "other.c"]),
+    );
     let msg = rel_fixup(&read_elf(&b.path("other")), &mut stripped(&b))
         .unwrap_err()
         .to_string();

@@ -4,10 +4,10 @@
 
 mod support;
 
-use elf_edit::consts::*;
 use elf_edit::Elf;
-use kpatch_strip::{rel_fixup, strip, undo_link, write_payload, END_MARKER_SIZE, INFO_SIZE};
-use std::process::Command;
+use kpatch_file::{INFO_END_MARKER_SIZE as END_MARKER_SIZE, INFO_SIZE};
+use kpatch_strip::{rel_fixup, strip, undo_link, write_payload};
+use object::elf::*;
 use support::*;
 
 /// Runs the four steps through files, as the user guide does; returns ORIG and the payload.
@@ -22,16 +22,7 @@ fn make_payload(b: &Built) -> (Elf, Elf) {
     let mut patch = read_elf(&out);
     undo_link(&orig, &mut patch).unwrap();
     write_elf(&out, &patch);
-    let readelf = Command::new("readelf")
-        .args(["-a", "-W"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        readelf.status.success() && readelf.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&readelf.stderr)
-    );
+    readelf_clean(&out);
     (orig, read_elf(&out))
 }
 
@@ -64,7 +55,7 @@ fn check_payload(orig: &Elf, payload: &Elf, function: &str) {
         if s.name.starts_with(".kpatch") {
             assert_eq!(s.addr, 0, "{}", s.name);
             assert!(s.has_file_data(), "{}", s.name);
-        } else if s.flags & SHF_ALLOC != 0 {
+        } else if s.flags.contains(SHF_ALLOC) {
             assert_eq!(s.sh_type, SHT_NOBITS, "{}", s.name);
             match orig.section(&s.name) {
                 Some(o) => assert_eq!(s.addr, o.addr, "{}", s.name),
@@ -86,7 +77,7 @@ fn check_payload(orig: &Elf, payload: &Elf, function: &str) {
         .filter(|s| s.is_defined_in_section() && s.sym_type != STT_TLS)
     {
         assert!(
-            s.value <= payload.sections[s.shndx as usize].sh_size(),
+            s.value <= payload.sections[usize::from(s.shndx.0)].sh_size(),
             "{} is not section-relative",
             s.name
         );
@@ -94,7 +85,7 @@ fn check_payload(orig: &Elf, payload: &Elf, function: &str) {
     let resolve = |sym: u32, addend: i64| -> Option<u64> {
         let s = &syms[sym as usize];
         s.is_defined_in_section().then(|| {
-            section_address(payload, s.shndx as usize)
+            section_address(payload, usize::from(s.shndx.0))
                 .wrapping_add(s.value)
                 .wrapping_add(addend as u64)
         })
@@ -128,13 +119,13 @@ fn check_payload(orig: &Elf, payload: &Elf, function: &str) {
     let (mut to_data, mut to_orig) = (0, 0);
     for r in &relas {
         assert!(r.offset + 4 <= text.data.len() as u64);
-        assert_ne!(r.r_type, kpatch_strip::reloc_types::R_X86_64_PLT32);
+        assert_ne!(r.r_type, R_X86_64_PLT32);
         let sym = &syms[r.sym as usize];
         let Some(target) = resolve(r.sym, r.addend + 4) else {
             imports.push(sym.unversioned_name().to_string());
             continue;
         };
-        let section = &payload.sections[sym.shndx as usize].name;
+        let section = &payload.sections[usize::from(sym.shndx.0)].name;
         if section == ".kpatch.data" {
             let s = &image[target as usize..];
             assert!(
@@ -143,7 +134,7 @@ fn check_payload(orig: &Elf, payload: &Elf, function: &str) {
                 &s[..16]
             );
             to_data += 1;
-        } else if sym.shndx as usize != text_index {
+        } else if usize::from(sym.shndx.0) != text_index {
             to_orig += 1;
             let found = orig_symbol_at(orig, target);
             assert!(

@@ -2,8 +2,9 @@
 
 mod support;
 
-use elf_edit::consts::*;
-use kpatch_strip::{parse_records, strip, write_payload, BuildError, END_MARKER_SIZE};
+use kpatch_file::{linked_info_records, INFO_END_MARKER_SIZE as END_MARKER_SIZE};
+use kpatch_strip::{strip, write_payload, BuildError};
+use object::elf::*;
 use object::{Object, ObjectSection};
 use std::process::Command;
 use support::*;
@@ -26,7 +27,7 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
     for name in &removed {
         let s = input.section(name).unwrap();
         assert!(
-            s.sh_type == SHT_RELA && s.flags & SHF_ALLOC == 0,
+            s.sh_type == SHT_RELA && !s.flags.contains(SHF_ALLOC),
             "{name} was removed"
         );
     }
@@ -50,7 +51,7 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
         } else {
             assert_eq!(s.sh_type, SHT_NOBITS, "{}", s.name);
             assert_eq!(s.size, before.sh_size(), "{}", s.name);
-            assert_eq!(s.flags, before.flags & !SHF_INFO_LINK, "{}", s.name);
+            assert_eq!(s.flags, before.flags.without(SHF_INFO_LINK), "{}", s.name);
             assert!(s.data.is_empty());
         }
     }
@@ -65,7 +66,8 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
         );
         if a.is_defined_in_section() {
             assert_eq!(
-                input.sections[a.shndx as usize].name, out.sections[b.shndx as usize].name,
+                input.sections[usize::from(a.shndx.0)].name,
+                out.sections[usize::from(b.shndx.0)].name,
                 "{}",
                 a.name
             );
@@ -84,16 +86,7 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
     let data = file.section_by_name(".kpatch.data").unwrap();
     assert_eq!(data.file_range().unwrap().0 % 4096, 0);
     assert_eq!(file.segments().count(), 0);
-    let readelf = Command::new("readelf")
-        .args(["-a", "-W"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        readelf.status.success() && readelf.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&readelf.stderr)
-    );
+    readelf_clean(&path);
 }
 
 #[test]
@@ -132,13 +125,13 @@ fn a_short_function_followed_by_alignment_padding_gets_the_jump_length() {
         false,
     );
     let input = read_elf(&b.patched);
-    let before = parse_records(&input.section(".kpatch.info").unwrap().data).unwrap();
+    let before = linked_info_records(&input.section(".kpatch.info").unwrap().data).unwrap();
     let out = strip(&input).unwrap();
     let info = &out.section(".kpatch.info").unwrap().data;
-    let after = parse_records(&info[..info.len() - END_MARKER_SIZE]).unwrap();
-    let (short, long): (Vec<_>, Vec<_>) = before.iter().zip(&after).partition(|(b, _)| b.dlen < 5);
+    let after = linked_info_records(&info[..info.len() - END_MARKER_SIZE]).unwrap();
+    let (short, long): (Vec<_>, Vec<_>) = before.iter().zip(after).partition(|(b, _)| b.dlen() < 5);
     assert_eq!(short.len(), 1, "{before:?}");
-    assert_eq!(short[0].1.dlen, 5, "lengthened into the padding");
+    assert_eq!(short[0].1.dlen(), 5, "lengthened into the padding");
     assert!(long.iter().all(|(b, a)| b == a), "others untouched");
 }
 
@@ -160,17 +153,21 @@ fn a_new_function_is_not_too_small() {
 #[test]
 fn refuses_inputs_that_are_not_linked_patched_binaries() {
     let b = build(FOO_C, BAR_C, &["print_hello"], &["-O0"], false);
-    run(Command::new("gcc")
-        .current_dir(b.dir.path())
-        .args(["-c", "foobar.s", "-o", "foobar.o"]));
+    run_ok(
+        Command::new("gcc")
+            .current_dir(b.dir.path())
+            .args(["-c", "foobar.s", "-o", "foobar.o"]),
+    );
     let msg = strip(&read_elf(&b.path("foobar.o")))
         .unwrap_err()
         .to_string();
     assert!(msg.contains("-Wl,-q") && msg.contains("linked"), "{msg}");
 
-    run(Command::new("gcc")
-        .current_dir(b.dir.path())
-        .args(["foobar.s", "-o", "no_q"]));
+    run_ok(
+        Command::new("gcc")
+            .current_dir(b.dir.path())
+            .args(["foobar.s", "-o", "no_q"]),
+    );
     let msg = strip(&read_elf(&b.path("no_q"))).unwrap_err().to_string();
     assert!(
         msg.contains(".rela.kpatch.info") && msg.contains("-Wl,-q"),

@@ -3,9 +3,11 @@
 //! the text to its client.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use kpatch_engine::{select, Options, Report, Storage};
+use kpatch_engine::{select, Engine, Options, Report, Storage};
 use kpatch_process::GuardianForker;
 use kpatch_trust::{Event, Outcome, Requester, TrustError};
 
@@ -18,6 +20,31 @@ pub struct Caller<'a> {
     pub trust: &'a Trust,
     /// Who asked: this process for `libcare-ctl`, the client for `libcare-server`.
     pub by: Requester,
+}
+
+/// The engine's options, with what the environment sets: `LIBCARE_SAFETY_TIMEOUT` and
+/// `LIBCARE_LOCK_WAIT` (seconds), `LIBCARE_LOCK_DIR`, and, for tests only,
+/// `LIBCARE_FAULT_STEP` (see docs/internals.md section 4). A value that does not parse leaves
+/// the default.
+fn options_from_env() -> Options {
+    let secs = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+    };
+    let mut opts = Options::default();
+    if let Some(t) = secs("LIBCARE_SAFETY_TIMEOUT") {
+        opts.safety_timeout = t;
+    }
+    if let Some(t) = secs("LIBCARE_LOCK_WAIT") {
+        opts.lock_wait = t;
+    }
+    if let Some(dir) = std::env::var_os("LIBCARE_LOCK_DIR") {
+        opts.lock_dir = PathBuf::from(dir);
+    }
+    opts.fault_step = std::env::var("LIBCARE_FAULT_STEP").ok();
+    opts
 }
 
 /// Where a command's text goes.
@@ -122,7 +149,7 @@ impl Printer<'_> {
 fn options(caller: &Caller<'_>) -> Options {
     Options {
         check: Some(caller.trust.engine_check()),
-        ..Options::default()
+        ..options_from_env()
     }
 }
 
@@ -181,9 +208,9 @@ fn not_cancellable_line(pid: i32) -> String {
     format!("No patch(es) cancellable from PID '{pid}' were found")
 }
 
-fn patch_one(pid: i32, storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
+fn patch_one(pid: i32, storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
     targeting(p, pid);
-    match kpatch_engine::patch(pid, storage, opts, p) {
+    match engine.patch(pid, storage, p) {
         Ok(o) if o.applied.is_empty() => {
             p.out(&no_patch_line(pid));
             true
@@ -230,11 +257,11 @@ fn unpatch_one(
     pid: i32,
     id: Option<&str>,
     objects: &[String],
-    opts: &Options,
+    engine: &Engine,
     p: &mut Printer<'_>,
 ) -> bool {
     targeting(p, pid);
-    let result = kpatch_engine::unpatch(pid, id, objects, opts, p);
+    let result = engine.unpatch(pid, id, objects, p);
     match &result {
         Ok(o) => {
             for r in &o.removed {
@@ -277,8 +304,8 @@ fn unpatch_one(
     }
 }
 
-fn info(pid: i32, json: bool, p: &mut Printer<'_>) -> bool {
-    match kpatch_engine::info(pid) {
+fn info(pid: i32, json: bool, engine: &Engine, p: &mut Printer<'_>) -> bool {
+    match engine.info(pid) {
         Ok(objects) if json => match serde_json::to_string_pretty(&objects) {
             Ok(s) => {
                 p.out(&s);
@@ -334,16 +361,20 @@ fn open_storage(path: &Path, target: &Target, p: &mut Printer<'_>) -> Option<Sto
 }
 
 /// `-p all`: one result line per process; the processes no patch applies to are not attached.
-/// For a run over several processes, a helper that forks their guardians: forking this
-/// process, grown by the images it has read, would copy its page tables each time (and
+/// `opts`, with a helper that forks the guardians for a run over several processes: forking
+/// this process, grown by the images it has read, would copy its page tables each time (and
 /// make every page it writes afterwards a copy-on-write fault).
-fn guardian_forker(processes: usize) -> Option<GuardianForker> {
-    (processes > 1)
+fn with_guardian_forker(opts: &Options, processes: usize) -> Options {
+    let forker = (processes > 1)
         .then(GuardianForker::start)
-        .and_then(Result::ok)
+        .and_then(Result::ok);
+    Options {
+        guardian_forker: forker.map(Arc::new),
+        ..opts.clone()
+    }
 }
 
-fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
+fn patch_all(storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
     let candidates = match select::for_patch(storage) {
         Ok(c) => c,
         Err(e) => {
@@ -357,11 +388,14 @@ fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
             return false;
         }
     };
-    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let engine = &Engine::new(with_guardian_forker(
+        engine.options(),
+        candidates.iter().filter(|c| c.applies).count(),
+    ));
     let mut ok = true;
     for c in candidates {
         if c.applies {
-            ok &= patch_one(c.pid, storage, opts, p);
+            ok &= patch_one(c.pid, storage, engine, p);
         } else {
             p.out(&no_patch_line(c.pid));
         }
@@ -369,7 +403,7 @@ fn patch_all(storage: &Storage, opts: &Options, p: &mut Printer<'_>) -> bool {
     ok
 }
 
-fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Printer<'_>) -> bool {
+fn unpatch_all(id: Option<&str>, objects: &[String], engine: &Engine, p: &mut Printer<'_>) -> bool {
     let candidates = match select::for_unpatch(id) {
         Ok(c) => c,
         Err(e) => {
@@ -378,11 +412,14 @@ fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Pri
             return false;
         }
     };
-    let _forker = guardian_forker(candidates.iter().filter(|c| c.applies).count());
+    let engine = &Engine::new(with_guardian_forker(
+        engine.options(),
+        candidates.iter().filter(|c| c.applies).count(),
+    ));
     let mut ok = true;
     for c in candidates {
         if c.applies {
-            ok &= unpatch_one(c.pid, id, objects, opts, p);
+            ok &= unpatch_one(c.pid, id, objects, engine, p);
         } else {
             p.out(&not_cancellable_line(c.pid));
         }
@@ -393,7 +430,7 @@ fn unpatch_all(id: Option<&str>, objects: &[String], opts: &Options, p: &mut Pri
 /// Applies every patch of the storage at `path` to every process it applies to (`patch -p all
 /// PATH`); the server's `update`. Returns whether every process was patched.
 pub fn update(path: &Path, verbose: bool, caller: Caller<'_>, con: &mut dyn Console) -> bool {
-    let opts = options(&caller);
+    let engine = Engine::new(options(&caller));
     let mut p = Printer {
         con,
         verbose,
@@ -402,14 +439,14 @@ pub fn update(path: &Path, verbose: bool, caller: Caller<'_>, con: &mut dyn Cons
     // LibcarePlus shows "all" as pid -1.
     p.out(&format!("Applying patch for -1 with {}", path.display()));
     match open_storage(path, &Target::All, &mut p) {
-        Some(storage) => patch_all(&storage, &opts, &mut p),
+        Some(storage) => patch_all(&storage, &engine, &mut p),
         None => false,
     }
 }
 
 /// Runs a parsed command for `caller`; returns whether it succeeded.
 pub fn execute(cmd: &Command, verbose: bool, caller: Caller<'_>, con: &mut dyn Console) -> bool {
-    let opts = options(&caller);
+    let engine = Engine::new(options(&caller));
     let mut p = Printer {
         con,
         verbose,
@@ -418,6 +455,10 @@ pub fn execute(cmd: &Command, verbose: bool, caller: Caller<'_>, con: &mut dyn C
     match cmd {
         Command::Help(text) => {
             p.out(text.trim_end_matches('\n'));
+            true
+        }
+        Command::Version => {
+            p.out(&crate::version_line("libcare-ctl"));
             true
         }
         Command::Patch { target, path } => {
@@ -430,8 +471,8 @@ pub fn execute(cmd: &Command, verbose: bool, caller: Caller<'_>, con: &mut dyn C
                 return false;
             };
             match target {
-                Target::Pid(pid) => patch_one(*pid, &storage, &opts, &mut p),
-                Target::All => patch_all(&storage, &opts, &mut p),
+                Target::Pid(pid) => patch_one(*pid, &storage, &engine, &mut p),
+                Target::All => patch_all(&storage, &engine, &mut p),
             }
         }
         Command::Unpatch {
@@ -445,11 +486,11 @@ pub fn execute(cmd: &Command, verbose: bool, caller: Caller<'_>, con: &mut dyn C
                 id.as_deref().unwrap_or("(all)")
             ));
             match target {
-                Target::Pid(pid) => unpatch_one(*pid, id.as_deref(), objects, &opts, &mut p),
-                Target::All => unpatch_all(id.as_deref(), objects, &opts, &mut p),
+                Target::Pid(pid) => unpatch_one(*pid, id.as_deref(), objects, &engine, &mut p),
+                Target::All => unpatch_all(id.as_deref(), objects, &engine, &mut p),
             }
         }
-        Command::Info { pid, json } => info(*pid, *json, &mut p),
+        Command::Info { pid, json } => info(*pid, *json, &engine, &mut p),
     }
 }
 

@@ -16,6 +16,8 @@ pub enum Target {
 pub enum Command {
     /// `-h` anywhere: print this text and succeed.
     Help(&'static str),
+    /// `--version` before the command: print the version and git commit.
+    Version,
     Patch {
         target: Target,
         path: PathBuf,
@@ -37,6 +39,7 @@ pub const USAGE: &str = "usage: libcare-ctl [options] <cmd> [args]
 Options:
   -v          - verbose mode
   -h          - this message
+  --version   - print the version and the git commit
   --keys DIR        - patches must be signed by a key of DIR (*.pub; default
                       $LIBCARE_KEYS, else /etc/libcare/keys; no keys: no signature needed)
   --no-strict-modes - as root, also trust patch files and scripts other users could write
@@ -134,6 +137,7 @@ pub fn parse(args: &[String]) -> Result<(Command, bool), UsageError> {
         match a.as_str() {
             "-v" => verbose = true,
             "-h" | "--help" => return Ok((Command::Help(USAGE), verbose)),
+            "--version" => return Ok((Command::Version, verbose)),
             s if s.starts_with('-') => {
                 return Err(UsageError::new(format!("unknown option '{s}'"), USAGE))
             }
@@ -302,6 +306,7 @@ mod tests {
         assert!(p(&["patch", "-p", "3", "-i", "1", "f"]).is_err());
         assert!(matches!(p(&["-h"]).unwrap().0, Command::Help(_)));
         assert!(matches!(p(&["patch", "-h"]).unwrap().0, Command::Help(_)));
+        assert_eq!(p(&["--version"]).unwrap().0, Command::Version);
         assert_eq!(p(&["info"]).unwrap_err().usage, INFO_USAGE);
         assert_eq!(p(&["bogus"]).unwrap_err().usage, USAGE);
     }

@@ -7,23 +7,38 @@ use crate::trust::TrustArgs;
 /// The usage text.
 pub const USAGE: &str = "usage: libcare-server [-v] [OPTIONS] <UNIX socket> [STORAGE ROOT]
 
-  <UNIX socket>   a path, @NAME for an abstract socket, or &FD for an inherited
-                  listening socket
-  STORAGE ROOT    patches for the update command (default /var/lib/libcare)
+Arguments:
+  <UNIX socket>      a path, @NAME for an abstract socket, or &FD for an inherited
+                     listening socket (libcare.service passes systemd's socket as &3)
+  STORAGE ROOT       patches for the update command (default /var/lib/libcare)
+
+Options:
+  -v                 print each request and its status
+  -h                 this message
+  --version          print the version and the git commit
+  --group GROUP      also serve the members of GROUP
+  --keys DIR         patches must be signed by a key of DIR (*.pub; default
+                     $LIBCARE_KEYS, else /etc/libcare/keys; no keys: no signature needed)
+  --no-strict-modes  as root, also trust patch files and scripts other users could write
+  --audit-log FILE   audit lines to FILE ($LIBCARE_AUDIT_LOG) instead of the system log
 
 Clients are served when they run as root, as the server's user, or (with
 --group) as a member of GROUP; run, kill and stop are root's alone. A path
 socket is made with mode 0600 (0660 and group GROUP with --group); an abstract
-socket has no file permissions, only that check.
-
-Options:
-  -v                - log each request to stdout
-  --group GROUP     - also serve the members of GROUP
-  --keys DIR        - patches must be signed by a key of DIR (*.pub; default
-                      $LIBCARE_KEYS, else /etc/libcare/keys; no keys: no signature needed)
-  --no-strict-modes - as root, also trust patch files and scripts other users could write
-  --audit-log FILE  - audit lines to FILE ($LIBCARE_AUDIT_LOG) instead of the system log
+socket has no file permissions, only that check; an inherited socket has the
+mode its creator gave it (libcare.socket: SocketMode=, SocketGroup=).
 ";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Serve, with these arguments.
+    Serve(Args),
+    /// `-h`, `--help`.
+    Help,
+    /// `--version`.
+    Version,
+}
 
 /// The command line after the program name.
 #[derive(Debug, Default)]
@@ -35,8 +50,8 @@ pub struct Args {
     pub storage: Option<PathBuf>,
 }
 
-/// Parses everything after the program name; `Ok(None)`: help was asked for.
-pub fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
+/// Parses everything after the program name.
+pub fn parse_args(argv: &[String]) -> Result<Parsed, String> {
     let mut args = Args::default();
     let mut positional = Vec::new();
     let mut i = 0;
@@ -53,7 +68,8 @@ pub fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
         }
         match a.as_str() {
             "-v" => args.verbose = true,
-            "-h" | "--help" => return Ok(None),
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--version" => return Ok(Parsed::Version),
             "--group" => {
                 i += 1;
                 let g = argv.get(i).filter(|g| !g.is_empty());
@@ -75,14 +91,14 @@ pub fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
         [] => return Err("not enough arguments.".into()),
         _ => return Err("too many arguments.".into()),
     }
-    Ok(Some(args))
+    Ok(Parsed::Serve(args))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn p(a: &[&str]) -> Result<Option<Args>, String> {
+    fn p(a: &[&str]) -> Result<Parsed, String> {
         parse_args(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
@@ -97,15 +113,16 @@ mod tests {
             "@s",
             "/st",
         ])
-        .unwrap()
         .unwrap();
+        let Parsed::Serve(a) = a else { panic!("{a:?}") };
         assert!(a.verbose);
         assert_eq!(a.group.as_deref(), Some("wheel"));
         assert_eq!(a.trust.keys, Some("/k".into()));
         assert!(a.trust.no_strict_modes);
         assert_eq!(a.socket, "@s");
         assert_eq!(a.storage, Some("/st".into()));
-        assert!(p(&["-h"]).unwrap().is_none());
+        assert!(matches!(p(&["-h"]), Ok(Parsed::Help)));
+        assert!(matches!(p(&["-v", "--version", "@s"]), Ok(Parsed::Version)));
         for bad in [
             &[][..],
             &["--group"],

@@ -98,19 +98,25 @@ pub fn manual(
     Ok(dir.join("prog"))
 }
 
-/// Builds the probe with `extra` additional functions, its patch (every function changed)
-/// and the patched source as a plain binary, at -O2.
+/// Builds the probe with `extra` additional functions and `cflags`, its patch (every
+/// function changed) and the patched source as a plain binary, at -O2.
 pub fn variant(
     tools: &Tools,
     work: &Path,
     probe_c: &Path,
     name: &str,
     extra: usize,
+    cflags: &[&str],
 ) -> Result<Variant> {
     let dir = work.join(name);
     std::fs::create_dir_all(&dir)?;
     std::fs::copy(probe_c, dir.join("probe.c"))?;
-    let gcc = |args: &[&str]| run(Command::new("gcc").args(args).current_dir(&dir));
+    let gcc = |args: &[&str]| {
+        run(Command::new("gcc")
+            .args(cflags)
+            .args(args)
+            .current_dir(&dir))
+    };
     std::fs::write(dir.join("extra_funcs.h"), extra_funcs(extra, false))?;
     gcc(&["-O2", "-S", "probe.c", "-o", "orig.s"])?;
     std::fs::write(dir.join("extra_funcs.h"), extra_funcs(extra, true))?;

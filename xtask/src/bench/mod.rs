@@ -1,12 +1,13 @@
 //! `cargo xtask bench`: how long a patch holds the target, measured from inside the target,
-//! against the floor of ptrace itself; plus patch size, build time, `-p all` and call
-//! overhead. Results go to BENCHMARKS.md.
+//! against the floor of ptrace itself, with and without coroutines; plus patch size, build
+//! time, `-p all`, call overhead, and the pause on QEMU. Results go to BENCHMARKS.md.
 
 mod build;
-mod probe;
+pub mod probe;
 pub mod project;
+mod qemu;
 mod report;
-mod stats;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,9 +119,9 @@ pub fn run_bench(root: &Path, only: &[String]) -> Result<()> {
     let mut report = Report::new();
 
     eprintln!("bench: building probes and patches");
-    let one = build::variant(&tools, &work, &src, "one", 0)?;
-    let hundred = build::variant(&tools, &work, &src, "hundred", 99)?;
-    let thousand = build::variant(&tools, &work, &src, "thousand", 999)?;
+    let one = build::variant(&tools, &work, &src, "one", 0, &[])?;
+    let hundred = build::variant(&tools, &work, &src, "hundred", 99, &[])?;
+    let thousand = build::variant(&tools, &work, &src, "thousand", 999, &[])?;
 
     if want("pause") {
         eprintln!("bench: pause against the ptrace floor");
@@ -130,6 +131,12 @@ pub fn run_bench(root: &Path, only: &[String]) -> Result<()> {
             let (on, off, frozen) = pause_trials(&tools, &one, nidle, &work)?;
             report.pause(threads, &floor, &on, &off, &frozen);
         }
+    }
+    if want("coro") {
+        eprintln!("bench: pause with coroutines");
+        let coro = build::variant(&tools, &work, &src, "coro", 0, &["-DCORO"])?;
+        let (on, off, frozen) = pause_trials(&tools, &coro, 1, &work)?;
+        report.coro(&on, &off, &frozen);
     }
     if want("size") {
         eprintln!("bench: pause against patch size");
@@ -154,6 +161,11 @@ pub fn run_bench(root: &Path, only: &[String]) -> Result<()> {
         let (one_proc, hundred_procs) =
             project::pall(&tools, &work, &root.join("tests/fixtures/guide"))?;
         report.pall(&one_proc, &hundred_procs);
+    }
+
+    if want("qemu") {
+        eprintln!("bench: QEMU");
+        report.qemu(qemu::qemu(root, &work)?);
     }
 
     let text = report.render()?;

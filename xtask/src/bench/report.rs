@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
+use super::qemu::Series;
 use super::stats::Stats;
 
 /// Everything after this line in BENCHMARKS.md is kept as is.
@@ -17,6 +18,8 @@ pub struct Report {
     overhead: Option<(Stats, Stats, Stats)>,
     build: Option<(Stats, Stats)>,
     pall: Option<(Stats, Stats)>,
+    coro: Option<(Stats, Stats, Stats)>,
+    qemu: Vec<Series>,
     extra: Vec<(String, String)>,
 }
 
@@ -102,6 +105,14 @@ impl Report {
         self.pall = Some((*one, *hundred));
     }
 
+    pub fn coro(&mut self, on: &Stats, off: &Stats, frozen: &Stats) {
+        self.coro = Some((*on, *off, *frozen));
+    }
+
+    pub fn qemu(&mut self, series: Vec<Series>) {
+        self.qemu = series;
+    }
+
     /// A free-form result line (name, value).
     #[allow(dead_code)]
     pub fn extra(&mut self, name: &str, value: String) {
@@ -126,6 +137,20 @@ impl Report {
                 s,
                 "| {t} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |",
                 f.median, f.p90, on.median, on.p90, off.median, off.p90, fr.median
+            )?;
+        }
+        if let Some((on, off, frozen)) = &self.coro {
+            writeln!(s, "\n## 1b. Pause with coroutines (3 threads)\n")?;
+            writeln!(s, "The probe built with `-DCORO`: 64 coroutines made with `makecontext`, each suspended in `swapcontext`, and a 128 MiB heap, as a QEMU holds them; the patch's safety check must find the coroutines' saved contexts.\n")?;
+            writeln!(
+                s,
+                "| patch median / p90 | unpatch median / p90 | libcare-ctl frozen_time median |"
+            )?;
+            writeln!(s, "|---|---|---|")?;
+            writeln!(
+                s,
+                "| {:.0} / {:.0} | {:.0} / {:.0} | {:.0} |",
+                on.median, on.p90, off.median, off.p90, frozen.median
             )?;
         }
         writeln!(s, "\n## 3. Pause against patch size (3 threads)\n")?;
@@ -188,6 +213,31 @@ impl Report {
             writeln!(s, "|---|---|")?;
             writeln!(s, "| 1 | {:.1} / {:.1} |", one.median, one.p90)?;
             writeln!(s, "| 100 | {:.1} / {:.1} |", hundred.median, hundred.p90)?;
+        }
+        if !self.qemu.is_empty() {
+            writeln!(
+                s,
+                "\n## 7. QEMU 7.2 (TCG, q35, no guest OS; the CVE-2023-3255 patch; ms)\n"
+            )?;
+            writeln!(s, "`cargo xtask test-qemu`'s build and patch; guest memory preallocated; a QMP client sends `query-status` back to back, and the stall is the longest any answer took during the command.\n")?;
+            writeln!(s, "| tool | guest | patch frozen_time median / p90 | QMP stall, patch | unpatch frozen_time | QMP stall, unpatch |")?;
+            writeln!(s, "|---|---|---|---|---|---|")?;
+            for q in &self.qemu {
+                writeln!(
+                    s,
+                    "| {} | {} GiB | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+                    q.tool,
+                    q.mem_mib / 1024,
+                    q.frozen_on.median / 1000.0,
+                    q.frozen_on.p90 / 1000.0,
+                    q.stall_on.median,
+                    q.stall_on.p90,
+                    q.frozen_off.median / 1000.0,
+                    q.frozen_off.p90 / 1000.0,
+                    q.stall_off.median,
+                    q.stall_off.p90
+                )?;
+            }
         }
         for (k, v) in &self.extra {
             writeln!(s, "\n{k}: {v}")?;

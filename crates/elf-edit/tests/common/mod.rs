@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use libcare_test_support::run_ok;
+
 pub const SOURCE: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,35 +32,6 @@ pub fn gcc(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let src = dir.join("input.c");
     std::fs::write(&src, SOURCE).expect("write input.c");
     let out = dir.join(name);
-    let status = Command::new("gcc")
-        .args(args)
-        .arg("-o")
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("run gcc");
-    assert!(status.success(), "gcc {args:?} failed");
+    run_ok(Command::new("gcc").args(args).arg("-o").arg(&out).arg(&src));
     out
-}
-
-/// `readelf -a -W FILE`; panics if it fails or prints anything on stderr.
-pub fn readelf_clean(path: &Path) -> String {
-    readelf_allowing(path, &[])
-}
-
-/// `readelf -a -W FILE`; panics if it fails or prints on stderr a line not in `allowed`.
-pub fn readelf_allowing(path: &Path, allowed: &[&str]) -> String {
-    let out = Command::new("readelf")
-        .args(["-a", "-W"])
-        .arg(path)
-        .output()
-        .expect("run readelf");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let unexpected = stderr.lines().any(|l| !allowed.contains(&l));
-    assert!(
-        out.status.success() && !unexpected,
-        "readelf -a {}: {stderr}",
-        path.display()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -33,8 +33,12 @@ pub fn exercise(bytes: &[u8]) {
     for (a, b) in elf.sections.iter().zip(&again.sections) {
         assert_eq!((a.sh_type, &a.data), (b.sh_type, &b.data));
     }
+    // With every section's file offset page-aligned on top of its own alignment.
     let _ = elf.write_with(&WriteOptions {
-        keep_program_headers: true,
-        ..WriteOptions::default()
+        file_alignment: elf
+            .sections
+            .iter()
+            .map(|s| (s.name.clone(), 4096))
+            .collect(),
     });
 }

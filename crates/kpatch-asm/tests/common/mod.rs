@@ -65,19 +65,19 @@ impl Scratch {
 /// A compiler and the dialect it writes.
 pub struct Toolchain {
     pub cc: &'static str,
-    pub arch: kpatch_asm::Arch,
+    pub arch: kpatch_asm::AsmArch,
 }
 
 /// The machine's gcc (x86_64).
 pub const HOST: Toolchain = Toolchain {
     cc: "gcc",
-    arch: kpatch_asm::Arch::X86_64,
+    arch: kpatch_asm::AsmArch::X86_64,
 };
 
 /// The aarch64 cross compiler (Debian's gcc-aarch64-linux-gnu).
 pub const AARCH64: Toolchain = Toolchain {
     cc: "aarch64-linux-gnu-gcc",
-    arch: kpatch_asm::Arch::Aarch64,
+    arch: kpatch_asm::AsmArch::Aarch64,
 };
 
 /// Runs a gcc, panicking with its messages when it fails.

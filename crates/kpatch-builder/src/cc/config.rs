@@ -58,6 +58,13 @@ pub mod vars {
     /// appended to this list and then moved aside (see `kpatch_builder::stash`);
     /// `libcare-patch-make` sets it and puts the files back afterwards.
     pub const KPCC_KEEP_LIST: &str = "KPCC_KEEP_LIST";
+    /// Ours, not the peer's: in the patched stage, `kpatch_gensrc --report` appends to this
+    /// file why each function is in the patch; `libcare-patch-make` sets it and prints it.
+    pub const KPCC_REPORT: &str = "KPCC_REPORT";
+    /// Ours: `0` (or `off`, `no`) keeps the wrapper from adding the options that make a build
+    /// safe to live-patch (`-flive-patching=inline-clone`), to rebuild a binary exactly as it
+    /// was built without them.
+    pub const KPCC_LIVE_PATCHING: &str = "KPCC_LIVE_PATCHING";
     /// Set by the wrapper in the environment of the compilers it runs, to detect a loop.
     pub const LIBCARE_CC_RUNNING: &str = "LIBCARE_CC_RUNNING";
 }
@@ -96,6 +103,10 @@ pub struct CcConfig {
     pub nested: bool,
     /// `KPCC_KEEP_LIST`.
     pub keep_list: Option<PathBuf>,
+    /// `KPCC_REPORT`.
+    pub report: Option<PathBuf>,
+    /// Whether to add the live-patching options (`KPCC_LIVE_PATCHING`, default on).
+    pub live_patching: bool,
 }
 
 /// Splits a `;`-separated list, dropping empty entries.
@@ -165,6 +176,10 @@ impl CcConfig {
             keep_list: get(vars::KPCC_KEEP_LIST)
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
+            report: get(vars::KPCC_REPORT)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            live_patching: !matches!(get(vars::KPCC_LIVE_PATCHING), Some("0" | "off" | "no")),
         })
     }
 

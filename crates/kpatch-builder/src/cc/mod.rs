@@ -1,23 +1,26 @@
 //! `libcare-cc`: a gcc-compatible wrapper that builds every C source through assembly.
 //!
 //! In the `original` stage each source is compiled with `-S` (all flags kept) into a kept
-//! assembly file, which is then assembled into the object: the object is byte-identical to a
-//! plain `gcc -c`. In the `patched` stage the patched source's assembly is combined with the
+//! assembly file, which is then assembled into the object: the object is byte-identical to
+//! `gcc -flive-patching=inline-clone -c` with the same options (see [`live_patching`]; plain
+//! `gcc -c` with `KPCC_LIVE_PATCHING=0`). In the `patched` stage the patched source's assembly is combined with the
 //! kept original by `kpatch_gensrc`, and the combined file is assembled instead; link steps get
 //! `-Wl,-q` so the linked binary keeps its relocations. Anything else — configure probes,
 //! preprocessing, version queries, an unset `KPATCH_STAGE` — runs the real compiler unchanged.
 
 mod cmdline;
 mod config;
+mod live_patching;
 mod naming;
 mod outputs;
 
-pub use cmdline::{
-    expand_response_files, input_kind, parse, CommandLine, DepOpt, Input, InputKind, Mode, Token,
-};
-pub use config::{split_list, vars, CcConfig, Stage, DEFAULT_PATCH_ARGS};
-pub use naming::{default_output, replace_ext, AsmNaming};
-pub use outputs::{dep_file, written_files};
+// Public for the fuzz target `command_lines` (fuzz/), which parses command lines as the
+// wrapper does.
+pub(crate) use cmdline::{expand_response_files, DepOpt, Input, InputKind};
+pub use cmdline::{parse, CommandLine, Mode, Token};
+pub(crate) use config::{split_list, vars, CcConfig, Stage, DEFAULT_PATCH_ARGS};
+pub(crate) use naming::{default_output, AsmNaming};
+pub(crate) use outputs::{dep_file, written_files};
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -443,6 +446,10 @@ impl Wrapper {
                         .map(|f| f.to_string()),
                 );
                 args.extend(self.cfg.append_args.iter().cloned());
+                // First, as `gcc -flive-patching=inline-clone ...` would have them: the
+                // debugging information records the options in order.
+                let live = self.live_patching_flags(&args);
+                args.splice(0..0, live);
                 self.run_compiler(&args, &format!("compiling {} to assembly", input.path))?;
             }
         }
@@ -478,6 +485,9 @@ impl Wrapper {
         let combined = self.naming.combined_asm(base)?;
         let tmp = TempOut::beside(&combined);
         let mut args = self.cfg.patch_args.clone();
+        if let Some(report) = &self.cfg.report {
+            args.push(format!("--report={}", report.display()));
+        }
         args.extend([
             "-i".into(),
             path_arg(original),
@@ -524,6 +534,26 @@ impl Wrapper {
         }
         args.extend(self.cfg.append_args.iter().cloned());
         self.run_compiler(&args, what)
+    }
+
+    /// What makes this compile safe to live-patch (see [`live_patching`]), for both stages,
+    /// unless `KPCC_LIVE_PATCHING=0`; `args` is the compile command so far.
+    fn live_patching_flags(&self, args: &[String]) -> Vec<String> {
+        if !self.cfg.live_patching {
+            return Vec::new();
+        }
+        let version = Command::new(&self.real)
+            .arg("--version")
+            .env(vars::LIBCARE_CC_RUNNING, "1")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let (flags, why) =
+            live_patching::flags(&live_patching::Compiler::from_version(&version), args);
+        if let Some(why) = why {
+            eprintln!("libcare-cc: warning: {why}");
+        }
+        flags.into_iter().map(String::from).collect()
     }
 
     /// The real compiler's target triple (`gcc -dumpmachine`); empty if it cannot tell.

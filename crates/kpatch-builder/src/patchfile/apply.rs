@@ -314,6 +314,23 @@ pub fn backed_up_files(srcdir: &Path) -> Result<Vec<PathBuf>, RestoreError> {
     Ok(backups.into_keys().collect())
 }
 
+/// Each file under `srcdir` that has a backup, with its first backup (the file as it was
+/// before the first patch of the run).
+pub fn originals(srcdir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, RestoreError> {
+    let mut backups: BTreeMap<PathBuf, Vec<(usize, PathBuf)>> = BTreeMap::new();
+    collect_backups(srcdir, &mut backups).map_err(|source| RestoreError {
+        path: srcdir.to_path_buf(),
+        source,
+    })?;
+    Ok(backups
+        .into_iter()
+        .filter_map(|(file, mut baks)| {
+            baks.sort();
+            baks.into_iter().next().map(|(_, first)| (file, first))
+        })
+        .collect())
+}
+
 /// Finds backups under `dir`, keyed by the file they belong to. Symlinks and `.git` are not
 /// followed.
 fn collect_backups(

@@ -3,11 +3,10 @@
 
 pub mod apply;
 pub mod diff;
+pub mod line_keep;
 pub mod target;
 
 pub use apply::{
-    apply_patch, backed_up_files, backup_path, read_patch, restore_sources, Applied, ApplyError,
-    RestoreError, RestoredTime,
+    apply_patch, backed_up_files, originals, read_patch, restore_sources, ApplyError, RestoreError,
+    RestoredTime,
 };
-pub use diff::{DiffError, FileDiff, Hunk};
-pub use target::{find_target, strip_components, NoTarget, Target};

@@ -3,24 +3,23 @@
 #![allow(dead_code)]
 
 use kpatch_file::elf::{
-    FileHeader64, SectionHeader64, ELFCLASS64, ELFDATA2LSB, ELFMAG, ET_REL, EV_CURRENT, RELA_SIZE,
-    SECTION_HEADER_SIZE, SHT_NOBITS, SHT_PROGBITS, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SYM_SIZE,
+    FileHeader, SectionHeader, ENDIAN as LE, FILE_HEADER_SIZE, RELA_SIZE, SECTION_HEADER_SIZE,
+    SYM_SIZE,
 };
 use kpatch_file::{InfoRecord, INFO_END_MARKER};
-use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
-
-pub const SHF_WRITE: u64 = 1;
-pub const SHF_ALLOC: u64 = 2;
-pub const SHF_EXECINSTR: u64 = 4;
-pub const SHF_INFO_LINK: u64 = 0x40;
+use object::elf::{Ident, ELFCLASS64, ELFDATA2LSB, ELFMAG, ELFOSABI_NONE, ET_REL, EV_CURRENT};
+pub use object::elf::{
+    SectionFlags, SectionType, SymbolSection, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK, SHF_WRITE,
+    SHT_NOBITS, SHT_PROGBITS, SHT_RELA, SHT_STRTAB, SHT_SYMTAB,
+};
+pub use object::endian::{U16, U32, U64};
 
 /// A section to lay out; `size` overrides `data.len()` for `SHT_NOBITS`.
 #[derive(Debug, Clone)]
 pub struct TestSection {
     pub name: String,
-    pub sh_type: u32,
-    pub flags: u64,
+    pub sh_type: SectionType,
+    pub flags: SectionFlags,
     pub addr: u64,
     pub data: Vec<u8>,
     pub nobits_size: u64,
@@ -31,11 +30,11 @@ pub struct TestSection {
 }
 
 impl TestSection {
-    pub fn new(name: &str, sh_type: u32, data: Vec<u8>) -> TestSection {
+    pub fn new(name: &str, sh_type: SectionType, data: Vec<u8>) -> TestSection {
         TestSection {
             name: name.to_owned(),
             sh_type,
-            flags: 0,
+            flags: SectionFlags(0),
             addr: 0,
             data,
             nobits_size: 0,
@@ -147,59 +146,86 @@ impl TestElf {
         let shstrtab_name = shstrtab.len() as u32;
         shstrtab.extend_from_slice(b".shstrtab\0");
 
-        let mut out = vec![0u8; 64];
-        let mut headers = vec![SectionHeader64::new_zeroed()];
+        let mut out = vec![0u8; FILE_HEADER_SIZE];
+        let mut headers = vec![null_section()];
         for (section, name) in self.sections.iter().zip(names) {
-            let mut sh = SectionHeader64::new_zeroed();
-            sh.sh_name = U32::new(name);
-            sh.sh_type = U32::new(section.sh_type);
-            sh.sh_flags = U64::new(section.flags);
-            sh.sh_addr = U64::new(section.addr);
-            sh.sh_link = U32::new(section.link);
-            sh.sh_info = U32::new(section.info);
-            sh.sh_addralign = U64::new(section.addralign);
-            sh.sh_entsize = U64::new(section.entsize);
+            let mut sh = null_section();
+            sh.sh_name = U32::new(LE, name);
+            sh.sh_type = U32::new(LE, section.sh_type);
+            sh.sh_flags = U64::new(LE, section.flags);
+            sh.sh_addr = U64::new(LE, section.addr);
+            sh.sh_link = U32::new(LE, section.link);
+            sh.sh_info = U32::new(LE, section.info);
+            sh.sh_addralign = U64::new(LE, section.addralign);
+            sh.sh_entsize = U64::new(LE, section.entsize);
             let align = section.addralign.max(1) as usize;
             out.resize(out.len().next_multiple_of(align), 0);
-            sh.sh_offset = U64::new(out.len() as u64);
+            sh.sh_offset = U64::new(LE, out.len() as u64);
             if section.sh_type == SHT_NOBITS {
-                sh.sh_size = U64::new(section.nobits_size);
+                sh.sh_size = U64::new(LE, section.nobits_size);
             } else {
-                sh.sh_size = U64::new(section.data.len() as u64);
+                sh.sh_size = U64::new(LE, section.data.len() as u64);
                 out.extend_from_slice(&section.data);
             }
             headers.push(sh);
         }
-        let mut sh = SectionHeader64::new_zeroed();
-        sh.sh_name = U32::new(shstrtab_name);
-        sh.sh_type = U32::new(SHT_STRTAB);
-        sh.sh_offset = U64::new(out.len() as u64);
-        sh.sh_size = U64::new(shstrtab.len() as u64);
-        sh.sh_addralign = U64::new(1);
+        let mut sh = null_section();
+        sh.sh_name = U32::new(LE, shstrtab_name);
+        sh.sh_type = U32::new(LE, SHT_STRTAB);
+        sh.sh_offset = U64::new(LE, out.len() as u64);
+        sh.sh_size = U64::new(LE, shstrtab.len() as u64);
+        sh.sh_addralign = U64::new(LE, 1);
         headers.push(sh);
         out.extend_from_slice(&shstrtab);
 
         out.resize(out.len().next_multiple_of(8), 0);
         let shoff = out.len();
         for sh in &headers {
-            out.extend_from_slice(sh.as_bytes());
+            out.extend_from_slice(object::pod::bytes_of(sh));
         }
 
-        let mut eh = FileHeader64::new_zeroed();
-        eh.e_ident[..4].copy_from_slice(&ELFMAG);
-        eh.e_ident[4] = ELFCLASS64;
-        eh.e_ident[5] = ELFDATA2LSB;
-        eh.e_ident[6] = EV_CURRENT;
-        eh.e_type = U16::new(ET_REL);
-        eh.e_machine = U16::new(self.machine);
-        eh.e_version = U32::new(EV_CURRENT.into());
-        eh.e_shoff = U64::new(shoff as u64);
-        eh.e_ehsize = U16::new(64);
-        eh.e_shentsize = U16::new(SECTION_HEADER_SIZE as u16);
-        eh.e_shnum = U16::new(headers.len() as u16);
-        eh.e_shstrndx = U16::new((headers.len() - 1) as u16);
-        out[..64].copy_from_slice(eh.as_bytes());
+        let eh = FileHeader {
+            e_ident: Ident {
+                magic: ELFMAG,
+                class: ELFCLASS64,
+                data: ELFDATA2LSB,
+                version: EV_CURRENT,
+                os_abi: ELFOSABI_NONE,
+                abi_version: 0,
+                padding: [0; 7],
+            },
+            e_type: U16::new(LE, ET_REL),
+            e_machine: U16::new(LE, object::elf::Machine(self.machine)),
+            e_version: U32::new(LE, EV_CURRENT.0.into()),
+            e_entry: U64::new(LE, 0),
+            e_phoff: U64::new(LE, 0),
+            e_shoff: U64::new(LE, shoff as u64),
+            e_flags: U32::new(LE, object::elf::FileFlags(0)),
+            e_ehsize: U16::new(LE, FILE_HEADER_SIZE as u16),
+            e_phentsize: U16::new(LE, 0),
+            e_phnum: U16::new(LE, 0),
+            e_shentsize: U16::new(LE, SECTION_HEADER_SIZE as u16),
+            e_shnum: U16::new(LE, headers.len() as u16),
+            e_shstrndx: U16::new(LE, SymbolSection((headers.len() - 1) as u16)),
+        };
+        out[..FILE_HEADER_SIZE].copy_from_slice(object::pod::bytes_of(&eh));
         out
+    }
+}
+
+/// An all-zero section header.
+fn null_section() -> SectionHeader {
+    SectionHeader {
+        sh_name: U32::new(LE, 0),
+        sh_type: U32::new(LE, SectionType(0)),
+        sh_flags: U64::new(LE, SectionFlags(0)),
+        sh_addr: U64::new(LE, 0),
+        sh_offset: U64::new(LE, 0),
+        sh_size: U64::new(LE, 0),
+        sh_link: U32::new(LE, 0),
+        sh_info: U32::new(LE, 0),
+        sh_addralign: U64::new(LE, 0),
+        sh_entsize: U64::new(LE, 0),
     }
 }
 
@@ -223,17 +249,17 @@ fn rela(offset: u64, sym: u32, r_type: u32, addend: i64) -> Vec<u8> {
 }
 
 /// The ELF header of an ELF being edited by a test.
-pub fn elf_header_mut(elf: &mut [u8]) -> &mut FileHeader64 {
-    FileHeader64::mut_from_prefix(elf)
+pub fn elf_header_mut(elf: &mut [u8]) -> &mut FileHeader {
+    object::pod::from_bytes_mut::<FileHeader>(elf)
         .expect("test ELF has a header")
         .0
 }
 
 /// Section header `index` of an ELF being edited by a test.
-pub fn section_header_mut(elf: &mut [u8], index: usize) -> &mut SectionHeader64 {
-    let shoff = elf_header_mut(elf).e_shoff.get() as usize;
+pub fn section_header_mut(elf: &mut [u8], index: usize) -> &mut SectionHeader {
+    let shoff = elf_header_mut(elf).e_shoff.get(LE) as usize;
     let start = shoff + index * SECTION_HEADER_SIZE;
-    SectionHeader64::mut_from_prefix(&mut elf[start..])
+    object::pod::from_bytes_mut::<SectionHeader>(&mut elf[start..])
         .expect("test ELF has this section header")
         .0
 }

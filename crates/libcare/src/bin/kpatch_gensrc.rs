@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use kpatch_asm::{
-    copy_through, debug_filter, gensrc, Arch, AsmFile, Dialect, Diff, DiffOptions, FilterOptions,
-    FunctionFilter, Note, PatchKind, SymbolList,
+    copy_through, debug_filter, gensrc, AsmArch, AsmFile, Dialect, Diff, DiffOptions,
+    FilterOptions, FunctionFilter, Note, PatchKind, SymbolList,
 };
 
 /// Default location of the function filter file.
@@ -35,14 +35,15 @@ enum ArchArg {
 #[derive(Debug, Parser)]
 #[command(
     name = "kpatch_gensrc",
+    version = libcare::VERSION,
     infer_long_args = true,
     about = "Compare two assembler files and write the original with a live patch added",
     long_about = "Compare the assembler output (gcc -S) of an original and a patched build of \
 one C file and write the original file, every line in place, plus the patch: copies of changed \
 and new functions in .kpatch.text, new variables and copied literals in .kpatch.data, and one \
-.kpatch.info record per patched function.\n\n\
-  kpatch_gensrc [--os=rhel6] -i ORIG.s -i PATCHED.s -o OUT.s\n\
-  kpatch_gensrc --dbg-filter [--dbg-filter-eh-frame ...] -i IN.s -o OUT.s\n\n\
+.kpatch.info record per patched function.\n\n  \
+kpatch_gensrc [--os=rhel6] -i ORIG.s -i PATCHED.s -o OUT.s\n  \
+kpatch_gensrc --dbg-filter [--dbg-filter-eh-frame ...] -i IN.s -o OUT.s\n\n\
 With one input file the file is copied to the output, filtered when --dbg-filter (or one of \
 its --dbg-filter-* refinements) is given.\n\n\
 FLIST is a comma-separated list of function names, each optionally prefixed with the source \
@@ -141,6 +142,18 @@ struct Cli {
     /// name would clash at link time.
     #[arg(long = "force-global")]
     force_global: bool,
+
+    /// Append one line per function in the patch to FILE: the source file, the function and
+    /// why it is in the patch (new; changed; changed code inlined into it; line moved), separated by
+    /// tabs. Not the peer's; libcare-cc passes it when libcare-patch-make asks.
+    #[arg(long = "report", value_name = "FILE")]
+    report: Option<PathBuf>,
+
+    /// Refuse a changed function whose callers in the file may depend on its old body (the
+    /// original compiled with optimisation but without -flive-patching=inline-clone, as its
+    /// debugging information records), instead of warning.
+    #[arg(long = "strict-ipa")]
+    strict_ipa: bool,
 }
 
 fn main() {
@@ -180,13 +193,13 @@ fn run(cli: &Cli) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let arch = match cli.arch {
-        Some(ArchArg::X86_64) => Arch::X86_64,
-        Some(ArchArg::Aarch64) => Arch::Aarch64,
+        Some(ArchArg::X86_64) => AsmArch::X86_64,
+        Some(ArchArg::Aarch64) => AsmArch::Aarch64,
         Some(ArchArg::I686) => bail!("--arch=i686: 32-bit x86 is not supported"),
         None => texts
             .iter()
             .find_map(|t| Dialect::detect(t))
-            .or_else(Arch::host)
+            .or_else(AsmArch::host)
             .context("cannot tell the inputs' architecture; pass --arch")?,
     };
     let dialect = Dialect::for_arch(arch);
@@ -222,6 +235,9 @@ fn run(cli: &Cli) -> Result<()> {
             let opts = diff_options(cli)?;
             let (text, diff) = gensrc(&orig, &patched, &opts)?;
             report(&diff, verbose);
+            if let Some(file) = &cli.report {
+                append_report(file, orig.source_name().unwrap_or(&orig.name), &diff)?;
+            }
             text
         }
         n => bail!("{n} input files given; give one (to filter) or two (to compare)"),
@@ -263,7 +279,26 @@ fn diff_options(cli: &Cli) -> Result<DiffOptions> {
         force_global: cli.force_global,
         force_gotpcrel: cli.force_gotpcrel,
         keep_never_returning: cli.test_mode,
+        strict_ipa: cli.strict_ipa,
     })
+}
+
+/// `--report`: one line per function, appended in one write (several compilers may append to
+/// the file at once).
+fn append_report(file: &Path, source: &str, diff: &Diff) -> Result<()> {
+    let mut lines = String::new();
+    for f in &diff.functions {
+        lines.push_str(&format!("{source}\t{}\t{}\n", f.name, f.why));
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(lines.as_bytes()))
+        .with_context(|| format!("cannot append to the report {}", file.display()))
 }
 
 /// Tells the user what the patch holds (verbose) and what it leaves out (always).
@@ -275,7 +310,12 @@ fn report(diff: &Diff, verbose: u32) {
                 PatchKind::New => "new function",
                 PatchKind::Unlinked => "unlinked copy of function",
             };
-            libcare::errln!("kpatch_gensrc: {what} {} (as {})", f.name, f.copy_name);
+            libcare::errln!(
+                "kpatch_gensrc: {what} {} (as {}): {}",
+                f.name,
+                f.copy_name,
+                f.why
+            );
         }
         for v in &diff.new_variables {
             libcare::errln!(
@@ -320,6 +360,22 @@ fn report(diff: &Diff, verbose: u32) {
             Note::NeverReturnsKept { function } => libcare::errln!(
                 "kpatch_gensrc: warning: {function} changed and never returns; patched anyway \
                  (--test-mode): libcare-ctl will refuse the patch while a thread is inside it"
+            ),
+            Note::CallersMayDepend {
+                function,
+                callers,
+                producer,
+            } => libcare::errln!(
+                "kpatch_gensrc: warning: `{function}` changed, and the original was compiled by \
+                 `{producer}` without -flive-patching=inline-clone: its callers {} may depend on \
+                 its old body (a const/pure call hoisted or dropped, values kept in registers \
+                 across it) and keep doing the old thing; build with libcare-cc, or pass \
+                 --strict-ipa to refuse",
+                callers.join(", ")
+            ),
+            Note::LineNumbersOnly { function, shift } if verbose > 0 => libcare::errln!(
+                "kpatch_gensrc: function {function} differs only in line numbers (its lines \
+                 moved by {shift}): left out of the patch, it keeps printing the old numbers"
             ),
             Note::OnlyNumbersDiffer { function } if verbose > 0 => libcare::errln!(
                 "kpatch_gensrc: {function} differs only in numbers (a __LINE__ shift?); \

@@ -16,7 +16,7 @@ use kpatch_trust::{sign, SigningKey};
 /// Make a .kpatch file: the header (magic, patch id, target build-id, build time), then the
 /// patch ELF padded to 16 bytes.
 #[derive(Debug, Parser)]
-#[command(name = "kpatch_make", version)]
+#[command(name = "kpatch_make", version = libcare::VERSION)]
 struct Args {
     /// Print what is written to standard error.
     #[arg(short = 'd', long = "debug")]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(
     name = "kpatch_strip",
+    version = libcare::VERSION,
     about = "Turn a patched binary linked with -Wl,-q into the payload of a .kpatch file",
     group(ArgGroup::new("mode").required(true).multiple(false).args(["strip", "rel_fixup", "undo_link"]))
 )]

@@ -8,11 +8,23 @@ use anyhow::{Context, Result};
 use kpatch_server::address::DEFAULT_SOCKET;
 use kpatch_server::{encode_request, Address, Reply};
 
-const USAGE: &str = "usage: libcare-client [/SOCKET|@NAME] ARG0 [ARG1]...
+const USAGE: &str = "usage: libcare-client [/SOCKET|@NAME] COMMAND [ARG]...
 
-  /SOCKET   the server's socket (default /var/run/libcare.sock); @NAME for an abstract one
-  ARG0...   a libcare-ctl command (patch, unpatch, info), or one of the server's:
-            run CMD, kill PID, storage DIR, update, stop
+Arguments:
+  /SOCKET|@NAME         the server's socket (default /var/run/libcare.sock, where
+                        libcare.socket listens); @NAME for an abstract one
+
+Commands:
+  patch, unpatch, info  a libcare-ctl command and its options (see libcare-ctl)
+  run CMD               run sh -c CMD on the server; prints the pid
+  kill PID              kill a process that run started
+  storage DIR           the storage update applies from now on
+  update                patch -p all from the storage
+  stop                  stop the server
+
+Options:
+  -h                    this message
+  --version             print the version and the git commit
 ";
 
 /// Sends the request and copies the reply to stdout; returns the command's status.
@@ -67,6 +79,10 @@ fn main() -> ExitCode {
     } else {
         DEFAULT_SOCKET.to_owned()
     };
+    if args.first().is_some_and(|a| a == "--version") {
+        println!("{}", libcare::version_line("libcare-client"));
+        return ExitCode::SUCCESS;
+    }
     if args.is_empty() || args.first().is_some_and(|a| a == "-h" || a == "--help") {
         let help = !args.is_empty();
         if help {

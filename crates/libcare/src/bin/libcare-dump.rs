@@ -8,14 +8,16 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use kpatch_file::elf::{SHT_NOBITS, SHT_NULL, SHT_PROGBITS, SHT_RELA, SHT_STRTAB, SHT_SYMTAB};
 use kpatch_file::{Header, KpatchFile};
+use object::elf::{
+    SectionType, SHT_NOBITS, SHT_NULL, SHT_PROGBITS, SHT_RELA, SHT_STRTAB, SHT_SYMTAB,
+};
 
 /// Display patch information and dump elf-format patch.
 #[derive(Debug, Parser)]
 #[command(
     name = "libcare-dump",
-    version,
+    version = libcare::VERSION,
     after_help = "Examples:\n  libcare-dump -H -i <input>\n  libcare-dump -c -i <input> -o <output>"
 )]
 struct Args {
@@ -145,7 +147,7 @@ fn describe_details(out: &mut String, file: &KpatchFile<'_>) {
     }
 }
 
-fn type_name(sh_type: u32) -> String {
+fn type_name(sh_type: SectionType) -> String {
     match sh_type {
         SHT_NULL => "NULL".into(),
         SHT_PROGBITS => "PROGBITS".into(),

@@ -16,7 +16,7 @@ use kpatch_trust::{sign, SigningKey};
 /// Run from inside the directory with make-able software; its Makefile must build C with
 /// $(CC) (or cc/gcc) and support `make install` with a destination directory variable.
 #[derive(Parser)]
-#[command(name = "libcare-patch-make", infer_long_args = true)]
+#[command(name = "libcare-patch-make", version = libcare::VERSION, infer_long_args = true)]
 struct Args {
     /// Do a clean build: `make clean` first, and remove the install trees.
     #[arg(short, long, conflicts_with = "update")]
@@ -39,6 +39,17 @@ struct Args {
     /// Number of make jobs (`make -j N`).
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     jobs: Option<u32>,
+    /// Say which line numbers were kept and what kpatch_gensrc patches and leaves out.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Refuse, rather than warn about, a changed function whose callers may depend on its old
+    /// body (the original was compiled without -flive-patching=inline-clone).
+    #[arg(long)]
+    strict_ipa: bool,
+    /// Build without the live-patching options libcare-cc adds (-flive-patching=inline-clone),
+    /// to rebuild exactly a binary that was built without them.
+    #[arg(long)]
+    no_live_patching_flags: bool,
     /// Sign the patches with this OpenSSH Ed25519 private key (see kpatch_make --sign).
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
@@ -107,6 +118,9 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         build_id: args.buildid,
         jobs: args.jobs,
         patches: args.patches,
+        verbose: args.verbose,
+        strict_ipa: args.strict_ipa,
+        no_live_patching_flags: args.no_live_patching_flags,
     };
     let c = if std::io::stdout().is_terminal() {
         Colors {
@@ -127,7 +141,15 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         Event::Stage(line) => println!("{}{line}{}", c.green, c.reset),
         Event::Applying(p) => println!("{}applying {}...{}", c.red, p.display(), c.reset),
         Event::PatchOutput(text) => print!("{text}"),
-        Event::Note(line) => println!("{line}"),
+        // The relocations kpatch_strip fixed up say little to a user; what the patch
+        // replaces does.
+        Event::Note(_) => {}
+        Event::Functions(entries) => {
+            for e in entries {
+                let verb = if e.new { "adds" } else { "replaces" };
+                println!("  {verb} {}: {}", e.function, e.why);
+            }
+        }
         Event::LeftoversRestored(files) => {
             for f in files {
                 libcare::errln!(

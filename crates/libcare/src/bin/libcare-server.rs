@@ -11,7 +11,7 @@ use kpatch_server::{Access, Address, Handler, Peer, Server, DEFAULT_STORAGE};
 use kpatch_trust::{Event, Outcome, Requester};
 use libcare::ctl::{self, Caller, Console};
 use libcare::ctl_args;
-use libcare::server_args::{parse_args, Args, USAGE};
+use libcare::server_args::{parse_args, Args, Parsed, USAGE};
 use libcare::trust::Trust;
 
 /// Exit status of every failure.
@@ -166,9 +166,13 @@ fn usage_error(msg: &str) -> ExitCode {
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse_args(&argv) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+        Ok(Parsed::Serve(a)) => a,
+        Ok(Parsed::Help) => {
             print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("{}", libcare::version_line("libcare-server"));
             return ExitCode::SUCCESS;
         }
         Err(msg) => return usage_error(&msg),

@@ -1,0 +1,57 @@
+//! The names of the sections a patch adds to the patched binary, which become the payload:
+//! `kpatch_gensrc` emits them, `kpatch_strip` keeps them, the runtime loads them.
+
+/// What the name of every section of the patch starts with.
+pub const KPATCH_PREFIX: &str = ".kpatch";
+/// The patch's code: the copies of changed and new functions.
+pub const KPATCH_TEXT: &str = ".kpatch.text";
+/// The patch's writable data; it starts a page of its own ([`KPATCH_DATA_ALIGN`]).
+pub const KPATCH_DATA: &str = ".kpatch.data";
+/// The names of the copies, which info records point to.
+pub const KPATCH_STRTAB: &str = ".kpatch.strtab";
+/// One [`crate::InfoRecord`] per patched function, then the end marker.
+pub const KPATCH_INFO: &str = ".kpatch.info";
+
+/// Alignment of `.kpatch.data` in memory and of its file offset in the payload: the runtime
+/// maps the payload up to it read-execute and from it read-write.
+pub const KPATCH_DATA_ALIGN: u64 = 4096;
+
+/// The suffix of a function's copy in the patch (`f` is replaced by `f.kpatch`): the name in
+/// `.kpatch.strtab`.
+pub const COPY_SUFFIX: &str = ".kpatch";
+
+/// Whether a section with this name carries the patch itself (`.kpatch*`).
+pub fn is_kpatch_section(name: &str) -> bool {
+    name.starts_with(KPATCH_PREFIX)
+}
+
+/// Whether a section with this name is the relocation section of a `.kpatch*` section.
+pub fn is_kpatch_rela(name: &str) -> bool {
+    name.strip_prefix(".rela")
+        .or_else(|| name.strip_prefix(".rel"))
+        .is_some_and(is_kpatch_section)
+}
+
+/// The name of the `SHT_RELA` section relocating `section` (`.rela.kpatch.info`).
+pub fn rela_section_name(section: &str) -> String {
+    format!(".rela{section}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kpatch_names() {
+        for name in [KPATCH_TEXT, KPATCH_DATA, KPATCH_STRTAB, KPATCH_INFO] {
+            assert!(is_kpatch_section(name), "{name}");
+            assert!(!is_kpatch_rela(name), "{name}");
+            assert!(is_kpatch_rela(&rela_section_name(name)), "{name}");
+        }
+        assert_eq!(rela_section_name(KPATCH_INFO), ".rela.kpatch.info");
+        assert!(is_kpatch_rela(".rel.kpatch.text"));
+        assert!(!is_kpatch_section(".text.kpatch_helper"));
+        assert!(!is_kpatch_rela(".rela.text"));
+        assert!(KPATCH_DATA_ALIGN.is_power_of_two());
+    }
+}

@@ -1,0 +1,143 @@
+//! What the runtime tests share: a fixture of tests/fixtures/runtime and its patches built
+//! by hand (gcc -S twice, kpatch_gensrc, link with -Wl,-q, kpatch_strip, kpatch_make).
+
+use std::path::{Path, PathBuf};
+
+pub use libcare_test_support::*;
+
+/// How one program (or library) is compiled and linked.
+#[derive(Debug, Clone)]
+pub struct Recipe<'a> {
+    /// Fixture file name without `.c`.
+    pub name: &'a str,
+    pub opt: &'a str,
+    /// Extra compiler flags (both builds).
+    pub cflags: &'a [&'a str],
+    /// Extra link flags (both builds), after the object.
+    pub ldflags: &'a [&'a str],
+    /// Build a shared library `<name>.so` rather than an executable.
+    pub shared: bool,
+    /// Extra `kpatch_gensrc` options.
+    pub gensrc_flags: &'a [&'a str],
+}
+
+impl<'a> Recipe<'a> {
+    /// An executable at `opt`, linked with -pthread.
+    pub fn exe(name: &'a str, opt: &'a str) -> Recipe<'a> {
+        Recipe {
+            name,
+            opt,
+            cflags: &[],
+            ldflags: &["-pthread"],
+            shared: false,
+            gensrc_flags: &[],
+        }
+    }
+
+    fn output(&self) -> String {
+        if self.shared {
+            format!("{}.so", self.name)
+        } else {
+            self.name.to_owned()
+        }
+    }
+}
+
+/// A built program and its patches.
+#[derive(Debug)]
+pub struct Built {
+    /// The original binary.
+    pub binary: PathBuf,
+    pub build_id: String,
+    /// `(version, patch file)`.
+    pub patches: Vec<(u32, PathBuf)>,
+}
+
+impl Built {
+    /// The patch file of `version`.
+    pub fn patch(&self, version: u32) -> &Path {
+        &self
+            .patches
+            .iter()
+            .find(|(v, _)| *v == version)
+            .unwrap_or_else(|| panic!("no patch for version {version}"))
+            .1
+    }
+
+    /// Starts the original binary and waits for it to print `line`.
+    pub fn start(&self, line: &str) -> Proc {
+        let mut p = Proc::spawn(&self.binary, &[]);
+        p.wait_line(line);
+        p
+    }
+}
+
+fn compile_s(dir: &Path, r: &Recipe<'_>, define: Option<u32>, out: &str) {
+    let src = fixtures().join("runtime").join(format!("{}.c", r.name));
+    let local = dir.join(format!("{}.c", r.name));
+    if !local.exists() {
+        std::fs::copy(&src, &local).expect("copy fixture");
+    }
+    let mut args: Vec<String> = vec![r.opt.into(), "-S".into()];
+    if r.shared {
+        args.push("-fPIC".into());
+    }
+    args.extend(r.cflags.iter().map(|s| s.to_string()));
+    if let Some(v) = define {
+        args.push(format!("-DPATCHED={v}"));
+    }
+    args.extend([format!("{}.c", r.name), "-o".into(), out.into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    gcc(dir, &refs);
+}
+
+fn link(dir: &Path, r: &Recipe<'_>, asm: &str, out: &str, with_relocs: bool) {
+    let mut args: Vec<&str> = Vec::new();
+    if r.shared {
+        args.extend(["-shared", "-fPIC"]);
+    }
+    args.extend(["-o", out, asm]);
+    if with_relocs {
+        args.push("-Wl,-q");
+    }
+    args.extend(r.ldflags);
+    gcc(dir, &args);
+}
+
+/// Builds the fixture in `dir` and one patch per version (`-DPATCHED=<version>`), each with
+/// patch-id `<version>` on four digits, by the user guide's manual steps.
+pub fn build(dir: &Path, r: &Recipe<'_>, versions: &[u32]) -> Built {
+    let out = r.output();
+    compile_s(dir, r, None, &format!("{}.s", r.name));
+    link(dir, r, &format!("{}.s", r.name), &out, false);
+    let binary = dir.join(&out);
+    let bid = build_id(&binary);
+    let mut patches = Vec::new();
+    for &v in versions {
+        let patched_s = format!("{}.v{v}.s", r.name);
+        let combined = format!("{}.v{v}.combined.s", r.name);
+        let patched_bin = format!("{out}.v{v}");
+        let stripped = format!("{out}.v{v}.stripped");
+        let kpatch = format!("{out}.v{v}.kpatch");
+        compile_s(dir, r, Some(v), &patched_s);
+        gensrc(
+            dir,
+            &format!("{}.s", r.name),
+            &patched_s,
+            &combined,
+            r.gensrc_flags,
+        );
+        link(dir, r, &combined, &patched_bin, true);
+        strip_steps(dir, &out, &patched_bin, &stripped);
+        kpatch_make(dir, &bid, &format!("{v:04}"), &stripped, &kpatch);
+        patches.push((v, dir.join(kpatch)));
+    }
+    Built {
+        binary,
+        build_id: bid,
+        patches,
+    }
+}
+
+/// The safety timeout, in seconds, the tests give libcare-ctl where a patch must fail.
+pub const SHORT_TIMEOUT: &str = "0.6";

@@ -847,6 +847,48 @@ mod tests {
     }
 
     #[test]
+    fn the_callers_check_sees_each_file_before_it_is_parsed_and_can_refuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = FakeProcess::x86_64().arch();
+        let loaded = app_loaded(APP_RANGE);
+        let elf = payload(Architecture::X86_64, 0x20);
+        let good = storage(&dir, APP, &elf);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let check = |refuse: bool| {
+            let seen = seen.clone();
+            PatchCheck(std::sync::Arc::new(move |path, bytes| {
+                seen.lock().unwrap().push((path.to_owned(), bytes.len()));
+                if refuse {
+                    Err("it is not signed".to_owned())
+                } else {
+                    Ok(())
+                }
+            }))
+        };
+        let jobs = find_jobs(fake::PID, &good, &loaded, arch, 4096, Some(&check(false)));
+        assert_eq!(jobs.unwrap().len(), 1);
+        let err = find_jobs(fake::PID, &good, &loaded, arch, 4096, Some(&check(true)))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::Refused(why) if why == "it is not signed"),
+            "{err}"
+        );
+        // A file that does not parse is refused by the check, not reported as malformed.
+        let path = dir.path().join("patch.kpatch");
+        std::fs::write(&path, b"garbage").unwrap();
+        let garbage = Storage::open(&path).unwrap();
+        let err = find_jobs(fake::PID, &garbage, &loaded, arch, 4096, Some(&check(true)))
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Refused(_)), "{err}");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|(p, _)| p == &path), "{seen:?}");
+        assert_eq!(seen[2].1, b"garbage".len());
+    }
+
+    #[test]
     fn each_region_is_chosen_near_its_object_and_clear_of_the_others() {
         let limits = SpaceLimits {
             min_addr: 0x1_0000,

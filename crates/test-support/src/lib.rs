@@ -20,7 +20,7 @@ pub mod storage;
 pub mod tools;
 pub mod wait;
 
-pub use command::{assert_success, gcc, run, run_ok, stderr, stdout, Running};
+pub use command::{assert_status, assert_success, gcc, run, run_ok, stderr, stdout, Running};
 pub use ctl::{ctl, fails, info_ids, maps, ok, patch_regions, rx_anonymous_regions};
 pub use fixtures::{compiled, copy_tree, fixtures};
 pub use handmade::{build_id, gensrc, kpatch_make, strip_steps};

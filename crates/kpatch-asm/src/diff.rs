@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::debug_types::{describe_change, layouts};
 use crate::error::AsmError;
-use crate::index::{Binding, BlockKind};
+use crate::index::{Binding, Block, BlockKind};
 use crate::line_shift::line_shift;
 use crate::matching::pair_variables;
 use crate::normalize::{ignored_in_compare, Normalizer};
@@ -164,7 +164,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
     for (i, b) in patched.blocks().iter().enumerate() {
         let new_var = b.kind == BlockKind::Variable
             && !pairs.pairs.contains_key(&b.name)
-            && !patched.is_readonly_local_object(&b.name);
+            && (!patched.is_readonly_local_object(&b.name) || in_own_kpatch_section(patched, b));
         let new_fn = b.kind == BlockKind::Function && orig_function(orig, &b.name).is_none();
         if new_var || new_fn {
             let copy = fresh(&b.name);
@@ -461,6 +461,15 @@ impl Binding {
             Binding::Weak => Some(".weak"),
         }
     }
+}
+
+/// Whether a block lies in a `.kpatch.*` section the patched source names itself (a record of
+/// `<libcare/livepatch.h>`): such a variable is part of the patch even when nothing refers
+/// to it.
+fn in_own_kpatch_section(file: &AsmFile, b: &Block) -> bool {
+    file.label(&b.name)
+        .and_then(|id| file.stmt(id))
+        .is_some_and(|s| kpatch_file::is_kpatch_section(&file.section_of(s).name))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use kpatch_file::{
-    COPY_SUFFIX, KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_INFO, KPATCH_STRTAB, KPATCH_TEXT,
+    is_kpatch_section, COPY_SUFFIX, KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_INFO, KPATCH_STRTAB,
+    KPATCH_TEXT,
 };
 
 use crate::diff::{Diff, PatchKind, PatchedFunction};
@@ -16,7 +17,7 @@ use crate::index::{is_visibility_directive, Binding, Block};
 use crate::lex::{tokenize, unquote, TokKind};
 use crate::normalize::{defined_in, is_section_neutral, name_tokens, Normalizer};
 use crate::parse::{AsmFile, Stmt, StmtKind};
-use crate::section::SecRef;
+use crate::section::{SecRef, SectionId};
 use crate::symlist::human_name;
 
 /// Alignment (log2) of `.kpatch.data`, so it can start a page of its own.
@@ -192,6 +193,9 @@ impl CfaTracker {
 enum Target {
     Text,
     Data,
+    /// A `.kpatch.*` section the patched source itself puts a variable in (the records of
+    /// `<libcare/livepatch.h>`, `.kpatch.callbacks`...): kept as it is, for the runtime to find.
+    Own(SectionId),
 }
 
 struct Emitter<'a> {
@@ -226,6 +230,11 @@ impl Emitter<'_> {
         match t {
             Target::Text => d.section_args(KPATCH_TEXT, "ax"),
             Target::Data => d.section_args(KPATCH_DATA, "aw"),
+            Target::Own(id) => {
+                let info = self.patched.sections.get(id);
+                let flags = info.effective_flags();
+                d.section_args(&info.name, if flags.is_empty() { "a" } else { flags })
+            }
         }
     }
 
@@ -254,7 +263,12 @@ impl Emitter<'_> {
     }
 
     fn target_of(&self, s: &Stmt) -> Target {
-        if self.patched.section_of(s).is_code() {
+        let info = self.patched.section_of(s);
+        if is_kpatch_section(&info.name)
+            && ![KPATCH_TEXT, KPATCH_DATA, KPATCH_INFO, KPATCH_STRTAB].contains(&info.name.as_str())
+        {
+            Target::Own(s.section.id)
+        } else if info.is_code() {
             Target::Text
         } else {
             Target::Data
@@ -445,8 +459,15 @@ impl Emitter<'_> {
             .collect();
         renames.insert(name.to_string(), copy.to_string());
         self.comment(&format!("new variable {name}"));
-        self.push(Target::Data);
-        let mut cur = Target::Data;
+        let target = self
+            .patched
+            .label(&block.name)
+            .and_then(|id| self.patched.stmt(id))
+            .map(|s| self.target_of(s))
+            .filter(|t| matches!(t, Target::Own(_)))
+            .unwrap_or(Target::Data);
+        self.push(target);
+        let mut cur = target;
         let binding = match &block.comm {
             Some(c) if !c.local => Binding::Global,
             _ => self.patched.binding(name),
@@ -844,6 +865,27 @@ print_hello.kpatch:
             "{changed}"
         );
         assert!(changed.contains(".type\ttab.kpatch, @object"));
+    }
+
+    #[test]
+    fn records_of_livepatch_h_stay_in_their_own_sections() {
+        // `LIBCARE_CALLBACKS` and `LIBCARE_STATE` put a variable nothing refers to in a
+        // `.kpatch.*` section; the runtime finds them there.
+        let patched = ORIG.to_string()
+            + "\t.section\t.kpatch.callbacks,\"aw\"\n\t.align 8\n\t.type\tcb, @object\n\t.size\tcb, 8\ncb:\n\t.quad\tgreet\n"
+            + "\t.section\t.kpatch.states,\"a\"\n\t.align 8\n\t.type\tst, @object\n\t.size\tst, 16\nst:\n\t.quad\t1\n\t.long\t2\n\t.long\t0\n";
+        let out = run(ORIG, &patched);
+        assert!(
+            out.contains("\t.pushsection\t.kpatch.callbacks,\"aw\",@progbits\n\t.align 8\n\t.type\tcb, @object"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "\t.pushsection\t.kpatch.states,\"a\",@progbits\n\t.align 8\n\t.type\tst, @object"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains(".kpatch.data"), "{out}");
     }
 
     #[test]

@@ -201,9 +201,16 @@ mod tests {
 
     #[test]
     fn line_numbers_that_moved_with_the_function() {
+        // Only line numbers differ: the function is left out of the patch (it keeps printing
+        // the old numbers), with a note saying so.
         let o = file(10, "\t.loc 1 12 3\n\tmovl\t$12, %esi\n");
         let p = file(13, "\t.loc 1 15 3\n\tmovl\t$15, %esi\n");
-        assert_eq!(why_of(&o, &p), Why::LineMoved { by: 3 });
+        let d = diff(&o, &p, &DiffOptions::default()).unwrap();
+        assert!(d.functions.is_empty());
+        assert!(d.notes.iter().any(|n| matches!(
+            n,
+            crate::diff::Note::LineNumbersOnly { function, shift: 3 } if function == "f"
+        )));
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Options {
     pub build_id: Option<String>,
     /// `-j`.
     pub jobs: Option<u32>,
+    /// `--replace`: cumulative patches, each replacing every earlier patch of its object.
+    pub replace: bool,
     /// The patch files, applied in order (relative ones from [`Paths::workdir`]); messages
     /// name them as given here.
     pub patches: Vec<PathBuf>,
@@ -199,6 +201,8 @@ pub enum Event<'a> {
     /// A line the post-processing prints, as `kpatch_strip --rel-fixup` does
     /// (`Fixing up relocation f+0`).
     Note(&'a str),
+    /// A detail asked for with `-v` (which line numbers the patched sources keep).
+    Detail(&'a str),
     /// What a patch just written replaces and adds, and why.
     Functions(&'a [report::Entry]),
     /// Backups left by an interrupted earlier run were put back before starting.
@@ -767,13 +771,13 @@ impl Run<'_> {
         for k in kept {
             let shown = k.file.strip_prefix(&self.paths.srcdir).unwrap_or(&k.file);
             for (line, old) in &k.directives {
-                (self.events)(Event::Note(&format!(
+                (self.events)(Event::Detail(&format!(
                     "{}: unchanged code from patched line {line} on keeps its original line numbers (#line {old})",
                     shown.display()
                 )));
             }
             if let Some(from) = k.unkept_from {
-                (self.events)(Event::Note(&format!(
+                (self.events)(Event::Detail(&format!(
                     "{}: lines from patched line {from} on keep the patched numbering (no place for a #line directive after the change)",
                     shown.display()
                 )));
@@ -1010,6 +1014,7 @@ impl Run<'_> {
         let header = post::Header {
             build_id,
             patch_id: self.opts.id.as_str(),
+            replace: self.opts.replace,
         };
         let events = &mut *self.events;
         let kpatch = post::make_kpatch(original, patched, header, &mut |note| {

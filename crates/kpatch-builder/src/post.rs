@@ -86,6 +86,8 @@ pub struct Header<'a> {
     pub build_id: &'a str,
     /// The patch id (`-i`).
     pub patch_id: &'a str,
+    /// A cumulative patch (`--replace`): it replaces every earlier patch of its object.
+    pub replace: bool,
 }
 
 /// Makes `<patched>.kpatch` from the installed `original` and `patched` executables; returns
@@ -119,10 +121,14 @@ pub fn make_kpatch(
     // kpatch_strip --undo-link ORIGINAL STRIPPED
     let mut patch = read_elf(&stripped)?;
     kpatch_strip::undo_link(&orig, &mut patch).map_err(strip_error("--undo-link", &stripped))?;
-    let payload = kpatch_strip::write_payload(&patch);
+    let mut payload = kpatch_strip::write_payload(&patch);
     write(&stripped, &payload)?;
 
-    // kpatch_make -b BUILD_ID -i ID -o KPATCH STRIPPED
+    // kpatch_make -b BUILD_ID -i ID [--replace] -o KPATCH STRIPPED
+    if header.replace {
+        payload =
+            kpatch_strip::mark_replace(&payload).map_err(strip_error("--replace", &stripped))?;
+    }
     let file = kpatch_file::write_kpatch(header.build_id, header.patch_id, build_time()?, &payload)
         .map_err(|source| PostError::Make {
             path: stripped.clone(),

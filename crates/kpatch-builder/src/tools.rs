@@ -44,6 +44,23 @@ pub fn tools_dir(kpatch_path: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// The header patch sources include, relative to an include directory.
+pub const LIVEPATCH_HEADER: &str = "libcare/livepatch.h";
+
+/// The include directory holding [`LIVEPATCH_HEADER`] (`<libcare/livepatch.h>`) next to our
+/// tools: `../include` from `tools` or the running executable's directory (an installed tree:
+/// `/usr/bin` -> `/usr/include`), or `../../include` (a cargo build in the source tree:
+/// `target/debug` -> `include`). `None` when there is none.
+pub fn livepatch_include_dir(tools: Option<&Path>) -> Option<PathBuf> {
+    let exe_dir = self_exe().and_then(|e| e.parent().map(Path::to_path_buf));
+    [tools.map(Path::to_path_buf), exe_dir]
+        .into_iter()
+        .flatten()
+        .flat_map(|d| [d.join("../include"), d.join("../../include")])
+        .find(|d| d.join(LIVEPATCH_HEADER).is_file())
+        .and_then(|d| d.canonicalize().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

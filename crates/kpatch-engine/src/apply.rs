@@ -12,21 +12,27 @@ use kpatch_process::{
     DeferTermination, MapEntry, MapName, Memory, Perms, SpaceLimits, AT_HWCAP, AT_HWCAP2,
 };
 
+use crate::callbacks::{self, Callback};
 use crate::checked_stop::{self, AfterCommit};
 use crate::discover::{AppliedPatch, ImageCache, Loaded, LoadedObject};
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
+use crate::extras::Extras;
 use crate::fault;
+use crate::host::Host;
 use crate::options::{Options, PatchCheck};
 use crate::payload::Payload;
 use crate::region_layout::function_name;
 use crate::region_mapping::{self, Region};
+use crate::registry;
 use crate::relocate::{Prepared, Relocated};
+use crate::replace::{self, Replaced};
 use crate::report::Report;
 use crate::runs;
 use crate::scope::{Found, Scope};
 use crate::scripts::{self, Scripts};
 use crate::session::Session;
+use crate::states;
 use crate::storage::{self, Storage};
 
 /// One object patched by a run.
@@ -43,6 +49,8 @@ pub struct AppliedObject {
 #[derive(Debug, Clone, Default)]
 pub struct PatchOutcome {
     pub applied: Vec<AppliedObject>,
+    /// Patches a cumulative patch replaced: (patch-id, object).
+    pub replaced: Vec<(String, String)>,
     /// How long every thread was stopped for the commit (None when nothing applied).
     pub frozen: Option<Duration>,
 }
@@ -58,8 +66,9 @@ struct PatchFile {
 }
 
 /// A patch matched to an object, on its way into the target.
-struct Job {
+pub(crate) struct Job {
     object: LoadedObject,
+    extras: Extras,
     header: Header,
     id: String,
     level: Option<u32>,
@@ -90,7 +99,7 @@ pub fn patch(
 ) -> Result<PatchOutcome> {
     let mut session = Session::open(opts, images, pid, rep)?;
     let arch = session.proc.arch();
-    let mut jobs = find_jobs(
+    let jobs = find_jobs(
         pid,
         storage,
         &session.loaded,
@@ -100,6 +109,39 @@ pub fn patch(
     )?;
     if jobs.is_empty() {
         return Ok(PatchOutcome::default());
+    }
+    apply_jobs(&mut session, jobs, Some(storage), Vec::new(), 0, rep)
+}
+
+/// Applies `jobs` (at least one) in one stop, with their callbacks and the `waiting` ones of
+/// applied patches (for an object that appeared), the states checked and the patches a
+/// cumulative one replaces taken out. The jobs' callbacks run ranked from `rank`.
+pub(crate) fn apply_jobs(
+    session: &mut Session<'_>,
+    mut jobs: Vec<Job>,
+    storage: Option<&Storage>,
+    waiting: Vec<Callback>,
+    rank: usize,
+    rep: &mut dyn Report,
+) -> Result<PatchOutcome> {
+    let pid = session.proc.pid();
+    let arch = session.proc.arch();
+    let new_states: Vec<(&str, &[kpatch_file::StateDecl])> = jobs
+        .iter()
+        .map(|j| (j.id.as_str(), j.extras.states.as_slice()))
+        .collect();
+    states::check(
+        pid,
+        &new_states,
+        &states::applied(&session.proc, &session.loaded),
+    )?;
+    let mut replaced = Replaced::default();
+    for job in jobs.iter().filter(|j| j.extras.replace) {
+        let bid = job.object.build_id().unwrap_or_default();
+        let r = replace::plan(&session.proc, &session.loaded, bid, rep)?;
+        replaced.patches.extend(r.patches);
+        replaced.originals.extend(r.originals);
+        replaced.names.extend(r.names);
     }
     let scope = Scope::of(&session.proc, &session.loaded.objects);
     for job in &mut jobs {
@@ -135,9 +177,24 @@ pub fn patch(
     }
 
     // Allocate (and run IFUNC resolvers) with one thread stopped while the others run.
-    let resolved = allocate(&session, &jobs, rep)?;
+    let found = registry::find(&session.proc, &session.loaded.maps);
+    let wants_registry = jobs.iter().any(|j| j.extras.needs_registry());
+    let (resolved, created) = allocate(session, &jobs, wants_registry && found.is_none(), rep)?;
     fault::point(session.options(), "after-mmap");
-    let result = fill_and_commit(&mut session, &jobs, &resolved, storage, rep);
+    let registry = found.or(created);
+    let result = (|| {
+        if let Some(at) = created {
+            // The states of patches applied before the registry existed.
+            for p in session.loaded.patches.iter().filter(|p| p.committed) {
+                let states = Extras::of_region(&session.proc, p).states;
+                let seq = p.header.applied_seq();
+                registry::add_states(&session.proc, pid, at, seq, p.range(), &states)?;
+            }
+        }
+        fill_and_commit(
+            session, &jobs, &resolved, registry, storage, &replaced, waiting, rank, rep,
+        )
+    })();
     // Nothing points into the regions yet (or the commit rolled its hunks back). Unless the
     // guardian still has writes to do (breakpoints that could not be removed, performed when it
     // is dropped): their regions then stay, pending, for the next run to reclaim.
@@ -176,6 +233,60 @@ fn read_patch(f: storage::Found, check: Option<&PatchCheck>) -> Result<PatchFile
     })
 }
 
+/// A patch matched to `object`, checked and prepared.
+fn make_job(
+    pid: i32,
+    loaded: &Loaded,
+    arch: &'static dyn Arch,
+    page: u64,
+    object: &LoadedObject,
+    patch: PatchFile,
+) -> Result<Job> {
+    let PatchFile {
+        path,
+        header,
+        id,
+        elf,
+        level,
+    } = patch;
+    if loaded
+        .patches
+        .iter()
+        .any(|a| a.committed && a.id == id && Some(a.build_id.as_str()) == object.build_id())
+    {
+        return Err(Error::AlreadyApplied {
+            id,
+            object: object.name.clone(),
+            pid,
+        });
+    }
+    let payload = Payload::parse(&elf)?;
+    if payload.machine != arch.e_machine() {
+        let patch_arch = kpatch_arch::for_machine(payload.machine)
+            .map(|a| a.name().to_owned())
+            .unwrap_or_else(|| format!("e_machine {}", payload.machine));
+        return Err(Error::WrongArch {
+            path,
+            patch_arch,
+            target_arch: arch.name().into(),
+            pid,
+        });
+    }
+    let extras = Extras::of_payload(&payload, &elf);
+    let prepared = Prepared::new(arch, payload, &elf, page)?;
+    Ok(Job {
+        object: object.clone(),
+        extras,
+        header,
+        id,
+        level,
+        elf,
+        prepared,
+        imports: Vec::new(),
+        kpta: 0,
+    })
+}
+
 /// The patches of `storage` for objects of the process: a file storage's one patch must match
 /// an object; a directory storage is searched for every object's build-id.
 fn find_jobs(
@@ -188,47 +299,7 @@ fn find_jobs(
 ) -> Result<Vec<Job>> {
     let objects = &loaded.objects;
     let job =
-        |object: &LoadedObject, patch: PatchFile| -> Result<Job> {
-            let PatchFile {
-                path,
-                header,
-                id,
-                elf,
-                level,
-            } = patch;
-            if loaded.patches.iter().any(|a| {
-                a.committed && a.id == id && Some(a.build_id.as_str()) == object.build_id()
-            }) {
-                return Err(Error::AlreadyApplied {
-                    id,
-                    object: object.name.clone(),
-                    pid,
-                });
-            }
-            let payload = Payload::parse(&elf)?;
-            if payload.machine != arch.e_machine() {
-                let patch_arch = kpatch_arch::for_machine(payload.machine)
-                    .map(|a| a.name().to_owned())
-                    .unwrap_or_else(|| format!("e_machine {}", payload.machine));
-                return Err(Error::WrongArch {
-                    path,
-                    patch_arch,
-                    target_arch: arch.name().into(),
-                    pid,
-                });
-            }
-            let prepared = Prepared::new(arch, payload, &elf, page)?;
-            Ok(Job {
-                object: object.clone(),
-                header,
-                id,
-                level,
-                elf,
-                prepared,
-                imports: Vec::new(),
-                kpta: 0,
-            })
-        };
+        |object: &LoadedObject, patch: PatchFile| make_job(pid, loaded, arch, page, object, patch);
     if let Some(f) = storage.file_bytes()? {
         let patch = read_patch(f, check)?;
         let bid = patch.header.build_id().unwrap_or_default().to_owned();
@@ -251,6 +322,39 @@ fn find_jobs(
     found
         .into_iter()
         .map(|(obj, f)| job(obj, read_patch(f, check)?))
+        .collect()
+}
+
+/// The patch `storage` has for the loaded object `index` alone (none if it has none).
+pub(crate) fn jobs_for_object(
+    session: &Session<'_>,
+    storage: &Storage,
+    index: usize,
+) -> Result<Vec<Job>> {
+    let loaded = &session.loaded;
+    let (pid, arch, page) = (
+        session.proc.pid(),
+        session.proc.arch(),
+        session.proc.page_size(),
+    );
+    let object = &loaded.objects[index];
+    let Some(bid) = object.build_id() else {
+        return Ok(Vec::new());
+    };
+    let check = session.options().check.as_ref();
+    let found = match storage.file_bytes()? {
+        Some(f) => {
+            let patch = read_patch(f, check)?;
+            (patch.header.build_id().ok() == Some(bid)).then_some(patch)
+        }
+        None => storage
+            .lookup_dir(bid)?
+            .map(|f| read_patch(f, check))
+            .transpose()?,
+    };
+    found
+        .map(|patch| make_job(pid, loaded, arch, page, object, patch))
+        .into_iter()
         .collect()
 }
 
@@ -289,11 +393,14 @@ fn choose_regions(
 
 /// Maps every region and resolves IFUNC imports, with one thread stopped. Returns the final
 /// address of every import, by job and payload symbol index.
+/// With `registry`, also maps the process's livepatch registry and returns its address.
+#[allow(clippy::type_complexity)]
 fn allocate(
     session: &Session<'_>,
     jobs: &[Job],
+    registry: bool,
     rep: &mut dyn Report,
-) -> Result<Vec<HashMap<usize, u64>>> {
+) -> Result<(Vec<HashMap<usize, u64>>, Option<u64>)> {
     let proc = &session.proc;
     let arch = proc.arch();
     let _defer = DeferTermination::new();
@@ -310,8 +417,14 @@ fn allocate(
     let mut mapped: Vec<(u64, u64)> = Vec::new();
     let mut out = Vec::new();
     let mut ifunc_call: Option<IfuncCall> = None;
+    let mut created = None;
     let result = (|| -> Result<()> {
         let mut thread = stopped.thread();
+        if registry {
+            let at = registry::create(&mut thread)?;
+            rep.detail(&format!("livepatch registry at {at:#x}"));
+            created = Some(at);
+        }
         for (job, region) in jobs.iter().zip(&regions) {
             let l = job.prepared.layout;
             region_mapping::map(&mut thread, way, *region)?;
@@ -366,7 +479,7 @@ fn allocate(
         return Err(e);
     }
     stopped.resume()?;
-    Ok(out)
+    Ok((out, created))
 }
 
 /// The redirects of a relocated patch, one per function it replaces (new functions need none):
@@ -442,26 +555,39 @@ fn next_seq(applied: &[AppliedPatch]) -> u64 {
         + 1
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fill_and_commit(
     session: &mut Session<'_>,
     jobs: &[Job],
     resolved: &[HashMap<usize, u64>],
-    storage: &Storage,
+    registry: Option<u64>,
+    storage: Option<&Storage>,
+    old: &Replaced,
+    waiting: Vec<Callback>,
+    rank0: usize,
     rep: &mut dyn Report,
 ) -> Result<PatchOutcome> {
     let opts = session.options();
     let proc = &session.proc;
+    let pid = proc.pid();
     let arch = proc.arch();
     let hs = arch.hunk_size();
     let mut hunks: Vec<Hunk> = Vec::new();
     let mut replaced: Vec<(Range<u64>, String)> = Vec::new();
     let mut outcome = PatchOutcome::default();
     let first_seq = next_seq(&session.loaded.patches);
+    let regions: Vec<Range<u64>> = jobs
+        .iter()
+        .map(|j| j.kpta..j.kpta + j.prepared.layout.total)
+        .collect();
     for (seq, (job, imports)) in (first_seq..).zip(jobs.iter().zip(resolved)) {
         let l = job.prepared.layout;
-        let rel = job
-            .prepared
-            .relocate(arch, &job.elf, job.kpta, job.object.load_bias, imports)?;
+        let mut rel =
+            job.prepared
+                .relocate(arch, &job.elf, job.kpta, job.object.load_bias, imports)?;
+        if let Some(at) = registry {
+            registry::fill_slots(&mut rel.elf, &job.extras, at);
+        }
         let planned = plan_hunks(job, &rel, arch)?;
         let nh = planned.len();
         replaced.extend(planned.iter().map(|h| {
@@ -476,6 +602,10 @@ fn fill_and_commit(
             proc.write(job.kpta + l.jmp_offset, &rel.jump_table)?;
         }
         proc.write(job.kpta + l.elf_offset, &rel.elf)?;
+        if let (Some(at), false) = (registry, job.extras.states.is_empty()) {
+            let region = job.kpta..job.kpta + l.total;
+            registry::add_states(proc, pid, at, seq, region, &job.extras.states)?;
+        }
         rep.detail(&format!(
             "{}: {} function(s) to redirect in {}",
             job.id, nh, job.object.name
@@ -490,16 +620,25 @@ fn fill_and_commit(
     fault::point(opts, "after-write");
 
     // The original bytes are saved and the new code pages read while the target still runs;
-    // the stop only checks them and writes each run of pages once.
+    // the stop only checks them and writes each run of pages once. A cumulative patch saves
+    // the original bytes of what the patches it replaces changed, and puts back those of the
+    // functions it does not change itself.
     let mut jumps = Vec::with_capacity(hunks.len());
     let mut back: Vec<(u64, Vec<u8>)> = Vec::with_capacity(hunks.len() + jobs.len());
     for h in &hunks {
-        let mut old = vec![0u8; hs.max(h.jump.len())];
-        proc.read(h.daddr, &mut old)?;
-        proc.write(h.undo_at, &old[..hs])?;
+        let mut now = vec![0u8; hs.max(h.jump.len())];
+        proc.read(h.daddr, &mut now)?;
+        let original = old.originals.get(&h.daddr).unwrap_or(&now);
+        proc.write(h.undo_at, &original[..hs])?;
         jumps.push((h.daddr, h.jump.clone()));
-        old.truncate(h.jump.len());
-        back.push((h.daddr, old));
+        now.truncate(h.jump.len());
+        back.push((h.daddr, now));
+    }
+    for (&addr, bytes) in &old.originals {
+        if hunks.iter().all(|h| h.daddr != addr) {
+            back.push((addr, proc.read_vec(addr, bytes.len())?));
+            jumps.push((addr, bytes.clone()));
+        }
     }
     let runs = runs::plan(proc, &jumps, proc.page_size())?;
     // Writing the pages back unchanged makes the kernel copy them (copy-on-write) now, while
@@ -518,26 +657,74 @@ fn fill_and_commit(
             proc.write(r.addr, &r.old)?;
         }
     }
-    let heads: Vec<u64> = jobs.iter().map(|j| j.kpta).collect();
-    back.extend(heads.iter().map(|&k| (k, MAGIC_PENDING.to_vec())));
-    let mut check = session.safety_check(replaced)?;
+    let all = &session.loaded.patches;
+    let old_regions: Vec<(u64, u64)> = old
+        .patches
+        .iter()
+        .map(|&i| (all[i].kpta, all[i].len))
+        .collect();
+    let mut heads: Vec<(u64, [u8; 8])> = jobs.iter().map(|j| (j.kpta, MAGIC)).collect();
+    back.extend(jobs.iter().map(|j| (j.kpta, MAGIC_PENDING.to_vec())));
+    // The regions replaced are marked pending in the same stop (and put back as they are if
+    // the tool dies).
+    heads.extend(old_regions.iter().map(|&(k, _)| (k, MAGIC_PENDING)));
+    back.extend(old_regions.iter().map(|&(k, _)| (k, MAGIC.to_vec())));
+    let held: Vec<Range<u64>> = old_regions.iter().map(|&(a, l)| a..a + l).collect();
+    replaced.extend(old.names.iter().cloned());
+    let mut check = session.safety_check(replaced)?.holding(held.clone());
+    let mut old_check = session
+        .safety_check(old.names.clone())?
+        .holding(held.clone());
+
+    // Pre-patch callbacks, before the switch: of the new patches' objects that are loaded,
+    // and of an object that appeared, in the applied patches that wait for it.
+    let mut cbs = waiting;
+    let mut ids: Vec<&str> = Vec::new();
+    for job in jobs {
+        if !ids.contains(&job.id.as_str()) {
+            ids.push(&job.id);
+        }
+        let rank = rank0 + ids.len() - 1;
+        let image = job.kpta + job.prepared.layout.elf_offset;
+        let mine = callbacks::read(proc, job.kpta, image, &job.extras, &job.id, rank);
+        cbs.extend(mine.into_iter().filter(|c| c.loaded_in(&session.loaded)));
+    }
+    callbacks::sort(&mut cbs);
+    let mut host = Host::new(proc, &session.loaded, session.images(), &regions, opts);
+    let unregister = |rep: &mut dyn Report| {
+        if let Some(at) = registry {
+            if let Err(e) = registry::remove_states(proc, at, &regions) {
+                rep.detail(&format!("the states stay in the registry: {e}"));
+            }
+        }
+    };
+    if let Err(e) = callbacks::pre_patch(&mut host, proc, pid, &mut cbs, rep) {
+        unregister(rep);
+        return Err(e);
+    }
+
     let guardian = &mut session.guardian;
     // Armed before the stop, the way back costs nothing inside it: until the commit it only
     // rewrites bytes with their current values.
     let below = guardian.armed();
-    guardian.arm(&back)?;
+    if let Err(e) = guardian.arm(&back) {
+        callbacks::post_unpatch(&mut host, proc, &mut cbs, rep);
+        unregister(rep);
+        return Err(e.into());
+    }
     let mut after_failed = None;
     // Looked up now: the stop only runs them.
-    let Scripts { before, after } = Scripts::of(storage);
+    let Scripts { before, after } = storage.map(Scripts::of).unwrap_or_default();
     // Set once the threads that were running go on before the headers are marked.
     let mut released_early = false;
+    let mut old_unmapped = old_regions.is_empty();
     let frozen = checked_stop::with_safe_stop(
         proc,
         opts,
         &mut check,
         guardian,
         rep,
-        |stopped, _guardian, _found, _rep| {
+        |stopped, _guardian, found, _rep| {
             if let Some(script) = &before {
                 scripts::run(script, proc.pid())?;
             }
@@ -560,6 +747,14 @@ fn fill_and_commit(
             if let Some(script) = &after {
                 after_failed = scripts::run(script, proc.pid()).err();
             }
+            // Nothing leads into the replaced regions any more: they go now if no thread
+            // holds a pointer into them.
+            if !old_unmapped && found.refs.is_empty() {
+                old_unmapped = true;
+                return Ok(AfterCommit {
+                    unmap: old_regions.clone(),
+                });
+            }
             Ok(AfterCommit::default())
         },
     );
@@ -570,7 +765,17 @@ fn fill_and_commit(
     if frozen.is_err() && guardian.armed() == below + 1 && !released_early {
         let _ = guardian.disarm();
     }
-    let frozen = frozen?;
+    let frozen = match frozen {
+        Ok(f) => f,
+        Err(e) => {
+            // Objects whose pre-patch ran get their post-unpatch: the process is as before.
+            if !released_early {
+                callbacks::post_unpatch(&mut host, proc, &mut cbs, rep);
+                unregister(rep);
+            }
+            return Err(e);
+        }
+    };
     // The series is complete: the way back is no longer needed. Disarmed once the threads run
     // again (nothing is gained by doing it in the stop): a tool dying before this leaves the
     // target unpatched (the guardian puts the original bytes back; the region, pending, is
@@ -586,21 +791,59 @@ fn fill_and_commit(
             h.name, h.daddr
         ));
     }
+    if !old.patches.is_empty() {
+        if let Some(at) = registry {
+            let _ = registry::remove_states(proc, at, &held);
+        }
+        let loaded = &session.loaded;
+        for &i in &old.patches {
+            let p = &loaded.patches[i];
+            outcome.replaced.push((p.id.clone(), loaded.object_name(p)));
+        }
+        let ids: Vec<&str> = outcome.replaced.iter().map(|(id, _)| id.as_str()).collect();
+        rep.info(&format!(
+            "PID '{pid}': patch(es) {} replaced by {}",
+            ids.join(", "),
+            jobs.iter()
+                .filter(|j| j.extras.replace)
+                .map(|j| j.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        // One more look, not a wait: the new patch is in, and a run that finds the replaced
+        // regions unused later reclaims them (they are pending).
+        if !old_unmapped
+            && !checked_stop::unmap_when_unused(
+                proc,
+                &mut old_check,
+                &old_regions,
+                Duration::ZERO,
+                opts,
+                rep,
+            )?
+        {
+            rep.detail(&format!(
+                "PID '{pid}': the replaced patches' memory is still in use; a later run will free it"
+            ));
+        }
+    }
+    callbacks::post_patch(&mut host, proc, &mut cbs, rep);
     outcome.frozen = Some(frozen);
     Ok(outcome)
 }
 
-/// Marks every region committed (`KPATCH1` in the header at each of `heads`). If a write
-/// fails, the threads still all stopped (`released` false), the original bytes in `back` are
-/// put back; otherwise that is left to the guardian, which the caller leaves armed.
+/// Marks every region committed (`KPATCH1` in the header at each of `heads`) and every region
+/// replaced pending (`KPATCH0`). If a write fails, the threads still all stopped (`released`
+/// false), the original bytes in `back` are put back; otherwise that is left to the guardian,
+/// which the caller leaves armed.
 fn commit_headers(
     mem: &dyn Memory,
-    heads: &[u64],
+    heads: &[(u64, [u8; 8])],
     back: &[(u64, Vec<u8>)],
     released: bool,
 ) -> Result<()> {
-    for &k in heads {
-        if let Err(e) = mem.write(k, &MAGIC) {
+    for (k, magic) in heads {
+        if let Err(e) = mem.write(*k, magic) {
             if !released {
                 for (addr, old) in back {
                     let _ = mem.write(*addr, old);

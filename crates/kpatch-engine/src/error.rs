@@ -97,6 +97,47 @@ pub enum Error {
     },
     #[error("the code at {addr:#x} changed while the patch was being prepared; nothing was written, try again")]
     CodeChanged { addr: u64 },
+    #[error("pre-patch callback of {object} (patch {id}) returned {value} in pid {pid}; the patch was cancelled and nothing was changed")]
+    PrePatchFailed {
+        object: String,
+        id: String,
+        pid: i32,
+        value: i32,
+    },
+    #[error("patch {id} does not carry state {state} (version {version}) that applied patch {by} set in pid {pid}; build it with LIBCARE_STATE({state}, {version}) or higher")]
+    StateMissing {
+        id: String,
+        state: u64,
+        version: u32,
+        by: String,
+        pid: i32,
+    },
+    #[error("patch {id} carries state {state} at version {version}, lower than version {applied} that applied patch {by} set in pid {pid}")]
+    StateDowngrade {
+        id: String,
+        state: u64,
+        version: u32,
+        applied: u32,
+        by: String,
+        pid: i32,
+    },
+    #[error("no thread of pid {pid} could run {what} within {waited_ms} ms: every thread was inside the C library or the dynamic loader, or its stack could not be walked; retry when the process is idle")]
+    NoHost {
+        pid: i32,
+        what: String,
+        waited_ms: u128,
+    },
+    #[error("{what} failed in pid {pid}: {source}")]
+    Callback {
+        what: String,
+        pid: i32,
+        #[source]
+        source: kpatch_process::Error,
+    },
+    #[error("pid {pid} has no object {object} loaded")]
+    NoSuchObject { object: String, pid: i32 },
+    #[error("the livepatch registry of pid {pid} is full: at most {slots} states can be applied at once")]
+    RegistryFull { pid: i32, slots: u64 },
     #[error("{script} {pid} failed: {status}")]
     Script {
         script: PathBuf,

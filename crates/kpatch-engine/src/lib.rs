@@ -9,24 +9,30 @@
 //! checked stop.
 
 mod apply;
+mod callbacks;
 mod checked_stop;
 mod coro;
 mod discover;
 mod elf_image;
 mod error;
+mod extras;
 #[cfg(test)]
 mod fake;
 mod fault;
+mod host;
 mod identity;
 mod listing;
 mod lock;
+mod objects;
 mod options;
 mod payload;
 mod process_view;
 mod region_layout;
 mod region_mapping;
+mod registry;
 mod relocate;
 mod removal;
+mod replace;
 mod report;
 mod runs;
 mod safety;
@@ -34,6 +40,7 @@ mod scope;
 mod scripts;
 pub mod select;
 mod session;
+mod states;
 mod storage;
 mod unapply;
 mod unwind;
@@ -41,7 +48,7 @@ mod unwind;
 pub use apply::{AppliedObject, PatchOutcome};
 pub use elf_image::build_id_of;
 pub use error::{Error, Result};
-pub use listing::{ObjectInfo, PatchInfo};
+pub use listing::{CallbackInfo, ObjectInfo, PatchInfo};
 pub use options::{Options, PatchCheck};
 pub use report::Report;
 pub use storage::Storage;
@@ -86,6 +93,32 @@ impl Engine {
         rep: &mut dyn Report,
     ) -> Result<UnpatchOutcome> {
         unapply::unpatch(&self.options, &self.images, pid, id, targets, rep)
+    }
+
+    /// `object` (a path, file name or soname) has just been loaded into process `pid` (mapped
+    /// and relocated, its initialisers not yet run): applies `storage`'s patch for it, if any,
+    /// and runs the callbacks applied patches declared for it. For a service following the
+    /// process's `dlopen` calls; a failing pre-patch leaves the object unpatched and is
+    /// returned as [`Error::PrePatchFailed`].
+    pub fn object_loaded(
+        &self,
+        pid: i32,
+        object: &str,
+        storage: Option<&Storage>,
+        rep: &mut dyn Report,
+    ) -> Result<PatchOutcome> {
+        objects::loaded(&self.options, &self.images, pid, object, storage, rep)
+    }
+
+    /// `object` is about to be unloaded from process `pid` (its finalisers have run, it is
+    /// still mapped): reverts its patches, with the pre- and post-unpatch callbacks due for it.
+    pub fn object_unloading(
+        &self,
+        pid: i32,
+        object: &str,
+        rep: &mut dyn Report,
+    ) -> Result<UnpatchOutcome> {
+        objects::unloading(&self.options, &self.images, pid, object, rep)
     }
 
     /// The patches applied to process `pid`, grouped by object, each group in application

@@ -4,8 +4,12 @@
 use kpatch_process::Process;
 use serde::Serialize;
 
+use kpatch_file::callback_state;
+
+use crate::callbacks;
 use crate::discover::{ImageCache, Loaded};
 use crate::error::Result;
+use crate::extras::Extras;
 
 /// One applied patch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,6 +22,40 @@ pub struct PatchInfo {
     /// Functions redirected and functions added.
     pub replaced: usize,
     pub added: usize,
+    /// A cumulative patch (it replaced the earlier patches of its object).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
+    /// The states it set: (id, version).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<(u64, u32)>,
+    /// Its callbacks, by object.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub callbacks: Vec<CallbackInfo>,
+}
+
+/// The callbacks of a patch for one object, and what has run of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallbackInfo {
+    /// The library's soname, or `null` for the program.
+    pub object: Option<String>,
+    /// `patched`; `pre-patched` (the switch not done yet); `pre-patch failed (VALUE)`: the
+    /// object stays unpatched; `not loaded`: they run when it is; `not run`.
+    pub state: String,
+}
+
+/// What a callback's state means, for people.
+fn describe_state(state: u64, loaded: bool) -> String {
+    if let Some(v) = callback_state::failure(state) {
+        format!("pre-patch failed ({v})")
+    } else if state & callback_state::PATCHED != 0 {
+        "patched".into()
+    } else if state & callback_state::PRE_PATCHED != 0 {
+        "pre-patched".into()
+    } else if loaded {
+        "not run".into()
+    } else {
+        "not loaded".into()
+    }
 }
 
 /// The patches applied to one object.
@@ -31,7 +69,8 @@ pub struct ObjectInfo {
 
 /// Applied patches of process `pid`, grouped by object, each group in application order.
 pub fn info(images: &ImageCache, pid: i32) -> Result<Vec<ObjectInfo>> {
-    let loaded = Loaded::read(&Process::inspect(pid)?, images)?;
+    let proc = Process::inspect(pid)?;
+    let loaded = Loaded::read(&proc, images)?;
     let mut applied: Vec<_> = loaded.patches.iter().filter(|p| p.committed).collect();
     applied.sort_by_key(|p| (p.header.applied_seq(), p.kpta));
     let mut out: Vec<ObjectInfo> = Vec::new();
@@ -46,7 +85,27 @@ pub fn info(images: &ImageCache, pid: i32) -> Result<Vec<ObjectInfo>> {
             address: p.kpta,
             replaced: p.records.iter().filter(|r| !r.is_new_function()).count(),
             added: p.records.iter().filter(|r| r.is_new_function()).count(),
+            replace: false,
+            states: Vec::new(),
+            callbacks: Vec::new(),
         };
+        let mut entry = entry;
+        let extras = Extras::of_region(&proc, p);
+        entry.replace = extras.replace;
+        entry.states = extras
+            .states
+            .iter()
+            .map(|s| (s.id(), s.version()))
+            .collect();
+        let mut cbs = callbacks::of_applied(&proc, p, 0);
+        callbacks::sort(&mut cbs);
+        entry.callbacks = cbs
+            .iter()
+            .map(|c| CallbackInfo {
+                object: c.object.clone(),
+                state: describe_state(c.state, c.loaded_in(&loaded)),
+            })
+            .collect();
         match out.iter_mut().find(|o| o.build_id == p.build_id) {
             Some(o) => o.patches.push(entry),
             None => out.push(ObjectInfo {

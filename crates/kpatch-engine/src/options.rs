@@ -42,6 +42,9 @@ pub struct Options {
     pub lock_wait: Duration,
     /// Directory of the per-pid lock files (`LIBCARE_LOCK_DIR`).
     pub lock_dir: PathBuf,
+    /// How long a callback of `<libcare/livepatch.h>` may run, and how long to look for a
+    /// thread that may run it (`LIBCARE_CALLBACK_TIMEOUT`, seconds).
+    pub callback_timeout: Duration,
     /// Test-only: the step at which the tool kills itself (`LIBCARE_FAULT_STEP`; see
     /// `fault.rs`). `None` in production.
     pub fault_step: Option<String>,
@@ -60,6 +63,7 @@ impl Default for Options {
             stop_timeout: Duration::from_secs(5),
             lock_wait: Duration::from_secs(30),
             lock_dir: PathBuf::from(DEFAULT_LOCK_DIR),
+            callback_timeout: Duration::from_secs(10),
             fault_step: None,
             guardian_forker: None,
             check: None,

@@ -15,9 +15,13 @@ use crate::error::Result;
 use crate::fault;
 use crate::lock::{self, PidLock};
 use crate::options::Options;
+use crate::registry;
 use crate::removal::{self, Removal};
 use crate::report::Report;
 use crate::runs;
+
+/// What runs once a removal has reverted the code, before the regions go.
+pub type AfterRevert<'a, 'e> = dyn FnMut(&Session<'e>, &mut dyn Report) + 'a;
 
 /// One process, locked, opened and guarded for a patch or unpatch run.
 pub struct Session<'e> {
@@ -66,6 +70,11 @@ impl<'e> Session<'e> {
         self.opts
     }
 
+    /// The run's cache of the files it has read.
+    pub fn images(&self) -> &'e ImageCache {
+        self.images
+    }
+
     /// Removes patch regions an interrupted run left behind (header magic `KPATCH0`): any jump
     /// into one is reverted, then it is unmapped, and what is loaded is read again.
     fn reclaim_pending(&mut self, rep: &mut dyn Report) -> Result<()> {
@@ -80,7 +89,12 @@ impl<'e> Session<'e> {
                 all[i].kpta, all[i].id
             ));
         }
+        let regions: Vec<_> = pending.iter().map(|&i| all[i].range()).collect();
         self.remove(&pending, true, rep)?;
+        // Their states, if the run got as far as registering them.
+        if let Some(at) = registry::find(&self.proc, &self.loaded.maps) {
+            let _ = registry::remove_states(&self.proc, at, &regions);
+        }
         self.loaded = Loaded::read(&self.proc, self.images)?;
         Ok(())
     }
@@ -96,6 +110,19 @@ impl<'e> Session<'e> {
         tolerant: bool,
         rep: &mut dyn Report,
     ) -> Result<Option<Duration>> {
+        self.remove_then(selected, tolerant, rep, None)
+    }
+
+    /// [`Session::remove`], with `after` run once the code is reverted and the threads run
+    /// again, before the regions are unmapped (the post-unpatch callbacks live there).
+    pub fn remove_then(
+        &mut self,
+        selected: &[usize],
+        tolerant: bool,
+        rep: &mut dyn Report,
+        mut after: Option<&mut AfterRevert<'_, 'e>>,
+    ) -> Result<Option<Duration>> {
+        let defer_unmap = after.is_some();
         let opts = self.options();
         let Removal { writes, names } =
             removal::plan(&self.proc, &self.loaded, selected, tolerant, rep)?;
@@ -164,7 +191,7 @@ impl<'e> Session<'e> {
                     // No jump leads into the regions any more. Unless a thread holds a pointer
                     // into them now, none can get one (short of one stored in memory), so they
                     // go as soon as the threads that were running are released.
-                    if found.refs.is_empty() {
+                    if found.refs.is_empty() && !defer_unmap {
                         *unmapped = true;
                         return Ok(AfterCommit {
                             unmap: regions.clone(),
@@ -179,6 +206,10 @@ impl<'e> Session<'e> {
         } else {
             fault::point(opts, "unpatch-before-munmap");
         }
+        if let Some(after) = after.as_mut() {
+            after(self, rep);
+        }
+        let proc = &self.proc;
         if !unmapped {
             // Reclaiming a region left pending does not wait: it is tried again next time.
             let patience = if tolerant {

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use crate::discover::ImageCache;
+use crate::callbacks::{self, Callback};
+use crate::discover::{ImageCache, Loaded};
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::options::Options;
+use crate::registry;
 use crate::removal;
 use crate::report::Report;
 use crate::session::Session;
@@ -45,7 +48,7 @@ pub fn unpatch(
             None => Ok(UnpatchOutcome::default()),
         };
     }
-    let frozen = session.remove(&selected, false, rep)?;
+    let frozen = remove_with_callbacks(&mut session, &selected, &[], rep)?;
     let loaded = &session.loaded;
     let removed = selected
         .iter()
@@ -55,4 +58,89 @@ pub fn unpatch(
         })
         .collect();
     Ok(UnpatchOutcome { removed, frozen })
+}
+
+/// The callbacks due when the patches `selected` (newest first) are removed: those of their
+/// records whose object is patched or pre-patched, and the records of other patches naming
+/// one of `objects` (an object going away), in the order they run.
+pub(crate) fn due(session: &Session<'_>, selected: &[usize], objects: &[usize]) -> Vec<Callback> {
+    let loaded: &Loaded = &session.loaded;
+    let mut cbs = Vec::new();
+    for (rank, &i) in selected.iter().enumerate() {
+        cbs.extend(callbacks::of_applied(
+            &session.proc,
+            &loaded.patches[i],
+            rank,
+        ));
+    }
+    if !objects.is_empty() {
+        let rank = selected.len();
+        for (i, p) in loaded.patches.iter().enumerate() {
+            if !p.committed || selected.contains(&i) {
+                continue;
+            }
+            cbs.extend(
+                callbacks::of_applied(&session.proc, p, rank)
+                    .into_iter()
+                    .filter(|c| objects.iter().any(|&o| c.is_for(&loaded.objects[o]))),
+            );
+        }
+    }
+    cbs.retain(|c| c.state != 0 && c.loaded_in(loaded));
+    callbacks::sort(&mut cbs);
+    cbs
+}
+
+/// Removes the patches `selected` (see [`Session::remove`]) with their callbacks: pre-unpatch
+/// before the revert, post-unpatch after it (before the regions are unmapped), and, for an
+/// object going away (`objects`, indices into the loaded objects), those of the other patches'
+/// records for it. A revert that fails runs post-patch again for what pre-unpatch ran on.
+pub(crate) fn remove_with_callbacks(
+    session: &mut Session<'_>,
+    selected: &[usize],
+    objects: &[usize],
+    rep: &mut dyn Report,
+) -> Result<Option<Duration>> {
+    let mut cbs = due(session, selected, objects);
+    let regions: Vec<std::ops::Range<u64>> = selected
+        .iter()
+        .map(|&i| session.loaded.patches[i].range())
+        .collect();
+    let registry = registry::find(&session.proc, &session.loaded.maps);
+    let unregister = |proc: &kpatch_process::Process, rep: &mut dyn Report| {
+        if let Some(at) = registry {
+            if let Err(e) = registry::remove_states(proc, at, &regions) {
+                rep.detail(&format!("the states stay in the registry: {e}"));
+            }
+        }
+    };
+    if cbs.is_empty() {
+        if selected.is_empty() {
+            return Ok(None);
+        }
+        let frozen = session.remove(selected, false, rep)?;
+        unregister(&session.proc, rep);
+        return Ok(frozen);
+    }
+    callbacks::pre_unpatch(&mut host_of(session), &cbs, rep);
+    let mut after = |s: &Session<'_>, rep: &mut dyn Report| {
+        callbacks::post_unpatch(&mut host_of(s), &s.proc, &mut cbs, rep);
+        unregister(&s.proc, rep);
+    };
+    let result = if selected.is_empty() {
+        after(session, rep);
+        Ok(None)
+    } else {
+        session.remove_then(selected, false, rep, Some(&mut after))
+    };
+    if result.is_err() {
+        let cbs = due(session, selected, objects);
+        callbacks::revert_failed(&mut host_of(session), &cbs, rep);
+    }
+    result
+}
+
+/// Where the callbacks of a session's process run.
+fn host_of<'s>(s: &'s Session<'_>) -> Host<'s> {
+    Host::new(&s.proc, &s.loaded, s.images(), &[], s.options())
 }

@@ -40,6 +40,7 @@ pub mod elf;
 mod error;
 mod header;
 mod info_record;
+mod livepatch;
 mod payload;
 mod read;
 mod sections;
@@ -55,11 +56,16 @@ pub use info_record::{
     info_section_records, linked_info_records, linked_info_records_mut, parse_info_records,
     InfoRecord, INFO_END_MARKER, INFO_END_MARKER_SIZE, INFO_SIZE,
 };
+pub use livepatch::{
+    callback_state, registry, CallbackRecord, StateDecl, CALLBACK_RECORD_SIZE, REPLACE_MARKER,
+    STATE_DECL_SIZE,
+};
 pub use payload::{PayloadElf, Section};
 pub use read::{KpatchFile, PAYLOAD_ALIGN};
 pub use sections::{
-    is_kpatch_rela, is_kpatch_section, rela_section_name, COPY_SUFFIX, KPATCH_DATA,
-    KPATCH_DATA_ALIGN, KPATCH_INFO, KPATCH_PREFIX, KPATCH_STRTAB, KPATCH_TEXT,
+    is_kpatch_rela, is_kpatch_section, rela_section_name, COPY_SUFFIX, KPATCH_CALLBACKS,
+    KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_INFO, KPATCH_PREFIX, KPATCH_REGISTRY, KPATCH_REPLACE,
+    KPATCH_STATES, KPATCH_STRTAB, KPATCH_TEXT,
 };
 pub use trailer::split_trailer;
 pub use write::{normalize_build_id, validate_patch_id, write_kpatch};

@@ -12,6 +12,19 @@ pub const KPATCH_STRTAB: &str = ".kpatch.strtab";
 /// One [`crate::InfoRecord`] per patched function, then the end marker.
 pub const KPATCH_INFO: &str = ".kpatch.info";
 
+/// Callback records of `<libcare/livepatch.h>` ([`crate::CallbackRecord`], `LIBCARE_CALLBACKS`).
+/// This and the sections below are ours: LibcarePlus loads and relocates them like any other
+/// `.kpatch*` section and otherwise ignores them.
+pub const KPATCH_CALLBACKS: &str = ".kpatch.callbacks";
+/// State declarations ([`crate::StateDecl`], `LIBCARE_STATE`).
+pub const KPATCH_STATES: &str = ".kpatch.states";
+/// Pointer slots the runtime fills with the address of the process's livepatch registry
+/// (shadow variables and states), one per translation unit that uses it.
+pub const KPATCH_REGISTRY: &str = ".kpatch.registry";
+/// Present in a cumulative patch (`kpatch_make --replace`): it replaces every earlier patch of
+/// its object. Holds [`crate::REPLACE_MARKER`].
+pub const KPATCH_REPLACE: &str = ".kpatch.replace";
+
 /// Alignment of `.kpatch.data` in memory and of its file offset in the payload: the runtime
 /// maps the payload up to it read-execute and from it read-write.
 pub const KPATCH_DATA_ALIGN: u64 = 4096;
@@ -43,7 +56,16 @@ mod tests {
 
     #[test]
     fn kpatch_names() {
-        for name in [KPATCH_TEXT, KPATCH_DATA, KPATCH_STRTAB, KPATCH_INFO] {
+        for name in [
+            KPATCH_TEXT,
+            KPATCH_DATA,
+            KPATCH_STRTAB,
+            KPATCH_INFO,
+            KPATCH_CALLBACKS,
+            KPATCH_STATES,
+            KPATCH_REGISTRY,
+            KPATCH_REPLACE,
+        ] {
             assert!(is_kpatch_section(name), "{name}");
             assert!(!is_kpatch_rela(name), "{name}");
             assert!(is_kpatch_rela(&rela_section_name(name)), "{name}");

@@ -8,6 +8,7 @@ mod error;
 mod fixup;
 mod layout_contract;
 mod padding;
+mod replace;
 mod section_map;
 mod strip;
 mod tls;
@@ -16,6 +17,7 @@ mod undo;
 pub use error::{BuildError, SmallFunction};
 pub use fixup::{rel_fixup, FixupNote};
 pub use layout_contract::check_layout;
+pub use replace::mark_replace;
 pub use strip::strip;
 pub use undo::undo_link;
 

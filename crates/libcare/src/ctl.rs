@@ -22,8 +22,8 @@ pub struct Caller<'a> {
     pub by: Requester,
 }
 
-/// The engine's options, with what the environment sets: `LIBCARE_SAFETY_TIMEOUT` and
-/// `LIBCARE_LOCK_WAIT` (seconds), `LIBCARE_LOCK_DIR`, and, for tests only,
+/// The engine's options, with what the environment sets: `LIBCARE_SAFETY_TIMEOUT`,
+/// `LIBCARE_CALLBACK_TIMEOUT` and `LIBCARE_LOCK_WAIT` (seconds), `LIBCARE_LOCK_DIR`, and, for tests only,
 /// `LIBCARE_FAULT_STEP` (see docs/internals.md section 4). A value that does not parse leaves
 /// the default.
 fn options_from_env() -> Options {
@@ -36,6 +36,9 @@ fn options_from_env() -> Options {
     let mut opts = Options::default();
     if let Some(t) = secs("LIBCARE_SAFETY_TIMEOUT") {
         opts.safety_timeout = t;
+    }
+    if let Some(t) = secs("LIBCARE_CALLBACK_TIMEOUT") {
+        opts.callback_timeout = t;
     }
     if let Some(t) = secs("LIBCARE_LOCK_WAIT") {
         opts.lock_wait = t;
@@ -328,6 +331,7 @@ fn info(pid: i32, json: bool, engine: &Engine, p: &mut Printer<'_>) -> bool {
                 ));
                 for patch in &o.patches {
                     p.out(&format!("{:<25} {}", "Patch id:", patch.id));
+                    livepatch_lines(patch, p);
                 }
                 p.out("");
             }
@@ -337,6 +341,29 @@ fn info(pid: i32, json: bool, engine: &Engine, p: &mut Printer<'_>) -> bool {
             p.error(format_args!("pid {pid}: {e}"));
             false
         }
+    }
+}
+
+/// What `info` shows of a patch's `<libcare/livepatch.h>` features, after its id (nothing for
+/// a patch that uses none).
+fn livepatch_lines(patch: &kpatch_engine::PatchInfo, p: &mut Printer<'_>) {
+    if patch.replace {
+        p.out(&format!(
+            "{:<25} {}",
+            "Replace:", "yes (it replaced the earlier patches)"
+        ));
+    }
+    if !patch.states.is_empty() {
+        let states: Vec<String> = patch
+            .states
+            .iter()
+            .map(|(id, v)| format!("{id} (version {v})"))
+            .collect();
+        p.out(&format!("{:<25} {}", "States:", states.join(", ")));
+    }
+    for c in &patch.callbacks {
+        let object = c.object.as_deref().unwrap_or("(program)");
+        p.out(&format!("{:<25} {object}: {}", "Callbacks:", c.state));
     }
 }
 

@@ -102,7 +102,7 @@ const BINARIES: &[Binary] = &[
 ];
 
 /// C headers for patch authors: (file in the repository, path under /usr/include).
-const HEADERS: &[(&str, &str)] = &[];
+const HEADERS: &[(&str, &str)] = &[("include/libcare/livepatch.h", "libcare/livepatch.h")];
 
 /// systemd units, from `dist/`.
 pub const UNITS: &[&str] = &["libcare.service", "libcare.socket"];

@@ -445,6 +445,11 @@ impl Wrapper {
                         .iter()
                         .map(|f| f.to_string()),
                 );
+                // <libcare/livepatch.h>, after every directory of the build's own.
+                if let Some(dir) = tools::livepatch_include_dir(self.tools.as_deref()) {
+                    args.push("-idirafter".into());
+                    args.push(path_arg(&dir));
+                }
                 args.extend(self.cfg.append_args.iter().cloned());
                 // First, as `gcc -flive-patching=inline-clone ...` would have them: the
                 // debugging information records the options in order.

@@ -30,6 +30,12 @@ struct Args {
     #[arg(short = 'i', long = "id", value_name = "ID")]
     patch_id: String,
 
+    /// Make a cumulative patch: applied, it replaces every earlier patch of its object in one
+    /// stop (their functions not changed again go back to the original), and their unpatch
+    /// callbacks do not run. Marked by a `.kpatch.replace` section, which LibcarePlus ignores.
+    #[arg(long)]
+    replace: bool,
+
     /// Sign the patch with this OpenSSH Ed25519 private key (`ssh-keygen -t ed25519`): an
     /// `ssh-keygen -Y sign -n libcare` signature of the file, appended after its contents.
     #[arg(long = "sign", value_name = "KEY")]
@@ -58,8 +64,12 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<()> {
     // The key is read first: a key that cannot sign stops the run before any output.
     let key = args.sign.as_deref().map(SigningKey::load).transpose()?;
-    let elf = std::fs::read(&args.input)
+    let mut elf = std::fs::read(&args.input)
         .with_context(|| format!("cannot read input file '{}'", args.input.display()))?;
+    if args.replace {
+        elf = kpatch_strip::mark_replace(&elf)
+            .with_context(|| format!("cannot mark '{}' as cumulative", args.input.display()))?;
+    }
     let build_time = build_time()?;
     let file = write_kpatch(&args.build_id, &args.patch_id, build_time, &elf)
         .with_context(|| format!("cannot make a patch from '{}'", args.input.display()))?;

@@ -50,6 +50,10 @@ struct Args {
     /// to rebuild exactly a binary that was built without them.
     #[arg(long)]
     no_live_patching_flags: bool,
+    /// Make cumulative patches: each replaces, when applied, every earlier patch of its object
+    /// (their functions not changed again go back to the original) in one stop.
+    #[arg(long)]
+    replace: bool,
     /// Sign the patches with this OpenSSH Ed25519 private key (see kpatch_make --sign).
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
@@ -117,6 +121,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         id,
         build_id: args.buildid,
         jobs: args.jobs,
+        replace: args.replace,
         patches: args.patches,
         verbose: args.verbose,
         strict_ipa: args.strict_ipa,
@@ -144,6 +149,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         // The relocations kpatch_strip fixed up say little to a user; what the patch
         // replaces does.
         Event::Note(_) => {}
+        Event::Detail(line) => println!("{line}"),
         Event::Functions(entries) => {
             for e in entries {
                 let verb = if e.new { "adds" } else { "replaces" };

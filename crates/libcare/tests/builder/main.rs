@@ -9,4 +9,5 @@ mod cc;
 mod guide_live;
 mod install_guard;
 mod ipa;
+mod livepatch_example;
 mod patch_make;

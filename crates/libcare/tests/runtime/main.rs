@@ -4,11 +4,13 @@
 
 mod support;
 
+mod callbacks;
 mod coro;
 mod fault;
 mod hardened;
 mod input;
 mod layered;
+mod livepatch;
 mod lock;
 mod objects;
 mod recursion;

@@ -222,6 +222,15 @@ fn patch_one(pid: i32, storage: &Storage, engine: &Engine, p: &mut Printer<'_>) 
             for a in &o.applied {
                 p.audit_done("patch", pid, &a.id, Some(storage.path()), &a.object);
             }
+            // What a cumulative patch took out went in the same stop: an unpatch too.
+            for (id, object) in &o.replaced {
+                let by = o.applied.iter().find(|a| a.object == *object);
+                let object = match by {
+                    Some(a) => format!("{object} (replaced by {})", a.id),
+                    None => object.clone(),
+                };
+                p.audit_done("unpatch", pid, id, None, &object);
+            }
             if let Some(f) = o.frozen {
                 p.out(&format!(
                     "PID '{pid}' process patch frozen_time is {} microsecond",

@@ -92,7 +92,7 @@ fn pall_inner(args: &[String]) -> Result<()> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|fuzz|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]>"
+        "usage: cargo xtask <demo|test|fuzz|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|coro-memory|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"

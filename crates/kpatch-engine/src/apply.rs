@@ -671,7 +671,10 @@ fn fill_and_commit(
     back.extend(old_regions.iter().map(|&(k, _)| (k, MAGIC.to_vec())));
     let held: Vec<Range<u64>> = old_regions.iter().map(|&(a, l)| a..a + l).collect();
     replaced.extend(old.names.iter().cloned());
-    let mut check = session.safety_check(replaced)?.holding(held.clone());
+    let mut check = session
+        .safety_check(replaced)?
+        .holding(held.clone())
+        .entered_at_starts();
     let mut old_check = session
         .safety_check(old.names.clone())?
         .holding(held.clone());

@@ -12,6 +12,7 @@ mod apply;
 mod callbacks;
 mod checked_stop;
 mod coro;
+mod coro_search;
 mod discover;
 mod elf_image;
 mod error;

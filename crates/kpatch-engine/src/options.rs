@@ -51,6 +51,9 @@ pub struct Options {
     /// Forks the guardians, when set (a run over many processes: see [`GuardianForker`]);
     /// otherwise this process forks them.
     pub guardian_forker: Option<Arc<GuardianForker>>,
+    /// Test-only: the step at which the tool stops itself (`SIGSTOP`) until continued
+    /// (`LIBCARE_PAUSE_STEP`; see `fault.rs`). `None` in production.
+    pub pause_step: Option<String>,
     /// Run on every patch file found, before it is parsed.
     pub check: Option<PatchCheck>,
 }
@@ -66,6 +69,7 @@ impl Default for Options {
             callback_timeout: Duration::from_secs(10),
             fault_step: None,
             guardian_forker: None,
+            pause_step: None,
             check: None,
         }
     }

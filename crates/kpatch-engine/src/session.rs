@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::fault;
 use crate::lock::{self, PidLock};
 use crate::options::Options;
+use crate::process_view;
 use crate::registry;
 use crate::removal::{self, Removal};
 use crate::report::Report;
@@ -244,20 +245,7 @@ impl<'e> Session<'e> {
 
     /// Stops one thread (the main one if it can) while the others run.
     pub fn stop_one(&self) -> Result<StoppedThread<'_>> {
-        let (proc, timeout) = (&self.proc, self.options().stop_timeout);
-        match proc.stop_one(proc.pid(), timeout) {
-            Ok(t) => Ok(t),
-            Err(first) => {
-                for tid in proc.thread_ids()? {
-                    if tid != proc.pid() {
-                        if let Ok(t) = proc.stop_one(tid, timeout) {
-                            return Ok(t);
-                        }
-                    }
-                }
-                Err(first.into())
-            }
-        }
+        process_view::stop_one_thread(&self.proc, self.options().stop_timeout)
     }
 
     /// Unmaps regions with one thread stopped; failures are ignored (the caller is already

@@ -45,6 +45,7 @@ mod syscall;
 mod syscall_insn;
 mod thread;
 mod tracee;
+mod written;
 
 pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
 pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
@@ -63,3 +64,4 @@ pub use seccomp::{
 pub use stop::{StoppedProcess, StoppedThread};
 pub use syscall::SYSCALL_TIMEOUT;
 pub use thread::ThreadHandle;
+pub use written::WriteWatch;

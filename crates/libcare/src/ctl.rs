@@ -24,7 +24,7 @@ pub struct Caller<'a> {
 
 /// The engine's options, with what the environment sets: `LIBCARE_SAFETY_TIMEOUT`,
 /// `LIBCARE_CALLBACK_TIMEOUT` and `LIBCARE_LOCK_WAIT` (seconds), `LIBCARE_LOCK_DIR`, and, for tests only,
-/// `LIBCARE_FAULT_STEP` (see docs/internals.md section 4). A value that does not parse leaves
+/// `LIBCARE_FAULT_STEP` and `LIBCARE_PAUSE_STEP` (see docs/internals.md section 4). A value that does not parse leaves
 /// the default.
 fn options_from_env() -> Options {
     let secs = |var: &str| {
@@ -47,6 +47,7 @@ fn options_from_env() -> Options {
         opts.lock_dir = PathBuf::from(dir);
     }
     opts.fault_step = std::env::var("LIBCARE_FAULT_STEP").ok();
+    opts.pause_step = std::env::var("LIBCARE_PAUSE_STEP").ok();
     opts
 }
 

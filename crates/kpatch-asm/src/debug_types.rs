@@ -340,7 +340,7 @@ fn assemble(file: &AsmFile) -> Option<HashMap<String, Vec<u8>>> {
                 labels.insert(s.name.as_str(), (sec.clone(), *at));
             }
             StmtKind::Directive => {
-                *at += directive_size(&s.name, &s.args)?;
+                *at = at.checked_add(directive_size(&s.name, &s.args)?)?;
                 items.push((sec.clone(), s.name.as_str(), s.args.as_str()));
             }
             _ => {}
@@ -394,7 +394,7 @@ fn directive_size(name: &str, args: &str) -> Option<u64> {
                 .map(|a| string_bytes(a).len() as u64)
                 .sum(),
         ),
-        ".zero" | ".skip" | ".space" => plain_number(split_args(args).first()?).map(|n| n as u64),
+        ".zero" | ".skip" | ".space" => fill_len(split_args(args).first()?),
         _ => Some(0),
     }
 }
@@ -427,12 +427,23 @@ fn emit(name: &str, args: &str, out: &mut Vec<u8>, value: &dyn Fn(&str) -> i128)
             }
         }
         ".zero" | ".skip" | ".space" => {
-            let n = plain_number(split_args(args).first()?)?;
+            let n = fill_len(split_args(args).first()?)?;
             out.resize(out.len() + usize::try_from(n).ok()?, 0);
         }
         _ => {}
     }
     Some(())
+}
+
+/// The largest `.zero` this reader assembles: gcc's debugging sections hold no such fill,
+/// and a larger one (in a damaged file) would only exhaust memory.
+const MAX_FILL: u64 = 1 << 20;
+
+/// The length of a `.zero N` fill; `None` when it is not a literal in `0..=MAX_FILL`.
+fn fill_len(arg: &str) -> Option<u64> {
+    u64::try_from(plain_number(arg)?)
+        .ok()
+        .filter(|&n| n <= MAX_FILL)
 }
 
 /// A number written as a literal (decimal, `0x` hex, octal, optionally negative).
@@ -478,6 +489,20 @@ fn leb_len(signed: bool, v: i128) -> u64 {
 }
 
 fn leb(signed: bool, mut v: i128, out: &mut Vec<u8>) {
+    if !signed {
+        // A negative value written as unsigned: its two's complement bits (a logical shift
+        // ends; an arithmetic one would stay at -1 forever).
+        let mut u = v as u128;
+        loop {
+            let byte = (u & 0x7f) as u8;
+            u >>= 7;
+            if u == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -564,6 +589,23 @@ mod tests {
         v.clear();
         leb(true, -123456, &mut v);
         assert_eq!(v, [0xc0, 0xbb, 0x78]);
+    }
+
+    #[test]
+    fn damaged_numbers_end() {
+        // Found by the fuzz target `asm_diff`: `.uleb128 -5` looped until memory ran out, and
+        // a huge `.zero` would have allocated it.
+        let mut v = Vec::new();
+        leb(false, -5, &mut v);
+        assert_eq!(v.len(), 19, "the 128 bits of -5, 7 at a time");
+        assert_eq!(v.last(), Some(&0x03));
+        assert_eq!(leb_len(false, -1), 19);
+        assert_eq!(directive_size(".zero", "99999999999999"), None);
+        assert_eq!(directive_size(".zero", "-3"), None);
+        assert_eq!(directive_size(".zero", "16"), Some(16));
+        let text = "\t.section\t.debug_info,\"\",@progbits\n\t.uleb128 -5\n\t.zero 99999999999\n";
+        let file = AsmFile::parse("d.s", text, crate::Dialect::x86_64()).unwrap();
+        assert!(layouts(&file).is_none(), "nothing this reader understands");
     }
 
     #[test]

@@ -222,8 +222,29 @@ impl Index {
         let mut ix = Index::default();
         ix.collect_symbols(f);
         ix.split_blocks(f)?;
+        ix.check_unique_functions(f)?;
         ix.collect_data_labels(f);
         Ok(ix)
+    }
+
+    /// A function defined twice cannot be matched with its other build: the assembler would
+    /// refuse such a file too.
+    fn check_unique_functions(&self, f: &AsmFile) -> Result<(), AsmError> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for b in self.blocks.iter().filter(|b| b.kind == BlockKind::Function) {
+            if let Some(first) = seen.insert(&b.name, b.lines.start) {
+                return Err(AsmError::Parse {
+                    file: f.name.clone(),
+                    line: b.lines.start + 1,
+                    msg: format!(
+                        "function `{}` is defined again (first at line {})",
+                        b.name,
+                        first + 1
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn collect_symbols(&mut self, f: &AsmFile) {
@@ -670,6 +691,21 @@ mod tests {
             .iter()
             .map(|b| (b.kind, b.name.clone(), b.lines.start + 1, b.lines.end))
             .collect()
+    }
+
+    #[test]
+    fn a_function_defined_twice_is_an_error() {
+        // Found by the fuzz target `asm_diff`: the second definition was compared with the
+        // first, so a file differed from itself.
+        let one = "\t.text\n\t.globl\tf\n\t.type\tf, @function\nf:\n\tret\n\t.size\tf, .-f\n";
+        assert!(AsmFile::parse("t.s", one, Dialect::x86_64()).is_ok());
+        // The first `.type f` ... `.size f` has no `f:` (a label mistyped), the second has.
+        let twice = format!("{}{one}", one.replace("f:", "fO:"));
+        let err = AsmFile::parse("t.s", &twice, Dialect::x86_64()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.s:7: function `f` is defined again (first at line 1)"
+        );
     }
 
     const COLD: &str = r#"	.file	"c.c"

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::extras::Extras;
 use crate::fault;
 use crate::host::Host;
-use crate::options::Options;
+use crate::options::{Options, PatchCheck};
 use crate::payload::Payload;
 use crate::region_layout::function_name;
 use crate::region_mapping::{self, Region};
@@ -106,6 +106,7 @@ pub fn patch(
         &session.loaded,
         arch,
         session.proc.page_size(),
+        opts.check.as_ref(),
     )?;
     if jobs.is_empty() {
         return Ok(PatchOutcome::default());
@@ -215,7 +216,11 @@ fn with_version(name: &str, version: Option<&str>) -> String {
     }
 }
 
-fn read_patch(f: storage::Found) -> Result<PatchFile> {
+/// Parses a patch file found in the storage, once it has passed the caller's `check`.
+fn read_patch(f: storage::Found, check: Option<&PatchCheck>) -> Result<PatchFile> {
+    if let Some(check) = check {
+        (check.0)(&f.path, &f.bytes).map_err(Error::Refused)?;
+    }
     let file = KpatchFile::parse(&f.bytes).map_err(|source| Error::Format {
         path: f.path.clone(),
         source,
@@ -295,12 +300,13 @@ fn find_jobs(
     loaded: &Loaded,
     arch: &'static dyn Arch,
     page: u64,
+    check: Option<&PatchCheck>,
 ) -> Result<Vec<Job>> {
     let objects = &loaded.objects;
     let job =
         |object: &LoadedObject, patch: PatchFile| make_job(pid, loaded, arch, page, object, patch);
     if let Some(f) = storage.file_bytes()? {
-        let patch = read_patch(f)?;
+        let patch = read_patch(f, check)?;
         let bid = patch.header.build_id().unwrap_or_default().to_owned();
         let Some(obj) = objects.iter().find(|o| o.build_id() == Some(bid.as_str())) else {
             return Err(Error::NotApplicable {
@@ -320,7 +326,7 @@ fn find_jobs(
     }
     found
         .into_iter()
-        .map(|(obj, f)| job(obj, read_patch(f)?))
+        .map(|(obj, f)| job(obj, read_patch(f, check)?))
         .collect()
 }
 
@@ -340,12 +346,16 @@ pub(crate) fn jobs_for_object(
     let Some(bid) = object.build_id() else {
         return Ok(Vec::new());
     };
+    let check = session.options().check.as_ref();
     let found = match storage.file_bytes()? {
         Some(f) => {
-            let patch = read_patch(f)?;
+            let patch = read_patch(f, check)?;
             (patch.header.build_id().ok() == Some(bid)).then_some(patch)
         }
-        None => storage.lookup_dir(bid)?.map(read_patch).transpose()?,
+        None => storage
+            .lookup_dir(bid)?
+            .map(|f| read_patch(f, check))
+            .transpose()?,
     };
     found
         .map(|patch| make_job(pid, loaded, arch, page, object, patch))
@@ -1004,7 +1014,14 @@ mod tests {
     fn jobs_for(loaded: &Loaded, elf: &[u8]) -> Result<Vec<Job>> {
         let dir = tempfile::tempdir().unwrap();
         let arch = FakeProcess::x86_64().arch();
-        find_jobs(fake::PID, &storage(&dir, APP, elf), loaded, arch, 4096)
+        find_jobs(
+            fake::PID,
+            &storage(&dir, APP, elf),
+            loaded,
+            arch,
+            4096,
+            None,
+        )
     }
 
     #[test]
@@ -1088,7 +1105,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let arch = FakeProcess::x86_64().arch();
         let other = storage(&dir, &"ab".repeat(20), &x86);
-        let err = find_jobs(fake::PID, &other, &app_loaded(APP_RANGE), arch, 4096)
+        let err = find_jobs(fake::PID, &other, &app_loaded(APP_RANGE), arch, 4096, None)
             .err()
             .unwrap();
         assert!(
@@ -1127,6 +1144,48 @@ mod tests {
             matches!(&err, Error::WrongArch { patch_arch, target_arch, .. } if patch_arch == "aarch64" && target_arch == "x86_64"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_callers_check_sees_each_file_before_it_is_parsed_and_can_refuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = FakeProcess::x86_64().arch();
+        let loaded = app_loaded(APP_RANGE);
+        let elf = payload(Architecture::X86_64, 0x20);
+        let good = storage(&dir, APP, &elf);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let check = |refuse: bool| {
+            let seen = seen.clone();
+            PatchCheck(std::sync::Arc::new(move |path, bytes| {
+                seen.lock().unwrap().push((path.to_owned(), bytes.len()));
+                if refuse {
+                    Err("it is not signed".to_owned())
+                } else {
+                    Ok(())
+                }
+            }))
+        };
+        let jobs = find_jobs(fake::PID, &good, &loaded, arch, 4096, Some(&check(false)));
+        assert_eq!(jobs.unwrap().len(), 1);
+        let err = find_jobs(fake::PID, &good, &loaded, arch, 4096, Some(&check(true)))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::Refused(why) if why == "it is not signed"),
+            "{err}"
+        );
+        // A file that does not parse is refused by the check, not reported as malformed.
+        let path = dir.path().join("patch.kpatch");
+        std::fs::write(&path, b"garbage").unwrap();
+        let garbage = Storage::open(&path).unwrap();
+        let err = find_jobs(fake::PID, &garbage, &loaded, arch, 4096, Some(&check(true)))
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Refused(_)), "{err}");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|(p, _)| p == &path), "{seen:?}");
+        assert_eq!(seen[2].1, b"garbage".len());
     }
 
     #[test]

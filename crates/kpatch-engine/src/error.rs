@@ -33,6 +33,8 @@ pub enum Error {
     Unsupported(String),
     #[error(transparent)]
     Target(#[from] kpatch_process::Error),
+    #[error("{0}")]
+    Refused(String),
     #[error("{path}: {source}")]
     Format {
         path: PathBuf,

@@ -51,7 +51,7 @@ pub use apply::{AppliedObject, PatchOutcome};
 pub use elf_image::build_id_of;
 pub use error::{Error, Result};
 pub use listing::{CallbackInfo, ObjectInfo, PatchInfo};
-pub use options::Options;
+pub use options::{Options, PatchCheck};
 pub use report::Report;
 pub use storage::Storage;
 pub use unapply::{RemovedPatch, UnpatchOutcome};

@@ -44,6 +44,7 @@ mod livepatch;
 mod payload;
 mod read;
 mod sections;
+mod trailer;
 mod write;
 
 pub use error::{ElfError, FormatError, InfoError};
@@ -66,4 +67,5 @@ pub use sections::{
     KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_EH_FRAME, KPATCH_INFO, KPATCH_PREFIX, KPATCH_REGISTRY,
     KPATCH_REPLACE, KPATCH_STATES, KPATCH_STRTAB, KPATCH_TEXT,
 };
+pub use trailer::split_trailer;
 pub use write::{normalize_build_id, validate_patch_id, write_kpatch};

@@ -30,6 +30,7 @@ mod defer;
 mod error;
 mod guardian;
 mod held;
+mod inherited_fd;
 mod inject;
 mod maps;
 mod memory;
@@ -48,6 +49,7 @@ mod syscall;
 mod syscall_insn;
 mod thread;
 mod tracee;
+mod written;
 
 pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
 pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
@@ -55,6 +57,7 @@ pub use defer::DeferTermination;
 pub use error::{Error, Result};
 pub use guardian::{Guardian, GuardianForker, GUARDIAN_CAPACITY};
 pub use held::{blocked_signals, blocked_syscall, BlockedSyscall, HeldEvent, HeldThread};
+pub use inherited_fd::adopt_inherited_fd;
 pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};
 pub use memory::Memory;
 pub use process::Process;
@@ -66,3 +69,4 @@ pub use seccomp::{
 pub use stop::{StoppedProcess, StoppedThread};
 pub use syscall::SYSCALL_TIMEOUT;
 pub use thread::ThreadHandle;
+pub use written::WriteWatch;

@@ -4,6 +4,7 @@
 //! `object::elf`'s, the instruction rewrites `kpatch_arch`'s. See docs/internals.md sections
 //! 1.3 and 2 for the contract.
 
+mod eh_frame;
 mod error;
 mod fixup;
 mod layout_contract;

@@ -21,7 +21,7 @@ pub mod storage;
 pub mod tools;
 pub mod wait;
 
-pub use command::{assert_success, gcc, run, run_ok, stderr, stdout, Running};
+pub use command::{assert_status, assert_success, gcc, run, run_ok, stderr, stdout, Running};
 pub use ctl::{ctl, fails, info_ids, maps, ok, patch_regions, rx_anonymous_regions};
 pub use fixtures::{compiled, copy_fixture, copy_tree, fixtures};
 pub use handmade::{build_id, gensrc, kpatch_make, strip_steps};
@@ -30,5 +30,5 @@ pub use process::{Proc, Target};
 pub use readelf::{readelf_allowing, readelf_clean};
 pub use server::{OutFile, SelfLoadService, Server};
 pub use storage::{put_flat, put_level, put_script, set_latest};
-pub use tools::{bin, bin_dir, lock_dir, tool};
+pub use tools::{audit_log, bin, bin_dir, lock_dir, no_keys_dir, tool};
 pub use wait::{wait_exit, wait_for_file, wait_until, DEADLINE};

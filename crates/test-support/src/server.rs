@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::tools::{bin, lock_dir};
+use crate::tools::{audit_log, bin, lock_dir, no_keys_dir};
 use crate::wait::DEADLINE;
 
 /// A running server; killed with everything it started when dropped.
@@ -21,16 +21,32 @@ pub struct Server {
 impl Server {
     /// Starts `libcare-server -v SOCKET STORAGE` in `dir` and waits until it accepts clients.
     pub fn start(dir: &Path, socket: &str, storage: &Path) -> Server {
+        Server::start_with(dir, socket, storage, &[], &[])
+    }
+
+    /// Starts `libcare-server -v OPTIONS SOCKET STORAGE` with `env` added to its environment
+    /// (after the test defaults: an empty key directory, the test process's audit log).
+    pub fn start_with(
+        dir: &Path,
+        socket: &str,
+        storage: &Path,
+        options: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Server {
         let log = dir.join("server.log");
         let logf = std::fs::File::create(&log).expect("create server log");
         let child = Command::new("unshare")
             .args(["--fork", "--pid", "--mount-proc", "--kill-child"])
             .arg(bin("libcare-server"))
             .arg("-v")
+            .args(options)
             .arg(socket)
             .arg(storage)
             .current_dir(dir)
             .env("LIBCARE_LOCK_DIR", lock_dir())
+            .env("LIBCARE_KEYS", no_keys_dir())
+            .env("LIBCARE_AUDIT_LOG", audit_log())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(logf.try_clone().expect("dup log")))
             .stderr(Stdio::from(logf))
@@ -188,6 +204,17 @@ impl SelfLoadService {
     /// Starts the service on `storage`, searching `dir`, with `env` set; returns once it
     /// listens (its files are watched by then).
     pub fn start(dir: &Path, storage: &Path, env: &[(&str, &str)]) -> SelfLoadService {
+        SelfLoadService::start_with(dir, storage, &[], env)
+    }
+
+    /// [`SelfLoadService::start`] with `options` before the socket, and `env` added after the
+    /// test defaults (an empty key directory, the test process's audit log).
+    pub fn start_with(
+        dir: &Path,
+        storage: &Path,
+        options: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> SelfLoadService {
         let files = tempfile::Builder::new()
             .prefix("service")
             .tempdir_in(dir)
@@ -199,9 +226,12 @@ impl SelfLoadService {
         cmd.arg("--self-load")
             .arg("--search")
             .arg(dir)
+            .args(options)
             .arg(&socket)
             .arg(storage)
             .env("LIBCARE_LOCK_DIR", lock_dir())
+            .env("LIBCARE_KEYS", no_keys_dir())
+            .env("LIBCARE_AUDIT_LOG", audit_log())
             .stdin(Stdio::null())
             .stdout(Stdio::from(logf.try_clone().expect("dup log")))
             .stderr(Stdio::from(logf));

@@ -12,3 +12,4 @@ mod returns;
 mod signals;
 mod syscalls;
 mod threads;
+mod written;

@@ -9,30 +9,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use kpatch_selfload::{Config, Context, Outcome, SelfLoad};
-use kpatch_server::{Address, Handler, Server, StartupRequest, DEFAULT_STORAGE};
-use libcare::ctl::{self, Console};
+use kpatch_selfload::{Config, Context, SelfLoad};
+use kpatch_server::{Access, Address, Handler, Peer, Server, StartupRequest, DEFAULT_STORAGE};
+use kpatch_trust::{Event, Outcome, Requester};
+use libcare::ctl::{self, Caller, Console};
 use libcare::ctl_args;
-
-const USAGE: &str =
-    "usage: libcare-server [-v] [--self-load [--search DIR]...] <UNIX socket> [STORAGE ROOT]
-
-Arguments:
-  <UNIX socket>   a path, @NAME for an abstract socket, or &FD for an inherited
-                  listening socket (libcare.service passes systemd's socket as &3)
-  STORAGE ROOT    patches for the update, execve and startup commands
-                  (default /var/lib/libcare)
-
-Options:
-  -v              print each request and its status
-  --self-load     patch every process that executes a program, or loads a library,
-                  with a patch in the storage before that code runs (needs root)
-  --search DIR    where to look for the files that have patches (repeatable; default
-                  the usual program and library directories); files mapped by running
-                  processes are found anyway
-  -h              this message
-  --version       print the version and the git commit
-";
+use libcare::server_args::{parse_args, Args, Parsed, USAGE};
+use libcare::trust::Trust;
 
 /// Exit status of every failure.
 const FAILURE: u8 = 255;
@@ -55,8 +38,29 @@ impl Console for Client<'_> {
 /// crate.
 struct Ctl {
     verbose: bool,
+    trust: Trust,
     startup: Arc<Context>,
     selfload: Option<SelfLoad>,
+}
+
+/// The client as the audit trail names it.
+fn requester(peer: &Peer) -> Requester {
+    Requester::process(peer.pid, peer.uid)
+}
+
+impl Ctl {
+    fn caller(&self, peer: &Peer) -> Caller<'_> {
+        Caller {
+            trust: &self.trust,
+            by: requester(peer),
+        }
+    }
+
+    fn audit(&mut self, event: &Event<'_>) {
+        if let Some(warning) = self.trust.record(event) {
+            self.log(&format!("warning: {warning}"));
+        }
+    }
 }
 
 fn status(ok: bool) -> u8 {
@@ -75,10 +79,15 @@ fn log_line(line: &str) {
 }
 
 impl Handler for Ctl {
-    fn ctl(&mut self, argv: &[String], out: &mut dyn Write) -> u8 {
+    fn ctl(&mut self, peer: &Peer, argv: &[String], out: &mut dyn Write) -> u8 {
         let mut client = Client { out };
         match ctl_args::parse(argv) {
-            Ok((cmd, verbose)) => status(ctl::execute(&cmd, verbose || self.verbose, &mut client)),
+            Ok((cmd, verbose)) => status(ctl::execute(
+                &cmd,
+                verbose || self.verbose,
+                self.caller(peer),
+                &mut client,
+            )),
             Err(e) => {
                 client.err(&format!("err: {e}"));
                 let _ = client.out.write_all(e.usage.as_bytes());
@@ -87,8 +96,13 @@ impl Handler for Ctl {
         }
     }
 
-    fn update(&mut self, storage: &Path, out: &mut dyn Write) -> u8 {
-        status(ctl::update(storage, self.verbose, &mut Client { out }))
+    fn update(&mut self, peer: &Peer, storage: &Path, out: &mut dyn Write) -> u8 {
+        status(ctl::update(
+            storage,
+            self.verbose,
+            self.caller(peer),
+            &mut Client { out },
+        ))
     }
 
     fn log(&mut self, line: &str) {
@@ -97,17 +111,52 @@ impl Handler for Ctl {
         }
     }
 
-    fn startup(&mut self, request: StartupRequest, storage: &Path, conn: &mut dyn Write) -> u8 {
+    fn refused(&mut self, peer: &Peer, request: &str, reason: &str) {
+        let detail = format!("{reason}; request: {request}");
+        self.audit(&Event {
+            action: "request",
+            outcome: Outcome::Refused,
+            by: requester(peer),
+            target_pid: None,
+            patch_id: None,
+            file: None,
+            detail: Some(&detail),
+        });
+    }
+
+    fn served(&mut self, peer: &Peer, argv: &[String], result: Result<(), &str>) {
+        let detail = match result {
+            Ok(()) => argv.join(" "),
+            Err(why) => format!("{}: {why}", argv.join(" ")),
+        };
+        self.audit(&Event {
+            action: argv.first().map(String::as_str).unwrap_or(""),
+            outcome: if result.is_ok() {
+                Outcome::Done
+            } else {
+                Outcome::Failed
+            },
+            by: requester(peer),
+            target_pid: None,
+            patch_id: None,
+            file: None,
+            detail: Some(&detail),
+        });
+    }
+
+    fn startup(
+        &mut self,
+        _peer: &Peer,
+        request: StartupRequest,
+        storage: &Path,
+        conn: &mut dyn Write,
+    ) -> u8 {
         self.startup.set_storage(storage.to_owned());
         match request {
             StartupRequest::Execve { tid } => {
                 match kpatch_selfload::serve_execve(&self.startup, tid, conn) {
-                    Ok(
-                        Outcome::Patched { .. }
-                        | Outcome::Nothing { .. }
-                        | Outcome::Unloaded { .. },
-                    ) => 0,
-                    Ok(Outcome::Left(_)) => FAILURE,
+                    Ok(kpatch_selfload::Outcome::Left(_)) => FAILURE,
+                    Ok(_) => 0,
                     Err(e) => {
                         log_line(&format!("execve: thread {tid}: refused: {e}"));
                         FAILURE
@@ -128,16 +177,14 @@ impl Handler for Ctl {
     }
 }
 
-/// What the command line asks for.
-struct Args {
-    verbose: bool,
-    self_load: bool,
-    search: Vec<PathBuf>,
-    socket: String,
-    storage: PathBuf,
-}
-
 fn run(args: Args) -> Result<()> {
+    let socket = &args.socket;
+    let address = Address::parse(socket)?;
+    let access = Access::new(args.group.as_deref())?;
+    let trust = args.trust.load("libcare-server")?;
+    let storage = args
+        .storage
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE));
     // Self-load forks a guardian for every process it patches: from a small helper, forked
     // now, rather than from the server, whose copy grows with the files it has read.
     let forker = if args.self_load {
@@ -146,10 +193,9 @@ fn run(args: Args) -> Result<()> {
     } else {
         None
     };
-    let address = Address::parse(&args.socket)?;
     let startup = Arc::new(Context::new(
         ctl::engine(forker),
-        args.storage.clone(),
+        storage.clone(),
         Arc::new(log_line),
     ));
     // Before the socket exists: a client that sees it can count on the files being watched.
@@ -163,21 +209,21 @@ fn run(args: Args) -> Result<()> {
     } else {
         None
     };
-    let mut server = Server::bind(address, args.storage)?;
+    let mut server = Server::bind(address, storage, access)?;
     if args.verbose {
         println!(
-            "libcare-server: listening on {}, storage {}",
-            args.socket,
+            "libcare-server: listening on {socket}, storage {}",
             server.storage().display()
         );
     }
     server
         .serve(&mut Ctl {
             verbose: args.verbose,
+            trust,
             startup,
             selfload,
         })
-        .with_context(|| format!("serving {}", args.socket))
+        .with_context(|| format!("serving {socket}"))
 }
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -187,52 +233,18 @@ fn usage_error(msg: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut verbose = false;
-    let mut self_load = false;
-    let mut search = Vec::new();
-    let mut positional = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        if !positional.is_empty() || !a.starts_with('-') || a == "-" {
-            positional.push(a);
-            continue;
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(Parsed::Serve(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
         }
-        match a.as_str() {
-            "-v" => verbose = true,
-            "--self-load" => self_load = true,
-            "--search" => match it.next() {
-                Some(dir) => search.push(PathBuf::from(dir)),
-                None => return usage_error("option --search needs a directory"),
-            },
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--version" => {
-                println!("{}", libcare::version_line("libcare-server"));
-                return ExitCode::SUCCESS;
-            }
-            other => match other.strip_prefix("--search=") {
-                Some(dir) => search.push(PathBuf::from(dir)),
-                None => return usage_error(&format!("unknown option '{other}'")),
-            },
+        Ok(Parsed::Version) => {
+            println!("{}", libcare::version_line("libcare-server"));
+            return ExitCode::SUCCESS;
         }
-    }
-    if !search.is_empty() && !self_load {
-        return usage_error("--search only makes sense with --self-load");
-    }
-    let (socket, storage) = match positional.as_slice() {
-        [socket] => (socket.clone(), PathBuf::from(DEFAULT_STORAGE)),
-        [socket, storage] => (socket.clone(), PathBuf::from(storage)),
-        [] => return usage_error("not enough arguments."),
-        _ => return usage_error("too many arguments."),
-    };
-    let args = Args {
-        verbose,
-        self_load,
-        search,
-        socket,
-        storage,
+        Err(msg) => return usage_error(&msg),
     };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -75,13 +75,7 @@ impl Policy {
         if !self.strict() && self.keys.is_empty() {
             return Ok(());
         }
-        // A storage that is not there is that, not an unsafe one.
-        std::fs::metadata(path).map_err(TrustError::io(path))?;
-        self.check_path(path)?;
-        let files = storage::files(path)?;
-        for script in &files.scripts {
-            self.check_path(script)?;
-        }
+        let files = self.storage_files(path)?;
         for patch in &files.patches {
             self.check_path(patch)?;
             if !self.keys.is_empty() {
@@ -92,6 +86,28 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// Checks what of a storage is not a patch file: the storage itself and its scripts
+    /// (which run as the tool's user). For a caller whose engine checks each patch file as it
+    /// reads it ([`Policy::check_patch`]), and need not verify every other one.
+    pub fn check_layout(&self, path: &Path) -> Result<(), TrustError> {
+        if !self.strict() {
+            return Ok(());
+        }
+        self.storage_files(path).map(drop)
+    }
+
+    /// The files of the storage at `path`, once it and its scripts passed the ownership check.
+    fn storage_files(&self, path: &Path) -> Result<storage::StorageFiles, TrustError> {
+        // A storage that is not there is that, not an unsafe one.
+        std::fs::metadata(path).map_err(TrustError::io(path))?;
+        self.check_path(path)?;
+        let files = storage::files(path)?;
+        for script in &files.scripts {
+            self.check_path(script)?;
+        }
+        Ok(files)
     }
 }
 
@@ -112,5 +128,32 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("/nonexistent/storage: No such file"));
+    }
+
+    #[test]
+    fn the_layout_check_judges_the_storage_and_its_scripts() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let patch = d.join("aa.kpatch");
+        std::fs::write(&patch, b"").unwrap();
+        let strict = Policy {
+            keys: Keyring::default(),
+            strict: Some(nix::unistd::geteuid().as_raw()),
+        };
+        strict.check_layout(d).unwrap();
+        // A patch file is the engine's to check, as it reads it.
+        std::fs::set_permissions(&patch, std::fs::Permissions::from_mode(0o666)).unwrap();
+        strict.check_layout(d).unwrap();
+        let script = d.join("before");
+        std::fs::write(&script, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let err = strict.check_layout(d).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: refused: ", script.display()))
+                && err.contains("writable by its group"),
+            "{err}"
+        );
+        Policy::default().check_layout(d).unwrap();
     }
 }

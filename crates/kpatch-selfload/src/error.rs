@@ -19,6 +19,9 @@ pub enum Error {
     },
     #[error("pid {pid}: {what}")]
     Process { pid: i32, what: String },
+    /// The caller's guard does not trust the storage: why.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Target(#[from] kpatch_process::Error),
     #[error(transparent)]
@@ -28,5 +31,17 @@ pub enum Error {
 impl From<kpatch_engine::Error> for Error {
     fn from(e: kpatch_engine::Error) -> Error {
         Error::Engine(Box::new(e))
+    }
+}
+
+impl Error {
+    /// Whether this is a refusal of the caller's trust rules (the guard's, or the engine's
+    /// check of a patch file), rather than a failure.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Refused(_) => true,
+            Error::Engine(e) => matches!(**e, kpatch_engine::Error::Refused(_)),
+            _ => false,
+        }
     }
 }

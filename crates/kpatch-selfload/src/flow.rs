@@ -22,6 +22,7 @@ use kpatch_process::{HeldEvent, HeldThread, Process};
 
 use crate::buildid;
 use crate::error::{Error, Result};
+use crate::guard::{Guard, Record, Recorded};
 use crate::ldso::{install_watch, quiet_signal, Hook, LinkEntry, Loader, LoaderCache, LoaderState};
 
 /// Where the service's lines go (they are always shown: each one is about a process).
@@ -38,6 +39,8 @@ pub const DEFAULT_HOLD_LIMIT: Duration = Duration::from_secs(10);
 /// What start-up patching needs, shared by every process it handles.
 pub struct Context {
     engine: Engine,
+    /// The caller's trust rules (the engine checks each patch file as it reads it).
+    guard: Arc<dyn Guard>,
     storage: RwLock<PathBuf>,
     loaders: LoaderCache,
     log: Log,
@@ -108,10 +111,12 @@ enum Reached {
 }
 
 impl Context {
-    /// A context patching from `storage` with `engine`, logging to `log`.
-    pub fn new(engine: Engine, storage: PathBuf, log: Log) -> Context {
+    /// A context patching from `storage` with `engine` (whose `Options::check` judges each
+    /// patch file), under `guard`, logging to `log`.
+    pub fn new(engine: Engine, guard: Arc<dyn Guard>, storage: PathBuf, log: Log) -> Context {
         Context {
             engine,
+            guard,
             storage: RwLock::new(storage),
             loaders: LoaderCache::default(),
             log,
@@ -175,6 +180,37 @@ impl Context {
         &self.engine
     }
 
+    /// The caller's trust rules.
+    pub fn guard(&self) -> &dyn Guard {
+        self.guard.as_ref()
+    }
+
+    /// Records a failure to patch process `pid` (`file`: what it executed or loaded) as a
+    /// refusal or a failure, as `e` is.
+    pub(crate) fn record_error(&self, pid: i32, file: &Path, e: &Error) {
+        let why = e.to_string();
+        let result = if e.is_refusal() {
+            Recorded::Refused(&why)
+        } else {
+            Recorded::Failed(&why)
+        };
+        self.guard.record(&Record { pid, file, result });
+    }
+
+    /// Records the patches `outcome` applied to process `pid`.
+    pub(crate) fn record_applied(&self, pid: i32, file: &Path, outcome: &PatchOutcome) {
+        for a in &outcome.applied {
+            self.guard.record(&Record {
+                pid,
+                file,
+                result: Recorded::Patched {
+                    object: &a.object,
+                    id: &a.id,
+                },
+            });
+        }
+    }
+
     /// Writes a line to the log.
     pub fn log(&self, line: &str) {
         (self.log)(line);
@@ -193,7 +229,10 @@ impl Context {
         let shown = file.display();
         let outcome = match self.drive(held, start, t0) {
             Ok(o) => o,
-            Err(e) => Outcome::Left(format!("not patched at start-up: {e}; it runs unpatched")),
+            Err(e) => {
+                self.record_error(pid, file, &e);
+                Outcome::Left(format!("not patched at start-up: {e}; it runs unpatched"))
+            }
         };
         match &outcome {
             Outcome::Patched {
@@ -201,6 +240,7 @@ impl Context {
                 held,
                 apply,
             } => {
+                self.record_applied(pid, file, o);
                 let what: Vec<String> = o
                     .applied
                     .iter()
@@ -462,7 +502,9 @@ impl Context {
         before: Option<&[LinkEntry]>,
         t0: Instant,
     ) -> Result<Outcome> {
-        let storage = Storage::open(&self.storage())?;
+        let path = self.storage();
+        let storage = Storage::open(&path)?;
+        self.guard.check_storage(&path).map_err(Error::Refused)?;
         let start = Instant::now();
         let outcome = match before {
             None => {
@@ -546,9 +588,13 @@ impl Context {
                         (a, b) => a.or(b),
                     };
                 }
-                Err(e) => self.log(&format!(
-                    "start-up: pid {pid}: {path}: not patched when loaded: {e}; it loads unpatched"
-                )),
+                Err(e) => {
+                    let e = Error::from(e);
+                    self.record_error(pid, Path::new(path), &e);
+                    self.log(&format!(
+                        "start-up: pid {pid}: {path}: not patched when loaded: {e}; it loads unpatched"
+                    ))
+                }
             }
         }
         Ok(outcome)

@@ -70,6 +70,8 @@ struct Index {
     watches: HashMap<PathBuf, WatchDescriptor>,
     /// Build-ids with a patch but no file found, as last reported.
     missing: Vec<String>,
+    /// Why the guard does not trust the storage, as last reported.
+    refused: Option<String>,
 }
 
 impl SelfLoad {
@@ -359,6 +361,21 @@ impl Shared {
                 HashSet::new()
             }
         };
+        // Said once per change; each process that needs a refused patch is refused again
+        // (the engine checks the bytes it reads) and logged.
+        let refused = self.ctx.guard().check_all(&storage).err();
+        if refused != index.refused {
+            match &refused {
+                Some(why) => self.log(&format!(
+                    "self-load: not trusted: {why}; the processes that need it are not patched"
+                )),
+                None => self.log(&format!(
+                    "self-load: the storage {} is trusted again",
+                    storage.display()
+                )),
+            }
+            index.refused = refused;
+        }
         // The libraries the patches' callbacks are for (a storage that cannot be read was
         // reported above).
         let names = Storage::open(&storage)

@@ -83,25 +83,37 @@ impl Report for ToLog<'_> {
 }
 
 /// Serves `startup PID`: patches the process from the storage (it is running: the patches are
-/// not recorded as applied at start-up), then answers.
+/// not recorded as applied at start-up), under the context's guard, then answers.
 pub fn serve_startup(ctx: &Context, pid: i32, reply: &mut dyn Write) -> Result<()> {
-    let storage = Storage::open(&ctx.storage())?;
-    let result = ctx.engine().patch(pid, &storage, &mut ToLog(ctx, pid));
+    let path = ctx.storage();
+    let result = Storage::open(&path)
+        .map_err(Error::from)
+        .and_then(|storage| {
+            ctx.guard().check_storage(&path).map_err(Error::Refused)?;
+            Ok(ctx.engine().patch(pid, &storage, &mut ToLog(ctx, pid))?)
+        });
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
     match &result {
         Ok(o) if o.applied.is_empty() => ctx.log(&format!("startup: pid {pid}: nothing to patch")),
-        Ok(o) => ctx.log(&format!(
-            "startup: pid {pid}: patched: {}",
-            o.applied
-                .iter()
-                .map(|a| format!("{} {}", a.object, a.id))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-        Err(e) => ctx.log(&format!("startup: pid {pid}: not patched: {e}")),
+        Ok(o) => {
+            ctx.record_applied(pid, &exe, o);
+            ctx.log(&format!(
+                "startup: pid {pid}: patched: {}",
+                o.applied
+                    .iter()
+                    .map(|a| format!("{} {}", a.object, a.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+        Err(e) => {
+            ctx.record_error(pid, &exe, e);
+            ctx.log(&format!("startup: pid {pid}: not patched: {e}"))
+        }
     }
     reply.write_all(&GO_AHEAD).map_err(|source| Error::Io {
         path: PathBuf::from("control socket"),
         source,
     })?;
-    result.map(drop).map_err(Error::from)
+    result.map(drop)
 }

@@ -51,12 +51,13 @@ fn options_from_env() -> Options {
     opts
 }
 
-/// An engine with the options the environment sets (see [`options_from_env`]), for callers
-/// that patch without a command line (the server's start-up patching), forking its guardians
-/// from `guardian_forker` when given.
-pub fn engine(guardian_forker: Option<Arc<GuardianForker>>) -> Engine {
+/// An engine with the options the environment sets (see [`options_from_env`]) and `trust`'s
+/// check of each patch file, for callers that patch without a command line (the server's
+/// start-up patching), forking its guardians from `guardian_forker` when given.
+pub fn engine(trust: &Trust, guardian_forker: Option<Arc<GuardianForker>>) -> Engine {
     Engine::new(Options {
         guardian_forker,
+        check: Some(trust.engine_check()),
         ..options_from_env()
     })
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kpatch_engine::PatchCheck;
-use kpatch_trust::{AuditLog, Event, Keyring, Policy, TrustError, DEFAULT_KEYS_DIR};
+use kpatch_selfload::{Guard, Record, Recorded};
+use kpatch_trust::{
+    AuditLog, Event, Keyring, Outcome, Policy, Requester, TrustError, DEFAULT_KEYS_DIR,
+};
 
 /// The options as given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,5 +104,52 @@ impl Trust {
             .record(event)
             .err()
             .map(|e| format!("cannot write the audit log: {e}"))
+    }
+}
+
+/// The trust rules and the audit trail as start-up patching's guard (`libcare-server`'s
+/// `--self-load`, `execve` and `startup`): the storage and its scripts are checked as
+/// `libcare-ctl patch` checks them, the patch files by the engine (`Trust::engine_check`); the
+/// service itself is the requester of what it applies.
+#[derive(Debug, Clone)]
+pub struct StartupGuard(pub Trust);
+
+impl Guard for StartupGuard {
+    fn check_storage(&self, storage: &Path) -> Result<(), String> {
+        self.0
+            .policy
+            .check_layout(storage)
+            .map_err(|e| e.to_string())
+    }
+
+    fn check_all(&self, storage: &Path) -> Result<(), String> {
+        self.0
+            .policy
+            .check_storage(storage)
+            .map_err(|e| e.to_string())
+    }
+
+    fn record(&self, record: &Record<'_>) {
+        let (outcome, patch_id, detail) = match record.result {
+            Recorded::Patched { object, id } => (
+                Outcome::Done,
+                Some(id),
+                format!("object {object}; start-up patching"),
+            ),
+            Recorded::Refused(why) => (Outcome::Refused, None, why.to_owned()),
+            Recorded::Failed(why) => (Outcome::Failed, None, why.to_owned()),
+        };
+        let event = Event {
+            action: "patch",
+            outcome,
+            by: Requester::this_process(),
+            target_pid: Some(record.pid),
+            patch_id,
+            file: Some(record.file),
+            detail: Some(&detail),
+        };
+        if let Some(warning) = self.0.record(&event) {
+            crate::errln!("libcare-server: warning: {warning}");
+        }
     }
 }

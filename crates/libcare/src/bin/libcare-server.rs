@@ -15,7 +15,7 @@ use kpatch_trust::{Event, Outcome, Requester};
 use libcare::ctl::{self, Caller, Console};
 use libcare::ctl_args;
 use libcare::server_args::{parse_args, Args, Parsed, USAGE};
-use libcare::trust::Trust;
+use libcare::trust::{StartupGuard, Trust};
 
 /// Exit status of every failure.
 const FAILURE: u8 = 255;
@@ -68,6 +68,15 @@ fn status(ok: bool) -> u8 {
         0
     } else {
         FAILURE
+    }
+}
+
+/// How a start-up request that failed ends in the audit trail.
+fn outcome_of(e: &kpatch_selfload::Error) -> Outcome {
+    if e.is_refusal() {
+        Outcome::Refused
+    } else {
+        Outcome::Failed
     }
 }
 
@@ -146,27 +155,42 @@ impl Handler for Ctl {
 
     fn startup(
         &mut self,
-        _peer: &Peer,
+        peer: &Peer,
         request: StartupRequest,
         storage: &Path,
         conn: &mut dyn Write,
     ) -> u8 {
         self.startup.set_storage(storage.to_owned());
-        match request {
+        // What became of the request; the patches applied or refused are recorded by the
+        // guard, with the service as their requester.
+        let (action, id, result) = match request {
             StartupRequest::Execve { tid } => {
-                match kpatch_selfload::serve_execve(&self.startup, tid, conn) {
-                    Ok(kpatch_selfload::Outcome::Left(_)) => FAILURE,
-                    Ok(_) => 0,
+                let result = match kpatch_selfload::serve_execve(&self.startup, tid, conn) {
+                    Ok(kpatch_selfload::Outcome::Left(why)) => Err((Outcome::Failed, why)),
+                    Ok(_) => Ok(()),
                     Err(e) => {
                         log_line(&format!("execve: thread {tid}: refused: {e}"));
-                        FAILURE
+                        Err((outcome_of(&e), e.to_string()))
                     }
-                }
+                };
+                ("execve", tid, result)
             }
             StartupRequest::Startup { pid } => {
-                status(kpatch_selfload::serve_startup(&self.startup, pid, conn).is_ok())
+                let result = kpatch_selfload::serve_startup(&self.startup, pid, conn)
+                    .map_err(|e| (outcome_of(&e), e.to_string()));
+                ("startup", pid, result)
             }
-        }
+        };
+        self.audit(&Event {
+            action,
+            outcome: result.as_ref().map_or_else(|(o, _)| *o, |()| Outcome::Done),
+            by: requester(peer),
+            target_pid: Some(id),
+            patch_id: None,
+            file: None,
+            detail: result.as_ref().err().map(|(_, why)| why.as_str()),
+        });
+        status(result.is_ok())
     }
 
     fn storage_changed(&mut self, storage: &Path) {
@@ -193,8 +217,10 @@ fn run(args: Args) -> Result<()> {
     } else {
         None
     };
+    // Start-up patching crosses the same boundary as `patch`: the same checks, the same trail.
     let startup = Arc::new(Context::new(
-        ctl::engine(forker),
+        ctl::engine(&trust, forker),
+        Arc::new(StartupGuard(trust.clone())),
         storage.clone(),
         Arc::new(log_line),
     ));

@@ -1,8 +1,10 @@
 //! Start-up patching end to end with `libcare-server --self-load`: programs started after the
 //! service run patched from their first line, a library loaded later is patched before `dlopen`
 //! returns (again after `dlclose`), a program without a patch is never attached, patches added
-//! to and removed from the storage take effect for the next start, and a service killed while
-//! it holds a starting process leaves that process running normally.
+//! to and removed from the storage take effect for the next start, a service killed while it
+//! holds a starting process leaves that process running normally, patches the service does
+//! not trust (unsigned, a storage others could write) leave the program running unpatched, and
+//! an `execve` request naming another process's thread is refused.
 //!
 //! Each self-load test runs as pid 1 of a PID namespace of its own (the service looks at the
 //! running processes, and must only see the test's), and starts the service as its child:
@@ -26,6 +28,14 @@ fn fixture(dir: &Path, name: &str) {
 fn hello(dir: &Path) -> Built {
     fixture(dir, "hello");
     build(dir, &Recipe::exe("hello", "-O2"), &[1])
+}
+
+/// [`hello`], its patch in `dir/storage` (returned) under its build-id.
+fn hello_stored(dir: &Path) -> (Built, PathBuf) {
+    let prog = hello(dir);
+    let storage = dir.join("storage");
+    put_flat(&storage, &prog.build_id, prog.patch(1));
+    (prog, storage)
 }
 
 /// An executable shell script `dir/run.sh` that starts `hello` with its arguments.
@@ -160,9 +170,7 @@ fn a_killed_service_leaves_the_starting_process_running_inner() {
     assert_pid_namespace_init();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let prog = hello(dir);
-    let storage = dir.join("storage");
-    put_flat(&storage, &prog.build_id, prog.patch(1));
+    let (_, storage) = hello_stored(dir);
     // Killed while the process waits in the dynamic loader's hook, and while the engine,
     // having run a syscall in the held thread, is about to write the patch.
     for (step, words) in [
@@ -231,6 +239,124 @@ fn the_execve_protocol_patches_the_program_before_it_runs() {
     assert_eq!(reply, 0i32.to_ne_bytes(), "{}", server.log_text());
     out.drain();
     out.wait_line("r: patched");
+
+    // `execve` may only name a thread of the client's own process: a client (in the server's
+    // PID namespace) naming another process's thread is refused, and that process goes on.
+    server.run(&format!(
+        "./hello v >v.out 2>&1 & echo \"victim $!\" >e.out; {} {socket} execve $! >>e.out 2>&1; echo \"status $?\" >>e.out; wait",
+        bin("libcare-client").display()
+    ));
+    let mut e = OutFile::new(dir.join("e.out"));
+    e.wait_line("status 255");
+    let text = std::fs::read_to_string(dir.join("e.out")).expect("e.out");
+    let victim = text
+        .lines()
+        .find_map(|l| l.strip_prefix("victim "))
+        .expect("the victim's pid");
+    assert!(
+        text.contains(&format!(
+            "libcare-server: error: execve: thread {victim} is not a thread of the requesting process"
+        )),
+        "{text}"
+    );
+    let mut v = OutFile::new(dir.join("v.out"));
+    v.wait_line("v: original");
+    v.drain();
+    v.wait_line("v: original");
+    // Refused before the start-up code saw it, and recorded as refused.
+    assert!(
+        !server
+            .log_text()
+            .contains(&format!("execve: thread {victim}: ")),
+        "{}",
+        server.log_text()
+    );
+    let trail = std::fs::read_to_string(audit_log()).unwrap_or_default();
+    assert!(
+        trail
+            .lines()
+            .any(|l| l.contains("action=request result=refused")
+                && l.contains(&format!("execve: thread {victim} is not a thread"))),
+        "{trail}"
+    );
+}
+
+#[test]
+fn patches_the_service_does_not_trust_are_refused_and_the_program_runs_unpatched() {
+    run_in_pid_namespace(
+        "selfload::patches_the_service_does_not_trust_are_refused_and_the_program_runs_unpatched_inner",
+    );
+}
+
+#[test]
+#[ignore = "runs as pid 1 of its own PID namespace; started by its outer test"]
+fn patches_the_service_does_not_trust_are_refused_and_the_program_runs_unpatched_inner() {
+    assert_pid_namespace_init();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let (prog, storage) = hello_stored(dir);
+    let stored = storage.join(format!("{}.kpatch", prog.build_id));
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f", "release"])
+            .current_dir(dir),
+    );
+    let keys = dir.join("keys");
+    std::fs::create_dir(&keys).expect("keys");
+    std::fs::copy(dir.join("release.pub"), keys.join("release.pub")).expect("key");
+    let audit = dir.join("audit.log");
+    let audit_s = audit.to_str().expect("utf-8");
+    let service = SelfLoadService::start_with(
+        dir,
+        &storage,
+        &["--keys".as_ref(), keys.as_os_str()],
+        &[("LIBCARE_AUDIT_LOG", audit_s)],
+    );
+    // Said when the storage is read, and for each process that needed the patch.
+    let unsigned = format!("{}: refused: it is not signed", stored.display());
+    service.wait_log(&["self-load: not trusted:", &unsigned]);
+    service.wait_log(&["self-load: watching", "/hello "]);
+    let mut p = Proc::spawn(&dir.join("hello"), &["u"]);
+    assert_eq!(p.next_line_within(DEADLINE).as_deref(), Some("u: original"));
+    let line = service.wait_log(&["not patched at start-up:", &unsigned, "it runs unpatched"]);
+    assert!(line.contains("/hello): "), "{line}");
+    let audited = |words: &[&str]| {
+        wait_until(&format!("an audit line with {words:?}"), || {
+            std::fs::read_to_string(&audit)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| words.iter().all(|w| l.contains(w)))
+        })
+    };
+    audited(&["action=patch result=refused", "not signed"]);
+    drop(p);
+
+    // Signed with the listed key: trusted, and applied at the next start.
+    let key = kpatch_trust::SigningKey::load(&dir.join("release")).expect("signing key");
+    let signed =
+        kpatch_trust::sign(&std::fs::read(prog.patch(1)).expect("patch"), &key).expect("sign");
+    std::fs::write(dir.join("signed.kpatch"), signed).expect("write");
+    std::fs::rename(dir.join("signed.kpatch"), &stored).expect("rename into the storage");
+    service.wait_log(&["self-load: the storage", "is trusted again"]);
+    let mut p = Proc::spawn(&dir.join("hello"), &["s"]);
+    assert_eq!(p.next_line_within(DEADLINE).as_deref(), Some("s: patched"));
+    audited(&[
+        "action=patch result=ok",
+        "patch_id=0001",
+        "start-up patching",
+    ]);
+    drop(p);
+
+    // As root, a storage another user could write is refused as `patch` refuses it.
+    std::fs::set_permissions(&storage, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+    let writable = format!(
+        "{}: refused: it is writable by its group",
+        storage.display()
+    );
+    service.wait_log(&["self-load: not trusted:", &writable]);
+    let mut p = Proc::spawn(&dir.join("hello"), &["g"]);
+    assert_eq!(p.next_line_within(DEADLINE).as_deref(), Some("g: original"));
+    service.wait_log(&["not patched at start-up:", &writable, "it runs unpatched"]);
 }
 
 /// The first line of the file at `path`, once it has one.

@@ -1,13 +1,17 @@
 #!/bin/sh
 # The demo's steps (cargo xtask demo) with the package's binaries, then the same patch through
 # libcare-server as libcare.service runs it: with only the unit's capabilities, no new
-# privileges, and `update` applying the storage. Run as pid 1 of a new PID namespace, so that
-# `update` (patch -p all) sees only the process started here, and everything dies with it.
+# privileges, `--self-load`, and `update` applying the storage; a program started then runs
+# patched from its first line. Run as pid 1 of a new PID namespace, so that `update` (patch -p
+# all) and the self-load service see only the processes started here, and everything dies
+# with it.
 # Usage: demo.sh BINDIR WORKDIR SOCKET CAPS (CAPS as setpriv --bounding-set takes them).
 set -eu
 bin=$1 work=$2 sock=$3 caps=$4
 export PATH="$bin:$PATH"
 cd "$work"
+# The lock files and the self-load marker here, not in the machine's /run/libcare.
+export LIBCARE_LOCK_DIR="$work/locks"
 
 step() { echo "== $*"; }
 # Runs "$@" every 50 ms until it succeeds, 30 s at most.
@@ -51,8 +55,8 @@ libcare-ctl unpatch -p "$pid"
 from=$(next_line)
 wait_for '^Hello world!$' "$from"
 
-step "setpriv --no-new-privs --bounding-set=$caps libcare-server $sock patchroot &"
-setpriv --no-new-privs --bounding-set="$caps" libcare-server -v "$sock" patchroot >server.log 2>&1 &
+step "setpriv --no-new-privs --bounding-set=$caps libcare-server --self-load $sock patchroot &"
+setpriv --no-new-privs --bounding-set="$caps" libcare-server -v --self-load "$sock" patchroot >server.log 2>&1 &
 server=$!
 retry test -S "$sock" || {
     echo "libcare-server did not listen on $sock:"
@@ -63,6 +67,17 @@ step "libcare-client $sock update"
 from=$(next_line)
 libcare-client "$sock" update
 wait_for 'being patched' "$from"
+step "lpmake/foo & (started after the server)"
+./lpmake/foo >started.log &
+started=$!
+retry grep -q . started.log
+first=$(head -n 1 started.log)
+[ "$first" = "Hello world being patched!" ] || {
+    echo "a foo started with the self-load service running first printed '$first':"
+    cat server.log
+    exit 1
+}
+kill "$started"
 step "libcare-client $sock unpatch -p $pid"
 libcare-client "$sock" unpatch -p "$pid"
 from=$(next_line)

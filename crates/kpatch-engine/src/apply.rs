@@ -109,6 +109,12 @@ pub fn patch(
         opts.check.as_ref(),
     )?;
     if jobs.is_empty() {
+        if !session.loaded.unreadable.is_empty() {
+            return Err(Error::UnreadableObjects {
+                pid,
+                objects: session.loaded.unreadable.join("; "),
+            });
+        }
         return Ok(PatchOutcome::default());
     }
     apply_jobs(&mut session, jobs, Some(storage), Vec::new(), 0, rep)
@@ -1008,6 +1014,7 @@ mod tests {
             maps: Vec::new(),
             objects: vec![fake::object("app", range, fake::image(APP, &[]), true)],
             patches: Vec::new(),
+            unreadable: Vec::new(),
         }
     }
 

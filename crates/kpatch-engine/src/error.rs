@@ -60,6 +60,8 @@ pub enum Error {
         target_arch: String,
         pid: i32,
     },
+    #[error("pid {pid}: no patch is for the objects that could be read, and whether one is for the others cannot be told: {objects}")]
+    UnreadableObjects { pid: i32, objects: String },
     #[error("no free address range of {size:#x} bytes within reach of {object} in pid {pid}")]
     NoRegion { object: String, size: u64, pid: i32 },
     #[error("{function} in {object} cannot be patched: {reason}")]

@@ -209,6 +209,7 @@ mod tests {
                 fake::object("libfoo.so", 0x7000..0x8000, fake::image(LIB, &[]), false),
             ],
             patches,
+            unreadable: Vec::new(),
         }
     }
 

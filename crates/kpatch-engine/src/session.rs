@@ -53,6 +53,7 @@ impl<'e> Session<'e> {
             return Err(kpatch_process::Error::NoSuchProcess { pid }.into());
         }
         let lock = lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+        crate::fault::pause(opts, "locked");
         let proc = Process::open(pid)?;
         let guardian = Guardian::spawn(&proc, &[lock.fd()], opts.guardian_forker.as_deref())?;
         let loaded = Loaded::read(&proc, images)?;

@@ -355,7 +355,7 @@ fn check_type_layouts(
 }
 
 /// The original's block for function `name`, if `name` is a function there (not a part).
-fn orig_function(orig: &AsmFile, name: &str) -> Option<usize> {
+pub(crate) fn orig_function(orig: &AsmFile, name: &str) -> Option<usize> {
     let i = *orig.index.functions.get(name)?;
     (orig.blocks().get(i)?.name == name).then_some(i)
 }

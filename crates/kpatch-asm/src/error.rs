@@ -151,4 +151,23 @@ pub enum AsmError {
         name: String,
         change: String,
     },
+
+    #[error(
+        "{file}: function `{name}` was added by the earlier patch (--earlier) and is changed \
+         here: a later patch cannot replace what an earlier patch added (the earlier patch's \
+         own code would keep calling its version). Keep it as the earlier patch has it (add \
+         a new function instead), or build one patch with both changes"
+    )]
+    EarlierFunctionChanged { file: String, name: String },
+
+    #[error(
+        "{file}: `{user}` uses `{name}`, which the earlier patch (--earlier) added as a static \
+         symbol: a later patch finds what an earlier one added by name, which only works for \
+         symbols with external linkage. Make `{name}` non-static in both patches' sources"
+    )]
+    EarlierStaticUsed {
+        file: String,
+        user: String,
+        name: String,
+    },
 }

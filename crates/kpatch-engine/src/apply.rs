@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::extras::Extras;
 use crate::fault;
 use crate::host::Host;
+use crate::layers;
 use crate::options::Options;
 use crate::payload::Payload;
 use crate::region_layout::function_name;
@@ -69,6 +70,8 @@ struct PatchFile {
 pub(crate) struct Job {
     object: LoadedObject,
     extras: Extras,
+    /// What it needs from earlier patches of its object.
+    needs: kpatch_file::Depends,
     header: Header,
     id: String,
     level: Option<u32>,
@@ -144,13 +147,26 @@ pub(crate) fn apply_jobs(
     }
     let scope = Scope::of(&session.proc, &session.loaded.objects);
     for job in &mut jobs {
+        // What it takes from earlier patches of its object, found in them first.
+        let earlier = layers::resolve(
+            &session.proc,
+            &session.loaded,
+            pid,
+            &job.id,
+            &job.object,
+            &job.needs,
+        )?;
         for (&sym, (name, version)) in &job.prepared.imports {
-            let found =
-                scope
-                    .lookup(name, version.as_deref())
-                    .ok_or_else(|| Error::Unresolved {
-                        name: with_version(name, version.as_deref()),
-                    })?;
+            let found = match earlier.get(name) {
+                Some(f) => f.clone(),
+                None => {
+                    scope
+                        .lookup(name, version.as_deref())
+                        .ok_or_else(|| Error::Unresolved {
+                            name: with_version(name, version.as_deref()),
+                        })?
+                }
+            };
             rep.detail(&format!(
                 "{}: {} resolves to {:#x} in {}",
                 job.id, name, found.addr, found.object
@@ -268,10 +284,18 @@ fn make_job(
         });
     }
     let extras = Extras::of_payload(&payload, &elf);
+    let needs = layers::of_payload(&payload, &elf);
+    if extras.replace && !needs.patches.is_empty() {
+        return Err(Error::ReplaceNeedsEarlier {
+            id,
+            needs: needs.patches.join(", "),
+        });
+    }
     let prepared = Prepared::new(arch, payload, &elf, page)?;
     Ok(Job {
         object: object.clone(),
         extras,
+        needs,
         header,
         id,
         level,

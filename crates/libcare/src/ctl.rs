@@ -238,6 +238,13 @@ fn livepatch_lines(patch: &kpatch_engine::PatchInfo, p: &mut Printer<'_>) {
             "Replace:", "yes (it replaced the earlier patches)"
         ));
     }
+    if !patch.after.is_empty() {
+        p.out(&format!(
+            "{:<25} {}",
+            "Applied after:",
+            patch.after.join(", ")
+        ));
+    }
     if !patch.states.is_empty() {
         let states: Vec<String> = patch
             .states

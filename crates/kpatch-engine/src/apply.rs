@@ -1097,6 +1097,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cumulative_patch_built_on_an_earlier_one_is_refused() {
+        let mut elf = elf_edit::Elf::parse(&payload(Architecture::X86_64, 0x20)).unwrap();
+        let mut depends = kpatch_file::Depends::default();
+        depends.add_patch("0000");
+        for (name, data) in [
+            (kpatch_file::KPATCH_DEPENDS, depends.to_bytes()),
+            (
+                kpatch_file::KPATCH_REPLACE,
+                kpatch_file::REPLACE_MARKER.to_vec(),
+            ),
+        ] {
+            let flags = elf::SectionFlags(0);
+            elf.add_section(elf_edit::Section::new(name, elf::SHT_PROGBITS, flags, data));
+        }
+        let err = jobs_for(&app_loaded(APP_RANGE), &elf.write())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::ReplaceNeedsEarlier { id, needs } if id == "0001" && needs == "0000"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn each_region_is_chosen_near_its_object_and_clear_of_the_others() {
         let limits = SpaceLimits {
             min_addr: 0x1_0000,

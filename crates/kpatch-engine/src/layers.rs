@@ -198,3 +198,198 @@ pub fn check_removal(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{self, FakeProcess};
+    use elf_edit::{Elf, Section, Symbol};
+    use kpatch_file::Header;
+    use object::elf::*;
+
+    const APP: &str = "0123456789abcdef0123456789abcdef01234567";
+    /// Where the ELF image starts in each region.
+    const ELF_OFFSET: u64 = 0x1000;
+
+    /// An applied patch's ELF image: `.kpatch.text` defining `defines` (global functions at
+    /// offsets 0, 0x10...), and what it `needs`.
+    fn image(defines: &[&str], needs: &Depends) -> Vec<u8> {
+        let mut elf = Elf::new(ET_REL, EM_X86_64);
+        let ktext = elf.add_section(Section::new(
+            kpatch_file::KPATCH_TEXT,
+            SHT_PROGBITS,
+            SHF_ALLOC | SHF_EXECINSTR,
+            vec![0xc3; 0x40],
+        ));
+        let info = kpatch_file::INFO_END_MARKER.to_vec();
+        elf.add_section(Section::new(
+            kpatch_file::KPATCH_INFO,
+            SHT_PROGBITS,
+            SHF_ALLOC,
+            info,
+        ));
+        if !needs.is_empty() {
+            elf.add_section(Section::new(
+                KPATCH_DEPENDS,
+                SHT_PROGBITS,
+                SectionFlags(0),
+                needs.to_bytes(),
+            ));
+        }
+        let strtab = elf.add_section(Section::new(
+            ".strtab",
+            SHT_STRTAB,
+            SectionFlags(0),
+            vec![0],
+        ));
+        let symtab = elf.add_section(Section {
+            link: strtab as u32,
+            entsize: 24,
+            ..Section::new(".symtab", SHT_SYMTAB, SectionFlags(0), Vec::new())
+        });
+        let mut syms = vec![Symbol::default()];
+        for (i, name) in defines.iter().enumerate() {
+            syms.push(Symbol {
+                name: (*name).into(),
+                name_offset: u32::MAX,
+                sym_type: STT_FUNC,
+                bind: STB_GLOBAL,
+                shndx: SymbolSection(ktext as u16),
+                value: 0x10 * i as u64,
+                ..Symbol::default()
+            });
+        }
+        for name in &needs.symbols {
+            syms.push(Symbol {
+                name: name.clone(),
+                name_offset: u32::MAX,
+                sym_type: STT_FUNC,
+                bind: STB_GLOBAL,
+                ..Symbol::default()
+            });
+        }
+        elf.set_symbols(symtab, &syms).unwrap();
+        elf.write()
+    }
+
+    /// Patch `id` (applied `seq`-th) of `app` at `kpta`, its region mapped in `proc`.
+    fn applied(proc: &FakeProcess, id: &str, seq: u64, kpta: u64, elf: &[u8]) -> AppliedPatch {
+        let file = kpatch_file::write_kpatch(APP, id, 0, elf).unwrap();
+        let mut header = *Header::from_bytes(&file[..HEADER_SIZE]).unwrap();
+        header.set_elf_offset(ELF_OFFSET as u32);
+        header.set_applied_seq(seq);
+        let mut region = vec![0u8; ELF_OFFSET as usize];
+        region.extend_from_slice(&file[HEADER_SIZE..]);
+        proc.map(kpta, region);
+        AppliedPatch {
+            kpta,
+            header,
+            id: id.into(),
+            build_id: APP.into(),
+            committed: true,
+            records: Vec::new(),
+            len: 0x10000,
+        }
+    }
+
+    fn needs(patches: &[&str], symbols: &[&str]) -> Depends {
+        let mut d = Depends::default();
+        patches.iter().for_each(|p| d.add_patch(p));
+        symbols.iter().for_each(|s| d.add_symbol(s));
+        d
+    }
+
+    /// 0001 adds `added_next`; 0002, built on it, uses it; 0003 stands alone.
+    fn process() -> (FakeProcess, Loaded) {
+        let proc = FakeProcess::x86_64();
+        let p1 = applied(
+            &proc,
+            "0001",
+            1,
+            0x10_0000,
+            &image(&["helper", "added_next"], &Depends::default()),
+        );
+        let p2 = image(&["tick.kpatch"], &needs(&["0001"], &["added_next"]));
+        let p2 = applied(&proc, "0002", 2, 0x20_0000, &p2);
+        let p3 = applied(
+            &proc,
+            "0003",
+            3,
+            0x30_0000,
+            &image(&["other"], &Depends::default()),
+        );
+        let loaded = Loaded {
+            maps: Vec::new(),
+            objects: vec![fake::object(
+                "app",
+                0x1000..0x2000,
+                fake::image(APP, &[]),
+                true,
+            )],
+            patches: vec![p1, p2, p3],
+        };
+        (proc, loaded)
+    }
+
+    #[test]
+    fn symbols_are_found_in_the_patches_named_and_only_with_them_applied() {
+        let (proc, mut loaded) = process();
+        let object = loaded.objects[0].clone();
+        let want = needs(&["0001"], &["added_next"]);
+        let found = resolve(&proc, &loaded, fake::PID, "0004", &object, &want).unwrap();
+        let f = &found["added_next"];
+        // Section offset in the image plus the symbol's offset in the section.
+        let text = read_image(&proc, &loaded.patches[0]).unwrap();
+        let (_, s) = text.payload.section(kpatch_file::KPATCH_TEXT).unwrap();
+        assert_eq!(f.addr, 0x10_0000 + ELF_OFFSET + s.offset + 0x10);
+        assert_eq!((f.kind, f.object.as_str()), (SymKind::Func, "patch 0001"));
+
+        // Not defined by the patch named (0003 has no such symbol).
+        let err = resolve(
+            &proc,
+            &loaded,
+            fake::PID,
+            "0004",
+            &object,
+            &needs(&["0003"], &["added_next"]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::EarlierSymbolMissing { symbol, needs, .. } if symbol == "added_next" && needs == "0003"),
+            "{err}"
+        );
+        // Pending (an interrupted run's) or absent: not applied.
+        loaded.patches[0].committed = false;
+        let err = resolve(&proc, &loaded, fake::PID, "0004", &object, &want).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("patch 0004 needs patch 0001, which is not applied to app in pid {}: 0004 uses added_next from it; apply 0001 first", fake::PID)
+        );
+        assert!(resolve(
+            &proc,
+            &loaded,
+            fake::PID,
+            "0004",
+            &object,
+            &Depends::default()
+        )
+        .unwrap()
+        .is_empty());
+    }
+
+    #[test]
+    fn a_patch_another_needs_goes_only_after_it() {
+        let (proc, loaded) = process();
+        assert_eq!(of_region(&proc, &loaded.patches[1]).patches, ["0001"]);
+        let err = check_removal(&proc, &loaded, &[0], fake::PID).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot remove patch 0001 from app in pid {}: patch 0002, applied after it, uses added_next from it; remove 0002 first (unpatch without -i removes every patch, newest first)", fake::PID)
+        );
+        // Newest first (as unpatch without -i orders them), or with 0002 gone first.
+        check_removal(&proc, &loaded, &[2, 1, 0], fake::PID).unwrap();
+        check_removal(&proc, &loaded, &[1, 0], fake::PID).unwrap();
+        check_removal(&proc, &loaded, &[2], fake::PID).unwrap();
+        assert!(check_removal(&proc, &loaded, &[0, 1], fake::PID).is_err());
+    }
+}

@@ -57,6 +57,9 @@ impl Image {
     /// The symbols with external linkage the patch defines in its own sections, with their
     /// addresses in the target.
     fn defined(&self, p: &AppliedPatch) -> HashMap<String, Found> {
+        // We leave the symbol table as it is in the file (section-relative values);
+        // LibcarePlus writes it with the addresses it resolved (it leaves no sequence).
+        let absolute = p.header.applied_seq() == 0;
         let mut out = HashMap::new();
         for s in &self.payload.symbols {
             let PSymDef::Section(k) = s.def else { continue };
@@ -75,8 +78,13 @@ impl Image {
                 STT_OBJECT => SymKind::Object,
                 _ => SymKind::Other,
             };
+            let base = if absolute {
+                0
+            } else {
+                self.at + section.offset
+            };
             out.entry(s.name.clone()).or_insert_with(|| Found {
-                addr: self.at + section.offset + s.value,
+                addr: base + s.value,
                 kind,
                 object: format!("patch {}", p.id),
             });

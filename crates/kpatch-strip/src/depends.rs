@@ -62,20 +62,9 @@ pub fn mark_after(elf: &[u8], ids: &[String]) -> Result<Vec<u8>, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object::elf::{EM_X86_64, ET_REL, SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE};
 
     fn payload(depends: Option<&Depends>) -> Vec<u8> {
-        let mut elf = Elf::new(ET_REL, EM_X86_64);
-        let text = SHF_ALLOC | SHF_EXECINSTR;
-        elf.add_section(Section::new(".kpatch.text", SHT_PROGBITS, text, vec![0xc3]));
-        let mut data = Section::new(
-            kpatch_file::KPATCH_DATA,
-            SHT_PROGBITS,
-            SHF_ALLOC | SHF_WRITE,
-            vec![1, 2, 3],
-        );
-        data.addralign = 4096;
-        elf.add_section(data);
+        let mut elf = crate::replace::tests::code_and_data();
         if let Some(d) = depends {
             set(&mut elf, d);
         }

@@ -245,6 +245,19 @@ mod tests {
     }
 
     #[test]
+    fn the_earlier_stage_and_its_use_by_the_patched_one() {
+        let c = CcConfig::from_env("cc", &env(&[("KPATCH_STAGE", "earlier")])).unwrap();
+        assert_eq!((c.stage, c.earlier), (Some(Stage::Earlier), false));
+        assert_eq!(Stage::Earlier.name(), "earlier");
+        let c = CcConfig::from_env(
+            "cc",
+            &env(&[("KPATCH_STAGE", "patched"), ("KPCC_EARLIER", "1")]),
+        )
+        .unwrap();
+        assert!(c.earlier);
+    }
+
+    #[test]
     fn unknown_stage_is_an_error() {
         let e = CcConfig::from_env("cc", &env(&[("KPATCH_STAGE", "orignal")])).unwrap_err();
         assert!(e.to_string().contains("orignal"), "{e}");

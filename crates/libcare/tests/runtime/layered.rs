@@ -3,7 +3,8 @@
 //! `tick()` and uses them. Patch 2 is built on top of patch 1 (`kpatch_gensrc --earlier` with
 //! patch 1's assembly: what patch 1 added stays an undefined reference; `kpatch_make --after
 //! 0001`), so, stacked over patch 1, it counts on from patch 1's counter: the running value.
-//! It is refused without patch 1, and patch 1 cannot be removed while patch 2 stays.
+//! It is refused without patch 1, and patch 1 cannot be removed while patch 2 stays; a
+//! cumulative patch replaces both at once.
 
 use crate::support::*;
 
@@ -127,4 +128,34 @@ fn a_patch_built_on_another_needs_it_applied_and_keeps_it_applied() {
     p.drain();
     p.wait_line("plain");
     assert!(info_ids(dir, p.pid()).is_empty());
+
+    // A cumulative patch replaces both at once: the one needed goes with the one needing it.
+    ok(&patch(dir, &pid, built.patch(1)));
+    ok(&patch(dir, &pid, built.patch(2)));
+    p.wait_for("patch 2's count", |l| l.ends_with(" again"));
+    let cumulative = dir.join("layered.v1.replace.kpatch");
+    let args = [
+        "--replace",
+        "-b",
+        &built.build_id,
+        "-i",
+        "0003",
+        "layered.v1.stripped",
+    ];
+    run_ok(
+        tool("kpatch_make", dir)
+            .args(args)
+            .arg("-o")
+            .arg(&cumulative),
+    );
+    let out = ok(&patch(dir, &pid, &cumulative));
+    assert!(
+        out.contains("patch(es) 0002, 0001 replaced by 0003"),
+        "{out}"
+    );
+    assert_eq!(info_ids(dir, p.pid()), ["0003"]);
+    // Patch 1's code again, with a counter of its own.
+    p.wait_for("a count of its own", |l| l == "count 1");
+    ok(&ctl(dir, &["unpatch", "-p", &pid], &[]));
+    p.wait_line("plain");
 }

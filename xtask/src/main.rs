@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask demo | test | bench | test-aarch64 | test-qemu`.
+//! Project tasks: `cargo xtask demo | test | fuzz | deb | bench | test-aarch64 | test-qemu | test-debian-cxx`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -9,6 +9,7 @@ mod aarch64;
 mod bench;
 mod deb;
 mod demo;
+mod fuzz;
 mod qemu;
 
 fn root() -> PathBuf {
@@ -53,7 +54,8 @@ pub fn temp_dir(prefix: &str) -> Result<TempDir> {
     Ok(TempDir(dir))
 }
 
-fn cargo() -> Command {
+/// Cargo, in the repository.
+pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c
@@ -70,7 +72,20 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace"]))?;
+    fuzz::smoke(&root())?;
     deb::check::check(&root())
+}
+
+/// A real C++ program from Debian's source packages (GNU Chess), built with
+/// libcare-patch-make, patched and unpatched live (`xtask/debian/gnuchess.sh`).
+fn test_debian_cxx() -> Result<()> {
+    run(cargo().args(["build", "--bins"]))?;
+    let root = root();
+    let target = target_dir(&root);
+    run(Command::new("sh")
+        .arg(root.join("xtask/debian/gnuchess.sh"))
+        .arg(target.join("debian-cxx"))
+        .arg(target.join("debug")))
 }
 
 /// `bench-pall-inner BIN EXE PATCHES N TRIALS`, run by the bench inside a new PID namespace.
@@ -89,12 +104,18 @@ fn pall_inner(args: &[String]) -> Result<()> {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <demo|test|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]>"
+        "usage: cargo xtask <demo|test|fuzz|deb [--debug]|deb-check|bench [pause|size|overhead|build|pall|coro|coro-memory|qemu]...|test-aarch64 [SCENARIO...]|test-qemu [SCENARIO...]|test-debian-cxx>"
     );
     eprintln!(
         "  demo   build a patch from a diff, apply it to a running process, show it, revert it"
     );
-    eprintln!("  test   formatting, lints, unit and end-to-end tests, the package's checks");
+    eprintln!(
+        "  test   formatting, lints, unit and end-to-end tests, a short run of each fuzz target, the package's checks"
+    );
+    eprintln!(
+        "  fuzz [TARGET...] [--runs N|--seconds S]  long fuzz runs (default 10^6 executions each); targets: {}",
+        fuzz::TARGETS.join(" ")
+    );
     eprintln!(
         "  deb    the Debian package, in target/deb/release/ (--debug: dev profile, target/deb/debug/)"
     );
@@ -107,6 +128,9 @@ fn usage() -> ExitCode {
     eprintln!(
         "  test-qemu  Debian's QEMU 7.2 built with libcare-patch-make, patched live under QMP and block-job load; scenarios: {}",
         qemu::SCENARIOS.join(" ")
+    );
+    eprintln!(
+        "  test-debian-cxx  GNU Chess from Debian's source package, built with libcare-patch-make and patched live"
     );
     ExitCode::from(2)
 }
@@ -122,6 +146,8 @@ fn main() -> ExitCode {
         Some("bench-pall-inner") => pall_inner(&args[1..]),
         Some("test-aarch64") => aarch64::test_aarch64(&root(), &args[1..]),
         Some("test-qemu") => qemu::test_qemu(&root(), &args[1..]),
+        Some("test-debian-cxx") => test_debian_cxx(),
+        Some("fuzz") => fuzz::long(&root(), &args[1..]),
         _ => return usage(),
     };
     match result {

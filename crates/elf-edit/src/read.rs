@@ -1,6 +1,6 @@
 //! Parsing: every offset and size is checked against the input before it is used.
 
-use object::elf::{ELFCLASS64, ELFDATA2LSB, ELFMAG, EV_CURRENT, SHN_XINDEX};
+use object::elf::{ELFCLASS64, ELFDATA2LSB, ELFMAG, EV_CURRENT, SHN_XINDEX, SHT_NULL};
 use object::pod::Pod;
 
 use crate::error::ElfError;
@@ -164,6 +164,13 @@ pub fn parse(data: &[u8]) -> Result<Elf, ElfError> {
             name_offset: h.sh_name.get(LE),
             ..Section::default()
         };
+        // Section 0 is reserved: were it to hold data, writing the file would lose it.
+        if i == 0 && s.sh_type != SHT_NULL {
+            return Err(ElfError::BadSection {
+                section: "[0]".into(),
+                reason: format!("has type {}; section 0 must be SHT_NULL", s.sh_type),
+            });
+        }
         if s.has_file_data() {
             let bytes = slice(data, s.offset, s.size, &|| {
                 format!("the data of section [{i}]")

@@ -2,8 +2,11 @@
 //! written and parsed again.
 
 mod common;
+// Shared with the fuzz target `elf` (fuzz/fuzz_targets/elf.rs).
+mod exercise;
 
 use elf_edit::{Elf, Rela, Section, Symbol};
+use exercise::exercise;
 use object::elf::*;
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -79,32 +82,6 @@ fn synthetic() -> Vec<u8> {
     elf.write()
 }
 
-fn exercise(bytes: &[u8]) {
-    let Ok(elf) = elf_edit::parse(bytes) else {
-        return;
-    };
-    for i in 0..elf.sections.len() + 1 {
-        let _ = elf.string_table(i);
-        if let Ok(syms) = elf.symbols(i) {
-            let mut copy = elf.clone();
-            copy.set_symbols(i, &syms)
-                .expect("re-encoding decoded symbols");
-            assert_eq!(copy.symbols(i).expect("decoding re-encoded symbols"), syms);
-        }
-        if let Ok(relas) = elf.relas(i) {
-            let mut copy = elf.clone();
-            copy.set_relas(i, &relas)
-                .expect("re-encoding decoded relocations");
-        }
-    }
-    let written = elf.write();
-    let again = elf_edit::parse(&written).expect("a written file parses");
-    assert_eq!(again.sections.len(), elf.sections.len());
-    for (a, b) in elf.sections.iter().zip(&again.sections) {
-        assert_eq!((a.sh_type, &a.data), (b.sh_type, &b.data));
-    }
-}
-
 fn mutate(base: &[u8], edits: &[(usize, u8)], cut: usize) -> Vec<u8> {
     let mut bytes = base.to_vec();
     for &(pos, b) in edits {
@@ -172,6 +149,16 @@ fn every_truncation_of_a_small_file_is_an_error_naming_what_is_missing() {
     );
     let msg = elf_edit::parse(&base[..10]).unwrap_err().to_string();
     assert!(msg.contains("the ELF header"), "{msg}");
+}
+
+#[test]
+fn a_section_0_that_is_not_null_is_refused() {
+    // Found by the fuzz target `elf`: such a section's data did not survive writing.
+    let mut bytes = synthetic();
+    let shoff = u64::from_le_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    bytes[shoff + 4..shoff + 8].copy_from_slice(&SHT_NOTE.0.to_le_bytes());
+    let msg = elf_edit::parse(&bytes).unwrap_err().to_string();
+    assert!(msg.contains("[0]") && msg.contains("SHT_NULL"), "{msg}");
 }
 
 #[test]

@@ -491,6 +491,15 @@ impl Arch for Aarch64 {
     fn tls_offset_slot_reloc(&self) -> (u32, &'static str) {
         (R_AARCH64_TLS_TPREL64, "R_AARCH64_TLS_TPREL64")
     }
+    fn pointer_reloc(&self, pcrel: bool, size: u8) -> Option<u32> {
+        Some(match (pcrel, size) {
+            (true, 4) => R_AARCH64_PREL32,
+            (true, 8) => R_AARCH64_PREL64,
+            (false, 4) => R_AARCH64_ABS32,
+            (false, 8) => R_AARCH64_ABS64,
+            _ => return None,
+        })
+    }
     fn ifunc_call(&self, hwcap: u64, hwcap2: u64) -> IfuncCall {
         // resolver(hwcap | _IFUNC_ARG_HWCAP, const __ifunc_arg_t *), with __ifunc_arg_t
         // = { size_t _size; uint64_t _hwcap; uint64_t _hwcap2; } (glibc's <sys/ifunc.h>).

@@ -247,6 +247,9 @@ pub trait Arch: Sync + Send + std::fmt::Debug + std::any::Any {
     /// The dynamic relocation that fills a GOT slot with a variable's thread-pointer offset,
     /// and its name.
     fn tls_offset_slot_reloc(&self) -> (u32, &'static str);
+    /// The relocation type that stores a data pointer of `size` bytes (4 or 8), absolute or
+    /// relative to its own place (`pcrel`), as unwind tables hold them; `None` for other sizes.
+    fn pointer_reloc(&self, pcrel: bool, size: u8) -> Option<u32>;
     /// The type a relocation of type `r_type` becomes when calls reach imports through the
     /// patch's jump table rather than a PLT (x86_64 `PLT32` becomes `PC32`); by default
     /// `r_type` itself.
@@ -317,6 +320,34 @@ mod tests {
         }
         assert!(for_machine(3).is_none(), "EM_386");
         assert_eq!(host().name(), std::env::consts::ARCH);
+    }
+
+    #[test]
+    fn pointer_relocations_store_the_pointer_the_runtime_computes() {
+        for a in ALL {
+            for (pcrel, size) in [(true, 4), (true, 8), (false, 4), (false, 8)] {
+                let r_type = a.pointer_reloc(pcrel, size).unwrap();
+                assert_eq!(a.reloc_need(r_type), Ok(RelocNeed::Address), "{}", a.name());
+                let reloc = Reloc {
+                    r_type,
+                    place: 0x1000,
+                    symbol: 0x2000,
+                    got_slot: None,
+                    addend: 0x10,
+                };
+                let mut bytes = [0u8; 8];
+                a.apply_reloc(&reloc, &mut bytes).unwrap();
+                let want: u64 = if pcrel { 0x1010 } else { 0x2010 };
+                assert_eq!(
+                    &bytes[..usize::from(size)],
+                    &want.to_le_bytes()[..usize::from(size)],
+                    "{} {}",
+                    a.name(),
+                    a.reloc_name(r_type)
+                );
+            }
+            assert_eq!(a.pointer_reloc(true, 2), None);
+        }
     }
 
     #[test]

@@ -374,6 +374,15 @@ impl Arch for X86_64 {
     fn tls_offset_slot_reloc(&self) -> (u32, &'static str) {
         (R_X86_64_TPOFF64, "R_X86_64_TPOFF64")
     }
+    fn pointer_reloc(&self, pcrel: bool, size: u8) -> Option<u32> {
+        Some(match (pcrel, size) {
+            (true, 4) => R_X86_64_PC32,
+            (true, 8) => R_X86_64_PC64,
+            (false, 4) => R_X86_64_32,
+            (false, 8) => R_X86_64_64,
+            _ => return None,
+        })
+    }
     fn without_plt(&self, r_type: u32) -> u32 {
         if r_type == R_X86_64_PLT32 {
             R_X86_64_PC32

@@ -39,22 +39,138 @@ pub(crate) struct Layout {
 /// debugging information, or none this reader understands.
 pub(crate) fn layouts(file: &AsmFile) -> Option<BTreeMap<String, Layout>> {
     let sections = assemble(file)?;
-    let get = |name: &str| sections.get(name).map(Vec::as_slice).unwrap_or(&[]);
-    let info = get(".debug_info");
-    if info.is_empty() {
+    if sections.get(".debug_info").is_none_or(Vec::is_empty) {
         return None;
     }
-    let dwarf = gimli::Dwarf {
-        debug_info: gimli::DebugInfo::new(info, LittleEndian),
+    read_types(&dwarf_of(&sections)).ok()
+}
+
+/// The debugging information of the assembled `sections`.
+fn dwarf_of(sections: &HashMap<String, Vec<u8>>) -> gimli::Dwarf<Slice<'_>> {
+    let get = |name: &str| sections.get(name).map(Vec::as_slice).unwrap_or(&[]);
+    gimli::Dwarf {
+        debug_info: gimli::DebugInfo::new(get(".debug_info"), LittleEndian),
         debug_abbrev: gimli::DebugAbbrev::new(get(".debug_abbrev"), LittleEndian),
         debug_str: gimli::DebugStr::new(get(".debug_str"), LittleEndian),
         debug_line_str: gimli::DebugLineStr::new(get(".debug_line_str"), LittleEndian),
+        debug_str_offsets: gimli::DebugStrOffsets::from(EndianSlice::new(
+            get(".debug_str_offsets"),
+            LittleEndian,
+        )),
         ..Default::default()
-    };
-    read_types(&dwarf).ok()
+    }
 }
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// What one unit declares, at file scope and in namespaces.
+#[derive(Default)]
+struct Found {
+    named: Vec<(String, Layout)>,
+    anonymous: HashMap<gimli::UnitOffset, Layout>,
+    typedefs: Vec<(String, gimli::UnitOffset)>,
+}
+
+type Node<'a, 'b, 'd> = gimli::EntriesTreeNode<'a, 'b, Slice<'d>>;
+
+/// The types declared by the children of `node` (a unit, or a C++ namespace whose name,
+/// qualified, is `prefix`), named as C++ qualifies them (`shapes::Counter`).
+fn collect<'d>(
+    strings: &Strings<'_, 'd>,
+    node: Node<'_, '_, 'd>,
+    prefix: &str,
+    found: &mut Found,
+) -> gimli::Result<()> {
+    let qualify = |n: String| {
+        if prefix.is_empty() {
+            n
+        } else {
+            format!("{prefix}::{n}")
+        }
+    };
+    let mut children = node.children();
+    while let Some(child) = children.next()? {
+        let entry = child.entry();
+        let offset = entry.offset();
+        let tag = entry.tag();
+        let kind = match tag {
+            gimli::DW_TAG_namespace => {
+                let name = strings
+                    .get(entry, gimli::DW_AT_name)?
+                    .unwrap_or_else(|| "(anonymous namespace)".into());
+                collect(strings, child, &qualify(name), found)?;
+                continue;
+            }
+            gimli::DW_TAG_structure_type => "struct",
+            gimli::DW_TAG_union_type => "union",
+            gimli::DW_TAG_class_type => "class",
+            gimli::DW_TAG_typedef => {
+                let name = strings.get(entry, gimli::DW_AT_name)?;
+                if let (Some(name), Some(AttributeValue::UnitRef(to))) =
+                    (name, entry.attr_value(gimli::DW_AT_type))
+                {
+                    found.typedefs.push((qualify(name), to));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if entry.attr_value(gimli::DW_AT_declaration).is_some() {
+            continue;
+        }
+        let name = strings.get(entry, gimli::DW_AT_name)?;
+        let size = entry
+            .attr_value(gimli::DW_AT_byte_size)
+            .and_then(|v| v.udata_value())
+            .unwrap_or(0);
+        let mut members = Vec::new();
+        let mut fields = child.children();
+        while let Some(m) = fields.next()? {
+            let e = m.entry();
+            // Static data members are declarations (`DW_AT_external`), not part of the
+            // layout; C++ base classes occupy room like members.
+            let is_static = e.attr_value(gimli::DW_AT_external).is_some()
+                || e.attr_value(gimli::DW_AT_declaration).is_some();
+            if !matches!(e.tag(), gimli::DW_TAG_member | gimli::DW_TAG_inheritance) || is_static {
+                continue;
+            }
+            let name = match e.tag() {
+                gimli::DW_TAG_inheritance => format!("(base #{})", members.len()),
+                _ => strings
+                    .get(e, gimli::DW_AT_name)?
+                    .unwrap_or_else(|| format!("#{}", members.len())),
+            };
+            let bits = e
+                .attr_value(gimli::DW_AT_data_bit_offset)
+                .and_then(|v| v.udata_value());
+            let bytes = e
+                .attr_value(gimli::DW_AT_data_member_location)
+                .and_then(|v| v.udata_value());
+            let bit_offset = bits.or(bytes.map(|b| b * 8)).unwrap_or(0);
+            let bit_size = e
+                .attr_value(gimli::DW_AT_bit_size)
+                .and_then(|v| v.udata_value())
+                .unwrap_or(0);
+            members.push(Member {
+                name,
+                bit_offset,
+                bit_size,
+            });
+        }
+        let layout = Layout {
+            kind,
+            size,
+            members,
+        };
+        match name {
+            Some(n) => found.named.push((qualify(n), layout)),
+            None => {
+                found.anonymous.insert(offset, layout);
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The `DW_AT_producer` of every compilation unit of `file`'s debugging information (the
 /// compiler and, for gcc, the options it was run with).
@@ -62,14 +178,7 @@ pub(crate) fn producers(file: &AsmFile) -> Vec<String> {
     let Some(sections) = assemble(file) else {
         return Vec::new();
     };
-    let get = |name: &str| sections.get(name).map(Vec::as_slice).unwrap_or(&[]);
-    let dwarf = gimli::Dwarf {
-        debug_info: gimli::DebugInfo::new(get(".debug_info"), LittleEndian),
-        debug_abbrev: gimli::DebugAbbrev::new(get(".debug_abbrev"), LittleEndian),
-        debug_str: gimli::DebugStr::new(get(".debug_str"), LittleEndian),
-        debug_line_str: gimli::DebugLineStr::new(get(".debug_line_str"), LittleEndian),
-        ..Default::default()
-    };
+    let dwarf = dwarf_of(&sections);
     let mut out = Vec::new();
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {
@@ -80,7 +189,8 @@ pub(crate) fn producers(file: &AsmFile) -> Vec<String> {
             break;
         };
         if let Ok(root) = tree.root() {
-            if let Ok(Some(p)) = attr_string(&dwarf, root.entry(), gimli::DW_AT_producer) {
+            let strings = Strings::of_unit(&dwarf, &header, root.entry());
+            if let Ok(Some(p)) = strings.get(root.entry(), gimli::DW_AT_producer) {
                 out.push(p);
             }
         }
@@ -96,75 +206,16 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
         let abbrevs = dwarf.abbreviations(&header)?;
         let mut tree = header.entries_tree(&abbrevs, None)?;
         let root = tree.root()?;
-        let mut anonymous: HashMap<gimli::UnitOffset, Layout> = HashMap::new();
-        let mut typedefs: Vec<(String, gimli::UnitOffset)> = Vec::new();
-        let mut children = root.children();
-        while let Some(child) = children.next()? {
-            let entry = child.entry();
-            let offset = entry.offset();
-            let tag = entry.tag();
-            let kind = match tag {
-                gimli::DW_TAG_structure_type => "struct",
-                gimli::DW_TAG_union_type => "union",
-                gimli::DW_TAG_class_type => "class",
-                gimli::DW_TAG_typedef => {
-                    let name = attr_string(dwarf, entry, gimli::DW_AT_name)?;
-                    if let (Some(name), Some(AttributeValue::UnitRef(to))) =
-                        (name, entry.attr_value(gimli::DW_AT_type))
-                    {
-                        typedefs.push((name, to));
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            if entry.attr_value(gimli::DW_AT_declaration).is_some() {
-                continue;
-            }
-            let name = attr_string(dwarf, entry, gimli::DW_AT_name)?;
-            let size = entry
-                .attr_value(gimli::DW_AT_byte_size)
-                .and_then(|v| v.udata_value())
-                .unwrap_or(0);
-            let mut members = Vec::new();
-            let mut fields = child.children();
-            while let Some(m) = fields.next()? {
-                let e = m.entry();
-                if e.tag() != gimli::DW_TAG_member {
-                    continue;
-                }
-                let name = attr_string(dwarf, e, gimli::DW_AT_name)?
-                    .unwrap_or_else(|| format!("#{}", members.len()));
-                let bits = e
-                    .attr_value(gimli::DW_AT_data_bit_offset)
-                    .and_then(|v| v.udata_value());
-                let bytes = e
-                    .attr_value(gimli::DW_AT_data_member_location)
-                    .and_then(|v| v.udata_value());
-                let bit_offset = bits.or(bytes.map(|b| b * 8)).unwrap_or(0);
-                let bit_size = e
-                    .attr_value(gimli::DW_AT_bit_size)
-                    .and_then(|v| v.udata_value())
-                    .unwrap_or(0);
-                members.push(Member {
-                    name,
-                    bit_offset,
-                    bit_size,
-                });
-            }
-            let layout = Layout {
-                kind,
-                size,
-                members,
-            };
-            match name {
-                Some(n) => {
-                    out.entry(n).or_insert(layout);
-                }
-                None => {
-                    anonymous.insert(offset, layout);
-                }
-            }
+        let strings = Strings::of_unit(dwarf, &header, root.entry());
+        let mut found = Found::default();
+        collect(&strings, root, "", &mut found)?;
+        let Found {
+            named,
+            anonymous,
+            typedefs,
+        } = found;
+        for (n, l) in named {
+            out.entry(n).or_insert(l);
         }
         for (name, to) in typedefs {
             if let Some(l) = anonymous.get(&to) {
@@ -175,18 +226,52 @@ fn read_types(dwarf: &gimli::Dwarf<Slice<'_>>) -> gimli::Result<BTreeMap<String,
     Ok(out)
 }
 
-fn attr_string(
-    dwarf: &gimli::Dwarf<Slice<'_>>,
-    entry: &gimli::DebuggingInformationEntry<Slice<'_>>,
-    at: gimli::DwAt,
-) -> gimli::Result<Option<String>> {
-    let s = match entry.attr_value(at) {
-        Some(AttributeValue::String(s)) => s,
-        Some(AttributeValue::DebugStrRef(o)) => dwarf.debug_str.get_str(o)?,
-        Some(AttributeValue::DebugLineStrRef(o)) => dwarf.debug_line_str.get_str(o)?,
-        _ => return Ok(None),
-    };
-    Ok(Some(s.to_string_lossy().into_owned()))
+/// Reads the string attributes of one unit's entries.
+struct Strings<'a, 'd> {
+    dwarf: &'a gimli::Dwarf<Slice<'d>>,
+    format: gimli::Format,
+    base: gimli::DebugStrOffsetsBase<usize>,
+}
+
+impl<'a, 'd> Strings<'a, 'd> {
+    /// The strings of the unit with this header and root entry.
+    fn of_unit(
+        dwarf: &'a gimli::Dwarf<Slice<'d>>,
+        header: &gimli::UnitHeader<Slice<'d>>,
+        root: &gimli::DebuggingInformationEntry<Slice<'d>>,
+    ) -> Strings<'a, 'd> {
+        // DWARF 5 (clang) names things by index into `.debug_str_offsets`, from this base.
+        let base = match root.attr_value(gimli::DW_AT_str_offsets_base) {
+            Some(AttributeValue::DebugStrOffsetsBase(b)) => b,
+            _ => gimli::DebugStrOffsetsBase(0),
+        };
+        Strings {
+            dwarf,
+            format: header.format(),
+            base,
+        }
+    }
+
+    fn get(
+        &self,
+        entry: &gimli::DebuggingInformationEntry<Slice<'d>>,
+        at: gimli::DwAt,
+    ) -> gimli::Result<Option<String>> {
+        let dwarf = self.dwarf;
+        let s = match entry.attr_value(at) {
+            Some(AttributeValue::String(s)) => s,
+            Some(AttributeValue::DebugStrRef(o)) => dwarf.debug_str.get_str(o)?,
+            Some(AttributeValue::DebugLineStrRef(o)) => dwarf.debug_line_str.get_str(o)?,
+            Some(AttributeValue::DebugStrOffsetsIndex(i)) => {
+                let o = dwarf
+                    .debug_str_offsets
+                    .get_str_offset(self.format, self.base, i)?;
+                dwarf.debug_str.get_str(o)?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(s.to_string_lossy().into_owned()))
+    }
 }
 
 /// How the layout of a type changed, for a message (`None` if it did not).
@@ -238,6 +323,7 @@ fn assemble(file: &AsmFile) -> Option<HashMap<String, Vec<u8>>> {
         ".debug_abbrev",
         ".debug_str",
         ".debug_line_str",
+        ".debug_str_offsets",
     ];
     // Pass 1: sizes and label offsets. Pass 2: bytes.
     let mut labels: HashMap<&str, (String, u64)> = HashMap::new();
@@ -254,7 +340,7 @@ fn assemble(file: &AsmFile) -> Option<HashMap<String, Vec<u8>>> {
                 labels.insert(s.name.as_str(), (sec.clone(), *at));
             }
             StmtKind::Directive => {
-                *at += directive_size(&s.name, &s.args)?;
+                *at = at.checked_add(directive_size(&s.name, &s.args)?)?;
                 items.push((sec.clone(), s.name.as_str(), s.args.as_str()));
             }
             _ => {}
@@ -308,7 +394,7 @@ fn directive_size(name: &str, args: &str) -> Option<u64> {
                 .map(|a| string_bytes(a).len() as u64)
                 .sum(),
         ),
-        ".zero" | ".skip" | ".space" => plain_number(split_args(args).first()?).map(|n| n as u64),
+        ".zero" | ".skip" | ".space" => fill_len(split_args(args).first()?),
         _ => Some(0),
     }
 }
@@ -341,12 +427,23 @@ fn emit(name: &str, args: &str, out: &mut Vec<u8>, value: &dyn Fn(&str) -> i128)
             }
         }
         ".zero" | ".skip" | ".space" => {
-            let n = plain_number(split_args(args).first()?)?;
+            let n = fill_len(split_args(args).first()?)?;
             out.resize(out.len() + usize::try_from(n).ok()?, 0);
         }
         _ => {}
     }
     Some(())
+}
+
+/// The largest `.zero` this reader assembles: gcc's debugging sections hold no such fill,
+/// and a larger one (in a damaged file) would only exhaust memory.
+const MAX_FILL: u64 = 1 << 20;
+
+/// The length of a `.zero N` fill; `None` when it is not a literal in `0..=MAX_FILL`.
+fn fill_len(arg: &str) -> Option<u64> {
+    u64::try_from(plain_number(arg)?)
+        .ok()
+        .filter(|&n| n <= MAX_FILL)
 }
 
 /// A number written as a literal (decimal, `0x` hex, octal, optionally negative).
@@ -392,6 +489,20 @@ fn leb_len(signed: bool, v: i128) -> u64 {
 }
 
 fn leb(signed: bool, mut v: i128, out: &mut Vec<u8>) {
+    if !signed {
+        // A negative value written as unsigned: its two's complement bits (a logical shift
+        // ends; an arithmetic one would stay at -1 forever).
+        let mut u = v as u128;
+        loop {
+            let byte = (u & 0x7f) as u8;
+            u >>= 7;
+            if u == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -478,6 +589,23 @@ mod tests {
         v.clear();
         leb(true, -123456, &mut v);
         assert_eq!(v, [0xc0, 0xbb, 0x78]);
+    }
+
+    #[test]
+    fn damaged_numbers_end() {
+        // Found by the fuzz target `asm_diff`: `.uleb128 -5` looped until memory ran out, and
+        // a huge `.zero` would have allocated it.
+        let mut v = Vec::new();
+        leb(false, -5, &mut v);
+        assert_eq!(v.len(), 19, "the 128 bits of -5, 7 at a time");
+        assert_eq!(v.last(), Some(&0x03));
+        assert_eq!(leb_len(false, -1), 19);
+        assert_eq!(directive_size(".zero", "99999999999999"), None);
+        assert_eq!(directive_size(".zero", "-3"), None);
+        assert_eq!(directive_size(".zero", "16"), Some(16));
+        let text = "\t.section\t.debug_info,\"\",@progbits\n\t.uleb128 -5\n\t.zero 99999999999\n";
+        let file = AsmFile::parse("d.s", text, crate::Dialect::x86_64()).unwrap();
+        assert!(layouts(&file).is_none(), "nothing this reader understands");
     }
 
     #[test]

@@ -110,9 +110,14 @@ impl Dialect {
         None
     }
 
-    /// Whether `name` is an assembler-local label (`.L3`, `.LC0`).
+    /// Whether `name` is a label the compiler made up for its own use, numbered per file, so
+    /// that its name means nothing across builds: an assembler-local label (`.L3`, `.LC0`,
+    /// clang's `.LBB0_1`) or clang's `GCC_except_table<N>` (an exception table's label).
     pub fn is_local(&self, name: &str) -> bool {
         name.starts_with(self.local_prefix)
+            || name
+                .strip_prefix("GCC_except_table")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
     }
 
     /// `.type NAME, @KIND` in this dialect.
@@ -123,5 +128,14 @@ impl Dialect {
     /// A `.section`-style argument list for a patch section with `flags`.
     pub fn section_args(&self, name: &str, flags: &str) -> String {
         format!("{name},\"{flags}\",{}progbits", self.section_type_prefix)
+    }
+
+    /// The argument list of a patch section with `flags` that belongs to the COMDAT group
+    /// `group`.
+    pub fn group_section_args(&self, name: &str, flags: &str, group: &str) -> String {
+        format!(
+            "{name},\"{flags}G\",{}progbits,{group},comdat",
+            self.section_type_prefix
+        )
     }
 }

@@ -11,7 +11,7 @@ use crate::matching::pair_variables;
 use crate::normalize::{ignored_in_compare, Normalizer};
 use crate::parse::{AsmFile, StmtKind};
 use crate::symlist::{FunctionFilter, SymbolList};
-use crate::unpatchable::{never_returns, start_up_section};
+use crate::unpatchable::{never_returns, runs_at_start_up, StartUp};
 use crate::why::{why, Why};
 
 /// What the user asked for besides the two files.
@@ -205,6 +205,16 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             });
             continue;
         }
+        if let Some(class) = kpatch_names::demangle(p)
+            .as_deref()
+            .and_then(|d| d.strip_prefix("vtable for "))
+        {
+            return Err(AsmError::VtableChanged {
+                file: patched.name.clone(),
+                class: class.to_string(),
+                vtable: p.clone(),
+            });
+        }
         return Err(AsmError::VariableChanged {
             name: p.clone(),
             orig_file: orig.name.clone(),
@@ -216,7 +226,7 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
 
     let mut not_adapted = Vec::new();
     for (i, b) in patched.blocks().iter().enumerate() {
-        if b.kind != BlockKind::Function {
+        if b.kind != BlockKind::Function || patched.is_outlined_function(&b.name) {
             continue;
         }
         let Some(oi) = orig_function(orig, &b.name) else {
@@ -275,12 +285,8 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
         }
         let unlinked = opts.unlink.contains(&b.name, &files);
         if !unlinked {
-            if let Some(section) = start_up_section(orig, &b.name) {
-                return Err(AsmError::StartUpFunction {
-                    file: orig.name.clone(),
-                    name: b.name.clone(),
-                    section,
-                });
+            if let Some(start) = runs_at_start_up(orig, &b.name) {
+                return Err(start_up_error(orig, patched, b, start));
             }
             if never_returns(orig, ob) {
                 if !opts.keep_never_returning {
@@ -313,11 +319,132 @@ pub fn diff(orig: &AsmFile, patched: &AsmFile, opts: &DiffOptions) -> Result<Dif
             names: not_adapted.join(", "),
         });
     }
-    if let Some(n) = other_difference(orig, patched, &norm_orig, &norm_patched) {
+    let outlined = outlined_pieces(orig, patched, &d, &norm_orig, &norm_patched);
+    let other = other_difference(orig, patched, &norm_orig, &norm_patched);
+    for (name, to) in outlined {
+        match to {
+            Some(o) => {
+                if o != name {
+                    d.rename.insert(name, o);
+                }
+            }
+            None => {
+                let copy = format!("{name}.kpatch");
+                d.rename.insert(name.clone(), copy.clone());
+                if let Some(&block) = patched.index.functions.get(&name) {
+                    d.functions.push(PatchedFunction {
+                        name,
+                        kind: PatchKind::New,
+                        copy_name: copy,
+                        orig_block: None,
+                        patched_block: block,
+                        global: false,
+                        why: Why::New,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(n) = other {
         d.notes.push(n);
     }
     crate::ipa::check(orig, patched, opts.strict_ipa, &mut d)?;
     Ok(d)
+}
+
+/// The outlined functions (clang's `OUTLINED_FUNCTION_<N>`) the patched functions use, each
+/// with the original's outlined function of the same content, or `None` when the original has
+/// none and the patch needs a copy.
+fn outlined_pieces(
+    orig: &AsmFile,
+    patched: &AsmFile,
+    d: &Diff,
+    norm_orig: &Normalizer<'_>,
+    norm_patched: &Normalizer<'_>,
+) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    let mut users: Vec<usize> = d.functions.iter().map(|f| f.patched_block).collect();
+    while let Some(bi) = users.pop() {
+        let Some(b) = patched.blocks().get(bi) else {
+            continue;
+        };
+        for (_, s) in patched.stmts_in(b.lines.clone()) {
+            for t in crate::lex::tokenize(&s.text, &patched.dialect) {
+                let name = t.text;
+                if !patched.is_outlined_function(name) || out.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                let want = norm_patched.outlined_content(name);
+                let mut same: Vec<&String> = orig
+                    .index
+                    .functions
+                    .keys()
+                    .filter(|o| orig.is_outlined_function(o))
+                    .filter(|o| norm_orig.outlined_content(o) == want)
+                    .collect();
+                same.sort();
+                let to = same.first().map(|s| (*s).clone());
+                if to.is_none() {
+                    if let Some(&nb) = patched.index.functions.get(name) {
+                        users.push(nb);
+                    }
+                }
+                out.push((name.to_string(), to));
+            }
+        }
+    }
+    out
+}
+
+/// The refusal of a changed function `b` (of `patched`) that runs only at start-up: a C++
+/// global object's initialisation (run from `_GLOBAL__sub_I_<file>`) names the objects it
+/// constructs; any other is a start-up function (a constructor function of C).
+fn start_up_error(orig: &AsmFile, patched: &AsmFile, b: &Block, start: StartUp) -> AsmError {
+    let mut objects: Vec<String> = Vec::new();
+    // The compilers' initialisation functions on the way; a helper they call (g++'s
+    // `measure.constprop.0`) only reads what it is given.
+    let is_init = |n: &str| {
+        n.starts_with("_GLOBAL__sub_I_")
+            || n.contains("__static_initialization_and_destruction_")
+            || n.starts_with("__cxx_global_var_init")
+    };
+    let blocks = start
+        .chain
+        .iter()
+        .filter(|n| is_init(n))
+        .filter_map(|n| patched.function(n));
+    for block in start
+        .root
+        .starts_with("_GLOBAL__sub_I_")
+        .then_some(blocks)
+        .into_iter()
+        .flatten()
+    {
+        for (_, s) in patched.stmts_in(block.lines.clone()) {
+            for t in crate::lex::tokenize(&s.text, &patched.dialect) {
+                let known = patched.variable(t.text).is_some()
+                    && !patched.is_readonly_local_object(t.text)
+                    && !t.text.starts_with("_ZGV");
+                let shown = kpatch_names::display(t.text);
+                if known && !objects.contains(&shown) {
+                    objects.push(shown);
+                }
+            }
+        }
+    }
+    if objects.is_empty() {
+        return AsmError::StartUpFunction {
+            file: orig.name.clone(),
+            name: b.name.clone(),
+            section: start.section,
+        };
+    }
+    AsmError::GlobalInitChanged {
+        file: orig.name.clone(),
+        function: b.name.clone(),
+        objects: objects.join(", "),
+        section: start.section,
+    }
 }
 
 /// Refuses a structure or union type that the patched build lays out differently (when both
@@ -514,6 +641,49 @@ mod tests {
         );
         assert_eq!(d.functions[0].copy_name, "b.kpatch");
         assert_eq!(d.functions[1].copy_name, "c");
+    }
+
+    #[test]
+    fn outlined_functions_are_matched_by_content_and_copied_never_replaced() {
+        let outlined = |name: &str, body: &str| {
+            format!("\t.text\n\t.type\t{name}, @function\n{name}:\n{body}\tret\n\t.size\t{name}, .-{name}\n")
+        };
+        let shared = "\tmovl\t(%rdi), %eax\n\taddl\t4(%rdi), %eax\n";
+        let o = func("a", "\tcall\tOUTLINED_FUNCTION_0\n")
+            + &func(
+                "b",
+                "\tcall\tOUTLINED_FUNCTION_0\n\tcall\tOUTLINED_FUNCTION_1\n",
+            )
+            + &outlined("OUTLINED_FUNCTION_0", shared)
+            + &outlined("OUTLINED_FUNCTION_1", "\tnop\n");
+        // Renumbered: the same pieces under other numbers change nothing.
+        let renumbered = func("a", "\tcall\tOUTLINED_FUNCTION_1\n")
+            + &func(
+                "b",
+                "\tcall\tOUTLINED_FUNCTION_1\n\tcall\tOUTLINED_FUNCTION_0\n",
+            )
+            + &outlined("OUTLINED_FUNCTION_1", shared)
+            + &outlined("OUTLINED_FUNCTION_0", "\tnop\n");
+        let d = run(&o, &renumbered, &DiffOptions::default()).unwrap();
+        assert!(d.functions.is_empty(), "{:?}", names(&d));
+        // a's piece changes: a gets a copy of the new piece; b keeps the original one.
+        let p = func("a", "\tcall\tOUTLINED_FUNCTION_2\n")
+            + &func(
+                "b",
+                "\tcall\tOUTLINED_FUNCTION_1\n\tcall\tOUTLINED_FUNCTION_0\n",
+            )
+            + &outlined("OUTLINED_FUNCTION_1", shared)
+            + &outlined("OUTLINED_FUNCTION_0", "\tnop\n")
+            + &outlined("OUTLINED_FUNCTION_2", "\tmovl\t(%rdi), %eax\n");
+        let d = run(&o, &p, &DiffOptions::default()).unwrap();
+        assert_eq!(
+            names(&d),
+            [
+                ("a".into(), PatchKind::Changed),
+                ("OUTLINED_FUNCTION_2".into(), PatchKind::New)
+            ]
+        );
+        assert_eq!(d.functions[1].copy_name, "OUTLINED_FUNCTION_2.kpatch");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::error::AsmError;
 use crate::index::{is_visibility_directive, Binding, Block};
 use crate::lex::{tokenize, unquote, TokKind};
 use crate::normalize::{defined_in, is_section_neutral, name_tokens, Normalizer};
-use crate::parse::{AsmFile, Stmt, StmtKind};
+use crate::parse::{AsmFile, Stmt, StmtId, StmtKind};
 use crate::section::{SecRef, SectionId};
 use crate::symlist::human_name;
 
@@ -26,6 +26,11 @@ const DATA_ALIGN_LOG2: u32 = KPATCH_DATA_ALIGN.trailing_zeros();
 /// `.Lkpatch_fe<N>`: the end of the original function `N`.
 pub fn end_of_original_label(n: usize) -> String {
     format!(".Lkpatch_fe{n}")
+}
+
+/// `.Lkpatch_fs<N>`: the start of the original (weak) function `N`.
+pub fn start_of_original_label(n: usize) -> String {
+    format!(".Lkpatch_fs{n}")
 }
 
 /// `.Lkpatch_end<N>`: the end of the copy `N`.
@@ -42,15 +47,21 @@ pub fn name_label(n: usize) -> String {
 /// (apart from `.kpgensrc_flags` markers, which no assembler accepts).
 pub fn emit(orig: &AsmFile, patched: &AsmFile, diff: &Diff) -> Result<String, AsmError> {
     let mut fe: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut fs: HashMap<usize, Vec<usize>> = HashMap::new();
     for (n, f) in diff.functions.iter().enumerate() {
         if f.kind != PatchKind::Changed {
             continue;
         }
         let line = original_size_line(orig, f)?;
         fe.entry(line).or_default().push(n);
+        if start_of(orig, f, n) != f.name {
+            if let Some(l) = orig.label(&f.name) {
+                fs.entry(l.line).or_default().push(n);
+            }
+        }
     }
     let mut out = String::new();
-    write_original(orig, &fe, &mut out);
+    write_original(orig, &fe, &fs, &mut out);
     if diff.is_empty() {
         if !orig.ends_with_newline() {
             out.pop();
@@ -70,6 +81,7 @@ pub fn emit(orig: &AsmFile, patched: &AsmFile, diff: &Diff) -> Result<String, As
         copies: HashMap::new(),
         queue: Vec::new(),
         numeric_count: 0,
+        group: None,
     };
     e.comment("---------- kpatch_gensrc: patch ----------");
     for (n, f) in diff.functions.iter().enumerate() {
@@ -92,26 +104,35 @@ pub fn emit(orig: &AsmFile, patched: &AsmFile, diff: &Diff) -> Result<String, As
 /// The text of `file` with nothing added (`.kpgensrc_flags` markers commented out).
 pub(crate) fn emit_unchanged(file: &AsmFile) -> String {
     let mut out = String::new();
-    write_original(file, &HashMap::new(), &mut out);
+    write_original(file, &HashMap::new(), &HashMap::new(), &mut out);
     if !file.ends_with_newline() {
         out.pop();
     }
     out
 }
 
-/// The line of the original's `.size f, .-f`, where the end label of `f` goes.
+/// The line of the original's `.size f, .-f` (clang: `.size f, .Lfunc_end0-f` right after
+/// `.Lfunc_end0:`), where the end label of `f` goes.
 fn original_size_line(orig: &AsmFile, f: &PatchedFunction) -> Result<usize, AsmError> {
     let block = f.orig_block.and_then(|i| orig.blocks().get(i));
     let line = block.and_then(|b| b.size_line);
-    let ok = line.and_then(|l| orig.lines.get(l)).is_some_and(|l| {
-        l.stmts.iter().any(|s| {
-            let a = s.arg_list();
-            s.is_directive(".size")
-                && a.first().map(|n| unquote(n)) == Some(f.name.as_str())
-                && a.get(1).map(|e| e.replace(char::is_whitespace, ""))
-                    == Some(format!(".-{}", f.name))
-        })
-    });
+    let ok = line
+        .and_then(|l| orig.lines.get(l).map(|x| (l, x)))
+        .is_some_and(|(l, x)| {
+            x.stmts.iter().enumerate().any(|(idx, s)| {
+                let a = s.arg_list();
+                let Some(end) = a
+                    .get(1)
+                    .map(|e| e.replace(char::is_whitespace, ""))
+                    .and_then(|e| e.strip_suffix(&format!("-{}", f.name)).map(str::to_string))
+                else {
+                    return false;
+                };
+                s.is_directive(".size")
+                    && a.first().map(|n| unquote(n)) == Some(f.name.as_str())
+                    && (end == "." || ends_here(orig, &end, StmtId { line: l, idx }))
+            })
+        });
     match (line, ok) {
         (Some(l), true) => Ok(l),
         _ => Err(AsmError::OriginalSizeUnknown {
@@ -122,11 +143,33 @@ fn original_size_line(orig: &AsmFile, f: &PatchedFunction) -> Result<usize, AsmE
     }
 }
 
-/// The original's lines, with `.Lkpatch_fe<N>:` before the `.size` lines in `fe`.
-fn write_original(orig: &AsmFile, fe: &HashMap<usize, Vec<usize>>, out: &mut String) {
+/// Whether local label `label` marks the same place as the statement `at`: only labels and
+/// debug directives come between them.
+fn ends_here(orig: &AsmFile, label: &str, at: StmtId) -> bool {
+    let Some(def) = orig.label(label).filter(|d| *d < at) else {
+        return false;
+    };
+    orig.dialect.is_local(label)
+        && orig
+            .stmts_after(def)
+            .take_while(|(id, _)| *id < at)
+            .all(|(_, s)| s.kind == StmtKind::Label || crate::index::is_debug_directive(s))
+}
+
+/// The original's lines, with `.Lkpatch_fe<N>:` before the `.size` lines in `fe` and
+/// `.Lkpatch_fs<N>:` before the label lines in `fs`.
+fn write_original(
+    orig: &AsmFile,
+    fe: &HashMap<usize, Vec<usize>>,
+    fs: &HashMap<usize, Vec<usize>>,
+    out: &mut String,
+) {
     for (i, line) in orig.lines.iter().enumerate() {
         for n in fe.get(&i).into_iter().flatten() {
             let _ = writeln!(out, "{}:", end_of_original_label(*n));
+        }
+        for n in fs.get(&i).into_iter().flatten() {
+            let _ = writeln!(out, "{}:", start_of_original_label(*n));
         }
         if line.stmts.iter().any(|s| s.is_directive(".kpgensrc_flags")) {
             let kept: Vec<&str> = line
@@ -145,6 +188,34 @@ fn write_original(orig: &AsmFile, fe: &HashMap<usize, Vec<usize>>, out: &mut Str
         } else {
             let _ = writeln!(out, "{}", line.text);
         }
+    }
+}
+
+/// Whether the function of `block` is defined in a COMDAT group (an inline function or a
+/// template instantiation that every file using it emits): its copy, with its records and
+/// data, then goes into a group of its own ([`group_name`]), so that when several files of
+/// a program patch it the linker keeps one copy and one record.
+fn comdat_group(file: &AsmFile, block: &Block) -> bool {
+    file.label(&block.name)
+        .and_then(|id| file.stmt(id))
+        .is_some_and(|s| file.section_of(s).group.is_some())
+}
+
+/// The COMDAT group of the copy of `f`: `NAME.kpatch`, for a new function too (its copy
+/// keeps its name, and a group of that name, which other files of the program may have for
+/// the original function, must not replace theirs).
+fn group_name(f: &PatchedFunction) -> String {
+    format!("{}.kpatch", f.name)
+}
+
+/// How the `.kpatch.info` record of copy `n` names the start of the original function: by
+/// its name, or, when that is a weak symbol (whose difference with a label the assembler
+/// cannot resolve), by `.Lkpatch_fs<N>`, placed right after the function's label.
+fn start_of(orig: &AsmFile, f: &PatchedFunction, n: usize) -> String {
+    if orig.binding(&f.name) == Binding::Weak {
+        start_of_original_label(n)
+    } else {
+        f.name.clone()
     }
 }
 
@@ -212,6 +283,8 @@ struct Emitter<'a> {
     queue: Vec<String>,
     /// Numeric labels renamed so far (for unique names).
     numeric_count: usize,
+    /// The COMDAT group the function being copied goes into, if any (see [`comdat_group`]).
+    group: Option<String>,
 }
 
 impl Emitter<'_> {
@@ -227,38 +300,53 @@ impl Emitter<'_> {
 
     fn section_args(&self, t: Target) -> String {
         let d = &self.orig.dialect;
-        match t {
-            Target::Text => d.section_args(KPATCH_TEXT, "ax"),
-            Target::Data => d.section_args(KPATCH_DATA, "aw"),
+        let (name, flags) = match t {
+            Target::Text => (KPATCH_TEXT, "ax"),
+            Target::Data => (KPATCH_DATA, "aw"),
+            // The source's own records are kept as it put them, outside any group: the
+            // runtime reads every one.
             Target::Own(id) => {
                 let info = self.patched.sections.get(id);
                 let flags = info.effective_flags();
-                d.section_args(&info.name, if flags.is_empty() { "a" } else { flags })
+                return d.section_args(&info.name, if flags.is_empty() { "a" } else { flags });
             }
+        };
+        match &self.group {
+            Some(g) => d.group_section_args(name, flags, g),
+            None => d.section_args(name, flags),
         }
     }
 
     /// Starts a patch section with `.pushsection`.
     fn push(&mut self, t: Target) {
         let a = self.section_args(t);
-        self.line(&format!("\t.pushsection\t{a}"));
-        self.align_data(t);
-    }
-
-    fn align_data(&mut self, t: Target) {
-        if t == Target::Data && !self.data_aligned {
-            self.data_aligned = true;
-            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
-        }
+        self.open_section(t, &format!("\t.pushsection\t{a}"));
     }
 
     /// Switches to `want` inside a pushed patch section, if `cur` is another.
     fn switch(&mut self, cur: &mut Target, want: Target) {
         if *cur != want {
             let a = self.section_args(want);
-            self.line(&format!("\t.section\t{a}"));
-            self.align_data(want);
+            self.open_section(want, &format!("\t.section\t{a}"));
             *cur = want;
+        }
+    }
+
+    /// Writes `directive`, which enters the patch section `t`. The first use of
+    /// `.kpatch.data` aligns the file's own piece of it (outside any group, which the linker
+    /// may drop) to a page, so that the linked section starts one.
+    fn open_section(&mut self, t: Target, directive: &str) {
+        let align = t == Target::Data && !self.data_aligned;
+        self.data_aligned |= align;
+        if align && self.group.is_some() {
+            let a = self.orig.dialect.section_args(KPATCH_DATA, "aw");
+            self.line(&format!("\t.pushsection\t{a}"));
+            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
+            self.line("\t.popsection");
+        }
+        self.line(directive);
+        if align && self.group.is_none() {
+            self.line(&format!("\t.p2align\t{DATA_ALIGN_LOG2}"));
         }
     }
 
@@ -310,6 +398,7 @@ impl Emitter<'_> {
             PatchKind::Unlinked => "unlinked",
         };
         self.comment(&format!("{what} function {}", f.name));
+        self.group = comdat_group(self.patched, block).then(|| group_name(f));
         self.push(Target::Text);
         let mut cur = Target::Text;
         match f.kind {
@@ -321,6 +410,7 @@ impl Emitter<'_> {
         self.switch(&mut cur, Target::Text);
         self.line(&format!("{}:", end_of_copy_label(n)));
         self.line("\t.popsection");
+        self.group = None;
         Ok(())
     }
 
@@ -702,25 +792,35 @@ impl Emitter<'_> {
     /// The `.kpatch.strtab` string and `.kpatch.info` record of copy `n`.
     fn records(&mut self, n: usize, f: &PatchedFunction) {
         let d = self.orig.dialect.clone();
-        self.line(&format!(
-            "\t.pushsection\t{}",
-            d.section_args(KPATCH_STRTAB, "a")
-        ));
+        let grouped = self
+            .patched
+            .blocks()
+            .get(f.patched_block)
+            .is_some_and(|b| comdat_group(self.patched, b));
+        let args = |name: &str, flags: &str| {
+            if grouped {
+                d.group_section_args(name, flags, &group_name(f))
+            } else {
+                d.section_args(name, flags)
+            }
+        };
+        self.line(&format!("\t.pushsection\t{}", args(KPATCH_STRTAB, "a")));
         self.line(&format!("{}:", name_label(n)));
         self.line(&format!("\t.string\t\"{}\"", f.copy_name));
         self.line("\t.popsection");
-        self.line(&format!(
-            "\t.pushsection\t{}",
-            d.section_args(KPATCH_INFO, "aw")
-        ));
-        if !self.info_aligned {
-            self.info_aligned = true;
+        self.line(&format!("\t.pushsection\t{}", args(KPATCH_INFO, "aw")));
+        if !self.info_aligned || grouped {
+            self.info_aligned |= !grouped;
             self.line("\t.p2align\t3");
         }
         let (daddr, dlen) = match f.kind {
             PatchKind::Changed => (
                 f.name.clone(),
-                format!("{} - {}", end_of_original_label(n), f.name),
+                format!(
+                    "{} - {}",
+                    end_of_original_label(n),
+                    start_of(self.orig, f, n)
+                ),
             ),
             PatchKind::New | PatchKind::Unlinked => ("0".to_string(), "0".to_string()),
         };

@@ -1,5 +1,7 @@
 //! Errors of reading, comparing and combining assembler files.
 
+use kpatch_names::display as shown;
+
 /// Everything that can go wrong in this crate; each message names the file, line, function or
 /// variable concerned and says what to do.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,10 +24,11 @@ pub enum AsmError {
     },
 
     #[error(
-        "variable `{name}` is defined differently in {orig_file}:{orig_line} and \
+        "variable {} is defined differently in {orig_file}:{orig_line} and \
          {patched_file}:{patched_line}; a patch cannot change a variable, because the running \
          process keeps its own copy of the data. Keep the original definition (or pass \
-         --ignore-changes={name} to keep using the original one)"
+         --ignore-changes={name} to keep using the original one)",
+        shown(.name)
     )]
     VariableChanged {
         name: String,
@@ -42,8 +45,9 @@ pub enum AsmError {
     NotAdapted { names: String },
 
     #[error(
-        "{file}: function `{function}` refers to `{label}`, a local code label outside the \
-         function; such code cannot be copied into a patch"
+        "{file}: function {} refers to `{label}`, a local code label outside the \
+         function; such code cannot be copied into a patch",
+        shown(.function)
     )]
     ForeignCodeLabel {
         file: String,
@@ -52,9 +56,10 @@ pub enum AsmError {
     },
 
     #[error(
-        "{file}: `{user}` reaches data through the section anchor `{label}` (section \
+        "{file}: {} reaches data through the section anchor `{label}` (section \
          `{section}`), and the data behind it is laid out differently in the original, so the \
-         copy cannot use the original's data; build both with -fno-section-anchors"
+         copy cannot use the original's data; build both with -fno-section-anchors",
+        shown(.user)
     )]
     AnchorLayoutChanged {
         file: String,
@@ -64,8 +69,9 @@ pub enum AsmError {
     },
 
     #[error(
-        "{file}:{line}: new thread-local variable `{name}`: a patch cannot add thread-local \
-         storage (the running threads have no room for it); make it a global or drop it"
+        "{file}:{line}: new thread-local variable {}: a patch cannot add thread-local \
+         storage (the running threads have no room for it); make it a global or drop it",
+        shown(.name)
     )]
     NewTlsVariable {
         file: String,
@@ -75,7 +81,8 @@ pub enum AsmError {
 
     #[error(
         "{file}:{line}: `.size {name}, .-{name}` is missing or unusual, so the length of \
-         the original function `{name}` is unknown and it cannot be patched"
+         the original function {} is unknown and it cannot be patched",
+        shown(.name)
     )]
     OriginalSizeUnknown {
         file: String,
@@ -84,8 +91,9 @@ pub enum AsmError {
     },
 
     #[error(
-        "{file}: function `{function}`: --force-gotpcrel cannot rewrite {reason}; rewrite the \
-         access in C (through a pointer variable) or build without --force-gotpcrel"
+        "{file}: function {}: --force-gotpcrel cannot rewrite {reason}; rewrite the \
+         access in C (through a pointer variable) or build without --force-gotpcrel",
+        shown(.function)
     )]
     ForceGotpcrel {
         file: String,
@@ -94,10 +102,11 @@ pub enum AsmError {
     },
 
     #[error(
-        "{file}: function `{name}` changed, but it is a start-up function (listed in \
+        "{file}: function {} changed, but it is a start-up function (listed in \
          {section}) that the running process has already run, so replacing it would change \
          nothing. Move the change out of it, or pass --ignore-changes={name} to leave it \
-         unpatched"
+         unpatched",
+        shown(.name)
     )]
     StartUpFunction {
         file: String,
@@ -106,10 +115,11 @@ pub enum AsmError {
     },
 
     #[error(
-        "{file}: function `{name}` changed, but it never returns (it is main, or a loop with \
+        "{file}: function {} changed, but it never returns (it is main, or a loop with \
          no way out): a thread of the running process is always inside it, so the patch could \
          never be applied safely. Move the changed code into a function it calls, or pass \
-         --ignore-changes={name} if the difference does not matter"
+         --ignore-changes={name} if the difference does not matter",
+        shown(.name)
     )]
     NeverReturns { file: String, name: String },
 
@@ -153,21 +163,52 @@ pub enum AsmError {
     },
 
     #[error(
-        "{file}: function `{name}` was added by the earlier patch (--earlier) and is changed \
+        "{file}: function {} was added by the earlier patch (--earlier) and is changed \
          here: a later patch cannot replace what an earlier patch added (the earlier patch's \
          own code would keep calling its version). Keep it as the earlier patch has it (add \
-         a new function instead), or build one patch with both changes"
+         a new function instead), or build one patch with both changes",
+        shown(.name)
     )]
     EarlierFunctionChanged { file: String, name: String },
 
     #[error(
-        "{file}: `{user}` uses `{name}`, which the earlier patch (--earlier) added as a static \
+        "{file}: {} uses {}, which the earlier patch (--earlier) added as a static \
          symbol: a later patch finds what an earlier one added by name, which only works for \
-         symbols with external linkage. Make `{name}` non-static in both patches' sources"
+         symbols with external linkage. Make {} non-static in both patches' sources",
+        shown(.user),
+        shown(.name),
+        shown(.name)
     )]
     EarlierStaticUsed {
         file: String,
         user: String,
         name: String,
+    },
+
+    #[error(
+        "{file}: the virtual functions of `{class}` changed ({} is laid out differently in the \
+         patched build): objects of this class in the running process point to the original \
+         vtable, whose slots the patched code would misread. A patch may change the bodies of \
+         virtual functions, not add, remove or reorder them",
+        shown(.vtable)
+    )]
+    VtableChanged {
+        file: String,
+        class: String,
+        vtable: String,
+    },
+
+    #[error(
+        "{file}: the initialisation of global object(s) {objects} changed (in {}, which runs \
+         once at start-up, from {section}), but the running process constructed them before \
+         any patch could exist, and a patch cannot construct them again. Keep their \
+         definition, or pass --ignore-changes={function} to leave it unpatched",
+        shown(.function)
+    )]
+    GlobalInitChanged {
+        file: String,
+        function: String,
+        objects: String,
+        section: String,
     },
 }

@@ -1,5 +1,7 @@
 //! `--force-gotpcrel` (x86_64): a copied instruction that reaches a symbol the file does not
-//! define PC-relatively (`stderr(%rip)`) is rewritten to reach it through a GOT slot.
+//! define PC-relatively (`stderr(%rip)`), or, in position-dependent code, by its absolute
+//! address (clang's `movq stderr, %rdi`, `movl $stderr, %edi`), is rewritten to reach it
+//! through a GOT slot.
 //!
 //! gcc writes PIE code as if every variable were in the program: another object's variable
 //! gets a copy relocation at link time. The running original has no copy of a variable it
@@ -37,19 +39,38 @@ pub(crate) fn rewrite(
 ) -> Result<Option<Vec<String>>, Unsupported> {
     let text = insn.trim();
     let (head, operands) = split_mnemonic(text);
+    let mnemonic = head.split_whitespace().last().unwrap_or("");
     let ops = split_args(operands);
+    let direct_branch = is_branch(mnemonic) && !operands.trim_start().starts_with('*');
     let Some((at, sym, offset)) = ops
         .iter()
         .enumerate()
-        .find_map(|(i, op)| rip_operand(op).map(|(s, o)| (i, s, o)))
+        .find_map(|(i, op)| symbol_operand(op, !direct_branch).map(|(s, o)| (i, s, o)))
     else {
         return Ok(None);
     };
     if !external(sym) {
         return Ok(None);
     }
-    let mnemonic = head.split_whitespace().last().unwrap_or("");
     let slot = format!("{sym}@GOTPCREL(%rip)");
+    // `mov $SYM, %reg`: the address itself, which the slot holds.
+    if ops[at].trim().starts_with('$') {
+        let dest = (at == 0 && ops.len() == 2)
+            .then(|| full_register(ops[1]))
+            .flatten()
+            .filter(|_| is_plain_load(mnemonic));
+        let Some(dest) = dest else {
+            return Err(Unsupported(format!(
+                "`{text}` uses the address of `{sym}` as an immediate other than in a move \
+                 into a register"
+            )));
+        };
+        let mut out = vec![format!("\tmovq\t{slot}, %{dest}")];
+        if !offset.is_empty() && offset != "0" {
+            out.push(format!("\tleaq\t{offset}(%{dest}), %{dest}"));
+        }
+        return Ok(Some(out));
+    }
     let other: Vec<&str> = ops
         .iter()
         .enumerate()
@@ -139,11 +160,21 @@ fn split_mnemonic(text: &str) -> (&str, &str) {
     (text[..end].trim(), rest.trim())
 }
 
-/// `SYM(%rip)`, `SYM+8(%rip)`, `*SYM(%rip)`: the symbol and the offset text (`+8`, or empty),
-/// for a plain symbol (no `@` relocation suffix, no local label).
-fn rip_operand(op: &str) -> Option<(&str, String)> {
+/// Whether `m` is a jump or call (whose plain symbol operand is a target, not memory).
+fn is_branch(m: &str) -> bool {
+    m.starts_with('j') || m.starts_with("call") || m.starts_with("loop")
+}
+
+/// `SYM(%rip)`, `SYM+8(%rip)`, `*SYM(%rip)`, and, when `absolute` is allowed, `SYM` or `*SYM`
+/// (an absolute memory operand) and `$SYM` (an absolute address): the symbol and the offset
+/// text (`+8`, or empty), for a plain symbol (no `@` relocation suffix, no local label).
+fn symbol_operand(op: &str, absolute: bool) -> Option<(&str, String)> {
     let op = op.trim().trim_start_matches('*');
-    let inner = op.strip_suffix("(%rip)")?;
+    let inner = match op.strip_suffix("(%rip)") {
+        Some(inner) => inner,
+        None if absolute && !op.contains(['(', '%', ':']) => op.strip_prefix('$').unwrap_or(op),
+        None => return None,
+    };
     if inner.contains('@') || inner.starts_with(".L") || inner.is_empty() {
         return None;
     }
@@ -305,6 +336,42 @@ mod tests {
         ] {
             assert_eq!(rewrite(insn, &ext, false).unwrap(), None, "{insn}");
         }
+    }
+
+    #[test]
+    fn absolute_operands_of_position_dependent_code() {
+        assert_eq!(
+            rw("\tmovq\tstderr, %rdi", false),
+            [
+                "\tmovq\tstderr@GOTPCREL(%rip), %rdi",
+                "\tmovq\t(%rdi), %rdi"
+            ]
+        );
+        assert_eq!(
+            rw("\tmovl\t$optind, %esi", false),
+            ["\tmovq\toptind@GOTPCREL(%rip), %rsi"]
+        );
+        assert_eq!(
+            rw("\tmovabsq\t$environ+8, %rax", false),
+            [
+                "\tmovq\tenviron@GOTPCREL(%rip), %rax",
+                "\tleaq\t8(%rax), %rax"
+            ]
+        );
+        assert_eq!(
+            rw("\tcall\t*hook", false),
+            ["\tmovq\thook@GOTPCREL(%rip), %r11", "\tcall\t*(%r11)"]
+        );
+        // A direct call is not a memory operand; numbers and registers are no symbols.
+        for insn in [
+            "\tcallq\tstrtol",
+            "\tjmp\tstderr",
+            "\tmovl\t$5, %eax",
+            "\tmovq\t%rax, %rdi",
+        ] {
+            assert_eq!(rewrite(insn, &ext, false).unwrap(), None, "{insn}");
+        }
+        assert!(rewrite("\taddl\t$optind, %eax", &ext, false).is_err());
     }
 
     #[test]

@@ -156,10 +156,12 @@ pub(crate) fn is_debug_directive(s: &Stmt) -> bool {
                     .starts_with(|c: char| c.is_ascii_digit())))
 }
 
+/// Whether `name` is one of `prefixes` followed by a number (`.LBB12`, not clang's basic
+/// block label `.LBB0_1`).
 fn has_numbered_prefix(name: &str, prefixes: &[&str]) -> bool {
     prefixes.iter().any(|p| {
         name.strip_prefix(p)
-            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit()))
     })
 }
 
@@ -220,8 +222,29 @@ impl Index {
         let mut ix = Index::default();
         ix.collect_symbols(f);
         ix.split_blocks(f)?;
+        ix.check_unique_functions(f)?;
         ix.collect_data_labels(f);
         Ok(ix)
+    }
+
+    /// A function defined twice cannot be matched with its other build: the assembler would
+    /// refuse such a file too.
+    fn check_unique_functions(&self, f: &AsmFile) -> Result<(), AsmError> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for b in self.blocks.iter().filter(|b| b.kind == BlockKind::Function) {
+            if let Some(first) = seen.insert(&b.name, b.lines.start) {
+                return Err(AsmError::Parse {
+                    file: f.name.clone(),
+                    line: b.lines.start + 1,
+                    msg: format!(
+                        "function `{}` is defined again (first at line {})",
+                        b.name,
+                        first + 1
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn collect_symbols(&mut self, f: &AsmFile) {
@@ -282,6 +305,11 @@ impl Index {
             let mut found = None;
             for s in &line.stmts {
                 if let Some((name, kind)) = type_decl(s) {
+                    // clang types its string literals (`.type .L.str,@object`): they are
+                    // local data like gcc's `.LC0`, not variables.
+                    if f.dialect.is_local(name) {
+                        break;
+                    }
                     let defined_here_or_later = self.label_line(name).is_some_and(|l| l >= i);
                     if kind == "function" && defined_here_or_later {
                         found = Some((BlockKind::Function, name.to_string()));
@@ -408,6 +436,7 @@ impl Index {
             }
             j += 1;
         }
+        let end = clang_function_tail(f, end);
         Ok(Block {
             kind: BlockKind::Function,
             name: name.to_string(),
@@ -472,6 +501,46 @@ impl Index {
             self.data_labels.insert(name.clone(), data_object(f, id));
         }
     }
+}
+
+/// The end of a function block that ends at `end` (after its `.size`) with what clang writes
+/// after the `.size`: `.cfi_endproc`, then the function's exception table (its
+/// `.gcc_except_table` part, which refers to labels inside the function).
+fn clang_function_tail(f: &AsmFile, end: usize) -> usize {
+    let first = f.lines[end.min(f.lines.len())..]
+        .iter()
+        .flat_map(|l| &l.stmts)
+        .next();
+    if !first.is_some_and(|s| s.is_directive(".cfi_endproc")) {
+        return end;
+    }
+    let mut new_end = end;
+    let mut endproc_seen = false;
+    for (j, line) in f.lines.iter().enumerate().skip(end) {
+        let mut taken = false;
+        for s in &line.stmts {
+            if s.is_directive(".cfi_endproc") && !endproc_seen {
+                endproc_seen = true;
+                taken = true;
+            } else if s.is_section_switch() {
+                continue;
+            } else if is_except_table(&f.section_of(s).name) {
+                taken = true;
+            } else {
+                return new_end;
+            }
+        }
+        if taken {
+            new_end = j + 1;
+        }
+    }
+    new_end
+}
+
+/// Whether a section holds exception tables (`.gcc_except_table`, or `.gcc_except_table.NAME`
+/// for a function in its own section or COMDAT group).
+pub(crate) fn is_except_table(name: &str) -> bool {
+    name == ".gcc_except_table" || name.starts_with(".gcc_except_table.")
 }
 
 /// First line of the block whose introducing `.type`/`.comm` is on line `decl`: the
@@ -622,6 +691,21 @@ mod tests {
             .iter()
             .map(|b| (b.kind, b.name.clone(), b.lines.start + 1, b.lines.end))
             .collect()
+    }
+
+    #[test]
+    fn a_function_defined_twice_is_an_error() {
+        // Found by the fuzz target `asm_diff`: the second definition was compared with the
+        // first, so a file differed from itself.
+        let one = "\t.text\n\t.globl\tf\n\t.type\tf, @function\nf:\n\tret\n\t.size\tf, .-f\n";
+        assert!(AsmFile::parse("t.s", one, Dialect::x86_64()).is_ok());
+        // The first `.type f` ... `.size f` has no `f:` (a label mistyped), the second has.
+        let twice = format!("{}{one}", one.replace("f:", "fO:"));
+        let err = AsmFile::parse("t.s", &twice, Dialect::x86_64()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.s:7: function `f` is defined again (first at line 1)"
+        );
     }
 
     const COLD: &str = r#"	.file	"c.c"

@@ -121,8 +121,10 @@ fn ident_start(c: u8, d: &Dialect) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c == b'.' || (d.dollar_in_names && c == b'$')
 }
 
-fn ident_cont(c: u8, d: &Dialect) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || (d.dollar_in_names && c == b'$')
+/// `$` continues a name in every dialect (clang names a lambda `_ZZ4tickvENK3$_0clEi`);
+/// only at the start of an operand is it an immediate in AT&T syntax.
+fn ident_cont(c: u8, _d: &Dialect) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'$'
 }
 
 /// Splits statement text into tokens; concatenating the texts gives back `s`.
@@ -281,6 +283,8 @@ mod tests {
     fn dollar_is_immediate_on_x86_and_name_char_on_aarch64() {
         let x = tokenize("$foo", &Dialect::x86_64());
         assert_eq!(x[0].kind, TokKind::Punct);
+        let lambda = tokenize("_ZZ4tickvENK3$_0clEi:", &Dialect::x86_64());
+        assert_eq!(lambda[0].text, "_ZZ4tickvENK3$_0clEi");
         let a = tokenize("a$b", &Dialect::aarch64());
         assert_eq!(a.len(), 1);
     }

@@ -204,10 +204,42 @@ impl<'a> Normalizer<'a> {
                 return self.content(name, obj);
             }
         }
+        if let Some(c) = self.outlined_content(name) {
+            return c;
+        }
         self.rename
             .get(name)
             .cloned()
             .unwrap_or_else(|| name.to_string())
+    }
+
+    /// The normal form of the outlined function `name` (see [`AsmFile::is_outlined_function`]):
+    /// its code, with its own name left out; `None` if `name` is not one.
+    pub fn outlined_content(&self, name: &str) -> Option<String> {
+        if !self.file.is_outlined_function(name) {
+            return None;
+        }
+        let block = self.file.function(name)?;
+        Some(self.memoized(format!("{name} (outlined)"), name, || {
+            format!(
+                "{{outlined {}}}",
+                self.block(block).join("; ").replace(name, "{self}")
+            )
+        }))
+    }
+
+    /// The normal form memoised under `key`, made by `make` the first time. While it is being
+    /// made, a reference back to `name` (a self-referencing object) normalises to a marker.
+    fn memoized(&self, key: String, name: &str, make: impl FnOnce() -> String) -> String {
+        if let Some(c) = self.memo.borrow().get(&key) {
+            return c.clone();
+        }
+        self.memo
+            .borrow_mut()
+            .insert(key.clone(), format!("{{cycle {name}}}"));
+        let c = make();
+        self.memo.borrow_mut().insert(key, c.clone());
+        c
     }
 
     /// The normal form of a local label defined outside the block being normalised.
@@ -230,56 +262,54 @@ impl<'a> Normalizer<'a> {
         if !obj.data.is_empty() {
             return None;
         }
-        let key = format!("{name} (anchor)");
-        if let Some(c) = self.memo.borrow().get(&key) {
-            return Some(c.clone());
-        }
-        self.memo
-            .borrow_mut()
-            .insert(key.clone(), format!("{{cycle {name}}}"));
-        let sec = self.file.sections.get(obj.section.id);
-        let mut parts = vec![format!("{{anchor {}", sec.name)];
-        let none = HashSet::new();
-        let mut numbering = HashMap::new();
-        for (_, s) in self.file.stmts_after(obj.label) {
-            if s.is_section_switch() {
-                break;
+        Some(self.memoized(format!("{name} (anchor)"), name, || {
+            let sec = self.file.sections.get(obj.section.id);
+            let mut parts = vec![format!("{{anchor {}", sec.name)];
+            let none = HashSet::new();
+            let mut numbering = HashMap::new();
+            for (_, s) in self.file.stmts_after(obj.label) {
+                if s.is_section_switch() {
+                    break;
+                }
+                if is_section_neutral(s) {
+                    continue;
+                }
+                parts.push(self.stmt(s, &none, &mut numbering));
             }
-            if is_section_neutral(s) {
-                continue;
-            }
-            parts.push(self.stmt(s, &none, &mut numbering));
-        }
-        let c = parts.join("; ") + "}";
-        self.memo.borrow_mut().insert(key, c.clone());
-        Some(c)
+            parts.join("; ") + "}"
+        }))
     }
 
     /// The normal form of a read-only data object: its section, alignment and data.
     fn content(&self, name: &str, obj: &DataObject) -> String {
-        if let Some(c) = self.memo.borrow().get(name) {
-            return c.clone();
-        }
-        // A self-referencing object normalises its inner references to this marker.
-        self.memo
-            .borrow_mut()
-            .insert(name.to_string(), format!("{{cycle {name}}}"));
-        let sec = self.file.sections.get(obj.section.id);
-        let mut parts = vec![format!("{{data {}", sec.name)];
-        let none = HashSet::new();
-        let mut numbering = HashMap::new();
-        for id in obj.aligns.iter().chain(&obj.data) {
-            if let Some(s) = self.file.stmt(*id) {
-                parts.push(self.stmt(s, &none, &mut numbering));
+        self.memoized(name.to_string(), name, || {
+            let sec = self.file.sections.get(obj.section.id);
+            let mut parts = vec![format!("{{data {}", sec.name)];
+            let none = HashSet::new();
+            let mut numbering = HashMap::new();
+            for id in obj.aligns.iter().chain(&obj.data) {
+                if let Some(s) = self.file.stmt(*id) {
+                    parts.push(self.stmt(s, &none, &mut numbering));
+                }
             }
-        }
-        let c = parts.join("; ") + "}";
-        self.memo.borrow_mut().insert(name.to_string(), c.clone());
-        c
+            parts.join("; ") + "}"
+        })
     }
 }
 
 impl AsmFile {
+    /// Whether `name` is a function clang's machine outliner made
+    /// (`OUTLINED_FUNCTION_<N>`, local): a piece of code shared by several functions and
+    /// numbered over the file, so compared by content wherever it is used. It is never
+    /// replaced in place (its other callers expect its code): a patched function whose
+    /// outlined piece changed gets a copy of the new one.
+    pub fn is_outlined_function(&self, name: &str) -> bool {
+        name.strip_prefix("OUTLINED_FUNCTION_")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            && self.binding(name) == crate::index::Binding::Local
+            && self.function(name).is_some_and(|b| b.name == name)
+    }
+
     /// Whether `name` is a named, file-local, read-only data object (a `static const`
     /// table, `CSWTCH.N`, `__func__.N`): it has no state, so it is compared by content and
     /// copied into a patch like a string literal when its content changes.

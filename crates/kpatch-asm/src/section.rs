@@ -23,6 +23,9 @@ pub struct SectionInfo {
     pub flags: Option<String>,
     /// The type of the first declaration that gave one (`progbits`, `nobits`), if any.
     pub sh_type: Option<String>,
+    /// The group of a section declared with the `G` flag (`.text._Z1fv,"axG",@progbits,
+    /// _Z1fv,comdat`: an inline function's or a template instance's COMDAT group).
+    pub group: Option<String>,
 }
 
 impl SectionInfo {
@@ -94,11 +97,17 @@ impl Sections {
             list: Vec::new(),
             by_name: HashMap::new(),
         };
-        s.intern(".text", None, None);
+        s.intern(".text", None, None, None);
         s
     }
 
-    fn intern(&mut self, name: &str, flags: Option<&str>, sh_type: Option<&str>) -> SectionId {
+    fn intern(
+        &mut self,
+        name: &str,
+        flags: Option<&str>,
+        sh_type: Option<&str>,
+        group: Option<&str>,
+    ) -> SectionId {
         if let Some(&id) = self.by_name.get(name) {
             if let Some(info) = self.list.get_mut(id) {
                 if info.flags.is_none() {
@@ -106,6 +115,9 @@ impl Sections {
                 }
                 if info.sh_type.is_none() {
                     info.sh_type = sh_type.map(str::to_string);
+                }
+                if info.group.is_none() {
+                    info.group = group.map(str::to_string);
                 }
             }
             return id;
@@ -115,6 +127,7 @@ impl Sections {
             name: name.to_string(),
             flags: flags.map(str::to_string),
             sh_type: sh_type.map(str::to_string),
+            group: group.map(str::to_string),
         });
         self.by_name.insert(name.to_string(), id);
         id
@@ -193,7 +206,7 @@ impl Tracker {
         };
         match name {
             ".text" | ".data" | ".bss" => {
-                let id = self.sections.intern(name, None, None);
+                let id = self.sections.intern(name, None, None, None);
                 let sub = subsection(a.first())?;
                 self.switch(SecRef { id, sub });
             }
@@ -205,6 +218,7 @@ impl Tracker {
                 let mut sub = 0;
                 let mut flags = None;
                 let mut sh_type = None;
+                let mut group = None;
                 let rest = a.get(1..).unwrap_or(&[]);
                 match rest.first() {
                     Some(f) if f.starts_with('"') => {
@@ -213,12 +227,18 @@ impl Tracker {
                             .get(1)
                             .map(|t| t.trim_start_matches(['@', '%', '#']))
                             .map(unquote);
+                        // `"axG",@progbits,GROUP[,comdat]`; `M` flags take an entry size
+                        // before the group.
+                        if unquote(f).contains('G') {
+                            let at = if unquote(f).contains('M') { 3 } else { 2 };
+                            group = rest.get(at).map(|g| unquote(g));
+                        }
                     }
                     // `.pushsection name, subsection`
                     Some(n) if name == ".pushsection" => sub = subsection(Some(n))?,
                     _ => {}
                 }
-                let id = self.sections.intern(sec, flags, sh_type);
+                let id = self.sections.intern(sec, flags, sh_type, group);
                 if name == ".pushsection" {
                     self.stack.push((self.cur, self.prev));
                 }
@@ -308,5 +328,14 @@ mod tests {
         assert!(get(".tbss").is_tls() && get(".tbss").is_nobits());
         assert!(get(".bss").is_writable() && get(".bss").is_nobits());
         assert!(get(".text").is_code());
+        t.apply(".section", ".text._Z1fv,\"axG\",@progbits,_Z1fv,comdat")
+            .unwrap();
+        t.apply(".section", ".rodata.x,\"aMSG\",@progbits,1,grp,comdat")
+            .unwrap();
+        let s = &t.sections;
+        let get = |n: &str| s.get(s.find(n).unwrap());
+        assert_eq!(get(".text._Z1fv").group.as_deref(), Some("_Z1fv"));
+        assert_eq!(get(".rodata.x").group.as_deref(), Some("grp"));
+        assert_eq!(get(".text").group, None);
     }
 }

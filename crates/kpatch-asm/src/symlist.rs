@@ -27,8 +27,17 @@ impl SymbolList {
     /// Adds the entries of one option value, `[file:]fn,[file:]fn,...`.
     pub fn add(&mut self, value: &str) {
         for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (file, name) = match item.split_once(':') {
-                Some((f, n)) => (Some(f.to_string()), n.to_string()),
+            // `file:fn`; a C++ name's `::` (`geo::Point`, `a.cpp:ns::f`) is no separator.
+            let sep = item
+                .char_indices()
+                .find(|&(i, c)| {
+                    c == ':'
+                        && item.as_bytes().get(i + 1) != Some(&b':')
+                        && (i == 0 || item.as_bytes()[i - 1] != b':')
+                })
+                .map(|(i, _)| i);
+            let (file, name) = match sep {
+                Some(i) => (Some(item[..i].to_string()), item[i + 1..].to_string()),
                 None => (None, item.to_string()),
             };
             self.entries.push(SymbolEntry { file, name });
@@ -115,6 +124,11 @@ mod tests {
         assert!(l.contains("qux", &[]));
         assert!(!l.contains("fo", &[]));
         assert!(SymbolList::parse(" , ").is_empty());
+        // C++ names keep their `::`.
+        let l = SymbolList::parse("geo::Point,a.cpp:ns::f");
+        assert!(l.contains("geo::Point", &[]));
+        assert!(l.contains("ns::f", &["a.cpp"]));
+        assert!(!l.contains("ns::f", &["b.cpp"]));
     }
 
     #[test]

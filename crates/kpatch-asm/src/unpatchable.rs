@@ -31,6 +31,80 @@ pub(crate) fn start_up_section(file: &AsmFile, name: &str) -> Option<String> {
     })
 }
 
+/// How a function runs at start-up: the start-up function that runs it (itself, or one that
+/// alone calls it, directly or through other such functions) and the section listing that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StartUp {
+    pub root: String,
+    pub section: String,
+    /// The functions from the root down to the one asked about.
+    pub chain: Vec<String>,
+}
+
+/// Whether function `name` of `file` runs only at start-up: it is listed in a start-up
+/// section, or it is a file-local function that only such functions refer to (g++'s
+/// `__static_initialization_and_destruction_0`, clang's `__cxx_global_var_init`, called by
+/// `_GLOBAL__sub_I_<file>`). References from debugging information do not count.
+pub(crate) fn runs_at_start_up(file: &AsmFile, name: &str) -> Option<StartUp> {
+    fn walk(file: &AsmFile, name: &str, seen: &mut Vec<String>) -> Option<StartUp> {
+        if let Some(section) = start_up_section(file, name) {
+            return Some(StartUp {
+                root: name.to_string(),
+                section,
+                chain: vec![name.to_string()],
+            });
+        }
+        if seen.iter().any(|s| s == name) || file.binding(name) != crate::index::Binding::Local {
+            return None;
+        }
+        seen.push(name.to_string());
+        let own = file.function(name).map(|b| b.lines.clone());
+        let mut root = None;
+        for (id, s) in file.stmts_in(0..file.lines.len()) {
+            if own.as_ref().is_some_and(|r| r.contains(&id.line))
+                || s.kind == StmtKind::Label
+                || file.section_of(s).is_debug()
+            {
+                continue;
+            }
+            let mentions = tokenize(&s.text, &file.dialect)
+                .iter()
+                .any(|t| t.kind == TokKind::Ident && t.text == name);
+            if !mentions || (s.kind == StmtKind::Directive && is_symbol_directive(&s.name)) {
+                continue;
+            }
+            // A user that is not a function, or not run at start-up: it may run any time.
+            let user = file
+                .block_of_line(id.line)
+                .and_then(|b| file.blocks().get(b))
+                .filter(|b| b.kind == crate::index::BlockKind::Function)?;
+            let mut found = walk(file, &user.name.clone(), seen)?;
+            found.chain.push(name.to_string());
+            root.get_or_insert(found);
+        }
+        root
+    }
+    walk(file, name, &mut Vec::new())
+}
+
+/// Directives that name a symbol without using it (`.type`, `.size`, `.globl`..., and
+/// clang's `.addrsig_sym`, which only marks its address as significant).
+fn is_symbol_directive(name: &str) -> bool {
+    matches!(
+        name,
+        ".type"
+            | ".size"
+            | ".globl"
+            | ".global"
+            | ".local"
+            | ".weak"
+            | ".hidden"
+            | ".protected"
+            | ".internal"
+            | ".addrsig_sym"
+    )
+}
+
 /// Whether the function in `block` of `file` never returns to its caller: it is `main`, or
 /// it has no return instruction and no jump out of itself, and its code ends with a jump
 /// back into itself (a loop with no way out; code ending with a call to `exit` or `abort`
@@ -171,5 +245,31 @@ mod tests {
         let prio =
             func("early", "\tret\n") + "\t.section\t.init_array.00101,\"aw\"\n\t.quad\tearly\n";
         assert!(start_up_section(&file(&prio), "early").is_some());
+    }
+
+    #[test]
+    fn functions_only_start_up_functions_call_run_at_start_up() {
+        let local = |name: &str, body: &str| {
+            format!(
+                "\t.text\n\t.type\t{name}, @function\n{name}:\n{body}\t.size\t{name}, .-{name}\n"
+            )
+        };
+        let text = local("init_objects", "\tleaq\tobj(%rip), %rdi\n\tret\n")
+            + &local("_GLOBAL__sub_I_m.cpp", "\tjmp\tinit_objects\n")
+            + &local("helper", "\tret\n")
+            + &local("tick", "\tcall\thelper\n\tret\n")
+            + &local("both", "\tret\n")
+            + &local("also", "\tcall\tboth\n\tret\n")
+            + "\t.section\t.init_array,\"aw\"\n\t.quad\t_GLOBAL__sub_I_m.cpp\n\t.quad\talso\n"
+            + "\t.section\t.debug_info,\"\",@progbits\n\t.quad\tinit_objects\n";
+        let f = file(&text);
+        let s = runs_at_start_up(&f, "init_objects").unwrap();
+        assert_eq!(s.root, "_GLOBAL__sub_I_m.cpp");
+        assert_eq!(s.section, ".init_array");
+        assert_eq!(runs_at_start_up(&f, "helper"), None);
+        assert_eq!(runs_at_start_up(&f, "both").unwrap().root, "also");
+        // A global function may be called from elsewhere.
+        let g = file(&("\t.globl\tinit_objects\n".to_string() + &text));
+        assert_eq!(runs_at_start_up(&g, "init_objects"), None);
     }
 }

@@ -19,10 +19,14 @@ use std::sync::OnceLock;
 
 /// The shell script run inside the namespace: bind the writable directories onto themselves,
 /// remount everything else read-only, then run the command with its errors on its output.
+/// The working directory is entered again by its path: the one inherited still refers to the
+/// mount beneath the bind, which is read-only by then, so `make -C build` (relative to it)
+/// would fail where the same path written in full succeeds.
 const SCRIPT: &str = r#"n=$1; shift
 while [ "$n" -gt 0 ]; do mount --bind "$1" "$1" || exit 125; shift; n=$((n-1)); done
 while [ "$1" != "--" ]; do mount -o remount,bind,ro "$1" 2>/dev/null; shift; done
 shift
+cd "$(pwd -P)" || exit 125
 exec "$@" 2>&1"#;
 
 /// Whether a private mount namespace can be made here (root, util-linux `unshare`).
@@ -195,6 +199,29 @@ mod tests {
             read_only_mounts(info, &w),
             ["/", "/mnt/my disk", "/tmp"].map(PathBuf::from)
         );
+    }
+
+    #[test]
+    fn the_working_directory_is_writable_by_relative_paths() {
+        if !sandbox_available() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("build")).unwrap();
+        let mut cmd = confined(
+            "sh",
+            &[
+                "-c".into(),
+                "echo x > build/log && echo x > ../outside".into(),
+            ],
+            &[d.path().to_path_buf()],
+        );
+        cmd.current_dir(d.path());
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(d.path().join("build/log").is_file(), "{text}");
+        assert!(text.contains("Read-only file system"), "{text}");
+        assert!(!d.path().join("../outside").exists());
     }
 
     #[test]

@@ -210,6 +210,8 @@ pub enum Event<'a> {
     /// A line the post-processing prints, as `kpatch_strip --rel-fixup` does
     /// (`Fixing up relocation f+0`).
     Note(&'a str),
+    /// A detail asked for with `-v` (which line numbers the patched sources keep).
+    Detail(&'a str),
     /// What a patch just written replaces and adds, and why.
     Functions(&'a [report::Entry]),
     /// Backups left by an interrupted earlier run were put back before starting.
@@ -845,13 +847,13 @@ impl Run<'_> {
         for k in kept {
             let shown = k.file.strip_prefix(&self.paths.srcdir).unwrap_or(&k.file);
             for (line, old) in &k.directives {
-                (self.events)(Event::Note(&format!(
+                (self.events)(Event::Detail(&format!(
                     "{}: unchanged code from patched line {line} on keeps its original line numbers (#line {old})",
                     shown.display()
                 )));
             }
             if let Some(from) = k.unkept_from {
-                (self.events)(Event::Note(&format!(
+                (self.events)(Event::Detail(&format!(
                     "{}: lines from patched line {from} on keep the patched numbering (no place for a #line directive after the change)",
                     shown.display()
                 )));

@@ -15,13 +15,14 @@ use kpatch_process::{
 use crate::callbacks::{self, Callback};
 use crate::checked_stop::{self, AfterCommit};
 use crate::discover::{AppliedPatch, ImageCache, Loaded, LoadedObject};
+use crate::eh_frames::{self, Unwinder};
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
 use crate::extras::Extras;
 use crate::fault;
 use crate::host::Host;
 use crate::layers;
-use crate::options::Options;
+use crate::options::{Options, PatchCheck};
 use crate::payload::Payload;
 use crate::region_layout::function_name;
 use crate::region_mapping::{self, Region};
@@ -108,6 +109,7 @@ pub fn patch(
         &session.loaded,
         arch,
         session.proc.page_size(),
+        opts.check.as_ref(),
     )?;
     if jobs.is_empty() {
         return Ok(PatchOutcome::default());
@@ -146,6 +148,7 @@ pub(crate) fn apply_jobs(
         replaced.names.extend(r.names);
     }
     let scope = Scope::of(&session.proc, &session.loaded.objects);
+    let unwinder = Unwinder::find(&scope);
     for job in &mut jobs {
         // What it takes from earlier patches of its object, found in them first.
         let earlier = layers::resolve(
@@ -207,14 +210,17 @@ pub(crate) fn apply_jobs(
             }
         }
         fill_and_commit(
-            session, &jobs, &resolved, registry, storage, &replaced, waiting, rank, rep,
+            session, &jobs, &resolved, registry, unwinder, storage, &replaced, waiting, rank, rep,
         )
     })();
     // Nothing points into the regions yet (or the commit rolled its hunks back). Unless the
     // guardian still has writes to do (breakpoints that could not be removed, performed when it
     // is dropped): their regions then stay, pending, for the next run to reclaim.
     if result.is_err() && session.guardian.armed() == 0 {
-        session.unmap_regions(jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)));
+        session.unmap_regions(
+            jobs.iter().map(|j| (j.kpta, j.prepared.layout.total)),
+            unwinder,
+        );
     }
     result
 }
@@ -226,7 +232,11 @@ fn with_version(name: &str, version: Option<&str>) -> String {
     }
 }
 
-fn read_patch(f: storage::Found) -> Result<PatchFile> {
+/// Parses a patch file found in the storage, once it has passed the caller's `check`.
+fn read_patch(f: storage::Found, check: Option<&PatchCheck>) -> Result<PatchFile> {
+    if let Some(check) = check {
+        (check.0)(&f.path, &f.bytes).map_err(Error::Refused)?;
+    }
     let file = KpatchFile::parse(&f.bytes).map_err(|source| Error::Format {
         path: f.path.clone(),
         source,
@@ -314,12 +324,13 @@ fn find_jobs(
     loaded: &Loaded,
     arch: &'static dyn Arch,
     page: u64,
+    check: Option<&PatchCheck>,
 ) -> Result<Vec<Job>> {
     let objects = &loaded.objects;
     let job =
         |object: &LoadedObject, patch: PatchFile| make_job(pid, loaded, arch, page, object, patch);
     if let Some(f) = storage.file_bytes()? {
-        let patch = read_patch(f)?;
+        let patch = read_patch(f, check)?;
         let bid = patch.header.build_id().unwrap_or_default().to_owned();
         let Some(obj) = objects.iter().find(|o| o.build_id() == Some(bid.as_str())) else {
             return Err(Error::NotApplicable {
@@ -339,7 +350,7 @@ fn find_jobs(
     }
     found
         .into_iter()
-        .map(|(obj, f)| job(obj, read_patch(f)?))
+        .map(|(obj, f)| job(obj, read_patch(f, check)?))
         .collect()
 }
 
@@ -359,12 +370,16 @@ pub(crate) fn jobs_for_object(
     let Some(bid) = object.build_id() else {
         return Ok(Vec::new());
     };
+    let check = session.options().check.as_ref();
     let found = match storage.file_bytes()? {
         Some(f) => {
-            let patch = read_patch(f)?;
+            let patch = read_patch(f, check)?;
             (patch.header.build_id().ok() == Some(bid)).then_some(patch)
         }
-        None => storage.lookup_dir(bid)?.map(read_patch).transpose()?,
+        None => storage
+            .lookup_dir(bid)?
+            .map(|f| read_patch(f, check))
+            .transpose()?,
     };
     found
         .map(|patch| make_job(pid, loaded, arch, page, object, patch))
@@ -575,6 +590,7 @@ fn fill_and_commit(
     jobs: &[Job],
     resolved: &[HashMap<usize, u64>],
     registry: Option<u64>,
+    unwinder: Option<Unwinder>,
     storage: Option<&Storage>,
     old: &Replaced,
     waiting: Vec<Callback>,
@@ -631,6 +647,7 @@ fn fill_and_commit(
             hunks: nh,
         });
     }
+    register_unwind_tables(session, jobs, unwinder, rep)?;
     fault::point(opts, "after-write");
 
     // The original bytes are saved and the new code pages read while the target still runs;
@@ -677,6 +694,8 @@ fn fill_and_commit(
         .iter()
         .map(|&i| (all[i].kpta, all[i].len))
         .collect();
+    // Read while the process runs: which replaced regions have unwind tables to deregister.
+    let old_regs = eh_frames::registrations(proc, || unwinder, &old_regions);
     let mut heads: Vec<(u64, [u8; 8])> = jobs.iter().map(|j| (j.kpta, MAGIC)).collect();
     back.extend(jobs.iter().map(|j| (j.kpta, MAGIC_PENDING.to_vec())));
     // The regions replaced are marked pending in the same stop (and put back as they are if
@@ -685,7 +704,10 @@ fn fill_and_commit(
     back.extend(old_regions.iter().map(|&(k, _)| (k, MAGIC.to_vec())));
     let held: Vec<Range<u64>> = old_regions.iter().map(|&(a, l)| a..a + l).collect();
     replaced.extend(old.names.iter().cloned());
-    let mut check = session.safety_check(replaced)?.holding(held.clone());
+    let mut check = session
+        .safety_check(replaced)?
+        .holding(held.clone())
+        .entered_at_starts();
     let mut old_check = session
         .safety_check(old.names.clone())?
         .holding(held.clone());
@@ -767,6 +789,7 @@ fn fill_and_commit(
                 old_unmapped = true;
                 return Ok(AfterCommit {
                     unmap: old_regions.clone(),
+                    registrations: old_regs.clone(),
                 });
             }
             Ok(AfterCommit::default())
@@ -831,6 +854,7 @@ fn fill_and_commit(
                 proc,
                 &mut old_check,
                 &old_regions,
+                &old_regs,
                 Duration::ZERO,
                 opts,
                 rep,
@@ -844,6 +868,49 @@ fn fill_and_commit(
     callbacks::post_patch(&mut host, proc, &mut cbs, rep);
     outcome.frozen = Some(frozen);
     Ok(outcome)
+}
+
+/// Registers the unwind tables of the patches that carry some, with one thread stopped, so
+/// that exceptions can go through the new code as soon as the jumps lead there.
+fn register_unwind_tables(
+    session: &Session<'_>,
+    jobs: &[Job],
+    unwinder: Option<Unwinder>,
+    rep: &mut dyn Report,
+) -> Result<()> {
+    let tables: Vec<(&Job, u64)> = jobs
+        .iter()
+        .filter_map(|j| {
+            let at = j.prepared.eh_frame?;
+            Some((j, j.kpta + j.prepared.layout.elf_offset + at))
+        })
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let Some(unwinder) = unwinder else {
+        rep.detail(
+            "the process has no unwinder (__register_frame_info): the patch's unwind tables \
+             are not registered",
+        );
+        return Ok(());
+    };
+    let _defer = DeferTermination::new();
+    let mut stopped = session.stop_one()?;
+    let result = (|| -> Result<()> {
+        let mut thread = stopped.thread();
+        for (job, at) in &tables {
+            let total = job.prepared.layout.total;
+            eh_frames::register(&mut thread, &session.proc, &unwinder, job.kpta, total, *at)?;
+            rep.detail(&format!(
+                "{}: unwind tables at {at:#x} registered with the process's unwinder",
+                job.id
+            ));
+        }
+        Ok(())
+    })();
+    stopped.resume()?;
+    result
 }
 
 /// Marks every region committed (`KPATCH1` in the header at each of `heads`) and every region
@@ -971,7 +1038,14 @@ mod tests {
     fn jobs_for(loaded: &Loaded, elf: &[u8]) -> Result<Vec<Job>> {
         let dir = tempfile::tempdir().unwrap();
         let arch = FakeProcess::x86_64().arch();
-        find_jobs(fake::PID, &storage(&dir, APP, elf), loaded, arch, 4096)
+        find_jobs(
+            fake::PID,
+            &storage(&dir, APP, elf),
+            loaded,
+            arch,
+            4096,
+            None,
+        )
     }
 
     #[test]
@@ -1055,7 +1129,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let arch = FakeProcess::x86_64().arch();
         let other = storage(&dir, &"ab".repeat(20), &x86);
-        let err = find_jobs(fake::PID, &other, &app_loaded(APP_RANGE), arch, 4096)
+        let err = find_jobs(fake::PID, &other, &app_loaded(APP_RANGE), arch, 4096, None)
             .err()
             .unwrap();
         assert!(
@@ -1118,6 +1192,48 @@ mod tests {
             matches!(&err, Error::ReplaceNeedsEarlier { id, needs } if id == "0001" && needs == "0000"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_callers_check_sees_each_file_before_it_is_parsed_and_can_refuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = FakeProcess::x86_64().arch();
+        let loaded = app_loaded(APP_RANGE);
+        let elf = payload(Architecture::X86_64, 0x20);
+        let good = storage(&dir, APP, &elf);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let check = |refuse: bool| {
+            let seen = seen.clone();
+            PatchCheck(std::sync::Arc::new(move |path, bytes| {
+                seen.lock().unwrap().push((path.to_owned(), bytes.len()));
+                if refuse {
+                    Err("it is not signed".to_owned())
+                } else {
+                    Ok(())
+                }
+            }))
+        };
+        let jobs = find_jobs(fake::PID, &good, &loaded, arch, 4096, Some(&check(false)));
+        assert_eq!(jobs.unwrap().len(), 1);
+        let err = find_jobs(fake::PID, &good, &loaded, arch, 4096, Some(&check(true)))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::Refused(why) if why == "it is not signed"),
+            "{err}"
+        );
+        // A file that does not parse is refused by the check, not reported as malformed.
+        let path = dir.path().join("patch.kpatch");
+        std::fs::write(&path, b"garbage").unwrap();
+        let garbage = Storage::open(&path).unwrap();
+        let err = find_jobs(fake::PID, &garbage, &loaded, arch, 4096, Some(&check(true)))
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Refused(_)), "{err}");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|(p, _)| p == &path), "{seen:?}");
+        assert_eq!(seen[2].1, b"garbage".len());
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use kpatch_process::{DeferTermination, Guardian, MapEntry, Process, ReturnPoint, StoppedProcess};
 
-use crate::coro;
+use crate::coro::{self, AtStop, Coroutines};
 use crate::discover::{AppliedPatch, LoadedObject};
+use crate::eh_frames::{self, Registration};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::options::Options;
@@ -28,6 +29,9 @@ pub struct SafetyCheck {
     walker: StackWalker,
     targets: Targets,
     names: Vec<(Range<u64>, String)>,
+    coro: Coroutines,
+    /// What the last stop did about coroutines, to report once the process runs again.
+    note: Option<String>,
 }
 
 impl SafetyCheck {
@@ -65,18 +69,32 @@ impl SafetyCheck {
         }
         let mut mappings: Vec<Range<u64>> = maps.iter().map(|m| m.range()).collect();
         mappings.sort_by_key(|r| r.start);
+        let source = coro::source(proc.memory(), objects)?;
         Ok(SafetyCheck {
             walker,
             targets: Targets {
                 ranges: merged(names.iter().map(|(r, _)| r.clone())),
                 held: Vec::new(),
-                coro: coro::source(proc.memory(), objects)?,
+                entries: Vec::new(),
+                coro: source.clone(),
                 code_set: merged(code.iter().cloned()),
                 code,
                 mappings,
             },
             names,
+            coro: Coroutines::new(source),
+            note: None,
         })
+    }
+
+    /// Says that each range of `names` is a function whose start stays an entry once the
+    /// change is made (a patch puts a jump to the new version there): a coroutine about to
+    /// start one from its top is not inside it.
+    pub fn entered_at_starts(mut self) -> SafetyCheck {
+        let mut starts: Vec<u64> = self.names.iter().map(|(r, _)| r.start).collect();
+        starts.sort_unstable();
+        self.targets.entries = starts;
+        self
     }
 
     /// Also checks that no thread holds a pointer into `held` (memory about to be unmapped).
@@ -107,17 +125,62 @@ impl SafetyCheck {
         safety::threads(world, &mut self.walker, &self.targets, tids)
     }
 
-    /// Completes an inspection of every thread with the coroutines; a busy one is an error.
+    /// Completes an inspection of every thread with the coroutines: a busy one, or a process
+    /// that changed in a way the search did not see, is recorded in `found`.
     fn finish(&mut self, world: &mut dyn StoppedView<'_>, found: &mut Inspection) -> Result<()> {
-        safety::coroutines(world, &mut self.walker, &self.targets, found)?;
+        if *self.coro.source() == coro::Source::None {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let maps = world.maps()?;
+        let arch = world.process().arch();
+        match self.coro.at_stop(arch, world, &maps)? {
+            AtStop::Changed(why) => found.unsettled = Some(why),
+            AtStop::Contexts { contexts, searched } => {
+                safety::coroutines(
+                    world,
+                    &mut self.walker,
+                    &self.targets,
+                    &contexts,
+                    &maps,
+                    found,
+                )?;
+                self.note = Some(format!(
+                    "coroutines: {} saved context(s) checked in the stop in {} µs, {} KiB searched again",
+                    contexts.len(),
+                    t0.elapsed().as_micros(),
+                    searched >> 10
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports what the last stop did about coroutines (called once the process runs again).
+    fn report_note(&mut self, rep: &mut dyn Report) {
+        if let Some(note) = self.note.take() {
+            rep.detail(&note);
+        }
+    }
+
+    /// What is done before each stop while the process runs: memory that coroutines'
+    /// contexts may be saved in is searched.
+    fn prepare(&mut self, proc: &Process, opts: &Options, rep: &mut dyn Report) -> Result<()> {
+        if let Some(line) = self.coro.prepare(proc, opts.stop_timeout)? {
+            rep.detail(&line);
+        }
+        Ok(())
+    }
+
+    /// Why the stop found in `found` cannot conclude because of coroutines, if it cannot.
+    fn coroutines_in_the_way(&self, found: &Inspection) -> Option<Waiting> {
         if let Some((addr, context)) = found.coroutine {
-            return Err(Error::CoroutineBusy {
-                pid: world.process().pid(),
+            return Some(Waiting::Coroutine {
                 function: self.describe(addr),
                 context,
             });
         }
-        Ok(())
+        found.unsettled.clone().map(Waiting::Unsettled)
     }
 
     /// Stops every thread, the sleeping ones first: their stacks are inspected while the
@@ -150,10 +213,64 @@ impl SafetyCheck {
 }
 
 /// What a commit leaves to do once the threads that were running are released: unmap these
-/// regions (with one thread still stopped to run the `munmap`).
+/// regions (with one thread still stopped to run the `munmap`), deregistering the unwind
+/// tables of those in `registrations` first.
 #[derive(Debug, Default)]
 pub struct AfterCommit {
     pub unmap: Vec<(u64, u64)>,
+    pub registrations: Vec<Registration>,
+}
+
+/// Why a round could not conclude.
+enum Waiting {
+    /// Threads in the ranges: (thread, what it is in).
+    Threads(Vec<(i32, String)>),
+    /// A suspended coroutine in the ranges.
+    Coroutine { function: String, context: u64 },
+    /// The process changed, between the search of its memory for coroutines and the stop, in
+    /// a way the search did not see.
+    Unsettled(String),
+}
+
+impl Waiting {
+    fn report(&self, rep: &mut dyn Report) {
+        match self {
+            Waiting::Threads(busy) => {
+                for (tid, what) in busy {
+                    rep.detail(&format!("thread {tid} is in {what}; waiting"));
+                }
+            }
+            Waiting::Coroutine { function, context } => rep.detail(&format!(
+                "a suspended coroutine is in {function} (context saved at {context:#x}); waiting"
+            )),
+            Waiting::Unsettled(why) => rep.detail(&format!(
+                "coroutines: {why} since the search of its memory; searching again"
+            )),
+        }
+    }
+
+    /// The error once the safety timeout has passed, `start` being when the run began.
+    fn into_error(self, pid: i32, start: Instant) -> Error {
+        let waited_ms = start.elapsed().as_millis();
+        match self {
+            Waiting::Threads(busy) => Error::Busy {
+                pid,
+                waited_ms,
+                busy,
+            },
+            Waiting::Coroutine { function, context } => Error::CoroutineBusy {
+                pid,
+                function,
+                context,
+                waited_ms,
+            },
+            Waiting::Unsettled(why) => Error::CoroutinesUnsettled {
+                pid,
+                why,
+                waited_ms,
+            },
+        }
+    }
 }
 
 /// What one round of a checked stop came to.
@@ -198,7 +315,8 @@ fn rounds<T, W>(
 /// let run (the others staying stopped) until they return out of them, for at most
 /// [`Options::round_wait`]; if they all did, the round commits. Otherwise the process runs on
 /// for a back-off and a new round starts, until [`Options::safety_timeout`]. A suspended
-/// coroutine in the ranges fails at once. `commit` also gets the last inspection (which threads
+/// coroutine in the ranges (which no thread can be let run out of) makes the round wait at
+/// once. `commit` also gets the last inspection (which threads
 /// hold pointers into the held memory) and the report; what it returns is done once the threads
 /// that were running are released. Returns how long the committing round kept any thread of
 /// the process stopped.
@@ -221,9 +339,19 @@ pub fn with_safe_stop(
     if let Some(what) = check.targets.coro.describe() {
         rep.detail(&what);
     }
-    let round = |rep: &mut dyn Report| -> Result<Round<Duration, Vec<(i32, String)>>> {
+    let mut first = true;
+    let round = |rep: &mut dyn Report| -> Result<Round<Duration, Waiting>> {
+        check.prepare(proc, opts, rep)?;
+        if std::mem::take(&mut first) {
+            fault::pause(opts, "searched");
+        }
         let t0 = Instant::now();
         let (mut stopped, mut found) = check.stop_and_inspect(proc, opts)?;
+        if let Some(wait) = check.coroutines_in_the_way(&found) {
+            stopped.resume()?;
+            check.report_note(rep);
+            return Ok(Round::Wait(wait));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let exits: Option<Vec<ReturnPoint>> = found
             .busy
@@ -260,6 +388,11 @@ pub fn with_safe_stop(
             ));
             found = check.inspect(&mut stopped)?;
         }
+        if let Some(wait) = check.coroutines_in_the_way(&found) {
+            stopped.resume()?;
+            check.report_note(rep);
+            return Ok(Round::Wait(wait));
+        }
         if found.busy.is_empty() {
             let Some(commit) = commit.take() else {
                 return Err(Error::Unsupported("commit attempted twice".into()));
@@ -269,52 +402,54 @@ pub fn with_safe_stop(
                 Ok(then) if !then.unmap.is_empty() => {
                     // The threads that were running go first; one stays to run the munmap.
                     let released = stopped.release_all_but_one();
-                    unmap_stopped(&mut stopped, &then.unmap, rep);
+                    unmap_stopped(&mut stopped, &then.unmap, &then.registrations, rep);
                     released.and(stopped.resume())
                 }
                 _ => stopped.resume(),
             };
             let frozen = t0.elapsed();
+            check.report_note(rep);
             result?;
             resumed?;
             return Ok(Round::Done(frozen));
         }
         stopped.resume()?;
-        Ok(Round::Wait(
+        check.report_note(rep);
+        Ok(Round::Wait(Waiting::Threads(
             found
                 .busy
                 .iter()
                 .map(|b| (b.tid, check.describe(b.addr)))
                 .collect(),
-        ))
+        )))
     };
     rounds(
         deadline,
         rep,
         round,
-        |busy, rep| {
-            for (tid, what) in busy {
-                rep.detail(&format!("thread {tid} is in {what}; waiting"));
-            }
-        },
-        |busy| {
-            Err(Error::Busy {
-                pid: proc.pid(),
-                waited_ms: start.elapsed().as_millis(),
-                busy,
-            })
-        },
+        |wait, rep| wait.report(rep),
+        |wait| Err(wait.into_error(proc.pid(), start)),
     )
 }
 
-/// Unmaps `regions` by syscalls in one of the stopped threads. A failure is reported and left
-/// for the next run to reclaim (the regions are marked pending).
-fn unmap_stopped(stopped: &mut StoppedProcess<'_>, regions: &[(u64, u64)], rep: &mut dyn Report) {
+/// Unmaps `regions` by syscalls in one of the stopped threads, deregistering the unwind
+/// tables of those in `regs` first. A failure is reported and left for the next run to
+/// reclaim (the regions are marked pending).
+fn unmap_stopped(
+    stopped: &mut StoppedProcess<'_>,
+    regions: &[(u64, u64)],
+    regs: &[Registration],
+    rep: &mut dyn Report,
+) {
     let Some(mut thread) = stopped.runnable_thread() else {
         rep.detail("no thread can run the munmap; the regions stay for the next run to reclaim");
         return;
     };
     for &(a, l) in regions.iter().filter(|&&(a, l)| a != 0 && l != 0) {
+        if let Err(e) = eh_frames::before_unmap(&mut thread, regs, a) {
+            rep.detail(&format!("the region at {a:#x} stays mapped: {e}"));
+            continue;
+        }
         if let Err(e) = thread.munmap(a, l) {
             rep.detail(&format!(
                 "the region at {a:#x} stays for the next run to reclaim: {e}"
@@ -342,11 +477,13 @@ pub fn describe_reference(r: &safety::Reference) -> String {
 /// function that code in a region reached by a tail call may still be reading the region's
 /// data). Each round stops every thread and checks; between rounds the process runs for a
 /// back-off, for at most `patience` (one round if zero). A region still in use then stays
-/// mapped, pending: a later run reclaims it. Returns whether the regions were unmapped.
+/// mapped, pending: a later run reclaims it. The unwind tables of the regions in `regs` are
+/// deregistered first. Returns whether the regions were unmapped.
 pub fn unmap_when_unused(
     proc: &Process,
     check: &mut SafetyCheck,
     regions: &[(u64, u64)],
+    regs: &[Registration],
     patience: Duration,
     opts: &Options,
     rep: &mut dyn Report,
@@ -355,15 +492,24 @@ pub fn unmap_when_unused(
         return Ok(true);
     }
     let round = |rep: &mut dyn Report| -> Result<Round<bool, ()>> {
+        check.prepare(proc, opts, rep)?;
         let (mut stopped, found) = check.stop_and_inspect(proc, opts)?;
+        if let Some(wait) = check.coroutines_in_the_way(&found) {
+            stopped.resume()?;
+            check.report_note(rep);
+            wait.report(rep);
+            return Ok(Round::Wait(()));
+        }
         if found.busy.is_empty() && found.refs.is_empty() {
             let released = stopped.release_all_but_one();
-            unmap_stopped(&mut stopped, regions, rep);
+            unmap_stopped(&mut stopped, regions, regs, rep);
             stopped.resume()?;
+            check.report_note(rep);
             released?;
             return Ok(Round::Done(true));
         }
         stopped.resume()?;
+        check.report_note(rep);
         for b in &found.busy {
             rep.detail(&format!(
                 "thread {} is in {}; the region stays mapped meanwhile",

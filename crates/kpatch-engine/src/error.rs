@@ -33,6 +33,8 @@ pub enum Error {
     Unsupported(String),
     #[error(transparent)]
     Target(#[from] kpatch_process::Error),
+    #[error("{0}")]
+    Refused(String),
     #[error("{path}: {source}")]
     Format {
         path: PathBuf,
@@ -76,12 +78,21 @@ pub enum Error {
         busy: Vec<(i32, String)>,
     },
     #[error(
-        "safety check failed for pid {pid}: {function} is on the stack of a suspended coroutine (context saved at {context:#x}); a coroutine cannot be waited for, so nothing was changed: retry when the coroutine has finished"
+        "safety check failed for pid {pid}: after {waited_ms} ms {function} is still on the stack of a suspended coroutine (context saved at {context:#x}); nothing was changed: retry when the coroutine has finished"
     )]
     CoroutineBusy {
         pid: i32,
         function: String,
         context: u64,
+        waited_ms: u128,
+    },
+    #[error(
+        "safety check failed for pid {pid}: after {waited_ms} ms its coroutines could still not be checked ({why} between each search of its memory and the stop); nothing was changed"
+    )]
+    CoroutinesUnsettled {
+        pid: i32,
+        why: String,
+        waited_ms: u128,
     },
     #[error("another libcare-ctl holds the lock on pid {pid} ({path}); try again when it is done")]
     Locked { pid: i32, path: PathBuf },

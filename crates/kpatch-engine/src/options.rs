@@ -1,7 +1,7 @@
 //! Tunables of patch and unpatch runs. The engine reads no environment: the binaries fill these
 //! in (`libcare-ctl` from its `LIBCARE_*` variables).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,23 @@ use kpatch_process::GuardianForker;
 /// Where lock files go unless the caller says otherwise.
 const DEFAULT_LOCK_DIR: &str = "/run/libcare";
 
-/// How long to wait, where to keep lock files, and (for tests) where to die.
+/// A check each patch file must pass when the storage is searched (its signature, who could
+/// have written it): the path and the bytes read, which are the bytes then used. `Err` holds
+/// why the file is refused.
+#[derive(Clone)]
+pub struct PatchCheck(pub Arc<CheckFn>);
+
+/// The function of a [`PatchCheck`].
+pub type CheckFn = dyn Fn(&Path, &[u8]) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for PatchCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PatchCheck")
+    }
+}
+
+/// How long to wait, where to keep lock files, which patch files to trust, and (for tests)
+/// where to die.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// How long a function being replaced may stay on some thread's stack before the run
@@ -35,6 +51,11 @@ pub struct Options {
     /// Forks the guardians, when set (a run over many processes: see [`GuardianForker`]);
     /// otherwise this process forks them.
     pub guardian_forker: Option<Arc<GuardianForker>>,
+    /// Test-only: the step at which the tool stops itself (`SIGSTOP`) until continued
+    /// (`LIBCARE_PAUSE_STEP`; see `fault.rs`). `None` in production.
+    pub pause_step: Option<String>,
+    /// Run on every patch file found, before it is parsed.
+    pub check: Option<PatchCheck>,
 }
 
 impl Default for Options {
@@ -48,6 +69,8 @@ impl Default for Options {
             callback_timeout: Duration::from_secs(10),
             fault_step: None,
             guardian_forker: None,
+            pause_step: None,
+            check: None,
         }
     }
 }

@@ -2,8 +2,13 @@
 //! live process of `kpatch-process` and, in the unit tests, by an in-memory fake. Attaching,
 //! stopping, injecting syscalls and writing the commit stay with the live process.
 
+use std::ops::Range;
+use std::time::Duration;
+
 use kpatch_arch::Arch;
-use kpatch_process::{MapEntry, Memory, Process, StoppedProcess};
+use kpatch_process::{MapEntry, Memory, Process, StoppedProcess, StoppedThread};
+
+use crate::error::Result;
 
 /// A running process: its memory, and what the plan depends on besides.
 pub trait ProcessView {
@@ -11,6 +16,11 @@ pub trait ProcessView {
     fn memory(&self) -> &dyn Memory;
     fn pid(&self) -> i32;
     fn arch(&self) -> &'static dyn Arch;
+    /// The pages of `range` that hold data (see [`Process::resident`]); all of it when that
+    /// cannot be known.
+    fn resident(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        vec![range]
+    }
 }
 
 impl ProcessView for Process {
@@ -22,6 +32,9 @@ impl ProcessView for Process {
     }
     fn arch(&self) -> &'static dyn Arch {
         Process::arch(self)
+    }
+    fn resident(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        Process::resident(self, range.clone()).unwrap_or_else(|_| vec![range])
     }
 }
 
@@ -55,5 +68,22 @@ impl<'p> StoppedView<'p> for StoppedProcess<'p> {
     }
     fn maps(&self) -> kpatch_process::Result<Vec<MapEntry>> {
         StoppedProcess::process(self).maps()
+    }
+}
+
+/// Stops one thread of `proc` (the main one if it can) while the others run.
+pub fn stop_one_thread(proc: &Process, timeout: Duration) -> Result<StoppedThread<'_>> {
+    match proc.stop_one(proc.pid(), timeout) {
+        Ok(t) => Ok(t),
+        Err(first) => {
+            for tid in proc.thread_ids()? {
+                if tid != proc.pid() {
+                    if let Ok(t) = proc.stop_one(tid, timeout) {
+                        return Ok(t);
+                    }
+                }
+            }
+            Err(first.into())
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kpatch_arch::{Arch, ArchError, Reloc, RelocNeed, JUMP_TABLE_SLOT_OFFSET};
-use kpatch_file::{parse_info_records, InfoRecord, KPATCH_DATA, KPATCH_INFO};
+use kpatch_file::{parse_info_records, InfoRecord, KPATCH_DATA, KPATCH_EH_FRAME, KPATCH_INFO};
 use object::elf;
 
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ pub struct Prepared {
     slot_of: HashMap<Slot, usize>,
     /// Undefined symbols to resolve, by payload symbol index.
     pub imports: BTreeMap<usize, (String, Option<String>)>,
+    /// Offset in the ELF image of the unwind tables to register (`.kpatch.eh_frame`).
+    pub eh_frame: Option<u64>,
 }
 
 /// The region contents of a relocated patch, minus the header.
@@ -111,6 +113,10 @@ impl Prepared {
                 RelocNeed::TlsGotSlot | RelocNeed::TlsOffset => {}
             }
         }
+        let eh_frame = payload
+            .section(KPATCH_EH_FRAME)
+            .filter(|(_, s)| s.size > 0)
+            .map(|(_, s)| s.offset);
         let layout = Layout::new(
             elf_len,
             slots.len() as u64,
@@ -118,6 +124,7 @@ impl Prepared {
             arch.hunk_size() as u64,
             info_offset,
             data_offset,
+            eh_frame.is_some(),
             page,
         );
         Ok(Prepared {
@@ -126,6 +133,7 @@ impl Prepared {
             slots,
             slot_of,
             imports,
+            eh_frame,
         })
     }
 

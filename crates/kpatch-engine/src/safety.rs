@@ -143,6 +143,9 @@ pub struct Inspection {
     /// A suspended coroutine with a frame in the ranges: (the code address, where its context
     /// is saved).
     pub coroutine: Option<(u64, u64)>,
+    /// Why the coroutines could not be checked in this stop (the process changed in a way the
+    /// search while it ran did not see); the next round searches again.
+    pub unsettled: Option<String>,
     pub stacks: Vec<LiveStack>,
     /// Threads holding pointers into [`Targets::held`] (one per thread).
     pub refs: Vec<Reference>,
@@ -160,6 +163,7 @@ impl Inspection {
         self.refs.extend(other.refs);
         self.segments.extend(other.segments);
         self.coroutine = self.coroutine.or(other.coroutine);
+        self.unsettled = self.unsettled.take().or(other.unsettled);
     }
 
     /// Allocates (and touches) the buffers [`Inspection::rescan_stacks`] will read into, so
@@ -272,6 +276,9 @@ pub struct Targets {
     pub code: Vec<Range<u64>>,
     /// The same, sorted and merged (see [`crate::unwind::merged`]).
     pub code_set: Vec<Range<u64>>,
+    /// Addresses in the ranges where execution may still enter once the change is made (the
+    /// start of a replaced function, which gets a jump to its new version), sorted.
+    pub entries: Vec<u64>,
     /// Where the suspended coroutines are to be found.
     pub coro: coro::Source,
 }
@@ -395,41 +402,90 @@ pub fn threads(
 }
 
 /// Completes an inspection of every thread (stopped and inspected into `out`) with the
-/// suspended coroutines' stacks.
+/// suspended coroutines' stacks, from their saved `contexts` (see [`crate::coro`]); `maps` are
+/// the mappings now. The first coroutine found with a frame in the ranges is recorded.
 pub fn coroutines(
     world: &mut dyn StoppedView<'_>,
     walker: &mut StackWalker,
     t: &Targets,
+    contexts: &[coro::Context],
+    maps: &[MapEntry],
     out: &mut Inspection,
 ) -> Result<()> {
-    if t.coro == coro::Source::None {
+    if contexts.is_empty() {
         return Ok(());
     }
+    let own = own_stacks(world, &out.stacks, maps);
     let proc = world.process();
     let mem: &dyn Memory = proc.memory();
     let mut reader = BlockReader::new(mem, &t.code);
-    let some_regs = world.any_regs();
-    let maps = world.maps()?;
-    let guard = some_regs
-        .as_deref()
-        .and_then(|r| coro::pointer_guard(mem, r));
-    let view = coro::View {
-        mem,
-        maps: &maps,
-        code: &t.code,
-        guard,
-    };
-    for c in coro::contexts(proc.arch(), &t.coro, &view)? {
-        if stale(&c, &out.stacks, &maps) {
+    for c in contexts {
+        if dead(c, &own) || stale(c, &out.stacks, &own) {
             continue;
         }
         let walk = walker.walk_from(c.pc, c.sp, c.fp, 0, &mut |a| reader.word(a));
-        if let Some(addr) = walk.hit(&t.ranges) {
-            out.coroutine = Some((addr, c.at));
+        // A context made by makecontext and never entered starts its function from the top:
+        // it goes through the entry, which stays valid (`entries`), so it is not inside.
+        let inside = walk.frames.iter().enumerate().find(|(i, f)| {
+            contains_sorted(&t.ranges, f.lookup)
+                && !(*i == 0 && t.entries.binary_search(&f.addr).is_ok())
+        });
+        if let Some((_, f)) = inside {
+            out.coroutine = Some((f.lookup, c.at));
             break;
         }
     }
     Ok(())
+}
+
+/// A thread's own stack: the mapping holding its thread control block (glibc puts it at the
+/// top of a thread's stack) or, for the main thread, `[stack]`; never `[heap]`, where other
+/// objects lie too.
+struct OwnStack {
+    mapping: Range<u64>,
+    /// The thread's stack pointer, when it runs on this stack.
+    sp: Option<u64>,
+    /// Its walk went to the thread's first frame.
+    complete: bool,
+}
+
+fn own_stacks(
+    world: &mut dyn StoppedView<'_>,
+    stacks: &[LiveStack],
+    maps: &[MapEntry],
+) -> Vec<OwnStack> {
+    let pid = world.process().pid();
+    let mapping = |a: u64| maps.iter().find(|m| m.contains(a));
+    let mut out = Vec::new();
+    for s in stacks {
+        let tcb = world
+            .regs(s.tid)
+            .and_then(|r| r.ok())
+            .and_then(|r| coro::thread_pointer(&r));
+        let m = if s.tid == pid {
+            maps.iter().find(|m| m.is_special("[stack]"))
+        } else {
+            tcb.and_then(mapping)
+        };
+        if let Some(m) = m.filter(|m| !m.is_special("[heap]")) {
+            out.push(OwnStack {
+                mapping: m.range(),
+                sp: m.contains(s.sp).then_some(s.sp),
+                complete: s.complete,
+            });
+        }
+    }
+    out
+}
+
+/// Whether a context lies below the stack pointer of a thread running on its own stack (red
+/// zone aside): memory that any call or signal of the thread overwrites, holding nothing the
+/// program can resume (the `ucontext_t` QEMU prepares for a new coroutine, once the function
+/// that made it returned).
+fn dead(c: &coro::Context, own: &[OwnStack]) -> bool {
+    own.iter().any(|o| {
+        o.sp.is_some_and(|sp| o.mapping.start <= c.at && c.at < sp.saturating_sub(RED_ZONE))
+    })
 }
 
 /// How much stack a thread may have in use for [`clear_without_walking`] to be tried: searching
@@ -578,22 +634,13 @@ fn words_of(base: u64, bytes: &[u8]) -> Vec<(u64, u64)> {
 }
 
 /// Whether a saved context belongs to a stack some thread runs on (see [`crate::coro`]): its
-/// stack pointer is in the used part of that stack, or anywhere in a stack mapping whose walk
-/// went to the end (a thread's own stack; its unused part holds only dead frames).
-fn stale(c: &coro::Context, stacks: &[LiveStack], maps: &[MapEntry]) -> bool {
-    let mapping = |a: u64| maps.iter().find(|m| m.contains(a));
-    stacks.iter().any(|s| {
-        if (s.sp..=s.top).contains(&c.sp) {
-            return true;
-        }
-        if !s.complete {
-            return false;
-        }
-        match (mapping(s.sp), mapping(c.sp)) {
-            (Some(a), Some(b)) => a == b && !a.is_special("[heap]") && mapping(s.top) == Some(a),
-            _ => false,
-        }
-    })
+/// stack pointer is in the used part of that stack, or anywhere in a thread's own stack it
+/// runs on, whose walk went to the end (its unused part holds only dead frames).
+fn stale(c: &coro::Context, stacks: &[LiveStack], own: &[OwnStack]) -> bool {
+    stacks.iter().any(|s| (s.sp..=s.top).contains(&c.sp))
+        || own
+            .iter()
+            .any(|o| o.sp.is_some() && o.complete && o.mapping.contains(&c.sp))
 }
 
 #[cfg(test)]
@@ -732,6 +779,7 @@ mod tests {
             mappings: Vec::new(),
             code: code.clone(),
             code_set: code,
+            entries: Vec::new(),
             coro: coro::Source::None,
         };
         let mut regs = vec![0u64; layout.words];
@@ -756,6 +804,106 @@ mod tests {
             assert!(
                 !clear_without_walking(&regs, layout, &clean, &walker, &t),
                 "pc {pc:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn suspended_coroutines_are_walked_unless_stale_dead_or_not_started() {
+        use crate::fake::{self, FakeProcess, FakeStopped, PID};
+        use kpatch_process::MapName;
+        const CODE: Range<u64> = 0x1000..0x9000;
+        const REPLACED: Range<u64> = 0x2000..0x2100;
+        const RETURN_INTO: u64 = 0x2058;
+        const STACK: u64 = 0x7000_0000; // the main thread's, [stack]
+        const CORO: u64 = 0x7100_0000; // a coroutine's, a mapping of its own
+        let proc = FakeProcess::x86_64();
+        let mut code = vec![0x90u8; (CODE.end - CODE.start) as usize];
+        let call = (RETURN_INTO - 5 - CODE.start) as usize;
+        code[call..call + 5].copy_from_slice(&[0xe8, 0, 0, 0, 0]);
+        proc.map(CODE.start, code);
+        proc.map(STACK, vec![0; 0x10000]);
+        proc.map(CORO, vec![0; 0x10000]);
+        let maps = vec![
+            fake::mapping(CODE, false, true, MapName::Anonymous),
+            fake::mapping(
+                STACK..STACK + 0x10000,
+                true,
+                false,
+                MapName::Special("[stack]".into()),
+            ),
+            fake::mapping(CORO..CORO + 0x10000, true, false, MapName::Anonymous),
+        ];
+        // A frame returning into the replaced function at `fp` on either stack.
+        let frame_into_replaced = |fp: u64| proc.poke_words(fp, &[0, RETURN_INTO]);
+        frame_into_replaced(CORO + 0xf020);
+        frame_into_replaced(STACK + 0xf020);
+        frame_into_replaced(STACK + 0xf820);
+        let arch = kpatch_arch::for_machine(kpatch_arch::EM_X86_64).unwrap();
+        let mut walker = StackWalker::new(arch);
+        walker.set_code(vec![CODE]);
+        let mut t = Targets {
+            ranges: vec![REPLACED],
+            held: Vec::new(),
+            mappings: Vec::new(),
+            code: vec![CODE],
+            code_set: vec![CODE],
+            entries: vec![REPLACED.start],
+            coro: coro::Source::Scan { why: "test".into() },
+        };
+        let mut world = FakeStopped {
+            proc: &proc,
+            threads: std::collections::BTreeMap::from([(PID, vec![0u64; 27])]),
+            maps: maps.clone(),
+        };
+        let context = |at, pc, sp, fp| coro::Context { at, pc, sp, fp };
+        // The main thread runs on its stack from +0xf000 to +0xf100.
+        let stacks = vec![LiveStack {
+            tid: PID,
+            sp: STACK + 0xf000,
+            top: STACK + 0xf100,
+            complete: true,
+        }];
+        let check = |world: &mut FakeStopped<'_>,
+                     walker: &mut StackWalker,
+                     t: &Targets,
+                     stacks: &[LiveStack],
+                     cs: &[coro::Context]| {
+            let mut out = Inspection {
+                stacks: stacks.to_vec(),
+                ..Default::default()
+            };
+            coroutines(world, walker, t, cs, &maps, &mut out).unwrap();
+            out.coroutine
+        };
+        let not_in_the_way = [
+            // Its stack pointer in the thread's used stack: the thread's walk covers it.
+            context(0x5000_0000, 0x3000, STACK + 0xf010, STACK + 0xf020),
+            // Anywhere else in the thread's own stack (dead frames below it).
+            context(0x5000_0000, 0x3000, STACK + 0xf800, STACK + 0xf820),
+            // Saved below the thread's stack pointer: dead memory.
+            context(STACK + 0x100, 0x3000, CORO + 0xf000, CORO + 0xf020),
+            // Made by makecontext, never entered: it starts the function from its entry.
+            context(0x5000_0000, REPLACED.start, CORO + 0xfff8, 0),
+        ];
+        assert_eq!(
+            check(&mut world, &mut walker, &t, &stacks, &not_in_the_way),
+            None
+        );
+        // A coroutine suspended with the replaced function on its stack.
+        let busy = context(0x5000_0100, 0x3000, CORO + 0xf000, CORO + 0xf020);
+        let mut all = not_in_the_way.to_vec();
+        all.push(busy);
+        assert_eq!(
+            check(&mut world, &mut walker, &t, &stacks, &all),
+            Some((RETURN_INTO - 1, busy.at))
+        );
+        // Each of the others is in the way once nothing tells it is not.
+        t.entries.clear();
+        for c in not_in_the_way {
+            assert!(
+                check(&mut world, &mut walker, &t, &[], &[c]).is_some(),
+                "{c:?}"
             );
         }
     }

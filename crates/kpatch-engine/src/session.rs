@@ -11,14 +11,17 @@ use kpatch_process::{DeferTermination, Guardian, Memory, Process, StoppedThread}
 
 use crate::checked_stop::{self, AfterCommit, SafetyCheck};
 use crate::discover::{ImageCache, Loaded};
+use crate::eh_frames::{self, Unwinder};
 use crate::error::Result;
 use crate::fault;
 use crate::lock::{self, PidLock};
 use crate::options::Options;
+use crate::process_view;
 use crate::registry;
 use crate::removal::{self, Removal};
 use crate::report::Report;
 use crate::runs;
+use crate::scope::Scope;
 
 /// What runs once a removal has reverted the code, before the regions go.
 pub type AfterRevert<'a, 'e> = dyn FnMut(&Session<'e>, &mut dyn Report) + 'a;
@@ -138,6 +141,12 @@ impl<'e> Session<'e> {
             .iter()
             .map(|&(a, l)| a..a.saturating_add(l))
             .collect();
+        // Read while the process runs: which regions have unwind tables to deregister.
+        let regs = eh_frames::registrations(
+            proc,
+            || Unwinder::find(&Scope::of(proc, &self.loaded.objects)),
+            &regions,
+        );
         let mut check = self.safety_check(names)?.holding(held);
         let mut frozen = None;
         let mut unmapped = false;
@@ -195,6 +204,7 @@ impl<'e> Session<'e> {
                         *unmapped = true;
                         return Ok(AfterCommit {
                             unmap: regions.clone(),
+                            registrations: regs.clone(),
                         });
                     }
                     for r in &found.refs {
@@ -217,8 +227,9 @@ impl<'e> Session<'e> {
             } else {
                 opts.safety_timeout
             };
-            if !checked_stop::unmap_when_unused(proc, &mut check, &regions, patience, opts, rep)?
-                && !tolerant
+            if !checked_stop::unmap_when_unused(
+                proc, &mut check, &regions, &regs, patience, opts, rep,
+            )? && !tolerant
             {
                 rep.info(&format!(
                     "warning: PID '{}': the removed patch's memory is still in use; it stays mapped and a later run will free it",
@@ -244,34 +255,30 @@ impl<'e> Session<'e> {
 
     /// Stops one thread (the main one if it can) while the others run.
     pub fn stop_one(&self) -> Result<StoppedThread<'_>> {
-        let (proc, timeout) = (&self.proc, self.options().stop_timeout);
-        match proc.stop_one(proc.pid(), timeout) {
-            Ok(t) => Ok(t),
-            Err(first) => {
-                for tid in proc.thread_ids()? {
-                    if tid != proc.pid() {
-                        if let Ok(t) = proc.stop_one(tid, timeout) {
-                            return Ok(t);
-                        }
-                    }
-                }
-                Err(first.into())
-            }
-        }
+        process_view::stop_one_thread(&self.proc, self.options().stop_timeout)
     }
 
-    /// Unmaps regions with one thread stopped; failures are ignored (the caller is already
-    /// reporting an error, and an unreferenced region does no harm).
-    pub fn unmap_regions(&self, regions: impl Iterator<Item = (u64, u64)>) {
+    /// Unmaps regions with one thread stopped, deregistering their unwind tables first (with
+    /// `unwinder`, the process's); failures are ignored (the caller is already reporting an
+    /// error, and an unreferenced region does no harm; one whose tables could not be
+    /// deregistered stays).
+    pub fn unmap_regions(
+        &self,
+        regions: impl Iterator<Item = (u64, u64)>,
+        unwinder: Option<Unwinder>,
+    ) {
         let regions: Vec<(u64, u64)> = regions.filter(|&(a, l)| a != 0 && l != 0).collect();
         if regions.is_empty() {
             return;
         }
+        let regs = eh_frames::registrations(&self.proc, || unwinder, &regions);
         let _defer = DeferTermination::new();
         if let Ok(mut stopped) = self.stop_one() {
             let mut thread = stopped.thread();
             for (a, l) in regions {
-                let _ = thread.munmap(a, l);
+                if eh_frames::before_unmap(&mut thread, &regs, a).is_ok() {
+                    let _ = thread.munmap(a, l);
+                }
             }
             let _ = stopped.resume();
         }

@@ -45,6 +45,7 @@ mod livepatch;
 mod payload;
 mod read;
 mod sections;
+mod trailer;
 mod write;
 
 pub use depends::Depends;
@@ -65,7 +66,8 @@ pub use payload::{PayloadElf, Section};
 pub use read::{KpatchFile, PAYLOAD_ALIGN};
 pub use sections::{
     is_kpatch_rela, is_kpatch_section, rela_section_name, COPY_SUFFIX, EARLIER_STUBS,
-    KPATCH_CALLBACKS, KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_DEPENDS, KPATCH_INFO, KPATCH_PREFIX,
-    KPATCH_REGISTRY, KPATCH_REPLACE, KPATCH_STATES, KPATCH_STRTAB, KPATCH_TEXT,
+    KPATCH_CALLBACKS, KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_DEPENDS, KPATCH_EH_FRAME, KPATCH_INFO,
+    KPATCH_PREFIX, KPATCH_REGISTRY, KPATCH_REPLACE, KPATCH_STATES, KPATCH_STRTAB, KPATCH_TEXT,
 };
+pub use trailer::split_trailer;
 pub use write::{normalize_build_id, validate_patch_id, write_kpatch};

@@ -132,7 +132,7 @@ fn check_offset(field: &'static str, value: u32) -> Result<(), FormatError> {
 
 /// `total_size` as a length, checked against the layout `kpatch_make` writes and against the
 /// file's length.
-fn total_size(header: &Header, file_len: usize) -> Result<usize, FormatError> {
+pub(crate) fn total_size(header: &Header, file_len: usize) -> Result<usize, FormatError> {
     let total_size = header.total_size();
     let min = HEADER_SIZE + FILE_HEADER_SIZE;
     let len = usize::try_from(total_size).unwrap_or(usize::MAX);

@@ -11,6 +11,9 @@ pub const KPATCH_DATA: &str = ".kpatch.data";
 pub const KPATCH_STRTAB: &str = ".kpatch.strtab";
 /// One [`crate::InfoRecord`] per patched function, then the end marker.
 pub const KPATCH_INFO: &str = ".kpatch.info";
+/// The unwind tables (CIEs and FDEs) of the patch's code, copied by `kpatch_strip` from the
+/// patched binary's `.eh_frame`; the runtime registers them with the process's unwinder.
+pub const KPATCH_EH_FRAME: &str = ".kpatch.eh_frame";
 
 /// Callback records of `<libcare/livepatch.h>` ([`crate::CallbackRecord`], `LIBCARE_CALLBACKS`).
 /// This and the sections below are ours: LibcarePlus loads and relocates them like any other
@@ -70,6 +73,7 @@ mod tests {
             KPATCH_DATA,
             KPATCH_STRTAB,
             KPATCH_INFO,
+            KPATCH_EH_FRAME,
             KPATCH_CALLBACKS,
             KPATCH_STATES,
             KPATCH_REGISTRY,

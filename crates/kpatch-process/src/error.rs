@@ -164,6 +164,13 @@ pub enum Error {
     /// The thread stopped somewhere we did not expect.
     #[error("pid {pid}: thread {tid}: {detail}")]
     UnexpectedStop { pid: i32, tid: i32, detail: String },
+    /// Watching the process's writes failed (see [`crate::WriteWatch`]).
+    #[error("pid {pid}: cannot watch what it writes ({what}): {source}")]
+    WriteWatch {
+        pid: i32,
+        what: &'static str,
+        source: std::io::Error,
+    },
     /// A caller-supplied argument is unusable.
     #[error("{0}")]
     InvalidArgument(String),

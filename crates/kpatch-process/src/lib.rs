@@ -27,6 +27,7 @@ mod call;
 mod defer;
 mod error;
 mod guardian;
+mod inherited_fd;
 mod inject;
 mod maps;
 mod memory;
@@ -44,12 +45,14 @@ mod syscall;
 mod syscall_insn;
 mod thread;
 mod tracee;
+mod written;
 
 pub use auxv::{Auxv, AT_BASE, AT_ENTRY, AT_HWCAP, AT_HWCAP2, AT_PAGESZ, AT_PHDR, AT_SYSINFO_EHDR};
 pub use call::{CALL_RETURN_ADDRESS, RED_ZONE};
 pub use defer::DeferTermination;
 pub use error::{Error, Result};
 pub use guardian::{Guardian, GuardianForker, GUARDIAN_CAPACITY};
+pub use inherited_fd::adopt_inherited_fd;
 pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};
 pub use memory::Memory;
 pub use process::Process;
@@ -61,3 +64,4 @@ pub use seccomp::{
 pub use stop::{StoppedProcess, StoppedThread};
 pub use syscall::SYSCALL_TIMEOUT;
 pub use thread::ThreadHandle;
+pub use written::WriteWatch;

@@ -153,6 +153,11 @@ impl Process {
         &self.comm
     }
 
+    /// `/proc/PID/NAME` (or the live thread's, see [`Process::open`]).
+    pub(crate) fn proc_file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
     /// The current mappings.
     pub fn maps(&self) -> Result<Vec<MapEntry>> {
         let path = self.root.join("maps");

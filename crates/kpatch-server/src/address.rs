@@ -4,7 +4,10 @@
 use std::os::fd::RawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use kpatch_process::adopt_inherited_fd;
+use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 
 use crate::conn::Listener;
 use crate::error::{Error, Result};
@@ -58,20 +61,29 @@ impl Address {
         SocketAddr::from_abstract_name(bytes)
     }
 
-    /// Starts listening. A path must not exist yet (a stale socket file is not removed: it
-    /// may belong to a running server).
+    /// Starts listening, with a path socket's file mode 0600 (see [`Address::listen_as`]).
     pub fn listen(&self) -> Result<Listener> {
+        self.listen_as(0o600, None)
+    }
+
+    /// Starts listening. A path socket gets file mode `mode` and, when given, group `gid`,
+    /// whatever the umask, before anyone can connect to it: it is bound in a private
+    /// directory, set up there, then renamed into place. A path must not exist yet (a stale
+    /// socket file is not removed: it may belong to a running server).
+    pub fn listen_as(&self, mode: u32, gid: Option<u32>) -> Result<Listener> {
         let err = |source| Error::Listen {
             address: self.to_string(),
             source,
         };
         match self {
-            Address::Path(p) => UnixListener::bind(p).map(Listener::Owned).map_err(err),
+            Address::Path(p) => bind_path(p, mode, gid).map(Listener).map_err(err),
             Address::Abstract(name) => Address::abstract_addr(name)
                 .and_then(|a| UnixListener::bind_addr(&a))
-                .map(Listener::Owned)
+                .map(Listener)
                 .map_err(err),
-            Address::Fd(fd) => Ok(Listener::Inherited(*fd)),
+            Address::Fd(fd) => adopt_inherited_fd(*fd)
+                .map(|fd| Listener(UnixListener::from(fd)))
+                .map_err(err),
         }
     }
 
@@ -89,6 +101,37 @@ impl Address {
             Address::Fd(_) => Err(Error::BadAddress(self.to_string())),
         }
     }
+}
+
+/// Binds a path socket with exactly `mode` and `gid` (see [`Address::listen_as`]).
+fn bind_path(path: &Path, mode: u32, gid: Option<u32>) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // mkdtemp makes it 0700: nobody else can reach the socket inside it. (A short name: the
+    // path inside must fit in a socket address too.)
+    let private = nix::unistd::mkdtemp(&parent.join(".XXXXXX"))?;
+    let inside = private.join("s");
+    let bound = (|| {
+        let listener = UnixListener::bind(&inside)?;
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(mode))?;
+        if let Some(gid) = gid {
+            nix::unistd::chown(&inside, None, Some(gid.into()))?;
+        }
+        renameat2(
+            AT_FDCWD,
+            &inside,
+            AT_FDCWD,
+            path,
+            RenameFlags::RENAME_NOREPLACE,
+        )?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&inside);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 impl std::fmt::Display for Address {
@@ -125,11 +168,11 @@ mod tests {
     #[test]
     fn an_inherited_descriptor_is_served() {
         use std::io::{Read, Write};
-        use std::os::fd::AsRawFd;
+        use std::os::fd::IntoRawFd;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let owner = UnixListener::bind(&path).unwrap();
-        let a = Address::parse(&format!("&{}", owner.as_raw_fd())).unwrap();
+        let a = Address::parse(&format!("&{}", owner.into_raw_fd())).unwrap();
         let inherited = a.listen().unwrap();
         let mut client = UnixStream::connect(&path).unwrap();
         let mut conn = inherited.accept().unwrap();
@@ -142,6 +185,28 @@ mod tests {
         let mut reply = Vec::new();
         client.read_to_end(&mut reply).unwrap();
         assert_eq!(reply, b"ok");
+    }
+
+    #[test]
+    fn a_path_socket_gets_its_mode_whatever_the_umask() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let a = Address::parse(path.to_str().unwrap()).unwrap();
+        let gid = nix::unistd::getegid().as_raw();
+        let _l = a.listen_as(0o660, Some(gid)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
+        assert_eq!(meta.gid(), gid);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no leftovers"
+        );
+        // An existing path is left alone.
+        let err = a.listen().unwrap_err().to_string();
+        assert!(err.contains("exists"), "{err}");
+        let _c = a.connect().unwrap();
     }
 
     #[test]

@@ -1,38 +1,34 @@
-//! Accepted connections. A socket inherited as `&FD` exists only as a descriptor number, so
-//! every connection is handled through its descriptor with `accept4`/`recv`/`send`.
+//! Listening sockets and accepted connections, with each client's credentials.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 
 use nix::errno::Errno;
-use nix::sys::socket::{accept4, recv, send, MsgFlags, SockFlag};
+use nix::sys::socket::{getsockopt, send, sockopt::PeerCredentials, MsgFlags};
 
-/// A listening socket.
+use crate::access::Peer;
+
+/// A listening socket: bound by us, or inherited (`&FD`).
 #[derive(Debug)]
-pub enum Listener {
-    /// Bound by us; closed on drop.
-    Owned(UnixListener),
-    /// Inherited from whoever started us; left open.
-    Inherited(RawFd),
-}
+pub struct Listener(pub(crate) UnixListener);
 
 impl Listener {
-    fn fd(&self) -> RawFd {
-        match self {
-            Listener::Owned(l) => l.as_raw_fd(),
-            Listener::Inherited(fd) => *fd,
-        }
-    }
-
     /// Waits for the next client.
     pub fn accept(&self) -> std::io::Result<Conn> {
         loop {
-            match accept4(self.fd(), SockFlag::SOCK_CLOEXEC) {
-                Ok(fd) => return Ok(Conn(fd)),
+            match self.0.accept() {
+                Ok((stream, _)) => return Ok(Conn(stream)),
                 // A client that gave up before we got to it is no reason to stop serving.
-                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -40,17 +36,34 @@ impl Listener {
 
 /// One client's connection; closed on drop.
 #[derive(Debug)]
-pub struct Conn(RawFd);
+pub struct Conn(UnixStream);
+
+impl Conn {
+    /// Who connected: the credentials the kernel recorded at `connect` (`SO_PEERCRED`).
+    pub fn peer(&self) -> std::io::Result<Peer> {
+        let c = getsockopt(&self.0, PeerCredentials)?;
+        Ok(Peer {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        })
+    }
+
+    /// Ends our side: the client reads the end of the reply.
+    pub fn finish(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+}
 
 impl Read for Conn {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            match recv(self.0, buf, MsgFlags::empty()) {
+            match self.0.read(buf) {
                 Ok(n) => return Ok(n),
-                Err(Errno::EINTR) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 // A client that closes with unread data resets the connection: that is its end.
-                Err(Errno::ECONNRESET) => return Ok(0),
-                Err(e) => return Err(e.into()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(0),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -60,7 +73,7 @@ impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         loop {
             // MSG_NOSIGNAL: a client that went away must not kill the server with SIGPIPE.
-            match send(self.0, buf, MsgFlags::MSG_NOSIGNAL) {
+            match send(self.0.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
                 Ok(n) => return Ok(n),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -69,11 +82,5 @@ impl Write for Conn {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let _ = nix::unistd::close(self.0);
     }
 }

@@ -30,6 +30,8 @@ pub enum Error {
     TooLong { size: usize, max: usize },
     #[error("request is empty")]
     EmptyRequest,
+    #[error("group {0} does not exist")]
+    NoSuchGroup(String),
     #[error("control socket: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -3,6 +3,7 @@
 //! `storage`, `update`, `stop`). Every other request is a `libcare-ctl` command line, handed
 //! to a [`Handler`] that runs it and writes its text back to the client.
 
+pub mod access;
 pub mod address;
 pub mod child;
 pub mod conn;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod protocol;
 pub mod server;
 
+pub use access::{Access, Peer};
 pub use address::Address;
 pub use error::{Error, Result};
 pub use protocol::{encode_request, parse_request, Reply, Request};

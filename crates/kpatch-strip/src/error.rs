@@ -53,7 +53,14 @@ pub struct SmallFunction {
 fn too_small(functions: &[SmallFunction], hunk: &usize) -> String {
     let list: Vec<String> = functions
         .iter()
-        .map(|f| format!("{} at {:#x} is {} bytes long", f.name, f.daddr, f.dlen))
+        .map(|f| {
+            format!(
+                "{} at {:#x} is {} bytes long",
+                kpatch_names::plain(&f.name),
+                f.daddr,
+                f.dlen
+            )
+        })
         .collect();
     format!(
         "too small function to patch: {}; the {hunk}-byte jump to the new version would overwrite \

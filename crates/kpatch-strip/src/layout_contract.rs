@@ -5,7 +5,7 @@ use crate::error::BuildError;
 use crate::section_map::map_sections;
 use elf_edit::{Elf, Symbol};
 use kpatch_file::{is_kpatch_section, EARLIER_STUBS};
-use object::elf::{SHT_RELA, STT_FUNC, STT_OBJECT, STT_TLS};
+use object::elf::{SHT_RELA, STB_LOCAL, STT_FUNC, STT_OBJECT, STT_TLS};
 use std::collections::{HashMap, HashSet};
 
 /// Checks every named `FUNC`/`OBJECT`/`TLS` symbol (local or global) defined in a
@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 /// section in `patch`; absolute addresses may differ when the patch imports new functions (a
 /// bigger `.plt` moves `.text`). Thread-local symbols compare their offsets in the TLS block.
 ///
-/// Skipped unless a relocation of the patch uses them: symbols in sections the linker builds
+/// Skipped: assembler-local `.L` symbols the original does not have. Skipped unless a relocation of the patch uses them: symbols in sections the linker builds
 /// from the whole program ([`is_linker_built`]: `.eh_frame` grows with the patch's unwind
 /// tables, `.dynsym` and the PLT with its imports), and zero-sized markers in sections `orig`
 /// lacks (the linker keeps empty sections such as `.tm_clone_table` next to `.kpatch` ones).
@@ -62,6 +62,12 @@ pub fn check_layout(orig: &Elf, patch: &Elf) -> Result<(), BuildError> {
             .get(sym.name.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+        // An assembler-local label that `-Wl,-q` kept for the relocations against it (clang
+        // types its string literals, `.L.str`), which the original's link dropped: nothing
+        // to compare it with, and it is reached section-relatively anyway.
+        if candidates.is_empty() && sym.name.starts_with(".L") && sym.bind == STB_LOCAL {
+            continue;
+        }
         let place = format!(
             "{}+{:#x}",
             section.name,
@@ -129,6 +135,8 @@ pub fn is_linker_built(name: &str) -> bool {
 }
 
 fn describe(name: &str, place: &str, candidates: &[&Symbol], orig: Option<&Elf>) -> String {
+    let shown = kpatch_names::plain(name);
+    let name = shown.as_str();
     if candidates.is_empty() {
         // A versioned name defined in the program is the linker's copy of a library variable.
         let hint = if name.contains('@') {

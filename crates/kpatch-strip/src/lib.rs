@@ -5,6 +5,7 @@
 //! 1.3 and 2 for the contract.
 
 mod depends;
+mod eh_frame;
 mod error;
 mod fixup;
 mod layout_contract;

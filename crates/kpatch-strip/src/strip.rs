@@ -18,7 +18,8 @@ use std::collections::HashSet;
 /// size and flags. Relocation sections of other sections are removed (they describe bytes that
 /// are no longer there) unless a symbol is defined in them (the linker's section symbols of
 /// `.rela.dyn` and `.rela.plt`): those become placeholders that relocate nothing. Drops the program headers and appends the 24-byte end marker to
-/// `.kpatch.info`.
+/// `.kpatch.info`. The unwind tables of `.kpatch.text` are copied from `.eh_frame` into
+/// `.kpatch.eh_frame` ([`kpatch_file::KPATCH_EH_FRAME`]).
 ///
 /// A patched function whose original is shorter than the architecture's jump but followed by
 /// alignment padding (x86_64 at -O2) gets the jump's length in its record: the jump then
@@ -126,6 +127,7 @@ pub fn strip(input: &Elf) -> Result<Elf, BuildError> {
     }
     data.extend_from_slice(&INFO_END_MARKER);
     info.set_data(data);
+    crate::eh_frame::add_to(input, arch, symtab, &symbols, &mut out)?;
     out.remove_sections(&drop)?;
     Ok(out)
 }

@@ -2,7 +2,7 @@
 
 mod support;
 
-use kpatch_file::{linked_info_records, INFO_END_MARKER_SIZE as END_MARKER_SIZE};
+use kpatch_file::{linked_info_records, INFO_END_MARKER_SIZE as END_MARKER_SIZE, KPATCH_EH_FRAME};
 use kpatch_strip::{strip, write_payload, BuildError};
 use object::elf::*;
 use object::{Object, ObjectSection};
@@ -32,7 +32,11 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
         );
     }
     for s in out.sections.iter().skip(1) {
-        let before = input.section(&s.name).unwrap();
+        let Some(before) = input.section(&s.name) else {
+            // The unwind tables of the patch's code, made from `.eh_frame`.
+            assert!(s.name.ends_with(KPATCH_EH_FRAME), "{}", s.name);
+            continue;
+        };
         assert_eq!(s.addr, before.addr, "{}", s.name);
         let kept = s.name.starts_with(".kpatch")
             || s.name.starts_with(".rela.kpatch")
@@ -55,6 +59,17 @@ fn keeps_the_patch_and_leaves_placeholders_for_everything_else() {
             assert!(s.data.is_empty());
         }
     }
+    // The patch's unwind tables: CIEs and FDEs ending with a terminator, every pointer in them
+    // relocated.
+    let eh = out
+        .section_index(KPATCH_EH_FRAME)
+        .expect(".kpatch.eh_frame");
+    assert!(out.sections[eh].data.ends_with(&[0; 4]));
+    let rela = out
+        .section_index(&format!(".rela{}", KPATCH_EH_FRAME))
+        .expect(".rela.kpatch.eh_frame");
+    assert_eq!(out.sections[rela].info as usize, eh);
+    assert!(!out.relas(rela).unwrap().is_empty());
     // Renumbering kept every symbol in its section and every relocation section on its target.
     let syms_in = input.symbols(input.symtab_index().unwrap()).unwrap();
     let syms_out = out.symbols(out.symtab_index().unwrap()).unwrap();

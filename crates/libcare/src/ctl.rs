@@ -9,12 +9,22 @@ use std::time::Duration;
 
 use kpatch_engine::{select, Engine, Options, Report, Storage};
 use kpatch_process::GuardianForker;
+use kpatch_trust::{Event, Outcome, Requester, TrustError};
 
 use crate::ctl_args::{Command, Target};
+use crate::trust::Trust;
+
+/// Who runs a command, and what is trusted for them.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub trust: &'a Trust,
+    /// Who asked: this process for `libcare-ctl`, the client for `libcare-server`.
+    pub by: Requester,
+}
 
 /// The engine's options, with what the environment sets: `LIBCARE_SAFETY_TIMEOUT`,
 /// `LIBCARE_CALLBACK_TIMEOUT` and `LIBCARE_LOCK_WAIT` (seconds), `LIBCARE_LOCK_DIR`, and, for tests only,
-/// `LIBCARE_FAULT_STEP` (see docs/internals.md section 4). A value that does not parse leaves
+/// `LIBCARE_FAULT_STEP` and `LIBCARE_PAUSE_STEP` (see docs/internals.md section 4). A value that does not parse leaves
 /// the default.
 fn options_from_env() -> Options {
     let secs = |var: &str| {
@@ -37,6 +47,7 @@ fn options_from_env() -> Options {
         opts.lock_dir = PathBuf::from(dir);
     }
     opts.fault_step = std::env::var("LIBCARE_FAULT_STEP").ok();
+    opts.pause_step = std::env::var("LIBCARE_PAUSE_STEP").ok();
     opts
 }
 
@@ -63,10 +74,11 @@ impl Console for StdConsole {
     }
 }
 
-/// Engine progress for a console: steps always, details with `-v`.
+/// Engine progress for a console: steps always, details with `-v`; and the audit trail.
 struct Printer<'a> {
     con: &'a mut dyn Console,
     verbose: bool,
+    caller: Caller<'a>,
 }
 
 impl Report for Printer<'_> {
@@ -87,6 +99,88 @@ impl Printer<'_> {
     fn error(&mut self, msg: impl std::fmt::Display) {
         self.con.err(&format!("libcare-ctl: error: {msg}"));
     }
+
+    /// Records an audited action of the caller (a write failure is shown, not fatal).
+    fn audit(&mut self, event: Event<'_>) {
+        if let Some(warning) = self.caller.trust.record(&event) {
+            self.con.err(&format!("libcare-ctl: warning: {warning}"));
+        }
+    }
+
+    /// A patch applied to, or removed from, `object` of process `pid`.
+    fn audit_done(
+        &mut self,
+        action: &str,
+        pid: i32,
+        patch_id: &str,
+        file: Option<&Path>,
+        object: &str,
+    ) {
+        let detail = format!("object {object}");
+        self.audit(Event {
+            action,
+            outcome: Outcome::Done,
+            by: self.caller.by,
+            target_pid: Some(pid),
+            patch_id: Some(patch_id),
+            file,
+            detail: Some(&detail),
+        });
+    }
+
+    /// A refusal or failure, with the message shown for it.
+    fn audit_error(
+        &mut self,
+        action: &str,
+        outcome: Outcome,
+        (pid, patch_id, file): (Option<i32>, Option<&str>, Option<&Path>),
+        error: &dyn std::fmt::Display,
+    ) {
+        let detail = error.to_string();
+        self.audit(Event {
+            action,
+            outcome,
+            by: self.caller.by,
+            target_pid: pid,
+            patch_id,
+            file,
+            detail: Some(&detail),
+        });
+    }
+}
+
+/// The run options, with the caller's checks of each patch file read.
+fn options(caller: &Caller<'_>) -> Options {
+    Options {
+        check: Some(caller.trust.engine_check()),
+        ..options_from_env()
+    }
+}
+
+fn pid_of(target: &Target) -> Option<i32> {
+    match target {
+        Target::Pid(pid) => Some(*pid),
+        Target::All => None,
+    }
+}
+
+/// Checks everything a storage would load or run before any process is touched.
+fn check_storage(path: &Path, target: &Target, p: &mut Printer<'_>) -> bool {
+    let Err(e) = p.caller.trust.policy.check_storage(path) else {
+        return true;
+    };
+    let file = match &e {
+        TrustError::Refused { path, .. } | TrustError::Io { path, .. } => path.clone(),
+        _ => path.to_owned(),
+    };
+    p.out(&format!("Failed to apply patch '{}'", path.display()));
+    p.error(&e);
+    let outcome = match e {
+        TrustError::Refused { .. } => Outcome::Refused,
+        _ => Outcome::Failed,
+    };
+    p.audit_error("patch", outcome, (pid_of(target), None, Some(&file)), &e);
+    false
 }
 
 /// `/proc/PID/cmdline` as LibcarePlus shows it: printable bytes as they are, everything else
@@ -126,6 +220,18 @@ fn patch_one(pid: i32, storage: &Storage, engine: &Engine, p: &mut Printer<'_>) 
             true
         }
         Ok(o) => {
+            for a in &o.applied {
+                p.audit_done("patch", pid, &a.id, Some(storage.path()), &a.object);
+            }
+            // What a cumulative patch took out went in the same stop: an unpatch too.
+            for (id, object) in &o.replaced {
+                let by = o.applied.iter().find(|a| a.object == *object);
+                let object = match by {
+                    Some(a) => format!("{object} (replaced by {})", a.id),
+                    None => object.clone(),
+                };
+                p.audit_done("unpatch", pid, id, None, &object);
+            }
             if let Some(f) = o.frozen {
                 p.out(&format!(
                     "PID '{pid}' process patch frozen_time is {} microsecond",
@@ -140,6 +246,16 @@ fn patch_one(pid: i32, storage: &Storage, engine: &Engine, p: &mut Printer<'_>) 
             true
         }
         Err(e) => {
+            let outcome = match e {
+                kpatch_engine::Error::Refused(_) => Outcome::Refused,
+                _ => Outcome::Failed,
+            };
+            p.audit_error(
+                "patch",
+                outcome,
+                (Some(pid), None, Some(storage.path())),
+                &e,
+            );
             p.out(&format!(
                 "Failed to apply patch '{}'",
                 storage.path().display()
@@ -158,7 +274,16 @@ fn unpatch_one(
     p: &mut Printer<'_>,
 ) -> bool {
     targeting(p, pid);
-    match engine.unpatch(pid, id, objects, p) {
+    let result = engine.unpatch(pid, id, objects, p);
+    match &result {
+        Ok(o) => {
+            for r in &o.removed {
+                p.audit_done("unpatch", pid, &r.id, None, &r.object);
+            }
+        }
+        Err(e) => p.audit_error("unpatch", Outcome::Failed, (Some(pid), id, None), e),
+    }
+    match result {
         Ok(o) if o.removed.is_empty() => {
             p.out(&not_cancellable_line(pid));
             true
@@ -259,10 +384,19 @@ fn livepatch_lines(patch: &kpatch_engine::PatchInfo, p: &mut Printer<'_>) {
     }
 }
 
-fn open_storage(path: &Path, p: &mut Printer<'_>) -> Option<Storage> {
+fn open_storage(path: &Path, target: &Target, p: &mut Printer<'_>) -> Option<Storage> {
+    if !check_storage(path, target, p) {
+        return None;
+    }
     match Storage::open(path) {
         Ok(s) => Some(s),
         Err(e) => {
+            p.audit_error(
+                "patch",
+                Outcome::Failed,
+                (pid_of(target), None, Some(path)),
+                &e,
+            );
             p.out(&format!("Failed to apply patch '{}'", path.display()));
             p.error(e);
             None
@@ -288,6 +422,12 @@ fn patch_all(storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
     let candidates = match select::for_patch(storage) {
         Ok(c) => c,
         Err(e) => {
+            p.audit_error(
+                "patch",
+                Outcome::Failed,
+                (None, None, Some(storage.path())),
+                &e,
+            );
             p.error(e);
             return false;
         }
@@ -311,6 +451,7 @@ fn unpatch_all(id: Option<&str>, objects: &[String], engine: &Engine, p: &mut Pr
     let candidates = match select::for_unpatch(id) {
         Ok(c) => c,
         Err(e) => {
+            p.audit_error("unpatch", Outcome::Failed, (None, id, None), &e);
             p.error(e);
             return false;
         }
@@ -332,21 +473,29 @@ fn unpatch_all(id: Option<&str>, objects: &[String], engine: &Engine, p: &mut Pr
 
 /// Applies every patch of the storage at `path` to every process it applies to (`patch -p all
 /// PATH`); the server's `update`. Returns whether every process was patched.
-pub fn update(path: &Path, verbose: bool, con: &mut dyn Console) -> bool {
-    let engine = Engine::new(options_from_env());
-    let mut p = Printer { con, verbose };
+pub fn update(path: &Path, verbose: bool, caller: Caller<'_>, con: &mut dyn Console) -> bool {
+    let engine = Engine::new(options(&caller));
+    let mut p = Printer {
+        con,
+        verbose,
+        caller,
+    };
     // LibcarePlus shows "all" as pid -1.
     p.out(&format!("Applying patch for -1 with {}", path.display()));
-    match open_storage(path, &mut p) {
+    match open_storage(path, &Target::All, &mut p) {
         Some(storage) => patch_all(&storage, &engine, &mut p),
         None => false,
     }
 }
 
-/// Runs a parsed command; returns whether it succeeded.
-pub fn execute(cmd: &Command, verbose: bool, con: &mut dyn Console) -> bool {
-    let engine = Engine::new(options_from_env());
-    let mut p = Printer { con, verbose };
+/// Runs a parsed command for `caller`; returns whether it succeeded.
+pub fn execute(cmd: &Command, verbose: bool, caller: Caller<'_>, con: &mut dyn Console) -> bool {
+    let engine = Engine::new(options(&caller));
+    let mut p = Printer {
+        con,
+        verbose,
+        caller,
+    };
     match cmd {
         Command::Help(text) => {
             p.out(text.trim_end_matches('\n'));
@@ -357,15 +506,12 @@ pub fn execute(cmd: &Command, verbose: bool, con: &mut dyn Console) -> bool {
             true
         }
         Command::Patch { target, path } => {
-            let shown = match target {
-                Target::Pid(pid) => *pid,
-                Target::All => -1,
-            };
+            let shown = pid_of(target).unwrap_or(-1);
             p.out(&format!(
                 "Applying patch for {shown} with {}",
                 path.display()
             ));
-            let Some(storage) = open_storage(path, &mut p) else {
+            let Some(storage) = open_storage(path, target, &mut p) else {
                 return false;
             };
             match target {
@@ -378,10 +524,7 @@ pub fn execute(cmd: &Command, verbose: bool, con: &mut dyn Console) -> bool {
             id,
             objects,
         } => {
-            let shown = match target {
-                Target::Pid(pid) => *pid,
-                Target::All => -1,
-            };
+            let shown = pid_of(target).unwrap_or(-1);
             p.out(&format!(
                 "Unpplying patch for {shown} with patch id '{}'",
                 id.as_deref().unwrap_or("(all)")
@@ -430,7 +573,12 @@ mod tests {
             target: Target::Pid(std::process::id() as i32),
             path: "/nonexistent/storage".into(),
         };
-        assert!(!execute(&cmd, false, &mut c));
+        let trust = Trust::none();
+        let caller = Caller {
+            trust: &trust,
+            by: Requester::this_process(),
+        };
+        assert!(!execute(&cmd, false, caller, &mut c));
         assert_eq!(
             c.out,
             [

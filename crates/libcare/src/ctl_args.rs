@@ -40,6 +40,10 @@ Options:
   -v          - verbose mode
   -h          - this message
   --version   - print the version and the git commit
+  --keys DIR        - patches must be signed by a key of DIR (*.pub; default
+                      $LIBCARE_KEYS, else /etc/libcare/keys; no keys: no signature needed)
+  --no-strict-modes - as root, also trust patch files and scripts other users could write
+  --audit-log FILE  - audit lines to FILE ($LIBCARE_AUDIT_LOG) instead of the system log
 
 Commands:
   patch  - apply patch to a user-space process

@@ -2,6 +2,8 @@
 
 pub mod ctl;
 pub mod ctl_args;
+pub mod server_args;
+pub mod trust;
 
 /// The version and the git commit it was built from, as every binary's `--version` prints
 /// them after its name.

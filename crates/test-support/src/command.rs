@@ -30,6 +30,17 @@ pub fn assert_success(what: &dyn std::fmt::Debug, out: &Output) {
     );
 }
 
+/// Panics with both outputs unless the command exited with `code`.
+pub fn assert_status(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "status of the command\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
 /// Stdout of a command as a string.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

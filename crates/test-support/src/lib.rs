@@ -20,7 +20,7 @@ pub mod storage;
 pub mod tools;
 pub mod wait;
 
-pub use command::{assert_success, gcc, run, run_ok, stderr, stdout, Running};
+pub use command::{assert_status, assert_success, gcc, run, run_ok, stderr, stdout, Running};
 pub use ctl::{ctl, fails, info_ids, maps, ok, patch_regions, rx_anonymous_regions};
 pub use fixtures::{compiled, copy_tree, fixtures};
 pub use handmade::{build_id, gensrc, kpatch_make, strip_steps};
@@ -28,5 +28,5 @@ pub use namespace::{assert_pid_namespace_init, run_in_pid_namespace};
 pub use process::{Proc, Target};
 pub use readelf::{readelf_allowing, readelf_clean};
 pub use storage::{put_flat, put_level, put_script, set_latest};
-pub use tools::{bin, bin_dir, lock_dir, tool};
+pub use tools::{audit_log, bin, bin_dir, lock_dir, no_keys_dir, tool};
 pub use wait::{wait_for_file, wait_until, DEADLINE};

@@ -1,4 +1,5 @@
-//! The workspace's built binaries, run with a lock directory of the test's own.
+//! The workspace's built binaries, run with a lock directory, an (empty) key directory and an
+//! audit log of the test's own.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,9 +28,24 @@ pub fn lock_dir() -> PathBuf {
     dir
 }
 
+/// An empty key directory, so that the tools never read the system's /etc/libcare/keys.
+pub fn no_keys_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("libcare-test-nokeys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create key dir");
+    dir
+}
+
+/// Where the tools run by this test process write their audit lines (never the system log).
+pub fn audit_log() -> PathBuf {
+    std::env::temp_dir().join(format!("libcare-test-audit-{}.log", std::process::id()))
+}
+
 /// Our tool binary as a command running in `dir`.
 pub fn tool(name: &str, dir: &Path) -> Command {
     let mut c = Command::new(bin(name));
-    c.current_dir(dir).env("LIBCARE_LOCK_DIR", lock_dir());
+    c.current_dir(dir)
+        .env("LIBCARE_LOCK_DIR", lock_dir())
+        .env("LIBCARE_KEYS", no_keys_dir())
+        .env("LIBCARE_AUDIT_LOG", audit_log());
     c
 }

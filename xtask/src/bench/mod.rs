@@ -3,6 +3,7 @@
 //! time, `-p all`, call overhead, and the pause on QEMU. Results go to BENCHMARKS.md.
 
 mod build;
+mod coro_memory;
 pub mod probe;
 pub mod project;
 mod qemu;
@@ -161,6 +162,10 @@ pub fn run_bench(root: &Path, only: &[String]) -> Result<()> {
         let (one_proc, hundred_procs) =
             project::pall(&tools, &work, &root.join("tests/fixtures/guide"))?;
         report.pall(&one_proc, &hundred_procs);
+    }
+    if want("coro-memory") {
+        eprintln!("bench: pause with coroutines against guest memory and heap");
+        report.section(coro_memory::run(&tools, &work, root)?);
     }
 
     if want("qemu") {

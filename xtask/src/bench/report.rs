@@ -21,6 +21,8 @@ pub struct Report {
     coro: Option<(Stats, Stats, Stats)>,
     qemu: Vec<Series>,
     extra: Vec<(String, String)>,
+    /// Sections rendered by their benchmarks, in order.
+    sections: Vec<String>,
 }
 
 fn machine() -> String {
@@ -117,6 +119,11 @@ impl Report {
     #[allow(dead_code)]
     pub fn extra(&mut self, name: &str, value: String) {
         self.extra.push((name.to_owned(), value));
+    }
+
+    /// A section of BENCHMARKS.md its benchmark rendered (markdown, from its heading on).
+    pub fn section(&mut self, markdown: String) {
+        self.sections.push(markdown);
     }
 
     pub fn render(&self) -> Result<String> {
@@ -241,6 +248,9 @@ impl Report {
         }
         for (k, v) in &self.extra {
             writeln!(s, "\n{k}: {v}")?;
+        }
+        for section in &self.sections {
+            s.push_str(section);
         }
         writeln!(s, "\n## Targets\n")?;
         let three = self.pause.iter().find(|p| p.0 == 3);

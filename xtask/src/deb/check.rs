@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::help::Value;
-use super::{bash_path, fish_path, man_path, zsh_path, Described, PACKAGE, STORAGE, UNITS};
+use super::{bash_path, fish_path, man_path, zsh_path, Described, KEYS, PACKAGE, STORAGE, UNITS};
 use crate::run;
 
 /// Where the guide's example project is.
@@ -341,11 +341,26 @@ fn units(unpacked: &Path) -> Result<String> {
         listen == client_default,
         "libcare.socket listens on {listen}, libcare-client connects to {client_default}"
     );
-    ensure!(
-        unit_value(&socket, "SocketMode")? == "0600",
-        "libcare.socket is not 0600"
-    );
     let start = unit_value(&service, "ExecStart")?;
+    // systemd makes the socket, so it must give it the mode libcare-server gives a path socket
+    // of its own (README "Trust"): 0600, or 0660 and the group named by --group.
+    let want = match served_group(&start) {
+        None => ("0600".to_owned(), None),
+        Some(group) => ("0660".to_owned(), Some(group)),
+    };
+    let got = (
+        unit_value(&socket, "SocketMode")?,
+        unit_value(&socket, "SocketGroup").ok(),
+    );
+    ensure!(
+        got == want,
+        "libcare.socket has SocketMode={} SocketGroup={:?}; the server's options ({start:?}) \
+         want {} and group {:?}",
+        got.0,
+        got.1,
+        want.0,
+        want.1
+    );
     // Options may come first; the socket and the storage are the last arguments.
     ensure!(
         start.starts_with("/usr/bin/libcare-server ")
@@ -361,6 +376,12 @@ fn units(unpacked: &Path) -> Result<String> {
     ensure!(
         unpacked.join(STORAGE.trim_start_matches('/')).is_dir(),
         "no {STORAGE} in the package"
+    );
+    ensure!(
+        KEYS == kpatch_trust::DEFAULT_KEYS_DIR
+            && unpacked.join(KEYS.trim_start_matches('/')).is_dir(),
+        "no {} in the package",
+        kpatch_trust::DEFAULT_KEYS_DIR
     );
     if !have("systemd-analyze") || !Path::new("/lib/systemd/system/sysinit.target").exists() {
         return Ok(" (systemd not installed: systemd-analyze verify skipped)".into());
@@ -390,6 +411,20 @@ fn units(unpacked: &Path) -> Result<String> {
     Ok(String::new())
 }
 
+/// The group an `ExecStart=` line of libcare-server serves besides root (`--group NAME`).
+fn served_group(exec_start: &str) -> Option<String> {
+    let mut words = exec_start.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "--group" {
+            return words.next().map(str::to_owned);
+        }
+        if let Some(g) = w.strip_prefix("--group=") {
+            return Some(g.to_owned());
+        }
+    }
+    None
+}
+
 /// `CapabilityBoundingSet=CAP_A CAP_B` as `setpriv --bounding-set` takes it.
 fn setpriv_caps(service: &str) -> Result<String> {
     let caps = unit_value(service, "CapabilityBoundingSet")?;
@@ -413,6 +448,9 @@ fn demo(root: &Path, bin: &Path, tmp: &Path, unpacked: &Path) -> Result<String> 
             .with_context(|| format!("copy {GUIDE}/{f}"))?;
     }
     let caps = setpriv_caps(&unit_text(unpacked, "libcare.service")?)?;
+    // The audit trail to a file of the check's own rather than the system log; the keys those
+    // of the package's (empty) key directory, not this machine's.
+    let audit = tmp.join("audit.log");
     let o = out(Command::new("timeout")
         .args(["--kill-after=5", "300"])
         .args(["unshare", "--fork", "--pid", "--mount-proc", "--kill-child"])
@@ -421,6 +459,8 @@ fn demo(root: &Path, bin: &Path, tmp: &Path, unpacked: &Path) -> Result<String> 
         .arg(&work)
         .arg(work.join("libcare.sock"))
         .arg(&caps)
+        .env("LIBCARE_KEYS", unpacked.join(KEYS.trim_start_matches('/')))
+        .env("LIBCARE_AUDIT_LOG", &audit)
         .stdin(Stdio::null()))?;
     if !o.status.success() {
         bail!(
@@ -428,6 +468,20 @@ fn demo(root: &Path, bin: &Path, tmp: &Path, unpacked: &Path) -> Result<String> 
             o.status,
             text(&o.stdout),
             text(&o.stderr)
+        );
+    }
+    // Both programs recorded what they did, the server under the unit's capabilities too.
+    let lines = std::fs::read_to_string(&audit).unwrap_or_default();
+    for (program, action) in [
+        ("libcare-ctl", "patch"),
+        ("libcare-ctl", "unpatch"),
+        ("libcare-server", "patch"),
+        ("libcare-server", "unpatch"),
+    ] {
+        ensure!(
+            lines.lines().any(|l| l.contains(&format!(" {program}["))
+                && l.contains(&format!(" action={action} result=ok "))),
+            "no audit line of {program}'s {action} in:\n{lines}"
         );
     }
     Ok(String::new())
@@ -453,4 +507,21 @@ fn lintian(deb: &Path) -> Result<String> {
     } else {
         format!(" (no error; {notes} other tags:)\n{report}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_served_group_is_read_from_the_servers_options() {
+        let start = "/usr/bin/libcare-server &3 /var/lib/libcare";
+        assert_eq!(served_group(start), None);
+        for start in [
+            "/usr/bin/libcare-server --group wheel &3 /var/lib/libcare",
+            "/usr/bin/libcare-server -v --group=wheel &3 /var/lib/libcare",
+        ] {
+            assert_eq!(served_group(start).as_deref(), Some("wheel"), "{start}");
+        }
+    }
 }

@@ -113,8 +113,13 @@ const SCRIPTS: &[&str] = &["postinst", "prerm", "postrm"];
 /// The default patch storage, an empty directory of the package.
 pub const STORAGE: &str = "/var/lib/libcare";
 
-/// Empty directories the package owns, with their modes.
-const DIRS: &[(&str, u32)] = &[(STORAGE, 0o755)];
+/// The default directory of the keys patches must be signed with (`*.pub`): shipped empty, so
+/// that nothing is required until an operator puts a key there.
+pub const KEYS: &str = "/etc/libcare/keys";
+
+/// Empty directories the package owns, with their modes: root's, written by no one else, as
+/// the tools' ownership check (README "Trust") wants of what root loads.
+const DIRS: &[(&str, u32)] = &[(STORAGE, 0o755), (KEYS, 0o755)];
 
 const MAN_SECTION: u8 = 1;
 

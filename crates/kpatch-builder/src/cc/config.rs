@@ -41,7 +41,8 @@ pub mod vars {
     pub const KPATCH_STAGE: &str = "KPATCH_STAGE";
     /// The real C compiler.
     pub const KPCCREAL: &str = "KPCCREAL";
-    /// The real C++ compiler (used when invoked as `c++`, `g++` or `kpcc++`).
+    /// The real C++ compiler (used when invoked under a name ending in `++`: `c++`, `g++`,
+    /// `clang++`, `kpcc++`).
     pub const KPCXXREAL: &str = "KPCXXREAL";
     /// Debug level: 1 prints every command run, 2 also the invocation.
     pub const KPCC_DEBUG: &str = "KPCC_DEBUG";
@@ -139,7 +140,8 @@ impl CcConfig {
     /// ignores debug lines when it compares functions.
     pub fn from_env(argv0: &str, env: &HashMap<String, String>) -> Result<Self, CcError> {
         let name = argv0.rsplit('/').next().unwrap_or(argv0);
-        let cxx = matches!(name, "g++" | "c++" | "kpcc++") || name.ends_with("-g++");
+        // Any C++ driver's name: c++, g++, clang++, x86_64-linux-gnu-g++, kpcc++.
+        let cxx = name.ends_with("++");
         let get = |k: &str| env.get(k).map(String::as_str);
         let stage = match get(vars::KPATCH_STAGE) {
             None | Some("") => None,
@@ -255,6 +257,22 @@ mod tests {
         )
         .unwrap();
         assert!(c.earlier);
+    }
+
+    #[test]
+    fn cxx_names() {
+        for name in [
+            "c++",
+            "/usr/bin/g++",
+            "clang++",
+            "x86_64-linux-gnu-g++",
+            "kpcc++",
+        ] {
+            assert!(CcConfig::from_env(name, &env(&[])).unwrap().cxx, "{name}");
+        }
+        for name in ["cc", "gcc", "clang", "libcare-cc"] {
+            assert!(!CcConfig::from_env(name, &env(&[])).unwrap().cxx, "{name}");
+        }
     }
 
     #[test]

@@ -14,9 +14,10 @@ mod live_patching;
 mod naming;
 mod outputs;
 
-pub(crate) use cmdline::{
-    expand_response_files, parse, CommandLine, DepOpt, Input, InputKind, Mode, Token,
-};
+// Public for the fuzz target `command_lines` (fuzz/), which parses command lines as the
+// wrapper does.
+pub(crate) use cmdline::{expand_response_files, DepOpt, Input, InputKind};
+pub use cmdline::{parse, CommandLine, Mode, Token};
 pub(crate) use config::{split_list, vars, CcConfig, Stage, DEFAULT_PATCH_ARGS};
 pub(crate) use naming::{default_output, AsmNaming};
 pub(crate) use outputs::{dep_file, written_files};

@@ -11,3 +11,4 @@ mod returns;
 mod signals;
 mod syscalls;
 mod threads;
+mod written;

@@ -10,6 +10,7 @@ use kpatch_asm::{
     copy_through, debug_filter, gensrc, gensrc_on_earlier, AsmArch, AsmFile, Dialect, Diff,
     DiffOptions, FilterOptions, FunctionFilter, Note, PatchKind, SymbolList,
 };
+use kpatch_names::plain;
 
 /// Default location of the function filter file.
 const DEFAULT_FILTER: &str = "/etc/libcare.conf";
@@ -340,7 +341,7 @@ fn report(diff: &Diff, verbose: u32) {
             };
             libcare::errln!(
                 "kpatch_gensrc: {what} {} (as {}): {}",
-                f.name,
+                plain(&f.name),
                 f.copy_name,
                 f.why
             );
@@ -348,16 +349,16 @@ fn report(diff: &Diff, verbose: u32) {
         for v in &diff.new_variables {
             libcare::errln!(
                 "kpatch_gensrc: new variable {} (as {})",
-                v.name,
+                plain(&v.name),
                 v.copy_name
             );
         }
     }
-    let left_out: Vec<&str> = diff
+    let left_out: Vec<String> = diff
         .notes
         .iter()
         .filter_map(|n| match n {
-            Note::Ignored { function, .. } => Some(function.as_str()),
+            Note::Ignored { function, .. } => Some(plain(function)),
             _ => None,
         })
         .collect();
@@ -375,19 +376,24 @@ fn report(diff: &Diff, verbose: u32) {
                  original outside any function or variable; it is not part of the patch"
             ),
             Note::Ignored { function, reason } if verbose > 0 => {
-                libcare::errln!("kpatch_gensrc: changed function {function} not patched: {reason}")
+                libcare::errln!(
+                    "kpatch_gensrc: changed function {} not patched: {reason}",
+                    plain(function)
+                )
             }
             Note::VariableKept { variable } if verbose > 0 => libcare::errln!(
-                "kpatch_gensrc: variable {variable} changed; the original definition stays \
-                 (--ignore-changes)"
+                "kpatch_gensrc: variable {} changed; the original definition stays \
+                 (--ignore-changes)",
+                plain(variable)
             ),
             Note::TypeKept { name, change } => libcare::errln!(
                 "kpatch_gensrc: warning: type {name} changed layout ({change}); accepted \
                  (--ignore-changes)"
             ),
             Note::NeverReturnsKept { function } => libcare::errln!(
-                "kpatch_gensrc: warning: {function} changed and never returns; patched anyway \
-                 (--test-mode): libcare-ctl will refuse the patch while a thread is inside it"
+                "kpatch_gensrc: warning: {} changed and never returns; patched anyway \
+                 (--test-mode): libcare-ctl will refuse the patch while a thread is inside it",
+                plain(function)
             ),
             Note::CallersMayDepend {
                 function,
@@ -406,8 +412,9 @@ fn report(diff: &Diff, verbose: u32) {
                  moved by {shift}): left out of the patch, it keeps printing the old numbers"
             ),
             Note::OnlyNumbersDiffer { function } if verbose > 0 => libcare::errln!(
-                "kpatch_gensrc: {function} differs only in numbers (a __LINE__ shift?); \
-                 --ignore-changes={function} would keep it out of the patch"
+                "kpatch_gensrc: {} differs only in numbers (a __LINE__ shift?); \
+                 --ignore-changes={function} would keep it out of the patch",
+                plain(function)
             ),
             _ => {}
         }

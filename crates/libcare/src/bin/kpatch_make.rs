@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use kpatch_file::{write_kpatch, KpatchFile};
+use kpatch_trust::{sign, SigningKey};
 
 /// Make a .kpatch file: the header (magic, patch id, target build-id, build time), then the
 /// patch ELF padded to 16 bytes.
@@ -42,6 +43,11 @@ struct Args {
     #[arg(long = "after", value_name = "ID")]
     after: Vec<String>,
 
+    /// Sign the patch with this OpenSSH Ed25519 private key (`ssh-keygen -t ed25519`): an
+    /// `ssh-keygen -Y sign -n libcare` signature of the file, appended after its contents.
+    #[arg(long = "sign", value_name = "KEY")]
+    sign: Option<PathBuf>,
+
     /// Output file [default: standard output].
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     output: Option<PathBuf>,
@@ -63,6 +69,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
+    // The key is read first: a key that cannot sign stops the run before any output.
+    let key = args.sign.as_deref().map(SigningKey::load).transpose()?;
     let mut elf = std::fs::read(&args.input)
         .with_context(|| format!("cannot read input file '{}'", args.input.display()))?;
     for id in &args.after {
@@ -87,6 +95,10 @@ fn run(args: &Args) -> Result<()> {
     let build_time = build_time()?;
     let file = write_kpatch(&args.build_id, &args.patch_id, build_time, &elf)
         .with_context(|| format!("cannot make a patch from '{}'", args.input.display()))?;
+    let file = match &key {
+        Some(key) => sign(&file, key)?,
+        None => file,
+    };
     match &args.output {
         Some(path) => write_file(path, &file)?,
         None => {
@@ -153,5 +165,9 @@ fn describe(args: &Args, file: &[u8]) -> Result<()> {
         parsed.sections().len(),
         parsed.info_records().len()
     );
+    let signature = file.len() - header.total_size() as usize;
+    if signature > 0 {
+        libcare::errln!("kpatch_make: signed: {signature} bytes of signature after the contents");
+    }
     Ok(())
 }

@@ -31,8 +31,19 @@ Options:
 fn run(address: &Address, args: &[String]) -> Result<u8> {
     let request = encode_request(args, true)?;
     let mut sock = address.connect()?;
-    sock.write_all(&request)
-        .with_context(|| format!("sending the request to {address}"))?;
+    // A server that refuses us replies and closes without reading: the request may then
+    // not go out, and the reply says why.
+    let sent = sock.write_all(&request);
+    if let Err(e) = &sent {
+        if !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            return Err(sent.unwrap_err())
+                .with_context(|| format!("sending the request to {address}"));
+        }
+    }
+    let mut got_reply = false;
     let mut reply = Reply::default();
     let mut buf = [0u8; 4096];
     let mut stdout = std::io::stdout().lock();
@@ -41,11 +52,18 @@ fn run(address: &Address, args: &[String]) -> Result<u8> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A server that refused us closes without reading what we sent: the reset comes
+            // after its reply.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
             Err(e) => return Err(e).with_context(|| format!("reading the reply from {address}")),
         };
+        got_reply = true;
         let text = reply.feed(buf.get(..n).unwrap_or(&[]));
         stdout.write_all(text).context("writing the reply")?;
         stdout.flush().context("writing the reply")?;
+    }
+    if let (Err(e), false) = (sent, got_reply) {
+        return Err(e).with_context(|| format!("sending the request to {address}"));
     }
     // A LibcarePlus server sends no status: nothing went wrong that we can see.
     Ok(reply.status().unwrap_or(0))

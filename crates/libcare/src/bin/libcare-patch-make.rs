@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use kpatch_builder::patch_make::{self, Event, Options, PatchId, Paths};
+use kpatch_trust::{sign, SigningKey};
 
 /// Makes `kpatch'es for the make system in the current directory.
 ///
@@ -60,6 +61,9 @@ struct Args {
     /// earlier patches, in the order they were made.
     #[arg(long, value_name = "ID=PATCH", value_parser = parse_after)]
     after: Vec<(PatchId, PathBuf)>,
+    /// Sign the patches with this OpenSSH Ed25519 private key (see kpatch_make --sign).
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
     /// Patch files (unified diffs), applied in order.
     #[arg(value_name = "PATCH")]
     patches: Vec<PathBuf>,
@@ -118,6 +122,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
     if args.patches.is_empty() && !args.update {
         anyhow::bail!("no patch file given (see --help)");
     }
+    let key = args.sign.as_deref().map(SigningKey::load).transpose()?;
     let workdir = std::env::current_dir().context("cannot read the current directory")?;
     let tools_dir = match std::env::var_os("KPATCH_PATH").filter(|v| !v.is_empty()) {
         Some(p) => PathBuf::from(p),
@@ -165,10 +170,11 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         // The relocations kpatch_strip fixed up say little to a user; what the patch
         // replaces does.
         Event::Note(_) => {}
+        Event::Detail(line) => println!("{line}"),
         Event::Functions(entries) => {
             for e in entries {
                 let verb = if e.new { "adds" } else { "replaces" };
-                println!("  {verb} {}: {}", e.function, e.why);
+                println!("  {verb} {}: {}", kpatch_names::plain(&e.function), e.why);
             }
         }
         Event::LeftoversRestored(files) => {
@@ -184,6 +190,26 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
             println!("patch for {} is in {}", original.display(), patch.display())
         }
     };
-    patch_make::run(&opts, &paths, &interrupted, &mut print)?;
+    let made = patch_make::run(&opts, &paths, &interrupted, &mut print)?;
+    if let Some(key) = &key {
+        for m in &made {
+            sign_in_place(&m.patch, key)?;
+            println!(
+                "{} is signed with key {}",
+                m.patch.display(),
+                key.public_key().fingerprint(Default::default())
+            );
+        }
+    }
     Ok(())
+}
+
+/// Appends the signature to a patch, replacing the file in one rename.
+fn sign_in_place(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let signed = sign(&bytes, key).with_context(|| format!("cannot sign {}", path.display()))?;
+    let tmp = path.with_extension("kpatch.signing");
+    std::fs::write(&tmp, signed)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -7,22 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use kpatch_server::{Address, Handler, Server, DEFAULT_STORAGE};
-use libcare::ctl::{self, Console};
+use kpatch_server::{Access, Address, Handler, Peer, Server, DEFAULT_STORAGE};
+use kpatch_trust::{Event, Outcome, Requester};
+use libcare::ctl::{self, Caller, Console};
 use libcare::ctl_args;
-
-const USAGE: &str = "usage: libcare-server [-v] <UNIX socket> [STORAGE ROOT]
-
-Arguments:
-  <UNIX socket>   a path, @NAME for an abstract socket, or &FD for an inherited
-                  listening socket (libcare.service passes systemd's socket as &3)
-  STORAGE ROOT    patches for the update command (default /var/lib/libcare)
-
-Options:
-  -v              print each request and its status
-  -h              this message
-  --version       print the version and the git commit
-";
+use libcare::server_args::{parse_args, Args, Parsed, USAGE};
+use libcare::trust::Trust;
 
 /// Exit status of every failure.
 const FAILURE: u8 = 255;
@@ -44,6 +34,27 @@ impl Console for Client<'_> {
 /// Runs forwarded commands with `libcare-ctl`'s code.
 struct Ctl {
     verbose: bool,
+    trust: Trust,
+}
+
+/// The client as the audit trail names it.
+fn requester(peer: &Peer) -> Requester {
+    Requester::process(peer.pid, peer.uid)
+}
+
+impl Ctl {
+    fn caller(&self, peer: &Peer) -> Caller<'_> {
+        Caller {
+            trust: &self.trust,
+            by: requester(peer),
+        }
+    }
+
+    fn audit(&mut self, event: &Event<'_>) {
+        if let Some(warning) = self.trust.record(event) {
+            self.log(&format!("warning: {warning}"));
+        }
+    }
 }
 
 fn status(ok: bool) -> u8 {
@@ -55,10 +66,15 @@ fn status(ok: bool) -> u8 {
 }
 
 impl Handler for Ctl {
-    fn ctl(&mut self, argv: &[String], out: &mut dyn Write) -> u8 {
+    fn ctl(&mut self, peer: &Peer, argv: &[String], out: &mut dyn Write) -> u8 {
         let mut client = Client { out };
         match ctl_args::parse(argv) {
-            Ok((cmd, verbose)) => status(ctl::execute(&cmd, verbose || self.verbose, &mut client)),
+            Ok((cmd, verbose)) => status(ctl::execute(
+                &cmd,
+                verbose || self.verbose,
+                self.caller(peer),
+                &mut client,
+            )),
             Err(e) => {
                 client.err(&format!("err: {e}"));
                 let _ = client.out.write_all(e.usage.as_bytes());
@@ -67,8 +83,13 @@ impl Handler for Ctl {
         }
     }
 
-    fn update(&mut self, storage: &Path, out: &mut dyn Write) -> u8 {
-        status(ctl::update(storage, self.verbose, &mut Client { out }))
+    fn update(&mut self, peer: &Peer, storage: &Path, out: &mut dyn Write) -> u8 {
+        status(ctl::update(
+            storage,
+            self.verbose,
+            self.caller(peer),
+            &mut Client { out },
+        ))
     }
 
     fn log(&mut self, line: &str) {
@@ -78,19 +99,61 @@ impl Handler for Ctl {
             let _ = o.flush();
         }
     }
+
+    fn refused(&mut self, peer: &Peer, request: &str, reason: &str) {
+        let detail = format!("{reason}; request: {request}");
+        self.audit(&Event {
+            action: "request",
+            outcome: Outcome::Refused,
+            by: requester(peer),
+            target_pid: None,
+            patch_id: None,
+            file: None,
+            detail: Some(&detail),
+        });
+    }
+
+    fn served(&mut self, peer: &Peer, argv: &[String], result: Result<(), &str>) {
+        let detail = match result {
+            Ok(()) => argv.join(" "),
+            Err(why) => format!("{}: {why}", argv.join(" ")),
+        };
+        self.audit(&Event {
+            action: argv.first().map(String::as_str).unwrap_or(""),
+            outcome: if result.is_ok() {
+                Outcome::Done
+            } else {
+                Outcome::Failed
+            },
+            by: requester(peer),
+            target_pid: None,
+            patch_id: None,
+            file: None,
+            detail: Some(&detail),
+        });
+    }
 }
 
-fn run(socket: &str, storage: PathBuf, verbose: bool) -> Result<()> {
+fn run(args: Args) -> Result<()> {
+    let socket = &args.socket;
     let address = Address::parse(socket)?;
-    let mut server = Server::bind(address, storage)?;
-    if verbose {
+    let access = Access::new(args.group.as_deref())?;
+    let trust = args.trust.load("libcare-server")?;
+    let storage = args
+        .storage
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE));
+    let mut server = Server::bind(address, storage, access)?;
+    if args.verbose {
         println!(
             "libcare-server: listening on {socket}, storage {}",
             server.storage().display()
         );
     }
     server
-        .serve(&mut Ctl { verbose })
+        .serve(&mut Ctl {
+            verbose: args.verbose,
+            trust,
+        })
         .with_context(|| format!("serving {socket}"))
 }
 
@@ -101,33 +164,20 @@ fn usage_error(msg: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut verbose = false;
-    let mut positional = Vec::new();
-    for a in std::env::args().skip(1) {
-        if !positional.is_empty() || !a.starts_with('-') || a == "-" {
-            positional.push(a);
-            continue;
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(Parsed::Serve(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
         }
-        match a.as_str() {
-            "-v" => verbose = true,
-            "-h" | "--help" => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--version" => {
-                println!("{}", libcare::version_line("libcare-server"));
-                return ExitCode::SUCCESS;
-            }
-            other => return usage_error(&format!("unknown option '{other}'")),
+        Ok(Parsed::Version) => {
+            println!("{}", libcare::version_line("libcare-server"));
+            return ExitCode::SUCCESS;
         }
-    }
-    let (socket, storage) = match positional.as_slice() {
-        [socket] => (socket, PathBuf::from(DEFAULT_STORAGE)),
-        [socket, storage] => (socket, PathBuf::from(storage)),
-        [] => return usage_error("not enough arguments."),
-        _ => return usage_error("too many arguments."),
+        Err(msg) => return usage_error(&msg),
     };
-    match run(socket, storage, verbose) {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             libcare::errln!("libcare-server: error: {e:#}");

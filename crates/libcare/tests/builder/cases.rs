@@ -6,8 +6,11 @@
 //! Cases that must be refused check the failing step, its exit status and the name in its
 //! message instead.
 //!
+//! Every C case also runs with clang; the C++ cases (`cxx_*`) run with g++ and clang++.
+//!
 //! A case directory holds the sources, `change.diff` (applied with `patch -p1`) and a
-//! `manifest` of `key: value` lines; a key may carry `@O0` or `@O2` to apply to one level only:
+//! `manifest` of `key: value` lines; a key may carry tags, `@O0` or `@O2` and `@gcc` or
+//! `@clang`, to apply to that level or compiler only (`patched@clang@O2:`):
 //!
 //! - `mode: manual | make`;
 //! - `before:` / `after:` the line the program prints every ~50 ms without / with the patch;
@@ -19,8 +22,10 @@
 //! - `refuse:` the step that must fail (`gensrc`, `strip`, `patch-make`), with one or more
 //!   `message:` texts its output must contain.
 //!
-//! Manual mode builds `main.c` into `prog` and, when the case has one, `lib.c` into
-//! `libcase.so`, which `prog` is linked against; each file the diff changes gets its own patch.
+//! Manual mode builds `main.c` (or `main.cpp`) into `prog` and, when the case has one, `lib.c`
+//! (`lib.cpp`) into `libcase.so`, which `prog` is linked against; each file the diff changes
+//! gets its own patch. Make mode hands libcare-patch-make the compilers as `KPCCREAL` and
+//! `KPCXXREAL`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -50,6 +55,49 @@ impl Opt {
             Opt::O2 => "O2",
         }
     }
+}
+
+/// The compiler family a case is built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compiler {
+    Gcc,
+    Clang,
+}
+
+impl Compiler {
+    fn cc(self) -> &'static str {
+        match self {
+            Compiler::Gcc => "gcc",
+            Compiler::Clang => "clang",
+        }
+    }
+
+    fn cxx(self) -> &'static str {
+        match self {
+            Compiler::Gcc => "g++",
+            Compiler::Clang => "clang++",
+        }
+    }
+
+    /// The compiler for `source`, by its extension.
+    fn for_source(self, source: &str) -> &'static str {
+        if source.ends_with(".cpp") {
+            self.cxx()
+        } else {
+            self.cc()
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        self.cc()
+    }
+}
+
+/// One build configuration of a case.
+#[derive(Debug, Clone, Copy)]
+struct Build {
+    cc: Compiler,
+    opt: Opt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +146,7 @@ impl Manifest {
         }
     }
 
-    fn load(case: &str, opt: Opt) -> Manifest {
+    fn load(case: &str, b: Build) -> Manifest {
         let path = cases_dir().join(case).join("manifest");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -118,11 +166,11 @@ impl Manifest {
                 .split_once(':')
                 .unwrap_or_else(|| panic!("{}:{}: not `key: value`", path.display(), n + 1));
             let value = value.trim();
-            let key = match key.split_once('@') {
-                Some((k, level)) if level == opt.tag() => k,
-                Some(_) => continue,
-                None => key,
-            };
+            let mut tags = key.split('@');
+            let key = tags.next().unwrap_or_default();
+            if !tags.all(|t| t == b.opt.tag() || t == b.cc.tag()) {
+                continue;
+            }
             match key {
                 "mode" => {
                     m.mode = match value {
@@ -233,33 +281,42 @@ fn apply_diff(dir: &Path) {
 
 /// An object the manual pipeline builds: a source file and what it becomes.
 struct Unit {
-    source: &'static str,
+    source: String,
     output: &'static str,
     shared: bool,
 }
 
-const PROGRAM: Unit = Unit {
-    source: "main.c",
-    output: "prog",
-    shared: false,
-};
-const LIBRARY: Unit = Unit {
-    source: "lib.c",
-    output: "libcase.so",
-    shared: true,
-};
+impl Unit {
+    /// The program's or the library's unit of the case in `dir`: `STEM.c`, or `STEM.cpp`.
+    fn find(dir: &Path, stem: &str, output: &'static str, shared: bool) -> Option<Unit> {
+        ["c", "cpp"].iter().find_map(|ext| {
+            let source = format!("{stem}.{ext}");
+            dir.join(&source).exists().then_some(Unit {
+                source,
+                output,
+                shared,
+            })
+        })
+    }
+}
 
 /// Builds the original objects into `build/` and a patch for every changed one into
 /// `patches/`, with the tools run by hand as the user guide's first walkthrough does.
-fn manual_build(w: &Work, m: &Manifest, opt: Opt) -> Result<(), Failure> {
+fn manual_build(w: &Work, m: &Manifest, b: Build) -> Result<(), Failure> {
     let (orig, patched, build) = (w.path("orig"), w.path("patched"), w.path("build"));
     std::fs::create_dir_all(&build).expect("mkdir build");
     std::fs::create_dir_all(w.path("patches")).expect("mkdir patches");
-    let has_lib = orig.join(LIBRARY.source).exists();
-    let units: Vec<&Unit> = if has_lib {
-        vec![&LIBRARY, &PROGRAM]
+    let opt = b.opt;
+    let library = Unit::find(&orig, "lib", "libcase.so", true);
+    let has_lib = library.is_some();
+    let program =
+        Unit::find(&orig, "main", "prog", false).expect("the case has main.c or main.cpp");
+    let units: Vec<Unit> = library.into_iter().chain([program]).collect();
+    // C++ objects are linked by the C++ driver (it adds the C++ library).
+    let linker = if units.iter().any(|u| u.source.ends_with(".cpp")) {
+        b.cc.cxx()
     } else {
-        vec![&PROGRAM]
+        b.cc.cc()
     };
     let cflags = |u: &Unit| -> Vec<String> {
         let mut f: Vec<String> = opt.flags().iter().map(|s| s.to_string()).collect();
@@ -288,15 +345,15 @@ fn manual_build(w: &Work, m: &Manifest, opt: Opt) -> Result<(), Failure> {
         let asm = format!("{}.s", u.source);
         for dir in [&orig, &patched] {
             run_ok(
-                Command::new("gcc")
+                Command::new(b.cc.for_source(&u.source))
                     .args(cflags(u))
-                    .args(["-S", u.source, "-o", &asm])
+                    .args(["-S", &u.source, "-o", &asm])
                     .current_dir(dir),
             );
         }
         // The original object, from its assembly (the same as compiling the source).
         run_ok(
-            Command::new("gcc")
+            Command::new(linker)
                 .args(["-o", &build.join(u.output).display().to_string()])
                 .arg(orig.join(&asm))
                 .args(link_args(u)),
@@ -304,7 +361,7 @@ fn manual_build(w: &Work, m: &Manifest, opt: Opt) -> Result<(), Failure> {
     }
     for u in &units {
         let changed =
-            std::fs::read(orig.join(u.source)).ok() != std::fs::read(patched.join(u.source)).ok();
+            std::fs::read(orig.join(&u.source)).ok() != std::fs::read(patched.join(&u.source)).ok();
         if !changed {
             continue;
         }
@@ -325,7 +382,7 @@ fn manual_build(w: &Work, m: &Manifest, opt: Opt) -> Result<(), Failure> {
         let out = build.join(u.output);
         let linked = build.join(format!("{}.patched", u.output));
         run_ok(
-            Command::new("gcc")
+            Command::new(linker)
                 .arg("-o")
                 .arg(&linked)
                 .arg(&combined)
@@ -368,13 +425,15 @@ fn manual_build(w: &Work, m: &Manifest, opt: Opt) -> Result<(), Failure> {
 }
 
 /// Runs libcare-patch-make in the case's copy; the program is installed under `lpmake/`.
-fn make_build(w: &Work, opt: Opt) -> Result<Output, Failure> {
+fn make_build(w: &Work, b: Build) -> Result<Output, Failure> {
     let dir = w.path("project");
     step(
         "patch-make",
         w.tool("libcare-patch-make", &dir)
             .args(["--clean", "-j", "2", "-i", "0001", "change.diff"])
-            .env("OPT", opt.flags().join(" "))
+            .env("OPT", b.opt.flags().join(" "))
+            .env("KPCCREAL", b.cc.cc())
+            .env("KPCXXREAL", b.cc.cxx())
             .env_remove("MAKEFLAGS")
             .env_remove("KPATCH_PATH"),
     )
@@ -431,18 +490,20 @@ fn expect_switch(t: &mut Proc, from: &str, to: &str) {
     }
 }
 
-fn run_case(case: &str, opt: Opt) {
-    run_case_in(case, opt, Work::new(), &Manifest::load(case, opt));
+fn run_case(case: &str, b: Build) {
+    run_case_in(case, b, Work::new(), &Manifest::load(case, b));
 }
 
 /// Runs `case` in `w`, expecting what `m` says.
-fn run_case_in(case: &str, opt: Opt, w: Work, m: &Manifest) {
+fn run_case_in(case: &str, b: Build, w: Work, m: &Manifest) {
+    // What libcare-patch-make says each patch replaces or adds (make mode).
+    let mut listed = None;
     let (patch_dir, program) = match m.mode {
         Mode::Manual => {
             copy_case(case, &w.path("orig"));
             copy_case(case, &w.path("patched"));
             apply_diff(&w.path("patched"));
-            let built = manual_build(&w, m, opt);
+            let built = manual_build(&w, m, b);
             if finish_refusal(case, m, built.err()) {
                 return;
             }
@@ -450,10 +511,14 @@ fn run_case_in(case: &str, opt: Opt, w: Work, m: &Manifest) {
         }
         Mode::Make => {
             copy_case(case, &w.path("project"));
-            let built = make_build(&w, opt);
-            if finish_refusal(case, m, built.err()) {
+            let (out, failure) = match make_build(&w, b) {
+                Ok(out) => (Some(out), None),
+                Err(f) => (None, Some(f)),
+            };
+            if finish_refusal(case, m, failure) {
                 return;
             }
+            listed = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
             (
                 w.path("project/patchroot"),
                 w.path("project/lpmake").join(&m.program),
@@ -488,6 +553,18 @@ fn run_case_in(case: &str, opt: Opt, w: Work, m: &Manifest) {
             !names.contains(f),
             "{case}: {f} must not be in the patch: {names:?}"
         );
+    }
+    // Listed by the names people read: C++ names demangled, with the mangled one.
+    if let Some(listed) = &listed {
+        for f in &m.patched {
+            let shown = kpatch_names::plain(f);
+            assert!(
+                ["replaces", "adds"]
+                    .iter()
+                    .any(|verb| listed.contains(&format!("  {verb} {shown}: "))),
+                "{case}: libcare-patch-make does not list {shown}:\n{listed}"
+            );
+        }
     }
 
     patch_live(&w, case, &program, &patch_dir, m);
@@ -562,19 +639,32 @@ fn finish_refusal(case: &str, m: &Manifest, failure: Option<Failure>) -> bool {
     }
 }
 
-macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
-        mod at_o0 {
-            $(#[test] fn $name() { super::run_case(stringify!($name), super::Opt::O0) })*
-        }
-        mod at_o2 {
-            $(#[test] fn $name() { super::run_case(stringify!($name), super::Opt::O2) })*
-        }
-        const CASES: &[&str] = &[$(stringify!($name)),*];
+/// One test module per compiler and level: `$module` runs every case with `$cc` at `$opt`.
+macro_rules! builds {
+    ($cases:ident: $($module:ident = $cc:ident $opt:ident),*) => {
+        $(mod $module {
+            use super::{Build, Compiler, Opt};
+            const B: Build = Build { cc: Compiler::$cc, opt: Opt::$opt };
+            $cases!(B);
+        })*
     };
 }
 
+/// A group of cases: a test of each case `$name` in each build (see [`builds`]), made by the
+/// macro `$tests`, and the list of their names, `$list`.
+macro_rules! cases {
+    ($list:ident, $tests:ident: $($module:ident = $cc:ident $opt:ident),*; $($name:ident),* $(,)?) => {
+        macro_rules! $tests {
+            ($b:ident) => { $(#[test] fn $name() { super::run_case(stringify!($name), $b) })* };
+        }
+        builds!($tests: $($module = $cc $opt),*);
+        const $list: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+// The C cases, run with gcc and clang.
 cases! {
+    C_CASES, c_tests: at_o0 = Gcc O0, at_o2 = Gcc O2, clang_o0 = Clang O0, clang_o2 = Clang O2;
     changed_body,
     several_files,
     program_and_library,
@@ -609,6 +699,20 @@ cases! {
     new_struct_variable,
     refuse_assembler_source,
     refuse_tls_general_dynamic,
+    clang_outlined,
+}
+
+// The C++ cases, run with g++ and clang++.
+cases! {
+    CXX_CASES, cxx_tests: gxx_o0 = Gcc O0, gxx_o2 = Gcc O2, clangxx_o0 = Clang O0, clangxx_o2 = Clang O2;
+    cxx_members,
+    cxx_header_inline,
+    cxx_statics_string,
+    cxx_exceptions,
+    cxx_refuse_class_layout,
+    cxx_refuse_vtable,
+    cxx_refuse_global_object,
+    cxx_refuse_inline_variable,
 }
 
 #[test]
@@ -620,7 +724,11 @@ fn every_case_directory_has_a_test() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     dirs.sort();
-    let mut listed: Vec<String> = CASES.iter().map(|s| s.to_string()).collect();
+    let mut listed: Vec<String> = C_CASES
+        .iter()
+        .chain(CXX_CASES)
+        .map(|s| s.to_string())
+        .collect();
     listed.sort();
     assert_eq!(dirs, listed);
 }
@@ -629,6 +737,10 @@ fn every_case_directory_has_a_test() {
 /// functions enter the patch; kpatch_gensrc reads /etc/libcare.conf, `$LIBCARE_CONF` or the
 /// file named by `--filter-config`, and `--test-mode` ignores it.
 fn function_filter_limits_the_patch(opt: Opt) {
+    let b = Build {
+        cc: Compiler::Gcc,
+        opt,
+    };
     let case = "function_filter";
     let only = |names: &[&str], m: &mut Manifest| {
         m.after = format!(
@@ -662,9 +774,9 @@ fn function_filter_limits_the_patch(opt: Opt) {
     let mut w = Work::new();
     w.filter = w.path("libcare.conf");
     std::fs::write(&w.filter, "# functions that may be patched\nalpha\n").expect("write filter");
-    let mut m = Manifest::load(case, opt);
+    let mut m = Manifest::load(case, b);
     only(&["alpha"], &mut m);
-    run_case_in(case, opt, w, &m);
+    run_case_in(case, b, w, &m);
 
     // --filter-config names another file, which wins.
     let mut w = Work::new();
@@ -673,18 +785,18 @@ fn function_filter_limits_the_patch(opt: Opt) {
     let other = w.path("other.conf");
     std::fs::write(&other, "beta\n").expect("write filter");
     w.gensrc_args = vec!["--filter-config".into(), other.display().to_string()];
-    let mut m = Manifest::load(case, opt);
+    let mut m = Manifest::load(case, b);
     only(&["beta"], &mut m);
-    run_case_in(case, opt, w, &m);
+    run_case_in(case, b, w, &m);
 
     // --test-mode ignores the filter.
     let mut w = Work::new();
     w.filter = w.path("libcare.conf");
     std::fs::write(&w.filter, "alpha\n").expect("write filter");
     w.gensrc_args = vec!["--test-mode".into()];
-    let mut m = Manifest::load(case, opt);
+    let mut m = Manifest::load(case, b);
     only(&["alpha", "beta"], &mut m);
-    run_case_in(case, opt, w, &m);
+    run_case_in(case, b, w, &m);
 }
 
 #[test]

@@ -211,6 +211,29 @@ fn guide_walkthrough_with_the_script() {
         "0002",
         other,
     );
+
+    // --sign signs every patch it makes with an OpenSSH Ed25519 key.
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f", "release"])
+            .current_dir(&dir),
+        30,
+    );
+    let out = run_ok(
+        patch_make_in(&dir).args(["-u", "-i", "0003", "--sign", "release"]),
+        300,
+    );
+    assert!(
+        out.contains(&format!("{} is signed with key SHA256:", patch.display())),
+        "{out}"
+    );
+    let keys = dir.join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy(dir.join("release.pub"), keys.join("release.pub")).unwrap();
+    let ring = kpatch_trust::Keyring::load(&keys, true).unwrap();
+    let signed = std::fs::read(&patch).unwrap();
+    assert!(ring.verify(&signed).unwrap().is_some(), "signed by release");
+    check_header(&patch, "0003", &bid);
 }
 
 #[test]

@@ -65,6 +65,16 @@ fn an_atomic_replace_takes_over_the_earlier_patches_and_their_shadow_data() {
     expect_state(&mut p, "v1", "v1");
     let out = ok(&patch(dir, &pid, &v2));
     assert!(out.contains("patch(es) 0001 replaced by 0002"), "{out}");
+    // The audit trail has 0001's removal as well as 0002's application.
+    let audit = std::fs::read_to_string(audit_log()).expect("the tests' audit log");
+    let mine = |action: &str, id: &str| {
+        audit.lines().any(|l| {
+            l.contains(&format!(
+                " action={action} result=ok pid={pid} patch_id={id} "
+            )) && (action == "patch" || l.contains("(replaced by 0002)"))
+        })
+    };
+    assert!(mine("patch", "0002") && mine("unpatch", "0001"), "{audit}");
     // 0002 changes greeting only: farewell, which only 0001 changed, is the original again;
     // the use count 0001's use_conn kept in a shadow variable is read by 0002's report.
     p.wait_line("0002: previous state 1: version 1, data \"set by 0001\"; mine: version 2");

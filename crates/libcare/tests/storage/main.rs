@@ -1,6 +1,6 @@
-//! End-to-end tests of patch storages, `-p all`, `libcare-server` and the peer's in-process
-//! layout, on live `greet` processes: one test binary, one module per area. `-p all` tests run
-//! as pid 1 of a PID namespace of their own.
+//! End-to-end tests of patch storages, `-p all`, `libcare-server`, the peer's in-process
+//! layout, and who may patch with what (trust), on live `greet` processes: one test binary,
+//! one module per area. `-p all` tests run as pid 1 of a PID namespace of their own.
 
 mod server;
 mod support;
@@ -10,3 +10,4 @@ mod dir;
 mod layout_interop;
 mod server_commands;
 mod server_protocol;
+mod trust;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use libcare_test_support::{bin, lock_dir, DEADLINE};
+use libcare_test_support::{audit_log, bin, lock_dir, no_keys_dir, DEADLINE};
 
 /// A running server; killed with everything it started when dropped.
 pub struct Server {
@@ -20,16 +20,32 @@ pub struct Server {
 impl Server {
     /// Starts `libcare-server -v SOCKET STORAGE` in `dir` and waits until it accepts clients.
     pub fn start(dir: &Path, socket: &str, storage: &Path) -> Server {
+        Server::start_with(dir, socket, storage, &[], &[])
+    }
+
+    /// Starts `libcare-server -v OPTIONS SOCKET STORAGE` with `env` added to its environment
+    /// (after the test defaults: an empty key directory, the test process's audit log).
+    pub fn start_with(
+        dir: &Path,
+        socket: &str,
+        storage: &Path,
+        options: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Server {
         let log = dir.join("server.log");
         let logf = std::fs::File::create(&log).expect("create server log");
         let child = Command::new("unshare")
             .args(["--fork", "--pid", "--mount-proc", "--kill-child"])
             .arg(bin("libcare-server"))
             .arg("-v")
+            .args(options)
             .arg(socket)
             .arg(storage)
             .current_dir(dir)
             .env("LIBCARE_LOCK_DIR", lock_dir())
+            .env("LIBCARE_KEYS", no_keys_dir())
+            .env("LIBCARE_AUDIT_LOG", audit_log())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(logf.try_clone().expect("dup log")))
             .stderr(Stdio::from(logf))

@@ -12,16 +12,6 @@ fn text(out: &std::process::Output) -> String {
     stdout(out)
 }
 
-fn assert_status(out: &std::process::Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "status of the command\n--- stdout\n{}\n--- stderr\n{}",
-        stdout(out),
-        stderr(out)
-    );
-}
-
 /// Builds greet and its level 1 and 2 patches in `dir`: files, and a storage directory
 /// `storage/<bid>/{1,2}/kpatch.bin`.
 fn build(dir: &Path) -> String {

@@ -102,9 +102,11 @@ fn check_payload(dir: &Path, orig_name: &str) {
         names,
         [
             ".kpatch.data",
+            ".kpatch.eh_frame",
             ".kpatch.info",
             ".kpatch.strtab",
             ".kpatch.text",
+            ".rela.kpatch.eh_frame",
             ".rela.kpatch.info",
             ".rela.kpatch.text"
         ]

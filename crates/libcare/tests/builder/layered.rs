@@ -4,12 +4,13 @@
 //! The second run applies fix1.patch first, builds what it changes into the `earlier` stage's
 //! assembly, and makes a patch that takes the counter from patch 0001 at run time (through
 //! util.c's placeholder, since main.c only declares it): applied over 0001, it prints 0001's
-//! running count, and 0001 cannot go first.
+//! running count; 0001 cannot go first, and removing 0002, then 0001, brings the original
+//! output back.
 
 use std::path::Path;
 
 use crate::support::{fixture, kpatch_tools_present, read, run_ok};
-use libcare_test_support::{build_id, ctl, fails, info_ids, ok, tool, Proc};
+use libcare_test_support::{build_id, ctl, fails, info_ids, maps, ok, tool, Proc};
 
 /// `libcare-patch-make ARGS` in `dir`, with none of the caller's build variables.
 fn patch_make(dir: &Path, args: &[&str]) -> String {
@@ -96,11 +97,34 @@ fn a_patch_made_on_top_of_an_earlier_one_uses_what_it_added() {
         count = l;
     };
     assert_eq!(number(&total), number(&count), "{count:?}, then {total:?}");
+    // Patch 0001 cannot go first: refused, the process left as it was, still printing totals.
+    let before = maps(p.pid());
     fails(
         &ctl(&dir, &["unpatch", "-p", &pid, "-i", "0001"], &[]),
-        &["patch 0002, applied after it, uses added_count from it"],
+        &[
+            "cannot remove patch 0001",
+            "patch 0002, applied after it, uses added_count from it",
+            "remove 0002 first",
+        ],
     );
-    ok(&ctl(&dir, &["unpatch", "-p", &pid], &[]));
+    assert_eq!(
+        maps(p.pid()),
+        before,
+        "the refused unpatch changed the process"
+    );
+    assert_eq!(info_ids(&dir, p.pid()), ["0001", "0002"]);
+    p.drain();
+    p.wait_for("a total", |l| l.starts_with("total "));
+
+    // The right order: 0002 (report() prints nothing again: two counts in a row), then 0001.
+    ok(&ctl(&dir, &["unpatch", "-p", &pid, "-i", "0002"], &[]));
+    let mut last_was_count = false;
+    p.wait_for("two counts in a row", |l| {
+        let twice = last_was_count && l.starts_with("count ");
+        last_was_count = l.starts_with("count ");
+        twice
+    });
+    ok(&ctl(&dir, &["unpatch", "-p", &pid, "-i", "0001"], &[]));
     assert!(info_ids(&dir, p.pid()).is_empty());
     p.drain();
     p.wait_line("plain");

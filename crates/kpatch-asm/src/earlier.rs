@@ -212,15 +212,7 @@ fn placeholders(orig: &AsmFile, from: &[FromEarlier]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::Dialect;
-
-    fn file(name: &str, text: &str) -> AsmFile {
-        AsmFile::parse(name, text, Dialect::x86_64()).unwrap()
-    }
-
-    fn func(name: &str, body: &str) -> String {
-        format!("\t.text\n\t.globl\t{name}\n\t.type\t{name}, @function\n{name}:\n{body}\tret\n\t.size\t{name}, .-{name}\n")
-    }
+    use crate::test_asm::{file, func};
 
     fn static_func(name: &str, body: &str) -> String {
         format!("\t.text\n\t.type\t{name}, @function\n{name}:\n{body}\tret\n\t.size\t{name}, .-{name}\n")

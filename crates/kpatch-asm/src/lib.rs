@@ -29,6 +29,8 @@ mod normalize;
 mod parse;
 mod section;
 mod symlist;
+#[cfg(test)]
+mod test_asm;
 mod unpatchable;
 mod why;
 

@@ -244,17 +244,7 @@ mod tests {
                 needs.to_bytes(),
             ));
         }
-        let strtab = elf.add_section(Section::new(
-            ".strtab",
-            SHT_STRTAB,
-            SectionFlags(0),
-            vec![0],
-        ));
-        let symtab = elf.add_section(Section {
-            link: strtab as u32,
-            entsize: 24,
-            ..Section::new(".symtab", SHT_SYMTAB, SectionFlags(0), Vec::new())
-        });
+        let symtab = elf.add_symbol_table();
         let mut syms = vec![Symbol::default()];
         for (i, name) in defines.iter().enumerate() {
             syms.push(Symbol {

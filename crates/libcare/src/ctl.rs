@@ -355,13 +355,20 @@ fn info(pid: i32, json: bool, engine: &Engine, p: &mut Printer<'_>) -> bool {
     }
 }
 
-/// What `info` shows of a patch's `<libcare/livepatch.h>` features, after its id (nothing for
-/// a patch that uses none).
+/// What `info` shows of a patch's `<libcare/livepatch.h>` features and of the patches it was
+/// built on top of, after its id (nothing for a patch that has none).
 fn livepatch_lines(patch: &kpatch_engine::PatchInfo, p: &mut Printer<'_>) {
     if patch.replace {
         p.out(&format!(
             "{:<25} {}",
             "Replace:", "yes (it replaced the earlier patches)"
+        ));
+    }
+    if !patch.after.is_empty() {
+        p.out(&format!(
+            "{:<25} {}",
+            "Applied after:",
+            patch.after.join(", ")
         ));
     }
     if !patch.states.is_empty() {

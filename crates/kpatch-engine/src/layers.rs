@@ -325,6 +325,7 @@ mod tests {
                 true,
             )],
             patches: vec![p1, p2, p3],
+            unreadable: Vec::new(),
         };
         (proc, loaded)
     }

@@ -191,6 +191,23 @@ impl Elf {
         self.sections.len() - 1
     }
 
+    /// Appends an empty symbol table, `.symtab` linked to a new `.strtab`, and returns the
+    /// index of `.symtab` (fill it with [`Elf::set_symbols`]).
+    pub fn add_symbol_table(&mut self) -> usize {
+        let strtab = self.add_section(Section::new(
+            ".strtab",
+            SHT_STRTAB,
+            SectionFlags(0),
+            vec![0],
+        ));
+        self.add_section(Section {
+            link: strtab as u32,
+            entsize: 24,
+            addralign: 8,
+            ..Section::new(".symtab", SHT_SYMTAB, SectionFlags(0), Vec::new())
+        })
+    }
+
     /// Replaces the section at `index`, returning the old one.
     pub fn replace_section(&mut self, index: usize, section: Section) -> Result<Section, ElfError> {
         let slot = self.section_at_mut(index)?;

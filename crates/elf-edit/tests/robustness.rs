@@ -34,17 +34,7 @@ fn synthetic() -> Vec<u8> {
         size: 64,
         ..Section::new(".bss", SHT_NOBITS, SHF_ALLOC | SHF_WRITE, Vec::new())
     });
-    let strtab = elf.add_section(Section::new(
-        ".strtab",
-        SHT_STRTAB,
-        SectionFlags(0),
-        vec![0],
-    ));
-    let symtab = elf.add_section(Section {
-        link: strtab as u32,
-        entsize: 24,
-        ..Section::new(".symtab", SHT_SYMTAB, SectionFlags(0), Vec::new())
-    });
+    let symtab = elf.add_symbol_table();
     let syms = [
         Symbol::default(),
         Symbol {

@@ -188,18 +188,7 @@ fn new_names_sections_and_symbols_are_written() {
             vec![0xd6, 0x5f, 0x03, 0xc0],
         )
     });
-    let strtab = elf.add_section(Section::new(
-        ".strtab",
-        SHT_STRTAB,
-        SectionFlags(0),
-        vec![0],
-    ));
-    let symtab = elf.add_section(Section {
-        link: strtab as u32,
-        entsize: 24,
-        addralign: 8,
-        ..Section::new(".symtab", SHT_SYMTAB, SectionFlags(0), Vec::new())
-    });
+    let symtab = elf.add_symbol_table();
     let syms = vec![
         Symbol::default(),
         Symbol {

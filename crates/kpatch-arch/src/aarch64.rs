@@ -360,6 +360,14 @@ impl Arch for Aarch64 {
         // rt_sigtimedwait
         matches!(nr, 22 | 441 | 193 | 192 | 4 | 292 | 137)
     }
+    fn sys_futex(&self) -> u64 {
+        98
+    }
+    fn waiting_syscalls(&self) -> &'static [u64] {
+        // nanosleep, clock_nanosleep, rt_sigsuspend, rt_sigtimedwait, pselect6, ppoll,
+        // epoll_pwait, epoll_pwait2, wait4, waitid, accept, accept4, restart_syscall
+        &[101, 115, 133, 137, 72, 73, 22, 441, 260, 95, 202, 242, 128]
+    }
     fn reloc_name(&self, r_type: u32) -> &'static str {
         match r_type {
             R_AARCH64_NONE => "R_AARCH64_NONE",

@@ -161,6 +161,59 @@ pub struct SignalFrame {
     pub lr: Option<u64>,
 }
 
+/// How the C library saves a context on an instruction set (`setjmp`'s `jmp_buf`,
+/// `getcontext`'s `ucontext_t`) and where a thread finds the secret saved pointers are
+/// mangled with: what the coroutine check reads. Indices count 8-byte words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedContexts {
+    /// The thread pointer among the `NT_PRSTATUS` words.
+    pub thread_pointer_word: usize,
+    /// Where the pointer guard is, from the thread pointer.
+    pub pointer_guard_offset: u64,
+    /// `jmp_buf`: its size, and the (mangled) frame pointer, stack pointer and pc.
+    pub jmp_buf_words: usize,
+    pub jmp_buf_fp: usize,
+    pub jmp_buf_sp: usize,
+    pub jmp_buf_pc: usize,
+    /// `ucontext_t`: the frame pointer, stack pointer and pc (not mangled), the pointer to
+    /// the floating-point state, and the offset of the state that pointer points to when the
+    /// context was saved by `getcontext` (inside the structure itself).
+    pub uc_fp: usize,
+    pub uc_sp: usize,
+    pub uc_pc: usize,
+    pub uc_fpregs: usize,
+    pub uc_fpregs_mem: u64,
+    /// The left rotation of pointer mangling, after the exclusive or with the guard.
+    pub mangle_rotation: u32,
+}
+
+impl SavedContexts {
+    /// A saved pointer, mangling undone.
+    pub fn demangle(&self, v: u64, guard: u64) -> u64 {
+        v.rotate_right(self.mangle_rotation) ^ guard
+    }
+
+    /// A pointer as the C library saves it.
+    pub fn mangle(&self, v: u64, guard: u64) -> u64 {
+        (v ^ guard).rotate_left(self.mangle_rotation)
+    }
+
+    /// The bytes of a `jmp_buf` the check reads.
+    pub fn jmp_buf_span(&self) -> u64 {
+        self.jmp_buf_words as u64 * 8
+    }
+
+    /// The bytes of a `ucontext_t` the check reads (up to its floating-point state pointer).
+    pub fn ucontext_span(&self) -> u64 {
+        (self.uc_fpregs as u64 + 1) * 8
+    }
+
+    /// The most bytes of one saved context the check reads.
+    pub fn span(&self) -> u64 {
+        self.jmp_buf_span().max(self.ucontext_span())
+    }
+}
+
 /// An instruction set.
 pub trait Arch: Sync + Send + std::fmt::Debug + std::any::Any {
     /// Name as `uname -m` prints it.
@@ -235,6 +288,16 @@ pub trait Arch: Sync + Send + std::fmt::Debug + std::any::Any {
     /// Whether syscall `nr` fails with `EINTR` when a ptrace stop interrupts it (rather than
     /// being restarted by the kernel), and may be called again with the same arguments.
     fn sys_eintr_on_stop(&self, nr: u64) -> bool;
+    /// `futex`'s syscall number.
+    fn sys_futex(&self) -> u64;
+    /// Syscalls that only wait (sleeps, polls, signal and child waits, `accept`,
+    /// `restart_syscall`), `futex` aside: a thread in one holds none of the C library's locks.
+    fn waiting_syscalls(&self) -> &'static [u64];
+    /// How the C library saves contexts here, where coroutines can be checked (x86_64 only
+    /// for now).
+    fn saved_contexts(&self) -> Option<&'static SavedContexts> {
+        None
+    }
     /// Name of a relocation type, for messages.
     fn reloc_name(&self, r_type: u32) -> &'static str;
     /// What resolving a relocation of this type needs, or an error if the type is unsupported.

@@ -4,7 +4,8 @@ use iced_x86::{Decoder, DecoderOptions};
 
 use crate::{
     get, put, Arch, ArchError, DirectReference, GotRewriteError, IfuncCall, RegLayout, Reloc,
-    RelocNeed, SignalFrame, SigreturnCode, StaticTls, JUMP_TABLE_ENTRY_SIZE, NT_PRFPREG,
+    RelocNeed, SavedContexts, SignalFrame, SigreturnCode, StaticTls, JUMP_TABLE_ENTRY_SIZE,
+    NT_PRFPREG,
 };
 
 const NAME: &str = "x86_64";
@@ -139,6 +140,25 @@ impl X86_64 {
         })
     }
 }
+
+/// glibc's saved contexts on x86_64: `fs_base` is word 21 of `user_regs_struct`, the guard
+/// is at `%fs:0x30`; a `jmp_buf` holds rbx, rbp, r12-r15, rsp, pc (the last three mangled);
+/// a `ucontext_t` has `uc_mcontext.gregs` at 40 (REG_RBP 10, REG_RSP 15, REG_RIP 16),
+/// `uc_mcontext.fpregs` at 224 and `__fpregs_mem` at 424.
+static GLIBC_CONTEXTS: SavedContexts = SavedContexts {
+    thread_pointer_word: 21,
+    pointer_guard_offset: 0x30,
+    jmp_buf_words: 8,
+    jmp_buf_fp: 1,
+    jmp_buf_sp: 6,
+    jmp_buf_pc: 7,
+    uc_fp: (40 + 10 * 8) / 8,
+    uc_sp: (40 + 15 * 8) / 8,
+    uc_pc: (40 + 16 * 8) / 8,
+    uc_fpregs: 224 / 8,
+    uc_fpregs_mem: 424,
+    mangle_rotation: 0x11,
+};
 
 impl Arch for X86_64 {
     fn name(&self) -> &'static str {
@@ -315,6 +335,20 @@ impl Arch for X86_64 {
         // epoll_wait, epoll_pwait, epoll_pwait2, semop, semtimedop, io_getevents,
         // io_pgetevents, rt_sigtimedwait
         matches!(nr, 232 | 281 | 441 | 65 | 220 | 208 | 333 | 128)
+    }
+    fn sys_futex(&self) -> u64 {
+        202
+    }
+    fn waiting_syscalls(&self) -> &'static [u64] {
+        // nanosleep, clock_nanosleep, pause, rt_sigsuspend, rt_sigtimedwait, select,
+        // pselect6, poll, ppoll, epoll_wait, epoll_pwait, epoll_pwait2, wait4, waitid,
+        // accept, accept4, restart_syscall
+        &[
+            35, 230, 34, 130, 128, 23, 270, 7, 271, 232, 281, 441, 61, 247, 43, 288, 219,
+        ]
+    }
+    fn saved_contexts(&self) -> Option<&'static SavedContexts> {
+        Some(&GLIBC_CONTEXTS)
     }
     fn reloc_name(&self, r_type: u32) -> &'static str {
         match r_type {

@@ -482,7 +482,7 @@ fn check_type_layouts(
 }
 
 /// The original's block for function `name`, if `name` is a function there (not a part).
-fn orig_function(orig: &AsmFile, name: &str) -> Option<usize> {
+pub(crate) fn orig_function(orig: &AsmFile, name: &str) -> Option<usize> {
     let i = *orig.index.functions.get(name)?;
     (orig.blocks().get(i)?.name == name).then_some(i)
 }
@@ -602,15 +602,7 @@ fn in_own_kpatch_section(file: &AsmFile, b: &Block) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::Dialect;
-
-    fn file(name: &str, text: &str) -> AsmFile {
-        AsmFile::parse(name, text, Dialect::x86_64()).unwrap()
-    }
-
-    fn func(name: &str, body: &str) -> String {
-        format!("\t.text\n\t.globl\t{name}\n\t.type\t{name}, @function\n{name}:\n{body}\tret\n\t.size\t{name}, .-{name}\n")
-    }
+    use crate::test_asm::{file, func};
 
     fn var(name: &str, section: &str, data: &str) -> String {
         format!("\t{section}\n\t.align 4\n\t.type\t{name}, @object\n\t.size\t{name}, 4\n{name}:\n\t{data}\n")

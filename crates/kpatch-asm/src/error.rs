@@ -163,6 +163,29 @@ pub enum AsmError {
     },
 
     #[error(
+        "{file}: function {} was added by the earlier patch (--earlier) and is changed \
+         here: a later patch cannot replace what an earlier patch added (the earlier patch's \
+         own code would keep calling its version). Keep it as the earlier patch has it (add \
+         a new function instead), or build one patch with both changes",
+        shown(.name)
+    )]
+    EarlierFunctionChanged { file: String, name: String },
+
+    #[error(
+        "{file}: {} uses {}, which the earlier patch (--earlier) added as a static \
+         symbol: a later patch finds what an earlier one added by name, which only works for \
+         symbols with external linkage. Make {} non-static in both patches' sources",
+        shown(.user),
+        shown(.name),
+        shown(.name)
+    )]
+    EarlierStaticUsed {
+        file: String,
+        user: String,
+        name: String,
+    },
+
+    #[error(
         "{file}: the virtual functions of `{class}` changed ({} is laid out differently in the \
          patched build): objects of this class in the running process point to the original \
          vtable, whose slots the patched code would misread. A patch may change the bodies of \

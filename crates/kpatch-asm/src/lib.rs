@@ -15,6 +15,7 @@
 mod debug_types;
 mod dialect;
 mod diff;
+mod earlier;
 mod emit;
 mod error;
 mod filter;
@@ -28,11 +29,14 @@ mod normalize;
 mod parse;
 mod section;
 mod symlist;
+#[cfg(test)]
+mod test_asm;
 mod unpatchable;
 mod why;
 
 pub use dialect::{AsmArch, Dialect};
 pub use diff::{diff, Diff, DiffOptions, NewVariable, Note, PatchKind, PatchedFunction};
+pub use earlier::{diff_on_earlier, gensrc_on_earlier, FromEarlier, Layered};
 pub use emit::{emit, end_of_copy_label, end_of_original_label, name_label};
 pub use error::AsmError;
 pub use filter::{copy_through, debug_filter, FilterOptions};

@@ -35,6 +35,8 @@ pub struct BuildEnv {
     append_args: Vec<String>,
     keep_list: Option<PathBuf>,
     report: Option<PathBuf>,
+    /// The patch is built on top of earlier patches (`KPCC_EARLIER` in the patched stage).
+    earlier: bool,
 }
 
 impl BuildEnv {
@@ -93,6 +95,7 @@ impl BuildEnv {
             append_args,
             keep_list: None,
             report: None,
+            earlier: false,
         })
     }
 
@@ -100,6 +103,13 @@ impl BuildEnv {
     /// in `list` (an absolute path; see [`crate::stash`]).
     pub fn keep_outputs_in(&mut self, list: PathBuf) {
         self.keep_list = Some(list);
+    }
+
+    /// Has the patched stage's `libcare-cc` compare each file the `earlier` stage compiled with
+    /// that assembly too (`kpatch_gensrc --earlier`): the patch is built on top of the earlier
+    /// patches.
+    pub fn build_on_earlier(&mut self) {
+        self.earlier = true;
     }
 
     /// Has the patched stage's `kpatch_gensrc` append why each function is in the patch to
@@ -148,18 +158,30 @@ impl BuildEnv {
                 cmd.env_remove(vars::KPATCH_STAGE);
             }
         }
-        for (var, file) in [
-            (vars::KPCC_KEEP_LIST, &self.keep_list),
-            (vars::KPCC_REPORT, &self.report),
+        // The earlier stage rewrites outputs too (with the original's bytes): they are kept
+        // and put back like the patched stage's.
+        let keeping = matches!(stage, Some(Stage::Patched | Stage::Earlier));
+        for (var, file, set) in [
+            (vars::KPCC_KEEP_LIST, &self.keep_list, keeping),
+            (
+                vars::KPCC_REPORT,
+                &self.report,
+                stage == Some(Stage::Patched),
+            ),
         ] {
-            match (file, stage) {
-                (Some(file), Some(Stage::Patched)) => {
+            match file {
+                Some(file) if set => {
                     cmd.env(var, file);
                 }
                 _ => {
                     cmd.env_remove(var);
                 }
             }
+        }
+        if self.earlier && stage == Some(Stage::Patched) {
+            cmd.env(vars::KPCC_EARLIER, "1");
+        } else {
+            cmd.env_remove(vars::KPCC_EARLIER);
         }
         let mut append = self.append_args.clone();
         if stage == Some(Stage::Patched) && !append.iter().any(|a| a == "-Wl,-q") {

@@ -76,6 +76,10 @@ pub struct Options {
     pub jobs: Option<u32>,
     /// `--replace`: cumulative patches, each replacing every earlier patch of its object.
     pub replace: bool,
+    /// `--after ID=PATCH`: the patches are built on top of the earlier patches with these ids,
+    /// made from these patch files (applied first, in order): the process runs them, and the
+    /// new patches need them applied.
+    pub after: Vec<(PatchId, PathBuf)>,
     /// The patch files, applied in order (relative ones from [`Paths::workdir`]); messages
     /// name them as given here.
     pub patches: Vec<PathBuf>,
@@ -165,6 +169,8 @@ pub enum StageLine {
     BuildingOriginal,
     /// `INSTALLING ORIGINAL OBJECTS INTO <dir>`
     InstallingOriginal(PathBuf),
+    /// `BUILDING CODE OF EARLIER PATCHES <ids>` (ours: `--after`)
+    BuildingEarlier(Vec<String>),
     /// `BUILDING PATCHED CODE`
     BuildingPatched,
     /// `INSTALLING PATCHED OBJECTS INTO <dir>`
@@ -179,6 +185,9 @@ impl fmt::Display for StageLine {
             StageLine::BuildingOriginal => write!(f, "BUILDING ORIGINAL CODE"),
             StageLine::InstallingOriginal(d) => {
                 write!(f, "INSTALLING ORIGINAL OBJECTS INTO {}", d.display())
+            }
+            StageLine::BuildingEarlier(ids) => {
+                write!(f, "BUILDING CODE OF EARLIER PATCHES {}", ids.join(", "))
             }
             StageLine::BuildingPatched => write!(f, "BUILDING PATCHED CODE"),
             StageLine::InstallingPatched(d) => {
@@ -246,6 +255,8 @@ pub enum Step {
     Apply(PathBuf),
     /// Keeping the line numbers of unchanged code in the patched files.
     KeepLines,
+    /// The build of the earlier patches' code (`--after`).
+    BuildEarlier,
     /// The patched build.
     BuildPatched,
     /// Its installation.
@@ -268,6 +279,7 @@ impl fmt::Display for Step {
             Step::InstallOriginal => write!(f, "installing original objects"),
             Step::Apply(p) => write!(f, "applying {}", p.display()),
             Step::KeepLines => write!(f, "keeping line numbers of unchanged code"),
+            Step::BuildEarlier => write!(f, "building the earlier patches' code"),
             Step::BuildPatched => write!(f, "building patched code"),
             Step::InstallPatched => write!(f, "installing patched objects"),
             Step::RestoreOutputs => write!(f, "putting back the original build's outputs"),
@@ -478,7 +490,8 @@ pub fn run(
     };
     if !opts.update {
         let diff_asm = std::env::var_os(crate::cc::vars::KPATCH_GENSRC_ASM).is_some();
-        for patch in &opts.patches {
+        let earlier = opts.after.iter().map(|(_, p)| p);
+        for patch in earlier.chain(&opts.patches) {
             let sections =
                 read_patch(&paths.workdir.join(patch)).map_err(at(Step::Apply(patch.clone())))?;
             let asm = sections
@@ -501,6 +514,9 @@ pub fn run(
         env.keep_outputs_in(paths.keep_list());
         env.report_to(paths.report());
         env.set_safety(opts.verbose, opts.strict_ipa, opts.no_live_patching_flags);
+        if !opts.after.is_empty() {
+            env.build_on_earlier();
+        }
         let mut before = None;
         let built = r.build(&env, &mut before);
         let restored = r.put_back(before.as_ref());
@@ -720,18 +736,15 @@ impl Run<'_> {
             .map_err(at(Step::Setup))?;
         let mut state = self.scan_tree().map_err(at(Step::Setup))?;
         self.remove_strays(&mut state).map_err(at(Step::Setup))?;
+        let prefix = paths.kept_prefix.clone();
+        let stale_earlier = state.files_named(|n| is_earlier_asm(n, &prefix));
         *before = Some(state);
 
-        for (index, patch) in self.opts.patches.iter().enumerate() {
-            (self.events)(Event::Applying(patch));
-            let applied = apply_patch(&paths.srcdir, &paths.workdir.join(patch), index)
-                .map_err(at(Step::Apply(patch.clone())))?;
-            for a in &applied {
-                (self.events)(Event::PatchOutput(&a.output));
-            }
-            self.check_interrupt()
-                .map_err(at(Step::Apply(patch.clone())))?;
+        let earlier: Vec<&PathBuf> = self.opts.after.iter().map(|(_, p)| p).collect();
+        if !earlier.is_empty() {
+            self.build_earlier(env, &earlier, &stale_earlier)?;
         }
+        self.apply_patches(&self.opts.patches, earlier.len())?;
         self.keep_line_numbers().map_err(at(Step::KeepLines))?;
 
         match fs::remove_file(paths.report()) {
@@ -754,6 +767,69 @@ impl Run<'_> {
         )));
         self.install(env, Stage::Patched, &paths.patched_dir)
             .map_err(at(Step::InstallPatched))
+    }
+
+    /// Applies `patches` in order, numbered from `first`.
+    fn apply_patches<'p>(
+        &mut self,
+        patches: impl IntoIterator<Item = &'p PathBuf>,
+        first: usize,
+    ) -> Result<(), PatchMakeError> {
+        let srcdir = &self.paths.srcdir;
+        for (index, patch) in (first..).zip(patches) {
+            (self.events)(Event::Applying(patch));
+            let applied = apply_patch(srcdir, &self.paths.workdir.join(patch), index)
+                .map_err(at(Step::Apply(patch.clone())))?;
+            for a in &applied {
+                (self.events)(Event::PatchOutput(&a.output));
+            }
+            self.check_interrupt()
+                .map_err(at(Step::Apply(patch.clone())))?;
+        }
+        Ok(())
+    }
+
+    /// `--after`: the earlier patches' files applied (with their line numbers kept, as their
+    /// own build had them), the `earlier` stage compiles what they change into kept assembly
+    /// for the patched stage to compare with; its outputs are the original's and are put back
+    /// with the patched stage's. The files are then as the earlier patches leave them, newer
+    /// than anything built, so that the patched stage compiles each (its placeholders for
+    /// what the earlier patches added are what other files link against).
+    fn build_earlier(
+        &mut self,
+        env: &BuildEnv,
+        earlier: &[&PathBuf],
+        stale: &[PathBuf],
+    ) -> Result<(), PatchMakeError> {
+        // Assembly an earlier run's earlier stage kept would be taken for this one's.
+        for f in stale {
+            fs::remove_file(f)
+                .map_err(|source| StepError::Io {
+                    what: "cannot remove",
+                    path: f.clone(),
+                    source,
+                })
+                .map_err(at(Step::Setup))?;
+        }
+        self.apply_patches(earlier.iter().copied(), 0)?;
+        let files = originals(&self.paths.srcdir).map_err(at(Step::KeepLines))?;
+        let io = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| at(Step::KeepLines)(StepError::Io { what, path, source })
+        };
+        let mut as_patched = Vec::with_capacity(files.len());
+        for (file, _) in &files {
+            as_patched.push(fs::read(file).map_err(io("cannot read", file))?);
+        }
+        self.keep_line_numbers().map_err(at(Step::KeepLines))?;
+        let ids = self.opts.after.iter().map(|(id, _)| id.as_str().to_owned());
+        (self.events)(Event::Stage(StageLine::BuildingEarlier(ids.collect())));
+        self.make(env, Some(Stage::Earlier), &[])
+            .map_err(at(Step::BuildEarlier))?;
+        for ((file, _), text) in files.iter().zip(as_patched) {
+            fs::write(file, text).map_err(io("cannot write", file))?;
+        }
+        Ok(())
     }
 
     /// `#line` directives in the patched files, so that the lines the patches did not change
@@ -1011,10 +1087,17 @@ impl Run<'_> {
         patched: &Path,
         build_id: &str,
     ) -> Result<PathBuf, StepError> {
+        let after: Vec<String> = self
+            .opts
+            .after
+            .iter()
+            .map(|(id, _)| id.as_str().to_owned())
+            .collect();
         let header = post::Header {
             build_id,
             patch_id: self.opts.id.as_str(),
             replace: self.opts.replace,
+            after: &after,
         };
         let events = &mut *self.events;
         let kpatch = post::make_kpatch(original, patched, header, &mut |note| {
@@ -1043,6 +1126,13 @@ fn run_command(cmd: &mut Command, program: &str, described: String) -> Result<()
             status,
         })
     }
+}
+
+/// Whether `name` is assembly the `earlier` stage kept (`<prefix><name>.earlier.s`).
+fn is_earlier_asm(name: &std::ffi::OsStr, prefix: &str) -> bool {
+    let name = name.to_string_lossy();
+    let suffix = format!(".{}.s", Stage::Earlier.name());
+    !prefix.is_empty() && name.starts_with(prefix) && name.ends_with(&suffix)
 }
 
 /// Whether a file a patch changes is an assembler source (`.s`, `.S`, `.sx`).

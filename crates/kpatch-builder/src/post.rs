@@ -88,6 +88,8 @@ pub struct Header<'a> {
     pub patch_id: &'a str,
     /// A cumulative patch (`--replace`): it replaces every earlier patch of its object.
     pub replace: bool,
+    /// The patch-ids of the earlier patches it is built on top of (`--after`).
+    pub after: &'a [String],
 }
 
 /// Makes `<patched>.kpatch` from the installed `original` and `patched` executables; returns
@@ -124,7 +126,9 @@ pub fn make_kpatch(
     let mut payload = kpatch_strip::write_payload(&patch);
     write(&stripped, &payload)?;
 
-    // kpatch_make -b BUILD_ID -i ID [--replace] -o KPATCH STRIPPED
+    // kpatch_make -b BUILD_ID -i ID [--after ID...] [--replace] -o KPATCH STRIPPED
+    payload = kpatch_strip::mark_after(&payload, header.after)
+        .map_err(strip_error("--after", &stripped))?;
     if header.replace {
         payload =
             kpatch_strip::mark_replace(&payload).map_err(strip_error("--replace", &stripped))?;

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::extras::Extras;
 use crate::fault;
 use crate::host::Host;
+use crate::layers;
 use crate::options::{Options, PatchCheck};
 use crate::payload::Payload;
 use crate::region_layout::function_name;
@@ -71,6 +72,8 @@ struct PatchFile {
 pub(crate) struct Job {
     object: LoadedObject,
     extras: Extras,
+    /// What it needs from earlier patches of its object.
+    needs: kpatch_file::Depends,
     header: Header,
     id: String,
     level: Option<u32>,
@@ -112,6 +115,12 @@ pub fn patch(
         opts.check.as_ref(),
     )?;
     if jobs.is_empty() {
+        if !session.loaded.unreadable.is_empty() {
+            return Err(Error::UnreadableObjects {
+                pid,
+                objects: session.loaded.unreadable.join("; "),
+            });
+        }
         return Ok(PatchOutcome::default());
     }
     apply_jobs(&mut session, jobs, Some(storage), Vec::new(), 0, req, rep)
@@ -164,13 +173,26 @@ pub(crate) fn apply_jobs(
     };
     let unwinder = Unwinder::find(&scope);
     for job in &mut jobs {
+        // What it takes from earlier patches of its object, found in them first.
+        let earlier = layers::resolve(
+            &session.proc,
+            &session.loaded,
+            pid,
+            &job.id,
+            &job.object,
+            &job.needs,
+        )?;
         for (&sym, (name, version)) in &job.prepared.imports {
-            let found =
-                scope
-                    .lookup(name, version.as_deref())
-                    .ok_or_else(|| Error::Unresolved {
-                        name: with_version(name, version.as_deref()),
-                    })?;
+            let found = match earlier.get(name) {
+                Some(f) => f.clone(),
+                None => {
+                    scope
+                        .lookup(name, version.as_deref())
+                        .ok_or_else(|| Error::Unresolved {
+                            name: with_version(name, version.as_deref()),
+                        })?
+                }
+            };
             if found.kind == SymKind::Ifunc && unrelocated.contains(&found.object.as_str()) {
                 return Err(Error::Unsupported(format!(
                     "{} imports {name}, an IFUNC of {}, which is being loaded and not relocated yet",
@@ -309,10 +331,18 @@ fn make_job(
         });
     }
     let extras = Extras::of_payload(&payload, &elf);
+    let needs = layers::of_payload(&payload, &elf);
+    if extras.replace && !needs.patches.is_empty() {
+        return Err(Error::ReplaceNeedsEarlier {
+            id,
+            needs: needs.patches.join(", "),
+        });
+    }
     let prepared = Prepared::new(arch, payload, &elf, page)?;
     Ok(Job {
         object: object.clone(),
         extras,
+        needs,
         header,
         id,
         level,
@@ -1049,6 +1079,7 @@ mod tests {
             maps: Vec::new(),
             objects: vec![fake::object("app", range, fake::image(APP, &[]), true)],
             patches: Vec::new(),
+            unreadable: Vec::new(),
         }
     }
 
@@ -1193,6 +1224,30 @@ mod tests {
         .unwrap();
         assert!(
             matches!(&err, Error::WrongArch { patch_arch, target_arch, .. } if patch_arch == "aarch64" && target_arch == "x86_64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_cumulative_patch_built_on_an_earlier_one_is_refused() {
+        let mut elf = elf_edit::Elf::parse(&payload(Architecture::X86_64, 0x20)).unwrap();
+        let mut depends = kpatch_file::Depends::default();
+        depends.add_patch("0000");
+        for (name, data) in [
+            (kpatch_file::KPATCH_DEPENDS, depends.to_bytes()),
+            (
+                kpatch_file::KPATCH_REPLACE,
+                kpatch_file::REPLACE_MARKER.to_vec(),
+            ),
+        ] {
+            let flags = elf::SectionFlags(0);
+            elf.add_section(elf_edit::Section::new(name, elf::SHT_PROGBITS, flags, data));
+        }
+        let err = jobs_for(&app_loaded(APP_RANGE), &elf.write())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::ReplaceNeedsEarlier { id, needs } if id == "0001" && needs == "0000"),
             "{err}"
         );
     }

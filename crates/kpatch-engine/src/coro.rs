@@ -25,10 +25,10 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use kpatch_arch::{Arch, EM_X86_64};
+use kpatch_arch::{Arch, SavedContexts};
 use kpatch_process::{DeferTermination, MapEntry, Memory, Process, WriteWatch};
 
-use crate::coro_search::{self, demangle, Found, Validator};
+use crate::coro_search::{self, Found, Validator};
 use crate::discover::LoadedObject;
 use crate::elf_image::SymKind;
 use crate::error::{Error, Result};
@@ -37,17 +37,8 @@ use crate::unwind::merged;
 
 /// Functions a coroutine library creates or switches stacks with.
 const SWITCHERS: [&str; 2] = ["makecontext", "swapcontext"];
-/// glibc x86_64: offset of `pointer_guard` in the thread control block (`%fs:0x30`).
-const TCB_POINTER_GUARD: u64 = 0x30;
-/// x86_64 `user_regs_struct`: index of `fs_base`.
-const FS_BASE_WORD: usize = 21;
 /// `AT_RANDOM`: glibc takes the pointer guard from bytes 8 to 15 of these 16 random bytes.
 const AT_RANDOM: u64 = 25;
-/// `jmp_buf` words: rbx, rbp, r12-r15, rsp, pc; rbp, rsp and pc are mangled.
-const JB_RBP: usize = 1;
-const JB_RSP: usize = 6;
-const JB_PC: usize = 7;
-const JMP_BUF_WORDS: usize = 8;
 /// Passes that search again, while the process runs, what it wrote during the search, and
 /// the written bytes under which one more pass is not worth it.
 const CATCH_UPS: usize = 3;
@@ -139,27 +130,28 @@ pub fn source(mem: &dyn Memory, objects: &[LoadedObject]) -> Result<Source> {
 
 /// The process's pointer guard, from the thread control block of a thread with registers
 /// `regs`.
-pub fn pointer_guard(mem: &dyn Memory, regs: &[u64]) -> Option<u64> {
-    let fs_base = *regs.get(FS_BASE_WORD)?;
-    if fs_base == 0 {
-        return None;
-    }
-    mem.read_u64(fs_base + TCB_POINTER_GUARD).ok()
+pub fn pointer_guard(layout: &SavedContexts, mem: &dyn Memory, regs: &[u64]) -> Option<u64> {
+    let tcb = thread_pointer(layout, regs)?;
+    mem.read_u64(tcb + layout.pointer_guard_offset).ok()
 }
 
 /// The thread control block of a thread with registers `regs` (x86_64: `fs_base`).
-pub fn thread_pointer(regs: &[u64]) -> Option<u64> {
-    regs.get(FS_BASE_WORD).copied().filter(|&t| t != 0)
+pub fn thread_pointer(layout: &SavedContexts, regs: &[u64]) -> Option<u64> {
+    regs.get(layout.thread_pointer_word)
+        .copied()
+        .filter(|&t| t != 0)
 }
 
-fn unsupported(arch: &dyn Arch, source: &Source) -> Result<()> {
-    if arch.e_machine() == EM_X86_64 {
-        return Ok(());
+/// How `arch` saves contexts, or why the coroutines of `source` cannot be checked there
+/// (none when there are none).
+fn layout(arch: &'static dyn Arch, source: &Source) -> Result<Option<&'static SavedContexts>> {
+    if let Some(l) = arch.saved_contexts() {
+        return Ok(Some(l));
     }
     let why = match source {
         Source::Listed { object, .. } => format!("{object} lists coroutines"),
         Source::Scan { why } => why.clone(),
-        Source::None => return Ok(()),
+        Source::None => return Ok(None),
     };
     Err(Error::Unsupported(format!(
         "{why}, and coroutine stacks can only be checked on x86_64: a function being replaced could be on one"
@@ -172,17 +164,18 @@ fn no_guard(why: &str) -> Error {
     ))
 }
 
-fn jmp_buf_context(at: u64, w: &[u64], guard: u64) -> Option<Context> {
+fn jmp_buf_context(l: &SavedContexts, at: u64, w: &[u64], guard: u64) -> Option<Context> {
     Some(Context {
         at,
-        pc: demangle(*w.get(JB_PC)?, guard),
-        sp: demangle(*w.get(JB_RSP)?, guard),
-        fp: demangle(*w.get(JB_RBP)?, guard),
+        pc: l.demangle(*w.get(l.jmp_buf_pc)?, guard),
+        sp: l.demangle(*w.get(l.jmp_buf_sp)?, guard),
+        fp: l.demangle(*w.get(l.jmp_buf_fp)?, guard),
     })
 }
 
 /// The contexts of a listed chain of coroutines (see the module documentation).
 fn listed(
+    l: &SavedContexts,
     mem: &dyn Memory,
     head: u64,
     next_offset: u64,
@@ -193,13 +186,13 @@ fn listed(
     let mut seen = HashSet::new();
     let mut node = mem.read_u64(head)?;
     while node != 0 && seen.insert(node) && out.len() < MAX_LISTED {
-        let mut raw = [0u8; JMP_BUF_WORDS * 8];
+        let mut raw = vec![0u8; l.jmp_buf_words * 8];
         mem.read(node.wrapping_add(env_offset), &mut raw)?;
         let words: Vec<u64> = raw
             .chunks_exact(8)
             .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
-        if let Some(c) = jmp_buf_context(node.wrapping_add(env_offset), &words, guard) {
+        if let Some(c) = jmp_buf_context(l, node.wrapping_add(env_offset), &words, guard) {
             out.push(c);
         }
         node = mem.read_u64(node.wrapping_add(next_offset))?;
@@ -271,7 +264,11 @@ impl Coroutines {
     /// searched for), watching its writes from just before. Returns what was done, for
     /// verbose output.
     pub fn prepare(&mut self, proc: &Process, stop_timeout: Duration) -> Result<Option<String>> {
-        if !matches!(self.source, Source::Scan { .. }) || proc.arch().e_machine() != EM_X86_64 {
+        let arch = proc.arch();
+        let Some(l) = arch.saved_contexts() else {
+            return Ok(None);
+        };
+        if !matches!(self.source, Source::Scan { .. }) {
             return Ok(None);
         }
         let t0 = Instant::now();
@@ -297,7 +294,7 @@ impl Coroutines {
             for r in &domain {
                 pieces.extend(proc.resident(r.clone())?);
             }
-            let mut v = Validator::new(proc, &maps, guard);
+            let mut v = Validator::new(proc, (arch, l), &maps, guard);
             found = coro_search::search(proc, &merged(pieces.iter().cloned()), &mut v);
             if let Some(w) = &mut self.watch {
                 found = catch_up(proc, w, &watched, &domain, found, &mut v)?;
@@ -356,7 +353,12 @@ impl Coroutines {
             dirty.extend(proc.resident(r)?);
         }
         let dirty = merged(dirty);
-        let mut v = Validator::new(proc, maps, guard).with_calls(std::mem::take(&mut s.calls));
+        let arch = proc.arch();
+        let Some(l) = arch.saved_contexts() else {
+            return Ok(None);
+        };
+        let mut v =
+            Validator::new(proc, (arch, l), maps, guard).with_calls(std::mem::take(&mut s.calls));
         let found = coro_search::refresh(proc, &s.found, &dirty, &s.domain, &mut v);
         s.found = catch_up(proc, w, &s.watched, &s.domain, found, &mut v)?;
         s.calls = v.into_calls();
@@ -376,8 +378,8 @@ impl Coroutines {
         let mut stopped = crate::process_view::stop_one_thread(proc, timeout)?;
         let made = {
             let mut thread = stopped.thread();
-            if let Ok(regs) = thread.regs() {
-                self.guard = pointer_guard(proc, &regs);
+            if let (Ok(regs), Some(l)) = (thread.regs(), proc.arch().saved_contexts()) {
+                self.guard = pointer_guard(l, proc, &regs);
             }
             WriteWatch::userfaultfd(&mut thread)
         };
@@ -392,14 +394,19 @@ impl Coroutines {
     /// now.
     pub fn at_stop(
         &mut self,
-        arch: &dyn Arch,
+        arch: &'static dyn Arch,
         world: &mut dyn StoppedView<'_>,
         maps: &[MapEntry],
     ) -> Result<AtStop> {
-        unsupported(arch, &self.source)?;
+        let Some(l) = layout(arch, &self.source)? else {
+            return Ok(AtStop::Contexts {
+                contexts: Vec::new(),
+                searched: 0,
+            });
+        };
         let proc = world.process();
         let mem = proc.memory();
-        let guard = world.any_regs().and_then(|r| pointer_guard(mem, &r));
+        let guard = world.any_regs().and_then(|r| pointer_guard(l, mem, &r));
         match &self.source {
             Source::None => Ok(AtStop::Contexts {
                 contexts: Vec::new(),
@@ -413,7 +420,7 @@ impl Coroutines {
             } => {
                 let guard = guard.ok_or_else(|| no_guard(object))?;
                 Ok(AtStop::Contexts {
-                    contexts: listed(mem, *head, *next_offset, *env_offset, guard)?,
+                    contexts: listed(l, mem, *head, *next_offset, *env_offset, guard)?,
                     searched: 0,
                 })
             }
@@ -449,7 +456,7 @@ impl Coroutines {
                         bytes >> 20
                     )));
                 }
-                let mut v = Validator::new(mem, maps, guard).with_calls(s.calls.clone());
+                let mut v = Validator::new(mem, (arch, l), maps, guard).with_calls(s.calls.clone());
                 let now = coro_search::refresh(mem, &s.found, &dirty, &domain, &mut v);
                 let mapped = |a: u64| maps.iter().any(|m| m.contains(a));
                 Ok(AtStop::Contexts {
@@ -499,6 +506,10 @@ mod tests {
     use kpatch_process::MapName;
     use std::collections::BTreeMap;
 
+    fn x86() -> &'static SavedContexts {
+        kpatch_arch::X86_64.saved_contexts().unwrap()
+    }
+
     fn put(buf: &mut [u8], off: usize, v: u64) {
         buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
     }
@@ -522,9 +533,9 @@ mod tests {
         let mem = FakeProcess::x86_64();
         mem.map(NODES, nodes);
         mem.map(TCB, vec![0; 0x100]);
-        mem.poke_words(TCB + TCB_POINTER_GUARD, &[guard]);
+        mem.poke_words(TCB + x86().pointer_guard_offset, &[guard]);
         let mut regs = vec![0u64; 27];
-        regs[FS_BASE_WORD] = TCB;
+        regs[x86().thread_pointer_word] = TCB;
         let mut world = FakeStopped {
             proc: &mem,
             threads: BTreeMap::from([(1, regs)]),
@@ -559,9 +570,9 @@ mod tests {
         const TCB: u64 = 0x20_0000;
         let mem = FakeProcess::x86_64();
         mem.map(TCB, vec![0; 0x100]);
-        mem.poke_words(TCB + TCB_POINTER_GUARD, &[5]);
+        mem.poke_words(TCB + x86().pointer_guard_offset, &[5]);
         let mut regs = vec![0u64; 27];
-        regs[FS_BASE_WORD] = TCB;
+        regs[x86().thread_pointer_word] = TCB;
         let mut world = FakeStopped {
             proc: &mem,
             threads: BTreeMap::from([(1, regs)]),
@@ -589,13 +600,13 @@ mod tests {
         mem.map(CODE, code);
         mem.map(HEAP, vec![0; 0x2000]);
         mem.map(TCB, vec![0; 0x100]);
-        mem.poke_words(TCB + TCB_POINTER_GUARD, &[guard]);
+        mem.poke_words(TCB + x86().pointer_guard_offset, &[guard]);
         let maps = vec![
             fake::mapping(CODE..CODE + 0x1000, false, true, MapName::Anonymous),
             fake::mapping(HEAP..HEAP + 0x2000, true, false, MapName::Anonymous),
         ];
         let mut regs = vec![0u64; 27];
-        regs[FS_BASE_WORD] = TCB;
+        regs[x86().thread_pointer_word] = TCB;
         let mut world = FakeStopped {
             proc: &mem,
             threads: BTreeMap::from([(1, regs)]),
@@ -642,7 +653,7 @@ mod tests {
         );
         // A guard other than the search's: searched anew, with the right one.
         world.maps.pop();
-        mem.poke_words(TCB + TCB_POINTER_GUARD, &[guard + 1]);
+        mem.poke_words(TCB + x86().pointer_guard_offset, &[guard + 1]);
         assert!(matches!(
             at_stop(&mut coros, &mut world),
             AtStop::Changed(_)
@@ -655,6 +666,7 @@ mod tests {
         let guard = 0x1234_5678_9abc_def0;
         let ptr = 0x7fff_dead_b000u64;
         let mangled = (ptr ^ guard).rotate_left(0x11);
-        assert_eq!(demangle(mangled, guard), ptr);
+        assert_eq!(x86().demangle(mangled, guard), ptr);
+        assert_eq!(x86().mangle(ptr, guard), mangled);
     }
 }

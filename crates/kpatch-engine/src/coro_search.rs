@@ -15,35 +15,14 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use kpatch_arch::{Arch, SavedContexts};
 use kpatch_process::{MapEntry, MapName, Memory};
 
 use crate::coro::Context;
 use crate::unwind::{contains_sorted, follows_call, merged};
 
-/// `jmp_buf` words: rbx, rbp, r12-r15, rsp, pc; rbp, rsp and pc are mangled.
-const JB_RBP: usize = 1;
-const JB_RSP: usize = 6;
-const JB_PC: usize = 7;
-const JMP_BUF_WORDS: usize = 8;
-/// `ucontext_t` (x86_64): `uc_mcontext.gregs` at 40 (REG_RBP 10, REG_RSP 15, REG_RIP 16),
-/// `uc_mcontext.fpregs` at 224, `__fpregs_mem` at 424.
-const UC_RBP: usize = (40 + 10 * 8) / 8;
-const UC_RSP: usize = (40 + 15 * 8) / 8;
-const UC_RIP: usize = (40 + 16 * 8) / 8;
-const UC_FPREGS: usize = 224 / 8;
-const UC_FPREGS_MEM: u64 = 424;
-/// The bytes of a context the search looks at: a write there may make or unmake one.
-const JMP_BUF_SPAN: u64 = (JMP_BUF_WORDS * 8) as u64;
-const UCONTEXT_SPAN: u64 = (UC_FPREGS as u64 + 1) * 8;
-/// The most bytes before a written page whose contexts the write may have changed.
-pub const SPAN: u64 = UCONTEXT_SPAN;
 /// Bytes read at a time.
 const CHUNK: u64 = 1 << 20;
-
-/// glibc's pointer mangling, undone.
-pub fn demangle(v: u64, guard: u64) -> u64 {
-    v.rotate_right(0x11) ^ guard
-}
 
 /// A saved context found in memory, and how many bytes of it the search looked at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +120,8 @@ pub fn subtract(ranges: &[Range<u64>], minus: &[Range<u64>]) -> Vec<Range<u64>> 
 /// Checks candidate contexts: what they point to must be code and writable memory.
 pub struct Validator<'a> {
     mem: &'a dyn Memory,
+    arch: &'static dyn Arch,
+    layout: &'static SavedContexts,
     code: Vec<Range<u64>>,
     writable: Vec<Range<u64>>,
     guard: u64,
@@ -152,9 +133,14 @@ pub struct Validator<'a> {
 }
 
 impl<'a> Validator<'a> {
-    /// Contexts demangled with `guard`, pointing into the executable and the writable
-    /// mappings of `maps`, checked by reading `mem`.
-    pub fn new(mem: &'a dyn Memory, maps: &[MapEntry], guard: u64) -> Self {
+    /// Contexts saved as `layout` says on `arch`, demangled with `guard`, pointing into the
+    /// executable and the writable mappings of `maps`, checked by reading `mem`.
+    pub fn new(
+        mem: &'a dyn Memory,
+        (arch, layout): (&'static dyn Arch, &'static SavedContexts),
+        maps: &[MapEntry],
+        guard: u64,
+    ) -> Self {
         // Not the legacy vsyscall page, at the top of the address space: the quick test of
         // the bounds of all code would let half the values through.
         let code = merged(
@@ -165,6 +151,8 @@ impl<'a> Validator<'a> {
         let writable = merged(maps.iter().filter(|m| m.perms.write).map(|m| m.range()));
         Validator {
             mem,
+            arch,
+            layout,
             lo: code.first().map_or(0, |r| r.start),
             hi: code.last().map_or(0, |r| r.end),
             code,
@@ -190,21 +178,21 @@ impl<'a> Validator<'a> {
     }
 
     fn follows_call(&mut self, pc: u64) -> bool {
-        let mem = self.mem;
-        *self.calls.entry(pc).or_insert_with(|| {
-            follows_call(&kpatch_arch::X86_64, pc, &mut |a| {
-                mem.read_u64(a).map_err(drop)
-            })
-        })
+        let (mem, arch) = (self.mem, self.arch);
+        *self
+            .calls
+            .entry(pc)
+            .or_insert_with(|| follows_call(arch, pc, &mut |a| mem.read_u64(a).map_err(drop)))
     }
 
     /// The `jmp_buf` whose words are `w`, saved at `at`, if it is one.
     fn jmp_buf(&mut self, at: u64, w: &[u64]) -> Option<Found> {
-        let pc = demangle(w[JB_PC], self.guard);
+        let l = self.layout;
+        let pc = l.demangle(w[l.jmp_buf_pc], self.guard);
         if !self.in_code(pc) {
             return None;
         }
-        let sp = demangle(w[JB_RSP], self.guard);
+        let sp = l.demangle(w[l.jmp_buf_sp], self.guard);
         if !sp.is_multiple_of(16) || !contains_sorted(&self.writable, sp) || !self.follows_call(pc)
         {
             return None;
@@ -214,23 +202,24 @@ impl<'a> Validator<'a> {
                 at,
                 pc,
                 sp,
-                fp: demangle(w[JB_RBP], self.guard),
+                fp: l.demangle(w[l.jmp_buf_fp], self.guard),
             },
-            span: JMP_BUF_SPAN,
+            span: l.jmp_buf_span(),
         })
     }
 
     /// The `ucontext_t` whose words are `w`, at `at`, if it is one.
     fn ucontext(&self, at: u64, w: &[u64]) -> Option<Found> {
-        let (pc, sp) = (w[UC_RIP], w[UC_RSP]);
+        let l = self.layout;
+        let (pc, sp) = (w[l.uc_pc], w[l.uc_sp]);
         (self.in_code(pc) && contains_sorted(&self.writable, sp)).then_some(Found {
             ctx: Context {
                 at,
                 pc,
                 sp,
-                fp: w[UC_RBP],
+                fp: w[l.uc_fp],
             },
-            span: UCONTEXT_SPAN,
+            span: l.ucontext_span(),
         })
     }
 }
@@ -244,20 +233,20 @@ fn scan(base: u64, bytes: &[u8], limit: u64, v: &mut Validator<'_>, out: &mut Ve
         .collect();
     let n = words.len();
     let starts = (limit.saturating_sub(base).div_ceil(8) as usize).min(n);
-    let (lo, hi, guard) = (v.lo, v.hi, v.guard);
+    let (lo, hi, guard, l) = (v.lo, v.hi, v.guard, v.layout);
     for i in 0..starts {
         let at = base + 8 * i as u64;
-        if i + JMP_BUF_WORDS <= n {
+        if i + l.jmp_buf_words <= n {
             // The quick test first: almost no word demangles into code.
-            let pc = demangle(words[i + JB_PC], guard);
+            let pc = l.demangle(words[i + l.jmp_buf_pc], guard);
             if pc >= lo && pc < hi {
-                if let Some(f) = v.jmp_buf(at, &words[i..i + JMP_BUF_WORDS]) {
+                if let Some(f) = v.jmp_buf(at, &words[i..i + l.jmp_buf_words]) {
                     out.push(f);
                 }
             }
         }
-        if i + UC_FPREGS < n && words[i + UC_FPREGS] == at.wrapping_add(UC_FPREGS_MEM) {
-            if let Some(f) = v.ucontext(at, &words[i..=i + UC_FPREGS]) {
+        if i + l.uc_fpregs < n && words[i + l.uc_fpregs] == at.wrapping_add(l.uc_fpregs_mem) {
+            if let Some(f) = v.ucontext(at, &words[i..=i + l.uc_fpregs]) {
                 out.push(f);
             }
         }
@@ -313,7 +302,7 @@ fn search_by(
         while at < end {
             let limit = (at + chunk).min(end);
             // A context starting before `limit` may run on past it.
-            let read_end = (limit + SPAN).min(end);
+            let read_end = (limit + v.layout.span()).min(end);
             buf.resize((read_end - at) as usize, 0);
             if mem.read(at, &mut buf).is_ok() {
                 scan(at, &buf, limit, v, &mut out);
@@ -328,7 +317,7 @@ fn search_by(
 
 /// The contexts of `found` (from memory read since the watch started), up to date: those
 /// whose bytes lie in `dirty` (sorted and merged: written since, or not watched) are dropped,
-/// and `dirty` is searched again, from [`SPAN`] bytes before each piece (a context starting
+/// and `dirty` is searched again, from a context's span ([`SavedContexts::span`]) before each piece (a context starting
 /// there reaches into it) within `mappings` (adjacent ones taken as one: a heap grown while
 /// watched is a mapping of its own, and an object may straddle the two).
 pub fn refresh(
@@ -348,13 +337,14 @@ pub fn refresh(
         .copied()
         .collect();
     let mappings = merged(mappings.iter().cloned());
+    let span = v.layout.span();
     let pieces: Vec<Range<u64>> = dirty
         .iter()
         .filter_map(|d| {
             let m = mappings
                 .iter()
                 .find(|m| m.start <= d.start && d.start < m.end)?;
-            Some(d.start.saturating_sub(SPAN - 8).max(m.start)..d.end.min(m.end))
+            Some(d.start.saturating_sub(span - 8).max(m.start)..d.end.min(m.end))
         })
         .collect();
     out.extend(search(mem, &merged(pieces), v));
@@ -378,8 +368,13 @@ mod tests {
         [r]
     }
 
+    fn x86() -> (&'static dyn Arch, &'static SavedContexts) {
+        let arch = kpatch_arch::for_machine(kpatch_arch::EM_X86_64).unwrap();
+        (arch, arch.saved_contexts().unwrap())
+    }
+
     fn mangle(p: u64) -> u64 {
-        (p ^ GUARD).rotate_left(0x11)
+        x86().1.mangle(p, GUARD)
     }
 
     /// A process with code (a call at CODE+0x100 returning to CODE+0x105), a heap and a
@@ -410,14 +405,14 @@ mod tests {
     /// The words of a jmp_buf at `off` saved with stack pointer `sp` and pc `pc`.
     fn jmp_buf(off: u64, sp: u64, pc: u64) -> Vec<(u64, u64)> {
         vec![
-            (off + 8 * JB_RBP as u64, mangle(sp + 0x40)),
-            (off + 8 * JB_RSP as u64, mangle(sp)),
-            (off + 8 * JB_PC as u64, mangle(pc)),
+            (off + 8 * x86().1.jmp_buf_fp as u64, mangle(sp + 0x40)),
+            (off + 8 * x86().1.jmp_buf_sp as u64, mangle(sp)),
+            (off + 8 * x86().1.jmp_buf_pc as u64, mangle(pc)),
         ]
     }
 
     fn find(p: &FakeProcess, maps: &[MapEntry], pieces: &[Range<u64>]) -> Vec<Context> {
-        let mut v = Validator::new(p, maps, GUARD);
+        let mut v = Validator::new(p, x86(), maps, GUARD);
         search(p, pieces, &mut v).iter().map(|f| f.ctx).collect()
     }
 
@@ -429,12 +424,15 @@ mod tests {
         words.extend(jmp_buf(0x500, STACK + 0x2f08, CODE + 0x105));
         words.extend([(0x600 + 48, STACK + 0x2f00), (0x600 + 56, CODE + 0x105)]);
         // A ucontext_t at +0x800 (fpregs into itself), one at +0xc00 whose pointer is not.
-        for (uc, fpregs) in [(0x800, HEAP + 0x800 + UC_FPREGS_MEM), (0xc00, HEAP + 0x800)] {
+        for (uc, fpregs) in [
+            (0x800, HEAP + 0x800 + x86().1.uc_fpregs_mem),
+            (0xc00, HEAP + 0x800),
+        ] {
             words.extend([
-                (uc + 8 * UC_FPREGS as u64, fpregs),
-                (uc + 8 * UC_RIP as u64, CODE + 0x200),
-                (uc + 8 * UC_RSP as u64, STACK + 0x3800),
-                (uc + 8 * UC_RBP as u64, 7),
+                (uc + 8 * x86().1.uc_fpregs as u64, fpregs),
+                (uc + 8 * x86().1.uc_pc as u64, CODE + 0x200),
+                (uc + 8 * x86().1.uc_sp as u64, STACK + 0x3800),
+                (uc + 8 * x86().1.uc_fp as u64, 7),
             ]);
         }
         // One that ends where the mapping ends, and one across the first two chunks of a search
@@ -471,7 +469,7 @@ mod tests {
                 },
             ]
         );
-        let mut v = Validator::new(&p, &maps, GUARD);
+        let mut v = Validator::new(&p, x86(), &maps, GUARD);
         let by_pages = search_by(&p, &just(HEAP..HEAP + 0x4000), &mut v, 0x1000);
         assert_eq!(by_pages.len(), 4);
         // Only the pieces asked for are read.
@@ -596,7 +594,7 @@ mod tests {
         words.extend(jmp_buf(0xfe0, STACK + 0xf00, CODE + 0x105));
         let (p, maps) = process(&words);
         let mappings = just(HEAP..HEAP + 0x4000);
-        let mut v = Validator::new(&p, &maps, GUARD);
+        let mut v = Validator::new(&p, x86(), &maps, GUARD);
         let found = search(&p, &mappings, &mut v);
         assert_eq!(found.len(), 3);
         // Meanwhile: the context at +0x2000 is overwritten (page 2 written), the one at

@@ -138,19 +138,23 @@ pub struct Loaded {
     pub maps: Vec<MapEntry>,
     pub objects: Vec<LoadedObject>,
     pub patches: Vec<AppliedPatch>,
+    /// The mapped files that could not be read, each with why: whether a patch is for one of
+    /// them cannot be told.
+    pub unreadable: Vec<String>,
 }
 
 impl Loaded {
     /// Reads the maps of `proc`, then its objects and patch regions.
     pub fn read(proc: &Process, images: &ImageCache) -> Result<Loaded> {
         let maps = proc.maps()?;
-        let objects = objects(proc, &maps, images)?;
+        let (objects, unreadable) = objects(proc, &maps, images)?;
         let mut patches = applied_patches(proc, &maps)?;
         mark_orphans(proc, proc.arch(), &mut patches);
         Ok(Loaded {
             maps,
             objects,
             patches,
+            unreadable,
         })
     }
 
@@ -169,9 +173,13 @@ impl Loaded {
     }
 }
 
-/// The ELF objects mapped by `proc`, in address order. Files that are not ELF (locale
-/// archives, fonts, ...) are skipped.
-fn objects(proc: &Process, maps: &[MapEntry], images: &ImageCache) -> Result<Vec<LoadedObject>> {
+/// The ELF objects mapped by `proc`, in address order, and the mapped files that could not be
+/// read (with why). Files that are not ELF (locale archives, fonts, ...) are skipped.
+fn objects(
+    proc: &Process,
+    maps: &[MapEntry],
+    images: &ImageCache,
+) -> Result<(Vec<LoadedObject>, Vec<String>)> {
     let page = proc.page_size();
     // The running executable's file, by identity rather than path: in another mount namespace
     // or chroot the path names a file of the target's root.
@@ -193,6 +201,7 @@ fn objects(proc: &Process, maps: &[MapEntry], images: &ImageCache) -> Result<Vec
         }
     }
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     for group in groups.values() {
         let Some(first) = group.iter().min_by_key(|m| m.start) else {
             continue;
@@ -202,7 +211,10 @@ fn objects(proc: &Process, maps: &[MapEntry], images: &ImageCache) -> Result<Vec
         };
         let mut file = match proc.open_mapped_file(first) {
             Ok(f) => f,
-            Err(_) => continue,
+            Err(e) => {
+                unreadable.push(e.to_string());
+                continue;
+            }
         };
         let image = match images.image(&mut file, &path)? {
             Some(i) => i,
@@ -233,7 +245,7 @@ fn objects(proc: &Process, maps: &[MapEntry], images: &ImageCache) -> Result<Vec
         });
     }
     out.sort_by_key(|o| o.range.start);
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 /// Patch regions in the target: anonymous read-execute private mappings that start with a

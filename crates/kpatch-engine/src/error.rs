@@ -60,6 +60,8 @@ pub enum Error {
         target_arch: String,
         pid: i32,
     },
+    #[error("pid {pid}: no patch is for the objects that could be read, and whether one is for the others cannot be told: {objects}")]
+    UnreadableObjects { pid: i32, objects: String },
     #[error("no free address range of {size:#x} bytes within reach of {object} in pid {pid}")]
     NoRegion { object: String, size: u64, pid: i32 },
     #[error("{function} in {object} cannot be patched: {reason}")]
@@ -147,12 +149,47 @@ pub enum Error {
     NoSuchObject { object: String, pid: i32 },
     #[error("the livepatch registry of pid {pid} is full: at most {slots} states can be applied at once")]
     RegistryFull { pid: i32, slots: u64 },
+    #[error("patch {id} needs patch {needs}, which is not applied to {object} in pid {pid}: {id} {}; apply {needs} first", takes(symbols))]
+    NeedsEarlier {
+        id: String,
+        needs: String,
+        object: String,
+        pid: i32,
+        symbols: Vec<String>,
+    },
+    #[error("patch {id} takes {symbol} from patch {needs}, but patch {needs} as applied to {object} in pid {pid} does not define it (built from other sources than {id} was built on?)")]
+    EarlierSymbolMissing {
+        id: String,
+        symbol: String,
+        needs: String,
+        object: String,
+        pid: i32,
+    },
+    #[error("cannot remove patch {id} from {object} in pid {pid}: patch {by}, applied after it, {}; remove {by} first (unpatch without -i removes every patch, newest first)", takes(symbols))]
+    StillNeeded {
+        id: String,
+        object: String,
+        pid: i32,
+        by: String,
+        symbols: Vec<String>,
+    },
+    #[error("patch {id} is cumulative (it replaces every earlier patch of its object) and built on top of patch {needs}, which it would replace; build it without --earlier/--after")]
+    ReplaceNeedsEarlier { id: String, needs: String },
     #[error("{script} {pid} failed: {status}")]
     Script {
         script: PathBuf,
         pid: i32,
         status: String,
     },
+}
+
+/// What a patch built on top of another takes from it, for messages.
+fn takes(symbols: &[String]) -> String {
+    if symbols.is_empty() {
+        "was built on top of it".to_owned()
+    } else {
+        format!("uses {} from it", symbols.join(", "))
+    }
 }
 
 fn describe_busy(busy: &[(i32, String)]) -> String {

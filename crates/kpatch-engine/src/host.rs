@@ -25,7 +25,7 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use kpatch_arch::EM_AARCH64;
+use kpatch_arch::Arch;
 use kpatch_process::{DeferTermination, Memory, Process, StoppedThread};
 
 use crate::discover::{ImageCache, Loaded};
@@ -89,34 +89,16 @@ fn futex_waits(op: u64) -> bool {
     matches!(op & 0x7f, 0 | 9 | 6 | 11 | 13)
 }
 
-/// Whether syscall `nr` (on `machine`) only waits: libc calls it holding none of its locks.
+/// Whether syscall `nr` (on `arch`) only waits: libc calls it holding none of its locks.
 /// A futex wait counts when the futex is not libc's or the loader's own (`in_runtime`).
 /// `restart_syscall` counts: it resumes a `nanosleep`, `poll` or timed futex wait that a stop
 /// (ours among them) interrupted, and libc never waits with a timeout holding a lock.
-fn waits(machine: u16, nr: u64, args: &[u64], in_runtime: impl Fn(u64) -> bool) -> bool {
+fn waits(arch: &dyn Arch, nr: u64, args: &[u64], in_runtime: impl Fn(u64) -> bool) -> bool {
     let arg = |i: usize| args.get(i).copied().unwrap_or(0);
-    let (futex, waiting): (u64, &[u64]) = if machine == EM_AARCH64 {
-        (
-            98,
-            // nanosleep, clock_nanosleep, rt_sigsuspend, rt_sigtimedwait, pselect6, ppoll,
-            // epoll_pwait, epoll_pwait2, wait4, waitid, accept, accept4, restart_syscall
-            &[101, 115, 133, 137, 72, 73, 22, 441, 260, 95, 202, 242, 128],
-        )
-    } else {
-        (
-            202,
-            // nanosleep, clock_nanosleep, pause, rt_sigsuspend, rt_sigtimedwait, select,
-            // pselect6, poll, ppoll, epoll_wait, epoll_pwait, epoll_pwait2, wait4, waitid,
-            // accept, accept4, restart_syscall
-            &[
-                35, 230, 34, 130, 128, 23, 270, 7, 271, 232, 281, 441, 61, 247, 43, 288, 219,
-            ],
-        )
-    };
-    if nr == futex {
+    if nr == arch.sys_futex() {
         return futex_waits(arg(1)) && !in_runtime(arg(0));
     }
-    waiting.contains(&nr)
+    arch.waiting_syscalls().contains(&nr)
 }
 
 /// Whether a thread whose frames' code is `code` (innermost first, the walk complete) may run
@@ -263,7 +245,7 @@ impl<'p> Host<'p> {
         let waiting = current_syscall(proc.pid(), stopped.tid()).is_some_and(|(nr, args)| {
             let runtime =
                 |a: u64| contains_sorted(&self.libc, a) || contains_sorted(&self.loader, a);
-            waits(proc.arch().e_machine(), nr, &args, runtime)
+            waits(proc.arch(), nr, &args, runtime)
         });
         let exe_bottom = walk
             .frames
@@ -371,15 +353,17 @@ mod tests {
     #[test]
     fn waiting_syscalls_are_those_that_hold_no_lock() {
         let nowhere = |_| false;
-        assert!(waits(62, 230, &[], nowhere)); // clock_nanosleep
-        assert!(waits(62, 219, &[], nowhere)); // restart_syscall
-        assert!(!waits(62, 1, &[], nowhere)); // write (fflush holds the FILE lock)
-        assert!(!waits(62, 9, &[], nowhere)); // mmap (the allocator holds its lock)
-                                              // A futex wait on the program's mutex, not on one of libc's.
-        assert!(waits(62, 202, &[0x5000, 0x80], |a| a == 0x7000));
-        assert!(!waits(62, 202, &[0x7000, 0x80], |a| a == 0x7000));
-        assert!(!waits(62, 202, &[0x5000, 0x81], nowhere)); // FUTEX_WAKE
-        assert!(waits(EM_AARCH64, 115, &[], nowhere));
-        assert!(!waits(EM_AARCH64, 64, &[], nowhere));
+        let x86 = kpatch_arch::for_machine(kpatch_arch::EM_X86_64).unwrap();
+        let arm = kpatch_arch::for_machine(kpatch_arch::EM_AARCH64).unwrap();
+        assert!(waits(x86, 230, &[], nowhere)); // clock_nanosleep
+        assert!(waits(x86, 219, &[], nowhere)); // restart_syscall
+        assert!(!waits(x86, 1, &[], nowhere)); // write (fflush holds the FILE lock)
+        assert!(!waits(x86, 9, &[], nowhere)); // mmap (the allocator holds its lock)
+                                               // A futex wait on the program's mutex, not on one of libc's.
+        assert!(waits(x86, 202, &[0x5000, 0x80], |a| a == 0x7000));
+        assert!(!waits(x86, 202, &[0x7000, 0x80], |a| a == 0x7000));
+        assert!(!waits(x86, 202, &[0x5000, 0x81], nowhere)); // FUTEX_WAKE
+        assert!(waits(arm, 115, &[], nowhere));
+        assert!(!waits(arm, 64, &[], nowhere));
     }
 }

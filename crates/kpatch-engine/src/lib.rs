@@ -23,6 +23,7 @@ mod fake;
 mod fault;
 mod host;
 mod identity;
+mod layers;
 mod listing;
 mod lock;
 mod objects;

@@ -31,6 +31,9 @@ pub struct PatchInfo {
     /// The states it set: (id, version).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub states: Vec<(u64, u32)>,
+    /// The patches of its object it was built on top of (and needs applied).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
     /// Its callbacks, by object.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub callbacks: Vec<CallbackInfo>,
@@ -95,6 +98,7 @@ pub fn info(images: &ImageCache, pid: i32) -> Result<Vec<ObjectInfo>> {
             at_startup: p.header.applied_at_startup(),
             replace: false,
             states: Vec::new(),
+            after: crate::layers::of_region(&proc, p).patches,
             callbacks: Vec::new(),
         };
         let mut entry = entry;

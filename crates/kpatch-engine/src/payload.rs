@@ -210,17 +210,7 @@ mod tests {
         let mut info = InfoRecord::new(0, 0, 16, 6, 0).as_bytes().to_vec();
         info.extend_from_slice(&INFO_END_MARKER);
         let kinfo = elf.add_section(Section::new(KPATCH_INFO, SHT_PROGBITS, SHF_ALLOC, info));
-        let strtab = elf.add_section(Section::new(
-            ".strtab",
-            SHT_STRTAB,
-            SectionFlags(0),
-            vec![0],
-        ));
-        let symtab = elf.add_section(Section {
-            link: strtab as u32,
-            entsize: 24,
-            ..Section::new(".symtab", SHT_SYMTAB, SectionFlags(0), Vec::new())
-        });
+        let symtab = elf.add_symbol_table();
         let sym = |name: &str, sym_type, bind, shndx: usize, value| Symbol {
             name: name.into(),
             name_offset: u32::MAX,

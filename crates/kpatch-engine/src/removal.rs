@@ -67,7 +67,8 @@ pub struct Removal {
 /// function, its jump is replaced by the saved original bytes; a function a newer patch (one
 /// not removed before it) replaced again keeps that patch's jump, and the newer patch's undo
 /// bytes become ours, so that it falls back past us. `tolerant` (for reclaiming an interrupted
-/// run's region) skips records whose jump is not found instead of refusing.
+/// run's region) skips records whose jump is not found instead of refusing. A patch that a
+/// patch staying was built on top of is refused (`layers.rs`).
 pub fn plan(
     proc: &dyn ProcessView,
     loaded: &Loaded,
@@ -79,6 +80,9 @@ pub fn plan(
     let arch = proc.arch();
     let hs = arch.hunk_size();
     let mem = proc.memory();
+    if !tolerant {
+        crate::layers::check_removal(mem, loaded, selected, proc.pid())?;
+    }
     let mut overlay = Overlay {
         mem,
         writes: HashMap::new(),
@@ -216,6 +220,7 @@ mod tests {
                 fake::object("libfoo.so", 0x7000..0x8000, fake::image(LIB, &[]), false),
             ],
             patches,
+            unreadable: Vec::new(),
         }
     }
 

@@ -455,13 +455,14 @@ fn own_stacks(
     maps: &[MapEntry],
 ) -> Vec<OwnStack> {
     let pid = world.process().pid();
+    let layout = world.process().arch().saved_contexts();
     let mapping = |a: u64| maps.iter().find(|m| m.contains(a));
     let mut out = Vec::new();
     for s in stacks {
         let tcb = world
             .regs(s.tid)
             .and_then(|r| r.ok())
-            .and_then(|r| coro::thread_pointer(&r));
+            .and_then(|r| layout.and_then(|l| coro::thread_pointer(l, &r)));
         let m = if s.tid == pid {
             maps.iter().find(|m| m.is_special("[stack]"))
         } else {

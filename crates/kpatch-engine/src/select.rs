@@ -6,17 +6,21 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use kpatch_file::{Header, HEADER_SIZE, MAGIC};
-use kpatch_process::{parse_maps, MapEntry, MapName, Memory, Process};
+use kpatch_process::{open_mapped_file, parse_maps, MapEntry, MapName, Memory, Process};
 
 use crate::elf_image::build_id_of;
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
 /// A process `-p all` looked at, and whether the command applies to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub pid: i32,
     pub applies: bool,
+    /// Why it could not be told whether the command applies (a mapped object whose file
+    /// could not be read), when it could not: such a process is not attached, and the command
+    /// says so rather than pass over it.
+    pub undecided: Option<String>,
 }
 
 /// Numeric entries of `/proc` in pid order, minus pid 1, ourselves and processes without an
@@ -36,22 +40,26 @@ fn candidate_pids() -> Result<Vec<i32>> {
     Ok(pids)
 }
 
-/// Reads the build-id of a mapped file, from the start of the file (where the note is) or,
-/// failing that, from all of it.
-fn mapped_build_id(pid: i32, start: u64, end: u64) -> Option<String> {
-    let path = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
-    let mut f = std::fs::File::open(path).ok()?;
+/// The build-id of the object mapped by `m` in process `pid` (None: not an ELF file or no
+/// build-id), read from the start of the file (where the note is) or, failing that, from all
+/// of it. Err: the file could not be opened (why).
+fn mapped_build_id(pid: i32, m: &MapEntry) -> std::result::Result<Option<String>, String> {
+    let mut f = open_mapped_file(pid, m).map_err(|e| e.to_string())?;
     let mut head = vec![0u8; 64 * 1024];
-    let n = f.read(&mut head).ok()?;
+    let Ok(n) = f.read(&mut head) else {
+        return Ok(None);
+    };
     head.truncate(n);
     if head.get(..4) != Some(b"\x7fELF") {
-        return None;
+        return Ok(None);
     }
     if let Ok(Some(id)) = build_id_of(&head) {
-        return Some(id);
+        return Ok(Some(id));
     }
-    f.read_to_end(&mut head).ok()?;
-    build_id_of(&head).ok().flatten()
+    if f.read_to_end(&mut head).is_err() {
+        return Ok(None);
+    }
+    Ok(build_id_of(&head).ok().flatten())
 }
 
 /// The maps of a process, or None when it is gone or unreadable.
@@ -69,16 +77,34 @@ pub fn for_patch(storage: &Storage) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
     for pid in candidate_pids()? {
         let Some(maps) = maps_of(pid) else { continue };
-        let applies = maps.iter().any(|m| {
+        let mut applies = false;
+        let mut undecided = None;
+        for m in &maps {
             if !matches!(m.name, MapName::File { .. }) || m.inode == 0 {
-                return false;
+                continue;
             }
-            let id = cache
-                .entry((m.dev.0, m.dev.1, m.inode))
-                .or_insert_with(|| mapped_build_id(pid, m.start, m.end));
-            id.as_ref().is_some_and(|id| wanted.contains(id))
+            let key = (m.dev.0, m.dev.1, m.inode);
+            let id = match cache.get(&key) {
+                Some(id) => id.clone(),
+                None => match mapped_build_id(pid, m) {
+                    Ok(id) => cache.entry(key).or_insert(id).clone(),
+                    Err(why) => {
+                        undecided.get_or_insert(why);
+                        continue;
+                    }
+                },
+            };
+            if id.is_some_and(|id| wanted.contains(&id)) {
+                applies = true;
+                break;
+            }
+        }
+        let undecided = if applies { None } else { undecided };
+        out.push(Candidate {
+            pid,
+            applies,
+            undecided,
         });
-        out.push(Candidate { pid, applies });
     }
     Ok(out)
 }
@@ -110,7 +136,11 @@ pub fn for_unpatch(id: Option<&str>) -> Result<Vec<Candidate>> {
                     })
                 })
             });
-        out.push(Candidate { pid, applies });
+        out.push(Candidate {
+            pid,
+            applies,
+            undecided: None,
+        });
     }
     Ok(out)
 }

@@ -65,6 +65,7 @@ impl<'e> Session<'e> {
             return Err(kpatch_process::Error::NoSuchProcess { pid }.into());
         }
         let lock = lock::lock(&opts.lock_dir, pid, opts.lock_wait)?;
+        crate::fault::pause(opts, "locked");
         let proc = match held {
             Some(h) if h.tgid() == pid => Process::open_held(h)?,
             _ => Process::open(pid)?,

@@ -36,6 +36,7 @@
 //! ```
 
 mod checksum;
+mod depends;
 pub mod elf;
 mod error;
 mod header;
@@ -47,6 +48,7 @@ mod sections;
 mod trailer;
 mod write;
 
+pub use depends::Depends;
 pub use error::{ElfError, FormatError, InfoError};
 pub use header::{
     build_id_hex, Header, BUILD_ID_LEN, HEADER_SIZE, MAGIC, MAGIC_PENDING, MAX_PATCH_ID_LEN,
@@ -63,9 +65,9 @@ pub use livepatch::{
 pub use payload::{PayloadElf, Section};
 pub use read::{KpatchFile, PAYLOAD_ALIGN};
 pub use sections::{
-    is_kpatch_rela, is_kpatch_section, rela_section_name, COPY_SUFFIX, KPATCH_CALLBACKS,
-    KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_EH_FRAME, KPATCH_INFO, KPATCH_PREFIX, KPATCH_REGISTRY,
-    KPATCH_REPLACE, KPATCH_STATES, KPATCH_STRTAB, KPATCH_TEXT,
+    is_kpatch_rela, is_kpatch_section, rela_section_name, COPY_SUFFIX, EARLIER_STUBS,
+    KPATCH_CALLBACKS, KPATCH_DATA, KPATCH_DATA_ALIGN, KPATCH_DEPENDS, KPATCH_EH_FRAME, KPATCH_INFO,
+    KPATCH_PREFIX, KPATCH_REGISTRY, KPATCH_REPLACE, KPATCH_STATES, KPATCH_STRTAB, KPATCH_TEXT,
 };
 pub use trailer::split_trailer;
 pub use write::{normalize_build_id, validate_patch_id, write_kpatch};

@@ -27,6 +27,15 @@ pub const KPATCH_REGISTRY: &str = ".kpatch.registry";
 /// Present in a cumulative patch (`kpatch_make --replace`): it replaces every earlier patch of
 /// its object. Holds [`crate::REPLACE_MARKER`].
 pub const KPATCH_REPLACE: &str = ".kpatch.replace";
+/// Present in a patch built on top of earlier patches of its object: which patches it must be
+/// applied after, and which symbols it takes from them ([`crate::Depends`]).
+pub const KPATCH_DEPENDS: &str = ".kpatch.depends";
+
+/// Placeholders `kpatch_gensrc --earlier` defines, in the patched build, for what an earlier
+/// patch added (so that the patched link resolves them); `kpatch_strip --rel-fixup` makes
+/// them undefined symbols, resolved at run time in the earlier patch. Not a `.kpatch` name:
+/// nothing of it goes into the payload.
+pub const EARLIER_STUBS: &str = ".libcare.earlier";
 
 /// Alignment of `.kpatch.data` in memory and of its file offset in the payload: the runtime
 /// maps the payload up to it read-execute and from it read-write.
@@ -69,6 +78,7 @@ mod tests {
             KPATCH_STATES,
             KPATCH_REGISTRY,
             KPATCH_REPLACE,
+            KPATCH_DEPENDS,
         ] {
             assert!(is_kpatch_section(name), "{name}");
             assert!(!is_kpatch_rela(name), "{name}");
@@ -77,6 +87,7 @@ mod tests {
         assert_eq!(rela_section_name(KPATCH_INFO), ".rela.kpatch.info");
         assert!(is_kpatch_rela(".rel.kpatch.text"));
         assert!(!is_kpatch_section(".text.kpatch_helper"));
+        assert!(!is_kpatch_section(EARLIER_STUBS));
         assert!(!is_kpatch_rela(".rela.text"));
         assert!(KPATCH_DATA_ALIGN.is_power_of_two());
     }

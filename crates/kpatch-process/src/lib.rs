@@ -60,7 +60,7 @@ pub use held::{blocked_signals, blocked_syscall, BlockedSyscall, HeldEvent, Held
 pub use inherited_fd::adopt_inherited_fd;
 pub use maps::{parse_maps, MapEntry, MapName, MapsParseError, Perms};
 pub use memory::Memory;
-pub use process::Process;
+pub use process::{open_mapped_file, Process};
 pub use region::{find_region, user_space_end, SpaceLimits, MIN_STACK_RESERVE, STACK_GUARD_GAP};
 pub use run::{ReturnPoint, RunReport};
 pub use seccomp::{

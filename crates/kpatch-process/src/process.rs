@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -191,21 +192,9 @@ impl Process {
         parse_maps(&bytes).map_err(|e| Error::format(path, e.to_string()))
     }
 
-    /// Opens exactly the file that backs `entry` (`/proc/PID/map_files/START-END`), even if
-    /// its path now names another file or none. Needs `CAP_SYS_ADMIN` in the target's user
-    /// namespace.
+    /// Opens exactly the file that backs `entry`; see [`open_mapped_file`].
     pub fn open_mapped_file(&self, entry: &MapEntry) -> Result<File> {
-        if entry.file_path().is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "pid {}: mapping {:#x}-{:#x} is not backed by a file",
-                self.pid, entry.start, entry.end
-            )));
-        }
-        let path = self
-            .root
-            .join("map_files")
-            .join(format!("{:x}-{:x}", entry.start, entry.end));
-        File::open(&path).map_err(|e| Error::proc(path, e))
+        open_mapped_file(self.pid, entry)
     }
 
     /// The auxiliary vector.
@@ -291,4 +280,41 @@ fn identify(pid: i32, exe: &Path, link: &Path) -> Result<&'static dyn Arch> {
     let machine = header.e_machine.get(LittleEndian).0;
     kpatch_arch::for_machine(machine)
         .ok_or_else(|| unsupported(format!("a program for ELF machine {machine}")))
+}
+
+/// Opens exactly the file that backs `entry` of process `pid`: through
+/// `/proc/PID/map_files/START-END` (the mapped inode, even if its path now names another file
+/// or none; needs `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`), or else by its path in the
+/// process's root when the file there is still the one mapped (same device and inode). The
+/// error names both reasons.
+pub fn open_mapped_file(pid: i32, entry: &MapEntry) -> Result<File> {
+    let Some(path) = entry.file_path() else {
+        return Err(Error::InvalidArgument(format!(
+            "pid {pid}: mapping {:#x}-{:#x} is not backed by a file",
+            entry.start, entry.end
+        )));
+    };
+    let mapped = format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end);
+    let by_mapping = match File::open(&mapped) {
+        Ok(f) => return Ok(f),
+        Err(e) => e,
+    };
+    let fail = |why: String| {
+        Error::InvalidArgument(format!(
+            "{}: cannot be read as mapped by pid {pid} ({by_mapping} through map_files; {why})",
+            path.display()
+        ))
+    };
+    let mut in_root = PathBuf::from(format!("/proc/{pid}/root"));
+    in_root.push(path.strip_prefix("/").unwrap_or(path));
+    let f = File::open(&in_root).map_err(|e| fail(format!("{e} by its path")))?;
+    let meta = f.metadata().map_err(|e| fail(format!("{e} by its path")))?;
+    let dev = (
+        (((meta.dev() >> 32) & 0xffff_f000) | ((meta.dev() >> 8) & 0xfff)) as u32,
+        (((meta.dev() >> 12) & 0xffff_ff00) | (meta.dev() & 0xff)) as u32,
+    );
+    if meta.ino() != entry.inode || dev != entry.dev {
+        return Err(fail("the file at its path is another file now".into()));
+    }
+    Ok(f)
 }

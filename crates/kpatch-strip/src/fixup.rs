@@ -6,7 +6,7 @@ use crate::tls;
 use elf_edit::{Elf, Rela, Symbol};
 use kpatch_arch::{Arch, GotInstruction, GotRewriteError, RelocNeed, StaticTls};
 use kpatch_file::elf::R_NONE;
-use kpatch_file::is_kpatch_section;
+use kpatch_file::{is_kpatch_section, Depends, EARLIER_STUBS, KPATCH_DEPENDS};
 use object::elf::{
     RelocationType, SymbolOther, SymbolSection, ET_DYN, ET_REL, SHN_ABS, SHN_UNDEF, SHT_RELA,
     STB_GLOBAL, STB_LOCAL, STB_WEAK, STT_FUNC, STT_NOTYPE, STT_OBJECT, STT_SECTION, STT_TLS,
@@ -40,6 +40,9 @@ pub enum FixupNote {
     /// reference, resolved at run time like the dynamic linker resolves it (the program may
     /// hold the live definition, as with a copy-relocated variable).
     Interposable { symbol: String },
+    /// A reference to a placeholder of `kpatch_gensrc --earlier`: left undefined, for the
+    /// runtime to resolve in the earlier patch that defines it.
+    FromEarlier { symbol: String },
 }
 
 impl fmt::Display for FixupNote {
@@ -89,6 +92,12 @@ impl fmt::Display for FixupNote {
                     "Keeping GOT reference to {symbol}: resolved at run time (the process may use another definition)"
                 )
             }
+            Self::FromEarlier { symbol } => {
+                write!(
+                    f,
+                    "Keeping {symbol} undefined: an earlier patch defines it (resolved at run time)"
+                )
+            }
         }
     }
 }
@@ -116,7 +125,10 @@ impl fmt::Display for FixupNote {
 /// - local-exec TLS (x86_64 `TPOFF32`, aarch64 `TLSLE_ADD_TPREL_*`), as the linker leaves it in
 ///   an executable: the variable's offset is checked to be the original's and the relocation
 ///   is removed, the linked instruction already holding the right value (a runtime need not
-///   know `NONE` relocations, so none is left behind).
+///   know `NONE` relocations, so none is left behind);
+/// - a placeholder of `kpatch_gensrc --earlier` (a symbol defined in [`EARLIER_STUBS`], which
+///   an earlier patch defines) becomes an undefined symbol, and its name is listed in
+///   [`KPATCH_DEPENDS`]: the runtime resolves it in that earlier patch.
 ///
 /// Before any change, checks the layout contract ([`crate::check_layout`]).
 pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildError> {
@@ -159,6 +171,11 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         .map(|(i, _)| i)
         .collect();
     let interposable = interposable_symbols(orig)?;
+    let stubs = patch
+        .sections
+        .iter()
+        .position(|s| s.name == EARLIER_STUBS)
+        .map(|i| SymbolSection(i as u16));
     let rela_sections: Vec<usize> = patch
         .sections
         .iter()
@@ -173,6 +190,7 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         first: syms.len(),
         symbols: Vec::new(),
     };
+    let mut from_earlier: Vec<usize> = Vec::new();
     for ri in rela_sections {
         let target = patch.section_at(ri)?.info as usize;
         let target_section = patch.section_at(target)?;
@@ -192,6 +210,8 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
             notes: &mut notes,
             interposable: &interposable,
             imports: &mut imports,
+            stubs,
+            from_earlier: &mut from_earlier,
         };
         for (index, r) in relas.iter_mut().enumerate() {
             cx.fix(index, r)?;
@@ -200,10 +220,26 @@ pub fn rel_fixup(orig: &Elf, patch: &mut Elf) -> Result<Vec<FixupNote>, BuildErr
         changes.push((ri, relas, target, cx.bytes));
     }
     // Applied only once every relocation was fixed, so a refusal leaves `patch` untouched.
-    if !imports.symbols.is_empty() {
+    if !imports.symbols.is_empty() || !from_earlier.is_empty() {
         let mut all = syms.clone();
         all.extend(imports.symbols);
+        let mut depends = match patch.section(KPATCH_DEPENDS) {
+            Some(s) => Depends::parse(&s.data),
+            None => Depends::default(),
+        };
+        for &i in &from_earlier {
+            depends.add_symbol(syms[i].unversioned_name());
+            all[i] = Symbol {
+                value: 0,
+                size: 0,
+                shndx: SHN_UNDEF,
+                ..syms[i].clone()
+            };
+        }
         patch.set_symbols(symtab, &all)?;
+        if !depends.is_empty() {
+            crate::depends::set(patch, &depends);
+        }
     }
     for (ri, relas, target, bytes) in changes {
         patch.set_relas(ri, &relas)?;
@@ -230,6 +266,10 @@ struct Cx<'a> {
     notes: &'a mut Vec<FixupNote>,
     interposable: &'a HashSet<String>,
     imports: &'a mut Imports,
+    /// The section of `kpatch_gensrc --earlier`'s placeholders, if the patch has one.
+    stubs: Option<SymbolSection>,
+    /// The placeholders referred to, by symbol index.
+    from_earlier: &'a mut Vec<usize>,
 }
 
 /// Undefined symbols added to the patch's `.symtab` (after its last symbol, so no index
@@ -310,6 +350,23 @@ impl Cx<'_> {
         })?;
         if sym.sym_type == STT_TLS {
             return self.fix_tls(index, r, sym);
+        }
+        if self.stubs.is_some_and(|s| s == sym.shndx) && sym.is_defined_in_section() {
+            if sym.bind == STB_LOCAL {
+                return Err(self.fail(
+                    index,
+                    &sym.name,
+                    "a static placeholder of kpatch_gensrc --earlier: an earlier patch's static symbols cannot be found at run time",
+                ));
+            }
+            if !self.from_earlier.contains(&(r.sym as usize)) {
+                self.from_earlier.push(r.sym as usize);
+                self.notes.push(FixupNote::FromEarlier {
+                    symbol: sym.name.clone(),
+                });
+            }
+            r.r_type = RelocationType(self.arch.without_plt(r.r_type.0));
+            return Ok(());
         }
         let in_patch =
             self.kpatch.contains(&usize::from(sym.shndx.0)) && sym.is_defined_in_section();

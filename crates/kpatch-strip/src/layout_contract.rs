@@ -4,7 +4,7 @@
 use crate::error::BuildError;
 use crate::section_map::map_sections;
 use elf_edit::{Elf, Symbol};
-use kpatch_file::is_kpatch_section;
+use kpatch_file::{is_kpatch_section, EARLIER_STUBS};
 use object::elf::{SHT_RELA, STB_LOCAL, STT_FUNC, STT_OBJECT, STT_TLS};
 use std::collections::{HashMap, HashSet};
 
@@ -50,7 +50,9 @@ pub fn check_layout(orig: &Elf, patch: &Elf) -> Result<(), BuildError> {
         }
         let shndx = usize::from(sym.shndx.0);
         let section = patch.section_at(shndx)?;
-        if is_kpatch_section(&section.name) {
+        // Placeholders for what an earlier patch defines (`kpatch_gensrc --earlier`) are no
+        // part of the original: references to them become undefined symbols.
+        if is_kpatch_section(&section.name) || section.name == EARLIER_STUBS {
             continue;
         }
         if is_linker_built(&section.name) && !referenced.contains(&index) {

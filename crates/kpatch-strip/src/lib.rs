@@ -4,6 +4,7 @@
 //! `object::elf`'s, the instruction rewrites `kpatch_arch`'s. See docs/internals.md sections
 //! 1.3 and 2 for the contract.
 
+mod depends;
 mod eh_frame;
 mod error;
 mod fixup;
@@ -15,6 +16,7 @@ mod strip;
 mod tls;
 mod undo;
 
+pub use depends::{depends_of, mark_after};
 pub use error::{BuildError, SmallFunction};
 pub use fixup::{rel_fixup, FixupNote};
 pub use layout_contract::check_layout;

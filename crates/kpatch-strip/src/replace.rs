@@ -27,12 +27,12 @@ pub fn mark_replace(elf: &[u8]) -> Result<Vec<u8>, BuildError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use object::elf::{EM_X86_64, ET_REL, SHF_EXECINSTR, SHF_WRITE};
 
-    #[test]
-    fn the_marker_is_added_once_and_kpatch_data_stays_page_aligned() {
+    /// A small payload: `.kpatch.text` and a page-aligned `.kpatch.data`.
+    pub(crate) fn code_and_data() -> Elf {
         let mut elf = Elf::new(ET_REL, EM_X86_64);
         let text = SHF_ALLOC | SHF_EXECINSTR;
         elf.add_section(Section::new(".kpatch.text", SHT_PROGBITS, text, vec![0xc3]));
@@ -44,7 +44,12 @@ mod tests {
         );
         data.addralign = 4096;
         elf.add_section(data);
-        let marked = mark_replace(&write_payload(&elf)).unwrap();
+        elf
+    }
+
+    #[test]
+    fn the_marker_is_added_once_and_kpatch_data_stays_page_aligned() {
+        let marked = mark_replace(&write_payload(&code_and_data())).unwrap();
         let back = Elf::parse(&marked).unwrap();
         assert_eq!(back.section(KPATCH_REPLACE).unwrap().data, REPLACE_MARKER);
         assert_eq!(

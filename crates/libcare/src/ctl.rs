@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kpatch_engine::{select, Engine, Options, Report, Storage};
+use kpatch_engine::select::{self, Candidate};
+use kpatch_engine::{Engine, Options, Report, Storage};
 use kpatch_process::GuardianForker;
 use kpatch_trust::{Event, Outcome, Requester, TrustError};
 
@@ -370,13 +371,20 @@ fn info(pid: i32, json: bool, engine: &Engine, p: &mut Printer<'_>) -> bool {
     }
 }
 
-/// What `info` shows of a patch's `<libcare/livepatch.h>` features, after its id (nothing for
-/// a patch that uses none).
+/// What `info` shows of a patch's `<libcare/livepatch.h>` features and of the patches it was
+/// built on top of, after its id (nothing for a patch that has none).
 fn livepatch_lines(patch: &kpatch_engine::PatchInfo, p: &mut Printer<'_>) {
     if patch.replace {
         p.out(&format!(
             "{:<25} {}",
             "Replace:", "yes (it replaced the earlier patches)"
+        ));
+    }
+    if !patch.after.is_empty() {
+        p.out(&format!(
+            "{:<25} {}",
+            "Applied after:",
+            patch.after.join(", ")
         ));
     }
     if !patch.states.is_empty() {
@@ -441,6 +449,20 @@ fn patch_all(storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
             return false;
         }
     };
+    each_candidate(&candidates, engine, p, no_patch_line, |pid, engine, p| {
+        patch_one(pid, storage, engine, p)
+    })
+}
+
+/// Runs `one` on each candidate the command applies to (with one guardian forker for them
+/// all) and prints `not_applicable`'s line for the others. Returns whether every run succeeded.
+fn each_candidate(
+    candidates: &[Candidate],
+    engine: &Engine,
+    p: &mut Printer<'_>,
+    not_applicable: fn(i32) -> String,
+    mut one: impl FnMut(i32, &Engine, &mut Printer<'_>) -> bool,
+) -> bool {
     let engine = &Engine::new(with_guardian_forker(
         engine.options(),
         candidates.iter().filter(|c| c.applies).count(),
@@ -448,9 +470,15 @@ fn patch_all(storage: &Storage, engine: &Engine, p: &mut Printer<'_>) -> bool {
     let mut ok = true;
     for c in candidates {
         if c.applies {
-            ok &= patch_one(c.pid, storage, engine, p);
+            ok &= one(c.pid, engine, p);
+        } else if let Some(why) = &c.undecided {
+            p.error(format_args!(
+                "cannot tell whether PID '{}' maps an object with a patch, left alone: {why}",
+                c.pid
+            ));
+            ok = false;
         } else {
-            p.out(&no_patch_line(c.pid));
+            p.out(&not_applicable(c.pid));
         }
     }
     ok
@@ -465,19 +493,13 @@ fn unpatch_all(id: Option<&str>, objects: &[String], engine: &Engine, p: &mut Pr
             return false;
         }
     };
-    let engine = &Engine::new(with_guardian_forker(
-        engine.options(),
-        candidates.iter().filter(|c| c.applies).count(),
-    ));
-    let mut ok = true;
-    for c in candidates {
-        if c.applies {
-            ok &= unpatch_one(c.pid, id, objects, engine, p);
-        } else {
-            p.out(&not_cancellable_line(c.pid));
-        }
-    }
-    ok
+    each_candidate(
+        &candidates,
+        engine,
+        p,
+        not_cancellable_line,
+        |pid, engine, p| unpatch_one(pid, id, objects, engine, p),
+    )
 }
 
 /// Applies every patch of the storage at `path` to every process it applies to (`patch -p all

@@ -101,8 +101,12 @@ fn split(arg: &str) -> (&str, Option<&str>) {
             None => (arg, None),
         };
     }
-    if arg.len() > 2 && arg.starts_with('-') {
-        return (&arg[..2], Some(&arg[2..]));
+    if let Some(letter) = arg.strip_prefix('-').and_then(|rest| rest.chars().next()) {
+        // The option is `-` and one character, however many bytes that character takes.
+        let end = 1 + letter.len_utf8();
+        if arg.len() > end {
+            return (&arg[..end], Some(&arg[end..]));
+        }
     }
     (arg, None)
 }
@@ -309,5 +313,9 @@ mod tests {
         assert_eq!(p(&["--version"]).unwrap().0, Command::Version);
         assert_eq!(p(&["info"]).unwrap_err().usage, INFO_USAGE);
         assert_eq!(p(&["bogus"]).unwrap_err().usage, USAGE);
+        // An option letter of several bytes (found by fuzzing: the split cut it in two).
+        let e = p(&["patch", "-\u{e9}1", "f"]).unwrap_err();
+        assert!(e.msg.contains("-\u{e9}"), "{e}");
+        assert!(p(&["patch", "-\u{e9}", "f"]).is_err());
     }
 }

@@ -12,6 +12,11 @@ pub enum Stage {
     Original,
     /// Combine the original and patched assembly with `kpatch_gensrc` and build from that.
     Patched,
+    /// Ours: compile the sources as the earlier patches of a patch built on top of them have
+    /// them into `<prefix><name>.earlier.s`, which the patched stage compares with
+    /// (`kpatch_gensrc --earlier`, when `KPCC_EARLIER` is set), and build from the original's
+    /// kept assembly (the outputs are the original's).
+    Earlier,
     /// Behave exactly as the real compiler (configure scripts).
     Configure,
 }
@@ -22,6 +27,7 @@ impl Stage {
         match self {
             Stage::Original => "original",
             Stage::Patched => "patched",
+            Stage::Earlier => "earlier",
             Stage::Configure => "configure",
         }
     }
@@ -66,6 +72,9 @@ pub mod vars {
     /// safe to live-patch (`-flive-patching=inline-clone`), to rebuild a binary exactly as it
     /// was built without them.
     pub const KPCC_LIVE_PATCHING: &str = "KPCC_LIVE_PATCHING";
+    /// Ours: in the patched stage, a file the `earlier` stage compiled is compared with that
+    /// assembly too (`kpatch_gensrc --earlier`): the patch is built on top of earlier patches.
+    pub const KPCC_EARLIER: &str = "KPCC_EARLIER";
     /// Set by the wrapper in the environment of the compilers it runs, to detect a loop.
     pub const LIBCARE_CC_RUNNING: &str = "LIBCARE_CC_RUNNING";
 }
@@ -108,6 +117,8 @@ pub struct CcConfig {
     pub report: Option<PathBuf>,
     /// Whether to add the live-patching options (`KPCC_LIVE_PATCHING`, default on).
     pub live_patching: bool,
+    /// `KPCC_EARLIER`.
+    pub earlier: bool,
 }
 
 /// Splits a `;`-separated list, dropping empty entries.
@@ -136,6 +147,7 @@ impl CcConfig {
             None | Some("") => None,
             Some("original") => Some(Stage::Original),
             Some("patched") => Some(Stage::Patched),
+            Some("earlier") => Some(Stage::Earlier),
             Some("configure") => Some(Stage::Configure),
             Some(other) => return Err(CcError::UnknownStage(other.to_string())),
         };
@@ -182,6 +194,7 @@ impl CcConfig {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
             live_patching: !matches!(get(vars::KPCC_LIVE_PATCHING), Some("0" | "off" | "no")),
+            earlier: get(vars::KPCC_EARLIER).is_some_and(|v| !v.is_empty()),
         })
     }
 
@@ -231,6 +244,19 @@ mod tests {
         assert_eq!(c.stage, Some(Stage::Patched));
         assert_eq!(c.append_args, ["-Wl,-q", "-DX"]);
         assert_eq!(c.real_compiler.as_deref(), Some("/usr/bin/g++"));
+    }
+
+    #[test]
+    fn the_earlier_stage_and_its_use_by_the_patched_one() {
+        let c = CcConfig::from_env("cc", &env(&[("KPATCH_STAGE", "earlier")])).unwrap();
+        assert_eq!((c.stage, c.earlier), (Some(Stage::Earlier), false));
+        assert_eq!(Stage::Earlier.name(), "earlier");
+        let c = CcConfig::from_env(
+            "cc",
+            &env(&[("KPATCH_STAGE", "patched"), ("KPCC_EARLIER", "1")]),
+        )
+        .unwrap();
+        assert!(c.earlier);
     }
 
     #[test]

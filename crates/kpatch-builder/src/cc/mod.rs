@@ -141,10 +141,10 @@ pub fn run(argv: &[OsString], env: &HashMap<String, String>) -> Result<i32, CcEr
     let mut cl = parse(&args);
 
     let stage = match cfg.stage {
-        Some(s @ (Stage::Original | Stage::Patched)) => s,
+        Some(s @ (Stage::Original | Stage::Patched | Stage::Earlier)) => s,
         _ => return Err(exec_real(&real, raw_args, &cfg)),
     };
-    if stage == Stage::Patched && !is_configure_probe(&cl) && !cl.query {
+    if matches!(stage, Stage::Patched | Stage::Earlier) && !is_configure_probe(&cl) && !cl.query {
         if let Some(list) = &cfg.keep_list {
             // Passthroughs too: whatever this command overwrites, the original stage made.
             for file in written_files(&cl) {
@@ -409,7 +409,7 @@ impl Wrapper {
     fn build_asm(&self, input: &Input, base: &Path) -> Result<PathBuf, CcError> {
         let kept = self.naming.stage_asm(base, self.stage.name())?;
         let original = self.naming.stage_asm(base, Stage::Original.name())?;
-        if self.stage == Stage::Patched && !original.is_file() {
+        if self.stage != Stage::Original && !original.is_file() {
             return Err(CcError::MissingOriginal {
                 asm: original,
                 output: base.to_path_buf(),
@@ -459,8 +459,11 @@ impl Wrapper {
             }
         }
         tmp.persist(&kept)?;
-        if self.stage == Stage::Original {
-            return Ok(kept);
+        match self.stage {
+            Stage::Original => return Ok(kept),
+            // Kept for the patched stage; the object is the original's.
+            Stage::Earlier => return Ok(original),
+            _ => {}
         }
         self.combine(base, &original, &kept)
     }
@@ -468,8 +471,12 @@ impl Wrapper {
     /// Runs `kpatch_gensrc` on the kept original and the new patched assembly of `base`.
     fn combine(&self, base: &Path, original: &Path, patched: &Path) -> Result<PathBuf, CcError> {
         let gensrc = self.gensrc()?;
+        // What the earlier patches have of this file, when the patch is built on top of them
+        // and they changed it.
+        let earlier = Some(self.naming.stage_asm(base, Stage::Earlier.name())?)
+            .filter(|e| self.cfg.earlier && e.is_file());
         if !self.cfg.dbgfilter_args.is_empty() {
-            for file in [original, patched] {
+            for file in [original, patched].into_iter().chain(earlier.as_deref()) {
                 let tmp = TempOut::beside(file);
                 let mut args = self.cfg.dbgfilter_args.clone();
                 args.extend([
@@ -490,6 +497,9 @@ impl Wrapper {
         let combined = self.naming.combined_asm(base)?;
         let tmp = TempOut::beside(&combined);
         let mut args = self.cfg.patch_args.clone();
+        if let Some(earlier) = &earlier {
+            args.push(format!("--earlier={}", earlier.display()));
+        }
         if let Some(report) = &self.cfg.report {
             args.push(format!("--report={}", report.display()));
         }

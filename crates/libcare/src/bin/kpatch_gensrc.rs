@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Parser, ValueEnum};
 use kpatch_asm::{
-    copy_through, debug_filter, gensrc, AsmArch, AsmFile, Dialect, Diff, DiffOptions,
-    FilterOptions, FunctionFilter, Note, PatchKind, SymbolList,
+    copy_through, debug_filter, gensrc, gensrc_on_earlier, AsmArch, AsmFile, Dialect, Diff,
+    DiffOptions, FilterOptions, FunctionFilter, Note, PatchKind, SymbolList,
 };
 use kpatch_names::plain;
 
@@ -77,6 +77,14 @@ struct Cli {
     /// is standard input.
     #[arg(short = 'i', long = "input", value_name = "FILE", action = ArgAction::Append)]
     input: Vec<PathBuf>,
+
+    /// The assembly of the same file in the build of an earlier patch, which the process will
+    /// run when this one is applied (this patch is applied after it): only what differs from
+    /// it goes into the patch, and what it added and is kept as it is stays a reference to
+    /// the earlier patch's definition, resolved at run time. The inputs are still the
+    /// original (whose addresses the output keeps) and the patched build.
+    #[arg(long = "earlier", value_name = "EARLIER.s")]
+    earlier: Option<PathBuf>,
 
     /// Output file ("-" or none: standard output).
     #[arg(
@@ -217,6 +225,9 @@ fn run(cli: &Cli) -> Result<()> {
     let filtering = cli.dbg_filter || filter_opts != FilterOptions::default();
     let text = match cli.input.len() {
         0 => bail!("no input file; give -i FILE (twice to compare two files)"),
+        1 if cli.earlier.is_some() => {
+            bail!("--earlier needs the original and the patched file (-i twice)")
+        }
         1 => {
             let f = parse(0)?;
             if filtering {
@@ -234,7 +245,24 @@ fn run(cli: &Cli) -> Result<()> {
             }
             let (orig, patched) = (parse(0)?, parse(1)?);
             let opts = diff_options(cli)?;
-            let (text, diff) = gensrc(&orig, &patched, &opts)?;
+            let (text, diff) = match &cli.earlier {
+                None => gensrc(&orig, &patched, &opts)?,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read --earlier {}", path.display()))?;
+                    let earlier = AsmFile::parse(&path.display().to_string(), &text, dialect)?;
+                    let (text, layered) = gensrc_on_earlier(&orig, &earlier, &patched, &opts)?;
+                    if verbose > 0 {
+                        for f in &layered.from_earlier {
+                            libcare::errln!(
+                                "kpatch_gensrc: {} is taken from the earlier patch",
+                                f.name
+                            );
+                        }
+                    }
+                    (text, layered.diff)
+                }
+            };
             report(&diff, verbose);
             if let Some(file) = &cli.report {
                 append_report(file, orig.source_name().unwrap_or(&orig.name), &diff)?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use kpatch_file::{write_kpatch, KpatchFile};
 use kpatch_trust::{sign, SigningKey};
@@ -35,6 +35,13 @@ struct Args {
     /// callbacks do not run. Marked by a `.kpatch.replace` section, which LibcarePlus ignores.
     #[arg(long)]
     replace: bool,
+
+    /// The patch is built on top of patch ID of the same object (kpatch_gensrc --earlier): it
+    /// is applied only after it, takes what it added from it, and keeps it from being removed
+    /// first. Recorded in a `.kpatch.depends` section, which LibcarePlus ignores. May be given
+    /// several times.
+    #[arg(long = "after", value_name = "ID")]
+    after: Vec<String>,
 
     /// Sign the patch with this OpenSSH Ed25519 private key (`ssh-keygen -t ed25519`): an
     /// `ssh-keygen -Y sign -n libcare` signature of the file, appended after its contents.
@@ -66,7 +73,22 @@ fn run(args: &Args) -> Result<()> {
     let key = args.sign.as_deref().map(SigningKey::load).transpose()?;
     let mut elf = std::fs::read(&args.input)
         .with_context(|| format!("cannot read input file '{}'", args.input.display()))?;
+    for id in &args.after {
+        kpatch_file::validate_patch_id(id).with_context(|| format!("--after {id}"))?;
+        if *id == args.patch_id {
+            bail!("--after {id}: a patch cannot be applied after itself");
+        }
+    }
+    elf = kpatch_strip::mark_after(&elf, &args.after)
+        .with_context(|| format!("cannot make a patch from '{}'", args.input.display()))?;
     if args.replace {
+        let needs = kpatch_strip::depends_of(&elf)?.patches;
+        if !needs.is_empty() {
+            bail!(
+                "--replace: a cumulative patch replaces every earlier patch of its object, so it cannot be built on top of one (--after {})",
+                needs.join(", ")
+            );
+        }
         elf = kpatch_strip::mark_replace(&elf)
             .with_context(|| format!("cannot mark '{}' as cumulative", args.input.display()))?;
     }

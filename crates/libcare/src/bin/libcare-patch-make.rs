@@ -52,14 +52,34 @@ struct Args {
     no_live_patching_flags: bool,
     /// Make cumulative patches: each replaces, when applied, every earlier patch of its object
     /// (their functions not changed again go back to the original) in one stop.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "after")]
     replace: bool,
+    /// Build on top of the earlier patch ID, made from the patch file PATCH, that the process
+    /// runs: PATCH is applied first (the PATCH arguments are then changes to the sources as it
+    /// leaves them), what it added is taken from it at run time, and the new patches are
+    /// applied only after it and keep it from being removed first. Repeat for several
+    /// earlier patches, in the order they were made.
+    #[arg(long, value_name = "ID=PATCH", value_parser = parse_after)]
+    after: Vec<(PatchId, PathBuf)>,
     /// Sign the patches with this OpenSSH Ed25519 private key (see kpatch_make --sign).
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
     /// Patch files (unified diffs), applied in order.
     #[arg(value_name = "PATCH")]
     patches: Vec<PathBuf>,
+}
+
+/// `ID=PATCH`.
+fn parse_after(value: &str) -> Result<(PatchId, PathBuf), String> {
+    let (id, patch) = value
+        .split_once('=')
+        .filter(|(_, p)| !p.is_empty())
+        .ok_or_else(|| {
+            "expected ID=PATCH: the earlier patch's id and its patch file".to_string()
+        })?;
+    let id =
+        PatchId::new(id).map_err(|_| format!("{id:?} is not a patch id (1 to 7 characters)"))?;
+    Ok((id, PathBuf::from(patch)))
 }
 
 struct Colors {
@@ -122,6 +142,7 @@ fn run(args: Args, id: PatchId) -> anyhow::Result<()> {
         build_id: args.buildid,
         jobs: args.jobs,
         replace: args.replace,
+        after: args.after,
         patches: args.patches,
         verbose: args.verbose,
         strict_ipa: args.strict_ipa,

@@ -9,5 +9,6 @@ mod cc;
 mod guide_live;
 mod install_guard;
 mod ipa;
+mod layered;
 mod livepatch_example;
 mod patch_make;

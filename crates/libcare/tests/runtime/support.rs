@@ -112,32 +112,49 @@ fn patch_name(out: &str, version: u32) -> String {
 /// Builds the fixture in `dir` and one patch per version (`-DPATCHED=<version>`), each with
 /// patch-id `<version>` on four digits, by the user guide's manual steps.
 pub fn build(dir: &Path, r: &Recipe<'_>, versions: &[u32]) -> Built {
+    build_patches(dir, r, versions, false)
+}
+
+/// [`build`], each patch after the first built on top of the one before it (`kpatch_gensrc
+/// --earlier` with that version's assembly, `kpatch_make --after` its id).
+pub fn build_layered(dir: &Path, r: &Recipe<'_>, versions: &[u32]) -> Built {
+    build_patches(dir, r, versions, true)
+}
+
+fn build_patches(dir: &Path, r: &Recipe<'_>, versions: &[u32], layered: bool) -> Built {
     let out = r.output();
     compile_s(dir, r, None, &format!("{}.s", r.name));
     link(dir, r, &format!("{}.s", r.name), &out, false);
     let bid = build_id(&dir.join(&out));
+    let mut earlier: Option<u32> = None;
     for &v in versions {
         let patched_s = format!("{}.v{v}.s", r.name);
         let combined = format!("{}.v{v}.combined.s", r.name);
         let patched_bin = format!("{out}.v{v}");
         let stripped = format!("{out}.v{v}.stripped");
         compile_s(dir, r, Some(v), &patched_s);
-        gensrc(
-            dir,
-            &format!("{}.s", r.name),
-            &patched_s,
-            &combined,
-            r.gensrc_flags,
-        );
+        let mut flags: Vec<String> = r.gensrc_flags.iter().map(|f| f.to_string()).collect();
+        if let Some(e) = earlier {
+            flags.extend(["--earlier".into(), format!("{}.v{e}.s", r.name)]);
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        gensrc(dir, &format!("{}.s", r.name), &patched_s, &combined, &flags);
         link(dir, r, &combined, &patched_bin, true);
         strip_steps(dir, &out, &patched_bin, &stripped);
-        kpatch_make(
-            dir,
-            &bid,
-            &format!("{v:04}"),
-            &stripped,
-            &patch_name(&out, v),
-        );
+        let kpatch = patch_name(&out, v);
+        match earlier {
+            None => kpatch_make(dir, &bid, &format!("{v:04}"), &stripped, &kpatch),
+            Some(e) => {
+                let (id, after) = (format!("{v:04}"), format!("{e:04}"));
+                let args = [
+                    "-b", &bid, "-i", &id, "--after", &after, &stripped, "-o", &kpatch,
+                ];
+                run_ok(tool("kpatch_make", dir).args(args));
+            }
+        }
+        if layered {
+            earlier = Some(v);
+        }
     }
     built(dir, r, versions)
 }

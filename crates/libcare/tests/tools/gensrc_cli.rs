@@ -237,6 +237,23 @@ fn usage_errors_fail() {
         (&["--no-such-option", "-i", s(&orig_s)], 2, "no-such-option"),
         (&["-i", "/nonexistent/x.s"], 1, "/nonexistent/x.s"),
         (&["-d", "zz", "-i", s(&orig_s)], 1, "hex"),
+        (
+            &["--earlier", s(&patched_s), "-i", s(&orig_s)],
+            1,
+            "--earlier needs the original and the patched file",
+        ),
+        (
+            &[
+                "-i",
+                s(&orig_s),
+                "-i",
+                s(&patched_s),
+                "--earlier",
+                "/nonexistent/e.s",
+            ],
+            1,
+            "cannot read --earlier /nonexistent/e.s",
+        ),
     ];
     for (args, code, msg) in cases {
         let o = gensrc(args);
@@ -252,6 +269,7 @@ fn usage_errors_fail() {
         "--unlink-symbols",
         "--must-adapt",
         "--filter-config",
+        "--earlier",
         "libcare.conf",
     ] {
         assert!(help.contains(opt), "help mentions {opt}");

@@ -369,3 +369,54 @@ fn usage_errors_exit_non_zero() {
         assert!(stderr(&out).contains("Usage"), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn after_records_the_earlier_patch_and_refuses_what_does_not_add_up() {
+    let (dir, _) = setup();
+    let d = dir.path();
+    let out = kpatch_make(
+        d,
+        &[
+            "-b",
+            BID,
+            "-i",
+            "0002",
+            "--after",
+            "0001",
+            "foobar.o",
+            "-o",
+            "foo.kpatch",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = fs::read(d.join("foo.kpatch")).expect("output written");
+    let file = KpatchFile::parse(&bytes).expect("output parses");
+    let depends = file.section(".kpatch.depends").expect(".kpatch.depends");
+    assert_eq!(kpatch_file::Depends::parse(depends.data).patches, ["0001"]);
+    fs::remove_file(d.join("foo.kpatch")).unwrap();
+
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["-b", BID, "-i", "0002"];
+        a.extend(extra);
+        a.extend(["foobar.o", "-o", "foo.kpatch"]);
+        a
+    };
+    assert_fails(
+        d,
+        &args(&["--after", "0002"]),
+        "cannot be applied after itself",
+    );
+    assert_fails(d, &args(&["--after", "a b"]), "--after a b");
+    assert_fails(
+        d,
+        &args(&["--after", "0001", "--replace"]),
+        "cannot be built on top of one",
+    );
+    // What `kpatch_strip --rel-fixup` lists for `kpatch_gensrc --earlier`'s placeholders needs
+    // the earlier patch named.
+    let taking = PATCH_S.to_owned()
+        + "\t.pushsection .kpatch.depends,\"\",@progbits\n\t.string \"symbol:added_next\"\n\t.popsection\n";
+    assemble(d, "taking", &taking);
+    let args = ["-b", BID, "-i", "0002", "taking.o", "-o", "foo.kpatch"];
+    assert_fails(d, &args, "takes added_next from an earlier patch");
+}

@@ -158,8 +158,9 @@ pub fn selfload_inner(bin: &Path, dir: &Path, patched: &Path, runs: usize) -> Re
     Ok(())
 }
 
-/// `libcare-server --self-load` on `storage`, searching `search`, with its socket and lock
-/// directory in `dir`, logging to `log` (appended); killed when dropped.
+/// `libcare-server --self-load` on `storage`, searching `search`, with its socket, lock
+/// directory, audit trail and (empty) key directory in `dir`, logging to `log` (appended):
+/// never the machine's keys or system log; killed when dropped.
 pub(crate) struct Service(std::process::Child);
 
 impl Service {
@@ -172,6 +173,8 @@ impl Service {
     ) -> Result<Service> {
         let socket = dir.join("selfload.sock");
         let _ = std::fs::remove_file(&socket);
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys)?;
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -183,6 +186,8 @@ impl Service {
             .arg(&socket)
             .arg(storage)
             .env("LIBCARE_LOCK_DIR", dir.join("locks"))
+            .env("LIBCARE_KEYS", &keys)
+            .env("LIBCARE_AUDIT_LOG", dir.join("audit.log"))
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
             .spawn()?;

@@ -62,11 +62,21 @@ pub struct BlockedSyscall {
     pub pc: u64,
 }
 
-/// The syscall thread `tid` of process `pid` is blocked in; `None` when it is running, not in
-/// a syscall, gone, or the file is unreadable.
-pub fn blocked_syscall(pid: i32, tid: i32) -> Option<BlockedSyscall> {
-    let dir = PathBuf::from(format!("/proc/{pid}/task/{tid}"));
-    procfs::current_syscall(&dir).map(|s| BlockedSyscall { nr: s.nr, pc: s.pc })
+/// The syscall thread `tid` of process `pid` is blocked in; `None` when it is not in a
+/// syscall, gone, or the file is unreadable. A thread the kernel shows as running is waited
+/// for up to `settle`: one that has just queued an event we must answer (a fanotify
+/// permission event) is on its way to sleep, and may not be there yet when we read the event
+/// on another CPU.
+pub fn blocked_syscall(pid: i32, tid: i32, settle: Duration) -> Option<BlockedSyscall> {
+    let file = PathBuf::from(format!("/proc/{pid}/task/{tid}/syscall"));
+    let deadline = Instant::now() + settle;
+    loop {
+        let text = std::fs::read_to_string(&file).ok()?;
+        if text.trim() != "running" || Instant::now() >= deadline {
+            return procfs::parse_syscall(&text).map(|s| BlockedSyscall { nr: s.nr, pc: s.pc });
+        }
+        std::thread::sleep(SHORT_POLL);
+    }
 }
 
 /// The signals thread `tid` of process `pid` blocks (`SigBlk`, bit `n - 1` for signal `n`).

@@ -37,6 +37,9 @@ use crate::watch::Watch;
 const OPEN_LIMIT: Duration = Duration::from_secs(10);
 /// Changes to the storage that come together are handled together.
 const SETTLE: Duration = Duration::from_millis(30);
+/// How long a thread whose opening we hear of may take to be seen asleep in it (it queued the
+/// event, then sleeps until we answer; on a busy machine that takes a few scheduler ticks).
+const ASLEEP_LIMIT: Duration = Duration::from_millis(500);
 /// The marker's name in the lock directory.
 const MARKER: &str = "selfload.watch";
 
@@ -325,7 +328,7 @@ impl Shared {
     /// Whether thread `tid` of `tgid`, blocked opening the marker, does so from a watch
     /// function: its loader is about to add or remove objects.
     fn announces(&self, tgid: i32, tid: i32, marker: &Path) -> bool {
-        let Some(syscall) = blocked_syscall(tgid, tid) else {
+        let Some(syscall) = blocked_syscall(tgid, tid, ASLEEP_LIMIT) else {
             return false;
         };
         Process::inspect(tgid).is_ok_and(|proc| in_watch_page(&proc, syscall.pc, marker))
@@ -334,7 +337,7 @@ impl Shared {
     /// Whether thread `tid` of `tgid`, blocked opening a watched file, is executing it or its
     /// dynamic loader is loading it; `None` for anything else.
     fn classify(&self, tgid: i32, tid: i32) -> Option<Start> {
-        let syscall = blocked_syscall(tgid, tid)?;
+        let syscall = blocked_syscall(tgid, tid, ASLEEP_LIMIT)?;
         if kpatch_arch::host().sys_exec().contains(&syscall.nr) {
             return Some(Start::Exec);
         }

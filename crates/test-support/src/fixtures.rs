@@ -50,7 +50,7 @@ pub fn compiled(src: &Path, flags: &[&str]) -> PathBuf {
         let tmp = dir.join(format!(
             ".{}.{}",
             name.to_string_lossy(),
-            std::process::id()
+            crate::tools::process_key()
         ));
         run_ok(Command::new("gcc").args(flags).arg("-o").arg(&tmp).arg(src));
         std::fs::rename(&tmp, &out).expect("move the compiled fixture into place");

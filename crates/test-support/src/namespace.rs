@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::command::{stderr, stdout};
-use crate::tools::lock_dir;
+use crate::tools::{lock_dir, NAMESPACE_LOCK_DIR};
 
 /// Runs the `#[ignore]`d test `inner` (its full path in this test binary, such as
 /// `all_processes::inner_patch_all`) as pid 1 of a new PID namespace with its own /proc.
@@ -16,6 +16,9 @@ pub fn run_in_pid_namespace(inner: &str) {
 /// [`run_in_pid_namespace`], with `env` set for the inner test.
 pub fn run_in_pid_namespace_with(inner: &str, env: &[(&str, &std::ffi::OsStr)]) {
     let exe = std::env::current_exe().expect("test executable");
+    // Its own: pids of different namespaces are the same numbers.
+    let locks = lock_dir().join(inner.replace("::", "-"));
+    std::fs::create_dir_all(&locks).expect("create the namespace's lock directory");
     let out = Command::new("unshare")
         .args(["--fork", "--pid", "--mount-proc", "--kill-child"])
         .arg(exe)
@@ -26,7 +29,8 @@ pub fn run_in_pid_namespace_with(inner: &str, env: &[(&str, &std::ffi::OsStr)]) 
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("LIBCARE_LOCK_DIR", lock_dir())
+        .env("LIBCARE_LOCK_DIR", &locks)
+        .env(NAMESPACE_LOCK_DIR, &locks)
         .envs(env.iter().copied())
         .output()
         .expect("run unshare (util-linux)");

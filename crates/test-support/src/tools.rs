@@ -21,23 +21,47 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// This process's name among every process of the machine: its pid with its PID namespace,
+/// since the inner tests run as pid 1 of namespaces of their own, several at once (with a
+/// bare pid they shared their lock directory, and a tool in one namespace waited for the
+/// lock another held on the same pid number of another process).
+pub fn process_key() -> String {
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("pid:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    format!("{ns}-{}", std::process::id())
+}
+
+/// Set by [`crate::namespace`] for the inner test: the lock directory of its namespace.
+pub(crate) const NAMESPACE_LOCK_DIR: &str = "LIBCARE_TEST_LOCK_DIR";
+
 /// Lock directory for the tools run by this test process (never the system's /run).
 pub fn lock_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("libcare-test-locks-{}", std::process::id()));
+    let dir = std::env::var_os(NAMESPACE_LOCK_DIR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("libcare-test-locks-{}", process_key()))
+        });
     std::fs::create_dir_all(&dir).expect("create lock dir");
     dir
 }
 
 /// An empty key directory, so that the tools never read the system's /etc/libcare/keys.
 pub fn no_keys_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("libcare-test-nokeys-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("libcare-test-nokeys-{}", process_key()));
     std::fs::create_dir_all(&dir).expect("create key dir");
     dir
 }
 
 /// Where the tools run by this test process write their audit lines (never the system log).
 pub fn audit_log() -> PathBuf {
-    std::env::temp_dir().join(format!("libcare-test-audit-{}.log", std::process::id()))
+    std::env::temp_dir().join(format!("libcare-test-audit-{}.log", process_key()))
 }
 
 /// Our tool binary as a command running in `dir`.

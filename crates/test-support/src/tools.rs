@@ -21,6 +21,14 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Where the test processes keep their lock directories, key directories and audit logs: in
+/// the build tree (`cargo clean` removes them), never in the system's directories.
+fn state_dir() -> PathBuf {
+    let dir = bin_dir().join("test-state");
+    std::fs::create_dir_all(&dir).expect("create the tests' state directory");
+    dir
+}
+
 /// This process's name among every process of the machine: its pid with its PID namespace,
 /// since the inner tests run as pid 1 of namespaces of their own, several at once (with a
 /// bare pid they shared their lock directory, and a tool in one namespace waited for the
@@ -45,23 +53,21 @@ pub(crate) const NAMESPACE_LOCK_DIR: &str = "LIBCARE_TEST_LOCK_DIR";
 pub fn lock_dir() -> PathBuf {
     let dir = std::env::var_os(NAMESPACE_LOCK_DIR)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("libcare-test-locks-{}", process_key()))
-        });
+        .unwrap_or_else(|| state_dir().join(format!("locks-{}", process_key())));
     std::fs::create_dir_all(&dir).expect("create lock dir");
     dir
 }
 
 /// An empty key directory, so that the tools never read the system's /etc/libcare/keys.
 pub fn no_keys_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("libcare-test-nokeys-{}", process_key()));
+    let dir = state_dir().join(format!("nokeys-{}", process_key()));
     std::fs::create_dir_all(&dir).expect("create key dir");
     dir
 }
 
 /// Where the tools run by this test process write their audit lines (never the system log).
 pub fn audit_log() -> PathBuf {
-    std::env::temp_dir().join(format!("libcare-test-audit-{}.log", process_key()))
+    state_dir().join(format!("audit-{}.log", process_key()))
 }
 
 /// Our tool binary as a command running in `dir`.

@@ -84,20 +84,24 @@ fn trampolines_in(arch: &dyn Arch, text: &[u8], known: &TrampolineCache) -> Arc<
     let mut out = Vec::new();
     let syscall = arch.syscall_insn();
     let codes = arch.sigreturn_code();
-    // Every syscall instruction, then what precedes it.
+    // Every syscall instruction, then what precedes it. A vectorised search: comparing at
+    // each offset was a third of a one-process `patch -p all` (libc's text, megabytes).
     let step = (arch.insn_alignment() as usize).max(1);
-    let mut i = 0;
-    while i + syscall.len() <= text.len() {
-        if text[i..i + syscall.len()] == *syscall {
-            for c in codes {
-                if let Some(start) = i.checked_sub(c.syscall_at) {
-                    if text[start..].starts_with(c.bytes) {
-                        out.push(start);
-                    }
+    let finder = memchr::memmem::Finder::new(syscall);
+    let mut from = 0;
+    while let Some(found) = text.get(from..).and_then(|rest| finder.find(rest)) {
+        let i = from + found;
+        from = i + 1;
+        if i % step != 0 {
+            continue;
+        }
+        for c in codes {
+            if let Some(start) = i.checked_sub(c.syscall_at) {
+                if text[start..].starts_with(c.bytes) {
+                    out.push(start);
                 }
             }
         }
-        i += step;
     }
     let v = Arc::new(out);
     if let Ok(mut c) = cache.lock() {

@@ -33,15 +33,11 @@ fn state_dir() -> PathBuf {
 /// since the inner tests run as pid 1 of namespaces of their own, several at once (with a
 /// bare pid they shared their lock directory, and a tool in one namespace waited for the
 /// lock another held on the same pid number of another process).
-pub fn process_key() -> String {
-    let ns = std::fs::read_link("/proc/self/ns/pid")
-        .ok()
-        .and_then(|l| {
-            let l = l.to_string_lossy().into_owned();
-            l.strip_prefix("pid:[")?
-                .strip_suffix(']')
-                .map(str::to_owned)
-        })
+pub(crate) fn process_key() -> String {
+    use std::os::unix::fs::MetadataExt;
+    // The namespace file's inode is the namespace's identity (what `pid:[N]` shows).
+    let ns = std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| m.ino())
         .unwrap_or_default();
     format!("{ns}-{}", std::process::id())
 }
